@@ -21,7 +21,20 @@ export function param(shape: readonly number[], init: 'zeros' | 'ones' | { norma
   return new Parameter(data, shape);
 }
 
-export type StateDict = Map<string, Tensor>;
+/**
+ * Non-trainable state that checkpoints must save (aux-loss-free routing biases, adaptive loss
+ * coefficients, running statistics). Optimizers never see it; stateDict() includes it.
+ */
+export class StateBuffer {
+  constructor(
+    public data: Float32Array,
+    readonly shape: readonly number[],
+  ) {
+    if (data.length !== shapeSize(shape)) throw new Error(`StateBuffer: ${data.length} values for shape ${formatShape(shape)}`);
+  }
+}
+
+export type StateDict = Map<string, { data: Float32Array; shape: readonly number[] }>;
 
 export abstract class Module {
   /** Training mode (dropout, noisy gating, bias updates); switch with train()/eval(). */
@@ -40,6 +53,20 @@ export abstract class Module {
   ownParameters(): [string, Parameter][] {
     const out: [string, Parameter][] = [];
     for (const [k, v] of Object.entries(this)) if (v instanceof Parameter) out.push([k, v]);
+    return out;
+  }
+
+  ownBuffers(): [string, StateBuffer][] {
+    const out: [string, StateBuffer][] = [];
+    for (const [k, v] of Object.entries(this)) if (v instanceof StateBuffer) out.push([k, v]);
+    return out;
+  }
+
+  /** All state buffers with dotted names. */
+  namedBuffers(prefix = ''): [string, StateBuffer][] {
+    const out: [string, StateBuffer][] = [];
+    for (const [k, b] of this.ownBuffers()) out.push([prefix + k, b]);
+    for (const [k, m] of this.namedChildren()) out.push(...m.namedBuffers(`${prefix}${k}.`));
     return out;
   }
 
@@ -73,13 +100,14 @@ export abstract class Module {
     return this.train(false);
   }
 
+  /** Parameters and buffers by name (the tensors a checkpoint holds). */
   stateDict(): StateDict {
-    return new Map(this.namedParameters());
+    return new Map<string, { data: Float32Array; shape: readonly number[] }>([...this.namedParameters(), ...this.namedBuffers()]);
   }
 
-  /** Copy values in by name; every parameter must be present with the same shape, and no extras. */
-  loadStateDict(state: Map<string, { data: Float32Array; shape: readonly number[] }>): void {
-    const params = new Map(this.namedParameters());
+  /** Copy values in by name; every parameter and buffer must be present with the same shape, and no extras. */
+  loadStateDict(state: StateDict): void {
+    const params = this.stateDict();
     for (const name of state.keys()) {
       if (!params.has(name)) throw new Error(`loadStateDict: unexpected tensor "${name}" (not a parameter of this model)`);
     }

@@ -1,0 +1,192 @@
+#!/usr/bin/env node
+/** The moe-ts command line: train, generate, eval, routers. */
+import * as fs from 'node:fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { initBackend, disposeBackend } from '../kernels/index.js';
+import { parseRunConfig, parseRunConfigText, matchedDenseConfig, ConfigError, type RunConfig } from '../models/config.js';
+import { train } from '../train/trainer.js';
+import { createProgress } from './progress.js';
+
+function intArg(name: string, min = 1) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got "${v}"`);
+    return n;
+  };
+}
+
+function floatArg(name: string, check: (x: number) => boolean, rule: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || !check(n)) throw new InvalidArgumentError(`${name} must be ${rule}, got "${v}"`);
+    return n;
+  };
+}
+
+function readConfig(file: string | undefined): RunConfig {
+  if (!file) return parseRunConfig({});
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read config ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  return parseRunConfigText(text, file);
+}
+
+function timestamp(): string {
+  return new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+}
+
+const backendOption = () => new Option('--backend <name>', 'kernel backend: auto, native, wasm, js').default(process.env.MOE_BACKEND ?? 'auto');
+const threadsOption = () => new Option('--threads <n>', 'worker threads for the kernels').argParser(intArg('--threads'));
+
+async function withBackend<T>(o: { backend: string; threads?: number }, fn: (name: string) => Promise<T>): Promise<T> {
+  const b = await initBackend(o.backend, { threads: o.threads });
+  try {
+    return await fn(`${b.name} (${b.threads} thread${b.threads === 1 ? '' : 's'})`);
+  } finally {
+    disposeBackend();
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program.name('moe-ts').description('Mixture-of-Experts language models in TypeScript').showHelpAfterError().configureOutput({
+    outputError: (str, write) => write(str),
+  });
+
+  program
+    .command('train')
+    .description('train an MoE language model (default: a small MoE on the embedded Shakespeare corpus)')
+    .option('--config <file>', 'JSON config with "model", "training" and "data" sections')
+    .option('--data <sources...>', 'corpora: shakespeare, wikitext, linux, or text file paths')
+    .option('--steps <n>', 'training steps', intArg('--steps'))
+    .option('--out <dir>', 'run directory (checkpoints, log.jsonl, results.json)')
+    .option('--resume', 'continue the run in --out from its latest checkpoint')
+    .option('--dense', 'train the FLOP-matched dense baseline of the config instead')
+    .option('--seed <n>', 'random seed', intArg('--seed', 0))
+    .option('--quiet', 'no progress output')
+    .addOption(backendOption())
+    .addOption(threadsOption())
+    .action(async (o) => {
+      let cfg = readConfig(o.config);
+      if (o.data) cfg = { ...cfg, data: { ...cfg.data, sources: o.data, weights: undefined } };
+      if (o.steps) cfg = { ...cfg, training: { ...cfg.training, steps: o.steps } };
+      if (o.seed !== undefined) cfg = { ...cfg, training: { ...cfg.training, seed: o.seed } };
+      if (o.dense) cfg = { ...cfg, model: matchedDenseConfig(cfg.model) };
+      cfg = parseRunConfig(cfg);
+      if (o.resume && !o.out) throw new ConfigError('--resume needs --out <dir> naming the run to continue');
+      const out: string = o.out ?? `runs/train-${timestamp()}`;
+      const progress = createProgress(process.stderr, Boolean(o.quiet));
+      await withBackend(o, async (backend) => {
+        const res = await train({
+          config: cfg,
+          outDir: out,
+          resume: Boolean(o.resume),
+          events: {
+            onStart: (i) => {
+              progress.message(
+                `moe-ts train: ${i.params.toLocaleString()} params (${i.activeParams.toLocaleString()} active per token), tokenizer ${i.tokenizer}, data ${i.domains.join(' + ')}, backend ${backend}, out ${out}${i.startStep ? `, resuming at step ${i.startStep}` : ''}`,
+              );
+              progress.start(i.totalSteps, i.startStep);
+            },
+            onStep: (m) => progress.step(m),
+            onEval: (r) => progress.eval(r),
+          },
+        });
+        progress.stop();
+        const f = res.finalEval;
+        process.stdout.write(
+          `done: ${res.steps} steps, val loss ${f.loss.toFixed(4)} (ppl ${f.perplexity.toFixed(2)}), ${Math.round(res.tokensPerSec)} tokens/s; results in ${out}\n`,
+        );
+      });
+    });
+
+  program
+    .command('generate')
+    .description('sample text from a trained checkpoint')
+    .requiredOption('--ckpt <dir>', 'run directory or checkpoint directory')
+    .option('--prompt <text>', 'prompt text', '\n')
+    .option('--max-tokens <n>', 'tokens to generate', intArg('--max-tokens'), 200)
+    .option('--temperature <t>', 'sampling temperature (0 = greedy)', floatArg('--temperature', (x) => x >= 0, '>= 0'), 0.8)
+    .option('--top-k <k>', 'sample among the k most likely tokens (0 = off)', intArg('--top-k', 0), 0)
+    .option('--top-p <p>', 'nucleus sampling mass', floatArg('--top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'), 1)
+    .option('--seed <n>', 'sampling seed', intArg('--seed', 0), 0)
+    .addOption(backendOption())
+    .addOption(threadsOption())
+    .action(async (o) => {
+      const { loadModelForInference, generate } = await import('../infer/index.js');
+      await withBackend(o, async () => {
+        const { model, tokenizer } = loadModelForInference(o.ckpt);
+        process.stdout.write(o.prompt);
+        const r = generate(model, tokenizer, o.prompt, {
+          maxNewTokens: o.maxTokens,
+          temperature: o.temperature,
+          topK: o.topK,
+          topP: o.topP,
+          seed: o.seed,
+          onText: (s: string) => process.stdout.write(s),
+        });
+        process.stdout.write(`\n`);
+        process.stderr.write(`[${r.ids.length} tokens, ${Math.round(r.tokensPerSec)} tokens/s]\n`);
+      });
+    });
+
+  program
+    .command('eval')
+    .description('validation loss/perplexity per domain and routing metrics of a checkpoint')
+    .requiredOption('--ckpt <dir>', 'run directory or checkpoint directory')
+    .option('--data <sources...>', 'corpora to evaluate on (default: the training sources)')
+    .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
+    .option('--json', 'print JSON instead of a table')
+    .addOption(backendOption())
+    .addOption(threadsOption())
+    .action(async (o) => {
+      const { evalCheckpoint, formatEval } = await import('../train/eval-command.js');
+      await withBackend(o, async () => {
+        const r = evalCheckpoint(o.ckpt, { sources: o.data, batches: o.batches });
+        process.stdout.write(o.json ? JSON.stringify(r, null, 2) + '\n' : formatEval(r));
+      });
+    });
+
+  program
+    .command('routers')
+    .description('list the registered routers, expert types and balancing losses')
+    .action(async () => {
+      const moe = await import('../moe/index.js');
+      const show = (title: string, items: { name: string; description: string }[]): void => {
+        process.stdout.write(`${title}:\n`);
+        for (const i of items) process.stdout.write(`  ${i.name.padEnd(18)} ${i.description}\n`);
+      };
+      show('routers', moe.routerRegistry.describe());
+      show('balancing losses', moe.lossRegistry.describe());
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  program.exitOverride();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (e) {
+    const err = e as Error & { code?: string; exitCode?: number };
+    if (err.code && err.code.startsWith('commander.')) {
+      // commander already printed its message (help, version, or an argument error)
+      return err.exitCode ?? 1;
+    }
+    process.stderr.write(`moe-ts: ${err.message}\n`);
+    if (process.env.MOE_DEBUG) process.stderr.write(`${err.stack}\n`);
+    return 1;
+  }
+}
+
+const isEntry = process.argv[1] && import.meta.url === new URL(`file://${fs.realpathSync(process.argv[1])}`).href;
+if (isEntry) {
+  main(process.argv).then((code) => {
+    process.exitCode = code;
+  });
+}

@@ -1,0 +1,182 @@
+/**
+ * Model and training configuration. Model field names follow Hugging Face's Mixtral /
+ * Qwen2-MoE / DeepSeek configs where the concept exists, so import/export maps directly.
+ * Validated with zod: unknown fields and invalid values fail with the field's path named.
+ */
+import { z } from 'zod';
+
+const posInt = z.number().int().positive();
+const nonNegInt = z.number().int().nonnegative();
+const nonNeg = z.number().nonnegative();
+
+export const ModelConfigSchema = z
+  .object({
+    model_type: z.literal('moe-ts').default('moe-ts'),
+    vocab_size: posInt.default(256),
+    hidden_size: posInt.default(128),
+    num_hidden_layers: posInt.default(4),
+    num_attention_heads: posInt.default(4),
+    max_position_embeddings: posInt.default(256),
+    rope_theta: z.number().positive().default(10000),
+    rms_norm_eps: z.number().positive().default(1e-6),
+    tie_word_embeddings: z.boolean().default(true),
+    initializer_range: z.number().positive().default(0.02),
+    /** Width of dense FFN layers (and of the dense baseline). */
+    intermediate_size: posInt.default(512),
+    hidden_act: z.enum(['silu', 'gelu']).default('silu'),
+    /** 0 makes a dense model. */
+    num_local_experts: nonNegInt.default(8),
+    num_experts_per_tok: posInt.default(2),
+    /** Width of each routed expert. */
+    moe_intermediate_size: posInt.default(256),
+    /** Every how many layers an MoE FFN replaces the dense one (1 = every layer, 2 = every other). */
+    decoder_sparse_step: posInt.default(1),
+    n_shared_experts: nonNegInt.default(0),
+    shared_expert_intermediate_size: posInt.optional(),
+    /** Heterogeneous expert widths (HMoE); overrides moe_intermediate_size per expert. */
+    expert_sizes: z.array(posInt).optional(),
+    router_type: z.string().default('topk'),
+    /** Router-specific options (validated by the router itself). */
+    router_options: z.record(z.string(), z.unknown()).default({}),
+    norm_topk_prob: z.boolean().default(true),
+    dispatch: z.enum(['dropless', 'capacity']).default('dropless'),
+    capacity_factor: z.number().positive().default(1.25),
+    router_aux_loss_coef: nonNeg.default(0.01),
+    router_z_loss_coef: nonNeg.default(0.001),
+    router_entropy_coef: nonNeg.default(0),
+    router_importance_coef: nonNeg.default(0),
+    hidden_dropout: z.number().min(0).lt(1).default(0),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.hidden_size % c.num_attention_heads !== 0) {
+      ctx.addIssue({ code: 'custom', path: ['num_attention_heads'], message: `hidden_size ${c.hidden_size} must be divisible by num_attention_heads ${c.num_attention_heads}` });
+    } else if ((c.hidden_size / c.num_attention_heads) % 2 !== 0) {
+      ctx.addIssue({ code: 'custom', path: ['num_attention_heads'], message: 'head dimension (hidden_size / num_attention_heads) must be even for rotary embeddings' });
+    }
+    if (c.num_local_experts > 0 && c.num_experts_per_tok > c.num_local_experts) {
+      ctx.addIssue({ code: 'custom', path: ['num_experts_per_tok'], message: `cannot exceed num_local_experts (${c.num_local_experts})` });
+    }
+    if (c.expert_sizes && c.expert_sizes.length !== c.num_local_experts) {
+      ctx.addIssue({ code: 'custom', path: ['expert_sizes'], message: `needs one width per expert (${c.num_local_experts}), got ${c.expert_sizes.length}` });
+    }
+  });
+
+export type ModelConfig = z.output<typeof ModelConfigSchema>;
+
+export const TrainConfigSchema = z
+  .object({
+    steps: posInt.default(300),
+    batch_size: posInt.default(16),
+    seq_len: posInt.default(128),
+    lr: z.number().positive().default(3e-3),
+    min_lr: nonNeg.optional(),
+    warmup_steps: nonNegInt.default(30),
+    schedule: z.enum(['cosine', 'linear', 'constant']).default('cosine'),
+    weight_decay: nonNeg.default(0.1),
+    beta1: z.number().min(0).lt(1).default(0.9),
+    beta2: z.number().min(0).lt(1).default(0.95),
+    grad_clip: nonNeg.default(1.0),
+    eval_interval: posInt.default(50),
+    eval_batches: posInt.default(8),
+    save_interval: posInt.default(100),
+    log_interval: posInt.default(1),
+    seed: nonNegInt.default(1234),
+    val_fraction: z.number().gt(0).lt(1).default(0.1),
+  })
+  .strict();
+
+export type TrainConfig = z.output<typeof TrainConfigSchema>;
+
+export const DataConfigSchema = z
+  .object({
+    /** Named domains ('shakespeare', 'wikitext', 'linux') or file paths. */
+    sources: z.array(z.string().min(1)).min(1).default(['shakespeare']),
+    /** Sampling weight per source (default: equal). */
+    weights: z.array(z.number().positive()).optional(),
+    tokenizer: z
+      .object({
+        type: z.enum(['byte', 'bpe']).default('byte'),
+        vocab_size: posInt.optional(),
+        /** Load a saved tokenizer JSON instead of training one. */
+        path: z.string().optional(),
+      })
+      .strict()
+      .default({ type: 'byte' }),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.weights && c.weights.length !== c.sources.length) {
+      ctx.addIssue({ code: 'custom', path: ['weights'], message: `needs one weight per source (${c.sources.length})` });
+    }
+  });
+
+export type DataConfig = z.output<typeof DataConfigSchema>;
+
+export const RunConfigSchema = z
+  .object({
+    model: ModelConfigSchema.default(ModelConfigSchema.parse({})),
+    training: TrainConfigSchema.default(TrainConfigSchema.parse({})),
+    data: DataConfigSchema.default(DataConfigSchema.parse({})),
+  })
+  .strict();
+
+export type RunConfig = z.output<typeof RunConfigSchema>;
+
+/** One line per problem, each naming the field path. */
+export function formatZodError(err: z.ZodError, where: string): string {
+  const lines = err.issues.map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`);
+  return `invalid ${where}: ${lines.join('; ')}`;
+}
+
+export class ConfigError extends Error {}
+
+function parseWith<T extends z.ZodType>(schema: T, value: unknown, where: string): z.output<T> {
+  const r = schema.safeParse(value);
+  if (!r.success) throw new ConfigError(formatZodError(r.error, where));
+  return r.data;
+}
+
+export function parseModelConfig(value: unknown, where = 'model config'): ModelConfig {
+  return parseWith(ModelConfigSchema, value, where);
+}
+
+export function parseRunConfig(value: unknown, where = 'config'): RunConfig {
+  return parseWith(RunConfigSchema, value, where);
+}
+
+/** Parse a JSON config file's text, naming the file on syntax errors. */
+export function parseRunConfigText(text: string, path: string): RunConfig {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(`config ${path} is not valid JSON: ${(e as Error).message}`);
+  }
+  return parseRunConfig(v, `config ${path}`);
+}
+
+/** Is layer i an MoE layer? */
+export function isMoELayer(c: ModelConfig, i: number): boolean {
+  return c.num_local_experts > 0 && (i + 1) % c.decoder_sparse_step === 0;
+}
+
+/**
+ * The dense model with the same active compute per token: every MoE FFN becomes a dense FFN
+ * whose width equals the widths a token actually uses (k routed experts + shared experts).
+ */
+export function matchedDenseConfig(c: ModelConfig): ModelConfig {
+  if (c.num_local_experts === 0) return c;
+  const sizes = c.expert_sizes ?? new Array<number>(c.num_local_experts).fill(c.moe_intermediate_size);
+  const meanSize = sizes.reduce((a, b) => a + b, 0) / sizes.length;
+  const shared = c.n_shared_experts * (c.shared_expert_intermediate_size ?? c.moe_intermediate_size);
+  const width = Math.round(c.num_experts_per_tok * meanSize + shared);
+  const dense = { ...c, num_local_experts: 0, intermediate_size: width, decoder_sparse_step: 1, expert_sizes: undefined };
+  if (c.decoder_sparse_step > 1) {
+    // mixed stacks keep their dense layers' width; only whole-model dense is expressible here when widths agree
+    if (c.intermediate_size !== width) {
+      throw new ConfigError(`matched dense baseline: decoder_sparse_step ${c.decoder_sparse_step} mixes dense FFNs of width ${c.intermediate_size} with MoE of active width ${width}; set intermediate_size to ${width} to compare`);
+    }
+  }
+  return dense;
+}

@@ -1,0 +1,230 @@
+/**
+ * Decoder-only MoE transformer LM: token embedding, N blocks of (RMSNorm, causal multi-head
+ * attention with RoPE, RMSNorm, MoE or dense FFN), final RMSNorm, tied or untied LM head.
+ * Parameter names follow Hugging Face Mixtral where the concept exists.
+ */
+import { Tensor } from '../tensor/tensor.js';
+import { Rng } from '../tensor/random.js';
+import * as T from '../tensor/index.js';
+import { Module, Linear, Embedding, RMSNorm } from '../nn/index.js';
+import { MoELayer, type MoELayerConfig } from '../moe/layer.js';
+import type { MoEAux, RouterContext } from '../moe/types.js';
+import { type ModelConfig, isMoELayer } from './config.js';
+
+/** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
+export interface KVCache {
+  k: Tensor[];
+  v: Tensor[];
+  /** Tokens already in the cache. */
+  length: number;
+}
+
+export class Attention extends Module {
+  q_proj: Linear;
+  k_proj: Linear;
+  v_proj: Linear;
+  o_proj: Linear;
+  readonly heads: number;
+  readonly headDim: number;
+  constructor(readonly cfg: ModelConfig, rng: Rng) {
+    super();
+    const d = cfg.hidden_size;
+    this.heads = cfg.num_attention_heads;
+    this.headDim = d / this.heads;
+    const std = cfg.initializer_range;
+    this.q_proj = new Linear(d, d, rng, { std });
+    this.k_proj = new Linear(d, d, rng, { std });
+    this.v_proj = new Linear(d, d, rng, { std });
+    // scaled init on residual projections (GPT-2) keeps the residual stream stable with depth
+    this.o_proj = new Linear(d, d, rng, { std: std / Math.sqrt(2 * cfg.num_hidden_layers) });
+  }
+
+  /** x [B*T, d] -> [B*T, d]; with a cache, keys/values of earlier positions are reused and extended. */
+  forward(x: Tensor, B: number, Tn: number, cache?: { k: Tensor | undefined; v: Tensor | undefined; offset: number }): { y: Tensor; k: Tensor; v: Tensor } {
+    const H = this.heads;
+    const Dh = this.headDim;
+    const split = (t: Tensor): Tensor => T.permute(T.reshape(t, [B, Tn, H, Dh]), [0, 2, 1, 3]);
+    const offset = cache?.offset ?? 0;
+    const q = T.rope(split(this.q_proj.forward(x)), offset, this.cfg.rope_theta);
+    let k = T.rope(split(this.k_proj.forward(x)), offset, this.cfg.rope_theta);
+    let v = split(this.v_proj.forward(x));
+    if (cache?.k && cache.v) {
+      k = T.concat([cache.k, k], 2);
+      v = T.concat([cache.v, v], 2);
+    }
+    const o = T.causalAttention(q, k, v);
+    const merged = T.reshape(T.permute(o, [0, 2, 1, 3]), [B * Tn, H * Dh]);
+    return { y: this.o_proj.forward(merged), k, v };
+  }
+}
+
+/** Dense FFN: SwiGLU (silu) as in Llama/Mixtral experts, or a GELU MLP. */
+export class DenseFFN extends Module {
+  gate_proj: Linear | null;
+  up_proj: Linear;
+  down_proj: Linear;
+  constructor(d: number, f: number, readonly act: 'silu' | 'gelu', std: number, outStd: number, rng: Rng) {
+    super();
+    this.gate_proj = act === 'silu' ? new Linear(d, f, rng, { std }) : null;
+    this.up_proj = new Linear(d, f, rng, { std });
+    this.down_proj = new Linear(f, d, rng, { std: outStd });
+  }
+  forward(x: Tensor): Tensor {
+    const up = this.up_proj.forward(x);
+    const h = this.gate_proj ? T.mul(T.silu(this.gate_proj.forward(x)), up) : T.gelu(up);
+    return this.down_proj.forward(h);
+  }
+}
+
+/** The MoE layer config a model config implies. */
+export function moeLayerConfig(c: ModelConfig): MoELayerConfig {
+  const losses: Record<string, number> = {};
+  if (c.router_aux_loss_coef > 0) losses.switch = c.router_aux_loss_coef;
+  if (c.router_z_loss_coef > 0) losses.zloss = c.router_z_loss_coef;
+  if (c.router_entropy_coef > 0) losses.entropy = c.router_entropy_coef;
+  if (c.router_importance_coef > 0) losses.importance = c.router_importance_coef;
+  const routerOpts: Record<string, unknown> = { ...c.router_options };
+  if ((c.router_type === 'topk') && routerOpts.normalize === undefined) routerOpts.normalize = c.norm_topk_prob;
+  return {
+    dModel: c.hidden_size,
+    numExperts: c.num_local_experts,
+    topK: c.num_experts_per_tok,
+    experts: { type: c.hidden_act === 'silu' ? 'swiglu' : 'gelu', dFF: c.moe_intermediate_size, ...(c.expert_sizes ? { sizes: c.expert_sizes } : {}) },
+    router: { type: c.router_type, ...routerOpts },
+    dispatch: c.dispatch === 'capacity' ? { type: 'capacity', capacityFactor: c.capacity_factor } : { type: 'dropless' },
+    ...(c.n_shared_experts > 0 ? { sharedExperts: { count: c.n_shared_experts, dFF: c.shared_expert_intermediate_size ?? c.moe_intermediate_size } } : {}),
+    losses,
+  };
+}
+
+export class DecoderLayer extends Module {
+  input_layernorm: RMSNorm;
+  self_attn: Attention;
+  post_attention_layernorm: RMSNorm;
+  mlp: DenseFFN | null;
+  block_sparse_moe: MoELayer | null;
+  constructor(cfg: ModelConfig, readonly index: number, rng: Rng) {
+    super();
+    const d = cfg.hidden_size;
+    this.input_layernorm = new RMSNorm(d, cfg.rms_norm_eps);
+    this.self_attn = new Attention(cfg, rng);
+    this.post_attention_layernorm = new RMSNorm(d, cfg.rms_norm_eps);
+    if (isMoELayer(cfg, index)) {
+      this.mlp = null;
+      this.block_sparse_moe = new MoELayer(moeLayerConfig(cfg), rng);
+    } else {
+      const std = cfg.initializer_range;
+      this.mlp = new DenseFFN(d, cfg.intermediate_size, cfg.hidden_act, std, std / Math.sqrt(2 * cfg.num_hidden_layers), rng);
+      this.block_sparse_moe = null;
+    }
+  }
+}
+
+export interface ForwardOptions {
+  ctx: Omit<RouterContext, 'tokenIds'>;
+  cache?: KVCache;
+  /** Dropout randomness (training only). */
+  dropoutRng?: Rng;
+}
+
+export interface ForwardResult {
+  /** [B*T, vocab]. */
+  logits: Tensor;
+  /** One record per MoE layer, in layer order. */
+  aux: { layer: number; aux: MoEAux }[];
+}
+
+export class MoETransformerLM extends Module {
+  embed_tokens: Embedding;
+  layers: DecoderLayer[];
+  norm: RMSNorm;
+  lm_head: Linear | null;
+  constructor(readonly config: ModelConfig, seed: number) {
+    super();
+    const rng = new Rng(seed);
+    const c = config;
+    this.embed_tokens = new Embedding(c.vocab_size, c.hidden_size, rng, c.initializer_range);
+    this.layers = [];
+    for (let i = 0; i < c.num_hidden_layers; i++) this.layers.push(new DecoderLayer(c, i, rng));
+    this.norm = new RMSNorm(c.hidden_size, c.rms_norm_eps);
+    this.lm_head = c.tie_word_embeddings ? null : new Linear(c.hidden_size, c.vocab_size, rng, { std: c.initializer_range });
+  }
+
+  moeLayers(): MoELayer[] {
+    return this.layers.flatMap((l) => (l.block_sparse_moe ? [l.block_sparse_moe] : []));
+  }
+
+  /** ids [B, T] (row-major Int32Array) -> logits [B*T, V] and each MoE layer's aux record. */
+  forward(ids: Int32Array, B: number, Tn: number, opts: ForwardOptions): ForwardResult {
+    const c = this.config;
+    if (ids.length !== B * Tn) throw new Error(`forward: ${ids.length} token ids for batch ${B} x ${Tn}`);
+    const past = opts.cache?.length ?? 0;
+    if (past + Tn > c.max_position_embeddings) {
+      throw new Error(`forward: sequence of ${past + Tn} tokens exceeds max_position_embeddings ${c.max_position_embeddings}`);
+    }
+    for (let i = 0; i < ids.length; i++) {
+      if (ids[i] < 0 || ids[i] >= c.vocab_size) throw new Error(`forward: token id ${ids[i]} at position ${i} outside vocab_size ${c.vocab_size}`);
+    }
+    const p = this.training ? c.hidden_dropout : 0;
+    const drop = (t: Tensor): Tensor => (p > 0 && opts.dropoutRng ? T.dropout(t, p, opts.dropoutRng) : t);
+    let h = drop(this.embed_tokens.forward(ids));
+    const aux: ForwardResult['aux'] = [];
+    const ctx: RouterContext = { ...opts.ctx, tokenIds: ids };
+    this.layers.forEach((layer, i) => {
+      const cache = opts.cache;
+      const a = layer.self_attn.forward(layer.input_layernorm.forward(h), B, Tn, cache ? { k: cache.k[i], v: cache.v[i], offset: past } : undefined);
+      if (cache) {
+        cache.k[i] = a.k;
+        cache.v[i] = a.v;
+      }
+      h = T.add(h, drop(a.y));
+      const n = layer.post_attention_layernorm.forward(h);
+      if (layer.block_sparse_moe) {
+        const r = layer.block_sparse_moe.forward(n, ctx);
+        aux.push({ layer: i, aux: r.aux });
+        h = T.add(h, drop(r.y));
+      } else {
+        h = T.add(h, drop(layer.mlp!.forward(n)));
+      }
+    });
+    if (opts.cache) opts.cache.length = past + Tn;
+    h = this.norm.forward(h);
+    const logits = this.lm_head ? this.lm_head.forward(h) : T.linear(h, this.embed_tokens.weight);
+    return { logits, aux };
+  }
+
+  /** Let adaptive routers update after an optimizer step. */
+  afterStep(): void {
+    for (const m of this.moeLayers()) m.afterStep();
+  }
+
+  emptyCache(): KVCache {
+    return { k: [], v: [], length: 0 };
+  }
+
+  /** Parameters that a token actually uses (shared + top-k experts), for FLOP-matched comparisons. */
+  activeParameters(): number {
+    const c = this.config;
+    let total = 0;
+    for (const [name, p] of this.namedParameters()) {
+      if (name.includes('block_sparse_moe') && name.includes('experts') && !name.includes('shared')) {
+        total += (p.size / Math.max(1, c.num_local_experts)) * c.num_experts_per_tok;
+      } else total += p.size;
+    }
+    return Math.round(total);
+  }
+}
+
+/** Cross-entropy plus every MoE layer's (already scaled) losses. */
+export function lmLoss(res: ForwardResult, targets: Int32Array): { loss: Tensor; ce: Tensor; auxLosses: Record<string, number> } {
+  const ce = T.crossEntropy(res.logits, targets);
+  let loss = ce;
+  const auxLosses: Record<string, number> = {};
+  for (const { aux } of res.aux) {
+    for (const [name, l] of Object.entries(aux.losses)) {
+      loss = T.add(loss, l);
+      auxLosses[name] = (auxLosses[name] ?? 0) + l.item();
+    }
+  }
+  return { loss, ce, auxLosses };
+}

@@ -1,0 +1,44 @@
+/** `moe-ts eval`: per-domain validation loss of a checkpoint plus routing statistics. */
+import { loadCheckpoint } from './checkpoint.js';
+import { loadModelForInference } from '../infer/index.js';
+import { loadCorpus } from '../data/corpus.js';
+import { parseRunConfig } from '../models/config.js';
+import { buildDataset } from './trainer.js';
+import { evaluate, type EvalResult } from './evaluate.js';
+
+export interface EvalReport extends EvalResult {
+  checkpoint: string;
+  step: number;
+  sources: string[];
+}
+
+export function evalCheckpoint(ckpt: string, opts: { sources?: string[]; batches?: number; dataDir?: string } = {}): EvalReport {
+  const { dir, state } = loadCheckpoint(ckpt, false);
+  const { model, tokenizer } = loadModelForInference(dir);
+  const sources = opts.sources ?? state.config.data.sources;
+  const batches = opts.batches ?? state.config.training.eval_batches;
+  const cfg = parseRunConfig({
+    ...state.config,
+    data: { ...state.config.data, sources, weights: undefined },
+    training: { ...state.config.training, eval_batches: batches },
+  });
+  const texts = sources.map((s) => loadCorpus(s, { dataDir: opts.dataDir }));
+  const data = buildDataset(cfg, tokenizer, texts);
+  const r = evaluate(model, data, { maxBatches: batches, step: state.step });
+  return { ...r, checkpoint: dir, step: state.step, sources };
+}
+
+export function formatEval(r: EvalReport): string {
+  const lines = [`checkpoint ${r.checkpoint} (step ${r.step})`, '', 'domain            loss     ppl      tokens'];
+  for (const d of r.domains) lines.push(`${d.domain.padEnd(16)} ${d.loss.toFixed(4).padStart(7)} ${d.perplexity.toFixed(2).padStart(8)} ${String(d.tokens).padStart(10)}`);
+  lines.push(`${'all'.padEnd(16)} ${r.loss.toFixed(4).padStart(7)} ${r.perplexity.toFixed(2).padStart(8)}`);
+  if (r.moeLayers.length) {
+    const rt = r.routing;
+    lines.push('', `routing: load cv ${rt.loadCV.toFixed(3)}, dropped ${(rt.droppedFraction * 100).toFixed(2)}%, router entropy ${rt.routerEntropy.toFixed(3)} nats, experts/token ${rt.expertsPerToken.toFixed(2)}`);
+    r.moeLayers.forEach((layer, li) => {
+      lines.push(`layer ${layer} tokens per expert:`);
+      r.domains.forEach((d, di) => lines.push(`  ${d.domain.padEnd(14)} ${r.expertUsage[li][di].map((v) => String(Math.round(v)).padStart(6)).join(' ')}`));
+    });
+  }
+  return lines.join('\n') + '\n';
+}

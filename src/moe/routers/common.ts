@@ -8,16 +8,18 @@
  *   `...router.gate.weight` maps 1:1 onto Hugging Face Mixtral/DeepSeek `gate.weight`).
  * - Token-choice assignments are listed token-major: assignment t*k + j is token t's j-th
  *   choice (descending score).
- * - Non-trainable router state (e.g. the aux-free bias) lives in plain Tensors with
- *   requiresGrad=false exposed through `buffers()` (see BufferOwner / namedBuffers below), never in
- *   Parameters, because the optimizer updates every Parameter.
+ * - Non-trainable router state (the aux-free bias, ReMoE's adaptive L1 coefficient) is an
+ *   nn `StateBuffer` field (src/nn/module.ts), never a Parameter: optimizers update every
+ *   Parameter, while Module.stateDict()/loadStateDict() save and restore buffers under the same
+ *   dotted names (e.g. `layers.0.moe.router.bias`). Update buffer values in place (`buf.data[i] = ...`)
+ *   so a loaded checkpoint keeps working. (An earlier `BufferOwner`/`buffers()` convention in this
+ *   file is gone: use StateBuffer.)
  */
 import { Tensor, result, accumulateGrad } from '../../tensor/tensor.js';
 import type { Rng } from '../../tensor/random.js';
 import { formatShape } from '../../tensor/shape.js';
 import { softmax, sum, div, scale, reshape, takeAlongLast, topkIndices, maskMul } from '../../tensor/index.js';
 import { Linear } from '../../nn/layers.js';
-import { Module } from '../../nn/module.js';
 import type { RouterConfig } from './registry.js';
 import type { SparseRouting, RouterOutput } from '../types.js';
 
@@ -184,47 +186,3 @@ export interface NoisyGatingStats {
 }
 
 export type RouterOutputWithNoise = RouterOutput & { noisyGating?: NoisyGatingStats };
-
-// ---------------------------------------------------------------- buffers (non-trainable state)
-
-/**
- * A module with non-trainable state that must survive a checkpoint (e.g. the aux-free routing
- * bias). `buffers()` lists the module's own buffers by local name; they are plain Tensors with
- * requiresGrad=false, so the optimizer never sees them. Values are updated in place (keep the
- * same Tensor object) so loading can copy into them.
- */
-export interface BufferOwner {
-  buffers(): [string, Tensor][];
-}
-
-export function hasBuffers(m: unknown): m is BufferOwner {
-  return typeof (m as { buffers?: unknown } | null)?.buffers === 'function';
-}
-
-/**
- * Every buffer in a module tree with dotted names, in the same naming scheme as
- * Module.namedParameters (e.g. `layers.0.moe.router.bias`), so a checkpoint can store
- * parameters and buffers side by side in one safetensors file without name clashes.
- */
-export function namedBuffers(root: Module, prefix = ''): [string, Tensor][] {
-  const out: [string, Tensor][] = [];
-  if (hasBuffers(root)) for (const [k, b] of root.buffers()) out.push([prefix + k, b]);
-  for (const [k, m] of root.namedChildren()) out.push(...namedBuffers(m, `${prefix}${k}.`));
-  return out;
-}
-
-/**
- * Copy buffer values in by name (the counterpart of namedBuffers). Names in `state` that are not
- * buffers are ignored (they are the parameters of the same checkpoint); a missing buffer or a
- * shape mismatch throws, naming the buffer.
- */
-export function loadBuffers(root: Module, state: Map<string, { data: Float32Array; shape: readonly number[] }>): void {
-  for (const [name, b] of namedBuffers(root)) {
-    const src = state.get(name);
-    if (!src) throw new Error(`loadBuffers: missing buffer "${name}" of shape ${formatShape(b.shape)}`);
-    if (src.shape.length !== b.shape.length || src.shape.some((d, i) => d !== b.shape[i])) {
-      throw new Error(`loadBuffers: "${name}" has shape ${formatShape(src.shape)}, expected ${formatShape(b.shape)}`);
-    }
-    b.data.set(src.data);
-  }
-}

@@ -6,3 +6,7 @@ export { routerRegistry, numOption, boolOption, checkKnownOptions, type RouterCo
 export * from './common.js';
 
 import './topk.js';
+import './switch.js';
+import './expert-choice.js';
+import './soft.js';
+import './aux-free.js';

@@ -9,3 +9,4 @@ export * from './ops/shape_ops.js';
 export * from './ops/index_ops.js';
 export * from './ops/matmul.js';
 export * from './ops/nn_ops.js';
+export * from './ops/moe_ops.js';

@@ -1,0 +1,231 @@
+/**
+ * FFN experts with stacked weights, so a dispatch runs one grouped matmul per projection for
+ * all experts at once (the Megablocks layout; Gale et al. 2022 "MegaBlocks: Efficient Sparse
+ * Training with Mixture-of-Experts"). Heterogeneous widths (Wang et al. 2024 "HMoE:
+ * Heterogeneous Mixture of Experts for Language Modeling") group experts by width into one
+ * stacked bank per distinct width. Shared experts (Dai et al. 2024 "DeepSeekMoE") are a dense
+ * FFN every token goes through.
+ */
+import { Tensor } from '../../tensor/tensor.js';
+import { Rng } from '../../tensor/random.js';
+import { groupedMatmul, matmul, swiglu, geluFused, gatherRows, concat } from '../../tensor/index.js';
+import { Module, Parameter, param } from '../../nn/module.js';
+import type { ExpertBank } from '../types.js';
+
+export type Activation = 'swiglu' | 'gelu';
+export const ACTIVATIONS: readonly Activation[] = ['swiglu', 'gelu'];
+
+export interface ExpertInit {
+  /**
+   * Multiplier on the output projection's init std (e.g. 1/sqrt(2 * layers) as in GPT-2's
+   * residual scaling); default 1.
+   */
+  outputScale?: number;
+}
+
+function checkPositiveInt(what: string, v: unknown): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new Error(`${what} must be a positive integer, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function checkActivation(what: string, a: unknown): Activation {
+  if (!(ACTIVATIONS as readonly unknown[]).includes(a)) throw new Error(`${what} must be one of ${ACTIVATIONS.join(', ')}, got ${JSON.stringify(a)}`);
+  return a as Activation;
+}
+
+function outputStd(dFF: number, init: ExpertInit, what: string): number {
+  const s = init.outputScale ?? 1;
+  if (!Number.isFinite(s) || s <= 0) throw new Error(`${what}: outputScale must be a positive finite number, got ${s}`);
+  return s / Math.sqrt(dFF);
+}
+
+/**
+ * E experts of the same width: SwiGLU y = (silu(x w1) * (x w3)) w2 with w1, w3 [E, d, f] and
+ * w2 [E, f, d], or GELU y = gelu(x w1) w2. Init N(0, 1/fan_in), output projection times outputScale.
+ */
+export class FFNExperts extends Module implements ExpertBank {
+  readonly activation: Activation;
+  readonly numExperts: number;
+  readonly dModel: number;
+  readonly dFF: number;
+  w1: Parameter;
+  /** The SwiGLU value projection; null for GELU. */
+  w3: Parameter | null;
+  w2: Parameter;
+
+  constructor(numExperts: number, dModel: number, dFF: number, activation: Activation, rng: Rng, init: ExpertInit = {}) {
+    super();
+    this.numExperts = checkPositiveInt('FFNExperts: numExperts', numExperts);
+    this.dModel = checkPositiveInt('FFNExperts: dModel', dModel);
+    this.dFF = checkPositiveInt('FFNExperts: dFF', dFF);
+    this.activation = checkActivation('FFNExperts: activation', activation);
+    const inStd = 1 / Math.sqrt(dModel);
+    this.w1 = param([numExperts, dModel, dFF], { normal: inStd }, rng);
+    this.w3 = activation === 'swiglu' ? param([numExperts, dModel, dFF], { normal: inStd }, rng) : null;
+    this.w2 = param([numExperts, dFF, dModel], { normal: outputStd(dFF, init, 'FFNExperts') }, rng);
+  }
+
+  forwardGrouped(x: Tensor, sizes: Int32Array): Tensor {
+    if (x.ndim !== 2 || x.shape[1] !== this.dModel) {
+      throw new Error(`FFNExperts.forwardGrouped: x must be [rows, ${this.dModel}], got [${x.shape.join(', ')}]`);
+    }
+    const h = groupedMatmul(x, this.w1, sizes);
+    const a = this.w3 ? swiglu(h, groupedMatmul(x, this.w3, sizes)) : geluFused(h);
+    return groupedMatmul(a, this.w2, sizes);
+  }
+
+  flopsPerToken(e: number): number {
+    if (!(e >= 0 && e < this.numExperts)) throw new Error(`FFNExperts.flopsPerToken: expert ${e} out of range [0, ${this.numExperts})`);
+    return (this.w3 ? 3 : 2) * this.dModel * this.dFF;
+  }
+
+  /** Width of expert e (uniform here; the reference and analysis read it). */
+  expertWidth(_e: number): number {
+    return this.dFF;
+  }
+}
+
+/**
+ * Experts of different widths behind one ExpertBank: one stacked FFNExperts per distinct width,
+ * so there is still one grouped matmul per projection per width. Expert e lives in bank
+ * `bankOf[e]` at local index `localOf[e]`.
+ */
+export class HeterogeneousExperts extends Module implements ExpertBank {
+  readonly numExperts: number;
+  readonly dModel: number;
+  readonly activation: Activation;
+  readonly sizes: readonly number[];
+  banks: FFNExperts[];
+  readonly bankOf: Int32Array;
+  readonly localOf: Int32Array;
+  /** Global expert ids of each bank, in local order. */
+  readonly bankExperts: Int32Array[];
+
+  constructor(sizes: readonly number[], dModel: number, activation: Activation, rng: Rng, init: ExpertInit = {}) {
+    super();
+    if (!Array.isArray(sizes) || sizes.length === 0) throw new Error('HeterogeneousExperts: sizes must be a non-empty array of expert widths');
+    sizes.forEach((f, e) => checkPositiveInt(`HeterogeneousExperts: sizes[${e}]`, f));
+    this.numExperts = sizes.length;
+    this.dModel = checkPositiveInt('HeterogeneousExperts: dModel', dModel);
+    this.activation = checkActivation('HeterogeneousExperts: activation', activation);
+    this.sizes = Object.freeze(sizes.slice());
+    // banks in order of first appearance, so equal configs give equal parameter names
+    const widths: number[] = [];
+    for (const f of sizes) if (!widths.includes(f)) widths.push(f);
+    this.bankOf = new Int32Array(sizes.length);
+    this.localOf = new Int32Array(sizes.length);
+    const members: number[][] = widths.map(() => []);
+    sizes.forEach((f, e) => {
+      const b = widths.indexOf(f);
+      this.bankOf[e] = b;
+      this.localOf[e] = members[b].length;
+      members[b].push(e);
+    });
+    this.bankExperts = members.map((m) => Int32Array.from(m));
+    this.banks = widths.map((f, b) => new FFNExperts(members[b].length, dModel, f, activation, rng, init));
+  }
+
+  forwardGrouped(x: Tensor, sizes: Int32Array): Tensor {
+    const E = this.numExperts;
+    if (sizes.length !== E) throw new Error(`HeterogeneousExperts.forwardGrouped: ${sizes.length} group sizes for ${E} experts`);
+    if (this.banks.length === 1) return this.banks[0].forwardGrouped(x, sizes);
+    const offsets = new Int32Array(E + 1);
+    for (let e = 0; e < E; e++) offsets[e + 1] = offsets[e] + sizes[e];
+    if (x.ndim !== 2 || x.shape[0] !== offsets[E]) {
+      throw new Error(`HeterogeneousExperts.forwardGrouped: x [${x.shape.join(', ')}] does not have the ${offsets[E]} rows the sizes add up to`);
+    }
+    // Reorder rows bank-major (each bank's experts contiguous), run each bank once, then undo.
+    const perm = new Int32Array(offsets[E]);
+    const outs: Tensor[] = [];
+    const inputs: { rows: Int32Array; sizes: Int32Array }[] = [];
+    let p = 0;
+    for (let b = 0; b < this.banks.length; b++) {
+      const members = this.bankExperts[b];
+      const bankSizes = new Int32Array(members.length);
+      const start = p;
+      for (let l = 0; l < members.length; l++) {
+        const e = members[l];
+        bankSizes[l] = sizes[e];
+        for (let r = offsets[e]; r < offsets[e + 1]; r++) perm[p++] = r;
+      }
+      inputs.push({ rows: perm.subarray(start, p), sizes: bankSizes });
+    }
+    for (let b = 0; b < this.banks.length; b++) {
+      if (inputs[b].rows.length === 0) continue;
+      outs.push(this.banks[b].forwardGrouped(gatherRows(x, inputs[b].rows), inputs[b].sizes));
+    }
+    if (outs.length === 0) return gatherRows(x, perm); // no rows at all: an empty [0, d] result
+    const stacked = outs.length === 1 ? outs[0] : concat(outs, 0);
+    const inv = new Int32Array(perm.length);
+    for (let i = 0; i < perm.length; i++) inv[perm[i]] = i;
+    return gatherRows(stacked, inv);
+  }
+
+  flopsPerToken(e: number): number {
+    if (!(e >= 0 && e < this.numExperts)) throw new Error(`HeterogeneousExperts.flopsPerToken: expert ${e} out of range [0, ${this.numExperts})`);
+    return this.banks[this.bankOf[e]].flopsPerToken(this.localOf[e]);
+  }
+
+  expertWidth(e: number): number {
+    return this.sizes[e];
+  }
+}
+
+/**
+ * `count` shared experts of width dFF applied to every token (DeepSeekMoE). Their sum equals one
+ * dense FFN of width count*dFF (the hidden units just concatenate), so they are stored and run
+ * as one: w1, w3 [d, count*dFF], w2 [count*dFF, d].
+ */
+export class SharedExperts extends Module {
+  readonly count: number;
+  readonly dFF: number;
+  readonly dModel: number;
+  readonly activation: Activation;
+  w1: Parameter;
+  w3: Parameter | null;
+  w2: Parameter;
+
+  constructor(count: number, dModel: number, dFF: number, activation: Activation, rng: Rng, init: ExpertInit = {}) {
+    super();
+    this.count = checkPositiveInt('SharedExperts: count', count);
+    this.dModel = checkPositiveInt('SharedExperts: dModel', dModel);
+    this.dFF = checkPositiveInt('SharedExperts: dFF', dFF);
+    this.activation = checkActivation('SharedExperts: activation', activation);
+    const h = count * dFF;
+    const inStd = 1 / Math.sqrt(dModel);
+    this.w1 = param([dModel, h], { normal: inStd }, rng);
+    this.w3 = activation === 'swiglu' ? param([dModel, h], { normal: inStd }, rng) : null;
+    // fan-in of each shared expert's output projection is its own width dFF
+    this.w2 = param([h, dModel], { normal: outputStd(dFF, init, 'SharedExperts') }, rng);
+  }
+
+  forward(x: Tensor): Tensor {
+    const h = matmul(x, this.w1);
+    const a = this.w3 ? swiglu(h, matmul(x, this.w3)) : geluFused(h);
+    return matmul(a, this.w2);
+  }
+
+  flopsPerToken(): number {
+    return (this.w3 ? 3 : 2) * this.dModel * this.count * this.dFF;
+  }
+}
+
+export interface GranularityConfig {
+  numExperts: number;
+  topK: number;
+  dFF: number;
+}
+
+/**
+ * Fine-grained expert segmentation (DeepSeekMoE): split each of E experts of width f into m
+ * experts of width f/m and route each token to m*k of them, keeping parameters and compute.
+ */
+export function fineGrainedSegmentation(cfg: GranularityConfig, m: number): GranularityConfig {
+  checkPositiveInt('fineGrainedSegmentation: numExperts', cfg.numExperts);
+  checkPositiveInt('fineGrainedSegmentation: topK', cfg.topK);
+  checkPositiveInt('fineGrainedSegmentation: dFF', cfg.dFF);
+  checkPositiveInt('fineGrainedSegmentation: m (segments per expert)', m);
+  if (cfg.topK > cfg.numExperts) throw new Error(`fineGrainedSegmentation: topK ${cfg.topK} exceeds numExperts ${cfg.numExperts}`);
+  if (cfg.dFF % m !== 0) throw new Error(`fineGrainedSegmentation: dFF ${cfg.dFF} is not divisible by m=${m}`);
+  return { numExperts: cfg.numExperts * m, topK: cfg.topK * m, dFF: cfg.dFF / m };
+}

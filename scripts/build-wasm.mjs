@@ -1,0 +1,43 @@
+// Compiles the AssemblyScript GEMM kernels (src/kernels/wasm/assembly) to
+// dist/src/kernels/wasm/kernels.wasm (baseline: WebAssembly SIMD + threads) and
+// kernels-relaxed.wasm (adds relaxed-SIMD fused multiply-add; the loader picks it only where
+// the engine validates it by default). Run by `npm run build` before tsc.
+import asc from 'assemblyscript/asc';
+import { mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const src = join(root, 'src/kernels/wasm/assembly/kernels.ts');
+const outDir = join(root, 'dist/src/kernels/wasm');
+mkdirSync(outDir, { recursive: true });
+
+const common = [
+  src,
+  '-O3',
+  '--noAssert',
+  '--runtime', 'stub',
+  '--importMemory',
+  '--sharedMemory',
+  '--initialMemory', '32',
+  '--maximumMemory', '65536',
+  '--uncheckedBehavior', 'always',
+  '--use', 'abort=',
+];
+
+const variants = [
+  { file: 'kernels.wasm', features: 'simd,threads' },
+  { file: 'kernels-relaxed.wasm', features: 'simd,threads,relaxed-simd' },
+];
+
+for (const v of variants) {
+  const args = [...common, '--enable', v.features, '--outFile', join(outDir, v.file)];
+  if (process.argv.includes('--wat')) args.push('--textFile', join(outDir, v.file.replace('.wasm', '.wat')));
+  const { error, stderr } = await asc.main(args);
+  if (error) {
+    console.error(stderr.toString());
+    console.error(`build-wasm: compiling ${v.file} failed: ${error.message}`);
+    process.exit(1);
+  }
+  console.log(`build-wasm: wrote ${join('dist/src/kernels/wasm', v.file)}`);
+}

@@ -1,0 +1,293 @@
+// WebAssembly SIMD GEMM kernels for moe-ts (AssemblyScript; built by scripts/build-wasm.mjs).
+//
+// Every heavy call is a list of independent products ("problems": batch items, MoE groups),
+// described by the JS side in shared memory. A call runs in two phases, each a queue of
+// tasks that the threads drain with an atomic counter (dynamic scheduling, so a slow or
+// late thread never stalls the others):
+//   1. pack every B into NR-wide column strips (k x NR each, zero padded);
+//   2. compute tiles: a task owns a block of rows x a range of strips of one problem; it packs
+//      its A rows into MR-row panels (per KC-deep slice) and runs the register-blocked kernel.
+// No allocation happens here: all pointers come from the JS side.
+
+// Tile of C held in registers: MR rows x NR columns = 5 x 2 f32x4 accumulators. With f32x4
+// multiply + add pairs (no FMA in default WebAssembly) this uses 14 of the 15 xmm registers
+// V8 allocates on x64 (measured: 5x8 beats 4x8, 6x8 spills).
+const MR: i32 = 5;
+const NR: i32 = 8;
+
+// Problem descriptor (i32 words). op(A)[i][p] = A[i*aRs + p*aCs], op(B)[p][j] = B[p*bRs + j*bCs],
+// strides in elements, pointers in bytes.
+const D_A: i32 = 0;
+const D_ARS: i32 = 1;
+const D_ACS: i32 = 2;
+const D_B: i32 = 3;
+const D_BRS: i32 = 4;
+const D_BCS: i32 = 5;
+const D_BP: i32 = 6; // packed B
+const D_C: i32 = 7;
+const D_LDC: i32 = 8;
+const D_M: i32 = 9;
+const D_N: i32 = 10;
+const D_K: i32 = 11;
+const D_BETA: i32 = 12; // 1: C += product
+const D_KC: i32 = 13; // depth of one packed slice
+const DESC_WORDS: i32 = 16;
+
+// Control block (byte offsets); counters sit on separate cache lines.
+const C_DESC: i32 = 0;
+const C_NPACK: i32 = 4;
+const C_PACK: i32 = 8;
+const C_NCOMP: i32 = 12;
+const C_COMP: i32 = 16;
+const C_SCRATCH: i32 = 20;
+const C_SCRATCH_STRIDE: i32 = 24;
+const C_PACK_NEXT: i32 = 64;
+const C_PACK_DONE: i32 = 128;
+const C_COMP_NEXT: i32 = 192;
+
+// Pack task: problem, first strip, strip count. Compute task: problem, row0, rows, strip0, strips.
+const TASK_WORDS: i32 = 8;
+
+// Strips per L2-resident chunk of packed B (32 x KC x NR floats = 256 KiB at KC = 256).
+const NC_STRIPS: i32 = 32;
+
+@inline function ld(d: usize, f: i32): i32 {
+  return load<i32>(d + (<usize>f << 2));
+}
+
+@inline function madd(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    return f32x4.relaxed_madd(a, b, c);
+  } else {
+    return f32x4.add(c, f32x4.mul(a, b));
+  }
+}
+
+// C[MR x NR] (+)= sum_p Ap[p][0..MR) (x) Bp[p][0..NR). ap: kc x MR floats, bp: kc x NR floats.
+// ldc in bytes. Deliberately not unrolled: TurboFan's scheduler hoists the loads of an unrolled
+// body above the arithmetic and then spills accumulators; one k step per iteration keeps all
+// 10 accumulators, 2 B vectors, the A broadcast and one product in registers.
+function kernel5x8(ap: usize, bp: usize, kc: i32, c: usize, ldc: usize, beta: bool): void {
+  let c00 = f32x4.splat(0);
+  let c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00, c40 = c00, c41 = c00;
+  let p = kc;
+  while (p > 0) {
+    const b0 = v128.load(bp, 0);
+    const b1 = v128.load(bp, 16);
+    let a = v128.load32_splat(ap, 0);
+    c00 = madd(a, b0, c00); c01 = madd(a, b1, c01);
+    a = v128.load32_splat(ap, 4);
+    c10 = madd(a, b0, c10); c11 = madd(a, b1, c11);
+    a = v128.load32_splat(ap, 8);
+    c20 = madd(a, b0, c20); c21 = madd(a, b1, c21);
+    a = v128.load32_splat(ap, 12);
+    c30 = madd(a, b0, c30); c31 = madd(a, b1, c31);
+    a = v128.load32_splat(ap, 16);
+    c40 = madd(a, b0, c40); c41 = madd(a, b1, c41);
+    ap += 20;
+    bp += 32;
+    p -= 1;
+  }
+  const c1 = c + ldc;
+  const c2 = c1 + ldc;
+  const c3 = c2 + ldc;
+  const c4 = c3 + ldc;
+  if (beta) {
+    c00 = f32x4.add(c00, v128.load(c, 0)); c01 = f32x4.add(c01, v128.load(c, 16));
+    c10 = f32x4.add(c10, v128.load(c1, 0)); c11 = f32x4.add(c11, v128.load(c1, 16));
+    c20 = f32x4.add(c20, v128.load(c2, 0)); c21 = f32x4.add(c21, v128.load(c2, 16));
+    c30 = f32x4.add(c30, v128.load(c3, 0)); c31 = f32x4.add(c31, v128.load(c3, 16));
+    c40 = f32x4.add(c40, v128.load(c4, 0)); c41 = f32x4.add(c41, v128.load(c4, 16));
+  }
+  v128.store(c, c00, 0); v128.store(c, c01, 16);
+  v128.store(c1, c10, 0); v128.store(c1, c11, 16);
+  v128.store(c2, c20, 0); v128.store(c2, c21, 16);
+  v128.store(c3, c30, 0); v128.store(c3, c31, 16);
+  v128.store(c4, c40, 0); v128.store(c4, c41, 16);
+}
+
+// Stores the 4x4 transpose of rows r0..r3 as 4 consecutive vectors at dst, dst+stride, ...
+@inline function transpose4Store(r0: v128, r1: v128, r2: v128, r3: v128, dst: usize, stride: usize): void {
+  const x0 = v128.shuffle<f32>(r0, r1, 0, 4, 1, 5);
+  const x1 = v128.shuffle<f32>(r0, r1, 2, 6, 3, 7);
+  const y0 = v128.shuffle<f32>(r2, r3, 0, 4, 1, 5);
+  const y1 = v128.shuffle<f32>(r2, r3, 2, 6, 3, 7);
+  v128.store(dst, v128.shuffle<f32>(x0, y0, 0, 1, 4, 5));
+  v128.store(dst + stride, v128.shuffle<f32>(x0, y0, 2, 3, 6, 7));
+  v128.store(dst + 2 * stride, v128.shuffle<f32>(x1, y1, 0, 1, 4, 5));
+  v128.store(dst + 3 * stride, v128.shuffle<f32>(x1, y1, 2, 3, 6, 7));
+}
+
+// Packs op(A)[row0 .. row0+rows) x [p0 .. p0+kc) into MR-row panels (kc x MR each, rows past
+// the end zero).
+function packA(d: usize, row0: i32, rows: i32, p0: i32, kc: i32, dst: usize): void {
+  const a = <usize>ld(d, D_A);
+  const rs = ld(d, D_ARS);
+  const cs = ld(d, D_ACS);
+  const PB: usize = <usize>MR << 2; // bytes per packed k step
+  for (let i0 = 0; i0 < rows; i0 += MR) {
+    const r = min(MR, rows - i0);
+    const gi = row0 + i0;
+    let p = 0;
+    if (r == MR && cs == 1) {
+      // rows contiguous along k: transpose 4x4 blocks for rows 0-3, row 4 element-wise
+      const s0 = a + (<usize>(gi * rs + p0) << 2);
+      const rb = <usize>rs << 2;
+      for (; p + 4 <= kc; p += 4) {
+        const src = s0 + (<usize>p << 2);
+        const o = dst + <usize>p * PB;
+        transpose4Store(v128.load(src), v128.load(src + rb), v128.load(src + 2 * rb), v128.load(src + 3 * rb), o, PB);
+        const src4 = src + 4 * rb;
+        store<f32>(o, load<f32>(src4), 16); // offsets: 16 + i * MR * 4
+        store<f32>(o, load<f32>(src4, 4), 36);
+        store<f32>(o, load<f32>(src4, 8), 56);
+        store<f32>(o, load<f32>(src4, 12), 76);
+      }
+    } else if (r == MR && rs == 1) {
+      // A transposed: the MR values of one k step are contiguous
+      for (; p < kc; p++) {
+        const src = a + (<usize>(gi + (p0 + p) * cs) << 2);
+        const o = dst + <usize>p * PB;
+        v128.store(o, v128.load(src));
+        store<f32>(o, load<f32>(src, 16), 16);
+      }
+    }
+    for (; p < kc; p++) {
+      const o = dst + <usize>p * PB;
+      for (let rr = 0; rr < MR; rr++) {
+        let v: f32 = 0;
+        if (rr < r) v = load<f32>(a + (<usize>((gi + rr) * rs + (p0 + p) * cs) << 2));
+        store<f32>(o + (<usize>rr << 2), v);
+      }
+    }
+    dst += <usize>(MR * kc) << 2;
+  }
+}
+
+// Packs strips [s0, s0+ns) of op(B) (k x n) into k x NR column strips at bp + s*k*NR floats.
+function packB(d: usize, s0: i32, ns: i32): void {
+  const b = <usize>ld(d, D_B);
+  const rs = ld(d, D_BRS);
+  const cs = ld(d, D_BCS);
+  const n = ld(d, D_N);
+  const k = ld(d, D_K);
+  const bp = <usize>ld(d, D_BP);
+  for (let s = s0; s < s0 + ns; s++) {
+    const j0 = s * NR;
+    const cols = min(NR, n - j0);
+    const dst = bp + (<usize>(s * k * NR) << 2);
+    let p = 0;
+    if (cols == NR && cs == 1) {
+      for (; p < k; p++) {
+        const src = b + (<usize>(p * rs + j0) << 2);
+        const o = dst + (<usize>p << 5);
+        v128.store(o, v128.load(src));
+        v128.store(o, v128.load(src, 16), 16);
+      }
+    } else if (cols == NR && rs == 1) {
+      // B transposed: each output column is contiguous along k
+      const cb = <usize>cs << 2;
+      for (; p + 4 <= k; p += 4) {
+        const src = b + (<usize>(j0 * cs + p) << 2);
+        const o = dst + (<usize>p << 5);
+        transpose4Store(v128.load(src), v128.load(src + cb), v128.load(src + 2 * cb), v128.load(src + 3 * cb), o, 32);
+        const src4 = src + 4 * cb;
+        transpose4Store(v128.load(src4), v128.load(src4 + cb), v128.load(src4 + 2 * cb), v128.load(src4 + 3 * cb),
+          o + 16, 32);
+      }
+    }
+    for (; p < k; p++) {
+      const o = dst + (<usize>p << 5);
+      for (let jj = 0; jj < NR; jj++) {
+        let v: f32 = 0;
+        if (jj < cols) v = load<f32>(b + (<usize>(p * rs + (j0 + jj) * cs) << 2));
+        store<f32>(o + (<usize>jj << 2), v);
+      }
+    }
+  }
+}
+
+function computeTask(d: usize, row0: i32, rows: i32, s0: i32, ns: i32, abuf: usize, tile: usize): void {
+  const n = ld(d, D_N);
+  const k = ld(d, D_K);
+  const kcMax = ld(d, D_KC);
+  const bp = <usize>ld(d, D_BP);
+  const c = <usize>ld(d, D_C);
+  const ldc = <usize>ld(d, D_LDC) << 2;
+  const beta = ld(d, D_BETA) != 0;
+  for (let p0 = 0; p0 < k; p0 += kcMax) {
+    const kc = min(kcMax, k - p0);
+    packA(d, row0, rows, p0, kc, abuf);
+    const betaEff = beta || p0 > 0;
+    // Strips in chunks whose packed B slice fits L2; within a chunk one A panel (L1) sweeps
+    // the strips, so C is written row-contiguously (column-wise sweeps over C thrash the TLB).
+    for (let sc = s0; sc < s0 + ns; sc += NC_STRIPS) {
+      const se = min(sc + NC_STRIPS, s0 + ns);
+      for (let i0 = 0; i0 < rows; i0 += MR) {
+        const r = min(MR, rows - i0);
+        const ap = abuf + (<usize>(i0 * kc) << 2);
+        const crow0 = c + <usize>(row0 + i0) * ldc;
+        for (let s = sc; s < se; s++) {
+          const bs = bp + (<usize>((s * k + p0) * NR) << 2);
+          const j0 = s * NR;
+          const cols = min(NR, n - j0);
+          const cp = crow0 + (<usize>j0 << 2);
+          if (r == MR && cols == NR) {
+            kernel5x8(ap, bs, kc, cp, ldc, betaEff);
+          } else {
+            kernel5x8(ap, bs, kc, tile, NR * 4, false);
+            for (let rr = 0; rr < r; rr++) {
+              const crow = cp + <usize>rr * ldc;
+              const trow = tile + (<usize>(rr * NR) << 2);
+              for (let jj = 0; jj < cols; jj++) {
+                const co = crow + (<usize>jj << 2);
+                let v = load<f32>(trow + (<usize>jj << 2));
+                if (betaEff) v += load<f32>(co);
+                store<f32>(co, v);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Per-thread entry point: drains the pack queue, waits until every B is packed, drains the
+// compute queue. scratch (per thread): packed-A block, then one MR x NR tile.
+export function run(ctrl: usize, tid: i32): void {
+  const desc = <usize>load<i32>(ctrl + C_DESC);
+  const nPack = load<i32>(ctrl + C_NPACK);
+  const packTasks = <usize>load<i32>(ctrl + C_PACK);
+  const nComp = load<i32>(ctrl + C_NCOMP);
+  const compTasks = <usize>load<i32>(ctrl + C_COMP);
+  const scratch = <usize>load<i32>(ctrl + C_SCRATCH) + <usize>tid * <usize>load<i32>(ctrl + C_SCRATCH_STRIDE);
+
+  while (true) {
+    const t = atomic.add<i32>(ctrl + C_PACK_NEXT, 1);
+    if (t >= nPack) break;
+    const tp = packTasks + (<usize>(t * TASK_WORDS) << 2);
+    packB(desc + (<usize>(load<i32>(tp) * DESC_WORDS) << 2), load<i32>(tp, 4), load<i32>(tp, 8));
+    if (atomic.add<i32>(ctrl + C_PACK_DONE, 1) + 1 == nPack) {
+      atomic.notify(ctrl + C_PACK_DONE);
+    }
+  }
+  // Wait for packs other threads are still finishing (spin briefly: they are short).
+  let spins = 0;
+  while (true) {
+    const done = atomic.load<i32>(ctrl + C_PACK_DONE);
+    if (done >= nPack) break;
+    if (++spins < 2000) continue;
+    atomic.wait<i32>(ctrl + C_PACK_DONE, done, 1000000);
+  }
+
+  const abuf = scratch;
+  const tile = scratch + <usize>load<i32>(ctrl + C_SCRATCH_STRIDE) - (<usize>(MR * NR) << 2);
+  while (true) {
+    const t = atomic.add<i32>(ctrl + C_COMP_NEXT, 1);
+    if (t >= nComp) break;
+    const tp = compTasks + (<usize>(t * TASK_WORDS) << 2);
+    computeTask(desc + (<usize>(load<i32>(tp) * DESC_WORDS) << 2), load<i32>(tp, 4), load<i32>(tp, 8),
+      load<i32>(tp, 12), load<i32>(tp, 16), abuf, tile);
+  }
+}

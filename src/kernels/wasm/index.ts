@@ -1,0 +1,450 @@
+/**
+ * The `wasm` backend: WebAssembly SIMD GEMM kernels (src/kernels/wasm/assembly, built by
+ * scripts/build-wasm.mjs) run by the main thread plus worker_threads over one shared
+ * WebAssembly.Memory. Calls are synchronous: the main thread copies the inputs into the shared
+ * memory, describes the job there, wakes the workers, works on the job itself and blocks with
+ * Atomics.wait until the workers are done, then copies the result out.
+ */
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import type { Backend, MatmulOptions } from '../../tensor/backend.js';
+import { S_DONE, S_ERROR, S_GEN, S_STOP, SYNC_WORDS } from './sync.js';
+import { WA, type WasmInstance, type WasmMemory, type WasmModule } from './wa.js';
+
+// Must match src/kernels/wasm/assembly/kernels.ts.
+const NR = 8;
+const MR = 5;
+const DESC_WORDS = 16;
+const TASK_WORDS = 8;
+const D = { A: 0, ARS: 1, ACS: 2, B: 3, BRS: 4, BCS: 5, BP: 6, C: 7, LDC: 8, M: 9, N: 10, K: 11, BETA: 12, KC: 13 };
+const C_DESC = 0, C_NPACK = 4, C_PACK = 8, C_NCOMP = 12, C_COMP = 16, C_SCRATCH = 20, C_SCRATCH_STRIDE = 24;
+const C_PACK_NEXT = 64, C_PACK_DONE = 128, C_COMP_NEXT = 192;
+
+/** Control block address; everything below ARENA is reserved. */
+const CTRL = 1024;
+const ARENA = 65536;
+const PAGE = 65536;
+/** Depth of one packed slice: a KC x NR strip of B (8 KiB) stays in L1. */
+const KC_MAX = 256;
+/** Rows per compute task (a multiple of MR): the packed A block (MC x KC, 120 KiB) stays in L2. */
+const MC = 120;
+/** Floats of packed B per pack task. */
+const PACK_CHUNK = 32768;
+/** Below this many multiply-adds a call runs on the main thread alone (waking workers costs tens of µs). */
+const PARALLEL_MIN_MACS = 1 << 17;
+const SCRATCH_STRIDE = align(MC * KC_MAX * 4 + MR * NR * 4, 64);
+const MAX_THREADS = 16;
+
+function align(x: number, a: number): number {
+  return Math.ceil(x / a) * a;
+}
+
+/** One independent product C = op(A) op(B) with op(A) m x k, op(B) k x n; offsets in floats. */
+interface Problem {
+  a: number;
+  aRs: number;
+  aCs: number;
+  b: number;
+  bRs: number;
+  bCs: number;
+  /** Index of the problem whose packed B this one uses (itself unless B is shared). */
+  bOwner: number;
+  c: number;
+  m: number;
+  n: number;
+  k: number;
+  beta: boolean;
+}
+
+function isDim(x: number): boolean {
+  return Number.isInteger(x) && x >= 0 && x <= 0x7fffffff;
+}
+
+class WasmBackend implements Backend {
+  readonly name = 'wasm' as const;
+  readonly threads: number;
+  private readonly memory: WasmMemory;
+  private readonly run: (ctrl: number, tid: number) => void;
+  private readonly workers: Worker[];
+  private readonly sync: Int32Array;
+  private f32!: Float32Array;
+  private i32!: Int32Array;
+  private disposed = false;
+
+  constructor(
+    threads: number,
+    memory: WasmMemory,
+    instance: WasmInstance,
+    workers: Worker[],
+    sync: Int32Array,
+  ) {
+    this.threads = threads;
+    this.memory = memory;
+    this.run = instance.exports.run as (ctrl: number, tid: number) => void;
+    this.workers = workers;
+    this.sync = sync;
+    this.refreshViews();
+  }
+
+  private refreshViews(): void {
+    const buf = this.memory.buffer;
+    this.f32 = new Float32Array(buf);
+    this.i32 = new Int32Array(buf);
+  }
+
+  /** Grows the shared memory to at least `bytes` (never shrinks; the buffer is reused). */
+  private ensure(bytes: number, op: string): void {
+    const have = this.memory.buffer.byteLength;
+    if (bytes > have) {
+      const pages = Math.ceil((bytes - have) / PAGE);
+      try {
+        this.memory.grow(pages);
+      } catch (e) {
+        throw new Error(`wasm ${op}: needs ${bytes} bytes of wasm memory, growing failed (${(e as Error).message})`);
+      }
+    }
+    if (this.f32.buffer.byteLength !== this.memory.buffer.byteLength) this.refreshViews();
+  }
+
+  matmul(a: Float32Array, b: Float32Array, m: number, k: number, n: number, opts: MatmulOptions = {}): Float32Array {
+    const batch = opts.batch ?? 1;
+    const { transA = false, transB = false, broadcastB = false, accumulate = false } = opts;
+    const dims = `m=${m}, k=${k}, n=${n}, batch=${batch}`;
+    if (!isDim(m) || !isDim(k) || !isDim(n) || !isDim(batch)) {
+      throw new Error(`wasm matmul: sizes must be non-negative integers (${dims})`);
+    }
+    const aLen = batch * m * k;
+    const bLen = (broadcastB ? 1 : batch) * k * n;
+    const cLen = batch * m * n;
+    checkLen('matmul', 'A', a, aLen, dims);
+    checkLen('matmul', 'B', b, bLen, dims);
+    if (accumulate && !opts.out) throw new Error(`wasm matmul: accumulate needs out (${dims})`);
+    const out = opts.out ?? new Float32Array(cLen);
+    checkLen('matmul', 'out', out, cLen, dims);
+    if (cLen === 0) return out;
+
+    const problems: Problem[] = [];
+    for (let bi = 0; bi < batch; bi++) {
+      problems.push({
+        a: bi * m * k,
+        aRs: transA ? 1 : k,
+        aCs: transA ? m : 1,
+        b: broadcastB ? 0 : bi * k * n,
+        bRs: transB ? 1 : n,
+        bCs: transB ? k : 1,
+        bOwner: broadcastB ? 0 : bi,
+        c: bi * m * n,
+        m,
+        n,
+        k,
+        beta: accumulate,
+      });
+    }
+    this.execute('matmul', problems, a, aLen, b, bLen, out, cLen, accumulate);
+    return out;
+  }
+
+  groupedMatmul(a: Float32Array, w: Float32Array, sizes: Int32Array, k: number, n: number, transB = false): Float32Array {
+    const dims = `k=${k}, n=${n}, groups=${sizes.length}`;
+    if (!isDim(k) || !isDim(n)) throw new Error(`wasm groupedMatmul: sizes must be non-negative integers (${dims})`);
+    const off = offsets('groupedMatmul', sizes);
+    const rows = off[sizes.length];
+    const E = sizes.length;
+    checkLen('groupedMatmul', 'A', a, rows * k, `rows=${rows}, ${dims}`);
+    checkLen('groupedMatmul', 'W', w, E * k * n, dims);
+    const c = new Float32Array(rows * n);
+    if (rows * n === 0) return c;
+    const problems: Problem[] = [];
+    for (let e = 0; e < E; e++) {
+      if (sizes[e] === 0) continue;
+      problems.push({
+        a: off[e] * k,
+        aRs: k,
+        aCs: 1,
+        b: e * k * n,
+        bRs: transB ? 1 : n,
+        bCs: transB ? k : 1,
+        bOwner: problems.length,
+        c: off[e] * n,
+        m: sizes[e],
+        n,
+        k,
+        beta: false,
+      });
+    }
+    this.execute('groupedMatmul', problems, a, rows * k, w, E * k * n, c, rows * n, false);
+    return c;
+  }
+
+  groupedMatmulTN(a: Float32Array, g: Float32Array, sizes: Int32Array, k: number, n: number): Float32Array {
+    const dims = `k=${k}, n=${n}, groups=${sizes.length}`;
+    if (!isDim(k) || !isDim(n)) throw new Error(`wasm groupedMatmulTN: sizes must be non-negative integers (${dims})`);
+    const off = offsets('groupedMatmulTN', sizes);
+    const rows = off[sizes.length];
+    const E = sizes.length;
+    checkLen('groupedMatmulTN', 'A', a, rows * k, `rows=${rows}, ${dims}`);
+    checkLen('groupedMatmulTN', 'G', g, rows * n, `rows=${rows}, ${dims}`);
+    const c = new Float32Array(E * k * n);
+    if (E * k * n === 0) return c;
+    const problems: Problem[] = [];
+    for (let e = 0; e < E; e++) {
+      // C_e = A_e^T G_e: op(A)[i][p] = A[(off_e + p) k + i], op(B)[p][j] = G[(off_e + p) n + j].
+      problems.push({
+        a: off[e] * k,
+        aRs: 1,
+        aCs: k,
+        b: off[e] * n,
+        bRs: n,
+        bCs: 1,
+        bOwner: problems.length,
+        c: e * k * n,
+        m: k,
+        n,
+        k: sizes[e],
+        beta: false,
+      });
+    }
+    this.execute('groupedMatmulTN', problems, a, rows * k, g, rows * n, c, E * k * n, false);
+    return c;
+  }
+
+  /**
+   * Lays out inputs, packed B, descriptors, task lists and per-thread scratch in the shared
+   * memory, runs the job and copies C back into `out`.
+   */
+  private execute(
+    op: string,
+    problems: Problem[],
+    a: Float32Array,
+    aLen: number,
+    b: Float32Array,
+    bLen: number,
+    out: Float32Array,
+    cLen: number,
+    loadC: boolean,
+  ): void {
+    if (this.disposed) throw new Error(`wasm ${op}: backend was disposed`);
+    const P = problems.length;
+
+    // Work split. Pack tasks: chunks of strips of each distinct B. Compute tasks: row blocks x
+    // strip ranges, fine enough that every thread gets several (dynamic scheduling balances).
+    let macs = 0;
+    for (const p of problems) if (p.k > 0) macs += p.m * p.n * p.k;
+    const threads = macs >= PARALLEL_MIN_MACS ? this.threads : 1;
+    const packTasks: number[] = [];
+    const compTasks: number[] = [];
+    const bpOff = new Float64Array(P);
+    let bpFloats = 0;
+    for (let i = 0; i < P; i++) {
+      const p = problems[i];
+      if (p.k === 0 || p.m === 0 || p.n === 0) continue;
+      const strips = Math.ceil(p.n / NR);
+      if (p.bOwner === i) {
+        bpOff[i] = bpFloats;
+        bpFloats += strips * NR * p.k;
+        const per = Math.max(1, Math.floor(PACK_CHUNK / (p.k * NR)));
+        for (let s = 0; s < strips; s += per) packTasks.push(i, s, Math.min(per, strips - s), 0, 0, 0, 0, 0);
+      } else {
+        bpOff[i] = bpOff[p.bOwner];
+      }
+      let rowTasks = Math.ceil(p.m / MC);
+      let colTasks = 1;
+      if (threads > 1) {
+        const want = Math.ceil((4 * threads * p.m * p.n * p.k) / macs);
+        colTasks = Math.max(1, Math.min(Math.ceil(want / rowTasks), Math.ceil(strips / 4)));
+      }
+      const rowsPer = align(Math.ceil(p.m / rowTasks), MR);
+      rowTasks = Math.ceil(p.m / rowsPer);
+      const stripsPer = Math.ceil(strips / colTasks);
+      for (let r0 = 0; r0 < p.m; r0 += rowsPer) {
+        for (let s0 = 0; s0 < strips; s0 += stripsPer) {
+          compTasks.push(i, r0, Math.min(rowsPer, p.m - r0), s0, Math.min(stripsPer, strips - s0), 0, 0, 0);
+        }
+      }
+    }
+
+    // Layout (bytes, 64-aligned regions).
+    let top = ARENA;
+    const take = (bytes: number): number => {
+      const at = top;
+      top = align(top + bytes, 64);
+      return at;
+    };
+    const descAt = take(P * DESC_WORDS * 4);
+    const packAt = take(packTasks.length * 4);
+    const compAt = take(compTasks.length * 4);
+    const aAt = take(aLen * 4);
+    const bAt = take(bLen * 4);
+    const cAt = take(cLen * 4);
+    const bpAt = take(bpFloats * 4);
+    const scratchAt = take(threads * SCRATCH_STRIDE);
+    this.ensure(top, op);
+    const f32 = this.f32;
+    const i32 = this.i32;
+
+    f32.set(aLen === a.length ? a : a.subarray(0, aLen), aAt >> 2);
+    f32.set(bLen === b.length ? b : b.subarray(0, bLen), bAt >> 2);
+    if (loadC) f32.set(out.length === cLen ? out : out.subarray(0, cLen), cAt >> 2);
+
+    for (let i = 0; i < P; i++) {
+      const p = problems[i];
+      const d = (descAt >> 2) + i * DESC_WORDS;
+      i32[d + D.A] = aAt + p.a * 4;
+      i32[d + D.ARS] = p.aRs;
+      i32[d + D.ACS] = p.aCs;
+      i32[d + D.B] = bAt + p.b * 4;
+      i32[d + D.BRS] = p.bRs;
+      i32[d + D.BCS] = p.bCs;
+      i32[d + D.BP] = bpAt + bpOff[i] * 4;
+      i32[d + D.C] = cAt + p.c * 4;
+      i32[d + D.LDC] = p.n;
+      i32[d + D.M] = p.m;
+      i32[d + D.N] = p.n;
+      i32[d + D.K] = p.k;
+      i32[d + D.BETA] = p.beta ? 1 : 0;
+      // Even slices: k = 300 runs as 2 x 152 rather than 256 + 44.
+      i32[d + D.KC] = p.k > 0 ? align(Math.ceil(p.k / Math.ceil(p.k / KC_MAX)), 4) : 0;
+      // An empty inner dimension still defines C: zeros (or C unchanged when accumulating).
+      if (p.k === 0 && !p.beta) f32.fill(0, (cAt >> 2) + p.c, (cAt >> 2) + p.c + p.m * p.n);
+    }
+    i32.set(packTasks, packAt >> 2);
+    i32.set(compTasks, compAt >> 2);
+
+    const c = CTRL >> 2;
+    i32[c + C_DESC / 4] = descAt;
+    i32[c + C_NPACK / 4] = packTasks.length / TASK_WORDS;
+    i32[c + C_PACK / 4] = packAt;
+    i32[c + C_NCOMP / 4] = compTasks.length / TASK_WORDS;
+    i32[c + C_COMP / 4] = compAt;
+    i32[c + C_SCRATCH / 4] = scratchAt;
+    i32[c + C_SCRATCH_STRIDE / 4] = SCRATCH_STRIDE;
+    Atomics.store(i32, c + C_PACK_NEXT / 4, 0);
+    Atomics.store(i32, c + C_PACK_DONE / 4, 0);
+    Atomics.store(i32, c + C_COMP_NEXT / 4, 0);
+
+    if (compTasks.length > 0) {
+      if (threads > 1 && compTasks.length > TASK_WORDS) this.runParallel(op);
+      else this.run(CTRL, 0);
+    }
+
+    const res = f32.subarray(cAt >> 2, (cAt >> 2) + cLen);
+    out.set(res);
+  }
+
+  private runParallel(op: string): void {
+    const s = this.sync;
+    const workers = this.workers.length;
+    Atomics.store(s, S_DONE, 0);
+    Atomics.store(s, S_ERROR, 0);
+    Atomics.add(s, S_GEN, 1);
+    Atomics.notify(s, S_GEN);
+    let err: unknown = null;
+    try {
+      this.run(CTRL, 0);
+    } catch (e) {
+      err = e;
+    }
+    for (;;) {
+      const done = Atomics.load(s, S_DONE);
+      if (done >= workers) break;
+      Atomics.wait(s, S_DONE, done);
+    }
+    if (err) throw err;
+    const bad = Atomics.load(s, S_ERROR);
+    if (bad !== 0) throw new Error(`wasm ${op}: kernel failed in worker ${bad}`);
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    Atomics.store(this.sync, S_STOP, 1);
+    Atomics.add(this.sync, S_GEN, 1);
+    Atomics.notify(this.sync, S_GEN);
+    for (const w of this.workers) void w.terminate();
+  }
+}
+
+function checkLen(op: string, name: string, arr: Float32Array, need: number, dims: string): void {
+  if (!(arr instanceof Float32Array)) throw new Error(`wasm ${op}: ${name} must be a Float32Array (${dims})`);
+  if (arr.length < need) {
+    throw new Error(`wasm ${op}: ${name} has ${arr.length} elements, needs at least ${need} (${dims})`);
+  }
+}
+
+function offsets(op: string, sizes: Int32Array): Float64Array {
+  const off = new Float64Array(sizes.length + 1);
+  for (let e = 0; e < sizes.length; e++) {
+    if (!(sizes[e] >= 0)) throw new Error(`wasm ${op}: group ${e} has negative size ${sizes[e]}`);
+    off[e + 1] = off[e] + sizes[e];
+  }
+  return off;
+}
+
+let compiled: { module: WasmModule; relaxed: boolean } | null = null;
+
+/** Compiles the kernels once per process; prefers the relaxed-SIMD (FMA) build where the engine has it by default. */
+function kernelModule(): { module: WasmModule; relaxed: boolean } {
+  if (compiled) return compiled;
+  const load = (file: string): Uint8Array => {
+    const url = new URL(`./${file}`, import.meta.url);
+    try {
+      return readFileSync(url);
+    } catch {
+      throw new Error(`wasm backend: ${url.pathname} is missing; build it with "npm run build:wasm"`);
+    }
+  };
+  const relaxedBytes = load('kernels-relaxed.wasm');
+  if (WA.validate(relaxedBytes)) {
+    compiled = { module: new WA.Module(relaxedBytes), relaxed: true };
+  } else {
+    compiled = { module: new WA.Module(load('kernels.wasm')), relaxed: false };
+  }
+  return compiled;
+}
+
+/** Whether the loaded kernels use relaxed-SIMD fused multiply-add (false on Node 20). */
+export function wasmUsesRelaxedSimd(): boolean {
+  return kernelModule().relaxed;
+}
+
+export async function createWasmBackend(opts: { threads?: number } = {}): Promise<Backend> {
+  const threads = opts.threads ?? Math.min(availableParallelism(), MAX_THREADS);
+  if (!Number.isInteger(threads) || threads < 1 || threads > 256) {
+    throw new Error(`createWasmBackend: threads must be an integer in [1, 256], got ${opts.threads}`);
+  }
+  const { module } = kernelModule();
+  const memory = new WA.Memory({ initial: 32, maximum: 65536, shared: true });
+  const instance = new WA.Instance(module, { env: { memory } });
+  const syncBuf = new SharedArrayBuffer(SYNC_WORDS * 4);
+  const sync = new Int32Array(syncBuf);
+  const workers: Worker[] = [];
+  const ready: Promise<void>[] = [];
+  for (let tid = 1; tid < threads; tid++) {
+    const w = new Worker(new URL('./worker.js', import.meta.url), {
+      workerData: { module, memory, sync: syncBuf, ctrl: CTRL, tid, workers: threads - 1 },
+    });
+    ready.push(
+      new Promise<void>((resolve, reject) => {
+        w.once('message', () => resolve());
+        w.once('error', reject);
+        w.once('exit', (code) => reject(new Error(`wasm backend: worker ${tid} exited with code ${code} during start-up`)));
+      }),
+    );
+    workers.push(w);
+  }
+  try {
+    await Promise.all(ready);
+  } catch (e) {
+    for (const w of workers) void w.terminate();
+    throw e;
+  }
+  for (const w of workers) {
+    w.removeAllListeners('exit');
+    w.removeAllListeners('error');
+    // A worker error after start-up must not crash the process; the job reports it instead.
+    w.on('error', () => {});
+    w.unref();
+  }
+  return new WasmBackend(threads, memory, instance, workers, sync);
+}

@@ -1,0 +1,196 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { refGroupedMatmul, refGroupedMatmulTN, refMatmul } from '../../src/kernels/js.js';
+import { createWasmBackend } from '../../src/kernels/wasm/index.js';
+import type { Backend } from '../../src/tensor/backend.js';
+import { Rng } from '../../src/tensor/random.js';
+
+const rng = new Rng(1234);
+
+function rand(n: number): Float32Array {
+  return rng.fillUniform(new Float32Array(n), -1, 1);
+}
+
+/** |got - want| <= 1e-4 * (max |want| + 1) element-wise (f32 accumulation vs the f64 reference). */
+function assertClose(got: Float32Array, want: Float32Array, what: string): void {
+  assert.equal(got.length, want.length, `${what}: length`);
+  let scale = 1;
+  for (const v of want) scale = Math.max(scale, Math.abs(v));
+  for (let i = 0; i < want.length; i++) {
+    if (!(Math.abs(got[i] - want[i]) <= 1e-4 * scale)) {
+      assert.fail(`${what}: element ${i} is ${got[i]}, expected ${want[i]}`);
+    }
+  }
+}
+
+// Odd sizes around the micro-tile (5 x 8), SIMD width (4), pack slice (256) and task sizes.
+const DIMS = [0, 1, 3, 7, 17, 33, 65];
+
+for (const threads of [1, 2]) {
+  describe(`wasm backend, ${threads} thread(s)`, () => {
+    let be: Backend;
+    before(async () => {
+      be = await createWasmBackend({ threads });
+    });
+    after(() => be.dispose());
+
+    it('reports its name and threads', () => {
+      assert.equal(be.name, 'wasm');
+      assert.equal(be.threads, threads);
+    });
+
+    it('matmul matches the reference for odd sizes and all transposes', () => {
+      for (const m of DIMS) {
+        for (const k of DIMS) {
+          for (const n of DIMS) {
+            for (const transA of [false, true]) {
+              for (const transB of [false, true]) {
+                const a = rand(m * k);
+                const b = rand(k * n);
+                const opts = { transA, transB };
+                assertClose(be.matmul(a, b, m, k, n, opts), refMatmul(a, b, m, k, n, opts), `m=${m} k=${k} n=${n} tA=${transA} tB=${transB}`);
+              }
+            }
+          }
+        }
+      }
+    });
+
+    it('matmul: large enough to use every thread, deep k (several pack slices)', () => {
+      for (const [m, k, n] of [
+        [129, 600, 131],
+        [64, 257, 300],
+        [250, 40, 16],
+        [3, 1000, 9],
+      ]) {
+        for (const transA of [false, true]) {
+          for (const transB of [false, true]) {
+            const a = rand(m * k);
+            const b = rand(k * n);
+            const opts = { transA, transB };
+            assertClose(be.matmul(a, b, m, k, n, opts), refMatmul(a, b, m, k, n, opts), `m=${m} k=${k} n=${n} tA=${transA} tB=${transB}`);
+          }
+        }
+      }
+    });
+
+    it('matmul: batch, broadcastB, out and accumulate', () => {
+      for (const [batch, m, k, n] of [
+        [3, 17, 33, 9],
+        [4, 70, 65, 66],
+        [2, 1, 1, 1],
+        [0, 5, 5, 5],
+        [5, 0, 3, 4],
+      ]) {
+        for (const broadcastB of [false, true]) {
+          for (const transB of [false, true]) {
+            const a = rand(batch * m * k);
+            const b = rand((broadcastB ? 1 : batch) * k * n);
+            const what = `batch=${batch} m=${m} k=${k} n=${n} bcast=${broadcastB} tB=${transB}`;
+            const opts = { batch, broadcastB, transB };
+            assertClose(be.matmul(a, b, m, k, n, opts), refMatmul(a, b, m, k, n, opts), what);
+
+            const init = rand(batch * m * n);
+            const out = init.slice();
+            const ret = be.matmul(a, b, m, k, n, { ...opts, out, accumulate: true });
+            assert.equal(ret, out, `${what}: returns out`);
+            assertClose(out, refMatmul(a, b, m, k, n, { ...opts, out: init.slice(), accumulate: true }), `${what} accumulate`);
+
+            const over = rand(batch * m * n);
+            be.matmul(a, b, m, k, n, { ...opts, out: over });
+            assertClose(over, refMatmul(a, b, m, k, n, opts), `${what} out`);
+          }
+        }
+      }
+    });
+
+    it('matmul with k = 0 gives zeros, or leaves out unchanged when accumulating', () => {
+      const c = be.matmul(new Float32Array(0), new Float32Array(0), 3, 0, 4);
+      assert.deepEqual(Array.from(c), new Array(12).fill(0));
+      const out = rand(12);
+      const keep = out.slice();
+      be.matmul(new Float32Array(0), new Float32Array(0), 3, 0, 4, { out, accumulate: true });
+      assert.deepEqual(out, keep);
+    });
+
+    it('reuses its memory across calls of different sizes', () => {
+      for (const [m, k, n] of [
+        [300, 300, 300],
+        [5, 6, 7],
+        [300, 300, 300],
+      ]) {
+        const a = rand(m * k);
+        const b = rand(k * n);
+        assertClose(be.matmul(a, b, m, k, n), refMatmul(a, b, m, k, n), `m=${m} k=${k} n=${n}`);
+      }
+    });
+
+    it('groupedMatmul matches the reference, with empty groups and transB', () => {
+      for (const [sizesArr, k, n] of [
+        [[3, 0, 17, 1, 65], 33, 17],
+        [[0, 0, 0], 7, 9],
+        [[], 4, 4],
+        [[130, 0, 7, 200], 65, 70],
+        [[1], 1, 1],
+        [[5, 6], 0, 3],
+        [[5, 6], 3, 0],
+      ] as [number[], number, number][]) {
+        const sizes = Int32Array.from(sizesArr);
+        const rows = sizesArr.reduce((s, x) => s + x, 0);
+        for (const transB of [false, true]) {
+          const a = rand(rows * k);
+          const w = rand(sizes.length * k * n);
+          assertClose(
+            be.groupedMatmul(a, w, sizes, k, n, transB),
+            refGroupedMatmul(a, w, sizes, k, n, transB),
+            `sizes=[${sizesArr}] k=${k} n=${n} tB=${transB}`,
+          );
+        }
+      }
+    });
+
+    it('groupedMatmulTN matches the reference, with empty groups', () => {
+      for (const [sizesArr, k, n] of [
+        [[3, 0, 17, 1, 65], 33, 17],
+        [[0, 0], 7, 9],
+        [[300, 2, 0, 41], 40, 24],
+        [[1], 1, 1],
+        [[2, 3], 0, 5],
+      ] as [number[], number, number][]) {
+        const sizes = Int32Array.from(sizesArr);
+        const rows = sizesArr.reduce((s, x) => s + x, 0);
+        const a = rand(rows * k);
+        const g = rand(rows * n);
+        assertClose(be.groupedMatmulTN(a, g, sizes, k, n), refGroupedMatmulTN(a, g, sizes, k, n), `sizes=[${sizesArr}] k=${k} n=${n}`);
+      }
+    });
+
+    it('rejects invalid arguments with errors naming the kernel and sizes', () => {
+      assert.throws(() => be.matmul(new Float32Array(5), new Float32Array(6), 2, 3, 2), /wasm matmul: A has 5 elements, needs at least 6 \(m=2, k=3, n=2/);
+      assert.throws(() => be.matmul(new Float32Array(6), new Float32Array(5), 2, 3, 2), /wasm matmul: B has 5 elements, needs at least 6/);
+      assert.throws(() => be.matmul(new Float32Array(6), new Float32Array(6), 2, 3, 2, { out: new Float32Array(3) }), /wasm matmul: out has 3 elements/);
+      assert.throws(() => be.matmul(new Float32Array(6), new Float32Array(6), 2, 3, 2, { accumulate: true }), /wasm matmul: accumulate needs out/);
+      assert.throws(() => be.matmul(new Float32Array(6), new Float32Array(6), -2, 3, 2), /wasm matmul: sizes must be non-negative integers \(m=-2/);
+      assert.throws(() => be.matmul(new Float32Array(6), new Float32Array(6), 2.5, 3, 2), /wasm matmul: sizes/);
+      assert.throws(
+        () => be.groupedMatmul(new Float32Array(4), new Float32Array(4), Int32Array.from([1, -1]), 2, 2),
+        /wasm groupedMatmul: group 1 has negative size -1/,
+      );
+      assert.throws(() => be.groupedMatmul(new Float32Array(3), new Float32Array(8), Int32Array.from([2]), 2, 2), /wasm groupedMatmul: A has 3 elements, needs at least 4/);
+      assert.throws(() => be.groupedMatmul(new Float32Array(4), new Float32Array(3), Int32Array.from([2]), 2, 2), /wasm groupedMatmul: W has 3 elements/);
+      assert.throws(() => be.groupedMatmulTN(new Float32Array(4), new Float32Array(3), Int32Array.from([2]), 2, 2), /wasm groupedMatmulTN: G has 3 elements/);
+    });
+  });
+}
+
+describe('createWasmBackend', () => {
+  it('rejects a bad thread count', async () => {
+    await assert.rejects(() => createWasmBackend({ threads: 0 }), /createWasmBackend: threads must be an integer/);
+  });
+
+  it('throws after dispose', async () => {
+    const be = await createWasmBackend({ threads: 2 });
+    be.dispose();
+    assert.throws(() => be.matmul(new Float32Array(1), new Float32Array(1), 1, 1, 1), /wasm matmul: backend was disposed/);
+  });
+});

@@ -1,0 +1,238 @@
+/**
+ * Autoregressive generation with the KV cache: the prompt runs once (prefill), then each step
+ * feeds only the newly sampled token. Text streams through createStreamDecoder so a multibyte
+ * character split across byte tokens is emitted whole.
+ */
+import { noGrad } from '../tensor/tensor.js';
+import { Rng } from '../tensor/random.js';
+import { MoETransformerLM, type KVCache } from '../models/transformer.js';
+import type { RunConfig } from '../models/config.js';
+import { createStreamDecoder, loadTokenizer, type Tokenizer } from '../data/tokenizer/index.js';
+import { loadCheckpoint, CheckpointError } from '../train/checkpoint.js';
+import { Sampler, type SamplingOptions } from './sampling.js';
+
+/**
+ * What happens when the next step would go past max_position_embeddings:
+ * - 'stop' (default): end generation with stopReason 'context_full' and a note.
+ * - 'slide': drop the cache and re-prefill the last floor(max_position_embeddings / 2) tokens
+ *   (prompt + generated), then continue; costs one prefill per slide, and the model forgets
+ *   everything before the window.
+ */
+export type ContextOverflow = 'stop' | 'slide';
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Tokens to sample at most (>= 0). */
+  maxNewTokens: number;
+  /** Seeds the sampler (and the router context's Rng); same seed, same text. Default 0. */
+  seed?: number;
+  /** Stop as soon as the generated text contains this; `text` ends just before it. */
+  stopOnText?: string;
+  /** Receives generated text as it becomes final; the pieces concatenate to `text`. */
+  onText?: (piece: string) => void;
+  contextOverflow?: ContextOverflow;
+}
+
+export type StopReason = 'max_new_tokens' | 'stop_text' | 'context_full';
+
+export interface GenerateResult {
+  /** Generated text only (the prompt is not repeated); cut before stopOnText if it was hit. */
+  text: string;
+  /** Every sampled token id, including those that spelled stopOnText. */
+  ids: Int32Array;
+  promptTokens: number;
+  /** Generated tokens per second of wall time, prefill included. */
+  tokensPerSec: number;
+  stopReason: StopReason;
+  /** Human-readable explanation when generation ended early or the window slid. */
+  note?: string;
+  /** How many times the context window slid (contextOverflow 'slide'). */
+  slides: number;
+  prefillMs: number;
+  totalMs: number;
+}
+
+/** Length of the longest suffix of `text` that is a proper prefix of `stop` (text that may still become the stop string). */
+function pendingStopPrefix(text: string, stop: string): number {
+  const max = Math.min(stop.length - 1, text.length);
+  for (let n = max; n > 0; n--) {
+    if (text.endsWith(stop.slice(0, n))) return n;
+  }
+  return 0;
+}
+
+function checkOptions(opts: GenerateOptions): void {
+  if (typeof opts !== 'object' || opts === null) throw new Error('generate: options object required ({ maxNewTokens, ... })');
+  if (typeof opts.maxNewTokens !== 'number' || !Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 0) {
+    throw new Error(`generate: maxNewTokens must be an integer >= 0, got ${opts.maxNewTokens}`);
+  }
+  if (opts.seed !== undefined && (typeof opts.seed !== 'number' || !Number.isInteger(opts.seed))) {
+    throw new Error(`generate: seed must be an integer, got ${opts.seed}`);
+  }
+  if (opts.stopOnText !== undefined && (typeof opts.stopOnText !== 'string' || opts.stopOnText.length === 0)) {
+    throw new Error(`generate: stopOnText must be a non-empty string, got ${JSON.stringify(opts.stopOnText)}`);
+  }
+  if (opts.onText !== undefined && typeof opts.onText !== 'function') throw new Error('generate: onText must be a function');
+  if (opts.contextOverflow !== undefined && opts.contextOverflow !== 'stop' && opts.contextOverflow !== 'slide') {
+    throw new Error(`generate: contextOverflow must be "stop" or "slide", got ${JSON.stringify(opts.contextOverflow)}`);
+  }
+}
+
+/**
+ * Generate a continuation of `prompt`. An empty prompt is an error: the tokenizers have no BOS
+ * token, so there is nothing to condition on (pass e.g. "\n" to start a fresh line).
+ */
+export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: string, opts: GenerateOptions): GenerateResult {
+  checkOptions(opts);
+  if (typeof prompt !== 'string') throw new Error(`generate: prompt must be a string, got ${typeof prompt}`);
+  const V = model.config.vocab_size;
+  if (tokenizer.vocabSize > V) {
+    throw new Error(`generate: tokenizer ${tokenizer.name} has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${V}`);
+  }
+  const promptIds = tokenizer.encode(prompt);
+  if (promptIds.length === 0) {
+    throw new Error('generate: empty prompt; the tokenizer has no BOS token, so give at least one character (e.g. "\\n")');
+  }
+  const maxPos = model.config.max_position_embeddings;
+  const overflow = opts.contextOverflow ?? 'stop';
+  const window = Math.max(1, Math.floor(maxPos / 2));
+  const seed = opts.seed ?? 0;
+  const sampler = new Sampler(opts, new Rng(seed));
+  // routers get their own stream so sampling draws don't depend on whether a router consumes randomness
+  const routerRng = new Rng((seed ^ 0x5bd1e995) >>> 0);
+  const Vt = tokenizer.vocabSize;
+
+  const t0 = performance.now();
+  const wasTraining = model.training;
+  model.eval();
+  try {
+    return noGrad(() => {
+      /** Run `ids` through the model, extending `cache`; the last position's logits, cut to the tokenizer's vocabulary. */
+      const step = (ids: Int32Array, cache: KVCache): Float32Array => {
+        const { logits } = model.forward(ids, 1, ids.length, { ctx: { training: false, step: 0, rng: routerRng }, cache });
+        return logits.data.subarray((ids.length - 1) * V, (ids.length - 1) * V + Vt);
+      };
+
+      const history: number[] = Array.from(promptIds);
+      const generated: number[] = [];
+      let slides = 0;
+      let note: string | undefined;
+      let stopReason: StopReason = 'max_new_tokens';
+
+      let cache = model.emptyCache();
+      let prefillIds = promptIds;
+      if (promptIds.length > maxPos) {
+        if (overflow === 'stop') {
+          throw new Error(`generate: prompt is ${promptIds.length} tokens, more than max_position_embeddings ${maxPos}; shorten it or use contextOverflow "slide"`);
+        }
+        prefillIds = promptIds.slice(promptIds.length - window);
+        slides++;
+        note = `prompt of ${promptIds.length} tokens exceeds max_position_embeddings ${maxPos}; kept its last ${window} tokens`;
+      }
+      let logits = step(prefillIds, cache);
+      const prefillMs = performance.now() - t0;
+
+      const decoder = createStreamDecoder(tokenizer);
+      const stop = opts.stopOnText;
+      let text = '';
+      let emitted = 0;
+      const emit = (upTo: number): void => {
+        if (upTo > emitted) {
+          opts.onText?.(text.slice(emitted, upTo));
+          emitted = upTo;
+        }
+      };
+      /** Append decoded text; true when the stop string appeared (text is then cut before it). */
+      const append = (piece: string): boolean => {
+        if (!piece) return false;
+        const from = Math.max(0, text.length - (stop ? stop.length - 1 : 0));
+        text += piece;
+        if (stop) {
+          const at = text.indexOf(stop, from);
+          if (at >= 0) {
+            text = text.slice(0, at);
+            emit(text.length);
+            return true;
+          }
+          emit(text.length - pendingStopPrefix(text, stop));
+        } else emit(text.length);
+        return false;
+      };
+
+      let hitStop = false;
+      for (let n = 0; n < opts.maxNewTokens; n++) {
+        const next = sampler.next(logits);
+        generated.push(next);
+        history.push(next);
+        if (append(decoder.push(next))) {
+          hitStop = true;
+          stopReason = 'stop_text';
+          break;
+        }
+        if (n + 1 === opts.maxNewTokens) break;
+        if (cache.length + 1 > maxPos) {
+          if (overflow === 'stop') {
+            stopReason = 'context_full';
+            note = `stopped after ${generated.length} of ${opts.maxNewTokens} tokens: the context reached max_position_embeddings ${maxPos} (contextOverflow "slide" continues with a sliding window)`;
+            break;
+          }
+          cache = model.emptyCache();
+          logits = step(Int32Array.from(history.slice(history.length - window)), cache);
+          slides++;
+          note = `context window slid ${slides} time(s): re-prefilled the last ${window} of max_position_embeddings ${maxPos} tokens`;
+          continue;
+        }
+        logits = step(Int32Array.of(next), cache);
+      }
+      if (!hitStop && append(decoder.flush())) stopReason = 'stop_text';
+      emit(text.length);
+
+      const totalMs = performance.now() - t0;
+      return {
+        text,
+        ids: Int32Array.from(generated),
+        promptTokens: promptIds.length,
+        tokensPerSec: totalMs > 0 ? generated.length / (totalMs / 1000) : 0,
+        stopReason,
+        ...(note !== undefined ? { note } : {}),
+        slides,
+        prefillMs,
+        totalMs,
+      };
+    });
+  } finally {
+    model.train(wasTraining);
+  }
+}
+
+export interface InferenceModel {
+  model: MoETransformerLM;
+  tokenizer: Tokenizer;
+  config: RunConfig;
+  /** The checkpoint directory actually loaded (a run directory resolves via latest.json). */
+  dir: string;
+  step: number;
+}
+
+/** Load a checkpoint (run directory or step directory) for generation, in eval mode, without optimizer moments. */
+export function loadModelForInference(ckptPath: string): InferenceModel {
+  const ck = loadCheckpoint(ckptPath, false);
+  const config = ck.state.config;
+  let tokenizer: Tokenizer;
+  try {
+    tokenizer = loadTokenizer(ck.state.tokenizer);
+  } catch (e) {
+    throw new CheckpointError(`${ck.dir}/state.json field tokenizer: ${(e as Error).message}`);
+  }
+  if (tokenizer.vocabSize > config.model.vocab_size) {
+    throw new CheckpointError(`${ck.dir}: tokenizer has ${tokenizer.vocabSize} tokens but model.vocab_size is ${config.model.vocab_size}`);
+  }
+  // the init is overwritten by the checkpoint; the seed only has to be fixed
+  const model = new MoETransformerLM(config.model, 0);
+  try {
+    model.loadStateDict(ck.model);
+  } catch (e) {
+    throw new CheckpointError(`${ck.dir}/model.safetensors does not match its config: ${(e as Error).message}`);
+  }
+  model.eval();
+  return { model, tokenizer, config, dir: ck.dir, step: ck.state.step };
+}

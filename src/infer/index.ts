@@ -1,0 +1,5 @@
+/** Inference: next-token sampling and KV-cached generation from a model or a checkpoint. */
+export { argmax, samplingDistribution, sampleNext, validateSamplingOptions, Sampler } from './sampling.js';
+export type { SamplingOptions, ResolvedSampling } from './sampling.js';
+export { generate, loadModelForInference } from './generate.js';
+export type { GenerateOptions, GenerateResult, StopReason, ContextOverflow, InferenceModel } from './generate.js';

@@ -88,6 +88,8 @@ test('switch loss: exactly 1 for uniform routing, for k = 1 and k = 2', () => {
   assert.equal(loss('switch')(u1, info(4, 4, 1)).item(), 1);
   const u2 = sparseOut(zeros([4, 4], true), [0, 1, 2, 3, 0, 1, 2, 3], 2);
   assert.equal(loss('switch')(u2, info(4, 4, 2)).item(), 1);
+  // the Switch router makes one assignment per token whatever the layer's topK says
+  assert.equal(loss('switch')(u1, info(4, 4, 2)).item(), 1);
 });
 
 test('switch loss: hand-computed value from softmax(logits), gradient through P only', () => {

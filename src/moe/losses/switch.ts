@@ -2,26 +2,29 @@
  * Switch load-balancing loss: E * sum_e f_e * P_e.
  * Paper: Fedus, Zoph & Shazeer, "Switch Transformers: Scaling to Trillion Parameter Models with Simple and Efficient Sparsity", 2021.
  *
- * f_e = (assignments listed for expert e) / (T * k), a constant (no gradient); P_e = mean over
- * tokens of probs[:, e] (differentiable). With k assignments per token this is the GShard/Mixtral
- * generalisation: perfectly uniform routing gives exactly 1 for any k. Assignments are counted
- * before capacity drops (as the paper's implementation does). For routers whose assignment
- * count differs from T * k (expert choice, dynamic routers) f sums to A / (T * k).
- * Soft routing has no discrete assignments: the loss is 0.
+ * f_e = (assignments listed for expert e) / A, a constant (no gradient), where A = number of
+ * listed assignments (= T * k for top-k token choice); P_e = mean over tokens of probs[:, e]
+ * (differentiable). With k assignments per token this is the GShard/Mixtral generalisation:
+ * perfectly uniform routing gives exactly 1 for any k. Normalising by A rather than T * cfg.topK
+ * keeps that property for routers whose assignment count is not T * topK (Switch ignores topK
+ * and makes T assignments; expert choice, top-p and threshold routers vary). Assignments are
+ * counted before capacity drops, as the paper's implementation does.
+ * Soft routing has no discrete assignments: the loss is 0 (also when A = 0).
  */
 import { Tensor } from '../../tensor/tensor.js';
 import { mean, mul, sum, scale } from '../../tensor/index.js';
 import type { BalanceLossFn } from '../types.js';
 import { lossRegistry, zeroLoss, checkShapes } from './registry.js';
 
-export const switchLoss: BalanceLossFn = (out, { numExperts, tokens, topK }) => {
+export const switchLoss: BalanceLossFn = (out, { numExperts, tokens }) => {
   if (out.routing.kind !== 'sparse') return zeroLoss();
   checkShapes('switch', out, numExperts, tokens);
   if (tokens === 0) return zeroLoss();
-  const f = new Float32Array(numExperts);
   const ex = out.routing.expertIdx;
+  if (ex.length === 0) return zeroLoss();
+  const f = new Float32Array(numExperts);
   for (let i = 0; i < ex.length; i++) f[ex[i]]++;
-  const norm = 1 / (tokens * topK);
+  const norm = 1 / ex.length;
   for (let e = 0; e < numExperts; e++) f[e] *= norm;
   const P = mean(out.probs, 0);
   return scale(sum(mul(P, new Tensor(f, [numExperts]))), numExperts);

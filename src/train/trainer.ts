@@ -192,6 +192,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   let tpsSum = 0;
   let tpsCount = 0;
   let ran = 0;
+  let finalEval: EvalResult;
   try {
     model.train();
     while (step < tr.steps && (opts.stopAfter === undefined || ran < opts.stopAfter)) {
@@ -240,15 +241,15 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       if (step % tr.eval_interval === 0 && step < tr.steps) runEval();
       if (step % tr.save_interval === 0 || step === tr.steps) save();
     }
+    const last = history[history.length - 1];
+    if (last && last.step === step) finalEval = last.result;
+    else {
+      // the final evaluation writes to the log, so it runs before the log is closed
+      finalEval = runEval();
+      if (step === tr.steps) save(); // keep the final evaluation in the checkpoint's history
+    }
   } finally {
     fs.closeSync(log);
-  }
-  let finalEval: EvalResult;
-  const last = history[history.length - 1];
-  if (last && last.step === step) finalEval = last.result;
-  else {
-    finalEval = runEval();
-    if (step === tr.steps) save(); // keep the final evaluation in the checkpoint's history
   }
   const result: TrainResult = {
     steps: step,

@@ -109,8 +109,25 @@ export function accumulateGrad(t: Tensor, g: Float32Array, owned = false): void 
   }
 }
 
+/**
+ * Op results whose backward closure an earlier backward() already ran and dropped. Reaching one
+ * again must be an error: it would otherwise look like a leaf and silently swallow the gradient
+ * meant for everything beneath it (e.g. two losses sharing a subgraph, each with its own backward).
+ */
+const released = new WeakSet<Tensor>();
+
+function checkNotReleased(t: Tensor): void {
+  if (released.has(t)) {
+    throw new Error(
+      `backward: the graph through ${t.toString()} was already freed by an earlier backward(); ` +
+        'run the forward pass again, or add the losses and call backward() once',
+    );
+  }
+}
+
 export function backward(root: Tensor, grad?: Float32Array): void {
   if (!root.requiresGrad) throw new Error(`backward: ${root.toString()} does not require grad (no parameter in its graph, or computed under noGrad)`);
+  checkNotReleased(root);
   if (grad === undefined) {
     if (root.size !== 1) throw new Error(`backward: ${root.toString()} is not a scalar; pass the output gradient`);
     grad = new Float32Array([1]);
@@ -128,6 +145,7 @@ export function backward(root: Tensor, grad?: Float32Array): void {
       top[1]++;
       const p = ps[i];
       if (p.requiresGrad && !visited.has(p.id)) {
+        checkNotReleased(p);
         visited.add(p.id);
         stack.push([p, 0]);
       }
@@ -145,6 +163,7 @@ export function backward(root: Tensor, grad?: Float32Array): void {
       t.grad = null;
       t.backwardFn = null;
       t.parents = null;
+      released.add(t);
     }
   }
 }

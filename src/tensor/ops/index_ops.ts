@@ -82,6 +82,7 @@ function shapeTail(shape: readonly number[]): number {
 
 /** out[..., j] = x[..., idx[..., j]] along the last axis (idx has the shape of out). */
 export function takeAlongLast(x: Tensor, idx: Int32Array, k: number): Tensor {
+  if (x.ndim < 1) throw new Error('takeAlongLast: scalar input');
   const len = x.shape[x.ndim - 1];
   const rows = len === 0 ? 0 : x.size / len;
   if (idx.length !== rows * k) throw new Error(`takeAlongLast: ${idx.length} indices, expected ${rows} rows x ${k}`);

@@ -62,7 +62,7 @@ function scaleInPlaceResult(s: Tensor, f: number): Tensor {
 
 /** Max over `axis`; the gradient flows to the first maximal element. */
 export function max(x: Tensor, axis?: number, keepDims = false): Tensor {
-  if (x.size === 0) throw new Error(`max: empty tensor ${x.toString()}`);
+  if (axis === undefined && x.size === 0) throw new Error(`max: empty tensor ${x.toString()}`);
   const ax = axis === undefined ? -1 : normAxis(axis, x.ndim, 'max');
   const [outer, len, inner] = ax < 0 ? [1, x.size, 1] : axisSplit(x.shape, ax);
   if (len === 0) throw new Error(`max: axis ${axis} of ${x.toString()} is empty`);

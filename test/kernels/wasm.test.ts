@@ -23,7 +23,7 @@ function assertClose(got: Float32Array, want: Float32Array, what: string): void 
   }
 }
 
-// Odd sizes around the micro-tile (5 x 8), SIMD width (4), pack slice (256) and task sizes.
+// Odd sizes around the micro-tile (4 x 8), SIMD width (4), pack slice (256) and task sizes.
 const DIMS = [0, 1, 3, 7, 17, 33, 65];
 
 for (const threads of [1, 2]) {

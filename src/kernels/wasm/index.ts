@@ -14,7 +14,7 @@ import { WA, type WasmInstance, type WasmMemory, type WasmModule } from './wa.js
 
 // Must match src/kernels/wasm/assembly/kernels.ts.
 const NR = 8;
-const MR = 5;
+const MR = 4;
 const DESC_WORDS = 16;
 const TASK_WORDS = 8;
 const D = { A: 0, ARS: 1, ACS: 2, B: 3, BRS: 4, BCS: 5, BP: 6, C: 7, LDC: 8, M: 9, N: 10, K: 11, BETA: 12, KC: 13 };
@@ -27,8 +27,8 @@ const ARENA = 65536;
 const PAGE = 65536;
 /** Depth of one packed slice: a KC x NR strip of B (8 KiB) stays in L1. */
 const KC_MAX = 256;
-/** Rows per compute task (a multiple of MR): the packed A block (MC x KC, 120 KiB) stays in L2. */
-const MC = 120;
+/** Rows per compute task (a multiple of MR): the packed A block (MC x KC, 128 KiB) stays in L2. */
+const MC = 128;
 /** Floats of packed B per pack task. */
 const PACK_CHUNK = 32768;
 /** Below this many multiply-adds a call runs on the main thread alone (waking workers costs tens of µs). */

@@ -9,10 +9,12 @@
 //      its A rows into MR-row panels (per KC-deep slice) and runs the register-blocked kernel.
 // No allocation happens here: all pointers come from the JS side.
 
-// Tile of C held in registers: MR rows x NR columns = 5 x 2 f32x4 accumulators. With f32x4
-// multiply + add pairs (no FMA in default WebAssembly) this uses 14 of the 15 xmm registers
-// V8 allocates on x64 (measured: 5x8 beats 4x8, 6x8 spills).
-const MR: i32 = 5;
+// Tile of C held in registers: MR rows x NR columns = 4 x 2 f32x4 accumulators. TurboFan's
+// scheduler hoists all loads of the loop body above the arithmetic, so a tile must fit with
+// every B vector and A broadcast of one k step live at once: 8 accumulators + 2 B + 4 A +
+// 1 product = 15, exactly the xmm registers V8 allocates on x64. A 5x8 tile (36-38 GFLOP/s
+// in isolation vs ~32) spills two accumulators once inlined into the driver loop.
+const MR: i32 = 4;
 const NR: i32 = 8;
 
 // Problem descriptor (i32 words). op(A)[i][p] = A[i*aRs + p*aCs], op(B)[p][j] = B[p*bRs + j*bCs],
@@ -64,12 +66,11 @@ const NC_STRIPS: i32 = 32;
 }
 
 // C[MR x NR] (+)= sum_p Ap[p][0..MR) (x) Bp[p][0..NR). ap: kc x MR floats, bp: kc x NR floats.
-// ldc in bytes. Deliberately not unrolled: TurboFan's scheduler hoists the loads of an unrolled
-// body above the arithmetic and then spills accumulators; one k step per iteration keeps all
-// 10 accumulators, 2 B vectors, the A broadcast and one product in registers.
-function kernel5x8(ap: usize, bp: usize, kc: i32, c: usize, ldc: usize, beta: bool): void {
+// ldc in bytes. Deliberately not unrolled: with an unrolled body the hoisted loads of several
+// k steps no longer fit in registers and accumulators spill.
+function kernel4x8(ap: usize, bp: usize, kc: i32, c: usize, ldc: usize, beta: bool): void {
   let c00 = f32x4.splat(0);
-  let c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00, c40 = c00, c41 = c00;
+  let c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
   let p = kc;
   while (p > 0) {
     const b0 = v128.load(bp, 0);
@@ -82,28 +83,23 @@ function kernel5x8(ap: usize, bp: usize, kc: i32, c: usize, ldc: usize, beta: bo
     c20 = madd(a, b0, c20); c21 = madd(a, b1, c21);
     a = v128.load32_splat(ap, 12);
     c30 = madd(a, b0, c30); c31 = madd(a, b1, c31);
-    a = v128.load32_splat(ap, 16);
-    c40 = madd(a, b0, c40); c41 = madd(a, b1, c41);
-    ap += 20;
+    ap += 16;
     bp += 32;
     p -= 1;
   }
   const c1 = c + ldc;
   const c2 = c1 + ldc;
   const c3 = c2 + ldc;
-  const c4 = c3 + ldc;
   if (beta) {
     c00 = f32x4.add(c00, v128.load(c, 0)); c01 = f32x4.add(c01, v128.load(c, 16));
     c10 = f32x4.add(c10, v128.load(c1, 0)); c11 = f32x4.add(c11, v128.load(c1, 16));
     c20 = f32x4.add(c20, v128.load(c2, 0)); c21 = f32x4.add(c21, v128.load(c2, 16));
     c30 = f32x4.add(c30, v128.load(c3, 0)); c31 = f32x4.add(c31, v128.load(c3, 16));
-    c40 = f32x4.add(c40, v128.load(c4, 0)); c41 = f32x4.add(c41, v128.load(c4, 16));
   }
   v128.store(c, c00, 0); v128.store(c, c01, 16);
   v128.store(c1, c10, 0); v128.store(c1, c11, 16);
   v128.store(c2, c20, 0); v128.store(c2, c21, 16);
   v128.store(c3, c30, 0); v128.store(c3, c31, 16);
-  v128.store(c4, c40, 0); v128.store(c4, c41, 16);
 }
 
 // Stores the 4x4 transpose of rows r0..r3 as 4 consecutive vectors at dst, dst+stride, ...
@@ -130,26 +126,19 @@ function packA(d: usize, row0: i32, rows: i32, p0: i32, kc: i32, dst: usize): vo
     const gi = row0 + i0;
     let p = 0;
     if (r == MR && cs == 1) {
-      // rows contiguous along k: transpose 4x4 blocks for rows 0-3, row 4 element-wise
+      // rows contiguous along k: transpose 4x4 blocks
       const s0 = a + (<usize>(gi * rs + p0) << 2);
       const rb = <usize>rs << 2;
       for (; p + 4 <= kc; p += 4) {
         const src = s0 + (<usize>p << 2);
-        const o = dst + <usize>p * PB;
-        transpose4Store(v128.load(src), v128.load(src + rb), v128.load(src + 2 * rb), v128.load(src + 3 * rb), o, PB);
-        const src4 = src + 4 * rb;
-        store<f32>(o, load<f32>(src4), 16); // offsets: 16 + i * MR * 4
-        store<f32>(o, load<f32>(src4, 4), 36);
-        store<f32>(o, load<f32>(src4, 8), 56);
-        store<f32>(o, load<f32>(src4, 12), 76);
+        transpose4Store(v128.load(src), v128.load(src + rb), v128.load(src + 2 * rb), v128.load(src + 3 * rb),
+          dst + <usize>p * PB, PB);
       }
     } else if (r == MR && rs == 1) {
       // A transposed: the MR values of one k step are contiguous
       for (; p < kc; p++) {
         const src = a + (<usize>(gi + (p0 + p) * cs) << 2);
-        const o = dst + <usize>p * PB;
-        v128.store(o, v128.load(src));
-        store<f32>(o, load<f32>(src, 16), 16);
+        v128.store(dst + <usize>p * PB, v128.load(src));
       }
     }
     for (; p < kc; p++) {
@@ -233,9 +222,9 @@ function computeTask(d: usize, row0: i32, rows: i32, s0: i32, ns: i32, abuf: usi
           const cols = min(NR, n - j0);
           const cp = crow0 + (<usize>j0 << 2);
           if (r == MR && cols == NR) {
-            kernel5x8(ap, bs, kc, cp, ldc, betaEff);
+            kernel4x8(ap, bs, kc, cp, ldc, betaEff);
           } else {
-            kernel5x8(ap, bs, kc, tile, NR * 4, false);
+            kernel4x8(ap, bs, kc, tile, NR * 4, false);
             for (let rr = 0; rr < r; rr++) {
               const crow = cp + <usize>rr * ldc;
               const trow = tile + (<usize>(rr * NR) << 2);

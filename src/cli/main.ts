@@ -52,7 +52,7 @@ async function withBackend<T>(o: { backend: string; threads?: number }, fn: (nam
 
 export function buildProgram(): Command {
   const program = new Command();
-  program.name('moe-ts').description('Mixture-of-Experts language models in TypeScript').showHelpAfterError().configureOutput({
+  program.name('moe-ts').description('Mixture-of-Experts language models in TypeScript').configureOutput({
     outputError: (str, write) => write(str),
   });
 

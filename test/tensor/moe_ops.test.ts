@@ -1,7 +1,7 @@
 // The fused MoE ops against finite differences and against the generic ops they replace.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Tensor, tensor, gatherRows, combineRows, swiglu, geluFused, silu, gelu, mul, indexSelect, scatterAdd, reshape } from '../../src/index.js';
+import { Tensor, tensor, gatherRows, combineRows, scatterRows, swiglu, scaledSwiglu, scaledGelu, geluFused, expNeg, silu, gelu, mul, indexSelect, scatterAdd, reshape } from '../../src/index.js';
 import { Rng } from '../../src/tensor/random.js';
 import { gradcheck, randn, assertClose } from '../helpers/gradcheck.js';
 
@@ -56,4 +56,48 @@ test('fused ops reject bad shapes and indices with named errors', () => {
   assert.throws(() => combineRows(x, Int32Array.from([0, 1]), 2, tensor([1, 1, 1])), /one value per row/);
   assert.throws(() => combineRows(x, Int32Array.from([0, 1]), 2, tensor([1]), Int32Array.from([0, 1])), /combineRows \(weightIdx\): index 1/);
   assert.throws(() => swiglu(x, tensor([1, 2, 3, 4], [4])), /swiglu: gate \[2, 2\] and value \[4\]/);
+});
+
+test('expNeg matches Math.exp(-u) to float32 precision over the whole range', () => {
+  let worst = 0;
+  for (let i = 0; i <= 200000; i++) {
+    const u = i * 5e-4;
+    const e = Math.exp(-u);
+    if (e > 1e-37) worst = Math.max(worst, Math.abs(expNeg(u) - e) / e);
+  }
+  assert.ok(worst < 2e-8, `worst relative error ${worst}`);
+  assert.equal(expNeg(0), 1);
+  assert.equal(expNeg(Infinity), 0);
+  assert.ok(Number.isNaN(expNeg(NaN)));
+  // saturated activations stay finite and exact at the ends
+  const big = tensor([-200, -30, 0, 30, 200], [5]);
+  assert.deepEqual(Array.from(swiglu(big, tensor([1, 1, 1, 1, 1], [5])).data), [-0, -30 * Math.fround(Math.exp(-30) / (1 + Math.exp(-30))), 0, 30, 200].map((v) => Math.fround(v)));
+  assert.deepEqual(Array.from(geluFused(big).data), [-0, -0, 0, 30, 200]);
+});
+
+test('row-scaled activations equal the activation times the gathered weights; gradcheck includes the weights', () => {
+  const rng = new Rng(6);
+  const a = randn(rng, [4, 3], true, 2);
+  const b = randn(rng, [4, 3]);
+  const w = randn(rng, [5]);
+  const idx = Int32Array.from([4, 0, 4, 2]);
+  const plain = swiglu(a, b).data;
+  const scaled = scaledSwiglu(a, b, w, idx).data;
+  for (let i = 0; i < 12; i++) assert.ok(Math.abs(scaled[i] - plain[i] * w.data[idx[Math.floor(i / 3)]]) < 1e-5);
+  gradcheck('scaledSwiglu', (p, q, r) => scaledSwiglu(p, q, r, idx), [a, b, w]);
+  const g = geluFused(a).data;
+  const sg = scaledGelu(a, w, idx).data;
+  for (let i = 0; i < 12; i++) assert.ok(Math.abs(sg[i] - g[i] * w.data[idx[Math.floor(i / 3)]]) < 1e-5);
+  gradcheck('scaledGelu', (p, r) => scaledGelu(p, r, idx), [a, w]);
+  assert.throws(() => scaledSwiglu(a, b, w, Int32Array.from([0])), /scaledSwiglu: 1 weight indices for 4 rows/);
+  assert.throws(() => scaledGelu(a, w, Int32Array.from([0, 1, 2, 9])), /scaledGelu \(weightIdx\): index 9/);
+});
+
+test('scatterRows adds rows into place and its gradient gathers', () => {
+  const rng = new Rng(7);
+  const y = randn(rng, [5, 3]);
+  const rows = Int32Array.from([1, 0, 1, 3, 1]);
+  const ones = tensor([1, 1, 1, 1, 1], [5]);
+  assertClose(scatterRows(y, rows, 4).data, combineRows(y, rows, 4, ones).data, 0, 0);
+  gradcheck('scatterRows', (p) => scatterRows(p, rows, 4), [y]);
 });

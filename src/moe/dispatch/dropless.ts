@@ -6,7 +6,7 @@
  * results back into token order. No per-expert loop of small ops, no padding, no drops.
  */
 import type { Tensor } from '../../tensor/tensor.js';
-import { gatherRows, combineRows } from '../../tensor/index.js';
+import { gatherRows, combineRows, scatterRows } from '../../tensor/index.js';
 import type { ExpertBank, SparseRouting } from '../types.js';
 
 /** Assignments grouped by expert. */
@@ -65,10 +65,23 @@ export function sortByExpert(tokenIdx: Int32Array, expertIdx: Int32Array, numExp
   return { order, rows, sizes, offsets };
 }
 
+/** A bank that can apply per-row combine weights inside the experts (FFNExperts does). */
+export interface WeightedExpertBank extends ExpertBank {
+  forwardGroupedWeighted(x: Tensor, sizes: Int32Array, weights: Tensor, weightIdx: Int32Array): Tensor;
+}
+
+function hasWeighted(b: ExpertBank): b is WeightedExpertBank {
+  return typeof (b as Partial<WeightedExpertBank>).forwardGroupedWeighted === 'function';
+}
+
 /** Gather rows in expert order, run the experts, combine with the routing weights. */
 export function runSorted(x: Tensor, sorted: ExpertSort, weights: Tensor, experts: ExpertBank): Tensor {
   const T = x.shape[0];
   const xs = gatherRows(x, sorted.rows);
+  if (hasWeighted(experts)) {
+    // weights applied inside the experts: the combine is a plain scatter-add
+    return scatterRows(experts.forwardGroupedWeighted(xs, sorted.sizes, weights, sorted.order), sorted.rows, T);
+  }
   const ys = experts.forwardGrouped(xs, sorted.sizes);
   return combineRows(ys, sorted.rows, T, weights, sorted.order);
 }

@@ -8,7 +8,7 @@
  */
 import { Tensor } from '../../tensor/tensor.js';
 import { Rng } from '../../tensor/random.js';
-import { groupedMatmul, matmul, swiglu, geluFused, gatherRows, concat } from '../../tensor/index.js';
+import { groupedMatmul, matmul, swiglu, geluFused, scaledSwiglu, scaledGelu, gatherRows, concat } from '../../tensor/index.js';
 import { Module, Parameter, param } from '../../nn/module.js';
 import type { ExpertBank } from '../types.js';
 
@@ -71,6 +71,21 @@ export class FFNExperts extends Module implements ExpertBank {
     }
     const h = groupedMatmul(x, this.w1, sizes);
     const a = this.w3 ? swiglu(h, groupedMatmul(x, this.w3, sizes)) : geluFused(h);
+    return groupedMatmul(a, this.w2, sizes);
+  }
+
+  /**
+   * forwardGrouped with row i of the output scaled by weights[weightIdx[i]], applied to the
+   * hidden activation (same result, since the output projection is linear): the dispatch then
+   * combines with an unweighted scatter, and the weight gradient comes out of the activation's
+   * backward loop instead of an extra pass over the [rows, dModel] outputs.
+   */
+  forwardGroupedWeighted(x: Tensor, sizes: Int32Array, weights: Tensor, weightIdx: Int32Array): Tensor {
+    if (x.ndim !== 2 || x.shape[1] !== this.dModel) {
+      throw new Error(`FFNExperts.forwardGroupedWeighted: x must be [rows, ${this.dModel}], got [${x.shape.join(', ')}]`);
+    }
+    const h = groupedMatmul(x, this.w1, sizes);
+    const a = this.w3 ? scaledSwiglu(h, groupedMatmul(x, this.w3, sizes), weights, weightIdx) : scaledGelu(h, weights, weightIdx);
     return groupedMatmul(a, this.w2, sizes);
   }
 

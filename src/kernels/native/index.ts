@@ -13,7 +13,11 @@ import { createSession, f32, loadOrtBinding, type BindingSession, type OrtBindin
 export interface NativeBackendOptions {
   /** Intra-op threads per call (default os.availableParallelism()). */
   threads?: number;
-  /** Let ORT's pool threads spin between parallel sections (default true; see docs/kernels-native.md). */
+  /**
+   * Let ORT's pool threads spin after parallel sections (default false: every cached session has
+   * its own pool, so a spinning worker of one session steals a core from the next call on another,
+   * and on a shared machine spinning halved median throughput; see docs/kernels-native.md).
+   */
   spinning?: boolean;
   /**
    * Products with fewer flops (2*m*k*n summed over the batch/groups) run in the js reference,
@@ -66,7 +70,7 @@ class NativeBackend implements Backend {
     opts: NativeBackendOptions,
   ) {
     this.threads = opts.threads ?? availableParallelism();
-    this.spinning = opts.spinning ?? true;
+    this.spinning = opts.spinning ?? false;
     this.minFlops = opts.minFlops ?? DEFAULT_MIN_FLOPS;
   }
 

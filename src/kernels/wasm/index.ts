@@ -71,6 +71,8 @@ class WasmBackend implements Backend {
   private f32!: Float32Array;
   private i32!: Int32Array;
   private disposed = false;
+  /** Set when workers stopped responding; every later call fails fast with this message. */
+  private broken: string | null = null;
 
   constructor(
     threads: number,
@@ -225,6 +227,7 @@ class WasmBackend implements Backend {
     loadC: boolean,
   ): void {
     if (this.disposed) throw new Error(`wasm ${op}: backend was disposed`);
+    if (this.broken) throw new Error(this.broken);
     const P = problems.length;
 
     // Work split. Pack tasks: chunks of strips of each distinct B. Compute tasks: row blocks x
@@ -345,10 +348,21 @@ class WasmBackend implements Backend {
     } catch (e) {
       err = e;
     }
+    // Watchdog: a worker that died (e.g. its script vanished) would otherwise block us forever.
+    // After the main thread has drained the queue, workers only finish their current task.
+    let last = Atomics.load(s, S_DONE);
+    let since = performance.now();
     for (;;) {
       const done = Atomics.load(s, S_DONE);
       if (done >= workers) break;
-      Atomics.wait(s, S_DONE, done);
+      if (done !== last) {
+        last = done;
+        since = performance.now();
+      }
+      if (Atomics.wait(s, S_DONE, done, 1000) === 'timed-out' && performance.now() - since > WATCHDOG_MS) {
+        this.broken = `wasm ${op}: ${workers - done} of ${workers} worker threads stopped responding for ${WATCHDOG_MS / 1000} s`;
+        throw new Error(this.broken);
+      }
     }
     if (err) throw err;
     const bad = Atomics.load(s, S_ERROR);
@@ -404,6 +418,9 @@ function kernelModule(): { module: WasmModule; relaxed: boolean } {
 }
 
 /** Whether the loaded kernels use relaxed-SIMD fused multiply-add (false on Node 20). */
+
+/** How long the main thread waits for a worker that makes no progress before giving up. */
+const WATCHDOG_MS = 60_000;
 export function wasmUsesRelaxedSimd(): boolean {
   return kernelModule().relaxed;
 }

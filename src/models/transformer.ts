@@ -42,19 +42,16 @@ export class Attention extends Module {
   /** x [B*T, d] -> [B*T, d]; with a cache, keys/values of earlier positions are reused and extended. */
   forward(x: Tensor, B: number, Tn: number, cache?: { k: Tensor | undefined; v: Tensor | undefined; offset: number }): { y: Tensor; k: Tensor; v: Tensor } {
     const H = this.heads;
-    const Dh = this.headDim;
-    const split = (t: Tensor): Tensor => T.permute(T.reshape(t, [B, Tn, H, Dh]), [0, 2, 1, 3]);
-    const offset = cache?.offset ?? 0;
-    const q = T.rope(split(this.q_proj.forward(x)), offset, this.cfg.rope_theta);
-    let k = T.rope(split(this.k_proj.forward(x)), offset, this.cfg.rope_theta);
-    let v = split(this.v_proj.forward(x));
+    const rope = { offset: cache?.offset ?? 0, theta: this.cfg.rope_theta };
+    const q = T.splitHeads(this.q_proj.forward(x), B, Tn, H, rope);
+    let k = T.splitHeads(this.k_proj.forward(x), B, Tn, H, rope);
+    let v = T.splitHeads(this.v_proj.forward(x), B, Tn, H);
     if (cache?.k && cache.v) {
       k = T.concat([cache.k, k], 2);
       v = T.concat([cache.v, v], 2);
     }
     const o = T.causalAttention(q, k, v);
-    const merged = T.reshape(T.permute(o, [0, 2, 1, 3]), [B * Tn, H * Dh]);
-    return { y: this.o_proj.forward(merged), k, v };
+    return { y: this.o_proj.forward(T.mergeHeads(o)), k, v };
   }
 }
 
@@ -71,7 +68,7 @@ export class DenseFFN extends Module {
   }
   forward(x: Tensor): Tensor {
     const up = this.up_proj.forward(x);
-    const h = this.gate_proj ? T.mul(T.silu(this.gate_proj.forward(x)), up) : T.gelu(up);
+    const h = this.gate_proj ? T.swiglu(this.gate_proj.forward(x), up) : T.geluFused(up);
     return this.down_proj.forward(h);
   }
 }

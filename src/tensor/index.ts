@@ -10,3 +10,4 @@ export * from './ops/index_ops.js';
 export * from './ops/matmul.js';
 export * from './ops/nn_ops.js';
 export * from './ops/moe_ops.js';
+export * from './ops/attention_ops.js';

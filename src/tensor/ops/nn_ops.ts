@@ -29,16 +29,17 @@ export function rmsNorm(x: Tensor, gamma: Tensor, eps = 1e-6): Tensor {
   return result(out, x.shape, [x, gamma], (g) => {
     const gx = x.requiresGrad ? new Float32Array(x.size) : null;
     const gg = gamma.requiresGrad ? new Float32Array(d) : null;
+    // separate loops per output keep the hot loops branch-free
     for (let r = 0; r < rows; r++) {
       const o = r * d;
       const ri = rinv[r];
-      let dot = 0;
-      for (let j = 0; j < d; j++) dot += g[o + j] * gd[j] * xd[o + j];
-      const c = (ri * ri * ri * dot) / d;
-      for (let j = 0; j < d; j++) {
-        if (gx) gx[o + j] = ri * g[o + j] * gd[j] - xd[o + j] * c;
-        if (gg) gg[j] += g[o + j] * xd[o + j] * ri;
+      if (gx) {
+        let dot = 0;
+        for (let j = 0; j < d; j++) dot += g[o + j] * gd[j] * xd[o + j];
+        const c = (ri * ri * ri * dot) / d;
+        for (let j = 0; j < d; j++) gx[o + j] = ri * g[o + j] * gd[j] - xd[o + j] * c;
       }
+      if (gg) for (let j = 0; j < d; j++) gg[j] += g[o + j] * xd[o + j] * ri;
     }
     if (gx) accumulateGrad(x, gx, true);
     if (gg) accumulateGrad(gamma, gg, true);

@@ -66,19 +66,19 @@ export type ModelConfig = z.output<typeof ModelConfigSchema>;
 
 export const TrainConfigSchema = z
   .object({
-    steps: posInt.default(300),
+    steps: posInt.default(200),
     batch_size: posInt.default(16),
     seq_len: posInt.default(128),
     lr: z.number().positive().default(3e-3),
     min_lr: nonNeg.optional(),
-    warmup_steps: nonNegInt.default(30),
+    warmup_steps: nonNegInt.default(20),
     schedule: z.enum(['cosine', 'linear', 'constant']).default('cosine'),
     weight_decay: nonNeg.default(0.1),
     beta1: z.number().min(0).lt(1).default(0.9),
     beta2: z.number().min(0).lt(1).default(0.95),
     grad_clip: nonNeg.default(1.0),
     eval_interval: posInt.default(50),
-    eval_batches: posInt.default(8),
+    eval_batches: posInt.default(4),
     save_interval: posInt.default(100),
     log_interval: posInt.default(1),
     seed: nonNegInt.default(1234),

@@ -55,8 +55,12 @@ export function broadcastStrides(inShape: readonly number[], outShape: readonly 
 
 /** Flat input offset for every flat output index under broadcasting. */
 export function broadcastIndex(inShape: readonly number[], outShape: readonly number[]): Int32Array {
+  return stridedIndex(outShape, broadcastStrides(inShape, outShape));
+}
+
+/** Flat source offset for every flat index of `outShape`, walking the source with `strides`. */
+export function stridedIndex(outShape: readonly number[], strides: readonly number[]): Int32Array {
   const total = shapeSize(outShape);
-  const strides = broadcastStrides(inShape, outShape);
   const idx = new Int32Array(total);
   const n = outShape.length;
   const counter = new Array<number>(n).fill(0);

@@ -2,6 +2,7 @@
 import { Tensor, result, accumulateGrad } from '../tensor.js';
 import { getBackend } from '../backend.js';
 import { formatShape } from '../shape.js';
+import { maskMul } from './elementwise.js';
 import type { Rng } from '../random.js';
 
 function lastDim(x: Tensor, op: string): [number, number] {
@@ -144,13 +145,7 @@ export function dropout(x: Tensor, p: number, rng: Rng): Tensor {
   const mask = new Float32Array(x.size);
   const s = 1 / (1 - p);
   for (let i = 0; i < mask.length; i++) mask[i] = rng.next() < p ? 0 : s;
-  const out = new Float32Array(x.size);
-  for (let i = 0; i < out.length; i++) out[i] = x.data[i] * mask[i];
-  return result(out, x.shape, [x], (g) => {
-    const gx = new Float32Array(g.length);
-    for (let i = 0; i < g.length; i++) gx[i] = g[i] * mask[i];
-    accumulateGrad(x, gx, true);
-  });
+  return maskMul(x, mask);
 }
 
 /** cos/sin tables for rotary embeddings, [positions x dim/2]. */

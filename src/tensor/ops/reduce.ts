@@ -139,12 +139,9 @@ export function softmaxRaw(d: Float32Array, outer: number, len: number, inner: n
   return out;
 }
 
-/** Numerically stable log-softmax along `axis` (default last). */
-export function logSoftmax(x: Tensor, axis = -1): Tensor {
-  const ax = normAxis(axis, x.ndim, 'logSoftmax');
-  const [outer, len, inner] = axisSplit(x.shape, ax);
-  const d = x.data;
-  const out = new Float32Array(x.size);
+/** log-sum-exp of raw data laid out as [outer, len, inner] along the middle axis -> [outer * inner]. */
+function lseRaw(d: Float32Array, outer: number, len: number, inner: number): Float32Array {
+  const out = new Float32Array(outer * inner);
   for (let o = 0; o < outer; o++) {
     for (let i = 0; i < inner; i++) {
       const base = o * len * inner + i;
@@ -152,8 +149,24 @@ export function logSoftmax(x: Tensor, axis = -1): Tensor {
       for (let l = 0; l < len; l++) m = Math.max(m, d[base + l * inner]);
       let s = 0;
       for (let l = 0; l < len; l++) s += Math.exp(d[base + l * inner] - m);
-      const lse = m + Math.log(s);
-      for (let l = 0; l < len; l++) out[base + l * inner] = d[base + l * inner] - lse;
+      out[o * inner + i] = m + Math.log(s);
+    }
+  }
+  return out;
+}
+
+/** Numerically stable log-softmax along `axis` (default last). */
+export function logSoftmax(x: Tensor, axis = -1): Tensor {
+  const ax = normAxis(axis, x.ndim, 'logSoftmax');
+  const [outer, len, inner] = axisSplit(x.shape, ax);
+  const d = x.data;
+  const lse = lseRaw(d, outer, len, inner);
+  const out = new Float32Array(x.size);
+  for (let o = 0; o < outer; o++) {
+    for (let i = 0; i < inner; i++) {
+      const base = o * len * inner + i;
+      const v = lse[o * inner + i];
+      for (let l = 0; l < len; l++) out[base + l * inner] = d[base + l * inner] - v;
     }
   }
   return result(out, x.shape, [x], (g) => {
@@ -179,17 +192,7 @@ export function logSumExp(x: Tensor, axis = -1, keepDims = false): Tensor {
   const ax = normAxis(axis, x.ndim, 'logSumExp');
   const [outer, len, inner] = axisSplit(x.shape, ax);
   const d = x.data;
-  const out = new Float32Array(outer * inner);
-  for (let o = 0; o < outer; o++) {
-    for (let i = 0; i < inner; i++) {
-      const base = o * len * inner + i;
-      let m = -Infinity;
-      for (let l = 0; l < len; l++) m = Math.max(m, d[base + l * inner]);
-      let s = 0;
-      for (let l = 0; l < len; l++) s += Math.exp(d[base + l * inner] - m);
-      out[o * inner + i] = m + Math.log(s);
-    }
-  }
+  const out = lseRaw(d, outer, len, inner);
   return result(out, reducedShape(x.shape, ax, keepDims), [x], (g) => {
     const gx = new Float32Array(x.size);
     for (let o = 0; o < outer; o++) {

@@ -1,6 +1,6 @@
 /** Shape ops: reshape (a view), permute/transpose, concat, split, slice. */
 import { Tensor, result, accumulateGrad } from '../tensor.js';
-import { formatShape, normAxis, shapeSize, axisSplit } from '../shape.js';
+import { formatShape, normAxis, shapeSize, axisSplit, stridedIndex } from '../shape.js';
 
 /** Zero-copy reshape; one dimension may be -1. */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
@@ -31,7 +31,7 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
     st *= x.shape[i];
   }
   const srcStrides = p.map((a) => inStrides[a]);
-  const idx = permIndex(outShape, srcStrides);
+  const idx = stridedIndex(outShape, srcStrides);
   const out = new Float32Array(x.size);
   const d = x.data;
   for (let i = 0; i < idx.length; i++) out[i] = d[idx[i]];
@@ -40,25 +40,6 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
     for (let i = 0; i < idx.length; i++) gx[idx[i]] = g[i];
     accumulateGrad(x, gx, true);
   });
-}
-
-function permIndex(outShape: readonly number[], srcStrides: readonly number[]): Int32Array {
-  const total = shapeSize(outShape);
-  const idx = new Int32Array(total);
-  const n = outShape.length;
-  const counter = new Array<number>(n).fill(0);
-  let off = 0;
-  for (let i = 0; i < total; i++) {
-    idx[i] = off;
-    for (let d = n - 1; d >= 0; d--) {
-      counter[d]++;
-      off += srcStrides[d];
-      if (counter[d] < outShape[d]) break;
-      off -= srcStrides[d] * counter[d];
-      counter[d] = 0;
-    }
-  }
-  return idx;
 }
 
 /** Swap two axes (default: the last two). */

@@ -39,8 +39,10 @@ export const ModelConfigSchema = z
     /** Router-specific options (validated by the router itself). */
     router_options: z.record(z.string(), z.unknown()).default({}),
     norm_topk_prob: z.boolean().default(true),
-    dispatch: z.enum(['dropless', 'capacity']).default('dropless'),
-    capacity_factor: z.number().positive().default(1.25),
+    /** Omitted: the router's own default (capacity-limited for switch, dropless otherwise). */
+    dispatch: z.enum(['dropless', 'capacity']).optional(),
+    /** Expert capacity factor for capacity dispatch (default: the router's, else 1.25). */
+    capacity_factor: z.number().positive().optional(),
     router_aux_loss_coef: nonNeg.default(0.01),
     router_z_loss_coef: nonNeg.default(0.001),
     router_entropy_coef: nonNeg.default(0),

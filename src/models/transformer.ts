@@ -81,6 +81,7 @@ export function moeLayerConfig(c: ModelConfig): MoELayerConfig {
   if (c.router_entropy_coef > 0) losses.entropy = c.router_entropy_coef;
   if (c.router_importance_coef > 0) losses.importance = c.router_importance_coef;
   const routerOpts: Record<string, unknown> = { ...c.router_options };
+  if (c.router_type === 'switch' && c.capacity_factor !== undefined && routerOpts.capacityFactor === undefined) routerOpts.capacityFactor = c.capacity_factor;
   if ((c.router_type === 'topk') && routerOpts.normalize === undefined) routerOpts.normalize = c.norm_topk_prob;
   return {
     dModel: c.hidden_size,
@@ -88,7 +89,8 @@ export function moeLayerConfig(c: ModelConfig): MoELayerConfig {
     topK: c.num_experts_per_tok,
     experts: { type: c.hidden_act === 'silu' ? 'swiglu' : 'gelu', dFF: c.moe_intermediate_size, ...(c.expert_sizes ? { sizes: c.expert_sizes } : {}) },
     router: { type: c.router_type, ...routerOpts },
-    dispatch: c.dispatch === 'capacity' ? { type: 'capacity', capacityFactor: c.capacity_factor } : { type: 'dropless' },
+    ...(c.dispatch === 'capacity' ? { dispatch: { type: 'capacity', capacityFactor: c.capacity_factor ?? 1.25 } } : {}),
+    ...(c.dispatch === 'dropless' ? { dispatch: { type: 'dropless' } } : {}),
     ...(c.n_shared_experts > 0 ? { sharedExperts: { count: c.n_shared_experts, dFF: c.shared_expert_intermediate_size ?? c.moe_intermediate_size } } : {}),
     losses,
   };

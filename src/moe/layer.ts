@@ -32,7 +32,7 @@ export interface MoELayerConfig {
   };
   /** `type` picks the router from routerRegistry; other fields are the router's own options. */
   router: { type: string; [option: string]: unknown };
-  /** Default dropless. Ignored by soft routers (Soft MoE never drops). */
+  /** Default: the router's own default (Switch: capacity), else dropless. Ignored by soft routers (Soft MoE never drops). */
   dispatch?: DispatchConfig;
   /** Dense experts every token goes through (DeepSeekMoE), added to the routed output. */
   sharedExperts?: { count: number; dFF: number };
@@ -140,7 +140,7 @@ export class MoELayer extends Module {
   router: Router;
   experts: ExpertBank;
   shared: SharedExperts | null;
-  private readonly dispatchCfg: DispatchConfig;
+  private dispatchCfg: DispatchConfig;
   private readonly lossCoefs: [string, number][];
   /** Tokens per expert routed in training-mode forwards since the last afterStep(). */
   private stepLoad: Float64Array;
@@ -152,11 +152,12 @@ export class MoELayer extends Module {
     this.dModel = cfg.dModel;
     this.numExperts = cfg.numExperts;
     this.topK = cfg.topK;
-    this.dispatchCfg = cfg.dispatch;
+    this.dispatchCfg = cfg.dispatch; // replaced by the router's default below when the config names none
     this.lossCoefs = Object.entries(cfg.losses);
     const { type: routerType, ...routerOpts } = cfg.router;
     const rcfg: RouterConfig = { ...routerOpts, type: routerType, dModel: cfg.dModel, numExperts: cfg.numExperts, topK: cfg.topK };
     this.router = routerRegistry.get(routerType)(rcfg, rng);
+    if (config.dispatch === undefined && this.router.defaultDispatch) this.dispatchCfg = this.router.defaultDispatch;
     if (this.router.numExperts !== cfg.numExperts) {
       throw new Error(`MoELayer: router "${routerType}" reports ${this.router.numExperts} experts, config.numExperts is ${cfg.numExperts}`);
     }

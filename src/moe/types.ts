@@ -73,6 +73,11 @@ export interface RouterOutput {
 
 export interface Router extends Module {
   readonly numExperts: number;
+  /**
+   * The dispatch this routing algorithm is defined with, used when the layer config names none
+   * (Switch: capacity-limited with its capacity factor). Absent: dropless.
+   */
+  readonly defaultDispatch?: { type: 'dropless' } | { type: 'capacity'; capacityFactor: number };
   route(x: Tensor, ctx: RouterContext): RouterOutput;
   /**
    * Called once per optimizer step after backward with the step's expert loads

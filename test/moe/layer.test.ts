@@ -223,3 +223,17 @@ test('same seed, same layer; parameters are discoverable by name', () => {
   assert.deepEqual(na.map(([n]) => n), ['router.gate.weight', 'experts.w1', 'experts.w3', 'experts.w2']);
   na.forEach(([n, p], i) => assert.deepEqual(p.data, b.namedParameters()[i][1].data, n));
 });
+
+test('switch routing defaults to capacity dispatch with its capacity factor; an explicit dispatch overrides it', () => {
+  const rng = new Rng(11);
+  const T = 32;
+  // identical rows route every token to the same expert, so capacity must drop most of them
+  const row = rng.fillNormal(new Float32Array(8));
+  const x = new Tensor(new Float32Array(T * 8).map((_, i) => row[i % 8]), [T, 8]);
+  const cfg = { dModel: 8, numExperts: 4, topK: 1, experts: { type: 'swiglu' as const, dFF: 8 }, router: { type: 'switch', capacityFactor: 1 } };
+  const ctx = { training: false, step: 0, rng: new Rng(1) };
+  const capped = new MoELayer(cfg, new Rng(3)).forward(x, ctx);
+  assert.equal(capped.aux.metrics.droppedFraction, 1 - 8 / 32, 'capacity = ceil(1 * 32 / 4) = 8 of 32 kept');
+  const dropless = new MoELayer({ ...cfg, dispatch: { type: 'dropless' } }, new Rng(3)).forward(x, ctx);
+  assert.equal(dropless.aux.metrics.droppedFraction, 0);
+});

@@ -3,9 +3,10 @@
  * Paper: Fedus, Zoph & Shazeer, "Switch Transformers: Scaling to Trillion Parameter Models with Simple and Efficient Sparsity", 2021.
  *
  * Options:
- * - capacityFactor (default 1.25, > 0): not used by the router; stored as `router.capacityFactor`
- *   for the MoE layer, which limits each expert to ceil(capacityFactor * T * k / E) assignments
- *   per call and drops the overflow by `priority` (defaults to the weights).
+ * - capacityFactor (default 1.25, > 0): not used by the router itself; it is the router's
+ *   `defaultDispatch`, so an MoE layer whose config names no dispatch limits each expert to
+ *   ceil(capacityFactor * T / E) assignments per call and drops the overflow by `priority`
+ *   (the weights). An explicit layer dispatch (e.g. dropless) overrides it.
  * - jitterNoise (default 0 = off; the paper's setting was 1e-2): in training, the router input
  *   is multiplied by U(1 - eps, 1 + eps) noise from ctx.rng before the projection (only the
  *   router sees the jittered input; the experts get the clean x).
@@ -27,6 +28,10 @@ export class SwitchRouter extends Module implements Router {
   readonly capacityFactor: number;
   readonly jitterNoise: number;
   gate: Linear;
+
+  get defaultDispatch(): { type: 'capacity'; capacityFactor: number } {
+    return { type: 'capacity', capacityFactor: this.capacityFactor };
+  }
 
   constructor(cfg: RouterConfig, rng: Rng) {
     super();

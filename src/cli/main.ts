@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The moe-ts command line: train, generate, eval, routers. */
+/** The moe-ts command line: train, generate, eval, bench-routers, routers. */
 import * as fs from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { initBackend, disposeBackend } from '../kernels/index.js';
@@ -148,6 +148,24 @@ export function buildProgram(): Command {
         const r = evalCheckpoint(o.ckpt, { sources: o.data, batches: o.batches });
         process.stdout.write(o.json ? JSON.stringify(r, null, 2) + '\n' : formatEval(r));
       });
+    });
+
+  program
+    .command('bench-routers')
+    .description('train every router and the FLOP-matched dense baseline on the same data and compute; write report.html + results.json')
+    .option('--routers <names>', 'comma-separated routers to compare (default: all registered)')
+    .option('--steps <n>', 'training steps per model', intArg('--steps'))
+    .option('--data <sources...>', 'corpora (default: shakespeare wikitext linux, equal weights)')
+    .option('--out <dir>', 'output directory; rerunning with the same one skips finished routers (default: runs/bench-routers)')
+    .option('--quick', 'tiny models and few steps: a smoke run of every router in a few minutes')
+    .option('--config <file>', 'JSON overriding the preset: "model", "training", "data" sections, and "bench": {"router_options": {"<router>": {...}}}')
+    .option('--seed <n>', 'random seed shared by all models', intArg('--seed', 0))
+    // the benchmark's small matrices run fastest on wasm SIMD (native's per-call overhead dominates)
+    .addOption(new Option('--backend <name>', 'kernel backend: auto, native, wasm, js').default(process.env.MOE_BACKEND ?? 'wasm'))
+    .addOption(threadsOption())
+    .action(async (o) => {
+      const { benchRoutersCommand } = await import('../train/bench-routers.js');
+      await withBackend(o, (backend) => benchRoutersCommand(o, backend, (line) => process.stdout.write(line + '\n')));
     });
 
   program

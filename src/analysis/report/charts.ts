@@ -1,0 +1,145 @@
+/**
+ * Static SVG charts rendered server-side with ECharts' SSR mode, so the report is one
+ * self-contained HTML file with no scripts to run: every chart is plain inline SVG.
+ */
+import * as echarts from 'echarts';
+
+export const FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif";
+
+/** Colour-blind-friendly categorical palette (Tableau 10 plus two); dense is drawn in near-black. */
+export const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac', '#17becf', '#8c564b'];
+export const DENSE_COLOR = '#222222';
+
+export interface Size {
+  width: number;
+  height: number;
+}
+
+function render(option: Record<string, unknown>, size: Size): string {
+  const chart = echarts.init(null, null, { renderer: 'svg', ssr: true, width: size.width, height: size.height });
+  try {
+    chart.setOption({ animation: false, textStyle: { fontFamily: FONT }, ...option });
+    return chart.renderToSVGString();
+  } finally {
+    chart.dispose();
+  }
+}
+
+/** 12345 -> "12k", 1.5e6 -> "1.5M". */
+export function shortNumber(x: number): string {
+  const a = Math.abs(x);
+  if (a >= 1e6) return `${+(x / 1e6).toFixed(a >= 1e7 ? 0 : 1)}M`;
+  if (a >= 1e3) return `${+(x / 1e3).toFixed(a >= 1e4 ? 0 : 1)}k`;
+  return `${+x.toFixed(3)}`;
+}
+
+const axisName = { color: '#555', fontSize: 12 };
+const splitLine = { lineStyle: { color: '#eceff3' } };
+
+export interface LineSeries {
+  name: string;
+  points: [number, number][];
+  color: string;
+  dashed?: boolean;
+}
+
+export function lineChart(o: { series: LineSeries[]; xName: string; yName: string; size: Size; yMin?: number; yMax?: number; percent?: boolean }): string {
+  return render(
+    {
+      grid: { left: 64, right: 150, top: 24, bottom: 52 },
+      legend: { type: 'plain', orient: 'vertical', right: 4, top: 20, itemWidth: 18, itemHeight: 10, textStyle: { fontSize: 12, color: '#333' } },
+      xAxis: {
+        type: 'value',
+        name: o.xName,
+        nameLocation: 'middle',
+        nameGap: 30,
+        nameTextStyle: axisName,
+        axisLabel: { formatter: (v: number) => shortNumber(v), color: '#555' },
+        splitLine,
+        // training starts at 0 tokens; the first evaluation comes later
+        min: 0,
+        max: 'dataMax',
+      },
+      yAxis: {
+        type: 'value',
+        name: o.yName,
+        nameLocation: 'middle',
+        nameGap: 46,
+        nameTextStyle: axisName,
+        scale: true,
+        min: o.yMin,
+        max: o.yMax,
+        axisLabel: { formatter: o.percent ? (v: number) => `${+(v * 100).toFixed(1)}%` : (v: number) => `${+v.toFixed(3)}`, color: '#555' },
+        splitLine,
+      },
+      series: o.series.map((s) => ({
+        type: 'line',
+        name: s.name,
+        data: s.points,
+        showSymbol: s.points.length <= 2,
+        symbolSize: 5,
+        color: s.color,
+        lineStyle: { width: s.dashed ? 2.5 : 1.8, type: s.dashed ? 'dashed' : 'solid', color: s.color },
+      })),
+    },
+    o.size,
+  );
+}
+
+export function barChart(o: { categories: string[]; values: number[]; colors: string[]; yName: string; size: Size; decimals?: number }): string {
+  return render(
+    {
+      grid: { left: 64, right: 24, top: 28, bottom: 64 },
+      xAxis: { type: 'category', data: o.categories, axisLabel: { interval: 0, rotate: o.categories.length > 6 ? 30 : 0, color: '#333' }, axisTick: { alignWithLabel: true } },
+      yAxis: { type: 'value', name: o.yName, nameLocation: 'middle', nameGap: 46, nameTextStyle: axisName, axisLabel: { formatter: (v: number) => shortNumber(v), color: '#555' }, splitLine },
+      series: [
+        {
+          type: 'bar',
+          barMaxWidth: 36,
+          data: o.values.map((v, i) => ({ value: v, itemStyle: { color: o.colors[i] } })),
+          label: { show: true, position: 'top', fontSize: 11, color: '#333', formatter: (p: { value: number }) => (o.decimals === undefined ? shortNumber(p.value) : p.value.toFixed(o.decimals)) },
+        },
+      ],
+    },
+    o.size,
+  );
+}
+
+/** Grouped bars: one group per category, one bar per series (e.g. routers x layers). */
+export function groupedBarChart(o: { categories: string[]; series: { name: string; values: number[]; color: string }[]; yName: string; size: Size; yMax?: number }): string {
+  return render(
+    {
+      grid: { left: 64, right: 24, top: 40, bottom: 64 },
+      legend: { top: 4, textStyle: { fontSize: 12, color: '#333' } },
+      xAxis: { type: 'category', data: o.categories, axisLabel: { interval: 0, rotate: o.categories.length > 6 ? 30 : 0, color: '#333' }, axisTick: { alignWithLabel: true } },
+      yAxis: { type: 'value', name: o.yName, nameLocation: 'middle', nameGap: 46, nameTextStyle: axisName, max: o.yMax, axisLabel: { color: '#555' }, splitLine },
+      series: o.series.map((s) => ({ type: 'bar', name: s.name, data: s.values, color: s.color, barMaxWidth: 22 })),
+    },
+    o.size,
+  );
+}
+
+/** Heatmap of values[row][col] in [0, max], with the value printed in each cell. */
+export function heatmapChart(o: { rows: string[]; cols: string[]; values: number[][]; max: number; size: Size; title?: string }): string {
+  const data: { value: [number, number, number]; label: { color: string } }[] = [];
+  // dark cells get white numbers so every label stays readable
+  o.values.forEach((row, r) => row.forEach((v, c) => data.push({ value: [c, r, v], label: { color: v > 0.55 * o.max ? '#fff' : '#1a1a1a' } })));
+  return render(
+    {
+      title: o.title ? { text: o.title, left: 'center', top: 2, textStyle: { fontSize: 13, fontWeight: 600, color: '#222' } } : undefined,
+      grid: { left: 124, right: 12, top: o.title ? 26 : 8, bottom: 40 },
+      xAxis: { type: 'category', data: o.cols, name: 'expert', nameLocation: 'middle', nameGap: 24, nameTextStyle: { color: '#555', fontSize: 11 }, splitArea: { show: false }, axisTick: { show: false }, axisLabel: { color: '#555', fontSize: 10 } },
+      yAxis: { type: 'category', data: o.rows, inverse: true, axisTick: { show: false }, axisLabel: { color: '#333', fontSize: 11 } },
+      visualMap: { show: false, min: 0, max: o.max, inRange: { color: ['#f7fbff', '#c6dbef', '#6baed6', '#2171b5', '#08306b'] } },
+      series: [
+        {
+          type: 'heatmap',
+          data,
+          itemStyle: { borderColor: '#fff', borderWidth: 1 },
+          label: { show: o.cols.length <= 16, fontSize: 9, formatter: (p: { value: [number, number, number] }) => `${Math.round(p.value[2] * 100)}` },
+        },
+      ],
+    },
+    o.size,
+  );
+}

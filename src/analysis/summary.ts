@@ -1,0 +1,154 @@
+/**
+ * From the benchmark's run records to the comparison the report shows: ranking by final
+ * validation loss, compute saving against the dense baseline, specialisation per layer, balance
+ * over training, and an auto-written recommendation derived only from those numbers.
+ */
+import { computeSaving, lateMean, specialisation } from './metrics.js';
+import { isBatchDependent } from './traits.js';
+import type { BenchAnalysis, RouterAnalysis, RunRecord } from './types.js';
+
+/**
+ * Loss differences below this (nats) are treated as ties: with one seed and a short CPU budget,
+ * reruns with another seed move final losses by about this much.
+ */
+export const TIE_MARGIN = 0.015;
+
+const fmt = (x: number, d = 3): string => x.toFixed(d);
+const pct = (x: number): string => `${(100 * x).toFixed(x < 0.1 ? 1 : 0)}%`;
+
+export function analyseRuns(runs: readonly RunRecord[], opts: { topK: number }): BenchAnalysis {
+  const dense = runs.find((r) => r.kind === 'dense' && r.status === 'done' && r.final);
+  const denseFinalLoss = dense?.final?.loss ?? null;
+  const denseTokens = dense ? dense.tokens : null;
+  const done = runs.filter((r) => r.status === 'done' && r.final);
+  const order = [...done].sort((a, b) => a.final!.loss - b.final!.loss).map((r) => r.name);
+  const routers: RouterAnalysis[] = runs.map((r) => {
+    const ok = r.status === 'done' && r.final !== null;
+    const spec = ok && r.kind === 'moe' ? r.final!.expertUsage.map((layer) => specialisation(layer)) : [];
+    const saving =
+      ok && r.kind === 'moe' && dense && denseFinalLoss !== null
+        ? computeSaving(
+            r.curve.map((c) => ({ tokens: c.tokens, loss: c.loss })),
+            { finalLoss: denseFinalLoss, tokens: dense.tokens },
+          )
+        : null;
+    const moe = ok && r.kind === 'moe';
+    return {
+      name: r.name,
+      kind: r.kind,
+      status: r.status,
+      rank: ok ? order.indexOf(r.name) + 1 : null,
+      finalLoss: ok ? r.final!.loss : null,
+      deltaVsDense: ok && denseFinalLoss !== null ? r.final!.loss - denseFinalLoss : null,
+      saving,
+      specialisation: spec,
+      meanSpecialisation: spec.length ? spec.reduce((s, x) => s + x.normalized, 0) / spec.length : null,
+      lateLoadCV: moe ? lateMean(r.intervals, 'loadCV') : null,
+      lateDroppedFraction: moe ? lateMean(r.intervals, 'droppedFraction') : null,
+      meanRouterEntropy: moe ? mean(r.intervals.map((i) => i.routerEntropy)) : null,
+      meanExpertsPerToken: moe ? mean(r.intervals.map((i) => i.expertsPerToken)) : null,
+      tokensPerSec: r.tokensPerSec,
+      batchDependent: r.kind === 'moe' && isBatchDependent(r.name),
+    };
+  });
+  const analysis: BenchAnalysis = { reference: dense?.name ?? null, denseFinalLoss, denseTokens, routers, recommendation: [] };
+  analysis.recommendation = recommend(analysis, runs, opts.topK);
+  return analysis;
+}
+
+function mean(xs: number[]): number {
+  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
+}
+
+/** Sentences (with **bold** markers) saying which router to use on this data and why. */
+export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: number): string[] {
+  const moe = a.routers.filter((r) => r.kind === 'moe' && r.status === 'done' && r.finalLoss !== null);
+  const out: string[] = [];
+  if (!moe.length) return ['No MoE run finished, so there is nothing to recommend yet.'];
+  const byLoss = [...moe].sort((x, y) => x.finalLoss! - y.finalLoss!);
+  const best = byLoss[0];
+  const d = a.denseFinalLoss;
+
+  // 1. quality
+  let s = `Lowest validation loss: **${best.name}** (${fmt(best.finalLoss!)}`;
+  if (d !== null) {
+    const delta = best.finalLoss! - d;
+    s += delta < 0 ? `, ${fmt(-delta)} below the FLOP-matched dense baseline's ${fmt(d)}` : `, ${fmt(delta)} above the FLOP-matched dense baseline's ${fmt(d)}`;
+    if (best.saving?.ratio != null) s += `; it reached the dense model's final loss after ${pct(best.saving.ratio)} of the dense token budget`;
+  }
+  out.push(s + ').');
+  const tied = byLoss.slice(1).filter((r) => r.finalLoss! - best.finalLoss! < TIE_MARGIN);
+  if (tied.length) {
+    out.push(
+      `${list(tied.map((r) => `**${r.name}**`))} ${tied.length === 1 ? 'is' : 'are'} within ${TIE_MARGIN} of it, which is inside single-seed noise at this scale: treat ${tied.length === 1 ? 'the two' : 'them'} as tied.`,
+    );
+  }
+  if (d !== null) {
+    const beat = moe.filter((r) => r.finalLoss! < d);
+    if (!beat.length) {
+      out.push(`No router beat the dense baseline within this budget; MoE gains usually need more training tokens than a short CPU run gives, so rerun with more --steps before drawing conclusions.`);
+    } else if (beat.length < moe.length) {
+      out.push(`${beat.length} of ${moe.length} routers beat the dense baseline; ${list(moe.filter((r) => r.finalLoss! >= d).map((r) => r.name))} did not.`);
+    } else {
+      out.push(`Every router beat the dense baseline.`);
+    }
+  }
+
+  // 2. balance and drops
+  const balanced = [...moe].sort((x, y) => x.lateLoadCV! - y.lateLoadCV!);
+  out.push(`Most even expert load: **${balanced[0].name}** (load CV ${fmt(balanced[0].lateLoadCV!, 2)} over the second half of training)${balanced.length > 1 ? `; least even: ${balanced[balanced.length - 1].name} (CV ${fmt(balanced[balanced.length - 1].lateLoadCV!, 2)})` : ''}.`);
+  const droppers = moe.filter((r) => r.lateDroppedFraction! > 0.01);
+  if (droppers.length) {
+    out.push(`${list(droppers.map((r) => `${r.name} (${pct(r.lateDroppedFraction!)})`))} dropped token assignments to expert capacity late in training; dropped tokens skip the FFN, which costs quality on skewed data.`);
+  }
+
+  // 3. speed
+  const fastest = [...moe].sort((x, y) => y.tokensPerSec - x.tokensPerSec)[0];
+  const denseRun = a.routers.find((r) => r.kind === 'dense');
+  out.push(
+    `Fastest: **${fastest.name}** (${Math.round(fastest.tokensPerSec)} tokens/s${denseRun ? ` vs ${Math.round(denseRun.tokensPerSec)} for dense` : ''}); throughput was measured one run after another on a shared CPU, so differences under about 15% are not meaningful.`,
+  );
+
+  // 4. compute matching and decoding caveats
+  const offK = moe.filter((r) => r.meanExpertsPerToken !== null && Math.abs(r.meanExpertsPerToken - topK) / topK > 0.1 && !isSoft(runs, r.name));
+  if (offK.length) {
+    out.push(
+      `Active compute is not matched for ${list(offK.map((r) => `${r.name} (${fmt(r.meanExpertsPerToken!, 2)} experts/token)`))}: they choose how many experts a token uses (k = ${topK} for the others), so weigh their losses against that compute.`,
+    );
+  }
+  const batchDep = moe.filter((r) => r.batchDependent);
+  if (batchDep.length) {
+    out.push(
+      `${list(batchDep.map((r) => r.name))} route${batchDep.length === 1 ? 's' : ''} each token using the other tokens of the batch, so ${batchDep.length === 1 ? 'it' : 'they'} cannot be used for incremental (KV-cached) decoding as trained: generation would not match the training-time routing. Fine for encoders and batch scoring, not for autoregressive generation.`,
+    );
+  }
+
+  // 5. the recommendation
+  const usable = byLoss.filter((r) => !r.batchDependent && !(r.lateDroppedFraction! > 0.05));
+  const pick = usable[0] ?? best;
+  let rec = `**Recommendation:** on this data, use **${pick.name}**`;
+  const why: string[] = [];
+  if (pick === best) why.push('it had the lowest validation loss');
+  else why.push(`it had the lowest validation loss among routers usable for generation (${best.name} was lower but ${best.batchDependent ? 'depends on the batch' : 'drops many tokens'})`);
+  if (pick === balanced[0]) why.push('the most even expert load');
+  else if (pick.lateLoadCV! < 0.3) why.push('a well balanced load');
+  if (pick.saving?.ratio != null && pick.saving.ratio < 1) why.push(`${pct(1 - pick.saving.ratio)} less training compute than dense for the same loss`);
+  rec += `: ${list(why)}.`;
+  const alsoTied = usable.filter((r) => r !== pick && r.finalLoss! - pick.finalLoss! < TIE_MARGIN);
+  if (alsoTied.length) {
+    const faster = alsoTied.filter((r) => r.tokensPerSec > pick.tokensPerSec * 1.15);
+    rec += ` ${list(alsoTied.map((r) => r.name))} ${alsoTied.length === 1 ? 'is' : 'are'} statistically tied${faster.length ? `, and ${list(faster.map((r) => r.name))} ran faster here` : ''}; confirm with a second seed before committing to one.`;
+  }
+  out.push(rec);
+  return out;
+}
+
+function isSoft(runs: readonly RunRecord[], name: string): boolean {
+  const r = runs.find((x) => x.name === name);
+  return r?.model.router_type === 'soft';
+}
+
+function list(xs: string[]): string {
+  if (xs.length <= 1) return xs.join('');
+  return `${xs.slice(0, -1).join(', ')} and ${xs[xs.length - 1]}`;
+}

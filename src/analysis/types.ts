@@ -1,0 +1,91 @@
+/** The router benchmark's result records (results.json), shared by the orchestration and the report. */
+import type { IntervalMetrics, Specialisation, ComputeSaving } from './metrics.js';
+
+export const BENCH_FORMAT = 'moe-ts-bench-routers';
+export const BENCH_VERSION = 1;
+
+export interface CurveRecord {
+  step: number;
+  tokens: number;
+  loss: number;
+  /** Validation loss per domain. */
+  domains: Record<string, number>;
+}
+
+export interface FinalEvalRecord {
+  loss: number;
+  perplexity: number;
+  domains: { domain: string; loss: number; perplexity: number; tokens: number }[];
+  routing: { loadCV: number; droppedFraction: number; routerEntropy: number; expertsPerToken: number };
+  /** usage[layer][domain][expert] on the validation sets. */
+  expertUsage: number[][][];
+  moeLayers: number[];
+}
+
+/** One trained model of the benchmark: an MoE with one router, or the dense baseline. */
+export interface RunRecord {
+  name: string;
+  kind: 'moe' | 'dense';
+  description: string;
+  status: 'done' | 'diverged';
+  error?: string;
+  /** Fingerprint of everything that decides the run (model + training + data), to refuse stale results. */
+  fingerprint: string;
+  model: Record<string, unknown>;
+  params: number;
+  activeParams: number;
+  steps: number;
+  tokensPerStep: number;
+  tokens: number;
+  tokensPerSec: number;
+  wallSeconds: number;
+  curve: CurveRecord[];
+  final: FinalEvalRecord | null;
+  intervals: IntervalMetrics[];
+}
+
+export interface RouterAnalysis {
+  name: string;
+  kind: 'moe' | 'dense';
+  status: 'done' | 'diverged';
+  /** 1 = best final validation loss among finished runs (dense included). */
+  rank: number | null;
+  finalLoss: number | null;
+  /** finalLoss - dense final loss (negative = better than dense). */
+  deltaVsDense: number | null;
+  saving: ComputeSaving | null;
+  /** Per MoE layer, on the validation sets. */
+  specialisation: Specialisation[];
+  meanSpecialisation: number | null;
+  /** Means over the second half of training. */
+  lateLoadCV: number | null;
+  lateDroppedFraction: number | null;
+  meanRouterEntropy: number | null;
+  meanExpertsPerToken: number | null;
+  tokensPerSec: number;
+  /** Routing of a token depends on the other tokens of the batch (no exact KV-cached decoding). */
+  batchDependent: boolean;
+}
+
+export interface BenchAnalysis {
+  reference: string | null;
+  denseFinalLoss: number | null;
+  denseTokens: number | null;
+  routers: RouterAnalysis[];
+  /** The auto-written recommendation, one sentence per entry. */
+  recommendation: string[];
+}
+
+export interface BenchResults {
+  format: typeof BENCH_FORMAT;
+  version: number;
+  createdAt: string;
+  backend: string;
+  /** The base run config every router shares (router_type varies). */
+  config: Record<string, unknown>;
+  domains: string[];
+  numExperts: number;
+  topK: number;
+  runs: RunRecord[];
+  analysis: BenchAnalysis;
+}

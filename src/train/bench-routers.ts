@@ -1,0 +1,420 @@
+/**
+ * LibMoE-style router benchmark: train the same base model once per router (plus the FLOP-matched
+ * dense baseline) on the same multi-domain data, seed, token budget and active FLOPs per token,
+ * then write results.json and a self-contained report.html.
+ *
+ * Resumable per router: each model trains in <out>/runs/<name>/; a finished model's record
+ * (<out>/runs/<name>/bench.json, written atomically) is reused on rerun, and an interrupted
+ * model continues from its latest checkpoint. Every run directory carries a fingerprint of its
+ * full config so results of a different configuration are never mixed in silently.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { createHash } from 'node:crypto';
+import { train, sourceName, TrainingDivergedError, type StepMetrics } from './trainer.js';
+import { parseRunConfig, matchedDenseConfig, ConfigError, type RunConfig } from '../models/config.js';
+import { MoETransformerLM } from '../models/transformer.js';
+import { loadCorpus } from '../data/corpus.js';
+import { routerRegistry } from '../moe/routers/index.js';
+import { writeFileAtomicSync, writeJsonAtomicSync } from '../io/atomic.js';
+import { aggregateIntervals, type StepSample } from '../analysis/metrics.js';
+import { analyseRuns } from '../analysis/summary.js';
+import { renderReport } from '../analysis/report/html.js';
+import { BENCH_FORMAT, BENCH_VERSION, type BenchResults, type CurveRecord, type RunRecord } from '../analysis/types.js';
+
+export const DENSE_NAME = 'dense';
+const RECORD_FILE = 'bench.json';
+const FINGERPRINT_FILE = 'bench-fingerprint.txt';
+
+/**
+ * The default benchmark: small enough that every registered router plus the dense baseline
+ * trains in about 15 minutes on 2 idle CPU cores (about 75 s an MoE with the wasm backend),
+ * large enough that the routers separate (8 experts, top-2, three domains).
+ */
+export const DEFAULT_PRESET = {
+  model: {
+    hidden_size: 64,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    max_position_embeddings: 64,
+    num_local_experts: 8,
+    num_experts_per_tok: 2,
+    moe_intermediate_size: 128,
+    intermediate_size: 256,
+    router_type: 'topk',
+  },
+  training: { steps: 250, batch_size: 12, seq_len: 64, lr: 3e-3, warmup_steps: 25, eval_interval: 25, eval_batches: 3, save_interval: 50, log_interval: 1, seed: 1234 },
+  data: { sources: ['shakespeare', 'wikitext', 'linux'], tokenizer: { type: 'byte' } },
+};
+
+/** --quick: a smoke-sized run of every router (the whole benchmark in well under 3 minutes). */
+export const QUICK_PRESET = {
+  model: {
+    hidden_size: 32,
+    num_hidden_layers: 2,
+    num_attention_heads: 2,
+    max_position_embeddings: 32,
+    num_local_experts: 4,
+    num_experts_per_tok: 2,
+    moe_intermediate_size: 32,
+    intermediate_size: 64,
+    router_type: 'topk',
+  },
+  training: { steps: 80, batch_size: 8, seq_len: 32, lr: 3e-3, warmup_steps: 8, eval_interval: 10, eval_batches: 2, save_interval: 40, log_interval: 1, seed: 1234 },
+  data: { sources: ['shakespeare', 'wikitext', 'linux'], tokenizer: { type: 'byte' } },
+};
+
+/** Validation points per curve when the step count is overridden and the interval is not given. */
+const CURVE_POINTS = 12;
+
+export interface BenchConfigInput {
+  quick?: boolean;
+  /** Parsed JSON of a --config file: the usual model/training/data sections (each optional), plus an optional "bench" section. */
+  file?: { value: unknown; path: string };
+  steps?: number;
+  data?: string[];
+  seed?: number;
+}
+
+export interface BenchConfig {
+  config: RunConfig;
+  /** Per-router options ("bench": { "router_options": { "<router>": { ... } } } in the config file). */
+  routerOptions: Record<string, Record<string, unknown>>;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** The preset, overridden field by field by the config file, then by the flags. */
+export function buildBenchConfig(input: BenchConfigInput): BenchConfig {
+  const preset = input.quick ? QUICK_PRESET : DEFAULT_PRESET;
+  const where = input.file ? `config ${input.file.path}` : 'bench-routers preset';
+  const raw = input.file?.value ?? {};
+  if (!isObject(raw)) throw new ConfigError(`${where}: expected a JSON object with "model", "training", "data" sections`);
+  const { bench, ...sections } = raw;
+  const section = (name: string): Record<string, unknown> => {
+    const s = sections[name];
+    if (s === undefined) return {};
+    if (!isObject(s)) throw new ConfigError(`${where}: ${name} must be an object`);
+    return s;
+  };
+  const userTraining = section('training');
+  const merged: { model: Record<string, unknown>; training: Record<string, unknown>; data: Record<string, unknown>; [k: string]: unknown } = {
+    ...sections,
+    model: { ...preset.model, ...section('model') },
+    training: { ...preset.training, ...userTraining },
+    data: { ...preset.data, ...section('data') },
+  };
+  if (input.data) merged.data = { ...merged.data, sources: input.data, weights: undefined };
+  if (input.seed !== undefined) merged.training.seed = input.seed;
+  if (input.steps !== undefined) {
+    merged.training.steps = input.steps;
+    // keep a readable curve and a proportionate warmup unless the config file fixed them
+    if (userTraining.eval_interval === undefined) merged.training.eval_interval = Math.max(1, Math.round(input.steps / CURVE_POINTS));
+    if (userTraining.warmup_steps === undefined) merged.training.warmup_steps = Math.min(preset.training.warmup_steps, Math.floor(input.steps / 10));
+    if (userTraining.save_interval === undefined) merged.training.save_interval = Math.max(1, Math.ceil(input.steps / 3));
+  }
+  const config = parseRunConfig(merged, where);
+  const routerOptions: Record<string, Record<string, unknown>> = {};
+  if (bench !== undefined) {
+    if (!isObject(bench)) throw new ConfigError(`${where}: bench must be an object`);
+    for (const k of Object.keys(bench)) if (k !== 'router_options') throw new ConfigError(`${where}: bench.${k}: unknown field (known: router_options)`);
+    const ro = bench.router_options ?? {};
+    if (!isObject(ro)) throw new ConfigError(`${where}: bench.router_options must map router names to option objects`);
+    for (const [name, v] of Object.entries(ro)) {
+      if (!isObject(v)) throw new ConfigError(`${where}: bench.router_options.${name} must be an object`);
+      routerOptions[name] = v;
+    }
+  }
+  return { config, routerOptions };
+}
+
+export interface BenchRoutersOptions {
+  config: RunConfig;
+  /** Routers to compare (default: every registered router). The dense baseline is always added. */
+  routers?: string[];
+  routerOptions?: Record<string, Record<string, unknown>>;
+  outDir: string;
+  dataDir?: string;
+  /** Label of the kernel backend, for the report. */
+  backend?: string;
+  /** One line per event (router start/finish/skip). */
+  log?: (line: string) => void;
+  /** Called before a model starts training (tests use it to simulate a crash mid-benchmark). */
+  beforeRun?: (name: string) => void;
+}
+
+export interface BenchRoutersResult {
+  results: BenchResults;
+  resultsPath: string;
+  reportPath: string;
+  /** Models reused from an earlier invocation. */
+  skipped: string[];
+}
+
+interface Plan {
+  name: string;
+  kind: 'moe' | 'dense';
+  description: string;
+  config: RunConfig;
+  fingerprint: string;
+}
+
+function fingerprintOf(cfg: RunConfig): string {
+  return createHash('sha256').update(JSON.stringify({ model: cfg.model, training: cfg.training, data: cfg.data })).digest('hex').slice(0, 16);
+}
+
+/** Validate everything (router names, options, data) before any training starts. */
+export function planBenchmark(o: Pick<BenchRoutersOptions, 'config' | 'routers' | 'routerOptions' | 'dataDir'>): Plan[] {
+  const base = o.config;
+  if (base.model.num_local_experts === 0) throw new ConfigError('bench-routers: model.num_local_experts is 0 (a dense model); the benchmark compares MoE routers');
+  const registered = routerRegistry.names();
+  const names = o.routers?.length ? o.routers : registered;
+  const seen = new Set<string>();
+  for (const n of names) {
+    if (n === DENSE_NAME) continue;
+    if (!routerRegistry.has(n)) throw new ConfigError(`bench-routers: unknown router "${n}" (registered: ${registered.join(', ')})`);
+    if (seen.has(n)) throw new ConfigError(`bench-routers: router "${n}" is listed twice`);
+    seen.add(n);
+  }
+  for (const n of Object.keys(o.routerOptions ?? {})) {
+    if (!routerRegistry.has(n)) throw new ConfigError(`bench-routers: bench.router_options names unknown router "${n}" (registered: ${registered.join(', ')})`);
+  }
+  // data problems (a missing corpus) surface now, not after the first models trained
+  for (const s of base.data.sources) loadCorpus(s, { dataDir: o.dataDir });
+  const descriptions = new Map(routerRegistry.describe().map((d) => [d.name, d.description]));
+  const denseModel = matchedDenseConfig(base.model);
+  const plans: Plan[] = [];
+  const denseCfg = parseRunConfig({ ...base, model: denseModel }, 'dense baseline config');
+  plans.push({
+    name: DENSE_NAME,
+    kind: 'dense',
+    description: `dense FFN of width ${denseModel.intermediate_size} = active width of ${base.model.num_experts_per_tok} experts (FLOP-matched)`,
+    config: denseCfg,
+    fingerprint: fingerprintOf(denseCfg),
+  });
+  for (const name of names) {
+    if (name === DENSE_NAME) continue;
+    // the base config's router_options belong to its own router_type; others get theirs from bench.router_options
+    const opts = { ...(name === base.model.router_type ? base.model.router_options : {}), ...(o.routerOptions?.[name] ?? {}) };
+    const cfg = parseRunConfig({ ...base, model: { ...base.model, router_type: name, router_options: opts } }, `config for router "${name}"`);
+    try {
+      // building the model runs the router's own option validation
+      new MoETransformerLM(cfg.model, cfg.training.seed);
+    } catch (e) {
+      throw new ConfigError(`bench-routers: router "${name}" cannot be built with this config: ${(e as Error).message}`);
+    }
+    plans.push({ name, kind: 'moe', description: descriptions.get(name) ?? '', config: cfg, fingerprint: fingerprintOf(cfg) });
+  }
+  return plans;
+}
+
+function readJson<T>(file: string): T | null {
+  if (!fs.existsSync(file)) return null;
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as T;
+  } catch {
+    return null; // a torn write cannot happen (atomic), but a hand-edited file should not crash the rerun
+  }
+}
+
+/** Step metrics and eval points recorded in a run's log.jsonl (what a resumed or diverged run already did). */
+function readLog(file: string): { steps: StepSample[]; evals: { step: number; loss: number; domains: { domain: string; loss: number }[] }[] } {
+  const steps: StepSample[] = [];
+  const evals: { step: number; loss: number; domains: { domain: string; loss: number }[] }[] = [];
+  if (!fs.existsSync(file)) return { steps, evals };
+  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      const o = JSON.parse(line);
+      if (o.type === 'step') steps.push(o as StepSample);
+      else if (o.type === 'eval') evals.push(o);
+    } catch {
+      // a line cut by a crash: ignore it
+    }
+  }
+  return { steps, evals };
+}
+
+function toSample(m: StepMetrics): StepSample {
+  return { step: m.step, loss: m.loss, tokensPerSec: m.tokensPerSec, loadCV: m.loadCV, droppedFraction: m.droppedFraction, routerEntropy: m.routerEntropy, expertsPerToken: m.expertsPerToken };
+}
+
+function domainMap(ds: { domain: string; loss: number }[]): Record<string, number> {
+  return Object.fromEntries(ds.map((d) => [d.domain, d.loss]));
+}
+
+async function runOne(plan: Plan, runDir: string, o: BenchRoutersOptions): Promise<RunRecord> {
+  const cfg = plan.config;
+  const tokensPerStep = cfg.training.batch_size * cfg.training.seq_len;
+  const fpFile = path.join(runDir, FINGERPRINT_FILE);
+  const resume = fs.existsSync(path.join(runDir, 'latest.json'));
+  fs.mkdirSync(runDir, { recursive: true });
+  writeFileAtomicSync(fpFile, plan.fingerprint + '\n');
+  const samples: StepSample[] = [];
+  let startStep = 0;
+  const t0 = performance.now();
+  const base = {
+    name: plan.name,
+    kind: plan.kind,
+    description: plan.description,
+    fingerprint: plan.fingerprint,
+    model: cfg.model as unknown as Record<string, unknown>,
+    tokensPerStep,
+  };
+  try {
+    const res = await train({
+      config: cfg,
+      outDir: runDir,
+      resume,
+      dataDir: o.dataDir,
+      events: {
+        onStart: (i) => {
+          startStep = i.startStep;
+        },
+        onStep: (m) => samples.push(toSample(m)),
+      },
+    });
+    // steps trained before an interruption come from the run's own log
+    const earlier = startStep > 0 ? readLog(path.join(runDir, 'log.jsonl')).steps.filter((s) => s.step <= startStep) : [];
+    const all = [...earlier, ...samples];
+    const curve: CurveRecord[] = res.history.map((h) => ({ step: h.step, tokens: h.tokensSeen, loss: h.result.loss, domains: domainMap(h.result.domains) }));
+    const fe = res.finalEval;
+    return {
+      ...base,
+      status: 'done',
+      params: res.params,
+      activeParams: res.activeParams,
+      steps: res.steps,
+      tokens: res.steps * tokensPerStep,
+      tokensPerSec: res.tokensPerSec,
+      wallSeconds: (performance.now() - t0) / 1000,
+      curve,
+      final: { loss: fe.loss, perplexity: fe.perplexity, domains: fe.domains, routing: fe.routing, expertUsage: fe.expertUsage, moeLayers: fe.moeLayers },
+      intervals: aggregateIntervals(all, curve.map((c) => c.step), tokensPerStep),
+    };
+  } catch (e) {
+    if (!(e instanceof TrainingDivergedError)) throw e;
+    // a diverged router is a result too (it is deterministic, so retrying would not help)
+    const log = readLog(path.join(runDir, 'log.jsonl'));
+    const model = new MoETransformerLM(cfg.model, cfg.training.seed);
+    return {
+      ...base,
+      status: 'diverged',
+      error: e.message,
+      params: model.numParameters(),
+      activeParams: model.activeParameters(),
+      steps: log.steps.length ? log.steps[log.steps.length - 1].step : 0,
+      tokens: cfg.training.steps * tokensPerStep,
+      tokensPerSec: log.steps.length ? log.steps.reduce((s, x) => s + x.tokensPerSec, 0) / log.steps.length : 0,
+      wallSeconds: (performance.now() - t0) / 1000,
+      curve: log.evals.map((ev) => ({ step: ev.step, tokens: ev.step * tokensPerStep, loss: ev.loss, domains: domainMap(ev.domains) })),
+      final: null,
+      intervals: aggregateIntervals(log.steps, log.evals.map((ev) => ev.step), tokensPerStep),
+    };
+  }
+}
+
+export async function benchRouters(o: BenchRoutersOptions): Promise<BenchRoutersResult> {
+  const log = o.log ?? (() => undefined);
+  const plans = planBenchmark(o);
+  const out = o.outDir;
+  const runsDir = path.join(out, 'runs');
+  // refuse to mix in results of another configuration before training anything
+  for (const p of plans) {
+    const fp = path.join(runsDir, p.name, FINGERPRINT_FILE);
+    if (fs.existsSync(fp) && fs.readFileSync(fp, 'utf8').trim() !== p.fingerprint) {
+      throw new ConfigError(
+        `bench-routers: ${path.join(runsDir, p.name)} holds a run of a different configuration (fingerprint ${fs.readFileSync(fp, 'utf8').trim()}, now ${p.fingerprint}); use another --out, or delete that folder to retrain it`,
+      );
+    }
+  }
+  const tr = o.config.training;
+  const tokensPerModel = tr.steps * tr.batch_size * tr.seq_len;
+  const domains = o.config.data.sources.map(sourceName);
+  log(
+    `bench-routers: ${plans.length} models (${plans.length - 1} routers + dense baseline), ${tr.steps} steps x ${tr.batch_size * tr.seq_len} tokens = ${tokensPerModel.toLocaleString('en-US')} tokens each, data ${domains.join(' + ')}${o.backend ? `, backend ${o.backend}` : ''}, out ${out}`,
+  );
+  fs.mkdirSync(runsDir, { recursive: true });
+  const records: RunRecord[] = [];
+  const skipped: string[] = [];
+  for (const [i, p] of plans.entries()) {
+    const tag = `[${i + 1}/${plans.length}] ${p.name}`;
+    const runDir = path.join(runsDir, p.name);
+    const recFile = path.join(runDir, RECORD_FILE);
+    const prev = readJson<RunRecord>(recFile);
+    if (prev && prev.fingerprint === p.fingerprint) {
+      records.push(prev);
+      skipped.push(p.name);
+      log(`${tag}: skipped, already finished (${prev.status === 'done' ? `val loss ${prev.final!.loss.toFixed(4)}` : prev.status})`);
+      continue;
+    }
+    const resuming = fs.existsSync(path.join(runDir, 'latest.json'));
+    log(`${tag}: training${resuming ? ' (resuming from its latest checkpoint)' : ''}...`);
+    let rec: RunRecord;
+    try {
+      o.beforeRun?.(p.name);
+      rec = await runOne(p, runDir, o);
+    } catch (e) {
+      const kept = records.map((r) => r.name);
+      throw new Error(
+        `bench-routers: ${p.name} failed: ${(e as Error).message}${kept.length ? `. Finished results are kept (${kept.join(', ')}); rerun the same command to continue` : ''}`,
+        { cause: e },
+      );
+    }
+    writeJsonAtomicSync(recFile, rec);
+    records.push(rec);
+    if (rec.status === 'done') {
+      log(`${tag}: done in ${rec.wallSeconds.toFixed(1)} s, val loss ${rec.final!.loss.toFixed(4)}, ${Math.round(rec.tokensPerSec)} tokens/s`);
+    } else log(`${tag}: ${rec.status} (${rec.error})`);
+  }
+  const results: BenchResults = {
+    format: BENCH_FORMAT,
+    version: BENCH_VERSION,
+    createdAt: new Date().toISOString(),
+    backend: o.backend ?? 'unknown',
+    config: o.config as unknown as Record<string, unknown>,
+    domains,
+    numExperts: o.config.model.num_local_experts,
+    topK: o.config.model.num_experts_per_tok,
+    runs: records,
+    analysis: analyseRuns(records, { topK: o.config.model.num_experts_per_tok }),
+  };
+  const resultsPath = path.join(out, 'results.json');
+  const reportPath = path.join(out, 'report.html');
+  writeJsonAtomicSync(resultsPath, results);
+  writeFileAtomicSync(reportPath, renderReport(results));
+  log(`report: ${reportPath} (raw numbers: ${resultsPath})`);
+  return { results, resultsPath, reportPath, skipped };
+}
+
+/** The CLI's entry: flags -> config -> benchmark. */
+export async function benchRoutersCommand(
+  o: { routers?: string; steps?: number; data?: string[]; out?: string; quick?: boolean; config?: string; seed?: number },
+  backend: string,
+  log: (line: string) => void,
+): Promise<BenchRoutersResult> {
+  let file: BenchConfigInput['file'];
+  if (o.config) {
+    let text: string;
+    try {
+      text = fs.readFileSync(o.config, 'utf8');
+    } catch (e) {
+      throw new ConfigError(`cannot read config ${o.config}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    try {
+      file = { value: JSON.parse(text), path: o.config };
+    } catch (e) {
+      throw new ConfigError(`config ${o.config} is not valid JSON: ${(e as Error).message}`);
+    }
+  }
+  const { config, routerOptions } = buildBenchConfig({ quick: o.quick, file, steps: o.steps, data: o.data, seed: o.seed });
+  const routers = o.routers
+    ?.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  if (o.routers !== undefined && !routers?.length) throw new ConfigError('--routers: expected a comma-separated list of router names');
+  const out = o.out ?? (o.quick ? 'runs/bench-routers-quick' : 'runs/bench-routers');
+  return benchRouters({ config, routers, routerOptions, outDir: out, backend, log });
+}

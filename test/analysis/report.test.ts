@@ -1,0 +1,88 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { analyseRuns, TIE_MARGIN } from '../../src/analysis/summary.js';
+import { renderReport } from '../../src/analysis/report/html.js';
+import { results, run, standardRuns } from './fixtures.js';
+
+test('analysis ranks by final loss and computes the saving against dense', () => {
+  const a = analyseRuns(standardRuns(), { topK: 2 });
+  assert.equal(a.reference, 'dense');
+  assert.equal(a.denseFinalLoss, 2.2);
+  const by = Object.fromEntries(a.routers.map((r) => [r.name, r]));
+  assert.deepEqual(
+    Object.values(by).map((r) => [r.name, r.rank]),
+    [
+      ['dense', 4],
+      ['topk', 2],
+      ['expert-choice', 1],
+      ['switch', 5],
+      ['top-p', 3],
+    ],
+  );
+  // topk: 2.6 at 2000 tokens, 2.1 at 3000 -> 2.2 at 2800 of dense's 4000
+  assert.ok(Math.abs(by.topk.saving!.tokens! - 2800) < 1e-9);
+  assert.ok(Math.abs(by.topk.saving!.ratio! - 0.7) < 1e-12);
+  assert.equal(by.switch.saving!.ratio, null);
+  assert.equal(by.dense.saving, null);
+  assert.ok(Math.abs(by.topk.deltaVsDense! - -0.3) < 1e-12);
+  assert.equal(by['expert-choice'].batchDependent, true);
+  assert.equal(by.topk.batchDependent, false);
+  assert.ok(by.topk.meanSpecialisation! > 0.2, `specialised usage gives a clear score, got ${by.topk.meanSpecialisation}`);
+  assert.equal(by['expert-choice'].meanSpecialisation, 0);
+});
+
+test('the recommendation is derived from the numbers, with the decoding and compute caveats', () => {
+  const a = analyseRuns(standardRuns(), { topK: 2 });
+  const text = a.recommendation.join(' ');
+  // expert-choice has the lowest loss but is batch-dependent; topk is the best usable router
+  assert.match(text, /Lowest validation loss: \*\*expert-choice\*\*/);
+  assert.match(text, /\*\*Recommendation:\*\* on this data, use \*\*topk\*\*/);
+  assert.match(text, /expert-choice was lower but depends on the batch/);
+  assert.match(text, /expert-choice routes each token using the other tokens of the batch/);
+  assert.match(text, /switch \(8\.0%\) dropped token assignments/);
+  assert.match(text, /Active compute is not matched for top-p \(1\.40 experts\/token\)/);
+  assert.match(text, /Most even expert load: \*\*expert-choice\*\*/);
+  assert.match(text, /Fastest: \*\*switch\*\*/);
+  assert.match(text, /3 of 4 routers beat the dense baseline; switch did not/);
+  // top-p is within the tie margin of topk
+  assert.ok(1.905 - 1.9 < TIE_MARGIN);
+  assert.match(text, /top-p is statistically tied/);
+});
+
+test('no router beating dense is said plainly', () => {
+  const runs = [run('dense', { kind: 'dense', losses: [3, 2] }), run('topk', { losses: [3.5, 2.5] })];
+  const text = analyseRuns(runs, { topK: 2 }).recommendation.join(' ');
+  assert.match(text, /No router beat the dense baseline within this budget/);
+  assert.match(text, /use \*\*topk\*\*/);
+});
+
+test('the report has one SVG per chart, the tables and the raw JSON', () => {
+  const r = results(standardRuns());
+  const html = renderReport(r);
+  const figures = html.match(/<figure class="chart/g) ?? [];
+  const svgs = html.match(/<svg[\s>]/g) ?? [];
+  // 7 charts + one usage heatmap per (MoE run, layer): topk has 2 layers, the other 3 MoE runs 1
+  assert.equal(figures.length, 7 + 5);
+  assert.equal(svgs.length, figures.length);
+  for (const id of ['val-loss', 'load-cv', 'dropped', 'entropy', 'experts-per-token', 'throughput', 'specialisation', 'usage-topk-L0', 'usage-topk-L1', 'usage-switch-L0']) {
+    assert.ok(html.includes(`data-chart="${id}"`), `chart ${id}`);
+  }
+  // every chart is drawn: each SVG has paths
+  const blocks = html.split('<figure class="chart').slice(1);
+  for (const b of blocks) assert.ok(/<path [^>]*d="M/.test(b), `a chart without drawn paths: ${b.slice(0, 80)}`);
+  for (const t of ['class="ranking"', 'class="domains"', 'shakespeare (verse)', 'wikitext (prose)', 'linux (code)', 'Which router should I use on this data?', 'not reached', '0.70×']) {
+    assert.ok(html.includes(t), t);
+  }
+  // table rows: 5 models in the ranking
+  const ranking = html.slice(html.indexOf('class="ranking"'), html.indexOf('</table>', html.indexOf('class="ranking"')));
+  assert.equal((ranking.match(/<tr/g) ?? []).length, 1 + 5);
+  // self-contained: no external resources, no scripts to run
+  assert.ok(!/<script(?! id="raw-results" type="application\/json")/.test(html), 'only the JSON data block is a <script>');
+  assert.ok(!/(src|href)="https?:/.test(html), 'no external resources');
+  // the embedded JSON round-trips and text is escaped
+  const m = html.match(/<script id="raw-results" type="application\/json">([\s\S]*?)<\/script>/);
+  assert.ok(m);
+  assert.deepEqual(JSON.parse(m[1]), JSON.parse(JSON.stringify(r)));
+  assert.ok(html.includes('topk &lt;router&gt; &amp; &quot;friends&quot;'));
+  assert.ok(!html.includes('<router>'));
+});

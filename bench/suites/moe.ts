@@ -8,7 +8,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { createBackend, type BackendName } from '../../src/kernels/index.js';
-import { getBackend, setBackend, type Backend, type MatmulOptions } from '../../src/tensor/backend.js';
+import { getBackend, setBackend, type Backend, type GroupedMatmulOptions, type MatmulOptions } from '../../src/tensor/backend.js';
 import { Tensor } from '../../src/tensor/tensor.js';
 import { Rng } from '../../src/tensor/random.js';
 import { swiglu } from '../../src/tensor/index.js';
@@ -62,9 +62,9 @@ class TimedBackend implements Backend {
     this.matmulMs += performance.now() - t0;
     return r;
   }
-  groupedMatmul(a: Float32Array, w: Float32Array, sizes: Int32Array, k: number, n: number, transB?: boolean): Float32Array {
+  groupedMatmul(a: Float32Array, w: Float32Array, sizes: Int32Array, k: number, n: number, transB?: boolean, opts?: GroupedMatmulOptions): Float32Array {
     const t0 = performance.now();
-    const r = this.inner.groupedMatmul(a, w, sizes, k, n, transB);
+    const r = this.inner.groupedMatmul(a, w, sizes, k, n, transB, opts);
     this.groupedMs += performance.now() - t0;
     return r;
   }

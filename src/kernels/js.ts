@@ -1,5 +1,5 @@
 /** The plain TypeScript reference backend: the oracle every other backend is tested against. */
-import type { Backend, MatmulOptions } from '../tensor/backend.js';
+import type { Backend, GroupedMatmulOptions, MatmulOptions } from '../tensor/backend.js';
 
 function checkLen(name: string, arr: Float32Array, need: number): void {
   if (arr.length < need) {
@@ -48,17 +48,20 @@ export function groupOffsets(sizes: Int32Array): Int32Array {
   return off;
 }
 
-export function refGroupedMatmul(a: Float32Array, w: Float32Array, sizes: Int32Array, k: number, n: number, transB = false): Float32Array {
+export function refGroupedMatmul(a: Float32Array, w: Float32Array, sizes: Int32Array, k: number, n: number, transB = false, opts: GroupedMatmulOptions = {}): Float32Array {
   const off = groupOffsets(sizes);
   const rows = off[sizes.length];
   checkLen('groupedMatmul A', a, rows * k);
   checkLen('groupedMatmul W', w, sizes.length * k * n);
-  const c = new Float32Array(rows * n);
+  const c = opts.out ?? new Float32Array(rows * n);
+  checkLen('groupedMatmul out', c, rows * n);
+  const accumulate = (opts.accumulate ?? false) && opts.out !== undefined;
   for (let e = 0; e < sizes.length; e++) {
     if (sizes[e] === 0) continue;
     refMatmul(a.subarray(off[e] * k, off[e + 1] * k), w.subarray(e * k * n, (e + 1) * k * n), sizes[e], k, n, {
       transB,
       out: c.subarray(off[e] * n, off[e + 1] * n),
+      accumulate,
     });
   }
   return c;
@@ -86,8 +89,8 @@ export class JsBackend implements Backend {
   matmul(a: Float32Array, b: Float32Array, m: number, k: number, n: number, opts?: MatmulOptions): Float32Array {
     return refMatmul(a, b, m, k, n, opts);
   }
-  groupedMatmul(a: Float32Array, w: Float32Array, sizes: Int32Array, k: number, n: number, transB?: boolean): Float32Array {
-    return refGroupedMatmul(a, w, sizes, k, n, transB);
+  groupedMatmul(a: Float32Array, w: Float32Array, sizes: Int32Array, k: number, n: number, transB?: boolean, opts?: GroupedMatmulOptions): Float32Array {
+    return refGroupedMatmul(a, w, sizes, k, n, transB, opts);
   }
   groupedMatmulTN(a: Float32Array, g: Float32Array, sizes: Int32Array, k: number, n: number): Float32Array {
     return refGroupedMatmulTN(a, g, sizes, k, n);

@@ -23,6 +23,14 @@ export interface MatmulOptions {
   accumulate?: boolean;
 }
 
+/** Options for groupedMatmul. */
+export interface GroupedMatmulOptions {
+  /** Write into this array (length sum(sizes)*n) instead of allocating. */
+  out?: Float32Array;
+  /** With `out`: C += A_e x op(W_e) instead of overwrite (no separate add pass over C). */
+  accumulate?: boolean;
+}
+
 export interface Backend {
   readonly name: 'js' | 'wasm' | 'native' | 'webgpu';
   /** Worker threads used by the heavy kernels. */
@@ -34,9 +42,10 @@ export interface Backend {
   /**
    * Grouped matmul (the MoE expert computation): rows of A are grouped contiguously,
    * group e has `sizes[e]` rows (may be 0), and C_e = A_e x op(W_e).
-   * a: [sum(sizes) x k]; w: [E x k x n] (or [E x n x k] with transB); returns [sum(sizes) x n].
+   * a: [sum(sizes) x k]; w: [E x k x n] (or [E x n x k] with transB); returns [sum(sizes) x n]
+   * (`opts.out` when given).
    */
-  groupedMatmul(a: Float32Array, w: Float32Array, sizes: Int32Array, k: number, n: number, transB?: boolean): Float32Array;
+  groupedMatmul(a: Float32Array, w: Float32Array, sizes: Int32Array, k: number, n: number, transB?: boolean, opts?: GroupedMatmulOptions): Float32Array;
 
   /**
    * Per-group A_e^T x G_e (the weight gradient of groupedMatmul).

@@ -3,6 +3,7 @@ export * from './tensor.js';
 export * from './shape.js';
 export * from './backend.js';
 export { Rng } from './random.js';
+export { clearBufferPool } from './pool.js';
 export * from './ops/elementwise.js';
 export * from './ops/reduce.js';
 export * from './ops/shape_ops.js';

@@ -251,6 +251,30 @@ for (const threads of [1, 2]) {
       }
     });
 
+    test('groupedMatmul into out, overwriting or accumulating (balanced, unbalanced, tiny)', () => {
+      for (const be of [ort, dflt]) {
+        for (const groups of [[3, 0, 5, 1], [8, 8, 8, 8], [40, 2, 0, 19, 33], [2, 1]]) {
+          for (const [k, n] of [[33, 17], [1, 1], [0, 4]]) {
+            for (const transB of [false, true]) {
+              const sizes = Int32Array.from(groups);
+              const rows = groups.reduce((x, y) => x + y, 0);
+              const a = rand(rows * k);
+              const w = rand(groups.length * k * n);
+              const ref = refGroupedMatmul(a, w, sizes, k, n, transB);
+              const what = `groupedMatmul out sizes=[${groups}] k=${k} n=${n} tB=${transB}`;
+              const out = rand(rows * n);
+              assert.equal(be.groupedMatmul(a, w, sizes, k, n, transB, { out }), out, what);
+              assertClose(out, ref, what);
+              const c0 = rand(rows * n);
+              const acc = c0.slice();
+              assert.equal(be.groupedMatmul(a, w, sizes, k, n, transB, { out: acc, accumulate: true }), acc, what);
+              assertClose(acc, ref.map((x, i) => x + c0[i]), `${what} accumulate`);
+            }
+          }
+        }
+      }
+    });
+
     test('groupedMatmulTN: per-group A^T G, zero-size groups give zero blocks', () => {
       const cases: number[][] = [[3, 0, 5, 1], [0, 0], [8, 8, 8], [1], [40, 2, 0, 19, 33], [16, 16]];
       for (const be of [ort, dflt]) {

@@ -149,6 +149,28 @@ for (const threads of [1, 2]) {
       }
     });
 
+    it('groupedMatmul into out, overwriting or accumulating', () => {
+      for (const [sizesArr, k, n] of [
+        [[3, 0, 17, 1, 65], 33, 17],
+        [[5, 6], 0, 3],
+      ] as [number[], number, number][]) {
+        const sizes = Int32Array.from(sizesArr);
+        const rows = sizesArr.reduce((s, x) => s + x, 0);
+        for (const transB of [false, true]) {
+          const a = rand(rows * k);
+          const w = rand(sizes.length * k * n);
+          const ref = refGroupedMatmul(a, w, sizes, k, n, transB);
+          const out = rand(rows * n);
+          assert.equal(be.groupedMatmul(a, w, sizes, k, n, transB, { out }), out);
+          assertClose(out, ref, `out sizes=[${sizesArr}] k=${k} n=${n} tB=${transB}`);
+          const c0 = rand(rows * n);
+          const acc = c0.slice();
+          be.groupedMatmul(a, w, sizes, k, n, transB, { out: acc, accumulate: true });
+          assertClose(acc, ref.map((x, i) => x + c0[i]), `accumulate sizes=[${sizesArr}] k=${k} n=${n} tB=${transB}`);
+        }
+      }
+    });
+
     it('groupedMatmulTN matches the reference, with empty groups', () => {
       for (const [sizesArr, k, n] of [
         [[3, 0, 17, 1, 65], 33, 17],

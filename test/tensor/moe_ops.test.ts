@@ -1,7 +1,7 @@
 // The fused MoE ops against finite differences and against the generic ops they replace.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Tensor, tensor, gatherRows, combineRows, scatterRows, swiglu, scaledSwiglu, scaledGelu, geluFused, expNeg, silu, gelu, mul, indexSelect, scatterAdd, reshape } from '../../src/index.js';
+import { Tensor, tensor, gatherRows, combineRows, scatterRows, swiglu, scaledSwiglu, scaledGelu, geluFused, expNeg, silu, gelu, mul, indexSelect, scatterAdd, reshape, groupedMatmul, expertSwigluFFN, noGrad } from '../../src/index.js';
 import { Rng } from '../../src/tensor/random.js';
 import { gradcheck, randn, assertClose } from '../helpers/gradcheck.js';
 
@@ -100,4 +100,45 @@ test('scatterRows adds rows into place and its gradient gathers', () => {
   const ones = tensor([1, 1, 1, 1, 1], [5]);
   assertClose(scatterRows(y, rows, 4).data, combineRows(y, rows, 4, ones).data, 0, 0);
   gradcheck('scatterRows', (p) => scatterRows(p, rows, 4), [y]);
+});
+
+test('expertSwigluFFN equals gather -> grouped SwiGLU -> scatter (values and all gradients) and passes gradcheck', () => {
+  const rng = new Rng(11);
+  const [N, d, f, E] = [5, 4, 3, 3];
+  const x = randn(rng, [N, d]);
+  const w1 = randn(rng, [E, d, f], true, 0.7);
+  const w3 = randn(rng, [E, d, f], true, 0.7);
+  const w2 = randn(rng, [E, f, d], true, 0.7);
+  const wts = randn(rng, [8]);
+  // rows grouped by expert (an empty group included), a token used twice, a weight permutation
+  const rows = Int32Array.from([0, 3, 1, 1, 4, 2, 0]);
+  const sizes = Int32Array.from([3, 0, 4]);
+  const widx = Int32Array.from([5, 0, 7, 2, 1, 6, 3]);
+  const composed = (a: Tensor, p: Tensor, q: Tensor, r: Tensor, w: Tensor): Tensor => {
+    const xs = gatherRows(a, rows);
+    return scatterRows(groupedMatmul(scaledSwiglu(groupedMatmul(xs, p, sizes), groupedMatmul(xs, q, sizes), w, widx), r, sizes), rows, N);
+  };
+  const fused = (a: Tensor, p: Tensor, q: Tensor, r: Tensor, w: Tensor): Tensor => expertSwigluFFN(a, rows, sizes, p, q, r, w, widx);
+  const inputs = [x, w1, w3, w2, wts];
+  const g = rng.fillNormal(new Float32Array(N * d));
+  const grads = (fn: typeof fused): Float32Array[] => {
+    for (const t of inputs) t.grad = null;
+    const y = fn(x, w1, w3, w2, wts);
+    y.backward(g);
+    return [y.data, ...inputs.map((t) => t.grad!)];
+  };
+  const want = grads(composed);
+  // twice: the second call runs on buffers the first one returned to the pool
+  for (let rep = 0; rep < 2; rep++) {
+    const got = grads(fused);
+    got.forEach((v, i) => assertClose(v, want[i], 1e-5, 1e-4, i === 0 ? 'output' : `gradient ${i - 1}`));
+  }
+  assertClose(noGrad(() => fused(x, w1, w3, w2, wts)).data, want[0], 1e-5, 1e-4, 'no-grad output');
+  gradcheck('expertSwigluFFN', fused, inputs);
+  // only some inputs needing a gradient
+  const xc = new Tensor(x.data, x.shape);
+  gradcheck('expertSwigluFFN (weights only)', (p, q, r) => expertSwigluFFN(xc, rows, sizes, p, q, r, new Tensor(wts.data, wts.shape), widx), [w1, w3, w2]);
+  assert.throws(() => expertSwigluFFN(x, rows, Int32Array.from([3, 0, 3]), w1, w3, w2, wts, widx), /expertSwigluFFN: group sizes add up to 6 rows but 7/);
+  assert.throws(() => expertSwigluFFN(x, Int32Array.from([0, 3, 1, 1, 9, 2, 0]), sizes, w1, w3, w2, wts, widx), /expertSwigluFFN: index 9 at position 4/);
+  assert.throws(() => expertSwigluFFN(x, rows, sizes, w1, w3, w1, wts, widx), /expertSwigluFFN: w2 \[3, 4, 3\] must be \[3, 3, 4\]/);
 });

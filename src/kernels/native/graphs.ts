@@ -76,8 +76,11 @@ export function batchedModel(transA: boolean, transB: boolean, broadcastB: boole
  *  - 'nn': Y_e[s_e x n] = A_e[s_e x k] W_e[k x n]
  *  - 'nt': Y_e = A_e W_e^T, W_e stored [n x k]
  *  - 'tn': Y_e[k x n] = A_e^T G_e[s_e x n]   (the weight gradient)
+ * With `accumulate` ('nn'/'nt'), each Gemm also takes C{e} (beta = 1), fed as the memory Y{e}
+ * is fetched into, so the product adds into the caller's array (see gemmModel).
  */
-export function groupedModel(groups: number, kind: 'nn' | 'nt' | 'tn'): Uint8Array {
+export function groupedModel(groups: number, kind: 'nn' | 'nt' | 'tn', accumulate = false): Uint8Array {
+  if (accumulate && kind === 'tn') throw new Error("groupedModel: accumulate is not supported for 'tn'");
   if (!Number.isSafeInteger(groups) || groups < 1) throw new Error(`groupedModel: invalid group count ${groups}`);
   const nodes: NodeDef[] = [];
   const inputs: ValueInfo[] = [];
@@ -89,15 +92,20 @@ export function groupedModel(groups: number, kind: 'nn' | 'nt' | 'tn'): Uint8Arr
       outputs.push(v(`Y${e}`, ['K', 'N']));
     } else {
       inputs.push(v(`A${e}`, [s, 'K']), v(`B${e}`, kind === 'nt' ? ['N', 'K'] : ['K', 'N']));
+      if (accumulate) inputs.push(v(`C${e}`, [s, 'N']));
       outputs.push(v(`Y${e}`, [s, 'N']));
     }
     nodes.push({
       opType: 'Gemm',
       name: `g${e}`,
-      inputs: [`A${e}`, `B${e}`],
+      inputs: accumulate ? [`A${e}`, `B${e}`, `C${e}`] : [`A${e}`, `B${e}`],
       outputs: [`Y${e}`],
-      attributes: { transA: attrInt(kind === 'tn' ? 1 : 0), transB: attrInt(kind === 'nt' ? 1 : 0) },
+      attributes: {
+        transA: attrInt(kind === 'tn' ? 1 : 0),
+        transB: attrInt(kind === 'nt' ? 1 : 0),
+        ...(accumulate ? { alpha: attrFloat(1), beta: attrFloat(1) } : {}),
+      },
     });
   }
-  return encodeModel({ opsets: OPSETS, graph: { name: `grouped_${kind}_${groups}`, nodes, inputs, outputs } });
+  return encodeModel({ opsets: OPSETS, graph: { name: `grouped_${kind}${accumulate ? '_acc' : ''}_${groups}`, nodes, inputs, outputs } });
 }

@@ -5,7 +5,7 @@
  * them in place, so no data is copied on the way in or out.
  */
 import { availableParallelism } from 'node:os';
-import type { Backend, MatmulOptions } from '../../tensor/backend.js';
+import type { Backend, GroupedMatmulOptions, MatmulOptions } from '../../tensor/backend.js';
 import { groupOffsets, refGroupedMatmul, refGroupedMatmulTN, refMatmul } from '../js.js';
 import { batchedModel, gemmModel, groupedModel } from './graphs.js';
 import { createSession, f32, loadOrtBinding, type BindingSession, type OrtBinding, type OrtTensorLike } from './ort.js';
@@ -134,7 +134,7 @@ class NativeBackend implements Backend {
     return c;
   }
 
-  groupedMatmul(a: Float32Array, w: Float32Array, sizes: Int32Array, k: number, n: number, transB = false): Float32Array {
+  groupedMatmul(a: Float32Array, w: Float32Array, sizes: Int32Array, k: number, n: number, transB = false, opts: GroupedMatmulOptions = {}): Float32Array {
     const op = 'groupedMatmul';
     const off = this.checkGrouped(op, sizes, k, n);
     const E = sizes.length;
@@ -142,20 +142,28 @@ class NativeBackend implements Backend {
     const dims = `groups=${E}, rows=${rows}, k=${k}, n=${n}${transB ? ', transB' : ''}`;
     checkArray(op, 'A', a, rows * k, dims);
     checkArray(op, 'W', w, E * k * n, dims);
-    if (rows === 0 || n === 0) return new Float32Array(rows * n);
-    if (k === 0) return new Float32Array(rows * n);
-    if (2 * rows * k * n < this.minFlops) return refGroupedMatmul(a, w, sizes, k, n, transB);
-    const c = new Float32Array(rows * n);
+    if (opts.out !== undefined) checkArray(op, 'out', opts.out, rows * n, dims);
+    const c = opts.out ?? new Float32Array(rows * n);
+    const acc = (opts.accumulate ?? false) && opts.out !== undefined;
+    if (rows === 0 || n === 0) return c;
+    if (k === 0) {
+      if (!acc) c.fill(0, 0, rows * n);
+      return c;
+    }
+    if (2 * rows * k * n < this.minFlops) return refGroupedMatmul(a, w, sizes, k, n, transB, opts);
     if (balanced(sizes)) {
       // Equal groups are one batched product [E x s x k] x [E x k x n]: a single MLAS batch call
       // spreads the whole job over the threads instead of splitting each small GEMM.
-      const s = this.session(`batched0${+transB}00`, () => batchedModel(false, transB, false, false));
+      const s = this.session(`batched0${+transB}0${+acc}`, () => batchedModel(false, transB, false, acc));
       const g = sizes[0];
-      s.run({ A: f32(exact(a, rows * k), [E, g, k]), B: f32(exact(w, E * k * n), [E, ...(transB ? [n, k] : [k, n])]) }, { Y: f32(c, [E, g, n]) });
+      const cv = f32(exact(c, rows * n), [E, g, n]);
+      const feeds: Record<string, OrtTensorLike> = { A: f32(exact(a, rows * k), [E, g, k]), B: f32(exact(w, E * k * n), [E, ...(transB ? [n, k] : [k, n])]) };
+      if (acc) feeds.C = cv;
+      s.run(feeds, { Y: cv });
       return c;
     }
     const kind = transB ? 'nt' : 'nn';
-    const s = this.session(`grouped_${kind}_${E}`, () => groupedModel(E, kind));
+    const s = this.session(`grouped_${kind}${acc ? '_acc' : ''}_${E}`, () => groupedModel(E, kind, acc));
     const feeds: Record<string, OrtTensorLike> = {};
     const fetches: Record<string, OrtTensorLike> = {};
     const wDims = transB ? [n, k] : [k, n];
@@ -164,7 +172,10 @@ class NativeBackend implements Backend {
       const r1 = off[e + 1];
       feeds[`A${e}`] = f32(a.subarray(r0 * k, r1 * k), [r1 - r0, k]);
       feeds[`B${e}`] = f32(w.subarray(e * k * n, (e + 1) * k * n), wDims);
-      fetches[`Y${e}`] = f32(c.subarray(r0 * n, r1 * n), [r1 - r0, n]);
+      const y = f32(c.subarray(r0 * n, r1 * n), [r1 - r0, n]);
+      // accumulating: C_e is fed and Y_e fetched into the same memory (see gemmModel)
+      if (acc) feeds[`C${e}`] = y;
+      fetches[`Y${e}`] = y;
     }
     s.run(feeds, fetches);
     return c;

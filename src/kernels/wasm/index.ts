@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import type { Backend, MatmulOptions } from '../../tensor/backend.js';
+import type { Backend, GroupedMatmulOptions, MatmulOptions } from '../../tensor/backend.js';
 import { S_DONE, S_ERROR, S_GEN, S_STOP, SYNC_WORDS } from './sync.js';
 import { WA, type WasmInstance, type WasmMemory, type WasmModule } from './wa.js';
 
@@ -147,7 +147,7 @@ class WasmBackend implements Backend {
     return out;
   }
 
-  groupedMatmul(a: Float32Array, w: Float32Array, sizes: Int32Array, k: number, n: number, transB = false): Float32Array {
+  groupedMatmul(a: Float32Array, w: Float32Array, sizes: Int32Array, k: number, n: number, transB = false, opts: GroupedMatmulOptions = {}): Float32Array {
     const dims = `k=${k}, n=${n}, groups=${sizes.length}`;
     if (!isDim(k) || !isDim(n)) throw new Error(`wasm groupedMatmul: sizes must be non-negative integers (${dims})`);
     const off = offsets('groupedMatmul', sizes);
@@ -155,7 +155,9 @@ class WasmBackend implements Backend {
     const E = sizes.length;
     checkLen('groupedMatmul', 'A', a, rows * k, `rows=${rows}, ${dims}`);
     checkLen('groupedMatmul', 'W', w, E * k * n, dims);
-    const c = new Float32Array(rows * n);
+    const c = opts.out ?? new Float32Array(rows * n);
+    checkLen('groupedMatmul', 'out', c, rows * n, dims);
+    const accumulate = (opts.accumulate ?? false) && opts.out !== undefined;
     if (rows * n === 0) return c;
     const problems: Problem[] = [];
     for (let e = 0; e < E; e++) {
@@ -172,10 +174,10 @@ class WasmBackend implements Backend {
         m: sizes[e],
         n,
         k,
-        beta: false,
+        beta: accumulate,
       });
     }
-    this.execute('groupedMatmul', problems, a, rows * k, w, E * k * n, c, rows * n, false);
+    this.execute('groupedMatmul', problems, a, rows * k, w, E * k * n, c, rows * n, accumulate);
     return c;
   }
 

@@ -74,9 +74,20 @@ function hasWeighted(b: ExpertBank): b is WeightedExpertBank {
   return typeof (b as Partial<WeightedExpertBank>).forwardGroupedWeighted === 'function';
 }
 
+/** A bank that does the gather, the weighted experts and the scatter itself (FFNExperts does). */
+export interface ScatteringExpertBank extends ExpertBank {
+  forwardScattered(x: Tensor, rows: Int32Array, sizes: Int32Array, weights: Tensor, weightIdx: Int32Array): Tensor;
+}
+
+function hasScattered(b: ExpertBank): b is ScatteringExpertBank {
+  return typeof (b as Partial<ScatteringExpertBank>).forwardScattered === 'function';
+}
+
 /** Gather rows in expert order, run the experts, combine with the routing weights. */
 export function runSorted(x: Tensor, sorted: ExpertSort, weights: Tensor, experts: ExpertBank): Tensor {
   const T = x.shape[0];
+  // fused: no [A, d] intermediate leaves the bank, so it can pool them
+  if (hasScattered(experts)) return experts.forwardScattered(x, sorted.rows, sorted.sizes, weights, sorted.order);
   const xs = gatherRows(x, sorted.rows);
   if (hasWeighted(experts)) {
     // weights applied inside the experts: the combine is a plain scatter-add

@@ -8,7 +8,7 @@
  */
 import { Tensor } from '../../tensor/tensor.js';
 import { Rng } from '../../tensor/random.js';
-import { groupedMatmul, matmul, swiglu, geluFused, scaledSwiglu, scaledGelu, gatherRows, concat } from '../../tensor/index.js';
+import { groupedMatmul, matmul, swiglu, geluFused, scaledSwiglu, scaledGelu, gatherRows, scatterRows, concat, expertSwigluFFN } from '../../tensor/index.js';
 import { Module, Parameter, param } from '../../nn/module.js';
 import type { ExpertBank } from '../types.js';
 
@@ -87,6 +87,19 @@ export class FFNExperts extends Module implements ExpertBank {
     const h = groupedMatmul(x, this.w1, sizes);
     const a = this.w3 ? scaledSwiglu(h, groupedMatmul(x, this.w3, sizes), weights, weightIdx) : scaledGelu(h, weights, weightIdx);
     return groupedMatmul(a, this.w2, sizes);
+  }
+
+  /**
+   * The dispatch's whole expert step: gather x's `rows` (grouped by expert per `sizes`), run the
+   * experts with row i weighted by weights[weightIdx[i]], scatter-add back into x's rows. SwiGLU
+   * runs as one fused op (pooled intermediates); GELU as the composition.
+   */
+  forwardScattered(x: Tensor, rows: Int32Array, sizes: Int32Array, weights: Tensor, weightIdx: Int32Array): Tensor {
+    if (x.ndim !== 2 || x.shape[1] !== this.dModel) {
+      throw new Error(`FFNExperts.forwardScattered: x must be [rows, ${this.dModel}], got [${x.shape.join(', ')}]`);
+    }
+    if (this.w3) return expertSwigluFFN(x, rows, sizes, this.w1, this.w3, this.w2, weights, weightIdx);
+    return scatterRows(this.forwardGroupedWeighted(gatherRows(x, rows), sizes, weights, weightIdx), rows, x.shape[0]);
   }
 
   flopsPerToken(e: number): number {

@@ -4,8 +4,10 @@
  * step) their per-element closures, per-row subarray views and extra intermediates cost as much
  * as a third of the expert matmuls; these are single tight loops with one allocation each.
  */
-import { Tensor, result, accumulateGrad } from '../tensor.js';
+import { Tensor, result, accumulateGrad, isGradEnabled } from '../tensor.js';
 import { formatShape } from '../shape.js';
+import { getBackend, type Backend } from '../backend.js';
+import { acquireBuffer, releaseBuffer } from '../pool.js';
 
 function checkIndexRange(op: string, idx: Int32Array, limit: number): void {
   for (let i = 0; i < idx.length; i++) {
@@ -144,10 +146,18 @@ for (let i = 0; i <= POW2_BIAS; i++) POW2[i] = Math.pow(2, i - POW2_BIAS);
 export function expNeg(u: number): number {
   if (!(u < 100)) return u !== u ? NaN : 0;
   const x = -u * LOG2E;
-  const n = Math.round(x);
+  // Math.round(x) (= floor(x + 0.5)) via an int32 truncation of a positive value: x > -145 here,
+  // and the truncation stays in integer registers where Math.round costs a float round trip.
+  const n = ((x + (POW2_BIAS + 0.5)) | 0) - POW2_BIAS;
   const f = x - n;
   const p = 1 + f * (P1 + f * (P2 + f * (P3 + f * (P4 + f * (P5 + f * (P6 + f * P7))))));
   return p * POW2[n + POW2_BIAS];
+}
+
+/** Stable sigmoid: exp of a non-positive argument only (one select rather than two code paths). */
+function sigmoid(v: number): number {
+  const e = expNeg(Math.abs(v));
+  return (v >= 0 ? 1 : e) / (1 + e);
 }
 
 /** silu(a) * b elementwise (the SwiGLU gate, Shazeer 2020 "GLU Variants Improve Transformer"). */
@@ -187,12 +197,7 @@ function swigluImpl(a: Tensor, b: Tensor, weights: Tensor | null, weightIdx: Int
     const base = r * f;
     for (let i = base; i < base + f; i++) {
       const v = ad[i];
-      let s: number;
-      if (v >= 0) s = 1 / (1 + expNeg(v));
-      else {
-        const e = expNeg(-v);
-        s = e / (1 + e);
-      }
+      const s = sigmoid(v);
       sig[i] = s;
       out[i] = c * v * s * bd[i];
     }
@@ -281,5 +286,155 @@ function geluImpl(x: Tensor, weights: Tensor | null, weightIdx: Int32Array | nul
     }
     if (gx) accumulateGrad(x, gx, true);
     if (gw && weights) accumulateGrad(weights, gw, true);
+  });
+}
+
+/** groupedMatmul into `out` (accumulating or not), also for backends that ignore the option. */
+function groupedInto(be: Backend, a: Float32Array, w: Float32Array, sizes: Int32Array, k: number, n: number, transB: boolean, out: Float32Array, accumulate: boolean): void {
+  const r = be.groupedMatmul(a, w, sizes, k, n, transB, { out, accumulate });
+  if (r === out) return;
+  if (accumulate) for (let i = 0; i < out.length; i++) out[i] += r[i];
+  else out.set(r);
+}
+
+/**
+ * dst[rows[i]] += src[i] for rows of width w, into a zeroed dst. Walks dst row by row (the
+ * sources of each row in increasing i, so the sums are the same as in source order): each dst
+ * row stays in L1 while its sources add in, the first one is a memcpy, and rows nobody
+ * writes are skipped, where a walk in source order would revisit random rows of dst.
+ */
+function scatterAddRows(dst: Float32Array, src: Float32Array, rows: Int32Array, w: number): void {
+  const n = w === 0 ? 0 : dst.length / w;
+  const start = new Int32Array(n + 1);
+  for (let i = 0; i < rows.length; i++) start[rows[i] + 1]++;
+  for (let t = 0; t < n; t++) start[t + 1] += start[t];
+  const cursor = start.slice(0, n);
+  const list = new Int32Array(rows.length);
+  for (let i = 0; i < rows.length; i++) list[cursor[rows[i]]++] = i;
+  for (let t = 0; t < n; t++) {
+    const p0 = start[t];
+    const p1 = start[t + 1];
+    if (p0 === p1) continue;
+    const o = t * w;
+    const s0 = list[p0] * w;
+    dst.set(src.subarray(s0, s0 + w), o);
+    for (let p = p0 + 1; p < p1; p++) {
+      const s = list[p] * w;
+      for (let j = 0; j < w; j++) dst[o + j] += src[s + j];
+    }
+  }
+}
+
+/** dst[i] = src[rows[i]] for rows of width w (memcpy per row). */
+function gatherInto(dst: Float32Array, src: Float32Array, rows: Int32Array, w: number): void {
+  for (let i = 0; i < rows.length; i++) {
+    const s = rows[i] * w;
+    dst.set(src.subarray(s, s + w), i * w);
+  }
+}
+
+/**
+ * The whole SwiGLU expert computation of a sorted dispatch as one op:
+ *   xs = gatherRows(x, rows); a = scaledSwiglu(xs w1, xs w3, weights, weightIdx);
+ *   y = scatterRows(groupedMatmul(a, w2), rows, N)
+ * for x [N, d], w1 and w3 [E, d, f], w2 [E, f, d], rows grouped by expert (`sizes`).
+ * Same math as that composition, but every [rows, d] and [rows, f] intermediate is op-internal,
+ * so it comes from the buffer pool and goes back when the backward pass is done (at E=64 they
+ * are 64 MB arrays whose fresh allocation cost more than the copies), the SwiGLU gradients
+ * overwrite the saved pre-activations, and the two input-gradient products of w1 and w3 add
+ * into one buffer inside the GEMM instead of an extra pass.
+ */
+export function expertSwigluFFN(x: Tensor, rows: Int32Array, sizes: Int32Array, w1: Tensor, w3: Tensor, w2: Tensor, weights: Tensor, weightIdx: Int32Array): Tensor {
+  const op = 'expertSwigluFFN';
+  const d = rowWidth(x, op);
+  const N = x.shape[0];
+  if (w1.ndim !== 3 || w1.shape[1] !== d) throw new Error(`${op}: w1 ${formatShape(w1.shape)} must be [E, ${d}, f] for x ${formatShape(x.shape)}`);
+  const [E, , f] = w1.shape;
+  if (w3.ndim !== 3 || w3.shape[0] !== E || w3.shape[1] !== d || w3.shape[2] !== f) throw new Error(`${op}: w3 ${formatShape(w3.shape)} must match w1 ${formatShape(w1.shape)}`);
+  if (w2.ndim !== 3 || w2.shape[0] !== E || w2.shape[1] !== f || w2.shape[2] !== d) throw new Error(`${op}: w2 ${formatShape(w2.shape)} must be [${E}, ${f}, ${d}]`);
+  if (sizes.length !== E) throw new Error(`${op}: ${sizes.length} group sizes for ${E} experts`);
+  const A = rows.length;
+  let total = 0;
+  for (let e = 0; e < E; e++) {
+    if (!(sizes[e] >= 0)) throw new Error(`${op}: group ${e} has negative size ${sizes[e]}`);
+    total += sizes[e];
+  }
+  if (total !== A) throw new Error(`${op}: group sizes add up to ${total} rows but ${A} row indices were given`);
+  if (weightIdx.length !== A) throw new Error(`${op}: ${weightIdx.length} weight indices for ${A} rows`);
+  checkIndexRange(op, rows, N);
+  checkIndexRange(`${op} (weightIdx)`, weightIdx, weights.size);
+
+  const be = getBackend();
+  const wd = weights.data;
+  const xs = acquireBuffer(A * d);
+  gatherInto(xs, x.data, rows, d);
+  const h1 = acquireBuffer(A * f);
+  const h3 = acquireBuffer(A * f);
+  groupedInto(be, xs, w1.data, sizes, d, f, false, h1, false);
+  groupedInto(be, xs, w3.data, sizes, d, f, false, h3, false);
+  // sigmoid(h1) is kept for the backward pass, as in scaledSwiglu
+  const sig = acquireBuffer(A * f);
+  const act = acquireBuffer(A * f);
+  for (let r = 0; r < A; r++) {
+    const c = wd[weightIdx[r]];
+    const base = r * f;
+    for (let i = base; i < base + f; i++) {
+      const v = h1[i];
+      const s = sigmoid(v);
+      sig[i] = s;
+      act[i] = c * v * s * h3[i];
+    }
+  }
+  const ys = acquireBuffer(A * d);
+  groupedInto(be, act, w2.data, sizes, f, d, false, ys, false);
+  const out = new Float32Array(N * d);
+  scatterAddRows(out, ys, rows, d);
+  releaseBuffer(ys);
+  const saved = [xs, h1, h3, sig, act];
+  const parents = [x, w1, w3, w2, weights];
+  if (!isGradEnabled() || !parents.some((p) => p.requiresGrad)) {
+    for (const b of saved) releaseBuffer(b);
+    return new Tensor(out, [N, d]);
+  }
+  return result(out, [N, d], parents, (g) => {
+    // through w2: the gathered output gradient (unweighted scatter -> row gather)
+    const gys = acquireBuffer(A * d);
+    gatherInto(gys, g, rows, d);
+    const gact = acquireBuffer(A * f);
+    groupedInto(be, gys, w2.data, sizes, d, f, true, gact, false);
+    if (w2.requiresGrad) accumulateGrad(w2, be.groupedMatmulTN(act, gys, sizes, f, d), true);
+    releaseBuffer(gys);
+    // SwiGLU backward in place: h1 becomes the gate gradient, h3 the value gradient
+    const gw = weights.requiresGrad ? new Float32Array(weights.size) : null;
+    for (let r = 0; r < A; r++) {
+      const c = wd[weightIdx[r]];
+      const base = r * f;
+      let acc = 0;
+      for (let i = base; i < base + f; i++) {
+        const v = h1[i];
+        const s = sig[i];
+        const gi = gact[i];
+        const bi = h3[i];
+        const vs = v * s;
+        acc += gi * vs * bi;
+        h3[i] = c * gi * vs;
+        h1[i] = c * gi * bi * s * (1 + v * (1 - s));
+      }
+      if (gw) gw[weightIdx[r]] += acc;
+    }
+    if (gw) accumulateGrad(weights, gw, true);
+    if (w1.requiresGrad) accumulateGrad(w1, be.groupedMatmulTN(xs, h1, sizes, d, f), true);
+    if (w3.requiresGrad) accumulateGrad(w3, be.groupedMatmulTN(xs, h3, sizes, d, f), true);
+    if (x.requiresGrad) {
+      const gxs = acquireBuffer(A * d);
+      groupedInto(be, h1, w1.data, sizes, f, d, true, gxs, false);
+      groupedInto(be, h3, w3.data, sizes, f, d, true, gxs, true);
+      const gx = new Float32Array(N * d);
+      scatterAddRows(gx, gxs, rows, d);
+      releaseBuffer(gxs);
+      accumulateGrad(x, gx, true);
+    }
+    releaseBuffer(gact);
+    for (const b of saved) releaseBuffer(b);
   });
 }

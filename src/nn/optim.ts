@@ -51,20 +51,29 @@ export class AdamW {
     const { beta1: b1, beta2: b2, eps, lr } = this;
     const bc1 = 1 - Math.pow(b1, s.step);
     const bc2 = 1 - Math.pow(b2, s.step);
-    this.params.forEach((p, i) => {
+    const c1 = 1 - b1;
+    const c2 = 1 - b2;
+    const params = this.params;
+    for (let i = 0; i < params.length; i++) {
+      const p = params[i];
       const g = p.grad;
-      if (!g) return;
+      if (!g) continue;
       const m = s.m[i];
       const v = s.v[i];
       const w = p.data;
       const decay = this.noDecay.has(p) ? 0 : lr * this.weightDecay;
+      // one pass; the moments are rounded to float32 (fround) before use, exactly as when they
+      // were read back from m and v, so the update is unchanged
       for (let j = 0; j < w.length; j++) {
         const gj = g[j];
-        m[j] = b1 * m[j] + (1 - b1) * gj;
-        v[j] = b2 * v[j] + (1 - b2) * gj * gj;
-        w[j] -= decay * w[j] + (lr * (m[j] / bc1)) / (Math.sqrt(v[j] / bc2) + eps);
+        const mj = Math.fround(b1 * m[j] + c1 * gj);
+        const vj = Math.fround(b2 * v[j] + c2 * gj * gj);
+        m[j] = mj;
+        v[j] = vj;
+        const wj = w[j];
+        w[j] = wj - (decay * wj + (lr * (mj / bc1)) / (Math.sqrt(vj / bc2) + eps));
       }
-    });
+    }
   }
 
   zeroGrad(): void {

@@ -69,6 +69,9 @@ export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: nu
   const best = byLoss[0];
   const d = a.denseFinalLoss;
 
+  // routers that ran more experts per token than k bought their loss with extra compute
+  const moreCompute = (r: RouterAnalysis): boolean => r.meanExpertsPerToken !== null && !isSoft(runs, r.name) && r.meanExpertsPerToken > topK * 1.1;
+
   // 1. quality
   let s = `Lowest validation loss: **${best.name}** (${fmt(best.finalLoss!)}`;
   if (d !== null) {
@@ -76,6 +79,7 @@ export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: nu
     s += delta < 0 ? `, ${fmt(-delta)} below the FLOP-matched dense baseline's ${fmt(d)}` : `, ${fmt(delta)} above the FLOP-matched dense baseline's ${fmt(d)}`;
     if (best.saving?.ratio != null) s += `; it reached the dense model's final loss after ${pct(best.saving.ratio)} of the dense token budget`;
   }
+  if (moreCompute(best)) s += `, but with ${fmt(best.meanExpertsPerToken!, 2)} experts per token, ${fmt(best.meanExpertsPerToken! / topK, 1)}× the expert compute of top-${topK}`;
   out.push(s + ').');
   const tied = byLoss.slice(1).filter((r) => r.finalLoss! - best.finalLoss! < TIE_MARGIN);
   if (tied.length) {
@@ -113,7 +117,7 @@ export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: nu
   const offK = moe.filter((r) => r.meanExpertsPerToken !== null && Math.abs(r.meanExpertsPerToken - topK) / topK > 0.1 && !isSoft(runs, r.name));
   if (offK.length) {
     out.push(
-      `Active compute is not matched for ${list(offK.map((r) => `${r.name} (${fmt(r.meanExpertsPerToken!, 2)} experts/token)`))}: they choose how many experts a token uses (k = ${topK} for the others), so weigh their losses against that compute.`,
+      `Active compute is not matched for ${list(offK.map((r) => `${r.name} (${fmt(r.meanExpertsPerToken!, 2)} experts/token)`))}: ${offK.length === 1 ? 'it does' : 'they do'} not run k = ${topK} experts per token (fixed top-1, or a dynamic number per token), so weigh ${offK.length === 1 ? 'its loss' : 'their losses'} against that compute.`,
     );
   }
   const batchDep = moe.filter((r) => r.batchDependent);
@@ -124,12 +128,17 @@ export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: nu
   }
 
   // 5. the recommendation
-  const usable = byLoss.filter((r) => !r.batchDependent && !(r.lateDroppedFraction! > 0.05));
+  const excluded = (r: RouterAnalysis): string | null =>
+    r.batchDependent ? 'depends on the batch' : r.lateDroppedFraction! > 0.05 ? 'drops many tokens' : moreCompute(r) ? `uses ${fmt(r.meanExpertsPerToken!, 2)} experts per token` : null;
+  const usable = byLoss.filter((r) => excluded(r) === null);
   const pick = usable[0] ?? best;
   let rec = `**Recommendation:** on this data, use **${pick.name}**`;
   const why: string[] = [];
   if (pick === best) why.push('it had the lowest validation loss');
-  else why.push(`it had the lowest validation loss among routers usable for generation (${best.name} was lower but ${best.batchDependent ? 'depends on the batch' : 'drops many tokens'})`);
+  else {
+    const better = byLoss.slice(0, byLoss.indexOf(pick));
+    why.push(`it had the lowest validation loss among routers that are usable for generation at matched compute (${list(better.map((r) => `${r.name} ${excluded(r)}`))})`);
+  }
   if (pick === balanced[0]) why.push('the most even expert load');
   else if (pick.lateLoadCV! < 0.3) why.push('a well balanced load');
   if (pick.saving?.ratio != null && pick.saving.ratio < 1) why.push(`${pct(1 - pick.saving.ratio)} less training compute than dense for the same loss`);

@@ -28,7 +28,7 @@ const FINGERPRINT_FILE = 'bench-fingerprint.txt';
 
 /**
  * The default benchmark: small enough that every registered router plus the dense baseline
- * trains in about 15 minutes on 2 idle CPU cores (about 75 s an MoE with the wasm backend),
+ * trains in about 10 minutes on 2 CPU cores (20-145 s a model with the wasm backend),
  * large enough that the routers separate (8 experts, top-2, three domains).
  */
 export const DEFAULT_PRESET = {
@@ -43,7 +43,8 @@ export const DEFAULT_PRESET = {
     intermediate_size: 256,
     router_type: 'topk',
   },
-  training: { steps: 250, batch_size: 12, seq_len: 64, lr: 3e-3, warmup_steps: 25, eval_interval: 25, eval_batches: 3, save_interval: 50, log_interval: 1, seed: 1234 },
+  // batch 8: Soft MoE's FLOP-matched slot count grows with the batch, and its dispatch cost with its square
+  training: { steps: 300, batch_size: 8, seq_len: 64, lr: 3e-3, warmup_steps: 30, eval_interval: 25, eval_batches: 4, save_interval: 50, log_interval: 1, seed: 1234 },
   data: { sources: ['shakespeare', 'wikitext', 'linux'], tokenizer: { type: 'byte' } },
 };
 
@@ -153,7 +154,7 @@ export interface BenchRoutersResult {
   skipped: string[];
 }
 
-interface Plan {
+export interface Plan {
   name: string;
   kind: 'moe' | 'dense';
   description: string;
@@ -197,7 +198,15 @@ export function planBenchmark(o: Pick<BenchRoutersOptions, 'config' | 'routers' 
   for (const name of names) {
     if (name === DENSE_NAME) continue;
     // the base config's router_options belong to its own router_type; others get theirs from bench.router_options
-    const opts = { ...(name === base.model.router_type ? base.model.router_options : {}), ...(o.routerOptions?.[name] ?? {}) };
+    const opts: Record<string, unknown> = { ...(name === base.model.router_type ? base.model.router_options : {}), ...(o.routerOptions?.[name] ?? {}) };
+    let description = descriptions.get(name) ?? '';
+    if (name === 'soft' && opts.slotsPerExpert === undefined) {
+      // Soft MoE computes per slot, not per token: E*S slot FFNs per batch of B*T tokens. k experts
+      // per token is B*T*k expert evaluations, so S = B*T*k/E matches the other routers' FLOPs.
+      const tr = base.training;
+      opts.slotsPerExpert = Math.max(1, Math.round((tr.batch_size * tr.seq_len * base.model.num_experts_per_tok) / base.model.num_local_experts));
+      description += ` [slotsPerExpert ${opts.slotsPerExpert} = batch tokens × k / E, FLOP-matched]`;
+    }
     const cfg = parseRunConfig({ ...base, model: { ...base.model, router_type: name, router_options: opts } }, `config for router "${name}"`);
     try {
       // building the model runs the router's own option validation
@@ -205,7 +214,7 @@ export function planBenchmark(o: Pick<BenchRoutersOptions, 'config' | 'routers' 
     } catch (e) {
       throw new ConfigError(`bench-routers: router "${name}" cannot be built with this config: ${(e as Error).message}`);
     }
-    plans.push({ name, kind: 'moe', description: descriptions.get(name) ?? '', config: cfg, fingerprint: fingerprintOf(cfg) });
+    plans.push({ name, kind: 'moe', description, config: cfg, fingerprint: fingerprintOf(cfg) });
   }
   return plans;
 }

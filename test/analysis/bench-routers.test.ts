@@ -159,6 +159,10 @@ test('config file and flags override the preset field by field', () => {
   assert.equal(config.training.eval_interval, 2); // ~12 curve points
   assert.equal(config.training.seed, 7);
   assert.deepEqual(routerOptions, { 'expert-choice': { capacityFactor: 2 } });
+  // soft routing is FLOP-matched through its slot count: B*T*k/E slots per expert (8*32*2/6 = 85.3)
+  const soft = planBenchmark({ config, routers: ['soft'], routerOptions }).find((p) => p.name === 'soft')!;
+  assert.equal(soft.config.model.router_options.slotsPerExpert, 85);
+  assert.match(soft.description, /slotsPerExpert 85 = batch tokens × k \/ E/);
   assert.throws(() => buildBenchConfig({ file: { value: { model: { hidden_size: -1 } }, path: 'f.json' } }), /config f\.json: .*model\.hidden_size/);
   assert.throws(() => buildBenchConfig({ file: { value: { bench: { typo: 1 } }, path: 'f.json' } }), /bench\.typo: unknown field/);
 });

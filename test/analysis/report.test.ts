@@ -37,16 +37,28 @@ test('the recommendation is derived from the numbers, with the decoding and comp
   // expert-choice has the lowest loss but is batch-dependent; topk is the best usable router
   assert.match(text, /Lowest validation loss: \*\*expert-choice\*\*/);
   assert.match(text, /\*\*Recommendation:\*\* on this data, use \*\*topk\*\*/);
-  assert.match(text, /expert-choice was lower but depends on the batch/);
+  assert.match(text, /lowest validation loss among routers that are usable for generation at matched compute \(expert-choice depends on the batch\)/);
   assert.match(text, /expert-choice routes each token using the other tokens of the batch/);
   assert.match(text, /switch \(8\.0%\) dropped token assignments/);
   assert.match(text, /Active compute is not matched for top-p \(1\.40 experts\/token\)/);
+  assert.match(text, /it does not run k = 2 experts per token/);
   assert.match(text, /Most even expert load: \*\*expert-choice\*\*/);
   assert.match(text, /Fastest: \*\*switch\*\*/);
   assert.match(text, /3 of 4 routers beat the dense baseline; switch did not/);
   // top-p is within the tie margin of topk
   assert.ok(1.905 - 1.9 < TIE_MARGIN);
   assert.match(text, /top-p is statistically tied/);
+});
+
+test('a router that wins with more experts per token is not recommended', () => {
+  const runs = [
+    run('dense', { kind: 'dense', losses: [3, 2.5] }),
+    run('threshold', { losses: [2.5, 2.0], ept: 7 }),
+    run('aux-free', { losses: [2.6, 2.2] }),
+  ];
+  const text = analyseRuns(runs, { topK: 2 }).recommendation.join(' ');
+  assert.match(text, /Lowest validation loss: \*\*threshold\*\* \(2\.000, .*but with 7\.00 experts per token, 3\.5× the expert compute of top-2\)/);
+  assert.match(text, /use \*\*aux-free\*\*: it had the lowest validation loss among routers that are usable for generation at matched compute \(threshold uses 7\.00 experts per token\)/);
 });
 
 test('no router beating dense is said plainly', () => {

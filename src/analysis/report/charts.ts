@@ -58,7 +58,6 @@ export function lineChart(o: { series: LineSeries[]; xName: string; yName: strin
         splitLine,
         // training starts at 0 tokens; the first evaluation comes later
         min: 0,
-        max: 'dataMax',
       },
       yAxis: {
         type: 'value',

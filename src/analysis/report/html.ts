@@ -118,7 +118,9 @@ export function renderReport(results: BenchResults): string {
   // heatmaps: one per (router, MoE layer)
   const heatmaps: string[] = [];
   // one colour scale for every heatmap so routers compare at a glance; at least twice the uniform share so even usage reads as pale
-  const heatMax = Math.max(2 / Math.max(1, results.numExperts), ...moeDone.flatMap((r) => r.final!.expertUsage.flatMap((layer) => usageShares(layer).flat())));
+  // (capped at 3x uniform: one collapsed router would otherwise wash out every other map)
+  const E = Math.max(1, results.numExperts);
+  const heatMax = Math.min(3 / E, Math.max(2 / E, ...moeDone.flatMap((r) => r.final!.expertUsage.flatMap((layer) => usageShares(layer).flat()))));
   for (const r of moeDone) {
     const an = byName.get(r.name)!;
     const cells = r.final!.expertUsage.map((layer, l) => {
@@ -173,7 +175,7 @@ export function renderReport(results: BenchResults): string {
 <section class="card recommendation" id="recommendation">
   <h2>Which router should I use on this data?</h2>
   <p class="lead">${a.recommendation.filter((x) => x.startsWith('**Recommendation:**')).map(richText).join(' ')}</p>
-  <p>${a.recommendation.filter((x) => !x.startsWith('**Recommendation:**')).map(richText).join(' ')}</p>
+  <ul class="findings">${a.recommendation.filter((x) => !x.startsWith('**Recommendation:**')).map((x) => `<li>${richText(x)}</li>`).join('')}</ul>
   ${failed.length ? `<p class="warn">Did not finish: ${failed.map((r) => `${escapeHtml(r.name)} (${escapeHtml(r.status)}${r.error ? `: ${escapeHtml(r.error)}` : ''})`).join('; ')}.</p>` : ''}
 </section>
 
@@ -209,7 +211,7 @@ export function renderReport(results: BenchResults): string {
   <h2>Expert specialisation</h2>
   ${moeDone.length ? figure(specFig) : '<p>No MoE run finished.</p>'}
   <h3>Expert usage per domain</h3>
-  <p class="note">Each cell: percentage of a domain's validation-token assignments routed to that expert, per MoE layer (rows sum to 100). A domain-specialised router shows rows concentrated on different experts; identical rows mean the router ignores the domain.</p>
+  <p class="note">Each cell: percentage of a domain's validation-token assignments routed to that expert, per MoE layer (rows sum to 100; one colour scale for all maps, darkest at ${Math.round(300 / Math.max(1, results.numExperts))}% and above). A domain-specialised router shows rows concentrated on different experts; identical rows mean the router ignores the domain.</p>
   ${heatmaps.join('\n')}
 </section>
 
@@ -256,6 +258,8 @@ function rankingTable(ranked: RunRecord[], byName: Map<string, RouterAnalysis>, 
     if (r.kind === 'dense') notes.push('reference');
     if (an.batchDependent) notes.push('batch-dependent: no exact KV-cached decoding');
     if (an.lateDroppedFraction && an.lateDroppedFraction > 0.01) notes.push('drops tokens');
+    const k = Number(r.model.num_experts_per_tok);
+    if (an.meanExpertsPerToken !== null && r.model.router_type !== 'soft' && Math.abs(an.meanExpertsPerToken - k) / k > 0.1) notes.push(`${an.meanExpertsPerToken.toFixed(2)} experts/token vs k = ${k}: compute not matched`);
     let saving = '—';
     if (r.kind === 'moe' && an.saving) {
       saving = an.saving.ratio === null ? '<span class="muted">not reached</span>' : `${an.saving.ratio.toFixed(2)}× <span class="${an.saving.ratio < 1 ? 'good' : 'bad'}">(${an.saving.ratio < 1 ? '−' : '+'}${Math.abs(100 * (1 - an.saving.ratio)).toFixed(0)}%)</span>`;
@@ -277,7 +281,7 @@ function rankingTable(ranked: RunRecord[], byName: Map<string, RouterAnalysis>, 
 </tr>`;
   });
   return `<div class="table-wrap"><table class="ranking">
-<thead><tr><th>#</th><th>Router</th><th>Val loss</th><th>Δ vs dense</th><th>Tokens to dense loss</th><th>Experts / token</th><th>Load CV</th><th>Dropped</th><th>Router entropy</th><th>Specialisation</th><th>Tokens / s</th><th>Notes</th></tr></thead>
+<thead><tr><th>#</th><th>Router</th><th>Val loss</th><th>Δ vs dense</th><th>Tokens to dense loss</th><th>Experts / token</th><th>Load CV</th><th>Dropped</th><th>Router entropy</th><th>Special&shy;isation</th><th>Tokens / s</th><th>Notes</th></tr></thead>
 <tbody>${rows.join('\n')}</tbody></table></div>`;
 }
 
@@ -320,6 +324,8 @@ h2 { font-size: 19px; margin: 0 0 10px; }
 h3 { font-size: 15.5px; margin: 18px 0 8px; }
 .recommendation { border-left: 4px solid var(--accent); }
 .recommendation p { margin: 6px 0; font-size: 15px; }
+.recommendation ul.findings { margin: 8px 0 0; padding-left: 20px; }
+.recommendation ul.findings li { margin: 3px 0; }
 .recommendation p.lead { font-size: 16.5px; background: #eef3fa; padding: 10px 14px; border-radius: 6px; }
 .warn { color: var(--bad); }
 .note { color: var(--muted); font-size: 13px; margin: 4px 0 10px; }

@@ -160,8 +160,7 @@ export function buildProgram(): Command {
     .option('--quick', 'tiny models and few steps: a smoke run of every router in a few minutes')
     .option('--config <file>', 'JSON overriding the preset: "model", "training", "data" sections, and "bench": {"router_options": {"<router>": {...}}}')
     .option('--seed <n>', 'random seed shared by all models', intArg('--seed', 0))
-    // the benchmark's small matrices run fastest on wasm SIMD (native's per-call overhead dominates)
-    .addOption(new Option('--backend <name>', 'kernel backend: auto, native, wasm, js').default(process.env.MOE_BACKEND ?? 'wasm'))
+    .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {
       const { benchRoutersCommand } = await import('../train/bench-routers.js');

@@ -28,7 +28,7 @@ const FINGERPRINT_FILE = 'bench-fingerprint.txt';
 
 /**
  * The default benchmark: small enough that every registered router plus the dense baseline
- * trains in about 10 minutes on 2 CPU cores (20-145 s a model with the wasm backend),
+ * trains in about 10 minutes on 2 CPU cores (20-145 s a model),
  * large enough that the routers separate (8 experts, top-2, three domains).
  */
 export const DEFAULT_PRESET = {

@@ -64,6 +64,9 @@ export function createSession(binding: OrtBinding, model: Uint8Array, cfg: Sessi
     executionMode: 'sequential',
     // The arena would keep peak intermediate memory forever; our graphs write into caller buffers.
     enableCpuMemArena: false,
+    // Shapes change every call (expert group sizes, sequence lengths); a memory pattern would be
+    // re-planned for each new shape, which costs more than the small products themselves.
+    enableMemPattern: false,
     extra: {
       session: {
         intra_op: { allow_spinning: cfg.spinning ? '1' : '0' },

@@ -55,16 +55,26 @@ export class Attention extends Module {
   }
 }
 
-/** Dense FFN: SwiGLU (silu) as in Llama/Mixtral experts, or a GELU MLP. */
+/** Residual-branch output scaling (GPT-2): keeps the residual stream's scale stable with depth. */
+export function outputScale(c: ModelConfig): number {
+  return 1 / Math.sqrt(2 * c.num_hidden_layers);
+}
+
+/**
+ * Dense FFN: SwiGLU (silu) as in Llama/Mixtral experts, or a GELU MLP. Initialised exactly like
+ * one routed expert (N(0, 1/fan_in), output projection times outputScale) so the dense baseline
+ * differs from the MoE only in routing, not in init.
+ */
 export class DenseFFN extends Module {
   gate_proj: Linear | null;
   up_proj: Linear;
   down_proj: Linear;
-  constructor(d: number, f: number, readonly act: 'silu' | 'gelu', std: number, outStd: number, rng: Rng) {
+  constructor(d: number, f: number, readonly act: 'silu' | 'gelu', outScale: number, rng: Rng) {
     super();
+    const std = 1 / Math.sqrt(d);
     this.gate_proj = act === 'silu' ? new Linear(d, f, rng, { std }) : null;
     this.up_proj = new Linear(d, f, rng, { std });
-    this.down_proj = new Linear(f, d, rng, { std: outStd });
+    this.down_proj = new Linear(f, d, rng, { std: outScale / Math.sqrt(f) });
   }
   forward(x: Tensor): Tensor {
     const up = this.up_proj.forward(x);
@@ -87,7 +97,12 @@ export function moeLayerConfig(c: ModelConfig): MoELayerConfig {
     dModel: c.hidden_size,
     numExperts: c.num_local_experts,
     topK: c.num_experts_per_tok,
-    experts: { type: c.hidden_act === 'silu' ? 'swiglu' : 'gelu', dFF: c.moe_intermediate_size, ...(c.expert_sizes ? { sizes: c.expert_sizes } : {}) },
+    experts: {
+      type: c.hidden_act === 'silu' ? 'swiglu' : 'gelu',
+      dFF: c.moe_intermediate_size,
+      outputScale: outputScale(c),
+      ...(c.expert_sizes ? { sizes: c.expert_sizes } : {}),
+    },
     router: { type: c.router_type, ...routerOpts },
     ...(c.dispatch === 'capacity' ? { dispatch: { type: 'capacity', capacityFactor: c.capacity_factor ?? 1.25 } } : {}),
     ...(c.dispatch === 'dropless' ? { dispatch: { type: 'dropless' } } : {}),
@@ -112,8 +127,7 @@ export class DecoderLayer extends Module {
       this.mlp = null;
       this.block_sparse_moe = new MoELayer(moeLayerConfig(cfg), rng);
     } else {
-      const std = cfg.initializer_range;
-      this.mlp = new DenseFFN(d, cfg.intermediate_size, cfg.hidden_act, std, std / Math.sqrt(2 * cfg.num_hidden_layers), rng);
+      this.mlp = new DenseFFN(d, cfg.intermediate_size, cfg.hidden_act, outputScale(cfg), rng);
       this.block_sparse_moe = null;
     }
   }

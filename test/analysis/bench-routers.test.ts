@@ -151,6 +151,8 @@ test('config file and flags override the preset field by field', () => {
     file: { value: { model: { num_local_experts: 6 }, training: { lr: 0.01 }, bench: { router_options: { 'expert-choice': { capacityFactor: 2 } } } }, path: 'f.json' },
     steps: 24,
     seed: 7,
+    // only the embedded corpus, so this runs where no shared data directory exists
+    data: ['shakespeare'],
   });
   assert.equal(config.model.num_local_experts, 6);
   assert.equal(config.model.hidden_size, 32); // from the quick preset

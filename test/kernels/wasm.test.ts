@@ -171,11 +171,41 @@ for (const threads of [1, 2]) {
       }
     });
 
+    it('groupedMatmul: many and skewed groups, big and small ones in one call, deep k, out and accumulate', () => {
+      // Sizes chosen to run in parallel and to mix the fused path (groups of <= 1024 rows, up
+      // to 32 strips per task) with the shared-pack path (larger groups), several KC slices,
+      // and enough groups that the input copy publishes its progress in several steps.
+      const skewed = Array.from({ length: 40 }, (_, e) => (e % 7 === 3 ? 0 : Math.max(1, Math.floor(300 * 0.8 ** e)) + (e % 5)));
+      for (const [sizesArr, k, n] of [
+        [skewed, 64, 70],
+        [[1100, 3, 0, 50, 1025], 40, 70],
+        [[20, 33, 0, 129], 600, 300],
+        [Array.from({ length: 100 }, (_, e) => e % 4), 96, 64],
+      ] as [number[], number, number][]) {
+        const sizes = Int32Array.from(sizesArr);
+        const rows = sizesArr.reduce((s, x) => s + x, 0);
+        for (const transB of [false, true]) {
+          const what = `sizes=[${sizesArr.length} groups, ${rows} rows] k=${k} n=${n} tB=${transB}`;
+          const a = rand(rows * k);
+          const w = rand(sizes.length * k * n);
+          const ref = refGroupedMatmul(a, w, sizes, k, n, transB);
+          assertClose(be.groupedMatmul(a, w, sizes, k, n, transB), ref, what);
+          const c0 = rand(rows * n);
+          const acc = c0.slice();
+          be.groupedMatmul(a, w, sizes, k, n, transB, { out: acc, accumulate: true });
+          assertClose(acc, ref.map((x, i) => x + c0[i]), `accumulate ${what}`);
+        }
+      }
+    });
+
     it('groupedMatmulTN matches the reference, with empty groups', () => {
       for (const [sizesArr, k, n] of [
         [[3, 0, 17, 1, 65], 33, 17],
         [[0, 0], 7, 9],
         [[300, 2, 0, 41], 40, 24],
+        // parallel: output rows (k) above and below the fused limit, several KC slices of tokens
+        [[700, 0, 33, 300], 1030, 20],
+        [[300, 5, 0, 64, 17], 70, 300],
         [[1], 1, 1],
         [[2, 3], 0, 5],
       ] as [number[], number, number][]) {

@@ -17,23 +17,35 @@ const NR = 8;
 const MR = 4;
 const DESC_WORDS = 16;
 const TASK_WORDS = 8;
-const D = { A: 0, ARS: 1, ACS: 2, B: 3, BRS: 4, BCS: 5, BP: 6, C: 7, LDC: 8, M: 9, N: 10, K: 11, BETA: 12, KC: 13 };
-const C_DESC = 0, C_NPACK = 4, C_PACK = 8, C_NCOMP = 12, C_COMP = 16, C_SCRATCH = 20, C_SCRATCH_STRIDE = 24;
-const C_PACK_NEXT = 64, C_PACK_DONE = 128, C_COMP_NEXT = 192;
+const D = {
+  A: 0, ARS: 1, ACS: 2, B: 3, BRS: 4, BCS: 5, BP: 6, C: 7, LDC: 8, M: 9, N: 10, K: 11, BETA: 12, KC: 13, READY: 14, NPACK: 15,
+};
+const C_DESC = 0, C_NTASK = 4, C_TASK = 8, C_SCRATCH = 12, C_SCRATCH_STRIDE = 16, C_NEXT = 64, C_COPIED = 128;
+const T_PACK = 0, T_COMPUTE = 1, T_FUSED = 2;
+/** Depth of one packed slice: a KC x NR strip of B (8 KiB) stays in L1. */
+const KC_MAX = 256;
+/** Rows per compute task (a multiple of MR): the packed A block (MC x KC, 128 KiB) stays in L2. */
+const MC = 128;
+/** Strips per L2-resident chunk of packed B (256 KiB at KC = 256); the most a fused task takes. */
+const NC_STRIPS = 32;
+const SCRATCH_STRIDE = align(MC * KC_MAX * 4 + NC_STRIPS * KC_MAX * NR * 4 + MR * NR * 4, 64);
 
 /** Control block address; everything below ARENA is reserved. */
 const CTRL = 1024;
 const ARENA = 65536;
 const PAGE = 65536;
-/** Depth of one packed slice: a KC x NR strip of B (8 KiB) stays in L1. */
-const KC_MAX = 256;
-/** Rows per compute task (a multiple of MR): the packed A block (MC x KC, 128 KiB) stays in L2. */
-const MC = 128;
 /** Floats of packed B per pack task. */
 const PACK_CHUNK = 32768;
 /** Below this many multiply-adds a call runs on the main thread alone (waking workers costs tens of µs). */
 const PARALLEL_MIN_MACS = 1 << 17;
-const SCRATCH_STRIDE = align(MC * KC_MAX * 4 + MR * NR * 4, 64);
+/** Problems with at most this many rows whose B no other problem shares run as fused tasks. */
+const FUSE_MAX_ROWS = 1024;
+/** Fused tasks per thread to aim for (more balance the tail; fewer repack A less often). */
+const FUSED_TASKS_PER_THREAD = 8;
+/** Smallest fused task worth splitting off (multiply-adds). */
+const FUSED_MIN_MACS = 1 << 20;
+/** The main thread publishes copied inputs to the workers in steps of at least this many floats. */
+const COPY_STEP = 1 << 16;
 const MAX_THREADS = 16;
 
 function align(x: number, a: number): number {
@@ -232,31 +244,48 @@ class WasmBackend implements Backend {
     if (this.broken) throw new Error(this.broken);
     const P = problems.length;
 
-    // Work split. Pack tasks: chunks of strips of each distinct B. Compute tasks: row blocks x
-    // strip ranges, fine enough that every thread gets several (dynamic scheduling balances).
+    // Work split, one ordered task list. A problem whose B no other problem shares and that
+    // has few rows (an MoE group) becomes fused tasks: all its rows x a range of strips, each
+    // packing its own strips of B while they are hot. Any other problem gets pack tasks for its
+    // B (once per distinct B) followed by compute tasks (row blocks x strip ranges). Either way
+    // there are enough tasks that every thread gets several (dynamic scheduling balances).
     let macs = 0;
     for (const p of problems) if (p.k > 0) macs += p.m * p.n * p.k;
     const threads = macs >= PARALLEL_MIN_MACS ? this.threads : 1;
-    const packTasks: number[] = [];
-    const compTasks: number[] = [];
+    const shared = new Uint8Array(P);
+    for (let i = 0; i < P; i++) if (problems[i].bOwner !== i) shared[problems[i].bOwner] = 1;
+    const tasks: number[] = [];
+    const npack = new Int32Array(P);
     const bpOff = new Float64Array(P);
     let bpFloats = 0;
     for (let i = 0; i < P; i++) {
       const p = problems[i];
       if (p.k === 0 || p.m === 0 || p.n === 0) continue;
       const strips = Math.ceil(p.n / NR);
+      const work = p.m * p.n * p.k;
+      if (p.bOwner === i && !shared[i] && p.m <= FUSE_MAX_ROWS) {
+        const want = threads > 1 ? Math.ceil((FUSED_TASKS_PER_THREAD * threads * work) / macs) : 1;
+        const nsMin = Math.min(strips, NC_STRIPS, Math.ceil(FUSED_MIN_MACS / (NR * p.m * p.k)));
+        let ns = Math.min(NC_STRIPS, Math.max(nsMin, Math.ceil(strips / want)));
+        ns = Math.ceil(strips / Math.ceil(strips / ns));
+        for (let s0 = 0; s0 < strips; s0 += ns) tasks.push(T_FUSED, i, 0, p.m, s0, Math.min(ns, strips - s0), i, 0);
+        continue;
+      }
       if (p.bOwner === i) {
         bpOff[i] = bpFloats;
         bpFloats += strips * NR * p.k;
         const per = Math.max(1, Math.floor(PACK_CHUNK / (p.k * NR)));
-        for (let s = 0; s < strips; s += per) packTasks.push(i, s, Math.min(per, strips - s), 0, 0, 0, 0, 0);
+        for (let s = 0; s < strips; s += per) {
+          tasks.push(T_PACK, i, 0, 0, s, Math.min(per, strips - s), i, 0);
+          npack[i]++;
+        }
       } else {
         bpOff[i] = bpOff[p.bOwner];
       }
       let rowTasks = Math.ceil(p.m / MC);
       let colTasks = 1;
       if (threads > 1) {
-        const want = Math.ceil((4 * threads * p.m * p.n * p.k) / macs);
+        const want = Math.ceil((4 * threads * work) / macs);
         colTasks = Math.max(1, Math.min(Math.ceil(want / rowTasks), Math.ceil(strips / 4)));
       }
       const rowsPer = align(Math.ceil(p.m / rowTasks), MR);
@@ -264,10 +293,11 @@ class WasmBackend implements Backend {
       const stripsPer = Math.ceil(strips / colTasks);
       for (let r0 = 0; r0 < p.m; r0 += rowsPer) {
         for (let s0 = 0; s0 < strips; s0 += stripsPer) {
-          compTasks.push(i, r0, Math.min(rowsPer, p.m - r0), s0, Math.min(stripsPer, strips - s0), 0, 0, 0);
+          tasks.push(T_COMPUTE, i, r0, Math.min(rowsPer, p.m - r0), s0, Math.min(stripsPer, strips - s0), p.bOwner, 0);
         }
       }
     }
+    const nTasks = tasks.length / TASK_WORDS;
 
     // Layout (bytes, 64-aligned regions).
     let top = ARENA;
@@ -277,8 +307,7 @@ class WasmBackend implements Backend {
       return at;
     };
     const descAt = take(P * DESC_WORDS * 4);
-    const packAt = take(packTasks.length * 4);
-    const compAt = take(compTasks.length * 4);
+    const taskAt = take(tasks.length * 4);
     const aAt = take(aLen * 4);
     const bAt = take(bLen * 4);
     const cAt = take(cLen * 4);
@@ -287,10 +316,6 @@ class WasmBackend implements Backend {
     this.ensure(top, op);
     const f32 = this.f32;
     const i32 = this.i32;
-
-    f32.set(aLen === a.length ? a : a.subarray(0, aLen), aAt >> 2);
-    f32.set(bLen === b.length ? b : b.subarray(0, bLen), bAt >> 2);
-    if (loadC) f32.set(out.length === cLen ? out : out.subarray(0, cLen), cAt >> 2);
 
     for (let i = 0; i < P; i++) {
       const p = problems[i];
@@ -310,34 +335,53 @@ class WasmBackend implements Backend {
       i32[d + D.BETA] = p.beta ? 1 : 0;
       // Even slices: k = 300 runs as 2 x 152 rather than 256 + 44.
       i32[d + D.KC] = p.k > 0 ? align(Math.ceil(p.k / Math.ceil(p.k / KC_MAX)), 4) : 0;
+      i32[d + D.READY] = 0;
+      i32[d + D.NPACK] = npack[i];
       // An empty inner dimension still defines C: zeros (or C unchanged when accumulating).
       if (p.k === 0 && !p.beta) f32.fill(0, (cAt >> 2) + p.c, (cAt >> 2) + p.c + p.m * p.n);
     }
-    i32.set(packTasks, packAt >> 2);
-    i32.set(compTasks, compAt >> 2);
+    i32.set(tasks, taskAt >> 2);
 
     const c = CTRL >> 2;
     i32[c + C_DESC / 4] = descAt;
-    i32[c + C_NPACK / 4] = packTasks.length / TASK_WORDS;
-    i32[c + C_PACK / 4] = packAt;
-    i32[c + C_NCOMP / 4] = compTasks.length / TASK_WORDS;
-    i32[c + C_COMP / 4] = compAt;
+    i32[c + C_NTASK / 4] = nTasks;
+    i32[c + C_TASK / 4] = taskAt;
     i32[c + C_SCRATCH / 4] = scratchAt;
     i32[c + C_SCRATCH_STRIDE / 4] = SCRATCH_STRIDE;
-    Atomics.store(i32, c + C_PACK_NEXT / 4, 0);
-    Atomics.store(i32, c + C_PACK_DONE / 4, 0);
-    Atomics.store(i32, c + C_COMP_NEXT / 4, 0);
+    Atomics.store(i32, c + C_NEXT / 4, 0);
+    Atomics.store(i32, c + C_COPIED / 4, 0);
 
-    if (compTasks.length > 0) {
-      if (threads > 1 && compTasks.length > TASK_WORDS) this.runParallel(op);
-      else this.run(CTRL, 0);
+    // Copies the inputs of each problem (every row of A, B and C belongs to one), in problem
+    // order, publishing progress: in a parallel call the workers already run meanwhile, and a
+    // task waits only until its own problem's inputs are in place.
+    const copyInputs = (): void => {
+      let pending = 0;
+      for (let i = 0; i < P; i++) {
+        const p = problems[i];
+        pending += copyRange(f32, aAt, a, p.a, p.m * p.k);
+        if (p.bOwner === i) pending += copyRange(f32, bAt, b, p.b, p.k * p.n);
+        if (loadC) pending += copyRange(f32, cAt, out, p.c, p.m * p.n);
+        if (pending >= COPY_STEP || i === P - 1) {
+          Atomics.store(i32, c + C_COPIED / 4, i + 1);
+          Atomics.notify(i32, c + C_COPIED / 4);
+          pending = 0;
+        }
+      }
+    };
+
+    if (threads > 1 && nTasks > 1) {
+      this.runParallel(op, copyInputs);
+    } else {
+      copyInputs();
+      if (nTasks > 0) this.run(CTRL, 0);
     }
 
     const res = f32.subarray(cAt >> 2, (cAt >> 2) + cLen);
     out.set(res);
   }
 
-  private runParallel(op: string): void {
+  /** Wakes the workers, runs `produce` (the input copy), then works on the job until it is done. */
+  private runParallel(op: string, produce: () => void): void {
     const s = this.sync;
     const workers = this.workers.length;
     Atomics.store(s, S_DONE, 0);
@@ -346,9 +390,17 @@ class WasmBackend implements Backend {
     Atomics.notify(s, S_GEN);
     let err: unknown = null;
     try {
-      this.run(CTRL, 0);
+      produce();
     } catch (e) {
       err = e;
+      // Release the workers waiting for inputs; the result is discarded.
+      Atomics.store(this.i32, (CTRL + C_COPIED) >> 2, 0x7fffffff);
+      Atomics.notify(this.i32, (CTRL + C_COPIED) >> 2);
+    }
+    try {
+      this.run(CTRL, 0);
+    } catch (e) {
+      err ??= e;
     }
     // Watchdog: a worker that died (e.g. its script vanished) would otherwise block us forever.
     // After the main thread has drained the queue, workers only finish their current task.
@@ -379,6 +431,12 @@ class WasmBackend implements Backend {
     Atomics.notify(this.sync, S_GEN);
     for (const w of this.workers) void w.terminate();
   }
+}
+
+/** Copies src[from, from + len) to the same offset in the region at byte address `at`; returns len. */
+function copyRange(f32: Float32Array, at: number, src: Float32Array, from: number, len: number): number {
+  if (len > 0) f32.set(src.subarray(from, from + len), (at >> 2) + from);
+  return len;
 }
 
 function checkLen(op: string, name: string, arr: Float32Array, need: number, dims: string): void {

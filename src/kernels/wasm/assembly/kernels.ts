@@ -1,12 +1,19 @@
 // WebAssembly SIMD GEMM kernels for moe-ts (AssemblyScript; built by scripts/build-wasm.mjs).
 //
 // Every heavy call is a list of independent products ("problems": batch items, MoE groups),
-// described by the JS side in shared memory. A call runs in two phases, each a queue of
-// tasks that the threads drain with an atomic counter (dynamic scheduling, so a slow or
-// late thread never stalls the others):
-//   1. pack every B into NR-wide column strips (k x NR each, zero padded);
-//   2. compute tiles: a task owns a block of rows x a range of strips of one problem; it packs
-//      its A rows into MR-row panels (per KC-deep slice) and runs the register-blocked kernel.
+// described by the JS side in shared memory, plus one ordered task queue that the threads drain
+// with an atomic counter (dynamic scheduling, so a slow or late thread never stalls the others).
+// Tasks come in three kinds:
+//   - pack: NR-wide column strips of a B that several row blocks share, into a packed-B buffer;
+//   - compute: a block of rows x a range of strips of one problem, on that packed B. It first
+//     waits for its B's pack tasks (a per-problem counter, no global barrier);
+//   - fused: all rows x a range of strips of one problem. It packs its own strips of B, one KC
+//     slice at a time, into a per-thread buffer that stays in L2, and computes on it at once.
+//     Used for small problems (MoE groups): B is packed once either way, and packing it
+//     while hot saves writing it to memory and reading it back.
+// A compute or fused task packs its A rows into MR-row panels (per KC-deep slice) and runs the
+// register-blocked kernel. The main thread copies the inputs in problem order while the workers
+// already run, publishing how many problems are in place; a task waits for its problem.
 // No allocation happens here: all pointers come from the JS side.
 
 // Tile of C held in registers: MR rows x NR columns = 4 x 2 f32x4 accumulators. TurboFan's
@@ -33,25 +40,34 @@ const D_N: i32 = 10;
 const D_K: i32 = 11;
 const D_BETA: i32 = 12; // 1: C += product
 const D_KC: i32 = 13; // depth of one packed slice
+const D_READY: i32 = 14; // pack tasks of this problem's B finished so far (atomic)
+const D_NPACK: i32 = 15; // pack tasks of this problem's B
 const DESC_WORDS: i32 = 16;
 
 // Control block (byte offsets); counters sit on separate cache lines.
 const C_DESC: i32 = 0;
-const C_NPACK: i32 = 4;
-const C_PACK: i32 = 8;
-const C_NCOMP: i32 = 12;
-const C_COMP: i32 = 16;
-const C_SCRATCH: i32 = 20;
-const C_SCRATCH_STRIDE: i32 = 24;
-const C_PACK_NEXT: i32 = 64;
-const C_PACK_DONE: i32 = 128;
-const C_COMP_NEXT: i32 = 192;
+const C_NTASK: i32 = 4;
+const C_TASK: i32 = 8;
+const C_SCRATCH: i32 = 12;
+const C_SCRATCH_STRIDE: i32 = 16;
+const C_NEXT: i32 = 64; // next task to take
+const C_COPIED: i32 = 128; // problems whose inputs the main thread has copied in
 
-// Pack task: problem, first strip, strip count. Compute task: problem, row0, rows, strip0, strips.
+// Task: kind, problem, row0, rows, strip0, strips, (compute) problem that owns the packed B.
 const TASK_WORDS: i32 = 8;
+const T_PACK: i32 = 0;
+const T_COMPUTE: i32 = 1;
+const T_FUSED: i32 = 2;
 
 // Strips per L2-resident chunk of packed B (32 x KC x NR floats = 256 KiB at KC = 256).
 const NC_STRIPS: i32 = 32;
+
+// Scratch per thread (bytes; must match SCRATCH_STRIDE in ../index.ts): packed A block
+// (MC x KC_MAX), packed B slice of a fused task (NC_STRIPS x KC_MAX x NR), one MR x NR tile.
+const MC: i32 = 128;
+const KC_MAX: i32 = 256;
+const S_BLOC: i32 = MC * KC_MAX * 4;
+const S_TILE: i32 = S_BLOC + NC_STRIPS * KC_MAX * NR * 4;
 
 @inline function ld(d: usize, f: i32): i32 {
   return load<i32>(d + (<usize>f << 2));
@@ -153,22 +169,20 @@ function packA(d: usize, row0: i32, rows: i32, p0: i32, kc: i32, dst: usize): vo
   }
 }
 
-// Packs strips [s0, s0+ns) of op(B) (k x n) into k x NR column strips at bp + s*k*NR floats.
-function packB(d: usize, s0: i32, ns: i32): void {
+// Packs rows [p0, p0+kc) of strips [s0, s0+ns) of op(B) (k x n) into kc x NR column strips
+// (zero padded) at dst, dst + stride, ... (bytes).
+function packB(d: usize, s0: i32, ns: i32, p0: i32, kc: i32, dst: usize, stride: usize): void {
   const b = <usize>ld(d, D_B);
   const rs = ld(d, D_BRS);
   const cs = ld(d, D_BCS);
   const n = ld(d, D_N);
-  const k = ld(d, D_K);
-  const bp = <usize>ld(d, D_BP);
   for (let s = s0; s < s0 + ns; s++) {
     const j0 = s * NR;
     const cols = min(NR, n - j0);
-    const dst = bp + (<usize>(s * k * NR) << 2);
     let p = 0;
     if (cols == NR && cs == 1) {
-      for (; p < k; p++) {
-        const src = b + (<usize>(p * rs + j0) << 2);
+      for (; p < kc; p++) {
+        const src = b + (<usize>((p0 + p) * rs + j0) << 2);
         const o = dst + (<usize>p << 5);
         v128.store(o, v128.load(src));
         v128.store(o, v128.load(src, 16), 16);
@@ -176,8 +190,8 @@ function packB(d: usize, s0: i32, ns: i32): void {
     } else if (cols == NR && rs == 1) {
       // B transposed: each output column is contiguous along k
       const cb = <usize>cs << 2;
-      for (; p + 4 <= k; p += 4) {
-        const src = b + (<usize>(j0 * cs + p) << 2);
+      for (; p + 4 <= kc; p += 4) {
+        const src = b + (<usize>(j0 * cs + p0 + p) << 2);
         const o = dst + (<usize>p << 5);
         transpose4Store(v128.load(src), v128.load(src + cb), v128.load(src + 2 * cb), v128.load(src + 3 * cb), o, 32);
         const src4 = src + 4 * cb;
@@ -185,55 +199,51 @@ function packB(d: usize, s0: i32, ns: i32): void {
           o + 16, 32);
       }
     }
-    for (; p < k; p++) {
+    for (; p < kc; p++) {
       const o = dst + (<usize>p << 5);
       for (let jj = 0; jj < NR; jj++) {
         let v: f32 = 0;
-        if (jj < cols) v = load<f32>(b + (<usize>(p * rs + (j0 + jj) * cs) << 2));
+        if (jj < cols) v = load<f32>(b + (<usize>((p0 + p) * rs + (j0 + jj) * cs) << 2));
         store<f32>(o + (<usize>jj << 2), v);
       }
     }
+    dst += stride;
   }
 }
 
-function computeTask(d: usize, row0: i32, rows: i32, s0: i32, ns: i32, abuf: usize, tile: usize): void {
+// C[row0 .. row0+rows) x strips [s0, s0+ns) (+)= op(A)[rows][p0 .. p0+kc) x packed B, whose
+// strip s0 + t (kc x NR, this slice only) is at bs0 + t * bStride (bytes). rows <= MC.
+function computeBlock(d: usize, row0: i32, rows: i32, s0: i32, ns: i32, p0: i32, kc: i32, beta: bool,
+  bs0: usize, bStride: usize, abuf: usize, tile: usize): void {
   const n = ld(d, D_N);
-  const k = ld(d, D_K);
-  const kcMax = ld(d, D_KC);
-  const bp = <usize>ld(d, D_BP);
   const c = <usize>ld(d, D_C);
   const ldc = <usize>ld(d, D_LDC) << 2;
-  const beta = ld(d, D_BETA) != 0;
-  for (let p0 = 0; p0 < k; p0 += kcMax) {
-    const kc = min(kcMax, k - p0);
-    packA(d, row0, rows, p0, kc, abuf);
-    const betaEff = beta || p0 > 0;
-    // Strips in chunks whose packed B slice fits L2; within a chunk one A panel (L1) sweeps
-    // the strips, so C is written row-contiguously (column-wise sweeps over C thrash the TLB).
-    for (let sc = s0; sc < s0 + ns; sc += NC_STRIPS) {
-      const se = min(sc + NC_STRIPS, s0 + ns);
-      for (let i0 = 0; i0 < rows; i0 += MR) {
-        const r = min(MR, rows - i0);
-        const ap = abuf + (<usize>(i0 * kc) << 2);
-        const crow0 = c + <usize>(row0 + i0) * ldc;
-        for (let s = sc; s < se; s++) {
-          const bs = bp + (<usize>((s * k + p0) * NR) << 2);
-          const j0 = s * NR;
-          const cols = min(NR, n - j0);
-          const cp = crow0 + (<usize>j0 << 2);
-          if (r == MR && cols == NR) {
-            kernel4x8(ap, bs, kc, cp, ldc, betaEff);
-          } else {
-            kernel4x8(ap, bs, kc, tile, NR * 4, false);
-            for (let rr = 0; rr < r; rr++) {
-              const crow = cp + <usize>rr * ldc;
-              const trow = tile + (<usize>(rr * NR) << 2);
-              for (let jj = 0; jj < cols; jj++) {
-                const co = crow + (<usize>jj << 2);
-                let v = load<f32>(trow + (<usize>jj << 2));
-                if (betaEff) v += load<f32>(co);
-                store<f32>(co, v);
-              }
+  packA(d, row0, rows, p0, kc, abuf);
+  // Strips in chunks whose packed B slice fits L2; within a chunk one A panel (L1) sweeps
+  // the strips, so C is written row-contiguously (column-wise sweeps over C thrash the TLB).
+  for (let sc = 0; sc < ns; sc += NC_STRIPS) {
+    const se = min(sc + NC_STRIPS, ns);
+    for (let i0 = 0; i0 < rows; i0 += MR) {
+      const r = min(MR, rows - i0);
+      const ap = abuf + (<usize>(i0 * kc) << 2);
+      const crow0 = c + <usize>(row0 + i0) * ldc;
+      for (let t = sc; t < se; t++) {
+        const bs = bs0 + <usize>t * bStride;
+        const j0 = (s0 + t) * NR;
+        const cols = min(NR, n - j0);
+        const cp = crow0 + (<usize>j0 << 2);
+        if (r == MR && cols == NR) {
+          kernel4x8(ap, bs, kc, cp, ldc, beta);
+        } else {
+          kernel4x8(ap, bs, kc, tile, NR * 4, false);
+          for (let rr = 0; rr < r; rr++) {
+            const crow = cp + <usize>rr * ldc;
+            const trow = tile + (<usize>(rr * NR) << 2);
+            for (let jj = 0; jj < cols; jj++) {
+              const co = crow + (<usize>jj << 2);
+              let v = load<f32>(trow + (<usize>jj << 2));
+              if (beta) v += load<f32>(co);
+              store<f32>(co, v);
             }
           }
         }
@@ -242,41 +252,81 @@ function computeTask(d: usize, row0: i32, rows: i32, s0: i32, ns: i32, abuf: usi
   }
 }
 
-// Per-thread entry point: drains the pack queue, waits until every B is packed, drains the
-// compute queue. scratch (per thread): packed-A block, then one MR x NR tile.
-export function run(ctrl: usize, tid: i32): void {
-  const desc = <usize>load<i32>(ctrl + C_DESC);
-  const nPack = load<i32>(ctrl + C_NPACK);
-  const packTasks = <usize>load<i32>(ctrl + C_PACK);
-  const nComp = load<i32>(ctrl + C_NCOMP);
-  const compTasks = <usize>load<i32>(ctrl + C_COMP);
-  const scratch = <usize>load<i32>(ctrl + C_SCRATCH) + <usize>tid * <usize>load<i32>(ctrl + C_SCRATCH_STRIDE);
+// Compute task on the shared packed B (strip s: k x NR at bp + s*k*NR floats).
+function computeTask(d: usize, row0: i32, rows: i32, s0: i32, ns: i32, abuf: usize, tile: usize): void {
+  const k = ld(d, D_K);
+  const kcMax = ld(d, D_KC);
+  const bp = <usize>ld(d, D_BP);
+  const beta = ld(d, D_BETA) != 0;
+  const bStride = <usize>(k * NR) << 2;
+  for (let p0 = 0; p0 < k; p0 += kcMax) {
+    const kc = min(kcMax, k - p0);
+    computeBlock(d, row0, rows, s0, ns, p0, kc, beta || p0 > 0, bp + (<usize>((s0 * k + p0) * NR) << 2), bStride,
+      abuf, tile);
+  }
+}
 
-  while (true) {
-    const t = atomic.add<i32>(ctrl + C_PACK_NEXT, 1);
-    if (t >= nPack) break;
-    const tp = packTasks + (<usize>(t * TASK_WORDS) << 2);
-    packB(desc + (<usize>(load<i32>(tp) * DESC_WORDS) << 2), load<i32>(tp, 4), load<i32>(tp, 8));
-    if (atomic.add<i32>(ctrl + C_PACK_DONE, 1) + 1 == nPack) {
-      atomic.notify(ctrl + C_PACK_DONE);
+// Fused task: per KC slice, packs strips [s0, s0+ns) (ns <= NC_STRIPS) of B into bloc (L2),
+// then runs every MC-row block of rows [row0, row0+rows) on it.
+function fusedTask(d: usize, row0: i32, rows: i32, s0: i32, ns: i32, abuf: usize, bloc: usize, tile: usize): void {
+  const k = ld(d, D_K);
+  const kcMax = ld(d, D_KC);
+  const beta = ld(d, D_BETA) != 0;
+  for (let p0 = 0; p0 < k; p0 += kcMax) {
+    const kc = min(kcMax, k - p0);
+    const bStride = <usize>(kc * NR) << 2;
+    packB(d, s0, ns, p0, kc, bloc, bStride);
+    for (let r0 = 0; r0 < rows; r0 += MC) {
+      computeBlock(d, row0 + r0, min(MC, rows - r0), s0, ns, p0, kc, beta || p0 > 0, bloc, bStride, abuf, tile);
     }
   }
-  // Wait for packs other threads are still finishing (spin briefly: they are short).
+}
+
+// Waits until the i32 at addr is >= target: a short spin (the producer is usually nearly
+// done), then memory.atomic.wait (the producer notifies; the timeout only bounds a lost wake).
+function waitAtLeast(addr: usize, target: i32): void {
   let spins = 0;
   while (true) {
-    const done = atomic.load<i32>(ctrl + C_PACK_DONE);
-    if (done >= nPack) break;
+    const v = atomic.load<i32>(addr);
+    if (v >= target) return;
     if (++spins < 2000) continue;
-    atomic.wait<i32>(ctrl + C_PACK_DONE, done, 1000000);
+    atomic.wait<i32>(addr, v, 1000000);
   }
+}
 
-  const abuf = scratch;
-  const tile = scratch + <usize>load<i32>(ctrl + C_SCRATCH_STRIDE) - (<usize>(MR * NR) << 2);
+// Per-thread entry point: drains the task queue. scratch (per thread): see S_BLOC, S_TILE.
+export function run(ctrl: usize, tid: i32): void {
+  const desc = <usize>load<i32>(ctrl + C_DESC);
+  const nTask = load<i32>(ctrl + C_NTASK);
+  const tasks = <usize>load<i32>(ctrl + C_TASK);
+  const abuf = <usize>load<i32>(ctrl + C_SCRATCH) + <usize>tid * <usize>load<i32>(ctrl + C_SCRATCH_STRIDE);
+  const bloc = abuf + <usize>S_BLOC;
+  const tile = abuf + <usize>S_TILE;
+  let copied = 0;
   while (true) {
-    const t = atomic.add<i32>(ctrl + C_COMP_NEXT, 1);
-    if (t >= nComp) break;
-    const tp = compTasks + (<usize>(t * TASK_WORDS) << 2);
-    computeTask(desc + (<usize>(load<i32>(tp) * DESC_WORDS) << 2), load<i32>(tp, 4), load<i32>(tp, 8),
-      load<i32>(tp, 12), load<i32>(tp, 16), abuf, tile);
+    const t = atomic.add<i32>(ctrl + C_NEXT, 1);
+    if (t >= nTask) break;
+    const tp = tasks + (<usize>(t * TASK_WORDS) << 2);
+    const kind = load<i32>(tp);
+    const pi = load<i32>(tp, 4);
+    // Tasks are in problem order, and the main thread copies the inputs in that order.
+    if (pi >= copied) {
+      waitAtLeast(ctrl + C_COPIED, pi + 1);
+      copied = atomic.load<i32>(ctrl + C_COPIED);
+    }
+    const d = desc + (<usize>(pi * DESC_WORDS) << 2);
+    if (kind == T_PACK) {
+      const k = ld(d, D_K);
+      const s0 = load<i32>(tp, 16);
+      packB(d, s0, load<i32>(tp, 20), 0, k, <usize>ld(d, D_BP) + (<usize>(s0 * k * NR) << 2), <usize>(k * NR) << 2);
+      const r = d + (<usize>D_READY << 2);
+      if (atomic.add<i32>(r, 1) + 1 == ld(d, D_NPACK)) atomic.notify(r);
+    } else if (kind == T_COMPUTE) {
+      const od = desc + (<usize>(load<i32>(tp, 24) * DESC_WORDS) << 2);
+      waitAtLeast(od + (<usize>D_READY << 2), ld(od, D_NPACK));
+      computeTask(d, load<i32>(tp, 8), load<i32>(tp, 12), load<i32>(tp, 16), load<i32>(tp, 20), abuf, tile);
+    } else { // T_FUSED
+      fusedTask(d, load<i32>(tp, 8), load<i32>(tp, 12), load<i32>(tp, 16), load<i32>(tp, 20), abuf, bloc, tile);
+    }
   }
 }

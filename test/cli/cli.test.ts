@@ -53,6 +53,13 @@ test('bad input gives one clear line and a non-zero exit code', () => {
     [['train', '--backend', 'cuda', '--steps', '1'], /unknown backend "cuda"/],
     [['generate', '--ckpt', path.join(dir, 'nothing')], /checkpoint not found/],
     [['generate', '--ckpt', dir, '--temperature', '-1'], /--temperature must be >= 0/],
+    [['generate', '--ckpt', dir, '--top-p', '2'], /--top-p must be in \(0, 1\]/],
+    [['generate', '--ckpt', dir, '--top-k', '1.5'], /--top-k must be an integer >= 0/],
+    [['generate', '--ckpt', dir, '--max-tokens', '0'], /--max-tokens must be an integer >= 1/],
+    [['train', '--threads', '0'], /--threads must be an integer >= 1/],
+    [['eval', '--ckpt', dir, '--batches', 'x'], /--batches must be an integer >= 1/],
+    [['bench-routers', '--routers', 'topk,nope', '--quick', '--out', path.join(dir, 'br')], /unknown router "nope"/],
+    [['frobnicate'], /unknown command 'frobnicate'/],
   ];
   fs.writeFileSync(path.join(dir, 'bad.json'), '{"model": {"num_local_experts": "many"}}');
   cases.push([['train', '--config', path.join(dir, 'bad.json')], /model\.num_local_experts/]);

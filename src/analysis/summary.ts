@@ -5,13 +5,10 @@
  */
 import { computeSaving, lateMean, specialisation } from './metrics.js';
 import { isBatchDependent } from './traits.js';
+import { isTied, seedStats, TIE_MARGIN } from './seeds.js';
 import type { BenchAnalysis, RouterAnalysis, RunRecord } from './types.js';
 
-/**
- * Loss differences below this (nats) are treated as ties: with one seed and a short CPU budget,
- * reruns with another seed move final losses by about this much.
- */
-export const TIE_MARGIN = 0.015;
+export { TIE_MARGIN };
 
 const fmt = (x: number, d = 3): string => x.toFixed(d);
 const pct = (x: number): string => `${(100 * x).toFixed(x < 0.1 ? 1 : 0)}%`;
@@ -33,12 +30,18 @@ export function analyseRuns(runs: readonly RunRecord[], opts: { topK: number }):
           )
         : null;
     const moe = ok && r.kind === 'moe';
+    const seedLosses = ok ? (r.perSeed ? r.perSeed.map((x) => x.finalLoss).filter((x): x is number => x !== null) : [r.final!.loss]) : [];
+    const st = seedLosses.length > 1 ? seedStats(seedLosses) : null;
     return {
       name: r.name,
       kind: r.kind,
       status: r.status,
       rank: ok ? order.indexOf(r.name) + 1 : null,
       finalLoss: ok ? r.final!.loss : null,
+      seeds: seedLosses.length,
+      lossStd: st ? st.std : null,
+      lossStderr: st ? st.stderr : null,
+      seedLosses,
       deltaVsDense: ok && denseFinalLoss !== null ? r.final!.loss - denseFinalLoss : null,
       saving,
       specialisation: spec,
@@ -51,7 +54,8 @@ export function analyseRuns(runs: readonly RunRecord[], opts: { topK: number }):
       batchDependent: r.kind === 'moe' && isBatchDependent(r.name),
     };
   });
-  const analysis: BenchAnalysis = { reference: dense?.name ?? null, denseFinalLoss, denseTokens, routers, recommendation: [] };
+  const seeds = Math.max(1, ...routers.map((r) => r.seeds));
+  const analysis: BenchAnalysis = { reference: dense?.name ?? null, denseFinalLoss, denseTokens, routers, seeds, recommendation: [] };
   analysis.recommendation = recommend(analysis, runs, opts.topK);
   return analysis;
 }
@@ -73,7 +77,9 @@ export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: nu
   const moreCompute = (r: RouterAnalysis): boolean => r.meanExpertsPerToken !== null && !isSoft(runs, r.name) && r.meanExpertsPerToken > topK * 1.1;
 
   // 1. quality
-  let s = `Lowest validation loss: **${best.name}** (${fmt(best.finalLoss!)}`;
+  const multi = a.seeds > 1;
+  const pm = (r: RouterAnalysis): string => (r.lossStd !== null ? ` ± ${fmt(r.lossStd)}` : '');
+  let s = multi ? `Lowest mean validation loss over ${a.seeds} seeds: **${best.name}** (${fmt(best.finalLoss!)}${pm(best)} std` : `Lowest validation loss: **${best.name}** (${fmt(best.finalLoss!)}`;
   if (d !== null) {
     const delta = best.finalLoss! - d;
     s += delta < 0 ? `, ${fmt(-delta)} below the FLOP-matched dense baseline's ${fmt(d)}` : `, ${fmt(delta)} above the FLOP-matched dense baseline's ${fmt(d)}`;
@@ -81,11 +87,17 @@ export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: nu
   }
   if (moreCompute(best)) s += `, but with ${fmt(best.meanExpertsPerToken!, 2)} experts per token, ${fmt(best.meanExpertsPerToken! / topK, 1)}× the expert compute of top-${topK}`;
   out.push(s + ').');
-  const tied = byLoss.slice(1).filter((r) => r.finalLoss! - best.finalLoss! < TIE_MARGIN);
-  if (tied.length) {
+  const tied = byLoss.slice(1).filter((r) => isTied(r, best));
+  if (tied.length && multi) {
+    out.push(
+      `${list(tied.map((r) => `**${r.name}**`))} ${tied.length === 1 ? 'overlaps' : 'overlap'} with it: the ~95% intervals (mean ± 2·stderr over the seeds) are not separated, so treat ${tied.length === 1 ? 'the two' : 'them'} as tied.`,
+    );
+  } else if (tied.length) {
     out.push(
       `${list(tied.map((r) => `**${r.name}**`))} ${tied.length === 1 ? 'is' : 'are'} within ${TIE_MARGIN} of it, which is inside single-seed noise at this scale: treat ${tied.length === 1 ? 'the two' : 'them'} as tied.`,
     );
+  } else if (multi && byLoss.length > 1) {
+    out.push(`Its ~95% interval (mean ± 2·stderr over the seeds) is separated from every other router's, so the ranking at the top is not seed noise.`);
   }
   if (d !== null) {
     const beat = moe.filter((r) => r.finalLoss! < d);
@@ -134,7 +146,7 @@ export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: nu
   const pick = usable[0] ?? best;
   let rec = `**Recommendation:** on this data, use **${pick.name}**`;
   const why: string[] = [];
-  if (pick === best) why.push('it had the lowest validation loss');
+  if (pick === best) why.push(multi ? 'it had the lowest mean validation loss' : 'it had the lowest validation loss');
   else {
     const better = byLoss.slice(0, byLoss.indexOf(pick));
     why.push(`it had the lowest validation loss among routers that are usable for generation at matched compute (${list(better.map((r) => `${r.name} ${excluded(r)}`))})`);
@@ -143,10 +155,14 @@ export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: nu
   else if (pick.lateLoadCV! < 0.3) why.push('a well balanced load');
   if (pick.saving?.ratio != null && pick.saving.ratio < 1) why.push(`${pct(1 - pick.saving.ratio)} less training compute than dense for the same loss`);
   rec += `: ${list(why)}.`;
-  const alsoTied = usable.filter((r) => r !== pick && r.finalLoss! - pick.finalLoss! < TIE_MARGIN);
+  const alsoTied = usable.filter((r) => r !== pick && r.finalLoss! >= pick.finalLoss! && isTied(r, pick));
   if (alsoTied.length) {
     const faster = alsoTied.filter((r) => r.tokensPerSec > pick.tokensPerSec * 1.15);
-    rec += ` ${list(alsoTied.map((r) => r.name))} ${alsoTied.length === 1 ? 'is' : 'are'} statistically tied${faster.length ? `, and ${list(faster.map((r) => r.name))} ran faster here` : ''}; confirm with a second seed before committing to one.`;
+    rec += multi
+      ? ` ${list(alsoTied.map((r) => r.name))} ${alsoTied.length === 1 ? 'is' : 'are'} statistically tied with it (overlapping ~95% intervals over ${a.seeds} seeds)${faster.length ? `, and ${list(faster.map((r) => r.name))} ran faster here` : ''}; the loss alone does not separate them, so choose on speed or balance.`
+      : ` ${list(alsoTied.map((r) => r.name))} ${alsoTied.length === 1 ? 'is' : 'are'} statistically tied${faster.length ? `, and ${list(faster.map((r) => r.name))} ran faster here` : ''}; confirm with a second seed before committing to one.`;
+  } else if (multi) {
+    rec += ` Over ${a.seeds} seeds its mean loss is ${fmt(pick.finalLoss!)}${pm(pick)} (std), and no other usable router's ~95% interval overlaps it.`;
   }
   out.push(rec);
   return out;

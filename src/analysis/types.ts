@@ -42,6 +42,24 @@ export interface RunRecord {
   curve: CurveRecord[];
   final: FinalEvalRecord | null;
   intervals: IntervalMetrics[];
+  /**
+   * With --seeds N > 1: one entry per seed, and the record's curve, final evaluation, interval
+   * metrics and tokensPerSec are means over the seeds that finished. Absent for a single seed.
+   */
+  perSeed?: SeedValue[];
+}
+
+/** One seed's outcome for one model (results.json keeps these; the full record is in its run folder). */
+export interface SeedValue {
+  seed: number;
+  status: 'done' | 'diverged';
+  /** Final validation loss, null if the seed diverged. */
+  finalLoss: number | null;
+  /** Final validation loss per domain. */
+  domains: Record<string, number>;
+  tokensPerSec: number;
+  wallSeconds: number;
+  error?: string;
 }
 
 export interface RouterAnalysis {
@@ -50,7 +68,15 @@ export interface RouterAnalysis {
   status: 'done' | 'diverged';
   /** 1 = best final validation loss among finished runs (dense included). */
   rank: number | null;
+  /** Final validation loss (the mean over finished seeds with --seeds N > 1). */
   finalLoss: number | null;
+  /** Seeds that finished (1 for a single-seed run). */
+  seeds: number;
+  /** Sample standard deviation and standard error of the final loss over seeds; null with fewer than 2 seeds. */
+  lossStd: number | null;
+  lossStderr: number | null;
+  /** Per-seed final losses of the finished seeds. */
+  seedLosses: number[];
   /** finalLoss - dense final loss (negative = better than dense). */
   deltaVsDense: number | null;
   saving: ComputeSaving | null;
@@ -72,6 +98,8 @@ export interface BenchAnalysis {
   denseFinalLoss: number | null;
   denseTokens: number | null;
   routers: RouterAnalysis[];
+  /** Most seeds any model finished with (1 = a single-seed benchmark: ties use the fixed margin). */
+  seeds: number;
   /** The auto-written recommendation, one sentence per entry. */
   recommendation: string[];
 }
@@ -86,6 +114,8 @@ export interface BenchResults {
   domains: string[];
   numExperts: number;
   topK: number;
+  /** The seeds every model was trained with (absent in results written before --seeds existed). */
+  seeds?: number[];
   runs: RunRecord[];
   analysis: BenchAnalysis;
 }

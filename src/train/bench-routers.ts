@@ -7,6 +7,11 @@
  * (<out>/runs/<name>/bench.json, written atomically) is reused on rerun, and an interrupted
  * model continues from its latest checkpoint. Every run directory carries a fingerprint of its
  * full config so results of a different configuration are never mixed in silently.
+ *
+ * Repeated seeds (seeds > 1): every model trains once per seed (seed, seed+1, ...). The first seed
+ * keeps the single-seed folder <out>/runs/<name>/ (so a single-seed benchmark extends to several
+ * seeds without retraining), each further seed s trains in <out>/runs/<name>/seed-<s>/, with its
+ * own checkpoints, record and fingerprint. The report shows means over seeds.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -19,6 +24,7 @@ import { routerRegistry } from '../moe/routers/index.js';
 import { writeFileAtomicSync, writeJsonAtomicSync } from '../io/atomic.js';
 import { aggregateIntervals, type StepSample } from '../analysis/metrics.js';
 import { analyseRuns } from '../analysis/summary.js';
+import { mergeSeedRuns } from '../analysis/seeds.js';
 import { renderReport } from '../analysis/report/html.js';
 import { BENCH_FORMAT, BENCH_VERSION, type BenchResults, type CurveRecord, type RunRecord } from '../analysis/types.js';
 
@@ -142,8 +148,10 @@ export interface BenchRoutersOptions {
   backend?: string;
   /** One line per event (router start/finish/skip). */
   log?: (line: string) => void;
+  /** Train every model with this many seeds: config seed, seed + 1, ... (default 1). */
+  seeds?: number;
   /** Called before a model starts training (tests use it to simulate a crash mid-benchmark). */
-  beforeRun?: (name: string) => void;
+  beforeRun?: (name: string, seed: number) => void;
 }
 
 export interface BenchRoutersResult {
@@ -160,6 +168,24 @@ export interface Plan {
   description: string;
   config: RunConfig;
   fingerprint: string;
+}
+
+/** The seeds of a benchmark: the config's seed and the next n - 1. */
+export function seedList(config: RunConfig, n = 1): number[] {
+  if (!Number.isInteger(n) || n < 1) throw new ConfigError(`bench-routers: --seeds must be an integer >= 1, got ${n}`);
+  return Array.from({ length: n }, (_, i) => config.training.seed + i);
+}
+
+/** The run folder of one (model, seed): the first seed keeps the single-seed layout runs/<name>/. */
+export function runDirOf(runsDir: string, name: string, seed: number, seeds: readonly number[]): string {
+  return seed === seeds[0] ? path.join(runsDir, name) : path.join(runsDir, name, `seed-${seed}`);
+}
+
+/** The plan of one model for another seed (same model, data and schedule; own fingerprint). */
+export function planForSeed(p: Plan, seed: number): Plan {
+  if (seed === p.config.training.seed) return p;
+  const config: RunConfig = { ...p.config, training: { ...p.config.training, seed } };
+  return { ...p, config, fingerprint: fingerprintOf(config) };
 }
 
 function fingerprintOf(cfg: RunConfig): string {
@@ -327,15 +353,18 @@ async function runOne(plan: Plan, runDir: string, o: BenchRoutersOptions): Promi
 
 export async function benchRouters(o: BenchRoutersOptions): Promise<BenchRoutersResult> {
   const log = o.log ?? (() => undefined);
+  const seeds = seedList(o.config, o.seeds ?? 1);
   const plans = planBenchmark(o);
   const out = o.outDir;
   const runsDir = path.join(out, 'runs');
+  // every (model, seed) pair, in training order: all models for the first seed, then the next seed
+  const jobs = seeds.flatMap((seed) => plans.map((p) => ({ plan: planForSeed(p, seed), seed, runDir: runDirOf(runsDir, p.name, seed, seeds) })));
   // refuse to mix in results of another configuration before training anything
-  for (const p of plans) {
-    const fp = path.join(runsDir, p.name, FINGERPRINT_FILE);
-    if (fs.existsSync(fp) && fs.readFileSync(fp, 'utf8').trim() !== p.fingerprint) {
+  for (const j of jobs) {
+    const fp = path.join(j.runDir, FINGERPRINT_FILE);
+    if (fs.existsSync(fp) && fs.readFileSync(fp, 'utf8').trim() !== j.plan.fingerprint) {
       throw new ConfigError(
-        `bench-routers: ${path.join(runsDir, p.name)} holds a run of a different configuration (fingerprint ${fs.readFileSync(fp, 'utf8').trim()}, now ${p.fingerprint}); use another --out, or delete that folder to retrain it`,
+        `bench-routers: ${j.runDir} holds a run of a different configuration (fingerprint ${fs.readFileSync(fp, 'utf8').trim()}, now ${j.plan.fingerprint}); use another --out, or delete that folder to retrain it`,
       );
     }
   }
@@ -343,19 +372,22 @@ export async function benchRouters(o: BenchRoutersOptions): Promise<BenchRouters
   const tokensPerModel = tr.steps * tr.batch_size * tr.seq_len;
   const domains = o.config.data.sources.map(sourceName);
   log(
-    `bench-routers: ${plans.length} models (${plans.length - 1} routers + dense baseline), ${tr.steps} steps x ${tr.batch_size * tr.seq_len} tokens = ${tokensPerModel.toLocaleString('en-US')} tokens each, data ${domains.join(' + ')}${o.backend ? `, backend ${o.backend}` : ''}, out ${out}`,
+    `bench-routers: ${plans.length} models (${plans.length - 1} routers + dense baseline), ${tr.steps} steps x ${tr.batch_size * tr.seq_len} tokens = ${tokensPerModel.toLocaleString('en-US')} tokens each${seeds.length > 1 ? `, ${seeds.length} seeds (${seeds.join(', ')}): ${jobs.length} runs` : ''}, data ${domains.join(' + ')}${o.backend ? `, backend ${o.backend}` : ''}, out ${out}`,
   );
   fs.mkdirSync(runsDir, { recursive: true });
+  const multi = seeds.length > 1;
   const records: RunRecord[] = [];
+  const finished: string[] = [];
   const skipped: string[] = [];
-  for (const [i, p] of plans.entries()) {
-    const tag = `[${i + 1}/${plans.length}] ${p.name}`;
-    const runDir = path.join(runsDir, p.name);
+  for (const [i, { plan: p, seed, runDir }] of jobs.entries()) {
+    const label = multi ? `${p.name} seed ${seed}` : p.name;
+    const tag = `[${i + 1}/${jobs.length}] ${label}`;
     const recFile = path.join(runDir, RECORD_FILE);
     const prev = readJson<RunRecord>(recFile);
     if (prev && prev.fingerprint === p.fingerprint) {
       records.push(prev);
-      skipped.push(p.name);
+      finished.push(label);
+      skipped.push(label);
       log(`${tag}: skipped, already finished (${prev.status === 'done' ? `val loss ${prev.final!.loss.toFixed(4)}` : prev.status})`);
       continue;
     }
@@ -363,21 +395,24 @@ export async function benchRouters(o: BenchRoutersOptions): Promise<BenchRouters
     log(`${tag}: training${resuming ? ' (resuming from its latest checkpoint)' : ''}...`);
     let rec: RunRecord;
     try {
-      o.beforeRun?.(p.name);
+      o.beforeRun?.(p.name, seed);
       rec = await runOne(p, runDir, o);
     } catch (e) {
-      const kept = records.map((r) => r.name);
+      const kept = finished;
       throw new Error(
-        `bench-routers: ${p.name} failed: ${(e as Error).message}${kept.length ? `. Finished results are kept (${kept.join(', ')}); rerun the same command to continue` : ''}`,
+        `bench-routers: ${label} failed: ${(e as Error).message}${kept.length ? `. Finished results are kept (${kept.join(', ')}); rerun the same command to continue` : ''}`,
         { cause: e },
       );
     }
     writeJsonAtomicSync(recFile, rec);
     records.push(rec);
+    finished.push(label);
     if (rec.status === 'done') {
       log(`${tag}: done in ${rec.wallSeconds.toFixed(1)} s, val loss ${rec.final!.loss.toFixed(4)}, ${Math.round(rec.tokensPerSec)} tokens/s`);
     } else log(`${tag}: ${rec.status} (${rec.error})`);
   }
+  // one record per model: the single run, or the means over its seeds (with per-seed values)
+  const merged = multi ? plans.map((_, m) => mergeSeedRuns(seeds.map((_, k) => records[k * plans.length + m]), seeds)) : records;
   const results: BenchResults = {
     format: BENCH_FORMAT,
     version: BENCH_VERSION,
@@ -387,8 +422,9 @@ export async function benchRouters(o: BenchRoutersOptions): Promise<BenchRouters
     domains,
     numExperts: o.config.model.num_local_experts,
     topK: o.config.model.num_experts_per_tok,
-    runs: records,
-    analysis: analyseRuns(records, { topK: o.config.model.num_experts_per_tok }),
+    seeds,
+    runs: merged,
+    analysis: analyseRuns(merged, { topK: o.config.model.num_experts_per_tok }),
   };
   const resultsPath = path.join(out, 'results.json');
   const reportPath = path.join(out, 'report.html');
@@ -400,7 +436,7 @@ export async function benchRouters(o: BenchRoutersOptions): Promise<BenchRouters
 
 /** The CLI's entry: flags -> config -> benchmark. */
 export async function benchRoutersCommand(
-  o: { routers?: string; steps?: number; data?: string[]; out?: string; quick?: boolean; config?: string; seed?: number },
+  o: { routers?: string; steps?: number; data?: string[]; out?: string; quick?: boolean; config?: string; seed?: number; seeds?: number },
   backend: string,
   log: (line: string) => void,
 ): Promise<BenchRoutersResult> {
@@ -425,5 +461,5 @@ export async function benchRoutersCommand(
     .filter(Boolean);
   if (o.routers !== undefined && !routers?.length) throw new ConfigError('--routers: expected a comma-separated list of router names');
   const out = o.out ?? (o.quick ? 'runs/bench-routers-quick' : 'runs/bench-routers');
-  return benchRouters({ config, routers, routerOptions, outDir: out, backend, log });
+  return benchRouters({ config, routers, routerOptions, outDir: out, backend, log, seeds: o.seeds });
 }

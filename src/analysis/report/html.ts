@@ -55,6 +55,9 @@ export function renderReport(results: BenchResults): string {
   const wide = { width: 1040, height: 380 };
   const half = { width: 510, height: 320 };
   const figures: string[] = [];
+  const seeds = results.seeds ?? [Number(training.seed)];
+  const multi = seeds.length > 1;
+  const meanOf = multi ? ` Mean over ${seeds.length} seeds (${seeds.join(', ')}).` : '';
   const seriesOf = (pick: (r: RunRecord) => [number, number][], filter: (r: RunRecord) => boolean = () => true): LineSeries[] =>
     done.filter(filter).map((r) => ({ name: r.name, points: pick(r), color: colors.get(r.name)!, dashed: r.kind === 'dense' }));
 
@@ -62,7 +65,7 @@ export function renderReport(results: BenchResults): string {
   const lossFig: Figure = {
     id: 'val-loss',
     title: 'Validation loss during training',
-    caption: 'Token-weighted mean over domains; x = training tokens. Dashed: the FLOP-matched dense baseline.',
+    caption: `Token-weighted mean over domains; x = training tokens. Dashed: the FLOP-matched dense baseline.${meanOf}`,
     svg: lineChart({ series: seriesOf((r) => r.curve.map((c) => [c.tokens, c.loss])), xName: 'training tokens', yName: 'validation loss (nats/token)', size: wide }),
   };
   const isMoE = (r: RunRecord): boolean => r.kind === 'moe';
@@ -149,7 +152,7 @@ export function renderReport(results: BenchResults): string {
   const trainLine = [
     `${training.steps} steps × ${training.batch_size} × ${training.seq_len} tokens = ${shortNumber(tokens)} training tokens per model`,
     `lr ${training.lr}, ${training.schedule} schedule`,
-    `seed ${training.seed}`,
+    multi ? `seeds ${seeds.join(', ')} (every number is the mean over the ${seeds.length} seeds unless stated)` : `seed ${training.seed}`,
     `backend ${results.backend}`,
   ].join(' · ');
 
@@ -181,7 +184,11 @@ export function renderReport(results: BenchResults): string {
 
 <section class="card" id="ranking">
   <h2>Ranking</h2>
-  <p class="note">Sorted by final validation loss. <em>Tokens to dense loss</em>: training tokens the MoE needed to reach the dense baseline's final validation loss (linear interpolation on its validation curve), as a fraction of the dense budget — below 1× means the same quality for less training compute. Balance columns are means over the second half of training. Losses within ${TIE_MARGIN} nats are within single-seed noise.</p>
+  <p class="note">Sorted by final validation loss. <em>Tokens to dense loss</em>: training tokens the MoE needed to reach the dense baseline's final validation loss (linear interpolation on its validation curve), as a fraction of the dense budget — below 1× means the same quality for less training compute. Balance columns are means over the second half of training. ${
+    multi
+      ? `Sorted by the mean over ${seeds.length} seeds; val loss is mean ± sample standard deviation (n = finished seeds). Two models are tied when their ~95% intervals, mean ± 2·stderr (stderr = std / √n), overlap.`
+      : `Losses within ${TIE_MARGIN} nats are within single-seed noise.`
+  }</p>
   ${rankingTable(ranked, byName, colors)}
 </section>
 
@@ -230,6 +237,7 @@ export function renderReport(results: BenchResults): string {
   <h2>Raw data</h2>
   <p class="note">All numbers above, as JSON: <code>results.json</code> next to this file (the same object is embedded below, in <code>&lt;script id="raw-results" type="application/json"&gt;</code>).</p>
   <details><summary>Per-run details</summary>${rawTable(runs)}</details>
+  ${multi ? `<h3>Final validation loss per seed</h3>${seedTable(ranked, byName, seeds, colors)}` : ''}
 </section>
 <footer>moe-ts · ${escapeHtml(results.format)} v${results.version}</footer>
 </main>
@@ -268,7 +276,7 @@ function rankingTable(ranked: RunRecord[], byName: Map<string, RouterAnalysis>, 
     return `<tr class="${r.kind === 'dense' ? 'dense-row' : ''}">
 <td class="num">${an.rank ?? '—'}</td>
 <td>${swatch(colors.get(r.name))}<strong>${escapeHtml(r.name)}</strong><div class="desc">${escapeHtml(r.description)}</div></td>
-<td class="num">${f(an.finalLoss)}</td>
+<td class="num">${f(an.finalLoss)}${an.lossStd !== null ? ` <span class="pm">± ${f(an.lossStd)}</span> <span class="muted">n=${an.seeds}</span>` : ''}</td>
 <td class="num">${delta}</td>
 <td class="num">${saving}</td>
 <td class="num">${r.kind === 'moe' ? f(an.meanExpertsPerToken, 2) : '—'}</td>
@@ -303,6 +311,21 @@ function domainTable(ranked: RunRecord[], domains: string[], colors: Map<string,
 <p class="note">Best per column highlighted. Cross-entropy in nats per token (byte tokens: divide by ln 2 for bits per byte).</p>`;
 }
 
+function seedTable(ranked: RunRecord[], byName: Map<string, RouterAnalysis>, seeds: number[], colors: Map<string, string>): string {
+  const rows = ranked.map((r) => {
+    const an = byName.get(r.name)!;
+    const cells = seeds.map((s) => {
+      const v = r.perSeed?.find((x) => x.seed === s);
+      return `<td class="num">${v ? (v.finalLoss === null ? escapeHtml(v.status) : f(v.finalLoss)) : '—'}</td>`;
+    });
+    const ci = an.lossStderr !== null && an.finalLoss !== null ? `${f(an.finalLoss - 2 * an.lossStderr)} – ${f(an.finalLoss + 2 * an.lossStderr)}` : '—';
+    return `<tr class="${r.kind === 'dense' ? 'dense-row' : ''}"><td>${swatch(colors.get(r.name))}${escapeHtml(r.name)}</td>${cells.join('')}<td class="num">${f(an.finalLoss)}</td><td class="num">${f(an.lossStd)}</td><td class="num">${ci}</td></tr>`;
+  });
+  return `<div class="table-wrap"><table class="seeds">
+<thead><tr><th>Model</th>${seeds.map((s) => `<th>seed ${s}</th>`).join('')}<th>mean</th><th>std</th><th>~95% interval (mean ± 2·stderr)</th></tr></thead>
+<tbody>${rows.join('\n')}</tbody></table></div>`;
+}
+
 function rawTable(runs: RunRecord[]): string {
   const rows = runs.map(
     (r) =>
@@ -330,6 +353,7 @@ h3 { font-size: 15.5px; margin: 18px 0 8px; }
 .warn { color: var(--bad); }
 .note { color: var(--muted); font-size: 13px; margin: 4px 0 10px; }
 .muted { color: var(--muted); }
+.pm { color: #374151; font-size: 12px; }
 .good { color: var(--good); }
 .bad { color: var(--bad); }
 .table-wrap { overflow-x: auto; }

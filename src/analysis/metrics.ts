@@ -129,17 +129,12 @@ export interface StepSample {
   expertsPerToken: number;
 }
 
-export interface IntervalMetrics {
-  /** Last step of the interval and the training tokens seen by then. */
-  step: number;
+/** Means of the step samples over one interval; `step` is its last step. */
+export interface IntervalMetrics extends StepSample {
+  /** Training tokens seen by the end of the interval. */
   tokens: number;
+  /** Steps averaged. */
   steps: number;
-  loss: number;
-  tokensPerSec: number;
-  loadCV: number;
-  droppedFraction: number;
-  routerEntropy: number;
-  expertsPerToken: number;
 }
 
 /**

@@ -1,5 +1,4 @@
 /** `moe-ts eval`: per-domain validation loss of a checkpoint plus routing statistics. */
-import { loadCheckpoint } from './checkpoint.js';
 import { loadModelForInference } from '../infer/index.js';
 import { loadCorpus } from '../data/corpus.js';
 import { parseRunConfig } from '../models/config.js';
@@ -13,19 +12,18 @@ export interface EvalReport extends EvalResult {
 }
 
 export function evalCheckpoint(ckpt: string, opts: { sources?: string[]; batches?: number; dataDir?: string } = {}): EvalReport {
-  const { dir, state } = loadCheckpoint(ckpt, false);
-  const { model, tokenizer } = loadModelForInference(dir);
-  const sources = opts.sources ?? state.config.data.sources;
-  const batches = opts.batches ?? state.config.training.eval_batches;
+  const { model, tokenizer, config, dir, step } = loadModelForInference(ckpt);
+  const sources = opts.sources ?? config.data.sources;
+  const batches = opts.batches ?? config.training.eval_batches;
   const cfg = parseRunConfig({
-    ...state.config,
-    data: { ...state.config.data, sources, weights: undefined },
-    training: { ...state.config.training, eval_batches: batches },
+    ...config,
+    data: { ...config.data, sources, weights: undefined },
+    training: { ...config.training, eval_batches: batches },
   });
   const texts = sources.map((s) => loadCorpus(s, { dataDir: opts.dataDir }));
   const data = buildDataset(cfg, tokenizer, texts);
-  const r = evaluate(model, data, { maxBatches: batches, step: state.step });
-  return { ...r, checkpoint: dir, step: state.step, sources };
+  const r = evaluate(model, data, { maxBatches: batches, step });
+  return { ...r, checkpoint: dir, step, sources };
 }
 
 export function formatEval(r: EvalReport): string {

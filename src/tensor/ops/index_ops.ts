@@ -1,6 +1,7 @@
 /** Indexing ops: the MoE dispatch/combine primitives (gather rows, scatter-add), top-k, embedding. */
 import { Tensor, result, accumulateGrad } from '../tensor.js';
 import { formatShape } from '../shape.js';
+import { reshape } from './shape_ops.js';
 
 function checkIndices(op: string, idx: Int32Array, limit: number): void {
   for (let i = 0; i < idx.length; i++) {
@@ -139,9 +140,5 @@ export function embedding(weight: Tensor, ids: Int32Array, idsShape: readonly nu
   const out = indexSelect(weight, ids);
   const d = weight.shape[1];
   if (idsShape.reduce((a, b) => a * b, 1) !== ids.length) throw new Error(`embedding: ids shape ${formatShape(idsShape)} does not match ${ids.length} ids`);
-  return idsShape.length === 1 ? out : reshapeView(out, [...idsShape, d]);
-}
-
-function reshapeView(x: Tensor, shape: number[]): Tensor {
-  return result(x.data, shape, [x], (g) => accumulateGrad(x, g));
+  return idsShape.length === 1 ? out : reshape(out, [...idsShape, d]);
 }

@@ -2,6 +2,7 @@
 import { Tensor, result, accumulateGrad } from '../tensor.js';
 import { getBackend } from '../backend.js';
 import { formatShape } from '../shape.js';
+import { reshape } from './shape_ops.js';
 
 export interface MatmulOpts {
   /** b is stored transposed ([..., n, k]); avoids a copy for [out x in] weights. */
@@ -59,14 +60,10 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor {
   }
   const lead = x.shape.slice(0, -1);
   const rows = lead.reduce((p, d) => p * d, 1);
-  const x2 = x.ndim === 2 ? x : view(x, [rows, w.shape[1]]);
+  const x2 = x.ndim === 2 ? x : reshape(x, [rows, w.shape[1]]);
   let y = matmul(x2, w, { transB: true });
   if (bias) y = addRowBias(y, bias);
-  return x.ndim === 2 ? y : view(y, [...lead, w.shape[0]]);
-}
-
-function view(x: Tensor, shape: number[]): Tensor {
-  return result(x.data, shape, [x], (g) => accumulateGrad(x, g));
+  return x.ndim === 2 ? y : reshape(y, [...lead, w.shape[0]]);
 }
 
 function addRowBias(y: Tensor, bias: Tensor): Tensor {

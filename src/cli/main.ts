@@ -143,7 +143,7 @@ export function buildProgram(): Command {
     .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {
-      const { evalCheckpoint, formatEval } = await import('../train/eval-command.js');
+      const { evalCheckpoint, formatEval } = await import('./eval-command.js');
       await withBackend(o, async () => {
         const r = evalCheckpoint(o.ckpt, { sources: o.data, batches: o.batches });
         process.stdout.write(o.json ? JSON.stringify(r, null, 2) + '\n' : formatEval(r));
@@ -164,7 +164,7 @@ export function buildProgram(): Command {
     .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {
-      const { benchRoutersCommand } = await import('../train/bench-routers.js');
+      const { benchRoutersCommand } = await import('../bench-routers/run.js');
       await withBackend(o, (backend) => benchRoutersCommand(o, backend, (line) => process.stdout.write(line + '\n')));
     });
 

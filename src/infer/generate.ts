@@ -8,7 +8,7 @@ import { Rng } from '../tensor/random.js';
 import { MoETransformerLM, type KVCache } from '../models/transformer.js';
 import type { RunConfig } from '../models/config.js';
 import { createStreamDecoder, loadTokenizer, type Tokenizer } from '../data/tokenizer/index.js';
-import { loadCheckpoint, CheckpointError } from '../train/checkpoint.js';
+import { loadCheckpoint, CheckpointError } from '../io/checkpoint.js';
 import { Sampler, type SamplingOptions } from './sampling.js';
 
 /**

@@ -10,12 +10,14 @@ import { Rng } from '../tensor/random.js';
 import { AdamW, clipGradNorm, cosineWithWarmup, linearWithWarmup, type Parameter } from '../nn/index.js';
 import { MoETransformerLM, lmLoss } from '../models/transformer.js';
 import { parseModelConfig, type RunConfig } from '../models/config.js';
-import { MixedDataset, tokenizeDomains } from '../data/dataset.js';
+import type { MixedDataset } from '../data/dataset.js';
+import { buildTokenizer, buildDataset } from '../data/build.js';
 import { loadCorpus } from '../data/corpus.js';
-import { ByteTokenizer, BpeTokenizer, loadTokenizer, loadTokenizerFile, saveTokenizer, type Tokenizer } from '../data/tokenizer/index.js';
+import { loadTokenizer, type Tokenizer } from '../data/tokenizer/index.js';
+import { saveTokenizer } from '../io/tokenizer.js';
 import { writeJsonAtomicSync } from '../io/atomic.js';
 import { evaluate, type EvalResult } from './evaluate.js';
-import { saveCheckpoint, loadCheckpoint, configDiff, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError } from './checkpoint.js';
+import { saveCheckpoint, loadCheckpoint, configDiff, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError } from '../io/checkpoint.js';
 
 export class TrainingDivergedError extends Error {}
 
@@ -69,37 +71,6 @@ export interface TrainResult {
   outDir: string;
   model: MoETransformerLM;
   tokenizer: Tokenizer;
-}
-
-/** Build the tokenizer a config asks for (BPE is trained on the training sources). */
-export function buildTokenizer(cfg: RunConfig, texts: string[]): Tokenizer {
-  const t = cfg.data.tokenizer;
-  if (t.path) return loadTokenizerFile(t.path);
-  if (t.type === 'byte') return new ByteTokenizer();
-  const vocab = t.vocab_size ?? 1024;
-  // train on the head of each source so validation text stays unseen
-  const head = texts.map((s) => s.slice(0, Math.floor(s.length * (1 - cfg.training.val_fraction)))).join('\n');
-  return BpeTokenizer.train(head, { vocabSize: vocab });
-}
-
-export function buildDataset(cfg: RunConfig, tok: Tokenizer, texts: string[]): MixedDataset {
-  const tr = cfg.training;
-  const domains = tokenizeDomains(
-    tok,
-    cfg.data.sources.map((name, i) => ({ name: sourceName(name), text: texts[i], weight: cfg.data.weights?.[i] })),
-  );
-  return new MixedDataset(domains, {
-    seqLen: tr.seq_len,
-    batchSize: tr.batch_size,
-    valFraction: tr.val_fraction,
-    seed: tr.seed,
-    maxValWindows: tr.eval_batches * tr.batch_size,
-  });
-}
-
-/** A short domain label: the domain name, or a file's base name without extension. */
-export function sourceName(s: string): string {
-  return s.includes('/') || s.endsWith('.txt') ? path.basename(s).replace(/\.[^.]*$/, '') : s;
 }
 
 function lrAt(cfg: RunConfig, step: number): number {

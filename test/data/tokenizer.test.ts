@@ -10,9 +10,10 @@ import {
   GPT2_PATTERN,
   loadTokenizer,
   loadTokenizerFile,
-  saveTokenizer,
+  
 } from '../../src/data/tokenizer/index.js';
 import { loadDomain } from '../../src/data/corpus.js';
+import { saveTokenizer } from '../../src/io/tokenizer.js';
 
 const UNICODE = 'héllo wörld — 日本語 テキスト 🙂👍🏽 مرحبا\n\ttabs  and  spaces ';
 

@@ -11,7 +11,7 @@ import { Rng } from '../../src/tensor/random.js';
 import { MoETransformerLM, type KVCache } from '../../src/models/transformer.js';
 import { parseModelConfig, parseRunConfig, type ModelConfig } from '../../src/models/config.js';
 import { ByteTokenizer, type Tokenizer } from '../../src/data/tokenizer/index.js';
-import { saveCheckpoint, CHECKPOINT_FORMAT, CHECKPOINT_VERSION } from '../../src/train/checkpoint.js';
+import { saveCheckpoint, CHECKPOINT_FORMAT, CHECKPOINT_VERSION } from '../../src/io/checkpoint.js';
 import { generate, loadModelForInference } from '../../src/infer/index.js';
 
 const TINY = {

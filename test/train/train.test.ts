@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { train, TrainingDivergedError } from '../../src/train/trainer.js';
-import { loadCheckpoint, CheckpointError } from '../../src/train/checkpoint.js';
+import { loadCheckpoint, CheckpointError } from '../../src/io/checkpoint.js';
 import { readSafetensorsSync } from '../../src/io/safetensors.js';
 import { tinyConfig, tmpDir, writeText } from './helpers.js';
 

@@ -1,6 +1,5 @@
 /** Tokenizer registry: load/save by JSON, plus streaming decode for generation. */
 import * as fs from 'node:fs';
-import { writeJsonAtomicSync } from '../../io/atomic.js';
 import { BpeTokenizer } from './bpe.js';
 import { ByteTokenizer } from './byte.js';
 import type { Tokenizer, TokenizerJSON } from './types.js';
@@ -46,11 +45,6 @@ export function loadTokenizerFile(path: string): Tokenizer {
   } catch (e) {
     throw new Error(`tokenizer file ${path}: ${(e as Error).message}`);
   }
-}
-
-/** Atomic JSON write of tok.toJSON(). */
-export function saveTokenizer(path: string, tok: Tokenizer): void {
-  writeJsonAtomicSync(path, tok.toJSON() as TokenizerJSON);
 }
 
 /**

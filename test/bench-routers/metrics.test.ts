@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { aggregateIntervals, computeSaving, entropy, lateMean, specialisation, tokensToReach, usageShares } from '../../src/analysis/metrics.js';
+import { aggregateIntervals, computeSaving, entropy, lateMean, specialisation, tokensToReach, usageShares } from '../../src/bench-routers/metrics.js';
 
 const close = (a: number, b: number, tol = 1e-12, what = ''): void => assert.ok(Math.abs(a - b) <= tol, `${what} ${a} vs ${b}`);
 

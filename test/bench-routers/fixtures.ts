@@ -1,6 +1,6 @@
 /** Synthetic benchmark records with known numbers, for the summary and report tests. */
-import { analyseRuns } from '../../src/analysis/summary.js';
-import { BENCH_FORMAT, BENCH_VERSION, type BenchResults, type RunRecord } from '../../src/analysis/types.js';
+import { analyseRuns } from '../../src/bench-routers/summary.js';
+import { BENCH_FORMAT, BENCH_VERSION, type BenchResults, type RunRecord } from '../../src/bench-routers/types.js';
 
 export const DOMAINS = ['shakespeare', 'wikitext', 'linux'];
 

@@ -5,10 +5,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { isTied, mergeSeedRuns, seedStats, TIE_MARGIN } from '../../src/analysis/seeds.js';
-import { analyseRuns } from '../../src/analysis/summary.js';
-import { renderReport } from '../../src/analysis/report/html.js';
-import type { BenchResults, RunRecord } from '../../src/analysis/types.js';
+import { isTied, mergeSeedRuns, seedStats, TIE_MARGIN } from '../../src/bench-routers/seeds.js';
+import { analyseRuns } from '../../src/bench-routers/summary.js';
+import { renderReport } from '../../src/bench-routers/report/html.js';
+import type { BenchResults, RunRecord } from '../../src/bench-routers/types.js';
 import { results, run } from './fixtures.js';
 
 const close = (a: number, b: number, eps = 1e-9): void => assert.ok(Math.abs(a - b) < eps, `${a} != ${b}`);

@@ -5,9 +5,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { benchRouters, buildBenchConfig, planBenchmark } from '../../src/train/bench-routers.js';
+import { benchRouters, buildBenchConfig, planBenchmark } from '../../src/bench-routers/run.js';
 import { train } from '../../src/train/trainer.js';
-import type { BenchResults, RunRecord } from '../../src/analysis/types.js';
+import type { BenchResults, RunRecord } from '../../src/bench-routers/types.js';
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
 const CHROMIUM = '/usr/bin/chromium';

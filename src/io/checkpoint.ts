@@ -7,8 +7,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { readSafetensorsSync, writeSafetensorsSync, type TensorEntry } from '../io/safetensors.js';
-import { writeJsonAtomicSync } from '../io/atomic.js';
+import { readSafetensorsSync, writeSafetensorsSync, type TensorEntry } from './safetensors.js';
+import { writeJsonAtomicSync } from './atomic.js';
 import { toFloat32 } from '../tensor/dtype.js';
 import type { StateDict } from '../nn/module.js';
 import type { AdamWState } from '../nn/optim.js';

@@ -16,17 +16,18 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
-import { train, sourceName, TrainingDivergedError, type StepMetrics } from './trainer.js';
+import { train, TrainingDivergedError, type StepMetrics } from '../train/trainer.js';
+import { sourceName } from '../data/build.js';
 import { parseRunConfig, matchedDenseConfig, ConfigError, type RunConfig } from '../models/config.js';
 import { MoETransformerLM } from '../models/transformer.js';
 import { loadCorpus } from '../data/corpus.js';
 import { routerRegistry } from '../moe/routers/index.js';
 import { writeFileAtomicSync, writeJsonAtomicSync } from '../io/atomic.js';
-import { aggregateIntervals, type StepSample } from '../analysis/metrics.js';
-import { analyseRuns } from '../analysis/summary.js';
-import { mergeSeedRuns } from '../analysis/seeds.js';
-import { renderReport } from '../analysis/report/html.js';
-import { BENCH_FORMAT, BENCH_VERSION, type BenchResults, type CurveRecord, type RunRecord } from '../analysis/types.js';
+import { aggregateIntervals, type StepSample } from './metrics.js';
+import { analyseRuns } from './summary.js';
+import { mergeSeedRuns } from './seeds.js';
+import { renderReport } from './report/html.js';
+import { BENCH_FORMAT, BENCH_VERSION, type BenchResults, type CurveRecord, type RunRecord } from './types.js';
 
 export const DENSE_NAME = 'dense';
 const RECORD_FILE = 'bench.json';

@@ -2,8 +2,8 @@
 import { loadModelForInference } from '../infer/index.js';
 import { loadCorpus } from '../data/corpus.js';
 import { parseRunConfig } from '../models/config.js';
-import { buildDataset } from './trainer.js';
-import { evaluate, type EvalResult } from './evaluate.js';
+import { buildDataset } from '../data/build.js';
+import { evaluate, type EvalResult } from '../train/evaluate.js';
 
 export interface EvalReport extends EvalResult {
   checkpoint: string;

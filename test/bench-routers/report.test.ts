@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { analyseRuns, TIE_MARGIN } from '../../src/analysis/summary.js';
-import { renderReport } from '../../src/analysis/report/html.js';
+import { analyseRuns, TIE_MARGIN } from '../../src/bench-routers/summary.js';
+import { renderReport } from '../../src/bench-routers/report/html.js';
 import { results, run, standardRuns } from './fixtures.js';
 
 test('analysis ranks by final loss and computes the saving against dense', () => {

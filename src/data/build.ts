@@ -1,0 +1,36 @@
+/** Build a run's tokenizer and dataset from its config (shared by training, evaluation and the benchmarks). */
+import * as path from 'node:path';
+import type { RunConfig } from '../models/config.js';
+import { MixedDataset, tokenizeDomains } from './dataset.js';
+import { ByteTokenizer, BpeTokenizer, loadTokenizerFile, type Tokenizer } from './tokenizer/index.js';
+
+/** Build the tokenizer a config asks for (BPE is trained on the training sources). */
+export function buildTokenizer(cfg: RunConfig, texts: string[]): Tokenizer {
+  const t = cfg.data.tokenizer;
+  if (t.path) return loadTokenizerFile(t.path);
+  if (t.type === 'byte') return new ByteTokenizer();
+  const vocab = t.vocab_size ?? 1024;
+  // train on the head of each source so validation text stays unseen
+  const head = texts.map((s) => s.slice(0, Math.floor(s.length * (1 - cfg.training.val_fraction)))).join('\n');
+  return BpeTokenizer.train(head, { vocabSize: vocab });
+}
+
+export function buildDataset(cfg: RunConfig, tok: Tokenizer, texts: string[]): MixedDataset {
+  const tr = cfg.training;
+  const domains = tokenizeDomains(
+    tok,
+    cfg.data.sources.map((name, i) => ({ name: sourceName(name), text: texts[i], weight: cfg.data.weights?.[i] })),
+  );
+  return new MixedDataset(domains, {
+    seqLen: tr.seq_len,
+    batchSize: tr.batch_size,
+    valFraction: tr.val_fraction,
+    seed: tr.seed,
+    maxValWindows: tr.eval_batches * tr.batch_size,
+  });
+}
+
+/** A short domain label: the domain name, or a file's base name without extension. */
+export function sourceName(s: string): string {
+  return s.includes('/') || s.endsWith('.txt') ? path.basename(s).replace(/\.[^.]*$/, '') : s;
+}

@@ -25,6 +25,12 @@ export const SAFETENSORS_DTYPES: Readonly<Record<string, DType>> = {
   BOOL: 'bool',
 };
 
+/**
+ * Codes with no moe-ts storage dtype, read as raw bytes (TensorEntry.dtype 'uint8', with `code`
+ * naming the stored type) so quantised checkpoints can be dequantised on load (quant.ts).
+ */
+export const RAW_DTYPES: Readonly<Record<string, number>> = { F8_E4M3: 1, F8_E5M2: 1 };
+
 const CODE_OF: Record<DType, string> = Object.fromEntries(
   Object.entries(SAFETENSORS_DTYPES).map(([code, d]) => [d, code]),
 ) as Record<DType, string>;
@@ -37,6 +43,8 @@ export interface TensorEntry {
   shape: number[];
   /** The dtype's storage array (see tensor/dtype.ts), or raw little-endian bytes as a Uint8Array. */
   data: StorageArray;
+  /** The safetensors dtype code when it has no moe-ts dtype (F8_E4M3: data holds the raw bytes). */
+  code?: string;
 }
 
 export interface SafetensorsFile {
@@ -47,10 +55,18 @@ export interface SafetensorsFile {
 
 export interface HeaderEntry {
   dtype: DType;
+  /** The stored safetensors dtype code (F32, BF16, F8_E4M3, ...). */
+  code: string;
   shape: number[];
   /** Absolute byte range in the file. */
   begin: number;
   end: number;
+}
+
+export interface SafetensorsHeader {
+  entries: Map<string, HeaderEntry>;
+  metadata: Record<string, string>;
+  dataStart: number;
 }
 
 function assertLittleEndian(): void {
@@ -61,40 +77,72 @@ function assertLittleEndian(): void {
 const utf8Fatal = new TextDecoder('utf-8', { fatal: true });
 
 /**
- * Parse and validate the header only. Returns entries sorted by data offset plus the metadata,
- * and the absolute offset where the byte buffer starts.
+ * A string from a file, quoted for an error message: control characters (C0, DEL, C1, line and
+ * paragraph separators) escaped so a hostile name cannot forge lines or terminal sequences, and
+ * long names cut.
  */
-export function parseSafetensorsHeader(
-  buf: Uint8Array,
-  source = '<buffer>',
-): { entries: Map<string, HeaderEntry>; metadata: Record<string, string>; dataStart: number } {
+export function quoteName(s: string, max = 120): string {
+  const cut = s.length > max ? s.slice(0, max) + '...' : s;
+  // eslint-disable-next-line no-control-regex
+  return '"' + cut.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029"\\]/g, (c) => (c === '"' || c === '\\' ? '\\' + c : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)) + '"';
+}
+
+/**
+ * The first duplicated key of the top-level JSON object in `text` (already known to parse), or
+ * undefined. JSON.parse keeps the last of duplicate keys silently; a checkpoint naming one tensor
+ * twice is ambiguous, so it is an error.
+ */
+function firstDuplicateTopKey(text: string): string | undefined {
+  const seen = new Set<string>();
+  let depth = 0;
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      if (depth === 1 && expectKey) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        if (seen.has(key)) return key;
+        seen.add(key);
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === '{' || c === '[') {
+      depth++;
+      if (depth === 1) expectKey = true;
+    } else if (c === '}' || c === ']') depth--;
+    else if (c === ',' && depth === 1) expectKey = true;
+  }
+  return undefined;
+}
+
+/**
+ * Validate a header's JSON bytes against a byte buffer of `dataLen` bytes that starts at file
+ * offset `dataStart` (= 8 + header length): dtypes, shapes, offsets in range, sizes matching the
+ * shapes, no duplicate names, tensors tiling the buffer exactly. Nothing of the data is read.
+ */
+export function validateSafetensorsHeader(headerBytes: Uint8Array, dataStart: number, dataLen: number, source = '<buffer>'): SafetensorsHeader {
   const fail = (msg: string): never => {
     throw new Error(`safetensors ${source}: ${msg}`);
   };
-  if (buf.length < 8) fail(`truncated file: ${buf.length} bytes, need at least 8 for the header length at byte 0`);
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const n64 = dv.getBigUint64(0, true);
-  if (n64 > BigInt(MAX_HEADER_BYTES)) fail(`header length ${n64} at byte 0 exceeds the ${MAX_HEADER_BYTES}-byte limit`);
-  const n = Number(n64);
-  if (n < 2) fail(`header length ${n} at byte 0 is too small for a JSON object`);
-  if (8 + n > buf.length) fail(`header length ${n} at byte 0 runs past the end of the file (header would end at byte ${8 + n}, file has ${buf.length} bytes)`);
-  const dataStart = 8 + n;
-  const dataLen = buf.length - dataStart;
-
+  const fileLen = dataStart + dataLen;
   let text: string;
   try {
-    text = utf8Fatal.decode(buf.subarray(8, dataStart));
+    text = utf8Fatal.decode(headerBytes);
   } catch {
     return fail(`header (bytes 8..${dataStart}) is not valid UTF-8`);
   }
-  if (text[0] !== '{') fail(`header must start with '{' at byte 8, found ${JSON.stringify(text[0])}`);
+  if (text[0] !== '{') fail(`header must start with '{' at byte 8, found ${quoteName(text[0] ?? '')}`);
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (e) {
-    return fail(`bad JSON in header (bytes 8..${dataStart}): ${(e as Error).message}`);
+    return fail(`bad JSON in header (bytes 8..${dataStart}): ${quoteName((e as Error).message, 200).slice(1, -1)}`);
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) fail('header JSON is not an object');
+  const dup = firstDuplicateTopKey(text);
+  if (dup !== undefined) fail(`tensor ${quoteName(dup)} appears twice in the header (duplicate names are ambiguous)`);
 
   const metadata: Record<string, string> = {};
   const list: [string, HeaderEntry][] = [];
@@ -102,25 +150,27 @@ export function parseSafetensorsHeader(
     if (name === '__metadata__') {
       if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail('field __metadata__ must be an object of strings');
       for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
-        if (typeof v !== 'string') fail(`__metadata__.${k} must be a string, got ${typeof v}`);
+        if (typeof v !== 'string') fail(`__metadata__.${quoteName(k).slice(1, -1)} must be a string, got ${typeof v}`);
         metadata[k] = v as string;
       }
       continue;
     }
-    const where = `tensor "${name}"`;
+    const where = `tensor ${quoteName(name)}`;
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(`${where}: entry must be an object with dtype, shape, data_offsets`);
     const e = raw as Record<string, unknown>;
     for (const k of Object.keys(e)) {
-      if (k !== 'dtype' && k !== 'shape' && k !== 'data_offsets') fail(`${where}: unknown field "${k}"`);
+      if (k !== 'dtype' && k !== 'shape' && k !== 'data_offsets') fail(`${where}: unknown field ${quoteName(k)}`);
     }
     if (typeof e.dtype !== 'string') fail(`${where}: field dtype missing or not a string`);
-    const dtype = Object.prototype.hasOwnProperty.call(SAFETENSORS_DTYPES, e.dtype as string)
-      ? SAFETENSORS_DTYPES[e.dtype as string]
-      : fail(`${where}: unknown dtype "${e.dtype}" (field dtype; supported: ${Object.keys(SAFETENSORS_DTYPES).join(', ')})`);
+    const code = e.dtype as string;
+    const known = Object.prototype.hasOwnProperty.call(SAFETENSORS_DTYPES, code);
+    const raw8 = Object.prototype.hasOwnProperty.call(RAW_DTYPES, code);
+    if (!known && !raw8) fail(`${where}: unknown dtype ${quoteName(code)} (field dtype; supported: ${[...Object.keys(SAFETENSORS_DTYPES), ...Object.keys(RAW_DTYPES)].join(', ')})`);
+    const dtype: DType = known ? SAFETENSORS_DTYPES[code] : 'uint8';
     if (!Array.isArray(e.shape)) fail(`${where}: field shape missing or not an array`);
     const shape = e.shape as unknown[];
     shape.forEach((d, i) => {
-      if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) fail(`${where}: shape[${i}] must be a non-negative integer, got ${JSON.stringify(d)}`);
+      if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) fail(`${where}: shape[${i}] must be a non-negative integer, got ${quoteName(String(JSON.stringify(d))).slice(1, -1)}`);
     });
     let numel: number;
     try {
@@ -131,19 +181,19 @@ export function parseSafetensorsHeader(
     const offs = e.data_offsets;
     if (!Array.isArray(offs) || offs.length !== 2) fail(`${where}: field data_offsets must be [begin, end]`);
     const [b, en] = offs as unknown[];
-    if (typeof b !== 'number' || !Number.isSafeInteger(b) || b < 0) fail(`${where}: data_offsets[0] must be a non-negative integer, got ${JSON.stringify(b)}`);
-    if (typeof en !== 'number' || !Number.isSafeInteger(en) || en < 0) fail(`${where}: data_offsets[1] must be a non-negative integer, got ${JSON.stringify(en)}`);
+    if (typeof b !== 'number' || !Number.isSafeInteger(b) || b < 0) fail(`${where}: data_offsets[0] must be a non-negative integer, got ${quoteName(String(JSON.stringify(b))).slice(1, -1)}`);
+    if (typeof en !== 'number' || !Number.isSafeInteger(en) || en < 0) fail(`${where}: data_offsets[1] must be a non-negative integer, got ${quoteName(String(JSON.stringify(en))).slice(1, -1)}`);
     const begin = b as number;
     const end = en as number;
     if (end < begin) fail(`${where}: data_offsets [${begin}, ${end}] end before begin`);
     if (end > dataLen) {
-      fail(`${where}: data_offsets [${begin}, ${end}] out of range: byte buffer has ${dataLen} bytes (tensor would end at file byte ${dataStart + end}, file has ${buf.length})`);
+      fail(`${where}: data_offsets [${begin}, ${end}] out of range: byte buffer has ${dataLen} bytes (tensor would end at file byte ${dataStart + end}, file has ${fileLen}; truncated file?)`);
     }
     const want = numel * DTYPE_BYTES[dtype];
     if (end - begin !== want) {
-      fail(`${where}: data_offsets [${begin}, ${end}] span ${end - begin} bytes, but shape [${shape.join(', ')}] of ${e.dtype} needs ${want}`);
+      fail(`${where}: data_offsets [${begin}, ${end}] span ${end - begin} bytes, but shape [${shape.join(', ')}] of ${code} needs ${want}`);
     }
-    list.push([name, { dtype, shape: shape as number[], begin: dataStart + begin, end: dataStart + end }]);
+    list.push([name, { dtype, code, shape: shape as number[], begin: dataStart + begin, end: dataStart + end }]);
   }
 
   // the spec requires the tensors to tile the buffer exactly: no holes, no overlap, no trailing bytes
@@ -152,18 +202,50 @@ export function parseSafetensorsHeader(
   let prev = '';
   for (const [name, e] of list) {
     if (e.begin < pos) {
-      fail(`tensor "${name}": data_offsets [${e.begin - dataStart}, ${e.end - dataStart}] overlap tensor "${prev}" (which ends at offset ${pos - dataStart})`);
+      fail(`tensor ${quoteName(name)}: data_offsets [${e.begin - dataStart}, ${e.end - dataStart}] overlap tensor ${quoteName(prev)} (which ends at offset ${pos - dataStart})`);
     }
     if (e.begin > pos) {
-      fail(`tensor "${name}": data_offsets begin at ${e.begin - dataStart} but the previous data ends at ${pos - dataStart}: ${e.begin - pos} uncovered bytes (non-contiguous)`);
+      fail(`tensor ${quoteName(name)}: data_offsets begin at ${e.begin - dataStart} but the previous data ends at ${pos - dataStart}: ${e.begin - pos} uncovered bytes (non-contiguous)`);
     }
     pos = e.end;
     prev = name;
   }
-  if (pos !== buf.length) {
-    fail(`${buf.length - pos} trailing bytes after the last tensor (data covers buffer offsets 0..${pos - dataStart} of ${dataLen}, starting at file byte ${pos})`);
+  if (pos !== fileLen) {
+    fail(`${fileLen - pos} trailing bytes after the last tensor (data covers buffer offsets 0..${pos - dataStart} of ${dataLen}, starting at file byte ${pos})`);
   }
   return { entries: new Map(list), metadata, dataStart };
+}
+
+/** Check the 8-byte length prefix against the file size; returns the header length. */
+function headerLength(prefix: Uint8Array, fileLen: number, fail: (m: string) => never): number {
+  if (fileLen < 8) fail(`truncated file: ${fileLen} bytes, need at least 8 for the header length at byte 0`);
+  const n64 = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
+  if (n64 > BigInt(MAX_HEADER_BYTES)) fail(`header length ${n64} at byte 0 exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  const n = Number(n64);
+  if (n < 2) fail(`header length ${n} at byte 0 is too small for a JSON object`);
+  if (8 + n > fileLen) fail(`header length ${n} at byte 0 runs past the end of the file (header would end at byte ${8 + n}, file has ${fileLen} bytes)`);
+  return n;
+}
+
+/**
+ * Parse and validate the header of an in-memory image only. Returns entries sorted by data
+ * offset plus the metadata, and the absolute offset where the byte buffer starts.
+ */
+export function parseSafetensorsHeader(buf: Uint8Array, source = '<buffer>'): SafetensorsHeader {
+  const fail = (msg: string): never => {
+    throw new Error(`safetensors ${source}: ${msg}`);
+  };
+  const n = headerLength(buf, buf.length, fail);
+  return validateSafetensorsHeader(buf.subarray(8, 8 + n), 8 + n, buf.length - 8 - n, source);
+}
+
+function entryFromBytes(e: HeaderEntry, bytes: Uint8Array): TensorEntry {
+  // bytes is a fresh, exactly sized buffer (aligned at 0), so a typed view fits any dtype
+  const Ctor = storageConstructor(e.dtype);
+  const data = new Ctor(bytes.buffer as ArrayBuffer, bytes.byteOffset, (e.end - e.begin) / DTYPE_BYTES[e.dtype]);
+  const t: TensorEntry = { dtype: e.dtype, shape: e.shape.slice(), data };
+  if (!Object.prototype.hasOwnProperty.call(SAFETENSORS_DTYPES, e.code)) t.code = e.code;
+  return t;
 }
 
 /** Parse a whole safetensors image; tensor data is copied into fresh, aligned storage arrays. */
@@ -173,35 +255,118 @@ export function parseSafetensors(buf: Uint8Array, source = '<buffer>'): Safetens
   const tensors = new Map<string, TensorEntry>();
   for (const [name, e] of entries) {
     // copy (Uint8Array.slice, not Buffer.slice which aliases): the source offset need not be aligned for the dtype
-    const bytes = Uint8Array.prototype.slice.call(buf, e.begin, e.end);
-    const Ctor = storageConstructor(e.dtype);
-    const data = new Ctor(bytes.buffer, 0, (e.end - e.begin) / DTYPE_BYTES[e.dtype]);
-    tensors.set(name, { dtype: e.dtype, shape: e.shape.slice(), data });
+    tensors.set(name, entryFromBytes(e, Uint8Array.prototype.slice.call(buf, e.begin, e.end)));
   }
   return { tensors, metadata };
 }
 
+/**
+ * An open safetensors file: the header is read and validated on open (nothing else), each
+ * tensor is read on demand at its offset into a buffer of its own size, so files of any size
+ * (shards of many GB) load without ever holding more than one tensor's bytes extra. Only
+ * regular files are accepted (a FIFO or /dev/zero would hang or never end).
+ */
+export class SafetensorsReader {
+  readonly entries: Map<string, HeaderEntry> = new Map();
+  readonly metadata: Record<string, string> = {};
+  readonly size: number = 0;
+  private fd: number | null = null;
+
+  constructor(readonly path: string) {
+    assertLittleEndian();
+    const fail = (msg: string): never => {
+      throw new Error(`safetensors ${path}: ${msg}`);
+    };
+    let fd: number;
+    try {
+      fd = fs.openSync(path, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0));
+    } catch (e) {
+      return fail(`cannot read file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    this.fd = fd;
+    try {
+      const st = fs.fstatSync(fd);
+      if (!st.isFile()) fail('not a regular file (FIFOs, devices and directories are refused)');
+      (this as { size: number }).size = st.size;
+      const prefix = new Uint8Array(8);
+      if (this.size >= 8) this.readAt(prefix, 0, fail);
+      const n = headerLength(prefix, this.size, fail);
+      const hb = new Uint8Array(n);
+      this.readAt(hb, 8, fail);
+      const h = validateSafetensorsHeader(hb, 8 + n, this.size - 8 - n, path);
+      for (const [k, v] of h.entries) this.entries.set(k, v);
+      Object.assign(this.metadata, h.metadata);
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  /** Fill `buf` from file offset `pos`; a file shorter than its header says is an error naming the offset. */
+  private readAt(buf: Uint8Array, pos: number, fail: (m: string) => never): void {
+    if (this.fd === null) return fail('reader is closed');
+    let off = 0;
+    while (off < buf.length) {
+      let n: number;
+      try {
+        n = fs.readSync(this.fd, buf, off, buf.length - off, pos + off);
+      } catch (e) {
+        return fail(`read error at byte ${pos + off}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      }
+      if (n === 0) fail(`truncated file: ended at byte ${pos + off}, expected data up to byte ${pos + buf.length}`);
+      off += n;
+    }
+  }
+
+  names(): string[] {
+    return [...this.entries.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.entries.has(name);
+  }
+
+  entry(name: string): HeaderEntry {
+    const e = this.entries.get(name);
+    if (!e) throw new Error(`safetensors ${this.path}: no tensor ${quoteName(name)}`);
+    return e;
+  }
+
+  /** One tensor's data, as stored (raw bytes for F8 codes). */
+  read(name: string): TensorEntry {
+    const e = this.entry(name);
+    const bytes = new Uint8Array(e.end - e.begin);
+    this.readAt(bytes, e.begin, (m) => {
+      throw new Error(`safetensors ${this.path}: tensor ${quoteName(name)}: ${m}`);
+    });
+    return entryFromBytes(e, bytes);
+  }
+
+  close(): void {
+    if (this.fd !== null) {
+      try {
+        fs.closeSync(this.fd);
+      } catch {
+        /* closing a read-only fd cannot lose data */
+      }
+      this.fd = null;
+    }
+  }
+}
+
 export function readSafetensorsSync(path: string): SafetensorsFile {
-  return parseSafetensors(readFileOrThrow(path), path);
+  const r = new SafetensorsReader(path);
+  try {
+    const tensors = new Map<string, TensorEntry>();
+    for (const name of r.names()) tensors.set(name, r.read(name));
+    return { tensors, metadata: r.metadata };
+  } finally {
+    r.close();
+  }
 }
 
 export async function readSafetensors(path: string): Promise<SafetensorsFile> {
-  let buf: Buffer;
-  try {
-    buf = await fs.promises.readFile(path);
-  } catch (e) {
-    throw new Error(`safetensors ${path}: cannot read file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  return parseSafetensors(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), path);
-}
-
-function readFileOrThrow(path: string): Uint8Array {
-  try {
-    const b = fs.readFileSync(path);
-    return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
-  } catch (e) {
-    throw new Error(`safetensors ${path}: cannot read file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
+  return readSafetensorsSync(path);
 }
 
 export type TensorMap = Map<string, TensorEntry> | Record<string, TensorEntry>;

@@ -16,6 +16,18 @@ export const ModelConfigSchema = z
     hidden_size: posInt.default(128),
     num_hidden_layers: posInt.default(4),
     num_attention_heads: posInt.default(4),
+    /** Grouped-query attention: key/value heads (default: num_attention_heads). */
+    num_key_value_heads: posInt.optional(),
+    /** Per-head width (default hidden_size / num_attention_heads; Qwen3-MoE sets it explicitly). */
+    head_dim: posInt.optional(),
+    /** Biases on q, k, v and o projections (Llama attention_bias). */
+    attention_bias: z.boolean().default(false),
+    /** Biases on q, k, v only (Qwen2). */
+    qkv_bias: z.boolean().default(false),
+    /** RMSNorm on queries and keys before RoPE: per head (Qwen3) or over the whole projection (OLMoE). */
+    qk_norm: z.enum(['none', 'head', 'full']).default('none'),
+    /** RoPE frequency scaling as in transformers (rope_type default, linear, llama3, yarn; see rope.ts). */
+    rope_scaling: z.record(z.string(), z.unknown()).optional(),
     max_position_embeddings: posInt.default(256),
     rope_theta: z.number().positive().default(10000),
     rms_norm_eps: z.number().positive().default(1e-6),
@@ -31,6 +43,17 @@ export const ModelConfigSchema = z
     moe_intermediate_size: posInt.default(256),
     /** Every how many layers an MoE FFN replaces the dense one (1 = every layer, 2 = every other). */
     decoder_sparse_step: posInt.default(1),
+    /** Layers with a dense FFN regardless of decoder_sparse_step (Qwen2-MoE mlp_only_layers). */
+    mlp_only_layers: z.array(nonNegInt).default([]),
+    /** The first k layers are dense (DeepSeek first_k_dense_replace). */
+    first_k_dense_replace: nonNegInt.default(0),
+    /** Shared experts scaled by sigmoid(x w_g) with w_g [1, d] (Qwen2-MoE shared_expert_gate). */
+    shared_expert_gate: z.boolean().default(false),
+    /**
+     * Multiplicative input jitter U(1-eps, 1+eps) on the MoE layer's input in training, seen by
+     * the router and the experts alike (Mixtral router_jitter_noise; Switch Transformer, Fedus et al. 2021).
+     */
+    router_jitter_noise: nonNeg.default(0),
     n_shared_experts: nonNegInt.default(0),
     shared_expert_intermediate_size: posInt.optional(),
     /** Heterogeneous expert widths (HMoE); overrides moe_intermediate_size per expert. */
@@ -51,10 +74,24 @@ export const ModelConfigSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
-    if (c.hidden_size % c.num_attention_heads !== 0) {
+    if (c.head_dim !== undefined) {
+      if (c.head_dim % 2 !== 0) ctx.addIssue({ code: 'custom', path: ['head_dim'], message: `must be even for rotary embeddings, got ${c.head_dim}` });
+    } else if (c.hidden_size % c.num_attention_heads !== 0) {
       ctx.addIssue({ code: 'custom', path: ['num_attention_heads'], message: `hidden_size ${c.hidden_size} must be divisible by num_attention_heads ${c.num_attention_heads}` });
     } else if ((c.hidden_size / c.num_attention_heads) % 2 !== 0) {
       ctx.addIssue({ code: 'custom', path: ['num_attention_heads'], message: 'head dimension (hidden_size / num_attention_heads) must be even for rotary embeddings' });
+    }
+    if (c.num_key_value_heads !== undefined && c.num_attention_heads % c.num_key_value_heads !== 0) {
+      ctx.addIssue({ code: 'custom', path: ['num_key_value_heads'], message: `num_attention_heads ${c.num_attention_heads} must be a multiple of num_key_value_heads ${c.num_key_value_heads}` });
+    }
+    c.mlp_only_layers.forEach((l, i) => {
+      if (l >= c.num_hidden_layers) ctx.addIssue({ code: 'custom', path: ['mlp_only_layers', i], message: `layer ${l} does not exist (num_hidden_layers ${c.num_hidden_layers})` });
+    });
+    if (c.rope_scaling) {
+      const t = c.rope_scaling.rope_type ?? c.rope_scaling.type ?? 'default';
+      if (!['default', 'linear', 'llama3', 'yarn'].includes(t as string)) {
+        ctx.addIssue({ code: 'custom', path: ['rope_scaling', 'rope_type'], message: `rope type ${JSON.stringify(t)} is not supported (supported: default, linear, llama3, yarn)` });
+      }
     }
     if (c.num_local_experts > 0 && c.num_experts_per_tok > c.num_local_experts) {
       ctx.addIssue({ code: 'custom', path: ['num_experts_per_tok'], message: `cannot exceed num_local_experts (${c.num_local_experts})` });
@@ -160,7 +197,16 @@ export function parseRunConfigText(text: string, path: string): RunConfig {
 
 /** Is layer i an MoE layer? */
 export function isMoELayer(c: ModelConfig, i: number): boolean {
-  return c.num_local_experts > 0 && (i + 1) % c.decoder_sparse_step === 0;
+  return c.num_local_experts > 0 && (i + 1) % c.decoder_sparse_step === 0 && i >= c.first_k_dense_replace && !c.mlp_only_layers.includes(i);
+}
+
+/** Per-head width. */
+export function headDimOf(c: ModelConfig): number {
+  return c.head_dim ?? c.hidden_size / c.num_attention_heads;
+}
+
+export function kvHeadsOf(c: ModelConfig): number {
+  return c.num_key_value_heads ?? c.num_attention_heads;
 }
 
 /**
@@ -174,10 +220,10 @@ export function matchedDenseConfig(c: ModelConfig): ModelConfig {
   const shared = c.n_shared_experts * (c.shared_expert_intermediate_size ?? c.moe_intermediate_size);
   const width = Math.round(c.num_experts_per_tok * meanSize + shared);
   const dense = { ...c, num_local_experts: 0, intermediate_size: width, decoder_sparse_step: 1, expert_sizes: undefined };
-  if (c.decoder_sparse_step > 1) {
+  if (c.decoder_sparse_step > 1 || c.first_k_dense_replace > 0 || c.mlp_only_layers.length > 0) {
     // mixed stacks keep their dense layers' width; only whole-model dense is expressible here when widths agree
     if (c.intermediate_size !== width) {
-      throw new ConfigError(`matched dense baseline: decoder_sparse_step ${c.decoder_sparse_step} mixes dense FFNs of width ${c.intermediate_size} with MoE of active width ${width}; set intermediate_size to ${width} to compare`);
+      throw new ConfigError(`matched dense baseline: decoder_sparse_step ${c.decoder_sparse_step} (or dense layers) mixes dense FFNs of width ${c.intermediate_size} with MoE of active width ${width}; set intermediate_size to ${width} to compare`);
     }
   }
   return dense;

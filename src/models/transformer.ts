@@ -9,7 +9,8 @@ import * as T from '../tensor/index.js';
 import { Module, Linear, Embedding, RMSNorm } from '../nn/index.js';
 import { MoELayer, type MoELayerConfig } from '../moe/layer.js';
 import type { MoEAux, RouterContext } from '../moe/types.js';
-import { type ModelConfig, isMoELayer } from './config.js';
+import { type ModelConfig, isMoELayer, headDimOf, kvHeadsOf } from './config.js';
+import { ropeParams, type RopeParams } from './rope.js';
 
 /** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
 export interface KVCache {
@@ -24,33 +25,76 @@ export class Attention extends Module {
   k_proj: Linear;
   v_proj: Linear;
   o_proj: Linear;
+  /** RMSNorm on queries/keys before RoPE (qk_norm 'head': width head_dim; 'full': the whole projection). */
+  q_norm: RMSNorm | null;
+  k_norm: RMSNorm | null;
   readonly heads: number;
+  readonly kvHeads: number;
   readonly headDim: number;
+  private readonly rope: RopeParams | null;
   constructor(readonly cfg: ModelConfig, rng: Rng) {
     super();
     const d = cfg.hidden_size;
     this.heads = cfg.num_attention_heads;
-    this.headDim = d / this.heads;
+    this.kvHeads = kvHeadsOf(cfg);
+    this.headDim = headDimOf(cfg);
+    const qd = this.heads * this.headDim;
+    const kvd = this.kvHeads * this.headDim;
     const std = cfg.initializer_range;
-    this.q_proj = new Linear(d, d, rng, { std });
-    this.k_proj = new Linear(d, d, rng, { std });
-    this.v_proj = new Linear(d, d, rng, { std });
+    const bias = cfg.attention_bias || cfg.qkv_bias;
+    this.q_proj = new Linear(d, qd, rng, { std, bias });
+    this.k_proj = new Linear(d, kvd, rng, { std, bias });
+    this.v_proj = new Linear(d, kvd, rng, { std, bias });
     // scaled init on residual projections (GPT-2) keeps the residual stream stable with depth
-    this.o_proj = new Linear(d, d, rng, { std: std / Math.sqrt(2 * cfg.num_hidden_layers) });
+    this.o_proj = new Linear(qd, d, rng, { std: std / Math.sqrt(2 * cfg.num_hidden_layers), bias: cfg.attention_bias });
+    const perHead = cfg.qk_norm === 'head';
+    this.q_norm = cfg.qk_norm === 'none' ? null : new RMSNorm(perHead ? this.headDim : qd, cfg.rms_norm_eps);
+    this.k_norm = cfg.qk_norm === 'none' ? null : new RMSNorm(perHead ? this.headDim : kvd, cfg.rms_norm_eps);
+    // without rope_scaling the plain theta path (unchanged numerics for existing models)
+    this.rope = cfg.rope_scaling ? ropeParams(cfg, this.headDim) : null;
+  }
+
+  private norm(n: RMSNorm, x: Tensor, heads: number): Tensor {
+    if (this.cfg.qk_norm === 'full') return n.forward(x);
+    const rows = x.shape[0];
+    return T.reshape(n.forward(T.reshape(x, [rows * heads, this.headDim])), [rows, heads * this.headDim]);
+  }
+
+  /** [B, KV, T, Dh] -> [B, H, T, Dh], each key/value head serving H/KV query heads (GQA). */
+  private repeatKV(x: Tensor): Tensor {
+    const [B, KV, Tk, Dh] = x.shape;
+    const n = this.heads / KV;
+    if (n === 1) return x;
+    const idx = new Int32Array(B * this.heads * Tk);
+    let p = 0;
+    for (let b = 0; b < B; b++) {
+      for (let h = 0; h < this.heads; h++) {
+        const src = (b * KV + Math.floor(h / n)) * Tk;
+        for (let t = 0; t < Tk; t++) idx[p++] = src + t;
+      }
+    }
+    return T.reshape(T.gatherRows(T.reshape(x, [B * KV * Tk, Dh]), idx), [B, this.heads, Tk, Dh]);
   }
 
   /** x [B*T, d] -> [B*T, d]; with a cache, keys/values of earlier positions are reused and extended. */
   forward(x: Tensor, B: number, Tn: number, cache?: { k: Tensor | undefined; v: Tensor | undefined; offset: number }): { y: Tensor; k: Tensor; v: Tensor } {
     const H = this.heads;
-    const rope = { offset: cache?.offset ?? 0, theta: this.cfg.rope_theta };
-    const q = T.splitHeads(this.q_proj.forward(x), B, Tn, H, rope);
-    let k = T.splitHeads(this.k_proj.forward(x), B, Tn, H, rope);
-    let v = T.splitHeads(this.v_proj.forward(x), B, Tn, H);
+    const KV = this.kvHeads;
+    const rope = { offset: cache?.offset ?? 0, theta: this.cfg.rope_theta, ...(this.rope ? { invFreq: this.rope.invFreq, scale: this.rope.scale } : {}) };
+    let qx = this.q_proj.forward(x);
+    let kx = this.k_proj.forward(x);
+    if (this.q_norm && this.k_norm) {
+      qx = this.norm(this.q_norm, qx, H);
+      kx = this.norm(this.k_norm, kx, KV);
+    }
+    const q = T.splitHeads(qx, B, Tn, H, rope);
+    let k = T.splitHeads(kx, B, Tn, KV, rope);
+    let v = T.splitHeads(this.v_proj.forward(x), B, Tn, KV);
     if (cache?.k && cache.v) {
       k = T.concat([cache.k, k], 2);
       v = T.concat([cache.v, v], 2);
     }
-    const o = T.causalAttention(q, k, v);
+    const o = T.causalAttention(q, this.repeatKV(k), this.repeatKV(v));
     return { y: this.o_proj.forward(T.mergeHeads(o)), k, v };
   }
 }
@@ -106,7 +150,7 @@ export function moeLayerConfig(c: ModelConfig): MoELayerConfig {
     router: { type: c.router_type, ...routerOpts },
     ...(c.dispatch === 'capacity' ? { dispatch: { type: 'capacity', capacityFactor: c.capacity_factor ?? 1.25 } } : {}),
     ...(c.dispatch === 'dropless' ? { dispatch: { type: 'dropless' } } : {}),
-    ...(c.n_shared_experts > 0 ? { sharedExperts: { count: c.n_shared_experts, dFF: c.shared_expert_intermediate_size ?? c.moe_intermediate_size } } : {}),
+    ...(c.n_shared_experts > 0 && !c.shared_expert_gate ? { sharedExperts: { count: c.n_shared_experts, dFF: c.shared_expert_intermediate_size ?? c.moe_intermediate_size } } : {}),
     losses,
   };
 }
@@ -117,6 +161,9 @@ export class DecoderLayer extends Module {
   post_attention_layernorm: RMSNorm;
   mlp: DenseFFN | null;
   block_sparse_moe: MoELayer | null;
+  /** Qwen2-MoE's gated shared expert (only with shared_expert_gate; else shared experts live in the MoE layer). */
+  shared_expert: DenseFFN | null = null;
+  shared_expert_gate: Linear | null = null;
   constructor(cfg: ModelConfig, readonly index: number, rng: Rng) {
     super();
     const d = cfg.hidden_size;
@@ -126,10 +173,28 @@ export class DecoderLayer extends Module {
     if (isMoELayer(cfg, index)) {
       this.mlp = null;
       this.block_sparse_moe = new MoELayer(moeLayerConfig(cfg), rng);
+      if (cfg.shared_expert_gate && cfg.n_shared_experts > 0) {
+        const f = cfg.n_shared_experts * (cfg.shared_expert_intermediate_size ?? cfg.moe_intermediate_size);
+        this.shared_expert = new DenseFFN(d, f, cfg.hidden_act, outputScale(cfg), rng);
+        this.shared_expert_gate = new Linear(d, 1, rng, { bias: false, std: cfg.initializer_range });
+      }
     } else {
       this.mlp = new DenseFFN(d, cfg.intermediate_size, cfg.hidden_act, outputScale(cfg), rng);
       this.block_sparse_moe = null;
     }
+  }
+
+  /** The FFN half of the block on normalised input n [B*T, d]. */
+  ffn(n: Tensor, ctx: RouterContext, jitterEps: number): { y: Tensor; aux?: MoEAux } {
+    if (!this.block_sparse_moe) return { y: this.mlp!.forward(n) };
+    // Mixtral multiplies the MoE input by U(1-eps, 1+eps) noise in training; router and experts both see it
+    const x = ctx.training && jitterEps > 0 ? T.maskMul(n, ctx.rng.fillUniform(new Float32Array(n.size), 1 - jitterEps, 1 + jitterEps)) : n;
+    const r = this.block_sparse_moe.forward(x, ctx);
+    let y = r.y;
+    if (this.shared_expert && this.shared_expert_gate) {
+      y = T.add(y, T.mul(T.sigmoid(this.shared_expert_gate.forward(x)), this.shared_expert.forward(x)));
+    }
+    return { y, aux: r.aux };
   }
 }
 
@@ -191,14 +256,9 @@ export class MoETransformerLM extends Module {
         cache.v[i] = a.v;
       }
       h = T.add(h, drop(a.y));
-      const n = layer.post_attention_layernorm.forward(h);
-      if (layer.block_sparse_moe) {
-        const r = layer.block_sparse_moe.forward(n, ctx);
-        aux.push({ layer: i, aux: r.aux });
-        h = T.add(h, drop(r.y));
-      } else {
-        h = T.add(h, drop(layer.mlp!.forward(n)));
-      }
+      const r = layer.ffn(layer.post_attention_layernorm.forward(h), ctx, c.router_jitter_noise);
+      if (r.aux) aux.push({ layer: i, aux: r.aux });
+      h = T.add(h, drop(r.y));
     });
     if (opts.cache) opts.cache.length = past + Tn;
     h = this.norm.forward(h);

@@ -10,14 +10,14 @@ import { ropeTables } from './nn_ops.js';
  * x [B*T, H*Dh] (token-major projections) -> [B, H, T, Dh]; with `rope`, rotates pairs
  * (i, i + Dh/2) by the angle of position offset + t (as `rope` does).
  */
-export function splitHeads(x: Tensor, B: number, T: number, H: number, rope?: { offset: number; theta: number }): Tensor {
+export function splitHeads(x: Tensor, B: number, T: number, H: number, rope?: { offset: number; theta: number; invFreq?: Float32Array; scale?: number }): Tensor {
   if (x.ndim !== 2 || x.shape[0] !== B * T || x.shape[1] % H !== 0) {
     throw new Error(`splitHeads: expected [${B}*${T}, H*Dh] with H=${H}, got ${formatShape(x.shape)}`);
   }
   const Dh = x.shape[1] / H;
   if (rope && Dh % 2 !== 0) throw new Error(`splitHeads: head dim ${Dh} must be even for rotary embeddings`);
   const half = Dh / 2;
-  const tables = rope ? ropeTables(T, Dh, rope.theta, rope.offset) : null;
+  const tables = rope ? ropeTables(T, Dh, rope.theta, rope.offset, rope.invFreq, rope.scale ?? 1) : null;
   const move = (src: Float32Array, dst: Float32Array, toHeads: boolean, sign: number): void => {
     const D = H * Dh;
     for (let b = 0; b < B; b++) {

@@ -148,16 +148,21 @@ export function dropout(x: Tensor, p: number, rng: Rng): Tensor {
   return maskMul(x, mask);
 }
 
-/** cos/sin tables for rotary embeddings, [positions x dim/2]. */
-export function ropeTables(positions: number, dim: number, base = 10000, offset = 0): { cos: Float32Array; sin: Float32Array } {
+/**
+ * cos/sin tables for rotary embeddings, [positions x dim/2]. `invFreq` (dim/2 frequencies)
+ * replaces base^(-2i/dim) for scaled RoPE variants; `scale` multiplies cos and sin (YaRN's
+ * attention factor).
+ */
+export function ropeTables(positions: number, dim: number, base = 10000, offset = 0, invFreq?: Float32Array, scale = 1): { cos: Float32Array; sin: Float32Array } {
   const half = dim / 2;
+  if (invFreq && invFreq.length !== half) throw new Error(`ropeTables: ${invFreq.length} inverse frequencies for head dim ${dim} (need ${half})`);
   const cos = new Float32Array(positions * half);
   const sin = new Float32Array(positions * half);
   for (let p = 0; p < positions; p++) {
     for (let i = 0; i < half; i++) {
-      const theta = (p + offset) * Math.pow(base, (-2 * i) / dim);
-      cos[p * half + i] = Math.cos(theta);
-      sin[p * half + i] = Math.sin(theta);
+      const theta = (p + offset) * (invFreq ? invFreq[i] : Math.pow(base, (-2 * i) / dim));
+      cos[p * half + i] = Math.cos(theta) * scale;
+      sin[p * half + i] = Math.sin(theta) * scale;
     }
   }
   return { cos, sin };

@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""Tiny random-weight Hugging Face checkpoints with reference logits, for test/hf/*.
+
+Plain PyTorch (Debian python3-torch; no transformers needed) mirroring the forward passes of
+transformers' modeling_{mixtral,qwen2_moe,qwen3_moe,olmoe,llama,qwen2}.py and the RoPE variants
+of modeling_rope_utils.py. Writes test/fixtures/hf/<name>/{config.json, model.safetensors,
+reference.safetensors}; reference holds input_ids [1, T], logits [T, V] (float32) and greedy,
+the greedy continuation of the input (a fresh full forward per token, no cache).
+
+Run: /usr/bin/python3 scripts/make-hf-fixtures.py   (deterministic: fixed seeds)
+"""
+import json, math, os, struct, sys
+import torch
+import torch.nn.functional as F
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'test', 'fixtures', 'hf')
+DT = {torch.float32: 'F32', torch.bfloat16: 'BF16', torch.float16: 'F16', torch.int64: 'I64'}
+
+
+def write_safetensors(path, tensors, metadata=None):
+    header, blobs, off = {}, [], 0
+    if metadata:
+        header['__metadata__'] = metadata
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        if t.dtype == torch.bfloat16:
+            b = t.view(torch.int16).numpy().tobytes()
+        else:
+            b = t.numpy().tobytes()
+        header[name] = {'dtype': DT[t.dtype], 'shape': list(t.shape), 'data_offsets': [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header, separators=(',', ':')).encode()
+    h += b' ' * ((8 - len(h) % 8) % 8)
+    with open(path, 'wb') as f:
+        f.write(struct.pack('<Q', len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+# ---------------------------------------------------------------- RoPE (modeling_rope_utils)
+def inv_freq(cfg, dim):
+    base = cfg.get('rope_theta', 10000.0)
+    inv = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    rs = cfg.get('rope_scaling')
+    if not rs:
+        return inv, 1.0
+    t = rs.get('rope_type', rs.get('type'))
+    factor = rs['factor']
+    if t == 'linear':
+        return inv / factor, 1.0
+    if t == 'llama3':
+        lo, hi, old = rs['low_freq_factor'], rs['high_freq_factor'], rs['original_max_position_embeddings']
+        lo_w, hi_w = old / lo, old / hi
+        wave = 2 * math.pi / inv
+        out = torch.where(wave > lo_w, inv / factor, inv)
+        smooth = (old / wave - lo) / (hi - lo)
+        smoothed = (1 - smooth) * out / factor + smooth * out
+        med = ~(wave < hi_w) * ~(wave > lo_w)
+        return torch.where(med, smoothed, out), 1.0
+    if t == 'yarn':
+        omp = rs.get('original_max_position_embeddings') or cfg['max_position_embeddings']
+        def get_mscale(s, m=1):
+            return 1.0 if s <= 1 else 0.1 * m * math.log(s) + 1.0
+        attn = rs.get('attention_factor')
+        if attn is None:
+            attn = get_mscale(factor)
+        bf, bs = rs.get('beta_fast', 32), rs.get('beta_slow', 1)
+        def corr(rot):
+            return (dim * math.log(omp / (rot * 2 * math.pi))) / (2 * math.log(base))
+        low, high = max(math.floor(corr(bf)), 0), min(math.ceil(corr(bs)), dim - 1)
+        if low == high:
+            high += 0.001
+        ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
+        extra = 1 - ramp
+        pos = base ** (torch.arange(0, dim, 2).float() / dim)
+        return (1.0 / (factor * pos)) * (1 - extra) + (1.0 / pos) * extra, attn
+    raise ValueError(t)
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+def rms(x, w, eps):
+    v = x.float().pow(2).mean(-1, keepdim=True)
+    return w * (x.float() * torch.rsqrt(v + eps))
+
+
+# ---------------------------------------------------------------- model
+class Model:
+    def __init__(self, cfg, kind, g, wdtype=torch.float32, fused=False):
+        self.cfg, self.kind, self.fused = cfg, kind, fused
+        d, V = cfg['hidden_size'], cfg['vocab_size']
+        H = cfg['num_attention_heads']
+        KV = cfg.get('num_key_value_heads') or H
+        hd = cfg.get('head_dim') or d // H
+        self.H, self.KV, self.hd = H, KV, hd
+        self.w = {}
+        def p(name, *shape, scale=0.3):
+            t = (torch.randn(*shape, generator=g) * scale).to(wdtype)
+            self.w[name] = t
+        p('model.embed_tokens.weight', V, d, scale=1.0)
+        qkv_bias = kind in ('qwen2', 'qwen2_moe') or cfg.get('attention_bias', False)
+        for i in range(cfg['num_hidden_layers']):
+            L = f'model.layers.{i}.'
+            p(L + 'input_layernorm.weight', d, scale=0.1)
+            self.w[L + 'input_layernorm.weight'] = (self.w[L + 'input_layernorm.weight'].float() + 1).to(wdtype)
+            p(L + 'post_attention_layernorm.weight', d, scale=0.1)
+            self.w[L + 'post_attention_layernorm.weight'] = (self.w[L + 'post_attention_layernorm.weight'].float() + 1).to(wdtype)
+            p(L + 'self_attn.q_proj.weight', H * hd, d)
+            p(L + 'self_attn.k_proj.weight', KV * hd, d)
+            p(L + 'self_attn.v_proj.weight', KV * hd, d)
+            p(L + 'self_attn.o_proj.weight', d, H * hd)
+            if qkv_bias:
+                for n, o in (('q', H * hd), ('k', KV * hd), ('v', KV * hd)):
+                    p(L + f'self_attn.{n}_proj.bias', o, scale=0.1)
+            if cfg.get('attention_bias', False):
+                p(L + 'self_attn.o_proj.bias', d, scale=0.1)
+            if kind == 'qwen3_moe':
+                p(L + 'self_attn.q_norm.weight', hd, scale=0.1); p(L + 'self_attn.k_norm.weight', hd, scale=0.1)
+                for n in ('q_norm', 'k_norm'):
+                    self.w[L + f'self_attn.{n}.weight'] = (self.w[L + f'self_attn.{n}.weight'].float() + 1).to(wdtype)
+            if kind == 'olmoe':
+                p(L + 'self_attn.q_norm.weight', H * hd, scale=0.1); p(L + 'self_attn.k_norm.weight', KV * hd, scale=0.1)
+                for n in ('q_norm', 'k_norm'):
+                    self.w[L + f'self_attn.{n}.weight'] = (self.w[L + f'self_attn.{n}.weight'].float() + 1).to(wdtype)
+            if self.is_moe(i):
+                P = L + ('block_sparse_moe.' if kind == 'mixtral' else 'mlp.')
+                E, f = self.E(), self.f_moe()
+                p(P + 'gate.weight', E, d, scale=1.0)
+                gn, un, dn = ('w1', 'w3', 'w2') if kind == 'mixtral' else ('gate_proj', 'up_proj', 'down_proj')
+                for e in range(E):
+                    p(P + f'experts.{e}.{gn}.weight', f, d); p(P + f'experts.{e}.{un}.weight', f, d); p(P + f'experts.{e}.{dn}.weight', d, f)
+                if kind == 'qwen2_moe':
+                    sf = cfg['shared_expert_intermediate_size']
+                    p(P + 'shared_expert.gate_proj.weight', sf, d); p(P + 'shared_expert.up_proj.weight', sf, d); p(P + 'shared_expert.down_proj.weight', d, sf)
+                    p(P + 'shared_expert_gate.weight', 1, d, scale=1.0)
+            else:
+                f = cfg['intermediate_size']
+                p(L + 'mlp.gate_proj.weight', f, d); p(L + 'mlp.up_proj.weight', f, d); p(L + 'mlp.down_proj.weight', d, f)
+        p('model.norm.weight', d, scale=0.1)
+        self.w['model.norm.weight'] = (self.w['model.norm.weight'].float() + 1).to(wdtype)
+        if not cfg.get('tie_word_embeddings', False):
+            p('lm_head.weight', V, d)
+
+    def E(self):
+        return self.cfg.get('num_local_experts') or self.cfg.get('num_experts')
+
+    def f_moe(self):
+        return self.cfg['intermediate_size'] if self.kind in ('mixtral', 'olmoe') else self.cfg['moe_intermediate_size']
+
+    def is_moe(self, i):
+        k, c = self.kind, self.cfg
+        if k in ('llama', 'qwen2'):
+            return False
+        if k in ('qwen2_moe', 'qwen3_moe'):
+            return i not in c.get('mlp_only_layers', []) and c['num_experts'] > 0 and (i + 1) % c.get('decoder_sparse_step', 1) == 0
+        return True
+
+    def W(self, n):
+        return self.w[n].float()
+
+    def mlp(self, x, P, names=('gate_proj', 'up_proj', 'down_proj')):
+        g, u, dn = names
+        return F.linear(F.silu(F.linear(x, self.W(P + g + '.weight'))) * F.linear(x, self.W(P + u + '.weight')), self.W(P + dn + '.weight'))
+
+    def moe(self, x, P):
+        c, k = self.cfg, self.kind
+        E, K = self.E(), c['num_experts_per_tok']
+        logits = F.linear(x, self.W(P + 'gate.weight'))
+        rw = F.softmax(logits, dim=1, dtype=torch.float)
+        rw, sel = torch.topk(rw, K, dim=-1)
+        if k == 'mixtral' or c.get('norm_topk_prob', False):
+            rw = rw / rw.sum(dim=-1, keepdim=True)
+        names = ('w1', 'w3', 'w2') if k == 'mixtral' else ('gate_proj', 'up_proj', 'down_proj')
+        out = torch.zeros_like(x)
+        for e in range(E):
+            idx, pos = torch.where(sel == e)
+            if idx.numel() == 0:
+                continue
+            out.index_add_(0, idx, self.mlp(x[idx], P + f'experts.{e}.', names) * rw[idx, pos, None])
+        if k == 'qwen2_moe':
+            out = out + torch.sigmoid(F.linear(x, self.W(P + 'shared_expert_gate.weight'))) * self.mlp(x, P + 'shared_expert.')
+        return out
+
+    def attn(self, x, L, cos, sin):
+        T = x.shape[0]
+        H, KV, hd, c = self.H, self.KV, self.hd, self.cfg
+        bias = lambda n: (None if (L + f'self_attn.{n}.bias') not in self.w else self.W(L + f'self_attn.{n}.bias'))
+        q = F.linear(x, self.W(L + 'self_attn.q_proj.weight'), bias('q_proj'))
+        k = F.linear(x, self.W(L + 'self_attn.k_proj.weight'), bias('k_proj'))
+        v = F.linear(x, self.W(L + 'self_attn.v_proj.weight'), bias('v_proj'))
+        eps = c['rms_norm_eps']
+        if self.kind == 'olmoe':
+            q = rms(q, self.W(L + 'self_attn.q_norm.weight'), eps)
+            k = rms(k, self.W(L + 'self_attn.k_norm.weight'), eps)
+        q = q.view(T, H, hd).transpose(0, 1)
+        k = k.view(T, KV, hd).transpose(0, 1)
+        v = v.view(T, KV, hd).transpose(0, 1)
+        if self.kind == 'qwen3_moe':
+            q = rms(q, self.W(L + 'self_attn.q_norm.weight'), eps)
+            k = rms(k, self.W(L + 'self_attn.k_norm.weight'), eps)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k = k.repeat_interleave(H // KV, dim=0)
+        v = v.repeat_interleave(H // KV, dim=0)
+        s = (q @ k.transpose(1, 2)) * hd ** -0.5
+        s = s + torch.triu(torch.full((T, T), float('-inf')), 1)
+        p = F.softmax(s, dim=-1, dtype=torch.float32)
+        o = (p @ v).transpose(0, 1).reshape(T, H * hd)
+        return F.linear(o, self.W(L + 'self_attn.o_proj.weight'), bias('o_proj'))
+
+    def forward(self, ids):
+        c = self.cfg
+        T = len(ids)
+        inv, scale = inv_freq(c, self.hd)
+        freqs = torch.arange(T, dtype=torch.float32)[:, None] * inv[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos() * scale, emb.sin() * scale
+        h = self.W('model.embed_tokens.weight')[torch.tensor(ids)]
+        eps = c['rms_norm_eps']
+        for i in range(c['num_hidden_layers']):
+            L = f'model.layers.{i}.'
+            h = h + self.attn(rms(h, self.W(L + 'input_layernorm.weight'), eps), L, cos, sin)
+            n = rms(h, self.W(L + 'post_attention_layernorm.weight'), eps)
+            if self.is_moe(i):
+                h = h + self.moe(n, L + ('block_sparse_moe.' if self.kind == 'mixtral' else 'mlp.'))
+            else:
+                h = h + self.mlp(n, L + 'mlp.')
+        h = rms(h, self.W('model.norm.weight'), eps)
+        head = self.W('model.embed_tokens.weight') if c.get('tie_word_embeddings', False) else self.W('lm_head.weight')
+        return F.linear(h, head)
+
+
+ARCH = {'mixtral': 'MixtralForCausalLM', 'qwen2_moe': 'Qwen2MoeForCausalLM', 'qwen3_moe': 'Qwen3MoeForCausalLM', 'olmoe': 'OlmoeForCausalLM', 'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM'}
+BASE = dict(vocab_size=48, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6, rope_theta=10000.0, hidden_act='silu', tie_word_embeddings=False, initializer_range=0.02)
+
+FIXTURES = [
+    ('mixtral', 'mixtral', dict(num_local_experts=4, num_experts_per_tok=2, intermediate_size=8, router_aux_loss_coef=0.02, router_jitter_noise=0.0, sliding_window=None), {}),
+    ('mixtral-bf16', 'mixtral', dict(num_local_experts=4, num_experts_per_tok=2, intermediate_size=8, rope_scaling={'rope_type': 'linear', 'factor': 2.0}), dict(wdtype=torch.bfloat16)),
+    ('qwen2_moe', 'qwen2_moe', dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=8, intermediate_size=24, shared_expert_intermediate_size=12, norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[1], use_sliding_window=False), {}),
+    ('qwen3_moe', 'qwen3_moe', dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=8, intermediate_size=24, head_dim=8, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[], rope_scaling={'rope_type': 'yarn', 'factor': 4.0, 'original_max_position_embeddings': 16}), {}),
+    ('olmoe', 'olmoe', dict(num_experts=4, num_experts_per_tok=2, intermediate_size=8, norm_topk_prob=False, clip_qkv=None, num_key_value_heads=4, tie_word_embeddings=True), {}),
+    ('llama', 'llama', dict(intermediate_size=24, rope_scaling={'rope_type': 'llama3', 'factor': 8.0, 'low_freq_factor': 1.0, 'high_freq_factor': 4.0, 'original_max_position_embeddings': 8}, attention_bias=False, mlp_bias=False), {}),
+    ('qwen2', 'qwen2', dict(intermediate_size=24, num_key_value_heads=1, use_sliding_window=False), {}),
+]
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    for idx, (name, kind, extra, opts) in enumerate(FIXTURES):
+        cfg = dict(BASE, **extra)
+        g = torch.Generator().manual_seed(1000 + idx)
+        m = Model(cfg, kind, g, **opts)
+        d = os.path.join(OUT, name)
+        os.makedirs(d, exist_ok=True)
+        full = dict(architectures=[ARCH[kind]], model_type=kind, torch_dtype='bfloat16' if opts.get('wdtype') == torch.bfloat16 else 'float32', **cfg)
+        if name == 'olmoe':
+            # the v5 field form: rope_parameters instead of rope_theta
+            full['rope_parameters'] = {'rope_type': 'default', 'rope_theta': full.pop('rope_theta')}
+        with open(os.path.join(d, 'config.json'), 'w') as f:
+            json.dump(full, f, indent=2)
+        write_safetensors(os.path.join(d, 'model.safetensors'), m.w, {'format': 'pt'})
+        ids = torch.randint(0, cfg['vocab_size'], (10,), generator=g).tolist()
+        with torch.no_grad():
+            logits = m.forward(ids)
+            seq = list(ids[:4])
+            for _ in range(6):
+                seq.append(int(m.forward(seq)[-1].argmax()))
+        write_safetensors(os.path.join(d, 'reference.safetensors'), {'input_ids': torch.tensor([ids], dtype=torch.int64), 'logits': logits.float(), 'greedy': torch.tensor(seq, dtype=torch.int64)})
+        print(name, sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)), 'bytes')
+    # the fused 3-D expert layout of recent transformers, same weights as 'mixtral'
+    src = os.path.join(OUT, 'mixtral')
+    d = os.path.join(OUT, 'mixtral-fused')
+    os.makedirs(d, exist_ok=True)
+    cfg = dict(BASE, **FIXTURES[0][2])
+    m = Model(cfg, 'mixtral', torch.Generator().manual_seed(1000))
+    w = {}
+    for k, v in m.w.items():
+        if '.experts.' not in k:
+            w[k.replace('block_sparse_moe', 'mlp')] = v
+    for i in range(cfg['num_hidden_layers']):
+        P = f'model.layers.{i}.block_sparse_moe.experts.'
+        E = cfg['num_local_experts']
+        w[f'model.layers.{i}.mlp.experts.gate_up_proj'] = torch.stack([torch.cat([m.w[P + f'{e}.w1.weight'], m.w[P + f'{e}.w3.weight']], 0) for e in range(E)])
+        w[f'model.layers.{i}.mlp.experts.down_proj'] = torch.stack([m.w[P + f'{e}.w2.weight'] for e in range(E)])
+    with open(os.path.join(src, 'config.json')) as f:
+        conf = f.read()
+    with open(os.path.join(d, 'config.json'), 'w') as f:
+        f.write(conf)
+    with open(os.path.join(src, 'reference.safetensors'), 'rb') as f, open(os.path.join(d, 'reference.safetensors'), 'wb') as g:
+        g.write(f.read())
+    write_safetensors(os.path.join(d, 'model.safetensors'), w, {'format': 'pt'})
+    print('mixtral-fused', os.path.getsize(os.path.join(d, 'model.safetensors')), 'bytes')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,243 @@
+/**
+ * Hugging Face architectures moe-ts reads and writes, one spec each: how a config.json maps onto
+ * a moe-ts ModelConfig (and back), where the MoE block and its tensors live, and which moe-ts
+ * models have exactly its semantics. The generic loader/saver (pretrained.ts) matches on nothing
+ * else. Field and tensor mappings are documented in docs/huggingface.md.
+ */
+import { type ModelConfig, headDimOf, kvHeadsOf } from '../../models/config.js';
+
+export type HfConfig = Record<string, unknown>;
+
+export class HfFormatError extends Error {}
+
+export interface ArchSpec {
+  modelType: string;
+  architecture: string;
+  /** Where the MoE block sits under model.layers.N. */
+  moePrefix: string;
+  /** Other MoE-block prefixes accepted on load (renames across transformers versions). */
+  moePrefixAliases?: string[];
+  /** Per-expert projection names: gate (SwiGLU gate), up (value), down. */
+  expertNames: [string, string, string];
+  /** The model-config fields this architecture fixes, from the HF config (v4 or v5 field forms already normalised). */
+  toModelConfig(hf: HfConfig, common: Record<string, unknown>): Record<string, unknown>;
+  /** The HF config fields for a moe-ts model (only called once `reject` found nothing). */
+  toHfConfig(c: ModelConfig): HfConfig;
+  /** Why this moe-ts model does not match the architecture's semantics exactly; null when it does. */
+  reject(c: ModelConfig): string | null;
+}
+
+const num = (hf: HfConfig, k: string): number | undefined => (typeof hf[k] === 'number' ? (hf[k] as number) : undefined);
+
+function refuse(hf: HfConfig, field: string, ok: (v: unknown) => boolean, why: string): void {
+  if (field in hf && !ok(hf[field])) throw new HfFormatError(`config.json field ${field} = ${JSON.stringify(hf[field])}: ${why}`);
+}
+
+/** Semantics every supported architecture shares; the first problem found, or null. */
+function commonReject(c: ModelConfig): string | null {
+  if (c.hidden_act !== 'silu') return `hidden_act "${c.hidden_act}" (the supported Hugging Face architectures use SwiGLU, hidden_act silu)`;
+  if (c.hidden_dropout !== 0) return null; // training-only; forward semantics match
+  return null;
+}
+
+function moeReject(c: ModelConfig): string | null {
+  if (c.router_type !== 'topk') return `router_type "${c.router_type}" has no Hugging Face equivalent among ${ARCH_NAMES()} (they route by softmax top-k)`;
+  if (c.router_options.noisyGating) return 'router option noisyGating (noisy top-k gating) has no Hugging Face equivalent';
+  if (c.expert_sizes) return 'expert_sizes (heterogeneous experts) have no Hugging Face equivalent';
+  if (c.dispatch === 'capacity') return 'dispatch "capacity" drops tokens; the Hugging Face architectures are dropless';
+  return null;
+}
+
+function attnFields(c: ModelConfig): HfConfig {
+  return {
+    num_attention_heads: c.num_attention_heads,
+    num_key_value_heads: kvHeadsOf(c),
+    head_dim: headDimOf(c),
+    rope_theta: c.rope_theta,
+    ...(c.rope_scaling ? { rope_scaling: c.rope_scaling } : {}),
+  };
+}
+
+function baseFields(c: ModelConfig): HfConfig {
+  return {
+    vocab_size: c.vocab_size,
+    hidden_size: c.hidden_size,
+    num_hidden_layers: c.num_hidden_layers,
+    max_position_embeddings: c.max_position_embeddings,
+    rms_norm_eps: c.rms_norm_eps,
+    tie_word_embeddings: c.tie_word_embeddings,
+    initializer_range: c.initializer_range,
+    hidden_act: 'silu',
+    ...attnFields(c),
+  };
+}
+
+const dense = (c: ModelConfig): boolean => c.num_local_experts === 0;
+const allSparse = (c: ModelConfig): boolean => c.decoder_sparse_step === 1 && c.mlp_only_layers.length === 0 && c.first_k_dense_replace === 0;
+
+const mixtral: ArchSpec = {
+  modelType: 'mixtral',
+  architecture: 'MixtralForCausalLM',
+  moePrefix: 'block_sparse_moe',
+  moePrefixAliases: ['mlp'],
+  expertNames: ['w1', 'w3', 'w2'],
+  toModelConfig(hf) {
+    refuse(hf, 'sliding_window', (v) => v === null || v === undefined || (typeof v === 'number' && v >= (num(hf, 'max_position_embeddings') ?? Infinity)), 'sliding-window attention is not supported');
+    return {
+      num_local_experts: num(hf, 'num_local_experts') ?? 8,
+      num_experts_per_tok: num(hf, 'num_experts_per_tok') ?? 2,
+      moe_intermediate_size: num(hf, 'intermediate_size') ?? 14336,
+      intermediate_size: num(hf, 'intermediate_size') ?? 14336,
+      norm_topk_prob: true,
+      router_aux_loss_coef: num(hf, 'router_aux_loss_coef') ?? 0.001,
+      router_jitter_noise: num(hf, 'router_jitter_noise') ?? 0,
+    };
+  },
+  toHfConfig(c) {
+    return { ...baseFields(c), intermediate_size: c.moe_intermediate_size, num_local_experts: c.num_local_experts, num_experts_per_tok: c.num_experts_per_tok, router_aux_loss_coef: c.router_aux_loss_coef, router_jitter_noise: c.router_jitter_noise, sliding_window: null, attention_dropout: 0 };
+  },
+  reject(c) {
+    if (dense(c)) return 'a dense model (no experts)';
+    if (!c.norm_topk_prob || c.router_options.normalize === false) return 'norm_topk_prob false (Mixtral always renormalises the top-k weights)';
+    if (!allSparse(c)) return 'dense layers among MoE layers (Mixtral is MoE in every layer)';
+    if (c.n_shared_experts > 0) return 'shared experts';
+    if (c.qk_norm !== 'none' || c.attention_bias || c.qkv_bias) return 'q/k norms or attention biases';
+    return null;
+  },
+};
+
+/** Qwen2-MoE and Qwen3-MoE share the block layout (mlp.gate, mlp.experts.N.{gate,up,down}_proj). */
+function qwenMoe(v: 2 | 3): ArchSpec {
+  return {
+    modelType: v === 2 ? 'qwen2_moe' : 'qwen3_moe',
+    architecture: v === 2 ? 'Qwen2MoeForCausalLM' : 'Qwen3MoeForCausalLM',
+    moePrefix: 'mlp',
+    expertNames: ['gate_proj', 'up_proj', 'down_proj'],
+    toModelConfig(hf) {
+      refuse(hf, 'use_sliding_window', (x) => x !== true, 'sliding-window attention is not supported');
+      const shared = v === 2 ? (num(hf, 'shared_expert_intermediate_size') ?? 5632) : 0;
+      return {
+        num_local_experts: num(hf, 'num_experts') ?? 60,
+        num_experts_per_tok: num(hf, 'num_experts_per_tok') ?? 4,
+        moe_intermediate_size: num(hf, 'moe_intermediate_size') ?? 1408,
+        intermediate_size: num(hf, 'intermediate_size') ?? 5632,
+        decoder_sparse_step: num(hf, 'decoder_sparse_step') ?? 1,
+        mlp_only_layers: Array.isArray(hf.mlp_only_layers) ? hf.mlp_only_layers : [],
+        norm_topk_prob: hf.norm_topk_prob === true,
+        router_aux_loss_coef: num(hf, 'router_aux_loss_coef') ?? 0.001,
+        ...(v === 2 ? { qkv_bias: true, n_shared_experts: shared > 0 ? 1 : 0, shared_expert_intermediate_size: shared > 0 ? shared : undefined, shared_expert_gate: shared > 0 } : { qk_norm: 'head', attention_bias: hf.attention_bias === true }),
+      };
+    },
+    toHfConfig(c) {
+      return {
+        ...baseFields(c),
+        intermediate_size: c.intermediate_size,
+        moe_intermediate_size: c.moe_intermediate_size,
+        num_experts: c.num_local_experts,
+        num_experts_per_tok: c.num_experts_per_tok,
+        norm_topk_prob: c.norm_topk_prob,
+        decoder_sparse_step: c.decoder_sparse_step,
+        mlp_only_layers: c.mlp_only_layers,
+        router_aux_loss_coef: c.router_aux_loss_coef,
+        use_sliding_window: false,
+        attention_dropout: 0,
+        ...(v === 2 ? { shared_expert_intermediate_size: c.shared_expert_intermediate_size ?? c.moe_intermediate_size } : { attention_bias: c.attention_bias }),
+      };
+    },
+    reject(c) {
+      if (dense(c)) return 'a dense model (no experts)';
+      if (c.first_k_dense_replace > 0) return 'first_k_dense_replace (use mlp_only_layers for Qwen)';
+      if (v === 2) {
+        if (!(c.n_shared_experts === 1 && c.shared_expert_gate)) return 'Qwen2-MoE needs exactly one shared expert with shared_expert_gate';
+        if (!c.qkv_bias || c.attention_bias || c.qk_norm !== 'none') return 'Qwen2-MoE has q/k/v biases (qkv_bias true) and no q/k norm';
+      } else {
+        if (c.n_shared_experts > 0) return 'shared experts';
+        if (c.qk_norm !== 'head' || c.qkv_bias) return 'Qwen3-MoE has per-head q/k RMSNorm (qk_norm "head") and no qkv_bias';
+      }
+      return null;
+    },
+  };
+}
+
+const olmoe: ArchSpec = {
+  modelType: 'olmoe',
+  architecture: 'OlmoeForCausalLM',
+  moePrefix: 'mlp',
+  expertNames: ['gate_proj', 'up_proj', 'down_proj'],
+  toModelConfig(hf) {
+    refuse(hf, 'clip_qkv', (x) => x === null || x === undefined, 'clip_qkv is not supported');
+    return {
+      num_local_experts: num(hf, 'num_experts') ?? 64,
+      num_experts_per_tok: num(hf, 'num_experts_per_tok') ?? 8,
+      moe_intermediate_size: num(hf, 'intermediate_size') ?? 2048,
+      intermediate_size: num(hf, 'intermediate_size') ?? 2048,
+      norm_topk_prob: hf.norm_topk_prob === true,
+      router_aux_loss_coef: num(hf, 'router_aux_loss_coef') ?? 0.01,
+      qk_norm: 'full',
+      attention_bias: hf.attention_bias === true,
+    };
+  },
+  toHfConfig(c) {
+    const { head_dim: _h, ...base } = baseFields(c);
+    return { ...base, intermediate_size: c.moe_intermediate_size, num_experts: c.num_local_experts, num_experts_per_tok: c.num_experts_per_tok, norm_topk_prob: c.norm_topk_prob, router_aux_loss_coef: c.router_aux_loss_coef, attention_bias: c.attention_bias, clip_qkv: null, attention_dropout: 0 };
+  },
+  reject(c) {
+    if (dense(c)) return 'a dense model (no experts)';
+    if (!allSparse(c) || c.n_shared_experts > 0) return 'dense layers or shared experts (OLMoE has neither)';
+    if (c.qk_norm !== 'full' || c.qkv_bias) return 'OLMoE has whole-projection q/k RMSNorm (qk_norm "full")';
+    if (c.head_dim !== undefined && c.head_dim * c.num_attention_heads !== c.hidden_size) return 'OLMoE has head_dim = hidden_size / num_attention_heads';
+    return null;
+  },
+};
+
+function denseArch(kind: 'llama' | 'qwen2'): ArchSpec {
+  return {
+    modelType: kind,
+    architecture: kind === 'llama' ? 'LlamaForCausalLM' : 'Qwen2ForCausalLM',
+    moePrefix: 'mlp',
+    expertNames: ['gate_proj', 'up_proj', 'down_proj'],
+    toModelConfig(hf) {
+      refuse(hf, 'mlp_bias', (x) => x !== true, 'MLP biases are not supported');
+      refuse(hf, 'use_sliding_window', (x) => x !== true, 'sliding-window attention is not supported');
+      return { num_local_experts: 0, intermediate_size: num(hf, 'intermediate_size') ?? 11008, ...(kind === 'qwen2' ? { qkv_bias: true } : { attention_bias: hf.attention_bias === true }) };
+    },
+    toHfConfig(c) {
+      return { ...baseFields(c), intermediate_size: c.intermediate_size, attention_dropout: 0, ...(kind === 'llama' ? { attention_bias: c.attention_bias, mlp_bias: false } : { use_sliding_window: false }) };
+    },
+    reject(c) {
+      if (!dense(c)) return 'an MoE model';
+      if (c.qk_norm !== 'none') return 'q/k norms';
+      if (kind === 'qwen2' ? !c.qkv_bias || c.attention_bias : c.qkv_bias) return kind === 'qwen2' ? 'Qwen2 has q/k/v biases only' : 'q/k/v-only biases (that is Qwen2)';
+      return null;
+    },
+  };
+}
+
+export const ARCHS: readonly ArchSpec[] = [mixtral, qwenMoe(2), qwenMoe(3), olmoe, denseArch('llama'), denseArch('qwen2')];
+
+function ARCH_NAMES(): string {
+  return ARCHS.map((a) => a.modelType).join(', ');
+}
+
+export function archFor(modelType: unknown): ArchSpec {
+  const a = ARCHS.find((x) => x.modelType === modelType);
+  if (!a) throw new HfFormatError(`config.json field model_type ${JSON.stringify(modelType)} is not supported (supported: ${ARCH_NAMES()})`);
+  return a;
+}
+
+/** The architecture a moe-ts model exports as, or an error naming what has no equivalent. */
+export function archForModel(c: ModelConfig): ArchSpec {
+  const common = commonReject(c);
+  if (common) throw new HfFormatError(`cannot export as a Hugging Face model: ${common}`);
+  if (!dense(c)) {
+    const m = moeReject(c);
+    if (m) throw new HfFormatError(`cannot export as a Hugging Face model: ${m}`);
+  }
+  const reasons: string[] = [];
+  for (const a of ARCHS) {
+    const r = a.reject(c);
+    if (r === null) return a;
+    reasons.push(`${a.modelType}: ${r}`);
+  }
+  throw new HfFormatError(`cannot export as a Hugging Face model: no architecture matches exactly (${reasons.join('; ')})`);
+}

@@ -1,0 +1,351 @@
+/**
+ * Hugging Face model directories in and out: `fromPretrained(dir)` reads config.json (v4 and v5
+ * field forms) and model.safetensors or its shards, tensor by tensor (each checked for name and
+ * shape, converted to float32 and copied into the model's parameter in place: the model is never
+ * held twice); `savePretrained(model, dir)` writes config.json, safetensors in the per-expert
+ * layout (sharded above a size, with the index) and `{"format": "pt"}` metadata.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { MoETransformerLM } from '../../models/transformer.js';
+import { parseModelConfig, ConfigError, type ModelConfig } from '../../models/config.js';
+import { ROPE_TYPES } from '../../models/rope.js';
+import { fromFloat32, type DType } from '../../tensor/dtype.js';
+import { SafetensorsCheckpoint, INDEX_FILE, SINGLE_FILE } from '../safetensors-index.js';
+import { serializeSafetensors, quoteName, type TensorEntry } from '../safetensors.js';
+import { writeFileAtomicSync, writeJsonAtomicSync } from '../atomic.js';
+import { dequantFp8Blocks, entryToFloat32 } from '../quant.js';
+import { archFor, archForModel, HfFormatError, type ArchSpec, type HfConfig } from './archs.js';
+
+export { HfFormatError } from './archs.js';
+
+const MAX_CONFIG_BYTES = 4_000_000;
+
+export interface PretrainedModel {
+  model: MoETransformerLM;
+  config: ModelConfig;
+  /** The Hugging Face model_type it was read as. */
+  modelType: string;
+  /** The config.json as read. */
+  hfConfig: HfConfig;
+  dir: string;
+}
+
+function readJsonFile(file: string, what: string): unknown {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch (e) {
+    throw new HfFormatError(`${file}: cannot read ${what}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  if (!st.isFile()) throw new HfFormatError(`${file}: not a regular file`);
+  if (st.size > MAX_CONFIG_BYTES) throw new HfFormatError(`${file}: ${st.size} bytes exceeds the ${MAX_CONFIG_BYTES}-byte limit for ${what}`);
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new HfFormatError(`${file}: not valid JSON: ${quoteName((e as Error).message, 200).slice(1, -1)}`);
+  }
+}
+
+/** The fields every architecture shares, from either the v4 or the v5 form (rope_theta/rope_scaling vs rope_parameters). */
+function commonFields(hf: HfConfig): Record<string, unknown> {
+  const n = (k: string): unknown => (hf[k] === null ? undefined : hf[k]);
+  if (hf.hidden_act !== undefined && hf.hidden_act !== 'silu') throw new HfFormatError(`config.json field hidden_act ${JSON.stringify(hf.hidden_act)} is not supported (supported: silu)`);
+  if (hf.partial_rotary_factor !== undefined && hf.partial_rotary_factor !== 1) throw new HfFormatError(`config.json field partial_rotary_factor ${JSON.stringify(hf.partial_rotary_factor)} is not supported (only 1)`);
+  let theta = n('rope_theta');
+  let scaling = n('rope_scaling') as Record<string, unknown> | undefined;
+  const rp = n('rope_parameters') as Record<string, unknown> | undefined;
+  if (rp && typeof rp === 'object') {
+    // v5: one dict with rope_type, rope_theta and the type's own parameters
+    if (rp.rope_theta !== undefined) theta = rp.rope_theta;
+    const { rope_theta: _t, ...rest } = rp;
+    scaling = rest;
+  }
+  if (scaling) {
+    const t = scaling.rope_type ?? scaling.type ?? 'default';
+    if (!(ROPE_TYPES as readonly unknown[]).includes(t)) throw new HfFormatError(`config.json rope type ${JSON.stringify(t)} is not supported (supported: ${ROPE_TYPES.join(', ')})`);
+    if (t === 'default') scaling = undefined;
+    else {
+      const { type: _legacy, ...s } = scaling;
+      scaling = { ...s, rope_type: t };
+    }
+  }
+  const out: Record<string, unknown> = {
+    vocab_size: n('vocab_size'),
+    hidden_size: n('hidden_size'),
+    num_hidden_layers: n('num_hidden_layers'),
+    num_attention_heads: n('num_attention_heads'),
+    num_key_value_heads: n('num_key_value_heads'),
+    head_dim: n('head_dim'),
+    max_position_embeddings: n('max_position_embeddings'),
+    rope_theta: theta ?? 10000,
+    rope_scaling: scaling,
+    rms_norm_eps: n('rms_norm_eps') ?? 1e-6,
+    tie_word_embeddings: hf.tie_word_embeddings === true,
+    initializer_range: n('initializer_range') ?? 0.02,
+  };
+  for (const k of ['vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'max_position_embeddings']) {
+    if (out[k] === undefined) throw new HfFormatError(`config.json: field ${k} missing`);
+  }
+  return out;
+}
+
+/** The moe-ts ModelConfig a Hugging Face config.json describes. */
+export function modelConfigFromHf(hf: HfConfig, where = 'config.json'): { config: ModelConfig; arch: ArchSpec } {
+  if (typeof hf !== 'object' || hf === null || Array.isArray(hf)) throw new HfFormatError(`${where}: not a JSON object`);
+  const arch = archFor(hf.model_type);
+  const common = commonFields(hf);
+  const specific = arch.toModelConfig(hf, common);
+  const raw: Record<string, unknown> = {
+    ...common,
+    ...specific,
+    router_type: 'topk',
+    router_z_loss_coef: 0,
+    dispatch: 'dropless',
+  };
+  for (const k of Object.keys(raw)) if (raw[k] === undefined) delete raw[k];
+  try {
+    return { config: parseModelConfig(raw, `${where} (as a moe-ts model config)`), arch };
+  } catch (e) {
+    if (e instanceof ConfigError) throw new HfFormatError(e.message);
+    throw e;
+  }
+}
+
+function transposeInto(dst: Float32Array, dOff: number, src: Float32Array, sOff: number, rows: number, cols: number): void {
+  // src [rows, cols] -> dst [cols, rows]
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[dOff + c * rows + r] = src[sOff + r * cols + c];
+}
+
+const shapeStr = (s: readonly number[]): string => `[${s.join(', ')}]`;
+
+/** Tensor reader over a checkpoint: checks shapes, dequantises, tracks which tensors were used. */
+class Source {
+  readonly used = new Set<string>();
+  constructor(
+    readonly ck: SafetensorsCheckpoint,
+    readonly block: [number, number],
+  ) {}
+  has(name: string): boolean {
+    return this.ck.has(name);
+  }
+  get(name: string, shape: readonly number[]): Float32Array {
+    const e = this.ck.entry(name);
+    if (!e) throw new HfFormatError(`${this.ck.dir}: missing tensor ${quoteName(name)} (expected shape ${shapeStr(shape)})`);
+    if (e.shape.length !== shape.length || e.shape.some((d, i) => d !== shape[i])) {
+      throw new HfFormatError(`${this.ck.dir}: tensor ${quoteName(name)} has shape ${shapeStr(e.shape)}, expected ${shapeStr(shape)}`);
+    }
+    this.used.add(name);
+    const t = this.ck.read(name);
+    try {
+      const sname = `${name}_scale_inv`;
+      if (t.code === 'F8_E4M3' && this.ck.has(sname)) {
+        this.used.add(sname);
+        return dequantFp8Blocks(t, this.ck.read(sname), this.block, name);
+      }
+      return entryToFloat32(t, name);
+    } catch (err) {
+      throw new HfFormatError(`${this.ck.dir}: ${(err as Error).message}`);
+    }
+  }
+}
+
+function fillLayerExperts(src: Source, base: string, names: [string, string, string], w1: Float32Array, w3: Float32Array, w2: Float32Array, E: number, d: number, f: number): void {
+  if (src.has(`${base}.experts.gate_up_proj`)) {
+    // fused 3-D layout of recent transformers: gate_up_proj [E, 2f, d] (gate rows first), down_proj [E, d, f]
+    const gu = src.get(`${base}.experts.gate_up_proj`, [E, 2 * f, d]);
+    const dn = src.get(`${base}.experts.down_proj`, [E, d, f]);
+    for (let e = 0; e < E; e++) {
+      transposeInto(w1, e * d * f, gu, e * 2 * f * d, f, d);
+      transposeInto(w3, e * d * f, gu, e * 2 * f * d + f * d, f, d);
+      transposeInto(w2, e * f * d, dn, e * d * f, d, f);
+    }
+    return;
+  }
+  const [g, u, dw] = names;
+  for (let e = 0; e < E; e++) {
+    transposeInto(w1, e * d * f, src.get(`${base}.experts.${e}.${g}.weight`, [f, d]), 0, f, d);
+    transposeInto(w3, e * d * f, src.get(`${base}.experts.${e}.${u}.weight`, [f, d]), 0, f, d);
+    transposeInto(w2, e * f * d, src.get(`${base}.experts.${e}.${dw}.weight`, [d, f]), 0, d, f);
+  }
+}
+
+/** Load weights from a checkpoint into a freshly built model, in place. */
+function loadWeights(model: MoETransformerLM, arch: ArchSpec, src: Source): void {
+  const c = model.config;
+  const params = new Map(model.namedParameters());
+  const done = new Set<string>();
+  const direct = (moeName: string, hfName: string): void => {
+    const p = params.get(moeName)!;
+    p.data.set(src.get(hfName, p.shape));
+    done.add(moeName);
+  };
+  direct('embed_tokens.weight', 'model.embed_tokens.weight');
+  direct('norm.weight', 'model.norm.weight');
+  if (model.lm_head) direct('lm_head.weight', 'lm_head.weight');
+  else if (src.has('lm_head.weight')) src.used.add('lm_head.weight'); // tied: the file may still carry a copy
+  model.layers.forEach((layer, i) => {
+    const L = `layers.${i}.`;
+    const HL = `model.layers.${i}.`;
+    const moe = layer.block_sparse_moe;
+    let prefix = arch.moePrefix;
+    if (moe) {
+      const cands = [arch.moePrefix, ...(arch.moePrefixAliases ?? [])];
+      prefix = cands.find((p) => src.has(`${HL}${p}.gate.weight`)) ?? arch.moePrefix;
+      direct(`${L}block_sparse_moe.router.gate.weight`, `${HL}${prefix}.gate.weight`);
+      const E = c.num_local_experts;
+      const f = c.moe_intermediate_size;
+      const w = (n: string) => params.get(`${L}block_sparse_moe.experts.${n}`)!;
+      fillLayerExperts(src, `${HL}${prefix}`, arch.expertNames, w('w1').data, w('w3').data, w('w2').data, E, c.hidden_size, f);
+      for (const n of ['w1', 'w3', 'w2']) done.add(`${L}block_sparse_moe.experts.${n}`);
+    }
+    for (const [name] of params) {
+      if (!name.startsWith(L) || done.has(name)) continue;
+      const rest = name.slice(L.length);
+      if (rest.startsWith('shared_expert')) direct(name, `${HL}${prefix}.${rest}`);
+      else if (rest.startsWith('block_sparse_moe.')) throw new HfFormatError(`${arch.modelType}: no Hugging Face tensor for moe-ts parameter ${name}`);
+      else direct(name, HL + rest);
+    }
+  });
+  for (const [name] of params) if (!done.has(name)) throw new HfFormatError(`${arch.modelType}: parameter ${name} was not loaded`);
+  const extra = src.ck.names().filter((n) => !src.used.has(n) && !n.endsWith('.rotary_emb.inv_freq'));
+  if (extra.length > 0) {
+    throw new HfFormatError(`${src.ck.dir}: ${extra.length} unexpected tensor(s) for a ${arch.modelType} model with this config.json, e.g. ${extra.slice(0, 3).map((n) => quoteName(n)).join(', ')}`);
+  }
+}
+
+export interface FromPretrainedOptions {
+  /** Seed for the (overwritten) initial weights and any later random choice; default 0. */
+  seed?: number;
+}
+
+/** Read a Hugging Face model directory into a moe-ts model (eval mode). */
+export function fromPretrained(dir: string, opts: FromPretrainedOptions = {}): PretrainedModel {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new HfFormatError(`${dir}: not a directory (expected a Hugging Face model directory with config.json)`);
+  const cfgFile = path.join(dir, 'config.json');
+  const hf = readJsonFile(cfgFile, 'a model config') as HfConfig;
+  const { config, arch } = modelConfigFromHf(hf, cfgFile);
+  const q = hf.quantization_config as { quant_method?: unknown; weight_block_size?: unknown } | undefined;
+  let block: [number, number] = [128, 128];
+  if (q && typeof q === 'object') {
+    if (q.quant_method !== 'fp8') throw new HfFormatError(`${cfgFile}: quantization_config.quant_method ${JSON.stringify(q.quant_method)} is not supported (supported: fp8 block-scaled)`);
+    const b = q.weight_block_size;
+    if (Array.isArray(b) && b.length === 2 && b.every((x) => Number.isInteger(x) && x > 0)) block = [b[0], b[1]];
+  }
+  const model = new MoETransformerLM(config, opts.seed ?? 0);
+  const ck = new SafetensorsCheckpoint(dir);
+  try {
+    loadWeights(model, arch, new Source(ck, block));
+  } finally {
+    ck.close();
+  }
+  model.eval();
+  return { model, config, modelType: arch.modelType, hfConfig: hf, dir };
+}
+
+export interface SavePretrainedOptions {
+  /** Storage dtype of the weights (default float32). */
+  dtype?: Extract<DType, 'float32' | 'float16' | 'bfloat16'>;
+  /** Start a new shard once one would exceed this many bytes (default 2 GB). */
+  maxShardBytes?: number;
+  /** Replace an existing model in `dir` (default false: refuse). */
+  overwrite?: boolean;
+}
+
+const TORCH_DTYPE: Record<string, string> = { float32: 'float32', float16: 'float16', bfloat16: 'bfloat16' };
+
+/** The Hugging Face tensors of a moe-ts model, in a fixed order (per-expert layout). */
+export function hfTensors(model: MoETransformerLM, arch: ArchSpec, dtype: DType = 'float32'): Map<string, TensorEntry> {
+  const c = model.config;
+  const out = new Map<string, TensorEntry>();
+  const put = (name: string, data: Float32Array, shape: number[]): void => {
+    out.set(name, { dtype, shape, data: fromFloat32(data, dtype) });
+  };
+  const d = c.hidden_size;
+  for (const [name, p] of model.namedParameters()) {
+    const shape = [...p.shape];
+    if (name === 'embed_tokens.weight' || name === 'norm.weight') put(`model.${name}`, p.data, shape);
+    else if (name === 'lm_head.weight') put(name, p.data, shape);
+    else {
+      const m = /^layers\.(\d+)\.(.*)$/.exec(name);
+      if (!m) throw new HfFormatError(`${arch.modelType}: no Hugging Face name for parameter ${name}`);
+      const HL = `model.layers.${m[1]}.`;
+      const rest = m[2];
+      if (rest === 'block_sparse_moe.router.gate.weight') put(`${HL}${arch.moePrefix}.gate.weight`, p.data, shape);
+      else if (rest.startsWith('block_sparse_moe.experts.')) {
+        const which = rest.slice('block_sparse_moe.experts.'.length);
+        const idx = ['w1', 'w3', 'w2'].indexOf(which);
+        if (idx < 0) throw new HfFormatError(`${arch.modelType}: no Hugging Face name for parameter ${name}`);
+        const E = shape[0];
+        const [r, cc] = [shape[1], shape[2]]; // [E, d, f] or [E, f, d]
+        for (let e = 0; e < E; e++) {
+          const t = new Float32Array(r * cc);
+          transposeInto(t, 0, p.data, e * r * cc, r, cc);
+          put(`${HL}${arch.moePrefix}.experts.${e}.${arch.expertNames[idx]}.weight`, t, [cc, r]);
+        }
+      } else if (rest.startsWith('shared_expert')) put(`${HL}${arch.moePrefix}.${rest}`, p.data, shape);
+      else if (rest.startsWith('block_sparse_moe.')) throw new HfFormatError(`${arch.modelType}: no Hugging Face name for parameter ${name}`);
+      else put(HL + rest, p.data, shape);
+    }
+  }
+  void d;
+  return out;
+}
+
+/** The config.json object for a moe-ts model (fixed key order, so saves are byte-identical). */
+export function hfConfigFor(model: MoETransformerLM, arch: ArchSpec, dtype: string): HfConfig {
+  return { architectures: [arch.architecture], model_type: arch.modelType, ...arch.toHfConfig(model.config), torch_dtype: TORCH_DTYPE[dtype], transformers_version: '4.57.0' };
+}
+
+/** Write a moe-ts model as a Hugging Face model directory. Returns the files written. */
+export function savePretrained(model: MoETransformerLM, dir: string, opts: SavePretrainedOptions = {}): string[] {
+  const arch = archForModel(model.config);
+  const dtype = opts.dtype ?? 'float32';
+  const max = opts.maxShardBytes ?? 2_000_000_000;
+  if (!(max > 0)) throw new HfFormatError(`savePretrained: maxShardBytes must be positive, got ${max}`);
+  if (fs.existsSync(dir)) {
+    if (!fs.statSync(dir).isDirectory()) throw new HfFormatError(`${dir}: exists and is not a directory`);
+    const existing = fs.readdirSync(dir).filter((f) => f === 'config.json' || f.endsWith('.safetensors') || f === INDEX_FILE);
+    if (existing.length > 0 && !opts.overwrite) throw new HfFormatError(`${dir} already holds a model (${existing[0]}); pass overwrite to replace it`);
+  }
+  fs.mkdirSync(dir, { recursive: true });
+  const tensors = hfTensors(model, arch, dtype);
+  const shards: Map<string, TensorEntry>[] = [new Map()];
+  let size = 0;
+  let total = 0;
+  for (const [name, t] of tensors) {
+    const b = t.data.byteLength;
+    if (size > 0 && size + b > max) {
+      shards.push(new Map());
+      size = 0;
+    }
+    shards[shards.length - 1].set(name, t);
+    size += b;
+    total += b;
+  }
+  const written: string[] = [];
+  const n = shards.length;
+  const fileOf = (i: number): string => (n === 1 ? SINGLE_FILE : `model-${String(i + 1).padStart(5, '0')}-of-${String(n).padStart(5, '0')}.safetensors`);
+  const weightMap: Record<string, string> = {};
+  shards.forEach((s, i) => {
+    const f = fileOf(i);
+    writeFileAtomicSync(path.join(dir, f), serializeSafetensors(s, { format: 'pt' }));
+    written.push(f);
+    for (const name of [...s.keys()].sort()) weightMap[name] = f;
+  });
+  const keep = new Set(written);
+  if (n > 1) {
+    const sorted: Record<string, string> = {};
+    for (const k of Object.keys(weightMap).sort()) sorted[k] = weightMap[k];
+    writeJsonAtomicSync(path.join(dir, INDEX_FILE), { metadata: { total_size: total }, weight_map: sorted });
+    written.push(INDEX_FILE);
+    keep.add(INDEX_FILE);
+  }
+  writeJsonAtomicSync(path.join(dir, 'config.json'), hfConfigFor(model, arch, dtype));
+  written.push('config.json');
+  // a replaced model's stale weights would otherwise be picked up by the next load
+  for (const f of fs.readdirSync(dir)) {
+    if ((f.endsWith('.safetensors') || f === INDEX_FILE) && !keep.has(f)) fs.rmSync(path.join(dir, f));
+  }
+  return written;
+}

@@ -16,4 +16,8 @@ export * from './tensor/dtype.js';
 export * from './train/trainer.js';
 export * from './train/evaluate.js';
 export * from './io/checkpoint.js';
+export * from './io/safetensors-index.js';
+export * from './io/quant.js';
+export { fromPretrained, savePretrained, fromPretrainedWithTokenizer, savePretrainedWithTokenizer, modelConfigFromHf, HfFormatError, type PretrainedModel, type FromPretrainedOptions, type SavePretrainedOptions } from './io/hf/pretrained.js';
+export { ARCHS as HF_ARCHITECTURES, archForModel } from './io/hf/archs.js';
 export * from './infer/index.js';

@@ -4,6 +4,12 @@ import { loadCorpus } from '../data/corpus.js';
 import { parseRunConfig } from '../models/config.js';
 import { buildDataset } from '../data/build.js';
 import { evaluate, type EvalResult } from '../train/evaluate.js';
+import { fromPretrainedWithTokenizer } from '../io/hf/pretrained.js';
+
+function loadHf(dir: string) {
+  const p = fromPretrainedWithTokenizer(dir);
+  return { model: p.model, tokenizer: p.tokenizer, config: parseRunConfig({ model: p.config, training: { seq_len: Math.min(128, p.config.max_position_embeddings) } }), dir, step: 0 };
+}
 
 export interface EvalReport extends EvalResult {
   checkpoint: string;
@@ -11,8 +17,9 @@ export interface EvalReport extends EvalResult {
   sources: string[];
 }
 
-export function evalCheckpoint(ckpt: string, opts: { sources?: string[]; batches?: number; dataDir?: string } = {}): EvalReport {
-  const { model, tokenizer, config, dir, step } = loadModelForInference(ckpt);
+/** Evaluate a moe-ts checkpoint, or (hfModel) a Hugging Face model directory with default training settings. */
+export function evalCheckpoint(ckpt: string, opts: { sources?: string[]; batches?: number; dataDir?: string; hfModel?: boolean } = {}): EvalReport {
+  const { model, tokenizer, config, dir, step } = opts.hfModel ? loadHf(ckpt) : loadModelForInference(ckpt);
   const sources = opts.sources ?? config.data.sources;
   const batches = opts.batches ?? config.training.eval_batches;
   const cfg = parseRunConfig({

@@ -34,6 +34,15 @@ function readConfig(file: string | undefined): RunConfig {
   return parseRunConfigText(text, file);
 }
 
+/** A model and tokenizer from --ckpt (moe-ts checkpoint) or --model (Hugging Face directory). */
+async function loadForCommand<M>(o: { ckpt?: string; model?: string }, fromCkpt: (p: string) => M): Promise<M> {
+  if (o.model && o.ckpt) throw new ConfigError('give either --ckpt or --model, not both');
+  if (o.ckpt) return fromCkpt(o.ckpt);
+  if (!o.model) throw new ConfigError('this command needs --ckpt <dir> or --model <dir>');
+  const { fromPretrainedWithTokenizer } = await import('../io/hf/pretrained.js');
+  return fromPretrainedWithTokenizer(o.model) as unknown as M;
+}
+
 function timestamp(): string {
   return new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
 }
@@ -69,8 +78,18 @@ export function buildProgram(): Command {
     .option('--quiet', 'no progress output')
     .addOption(backendOption())
     .addOption(threadsOption())
+    .option('--model <dir>', 'fine-tune a Hugging Face model directory (its config replaces the "model" section)')
     .action(async (o) => {
       let cfg = readConfig(o.config);
+      let init: { model: import('../models/transformer.js').MoETransformerLM; tokenizer: import('../data/tokenizer/index.js').Tokenizer } | undefined;
+      if (o.model) {
+        if (o.dense) throw new ConfigError('--dense and --model cannot be combined (the loaded model fixes the architecture)');
+        const { fromPretrainedWithTokenizer } = await import('../io/hf/pretrained.js');
+        const p = fromPretrainedWithTokenizer(o.model);
+        init = { model: p.model, tokenizer: p.tokenizer };
+        // a window longer than the model's positions cannot train
+        cfg = { ...cfg, model: p.config, training: { ...cfg.training, seq_len: Math.min(cfg.training.seq_len, p.config.max_position_embeddings) } };
+      }
       if (o.data) cfg = { ...cfg, data: { ...cfg.data, sources: o.data, weights: undefined } };
       if (o.steps) cfg = { ...cfg, training: { ...cfg.training, steps: o.steps } };
       if (o.seed !== undefined) cfg = { ...cfg, training: { ...cfg.training, seed: o.seed } };
@@ -84,6 +103,7 @@ export function buildProgram(): Command {
           config: cfg,
           outDir: out,
           resume: Boolean(o.resume),
+          ...(init ? { init } : {}),
           events: {
             onStart: (i) => {
               progress.message(
@@ -106,7 +126,8 @@ export function buildProgram(): Command {
   program
     .command('generate')
     .description('sample text from a trained checkpoint')
-    .requiredOption('--ckpt <dir>', 'run directory or checkpoint directory')
+    .option('--ckpt <dir>', 'run directory or checkpoint directory')
+    .option('--model <dir>', 'a Hugging Face model directory instead of a checkpoint')
     .option('--prompt <text>', 'prompt text', '\n')
     .option('--max-tokens <n>', 'tokens to generate', intArg('--max-tokens'), 200)
     .option('--temperature <t>', 'sampling temperature (0 = greedy)', floatArg('--temperature', (x) => x >= 0, '>= 0'), 0.8)
@@ -118,7 +139,7 @@ export function buildProgram(): Command {
     .action(async (o) => {
       const { loadModelForInference, generate } = await import('../infer/index.js');
       await withBackend(o, async () => {
-        const { model, tokenizer } = loadModelForInference(o.ckpt);
+        const { model, tokenizer } = await loadForCommand(o, loadModelForInference);
         process.stdout.write(o.prompt);
         const r = generate(model, tokenizer, o.prompt, {
           maxNewTokens: o.maxTokens,
@@ -136,7 +157,8 @@ export function buildProgram(): Command {
   program
     .command('eval')
     .description('validation loss/perplexity per domain and routing metrics of a checkpoint')
-    .requiredOption('--ckpt <dir>', 'run directory or checkpoint directory')
+    .option('--ckpt <dir>', 'run directory or checkpoint directory')
+    .option('--model <dir>', 'a Hugging Face model directory instead of a checkpoint (needs --data)')
     .option('--data <sources...>', 'corpora to evaluate on (default: the training sources)')
     .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
     .option('--json', 'print JSON instead of a table')
@@ -145,7 +167,10 @@ export function buildProgram(): Command {
     .action(async (o) => {
       const { evalCheckpoint, formatEval } = await import('./eval-command.js');
       await withBackend(o, async () => {
-        const r = evalCheckpoint(o.ckpt, { sources: o.data, batches: o.batches });
+        if (o.model && o.ckpt) throw new ConfigError('give either --ckpt or --model, not both');
+        if (!o.model && !o.ckpt) throw new ConfigError('eval needs --ckpt <dir> or --model <dir>');
+        if (o.model && !o.data) throw new ConfigError('eval --model needs --data <sources...> (a Hugging Face model has no training sources)');
+        const r = evalCheckpoint(o.ckpt ?? o.model, { sources: o.data, batches: o.batches, hfModel: Boolean(o.model) });
         process.stdout.write(o.json ? JSON.stringify(r, null, 2) + '\n' : formatEval(r));
       });
     });
@@ -166,6 +191,24 @@ export function buildProgram(): Command {
     .action(async (o) => {
       const { benchRoutersCommand } = await import('../bench-routers/run.js');
       await withBackend(o, (backend) => benchRoutersCommand(o, backend, (line) => process.stdout.write(line + '\n')));
+    });
+
+  program
+    .command('convert')
+    .description('convert a moe-ts checkpoint to another format (hf: a Hugging Face model directory)')
+    .argument('<src>', 'run directory or checkpoint directory')
+    .argument('<dst>', 'output directory')
+    .requiredOption('--to <format>', 'target format: hf')
+    .option('--dtype <dtype>', 'weight dtype: float32, bfloat16, float16', 'float32')
+    .option('--overwrite', 'replace a model already in <dst>')
+    .action(async (src: string, dst: string, o) => {
+      if (o.to !== 'hf') throw new ConfigError(`--to ${JSON.stringify(o.to)} is not supported here (supported: hf)`);
+      if (!['float32', 'bfloat16', 'float16'].includes(o.dtype)) throw new ConfigError(`--dtype ${JSON.stringify(o.dtype)}: expected float32, bfloat16 or float16`);
+      const { loadModelForInference } = await import('../infer/index.js');
+      const { savePretrainedWithTokenizer } = await import('../io/hf/pretrained.js');
+      const { model, tokenizer } = loadModelForInference(src);
+      const files = savePretrainedWithTokenizer(model, tokenizer, dst, { dtype: o.dtype, overwrite: Boolean(o.overwrite) });
+      process.stdout.write(`wrote ${files.join(', ')} to ${dst}\n`);
     });
 
   program

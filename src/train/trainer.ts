@@ -59,6 +59,8 @@ export interface TrainOptions {
   stopAfter?: number;
   /** Directory holding the shared corpora (default: discovered). */
   dataDir?: string;
+  /** Fine-tune: start from these weights and this tokenizer (e.g. a Hugging Face model via fromPretrained); config.model must be theirs. */
+  init?: { model: MoETransformerLM; tokenizer: Tokenizer };
 }
 
 export interface TrainResult {
@@ -99,11 +101,13 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     const diff = configDiff(saved.model as unknown as Record<string, unknown>, { ...cfg.model, vocab_size: saved.model.vocab_size } as unknown as Record<string, unknown>);
     if (diff.length) throw new CheckpointError(`--resume: checkpoint in ${resumeFrom.dir} was trained with a different model config: ${diff.join(', ')}`);
     tokenizer = loadTokenizer(resumeFrom.state.tokenizer);
+  } else if (opts.init) {
+    tokenizer = opts.init.tokenizer;
   } else {
     tokenizer = buildTokenizer(cfg, texts);
   }
-  // the tokenizer decides the vocabulary
-  cfg = { ...cfg, model: parseModelConfig({ ...cfg.model, vocab_size: tokenizer.vocabSize }) };
+  // the tokenizer decides the vocabulary (a loaded model keeps its own, which may be larger)
+  cfg = { ...cfg, model: parseModelConfig({ ...cfg.model, vocab_size: resumeFrom ? resumeFrom.state.config.model.vocab_size : opts.init ? opts.init.model.config.vocab_size : tokenizer.vocabSize }) };
   const data = buildDataset(cfg, tokenizer, texts);
   const tr = cfg.training;
   const model = new MoETransformerLM(cfg.model, tr.seed);
@@ -124,6 +128,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     history = (resumeFrom.state.history ?? []) as EvalRecord[];
     truncateLog(logPath, step);
   } else {
+    if (opts.init) model.loadStateDict(opts.init.model.stateDict());
     fs.rmSync(logPath, { force: true });
     writeJsonAtomicSync(path.join(out, 'config.json'), cfg);
     saveTokenizer(path.join(out, 'tokenizer.json'), tokenizer);

@@ -15,6 +15,8 @@ import { SafetensorsCheckpoint, INDEX_FILE, SINGLE_FILE } from '../safetensors-i
 import { serializeSafetensors, quoteName, type TensorEntry } from '../safetensors.js';
 import { writeFileAtomicSync, writeJsonAtomicSync } from '../atomic.js';
 import { dequantFp8Blocks, entryToFloat32 } from '../quant.js';
+import { saveTokenizer } from '../tokenizer.js';
+import { loadTokenizerFile, type Tokenizer } from '../../data/tokenizer/index.js';
 import { archFor, archForModel, HfFormatError, type ArchSpec, type HfConfig } from './archs.js';
 
 export { HfFormatError } from './archs.js';
@@ -348,4 +350,37 @@ export function savePretrained(model: MoETransformerLM, dir: string, opts: SaveP
     if ((f.endsWith('.safetensors') || f === INDEX_FILE) && !keep.has(f)) fs.rmSync(path.join(dir, f));
   }
   return written;
+}
+
+/** The moe-ts tokenizer savePretrained writes next to the weights (HF tokenizer.json is the tokenizers integration's). */
+export const MOE_TS_TOKENIZER_FILE = 'moe-ts-tokenizer.json';
+
+/** savePretrained plus the moe-ts tokenizer file, so `--model DIR` works on an exported moe-ts model. */
+export function savePretrainedWithTokenizer(model: MoETransformerLM, tokenizer: Tokenizer, dir: string, opts: SavePretrainedOptions = {}): string[] {
+  if (tokenizer.vocabSize > model.config.vocab_size) throw new HfFormatError(`tokenizer has ${tokenizer.vocabSize} tokens, model vocab_size is ${model.config.vocab_size}`);
+  const files = savePretrained(model, dir, opts);
+  saveTokenizer(path.join(dir, MOE_TS_TOKENIZER_FILE), tokenizer);
+  return [...files, MOE_TS_TOKENIZER_FILE];
+}
+
+/**
+ * fromPretrained plus a tokenizer: the moe-ts tokenizer file when present. A directory with only
+ * a Hugging Face tokenizer.json fails with a clear message until the tokenizers integration
+ * (src/io/hf-tokenizer.ts) lands.
+ */
+export function fromPretrainedWithTokenizer(dir: string, opts: FromPretrainedOptions = {}): PretrainedModel & { tokenizer: Tokenizer } {
+  const p = fromPretrained(dir, opts);
+  const own = path.join(dir, MOE_TS_TOKENIZER_FILE);
+  if (fs.existsSync(own)) {
+    let tokenizer: Tokenizer;
+    try {
+      tokenizer = loadTokenizerFile(own);
+    } catch (e) {
+      throw new HfFormatError(`${own}: ${(e as Error).message}`);
+    }
+    if (tokenizer.vocabSize > p.config.vocab_size) throw new HfFormatError(`${own}: tokenizer has ${tokenizer.vocabSize} tokens, model vocab_size is ${p.config.vocab_size}`);
+    return { ...p, tokenizer };
+  }
+  const hfTok = fs.existsSync(path.join(dir, 'tokenizer.json'));
+  throw new HfFormatError(`${dir}: ${hfTok ? 'reading a Hugging Face tokenizer.json is not available in this build yet' : 'no tokenizer (tokenizer.json or moe-ts-tokenizer.json)'}; this command needs one to turn text into tokens`);
 }

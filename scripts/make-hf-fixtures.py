@@ -171,6 +171,7 @@ class Model:
         c, k = self.cfg, self.kind
         E, K = self.E(), c['num_experts_per_tok']
         logits = F.linear(x, self.W(P + 'gate.weight'))
+        self.router_logits.append(logits)
         rw = F.softmax(logits, dim=1, dtype=torch.float)
         rw, sel = torch.topk(rw, K, dim=-1)
         if k == 'mixtral' or c.get('norm_topk_prob', False):
@@ -213,8 +214,17 @@ class Model:
         o = (p @ v).transpose(0, 1).reshape(T, H * hd)
         return F.linear(o, self.W(L + 'self_attn.o_proj.weight'), bias('o_proj'))
 
+    def aux_loss(self):
+        # transformers' load_balancing_loss_func: one loss over all layers' router logits
+        E, K = self.E(), self.cfg['num_experts_per_tok']
+        rw = F.softmax(torch.cat(self.router_logits, 0), dim=-1)
+        _, sel = torch.topk(rw, K, dim=-1)
+        mask = F.one_hot(sel, E).float()
+        return torch.sum(mask.mean(0) * rw.mean(0).unsqueeze(0)) * E
+
     def forward(self, ids):
         c = self.cfg
+        self.router_logits = []
         T = len(ids)
         inv, scale = inv_freq(c, self.hd)
         freqs = torch.arange(T, dtype=torch.float32)[:, None] * inv[None, :]
@@ -267,10 +277,11 @@ def main():
         ids = torch.randint(0, cfg['vocab_size'], (10,), generator=g).tolist()
         with torch.no_grad():
             logits = m.forward(ids)
+            extra_ref = {'aux_loss': m.aux_loss().reshape(1)} if m.router_logits else {}
             seq = list(ids[:4])
             for _ in range(6):
                 seq.append(int(m.forward(seq)[-1].argmax()))
-        write_safetensors(os.path.join(d, 'reference.safetensors'), {'input_ids': torch.tensor([ids], dtype=torch.int64), 'logits': logits.float(), 'greedy': torch.tensor(seq, dtype=torch.int64)})
+        write_safetensors(os.path.join(d, 'reference.safetensors'), {'input_ids': torch.tensor([ids], dtype=torch.int64), 'logits': logits.float(), 'greedy': torch.tensor(seq, dtype=torch.int64), **extra_ref})
         print(name, sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)), 'bytes')
     # the fused 3-D expert layout of recent transformers, same weights as 'mixtral'
     src = os.path.join(OUT, 'mixtral')

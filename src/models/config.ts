@@ -67,6 +67,15 @@ export const ModelConfigSchema = z
     /** Expert capacity factor for capacity dispatch (default: the router's, else 1.25). */
     capacity_factor: z.number().positive().optional(),
     router_aux_loss_coef: nonNeg.default(0.01),
+    /**
+     * How the Switch balancing loss is normalised: 'per-layer-assignments' (moe-ts: one loss per
+     * MoE layer, f_e over that layer's assignments) or 'all-layers-tokens' (Hugging Face: one loss
+     * over all layers' router outputs, f_e over tokens; a factor of layers / k larger). Models read
+     * from a Hugging Face config use the latter, so router_aux_loss_coef means what it meant there.
+     */
+    aux_loss_normalization: z.enum(['per-layer-assignments', 'all-layers-tokens']).default('per-layer-assignments'),
+    /** Capacity dispatch: drop the lowest-weight overflow (V-MoE, default) or the latest tokens in sequence (Switch Transformers). */
+    capacity_drop_order: z.enum(['weight', 'sequence']).optional(),
     router_z_loss_coef: nonNeg.default(0.001),
     router_entropy_coef: nonNeg.default(0),
     router_importance_coef: nonNeg.default(0),

@@ -11,6 +11,7 @@ import { MoELayer, type MoELayerConfig } from '../moe/layer.js';
 import type { MoEAux, RouterContext } from '../moe/types.js';
 import { type ModelConfig, isMoELayer, headDimOf, kvHeadsOf } from './config.js';
 import { ropeParams, type RopeParams } from './rope.js';
+import { globalSwitchLoss } from '../moe/losses/switch-global.js';
 
 /** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
 export interface KVCache {
@@ -130,7 +131,8 @@ export class DenseFFN extends Module {
 /** The MoE layer config a model config implies. */
 export function moeLayerConfig(c: ModelConfig): MoELayerConfig {
   const losses: Record<string, number> = {};
-  if (c.router_aux_loss_coef > 0) losses.switch = c.router_aux_loss_coef;
+  // the all-layers form is computed once by the model (MoETransformerLM.forward)
+  if (c.router_aux_loss_coef > 0 && c.aux_loss_normalization === 'per-layer-assignments') losses.switch = c.router_aux_loss_coef;
   if (c.router_z_loss_coef > 0) losses.zloss = c.router_z_loss_coef;
   if (c.router_entropy_coef > 0) losses.entropy = c.router_entropy_coef;
   if (c.router_importance_coef > 0) losses.importance = c.router_importance_coef;
@@ -148,7 +150,7 @@ export function moeLayerConfig(c: ModelConfig): MoELayerConfig {
       ...(c.expert_sizes ? { sizes: c.expert_sizes } : {}),
     },
     router: { type: c.router_type, ...routerOpts },
-    ...(c.dispatch === 'capacity' ? { dispatch: { type: 'capacity', capacityFactor: c.capacity_factor ?? 1.25 } } : {}),
+    ...(c.dispatch === 'capacity' ? { dispatch: { type: 'capacity', capacityFactor: c.capacity_factor ?? 1.25, ...(c.capacity_drop_order ? { dropOrder: c.capacity_drop_order } : {}) } } : {}),
     ...(c.dispatch === 'dropless' ? { dispatch: { type: 'dropless' } } : {}),
     ...(c.n_shared_experts > 0 && !c.shared_expert_gate ? { sharedExperts: { count: c.n_shared_experts, dFF: c.shared_expert_intermediate_size ?? c.moe_intermediate_size } } : {}),
     losses,
@@ -210,6 +212,8 @@ export interface ForwardResult {
   logits: Tensor;
   /** One record per MoE layer, in layer order. */
   aux: { layer: number; aux: MoEAux }[];
+  /** Losses over all layers at once (already scaled), e.g. the all-layers Switch loss. */
+  losses: Record<string, Tensor>;
 }
 
 export class MoETransformerLM extends Module {
@@ -261,9 +265,13 @@ export class MoETransformerLM extends Module {
       h = T.add(h, drop(r.y));
     });
     if (opts.cache) opts.cache.length = past + Tn;
+    const losses: Record<string, Tensor> = {};
+    if (c.aux_loss_normalization === 'all-layers-tokens' && c.router_aux_loss_coef > 0 && aux.length > 0) {
+      losses.switch = T.scale(globalSwitchLoss(aux.map((a) => a.aux.router), c.num_local_experts), c.router_aux_loss_coef);
+    }
     h = this.norm.forward(h);
     const logits = this.lm_head ? this.lm_head.forward(h) : T.linear(h, this.embed_tokens.weight);
-    return { logits, aux };
+    return { logits, aux, losses };
   }
 
   /** Let adaptive routers update after an optimizer step. */
@@ -293,8 +301,9 @@ export function lmLoss(res: ForwardResult, targets: Int32Array): { loss: Tensor;
   const ce = T.crossEntropy(res.logits, targets);
   let loss = ce;
   const auxLosses: Record<string, number> = {};
-  for (const { aux } of res.aux) {
-    for (const [name, l] of Object.entries(aux.losses)) {
+  const all = [...res.aux.map((a) => a.aux.losses), res.losses ?? {}];
+  for (const losses of all) {
+    for (const [name, l] of Object.entries(losses)) {
       loss = T.add(loss, l);
       auxLosses[name] = (auxLosses[name] ?? 0) + l.item();
     }

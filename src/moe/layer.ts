@@ -13,7 +13,7 @@ import './routers/index.js';
 import { lossRegistry } from './losses/index.js';
 import { computeRoutingMetrics } from './metrics.js';
 import { expertRegistry, SharedExperts, ACTIVATIONS, type Activation } from './experts/index.js';
-import { droplessDispatch, capacityDispatch, softDispatch, type DispatchConfig, type DispatchResult } from './dispatch/index.js';
+import { droplessDispatch, capacityDispatch, softDispatch, DROP_ORDERS, type DispatchConfig, type DispatchResult, type DropOrder } from './dispatch/index.js';
 
 export interface MoELayerConfig {
   dModel: number;
@@ -105,10 +105,11 @@ export function validateMoEConfig(cfg: unknown): Required<Pick<MoELayerConfig, '
       checkKeys('dispatch', d, ['type']);
       dispatch = { type: 'dropless' };
     } else if (d.type === 'capacity') {
-      checkKeys('dispatch', d, ['type', 'capacityFactor']);
+      checkKeys('dispatch', d, ['type', 'capacityFactor', 'dropOrder']);
       const cf = d.capacityFactor;
       if (typeof cf !== 'number' || !Number.isFinite(cf) || cf <= 0) fail('dispatch.capacityFactor', 'a positive finite number', cf);
-      dispatch = { type: 'capacity', capacityFactor: cf };
+      if (d.dropOrder !== undefined && !(DROP_ORDERS as readonly unknown[]).includes(d.dropOrder)) fail('dispatch.dropOrder', `one of ${DROP_ORDERS.join(', ')}`, d.dropOrder);
+      dispatch = { type: 'capacity', capacityFactor: cf, ...(d.dropOrder !== undefined ? { dropOrder: d.dropOrder as DropOrder } : {}) };
     } else fail('dispatch.type', "'dropless' or 'capacity'", d.type);
   }
 
@@ -182,7 +183,7 @@ export class MoELayer extends Module {
     const out = this.router.route(x, ctx);
     let res: DispatchResult;
     if (out.routing.kind === 'soft') res = softDispatch(x, out.routing, this.experts);
-    else if (this.dispatchCfg.type === 'capacity') res = capacityDispatch(x, out.routing, this.experts, this.dispatchCfg.capacityFactor);
+    else if (this.dispatchCfg.type === 'capacity') res = capacityDispatch(x, out.routing, this.experts, this.dispatchCfg.capacityFactor, this.dispatchCfg.dropOrder);
     else res = droplessDispatch(x, out.routing, this.experts);
     let y = res.y;
     if (this.shared) y = add(y, this.shared.forward(x));

@@ -103,6 +103,7 @@ export function modelConfigFromHf(hf: HfConfig, where = 'config.json'): { config
     ...specific,
     router_type: 'topk',
     router_z_loss_coef: 0,
+    aux_loss_normalization: 'all-layers-tokens',
     dispatch: 'dropless',
   };
   for (const k of Object.keys(raw)) if (raw[k] === undefined) delete raw[k];

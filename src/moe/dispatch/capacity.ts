@@ -1,8 +1,8 @@
 /**
  * Capacity-limited dispatch (Fedus et al. 2021 "Switch Transformers"; Lepikhin et al. 2020
  * "GShard"): each expert computes at most capacity = ceil(capacityFactor * T * k / E)
- * assignments, k being the average assignments per token. The overflow is dropped in priority
- * order (routing.priority, default the weights; ties go to the earlier token); a dropped
+ * assignments, k being the average assignments per token. The overflow is dropped in the
+ * configured order (DropOrder: by priority, default, or by sequence position); a dropped
  * assignment contributes nothing here, so the token passes through on the residual path.
  */
 import type { Tensor } from '../../tensor/tensor.js';
@@ -18,18 +18,40 @@ export function expertCapacity(capacityFactor: number, assignments: number, numE
   return Math.ceil(raw);
 }
 
+/**
+ * Which overflow is dropped:
+ * - 'weight' (default): the lowest-priority assignments (routing.priority, default the weights):
+ *   batch-prioritised routing, Riquelme et al., "Scaling Vision with Sparse Mixture of Experts" (V-MoE), 2021.
+ * - 'sequence': the latest tokens in sequence order, every token's first choice before any second
+ *   choice: Fedus et al., "Switch Transformers", 2021 (and transformers' Switch/NLLB-MoE routers).
+ */
+export type DropOrder = 'weight' | 'sequence';
+export const DROP_ORDERS: readonly DropOrder[] = ['weight', 'sequence'];
+
 /** Which assignments fit: 1 for kept, 0 for dropped, per assignment. */
-export function capacityMask(routing: SparseRouting, numExperts: number, capacity: number): Uint8Array {
+export function capacityMask(routing: SparseRouting, numExperts: number, capacity: number, dropOrder: DropOrder = 'weight'): Uint8Array {
   const A = routing.expertIdx.length;
   const pri = routing.priority ?? routing.weights.data;
   const tok = routing.tokenIdx;
   const order = new Int32Array(A);
   for (let i = 0; i < A; i++) order[i] = i;
-  order.sort((a, b) => {
-    const d = pri[b] - pri[a];
-    if (d !== 0 && d === d) return d;
-    return tok[a] - tok[b] || a - b;
-  });
+  if (dropOrder === 'sequence') {
+    // rank of each assignment among its token's (listing order = choice order for token choice)
+    const rank = new Int32Array(A);
+    const seen = new Map<number, number>();
+    for (let i = 0; i < A; i++) {
+      const r = seen.get(tok[i]) ?? 0;
+      rank[i] = r;
+      seen.set(tok[i], r + 1);
+    }
+    order.sort((a, b) => rank[a] - rank[b] || tok[a] - tok[b] || a - b);
+  } else if (dropOrder === 'weight') {
+    order.sort((a, b) => {
+      const d = pri[b] - pri[a];
+      if (d !== 0 && d === d) return d;
+      return tok[a] - tok[b] || a - b;
+    });
+  } else throw new Error(`capacityMask: dropOrder must be one of ${DROP_ORDERS.join(', ')}, got ${JSON.stringify(dropOrder)}`);
   const used = new Int32Array(numExperts);
   const kept = new Uint8Array(A);
   const ei = routing.expertIdx;
@@ -44,12 +66,12 @@ export function capacityMask(routing: SparseRouting, numExperts: number, capacit
   return kept;
 }
 
-export function capacityDispatch(x: Tensor, routing: SparseRouting, experts: ExpertBank, capacityFactor: number): DispatchResult & { capacity: number } {
+export function capacityDispatch(x: Tensor, routing: SparseRouting, experts: ExpertBank, capacityFactor: number, dropOrder: DropOrder = 'weight'): DispatchResult & { capacity: number } {
   if (x.ndim !== 2 || x.shape[1] !== experts.dModel) throw new Error(`capacityDispatch: x must be [T, ${experts.dModel}], got [${x.shape.join(', ')}]`);
   const E = experts.numExperts;
   checkSparseRouting(routing, x.shape[0], E, 'capacityDispatch');
   const capacity = expertCapacity(capacityFactor, routing.expertIdx.length, E);
-  const kept = capacityMask(routing, E, capacity);
+  const kept = capacityMask(routing, E, capacity, dropOrder);
   const sorted = sortByExpert(routing.tokenIdx, routing.expertIdx, E, kept);
   return { y: runSorted(x, sorted, routing.weights, experts), kept, sizes: sorted.sizes, capacity };
 }

@@ -3,4 +3,4 @@ export * from './dropless.js';
 export * from './capacity.js';
 export * from './soft.js';
 
-export type DispatchConfig = { type: 'dropless' } | { type: 'capacity'; capacityFactor: number };
+export type DispatchConfig = { type: 'dropless' } | { type: 'capacity'; capacityFactor: number; dropOrder?: import('./capacity.js').DropOrder };

@@ -1,0 +1,90 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { fromPretrained } from '../../src/io/hf/pretrained.js';
+import { readSafetensorsSync } from '../../src/io/safetensors.js';
+import { globalSwitchLoss } from '../../src/moe/losses/switch-global.js';
+import { switchLoss } from '../../src/moe/losses/switch.js';
+import { softmaxTopK } from '../../src/moe/routers/common.js';
+import { capacityMask } from '../../src/moe/dispatch/index.js';
+import { MoETransformerLM, lmLoss } from '../../src/models/transformer.js';
+import { parseModelConfig } from '../../src/models/config.js';
+import { tensor, type Tensor } from '../../src/tensor/tensor.js';
+import { Rng } from '../../src/tensor/random.js';
+import * as T from '../../src/tensor/index.js';
+import type { SparseRouting } from '../../src/moe/types.js';
+import { gradcheck } from '../helpers/gradcheck.js';
+
+const FIX = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'test', 'fixtures', 'hf');
+
+test('all-layers Switch loss equals transformers load_balancing_loss_func on the fixtures', () => {
+  for (const name of ['mixtral', 'qwen2_moe', 'qwen3_moe', 'olmoe']) {
+    const { model, config } = fromPretrained(path.join(FIX, name));
+    assert.equal(config.aux_loss_normalization, 'all-layers-tokens');
+    const ref = readSafetensorsSync(path.join(FIX, name, 'reference.safetensors')).tensors;
+    const ids = Int32Array.from(ref.get('input_ids')!.data as BigInt64Array, Number);
+    const res = model.forward(ids, 1, ids.length, { ctx: { training: false, step: 0, rng: new Rng(0) } });
+    for (const a of res.aux) assert.equal(a.aux.losses.switch, undefined, 'no per-layer switch loss');
+    const got = res.losses.switch.item() / config.router_aux_loss_coef;
+    const want = (ref.get('aux_loss')!.data as Float32Array)[0];
+    assert.ok(Math.abs(got - want) < 1e-5 * Math.max(1, want), `${name}: ${got} vs ${want}`);
+    const { auxLosses } = lmLoss(res, new Int32Array(ids.length));
+    assert.ok(Math.abs(auxLosses.switch - res.losses.switch.item()) < 1e-7);
+  }
+});
+
+test('all-layers Switch loss: uniform routing gives k, gradient matches finite differences, differs from per-layer by layers/k', () => {
+  const E = 4;
+  const k = 2;
+  const L = 3;
+  const Tn = 8;
+  // uniform: every expert chosen equally often, probs all 1/E
+  const uni = Array.from({ length: L }, () => {
+    const expertIdx = Int32Array.from({ length: Tn * k }, (_, i) => i % E);
+    const probs = tensor(new Float32Array(Tn * E).fill(1 / E), [Tn, E]);
+    return { logits: probs, probs, routing: { kind: 'sparse', tokenIdx: new Int32Array(Tn * k), expertIdx, weights: tensor(new Float32Array(Tn * k), [Tn * k]) } as SparseRouting, losses: {}, metrics: {} };
+  });
+  assert.ok(Math.abs(globalSwitchLoss(uni, E).item() - k) < 1e-6);
+  const perLayer = uni.reduce((s, o) => s + switchLoss(o, { numExperts: E, tokens: Tn, topK: k }).item(), 0);
+  assert.ok(Math.abs(perLayer - L) < 1e-6, 'per-layer moe-ts form sums to L: the two differ by L / k');
+  const rng = new Rng(5);
+  const logits = Array.from({ length: L }, () => tensor(rng.fillNormal(new Float32Array(Tn * E), 1), [Tn, E], true));
+  const fn = (...ls: Tensor[]): Tensor => globalSwitchLoss(ls.map((l) => {
+    const { probs, routing } = softmaxTopK(l, k, true);
+    return { logits: l, probs, routing, losses: {}, metrics: {} };
+  }), E);
+  const rep = gradcheck('globalSwitchLoss', fn, logits);
+  assert.ok(rep.worstRatio <= 1, JSON.stringify(rep).slice(0, 300));
+});
+
+test('capacity drop order: sequence keeps first choices, then earliest tokens; weight keeps the highest weights', () => {
+  // T=4, k=2, E=2, capacity 3; token-major listing: assignment t*2+j is token t's j-th choice
+  const tokenIdx = Int32Array.from([0, 0, 1, 1, 2, 2, 3, 3]);
+  const expertIdx = Int32Array.from([1, 0, 0, 1, 0, 1, 0, 1]);
+  const w = [0.6, 0.4, 0.9, 0.1, 0.55, 0.45, 0.8, 0.2];
+  const routing: SparseRouting = { kind: 'sparse', tokenIdx, expertIdx, weights: tensor(w, [8]) };
+  // expert 0: first choices tok1, tok2, tok3 fill it; tok0's second choice drops
+  // expert 1: first choice tok0, then second choices tok1, tok2; tok3's drops
+  assert.deepEqual(Array.from(capacityMask(routing, 2, 3, 'sequence')), [1, 0, 1, 1, 1, 1, 1, 0]);
+  // by weight: expert 0 keeps 0.9, 0.8, 0.55 (drops tok0's 0.4); expert 1 keeps 0.6, 0.45, 0.2 (drops 0.1)
+  assert.deepEqual(Array.from(capacityMask(routing, 2, 3, 'weight')), [1, 0, 1, 0, 1, 1, 1, 1]);
+  assert.throws(() => capacityMask(routing, 2, 3, 'random' as never), /dropOrder must be one of weight, sequence/);
+  const m = new MoETransformerLM(parseModelConfig({ vocab_size: 16, hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, num_local_experts: 4, moe_intermediate_size: 8, dispatch: 'capacity', capacity_factor: 0.5, capacity_drop_order: 'sequence' }), 1);
+  const res = m.forward(Int32Array.from([1, 2, 3, 4, 5, 6]), 1, 6, { ctx: { training: true, step: 0, rng: new Rng(0) } });
+  assert.ok(res.aux[0].aux.metrics.droppedFraction > 0);
+});
+
+test('router jitter (Mixtral): training multiplies the MoE input, seen by router and experts alike; eval is untouched', () => {
+  const c = parseModelConfig({ vocab_size: 16, hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, num_local_experts: 4, moe_intermediate_size: 8, router_jitter_noise: 0.3 });
+  const m = new MoETransformerLM(c, 2);
+  const layer = m.layers[0];
+  const n = tensor(new Rng(9).fillNormal(new Float32Array(5 * 8), 1), [5, 8]);
+  const evalCtx = { training: false, step: 0, rng: new Rng(1) };
+  assert.deepEqual(layer.ffn(n, evalCtx, 0.3).y.data, layer.block_sparse_moe!.forward(n, { ...evalCtx, rng: new Rng(1) }).y.data);
+  const got = layer.ffn(n, { training: true, step: 0, rng: new Rng(3) }, 0.3).y.data;
+  const noise = new Rng(3).fillUniform(new Float32Array(n.size), 0.7, 1.3);
+  const want = layer.block_sparse_moe!.forward(T.maskMul(n, noise), { training: true, step: 0, rng: new Rng(99) }).y.data;
+  assert.deepEqual(got, want);
+  assert.notDeepEqual(got, layer.block_sparse_moe!.forward(n, { training: true, step: 0, rng: new Rng(3) }).y.data);
+});

@@ -65,7 +65,8 @@ def inv_freq(cfg, dim):
             return 1.0 if s <= 1 else 0.1 * m * math.log(s) + 1.0
         attn = rs.get('attention_factor')
         if attn is None:
-            attn = get_mscale(factor)
+            m, m_all = rs.get('mscale'), rs.get('mscale_all_dim')
+            attn = get_mscale(factor, m) / get_mscale(factor, m_all) if (m and m_all) else get_mscale(factor)
         bf, bs = rs.get('beta_fast', 32), rs.get('beta_slow', 1)
         def corr(rot):
             return (dim * math.log(omp / (rot * 2 * math.pi))) / (2 * math.log(base))
@@ -92,7 +93,7 @@ def rms(x, w, eps):
 # ---------------------------------------------------------------- model
 class Model:
     def __init__(self, cfg, kind, g, wdtype=torch.float32, fused=False):
-        self.cfg, self.kind, self.fused = cfg, kind, fused
+        self.cfg, self.kind, self.fused, self.g = cfg, kind, fused, g
         d, V = cfg['hidden_size'], cfg['vocab_size']
         H = cfg['num_attention_heads']
         KV = cfg.get('num_key_value_heads') or H
@@ -110,10 +111,13 @@ class Model:
             self.w[L + 'input_layernorm.weight'] = (self.w[L + 'input_layernorm.weight'].float() + 1).to(wdtype)
             p(L + 'post_attention_layernorm.weight', d, scale=0.1)
             self.w[L + 'post_attention_layernorm.weight'] = (self.w[L + 'post_attention_layernorm.weight'].float() + 1).to(wdtype)
-            p(L + 'self_attn.q_proj.weight', H * hd, d)
-            p(L + 'self_attn.k_proj.weight', KV * hd, d)
-            p(L + 'self_attn.v_proj.weight', KV * hd, d)
-            p(L + 'self_attn.o_proj.weight', d, H * hd)
+            if kind.startswith('deepseek'):
+                self.mla_weights(L, p)
+            else:
+                p(L + 'self_attn.q_proj.weight', H * hd, d)
+                p(L + 'self_attn.k_proj.weight', KV * hd, d)
+                p(L + 'self_attn.v_proj.weight', KV * hd, d)
+                p(L + 'self_attn.o_proj.weight', d, H * hd)
             if qkv_bias:
                 for n, o in (('q', H * hd), ('k', KV * hd), ('v', KV * hd)):
                     p(L + f'self_attn.{n}_proj.bias', o, scale=0.1)
@@ -130,10 +134,16 @@ class Model:
             if self.is_moe(i):
                 P = L + ('block_sparse_moe.' if kind == 'mixtral' else 'mlp.')
                 E, f = self.E(), self.f_moe()
+                # gate weights: random normal (DeepSeek too)
                 p(P + 'gate.weight', E, d, scale=1.0)
                 gn, un, dn = ('w1', 'w3', 'w2') if kind == 'mixtral' else ('gate_proj', 'up_proj', 'down_proj')
                 for e in range(E):
                     p(P + f'experts.{e}.{gn}.weight', f, d); p(P + f'experts.{e}.{un}.weight', f, d); p(P + f'experts.{e}.{dn}.weight', d, f)
+                if kind == 'deepseek_v3':
+                    p(P + 'gate.e_score_correction_bias', E, scale=0.1)
+                if kind.startswith('deepseek'):
+                    sf = f * cfg['n_shared_experts']
+                    p(P + 'shared_experts.gate_proj.weight', sf, d); p(P + 'shared_experts.up_proj.weight', sf, d); p(P + 'shared_experts.down_proj.weight', d, sf)
                 if kind == 'qwen2_moe':
                     sf = cfg['shared_expert_intermediate_size']
                     p(P + 'shared_expert.gate_proj.weight', sf, d); p(P + 'shared_expert.up_proj.weight', sf, d); p(P + 'shared_expert.down_proj.weight', d, sf)
@@ -146,8 +156,89 @@ class Model:
         if not cfg.get('tie_word_embeddings', False):
             p('lm_head.weight', V, d)
 
+    def mla_weights(self, L, p):
+        c, d, H = self.cfg, self.cfg['hidden_size'], self.H
+        qk = c['qk_nope_head_dim'] + c['qk_rope_head_dim']
+        r = c['kv_lora_rank']
+        if c.get('q_lora_rank'):
+            p(L + 'self_attn.q_a_proj.weight', c['q_lora_rank'], d)
+            self.w[L + 'self_attn.q_a_layernorm.weight'] = 1 + 0.1 * torch.randn(c['q_lora_rank'], generator=self.g)
+            p(L + 'self_attn.q_b_proj.weight', H * qk, c['q_lora_rank'])
+        else:
+            p(L + 'self_attn.q_proj.weight', H * qk, d)
+        p(L + 'self_attn.kv_a_proj_with_mqa.weight', r + c['qk_rope_head_dim'], d)
+        self.w[L + 'self_attn.kv_a_layernorm.weight'] = 1 + 0.1 * torch.randn(r, generator=self.g)
+        p(L + 'self_attn.kv_b_proj.weight', H * (c['qk_nope_head_dim'] + c['v_head_dim']), r)
+        p(L + 'self_attn.o_proj.weight', d, H * c['v_head_dim'])
+
+    def mla(self, x, L, cos, sin):
+        c, H, T = self.cfg, self.H, x.shape[0]
+        nope, R, vd, r = c['qk_nope_head_dim'], c['qk_rope_head_dim'], c['v_head_dim'], c['kv_lora_rank']
+        qk, eps = nope + R, c['rms_norm_eps']
+        if c.get('q_lora_rank'):
+            q = F.linear(rms(F.linear(x, self.W(L + 'self_attn.q_a_proj.weight')), self.W(L + 'self_attn.q_a_layernorm.weight'), eps), self.W(L + 'self_attn.q_b_proj.weight'))
+        else:
+            q = F.linear(x, self.W(L + 'self_attn.q_proj.weight'))
+        q = q.view(T, H, qk).transpose(0, 1)
+        q_pass, q_rot = torch.split(q, [nope, R], dim=-1)
+        ckv = F.linear(x, self.W(L + 'self_attn.kv_a_proj_with_mqa.weight'))
+        k_pass, k_rot = torch.split(ckv, [r, R], dim=-1)
+        k_pass = F.linear(rms(k_pass, self.W(L + 'self_attn.kv_a_layernorm.weight'), eps), self.W(L + 'self_attn.kv_b_proj.weight')).view(T, H, nope + vd).transpose(0, 1)
+        k_pass, v = torch.split(k_pass, [nope, vd], dim=-1)
+        k_rot = k_rot.view(1, T, R)
+        # apply_rotary_pos_emb_interleave: de-interleave the pairs, then the half-split rotation
+        q_rot = q_rot.reshape(H, T, R // 2, 2).transpose(-1, -2).reshape(H, T, R)
+        k_rot = k_rot.reshape(1, T, R // 2, 2).transpose(-1, -2).reshape(1, T, R)
+        q_rot = q_rot * cos + rotate_half(q_rot) * sin
+        k_rot = k_rot * cos + rotate_half(k_rot) * sin
+        k_rot = k_rot.expand(H, T, R)
+        query = torch.cat((q_pass, q_rot), dim=-1)
+        key = torch.cat((k_pass, k_rot), dim=-1)
+        scaling = qk ** -0.5
+        rs = c.get('rope_scaling')
+        if rs and rs.get('mscale_all_dim'):
+            m = 0.1 * rs['mscale_all_dim'] * math.log(rs['factor']) + 1.0
+            scaling = scaling * m * m
+        s_ = (query @ key.transpose(1, 2)) * scaling + torch.triu(torch.full((T, T), float('-inf')), 1)
+        o = (F.softmax(s_, dim=-1, dtype=torch.float32) @ v).transpose(0, 1).reshape(T, H * vd)
+        return F.linear(o, self.W(L + 'self_attn.o_proj.weight'))
+
+    def ds_route(self, x, P):
+        c, k = self.cfg, self.kind
+        E, K, G, TG = self.E(), c['num_experts_per_tok'], c.get('n_group', 1), c.get('topk_group', 1)
+        logits = F.linear(x, self.W(P + 'gate.weight'))
+        self.router_logits.append(logits)
+        T = x.shape[0]
+        if k == 'deepseek_v3':
+            scores = torch.sigmoid(logits)
+            sfc = scores + self.W(P + 'gate.e_score_correction_bias')
+            gs = sfc.view(T, G, E // G).topk(2, dim=-1)[0].sum(dim=-1)
+            gi = torch.topk(gs, k=TG, dim=-1, sorted=False)[1]
+            gm = torch.zeros_like(gs).scatter_(1, gi, 1)
+            sm = gm.unsqueeze(-1).expand(T, G, E // G).reshape(T, E)
+            sfc = sfc.masked_fill(~sm.bool(), 0.0)
+            idx = torch.topk(sfc, k=K, dim=-1, sorted=False)[1]
+            w = scores.gather(1, idx)
+            if c.get('norm_topk_prob', True):
+                w = w / (w.sum(dim=-1, keepdim=True) + 1e-20)
+            return idx, w * c['routed_scaling_factor']
+        scores = F.softmax(logits, dim=-1, dtype=torch.float32)
+        if c.get('topk_method') == 'group_limited_greedy':
+            gs = scores.view(T, G, -1).max(dim=-1).values
+            gi = torch.topk(gs, k=TG, dim=-1, sorted=False)[1]
+            gm = torch.zeros_like(gs).scatter_(1, gi, 1)
+            sm = gm.unsqueeze(-1).expand(T, G, E // G).reshape(T, -1)
+            w, idx = torch.topk(scores.masked_fill(~sm.bool(), 0.0), k=K, dim=-1, sorted=False)
+        else:
+            w, idx = torch.topk(scores, k=K, dim=-1, sorted=False)
+        if K > 1 and c.get('norm_topk_prob', False):
+            w = w / (w.sum(dim=-1, keepdim=True) + 1e-20)
+        else:
+            w = w * c['routed_scaling_factor']
+        return idx, w
+
     def E(self):
-        return self.cfg.get('num_local_experts') or self.cfg.get('num_experts')
+        return self.cfg.get('num_local_experts') or self.cfg.get('num_experts') or self.cfg.get('n_routed_experts')
 
     def f_moe(self):
         return self.cfg['intermediate_size'] if self.kind in ('mixtral', 'olmoe') else self.cfg['moe_intermediate_size']
@@ -156,6 +247,8 @@ class Model:
         k, c = self.kind, self.cfg
         if k in ('llama', 'qwen2'):
             return False
+        if k.startswith('deepseek'):
+            return i >= c.get('first_k_dense_replace', 0)
         if k in ('qwen2_moe', 'qwen3_moe'):
             return i not in c.get('mlp_only_layers', []) and c['num_experts'] > 0 and (i + 1) % c.get('decoder_sparse_step', 1) == 0
         return True
@@ -170,12 +263,15 @@ class Model:
     def moe(self, x, P):
         c, k = self.cfg, self.kind
         E, K = self.E(), c['num_experts_per_tok']
-        logits = F.linear(x, self.W(P + 'gate.weight'))
-        self.router_logits.append(logits)
-        rw = F.softmax(logits, dim=1, dtype=torch.float)
-        rw, sel = torch.topk(rw, K, dim=-1)
-        if k == 'mixtral' or c.get('norm_topk_prob', False):
-            rw = rw / rw.sum(dim=-1, keepdim=True)
+        if k.startswith('deepseek'):
+            sel, rw = self.ds_route(x, P)
+        else:
+            logits = F.linear(x, self.W(P + 'gate.weight'))
+            self.router_logits.append(logits)
+            rw = F.softmax(logits, dim=1, dtype=torch.float)
+            rw, sel = torch.topk(rw, K, dim=-1)
+            if k == 'mixtral' or c.get('norm_topk_prob', False):
+                rw = rw / rw.sum(dim=-1, keepdim=True)
         names = ('w1', 'w3', 'w2') if k == 'mixtral' else ('gate_proj', 'up_proj', 'down_proj')
         out = torch.zeros_like(x)
         for e in range(E):
@@ -183,6 +279,8 @@ class Model:
             if idx.numel() == 0:
                 continue
             out.index_add_(0, idx, self.mlp(x[idx], P + f'experts.{e}.', names) * rw[idx, pos, None])
+        if k.startswith('deepseek'):
+            out = out + self.mlp(x, P + 'shared_experts.')
         if k == 'qwen2_moe':
             out = out + torch.sigmoid(F.linear(x, self.W(P + 'shared_expert_gate.weight'))) * self.mlp(x, P + 'shared_expert.')
         return out
@@ -226,7 +324,7 @@ class Model:
         c = self.cfg
         self.router_logits = []
         T = len(ids)
-        inv, scale = inv_freq(c, self.hd)
+        inv, scale = inv_freq(c, c['qk_rope_head_dim'] if self.kind.startswith('deepseek') else self.hd)
         freqs = torch.arange(T, dtype=torch.float32)[:, None] * inv[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos() * scale, emb.sin() * scale
@@ -234,7 +332,8 @@ class Model:
         eps = c['rms_norm_eps']
         for i in range(c['num_hidden_layers']):
             L = f'model.layers.{i}.'
-            h = h + self.attn(rms(h, self.W(L + 'input_layernorm.weight'), eps), L, cos, sin)
+            att = self.mla if self.kind.startswith('deepseek') else self.attn
+            h = h + att(rms(h, self.W(L + 'input_layernorm.weight'), eps), L, cos, sin)
             n = rms(h, self.W(L + 'post_attention_layernorm.weight'), eps)
             if self.is_moe(i):
                 h = h + self.moe(n, L + ('block_sparse_moe.' if self.kind == 'mixtral' else 'mlp.'))
@@ -245,7 +344,7 @@ class Model:
         return F.linear(h, head)
 
 
-ARCH = {'mixtral': 'MixtralForCausalLM', 'qwen2_moe': 'Qwen2MoeForCausalLM', 'qwen3_moe': 'Qwen3MoeForCausalLM', 'olmoe': 'OlmoeForCausalLM', 'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM'}
+ARCH = {'deepseek_v3': 'DeepseekV3ForCausalLM', 'deepseek_v2': 'DeepseekV2ForCausalLM', 'mixtral': 'MixtralForCausalLM', 'qwen2_moe': 'Qwen2MoeForCausalLM', 'qwen3_moe': 'Qwen3MoeForCausalLM', 'olmoe': 'OlmoeForCausalLM', 'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM'}
 BASE = dict(vocab_size=48, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6, rope_theta=10000.0, hidden_act='silu', tie_word_embeddings=False, initializer_range=0.02)
 
 FIXTURES = [
@@ -256,6 +355,8 @@ FIXTURES = [
     ('olmoe', 'olmoe', dict(num_experts=4, num_experts_per_tok=2, intermediate_size=8, norm_topk_prob=False, clip_qkv=None, num_key_value_heads=4, tie_word_embeddings=True), {}),
     ('llama', 'llama', dict(intermediate_size=24, rope_scaling={'rope_type': 'llama3', 'factor': 8.0, 'low_freq_factor': 1.0, 'high_freq_factor': 4.0, 'original_max_position_embeddings': 8}, attention_bias=False, mlp_bias=False), {}),
     ('qwen2', 'qwen2', dict(intermediate_size=24, num_key_value_heads=1, use_sliding_window=False), {}),
+    ('deepseek_v3', 'deepseek_v3', dict(num_key_value_heads=4, intermediate_size=24, moe_intermediate_size=8, n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2, n_group=4, topk_group=2, first_k_dense_replace=1, norm_topk_prob=True, routed_scaling_factor=2.5, q_lora_rank=8, kv_lora_rank=8, qk_nope_head_dim=4, qk_rope_head_dim=4, v_head_dim=4, rope_interleave=True, scoring_func='sigmoid', topk_method='noaux_tc', rope_scaling={'type': 'yarn', 'factor': 4.0, 'original_max_position_embeddings': 16, 'beta_fast': 32, 'beta_slow': 1, 'mscale': 1.0, 'mscale_all_dim': 1.0}), {}),
+    ('deepseek_v2', 'deepseek_v2', dict(num_key_value_heads=4, intermediate_size=24, moe_intermediate_size=8, n_routed_experts=8, n_shared_experts=2, num_experts_per_tok=3, n_group=4, topk_group=2, topk_method='group_limited_greedy', first_k_dense_replace=0, norm_topk_prob=False, routed_scaling_factor=2.0, q_lora_rank=None, kv_lora_rank=8, qk_nope_head_dim=4, qk_rope_head_dim=4, v_head_dim=6, scoring_func='softmax'), {}),
 ]
 
 

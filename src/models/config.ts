@@ -31,6 +31,17 @@ export const ModelConfigSchema = z
     qkv_bias: z.boolean().default(false),
     /** RMSNorm on queries and keys before RoPE: per head (Qwen3) or over the whole projection (OLMoE). */
     qk_norm: z.enum(['none', 'head', 'full']).default('none'),
+    /**
+     * Multi-head latent attention (DeepSeek-V2/V3), on when kv_lora_rank is set: keys and values
+     * from a compressed latent of width kv_lora_rank, queries optionally through a q_lora_rank
+     * bottleneck; per head qk_nope_head_dim + qk_rope_head_dim query/key dims (RoPE on the latter,
+     * one shared rotary key) and v_head_dim value dims.
+     */
+    kv_lora_rank: posInt.optional(),
+    q_lora_rank: posInt.optional(),
+    qk_nope_head_dim: posInt.optional(),
+    qk_rope_head_dim: posInt.optional(),
+    v_head_dim: posInt.optional(),
     /** RoPE frequency scaling as in transformers (rope_type default, linear, llama3, yarn; see rope.ts). */
     rope_scaling: z.record(z.string(), z.unknown()).optional(),
     max_position_embeddings: posInt.default(256),
@@ -98,6 +109,15 @@ export const ModelConfigSchema = z
       ctx.addIssue({ code: 'custom', path: ['num_attention_heads'], message: `hidden_size ${c.hidden_size} must be divisible by num_attention_heads ${c.num_attention_heads}` });
     } else if ((c.hidden_size / c.num_attention_heads) % 2 !== 0) {
       ctx.addIssue({ code: 'custom', path: ['num_attention_heads'], message: 'head dimension (hidden_size / num_attention_heads) must be even for rotary embeddings' });
+    }
+    if (c.kv_lora_rank !== undefined) {
+      for (const k of ['qk_nope_head_dim', 'qk_rope_head_dim', 'v_head_dim'] as const) {
+        if (c[k] === undefined) ctx.addIssue({ code: 'custom', path: [k], message: 'is required with kv_lora_rank (multi-head latent attention)' });
+      }
+      if (c.qk_rope_head_dim !== undefined && c.qk_rope_head_dim % 2 !== 0) ctx.addIssue({ code: 'custom', path: ['qk_rope_head_dim'], message: 'must be even for rotary embeddings' });
+      if (c.v_head_dim !== undefined && c.qk_nope_head_dim !== undefined && c.qk_rope_head_dim !== undefined && c.v_head_dim > c.qk_nope_head_dim + c.qk_rope_head_dim) {
+        ctx.addIssue({ code: 'custom', path: ['v_head_dim'], message: 'must be at most qk_nope_head_dim + qk_rope_head_dim' });
+      }
     }
     if (c.num_key_value_heads !== undefined && c.num_attention_heads % c.num_key_value_heads !== 0) {
       ctx.addIssue({ code: 'custom', path: ['num_key_value_heads'], message: `num_attention_heads ${c.num_attention_heads} must be a multiple of num_key_value_heads ${c.num_key_value_heads}` });

@@ -16,6 +16,7 @@ import { lossRegistry } from '../moe/losses/index.js';
 import { globalSwitchLoss } from '../moe/losses/switch-global.js';
 import { type ModelConfig, isMoELayer, headDimOf, kvHeadsOf, ConfigError } from './config.js';
 import { ropeParams, type RopeParams } from './rope.js';
+import { MLAttention, repeatHeads } from './mla.js';
 
 /** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
 export interface KVCache {
@@ -67,18 +68,7 @@ export class Attention extends Module {
 
   /** [B, KV, T, Dh] -> [B, H, T, Dh], each key/value head serving H/KV query heads (GQA). */
   private repeatKV(x: Tensor): Tensor {
-    const [B, KV, Tk, Dh] = x.shape;
-    const n = this.heads / KV;
-    if (n === 1) return x;
-    const idx = new Int32Array(B * this.heads * Tk);
-    let p = 0;
-    for (let b = 0; b < B; b++) {
-      for (let h = 0; h < this.heads; h++) {
-        const src = (b * KV + Math.floor(h / n)) * Tk;
-        for (let t = 0; t < Tk; t++) idx[p++] = src + t;
-      }
-    }
-    return T.reshape(T.gatherRows(T.reshape(x, [B * KV * Tk, Dh]), idx), [B, this.heads, Tk, Dh]);
+    return repeatHeads(x, this.heads);
   }
 
   /** x [B*T, d] -> [B*T, d]; with a cache, keys/values of earlier positions are reused and extended. */
@@ -177,7 +167,7 @@ export function moeLayerConfig(c: ModelConfig): MoELayerConfig {
 
 export class DecoderLayer extends Module {
   input_layernorm: RMSNorm;
-  self_attn: Attention;
+  self_attn: Attention | MLAttention;
   post_attention_layernorm: RMSNorm;
   mlp: DenseFFN | null;
   block_sparse_moe: MoELayer | null;
@@ -188,7 +178,7 @@ export class DecoderLayer extends Module {
     super();
     const d = cfg.hidden_size;
     this.input_layernorm = new RMSNorm(d, cfg.rms_norm_eps);
-    this.self_attn = new Attention(cfg, rng);
+    this.self_attn = cfg.kv_lora_rank !== undefined ? new MLAttention(cfg, rng) : new Attention(cfg, rng);
     this.post_attention_layernorm = new RMSNorm(d, cfg.rms_norm_eps);
     if (isMoELayer(cfg, index)) {
       this.mlp = null;

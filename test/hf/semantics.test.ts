@@ -88,3 +88,26 @@ test('router jitter (Mixtral): training multiplies the MoE input, seen by router
   assert.deepEqual(got, want);
   assert.notDeepEqual(got, layer.block_sparse_moe!.forward(n, { training: true, step: 0, rng: new Rng(3) }).y.data);
 });
+
+test('group-limited (DeepSeek-V3) router: bias selects but never weighs, groups limit the choice, routed scaling', async () => {
+  const { GroupLimitedRouter } = await import('../../src/moe/routers/group-limited.js');
+  const { routerRegistry } = await import('../../src/moe/routers/index.js');
+  assert.ok(routerRegistry.has('group-limited'));
+  const r = new GroupLimitedRouter({ type: 'group-limited', dModel: 2, numExperts: 4, topK: 2, variant: 'v3', nGroup: 2, topkGroup: 1, normalize: true, routedScaling: 2, biasUpdateRate: 0 }, new Rng(0));
+  // logits = x W^T with W = identity-like rows, so sigmoid scores are easy to read
+  r.gate.weight.data.set([1, 0, 0, 1, 0.5, 0, 0, 0.5]);
+  const x = tensor([2, 1], [1, 2]);
+  const s = [2, 1, 1, 0.5].map((v) => 1 / (1 + Math.exp(-v)));
+  let out = r.route(x, { training: false, step: 0, rng: new Rng(0) });
+  // group 0 = experts {0, 1} (sum 1.61) beats group 1 = {2, 3}: choose 0 and 1
+  assert.deepEqual(Array.from((out.routing as SparseRouting).expertIdx), [0, 1]);
+  const w = Array.from((out.routing as SparseRouting).weights.data);
+  assert.ok(Math.abs(w[0] - (2 * s[0]) / (s[0] + s[1])) < 1e-6 && Math.abs(w[1] - (2 * s[1]) / (s[0] + s[1])) < 1e-6);
+  // a bias on experts 2, 3 moves the selection to group 1; the weights stay the plain scores
+  r.e_score_correction_bias!.data.set([0, 0, 1, 1]);
+  out = r.route(x, { training: false, step: 0, rng: new Rng(0) });
+  assert.deepEqual(Array.from((out.routing as SparseRouting).expertIdx), [2, 3]);
+  const w2 = Array.from((out.routing as SparseRouting).weights.data);
+  assert.ok(Math.abs(w2[0] - (2 * s[2]) / (s[2] + s[3])) < 1e-6, String(w2));
+  assert.throws(() => routerRegistry.get('group-limited')({ type: 'group-limited', dModel: 2, numExperts: 4, topK: 2, nGroup: 3 }, new Rng(0)), /nGroup/);
+});

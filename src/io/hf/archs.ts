@@ -19,6 +19,14 @@ export interface ArchSpec {
   moePrefixAliases?: string[];
   /** Per-expert projection names: gate (SwiGLU gate), up (value), down. */
   expertNames: [string, string, string];
+  /** The moe-ts router this architecture routes with (MoE architectures). */
+  routerType?: string;
+  /** Multi-head latent attention instead of (grouped-query) multi-head attention. */
+  latentAttention?: boolean;
+  /** HF module name of the (ungated) shared experts of the MoE layer, if the architecture has them. */
+  sharedName?: string;
+  /** Whether the checkpoint's RoPE rotates interleaved pairs (2i, 2i+1): rows are permuted on load and save. */
+  ropeInterleaved?: (hf: HfConfig) => boolean;
   /** The model-config fields this architecture fixes, from the HF config (v4 or v5 field forms already normalised). */
   toModelConfig(hf: HfConfig, common: Record<string, unknown>): Record<string, unknown>;
   /** The HF config fields for a moe-ts model (only called once `reject` found nothing). */
@@ -41,7 +49,7 @@ function commonReject(c: ModelConfig): string | null {
 }
 
 function moeReject(c: ModelConfig): string | null {
-  if (c.router_type !== 'topk') return `router_type "${c.router_type}" has no Hugging Face equivalent among ${ARCH_NAMES()} (they route by softmax top-k)`;
+  if (c.router_type !== 'topk' && c.router_type !== 'group-limited') return `router_type "${c.router_type}" has no Hugging Face equivalent among ${ARCH_NAMES()} (they route by softmax top-k)`;
   if (c.router_options.noisyGating) return 'router option noisyGating (noisy top-k gating) has no Hugging Face equivalent';
   if (c.expert_sizes) return 'expert_sizes (heterogeneous experts) have no Hugging Face equivalent';
   if (c.dispatch === 'capacity') return 'dispatch "capacity" drops tokens; the Hugging Face architectures are dropless';
@@ -81,6 +89,7 @@ const mixtral: ArchSpec = {
   moePrefix: 'block_sparse_moe',
   moePrefixAliases: ['mlp'],
   expertNames: ['w1', 'w3', 'w2'],
+  routerType: 'topk',
   toModelConfig(hf) {
     refuse(hf, 'sliding_window', (v) => v === null || v === undefined || (typeof v === 'number' && v >= (num(hf, 'max_position_embeddings') ?? Infinity)), 'sliding-window attention is not supported');
     return {
@@ -113,6 +122,7 @@ function qwenMoe(v: 2 | 3): ArchSpec {
     architecture: v === 2 ? 'Qwen2MoeForCausalLM' : 'Qwen3MoeForCausalLM',
     moePrefix: 'mlp',
     expertNames: ['gate_proj', 'up_proj', 'down_proj'],
+    routerType: 'topk',
     toModelConfig(hf) {
       refuse(hf, 'use_sliding_window', (x) => x !== true, 'sliding-window attention is not supported');
       const shared = v === 2 ? (num(hf, 'shared_expert_intermediate_size') ?? 5632) : 0;
@@ -164,6 +174,7 @@ const olmoe: ArchSpec = {
   architecture: 'OlmoeForCausalLM',
   moePrefix: 'mlp',
   expertNames: ['gate_proj', 'up_proj', 'down_proj'],
+  routerType: 'topk',
   toModelConfig(hf) {
     refuse(hf, 'clip_qkv', (x) => x === null || x === undefined, 'clip_qkv is not supported');
     return {
@@ -213,7 +224,98 @@ function denseArch(kind: 'llama' | 'qwen2'): ArchSpec {
   };
 }
 
-export const ARCHS: readonly ArchSpec[] = [mixtral, qwenMoe(2), qwenMoe(3), olmoe, denseArch('llama'), denseArch('qwen2')];
+const mlaFields = (hf: HfConfig): Record<string, unknown> => ({
+  kv_lora_rank: num(hf, 'kv_lora_rank') ?? 512,
+  q_lora_rank: num(hf, 'q_lora_rank'),
+  qk_nope_head_dim: num(hf, 'qk_nope_head_dim') ?? 128,
+  qk_rope_head_dim: num(hf, 'qk_rope_head_dim') ?? 64,
+  v_head_dim: num(hf, 'v_head_dim') ?? 128,
+  attention_bias: hf.attention_bias === true,
+  // MLA has no separate key/value head count or head_dim of its own
+  num_key_value_heads: undefined,
+  head_dim: undefined,
+});
+
+/** DeepSeek-V2 and V3: MLA, shared experts, first_k_dense_replace dense layers, group-limited routing. */
+function deepseek(v: 2 | 3): ArchSpec {
+  return {
+    modelType: v === 3 ? 'deepseek_v3' : 'deepseek_v2',
+    architecture: v === 3 ? 'DeepseekV3ForCausalLM' : 'DeepseekV2ForCausalLM',
+    moePrefix: 'mlp',
+    expertNames: ['gate_proj', 'up_proj', 'down_proj'],
+    sharedName: 'shared_experts',
+    routerType: 'group-limited',
+    latentAttention: true,
+    ropeInterleaved: (hf) => v === 2 || hf.rope_interleave !== false,
+    toModelConfig(hf) {
+      refuse(hf, 'moe_layer_freq', (x) => x === undefined || x === null || x === 1, 'only 1 (an MoE layer after every first_k_dense_replace layer) is supported');
+      if (v === 3) refuse(hf, 'scoring_func', (x) => x === undefined || x === 'sigmoid', 'DeepSeek-V3 routing is sigmoid');
+      if (v === 2) {
+        refuse(hf, 'scoring_func', (x) => x === undefined || x === 'softmax', 'DeepSeek-V2 routing is softmax');
+        refuse(hf, 'topk_method', (x) => x === undefined || x === 'greedy' || x === 'group_limited_greedy', 'supported: greedy, group_limited_greedy');
+      }
+      const grouped = v === 3 || hf.topk_method === 'group_limited_greedy';
+      return {
+        num_local_experts: num(hf, 'n_routed_experts') ?? 256,
+        num_experts_per_tok: num(hf, 'num_experts_per_tok') ?? 8,
+        moe_intermediate_size: num(hf, 'moe_intermediate_size') ?? 2048,
+        intermediate_size: num(hf, 'intermediate_size') ?? 18432,
+        n_shared_experts: num(hf, 'n_shared_experts') ?? 1,
+        first_k_dense_replace: num(hf, 'first_k_dense_replace') ?? 0,
+        router_type: 'group-limited',
+        router_options: {
+          variant: v === 3 ? 'v3' : 'v2',
+          nGroup: grouped ? (num(hf, 'n_group') ?? 1) : 1,
+          topkGroup: grouped ? (num(hf, 'topk_group') ?? 1) : 1,
+          normalize: v === 3 ? hf.norm_topk_prob !== false : hf.norm_topk_prob === true,
+          routedScaling: num(hf, 'routed_scaling_factor') ?? 1,
+        },
+        norm_topk_prob: v === 3 ? hf.norm_topk_prob !== false : hf.norm_topk_prob === true,
+        // DeepSeek's released forward passes add no balancing loss (V3 balances by the bias)
+        router_aux_loss_coef: 0,
+        ...mlaFields(hf),
+      };
+    },
+    toHfConfig(c) {
+      const o = c.router_options as { nGroup?: number; topkGroup?: number; normalize?: boolean; routedScaling?: number };
+      const { head_dim: _h, num_key_value_heads: _kv, ...base } = baseFields(c);
+      return {
+        ...base,
+        num_key_value_heads: c.num_attention_heads,
+        intermediate_size: c.intermediate_size,
+        moe_intermediate_size: c.moe_intermediate_size,
+        n_routed_experts: c.num_local_experts,
+        n_shared_experts: c.n_shared_experts,
+        num_experts_per_tok: c.num_experts_per_tok,
+        first_k_dense_replace: c.first_k_dense_replace,
+        moe_layer_freq: 1,
+        n_group: o.nGroup ?? 1,
+        topk_group: o.topkGroup ?? 1,
+        norm_topk_prob: o.normalize ?? true,
+        routed_scaling_factor: o.routedScaling ?? 1,
+        kv_lora_rank: c.kv_lora_rank,
+        q_lora_rank: c.q_lora_rank ?? null,
+        qk_nope_head_dim: c.qk_nope_head_dim,
+        qk_rope_head_dim: c.qk_rope_head_dim,
+        v_head_dim: c.v_head_dim,
+        attention_bias: c.attention_bias,
+        attention_dropout: 0,
+        ...(v === 3 ? { rope_interleave: true, scoring_func: 'sigmoid', topk_method: 'noaux_tc' } : { scoring_func: 'softmax', topk_method: (o.nGroup ?? 1) > 1 ? 'group_limited_greedy' : 'greedy' }),
+      };
+    },
+    reject(c) {
+      if (dense(c)) return 'a dense model (no experts)';
+      if (c.kv_lora_rank === undefined) return 'DeepSeek needs multi-head latent attention (kv_lora_rank)';
+      const o = c.router_options as { variant?: string; biasUpdateRate?: number };
+      if (c.router_type !== 'group-limited' || (o.variant ?? 'v3') !== (v === 3 ? 'v3' : 'v2')) return `DeepSeek-V${v} routes with router_type "group-limited" variant v${v}`;
+      if (c.decoder_sparse_step !== 1 || c.mlp_only_layers.length > 0) return 'dense layers other than the first first_k_dense_replace';
+      if (c.shared_expert_gate || c.qk_norm !== 'none' || c.qkv_bias) return 'gated shared experts, q/k norms or q/k/v-only biases';
+      return null;
+    },
+  };
+}
+
+export const ARCHS: readonly ArchSpec[] = [mixtral, qwenMoe(2), qwenMoe(3), olmoe, deepseek(3), deepseek(2), denseArch('llama'), denseArch('qwen2')];
 
 function ARCH_NAMES(): string {
   return ARCHS.map((a) => a.modelType).join(', ');
@@ -235,6 +337,14 @@ export function archForModel(c: ModelConfig): ArchSpec {
   }
   const reasons: string[] = [];
   for (const a of ARCHS) {
+    if ((c.kv_lora_rank !== undefined) !== Boolean(a.latentAttention)) {
+      reasons.push(`${a.modelType}: ${a.latentAttention ? 'needs' : 'has no'} multi-head latent attention`);
+      continue;
+    }
+    if (!dense(c) && a.routerType !== undefined && c.router_type !== a.routerType) {
+      reasons.push(`${a.modelType}: routes with router_type "${a.routerType}"`);
+      continue;
+    }
     const r = a.reject(c);
     if (r === null) return a;
     reasons.push(`${a.modelType}: ${r}`);

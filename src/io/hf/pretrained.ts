@@ -100,11 +100,11 @@ export function modelConfigFromHf(hf: HfConfig, where = 'config.json'): { config
   const specific = arch.toModelConfig(hf, common);
   const raw: Record<string, unknown> = {
     ...common,
-    ...specific,
-    router_type: 'topk',
+    router_type: arch.routerType ?? 'topk',
     router_z_loss_coef: 0,
     aux_loss_normalization: 'all-layers-tokens',
     dispatch: 'dropless',
+    ...specific,
   };
   for (const k of Object.keys(raw)) if (raw[k] === undefined) delete raw[k];
   try {
@@ -173,14 +173,50 @@ function fillLayerExperts(src: Source, base: string, names: [string, string, str
   }
 }
 
+/**
+ * Rows of an interleaved-RoPE checkpoint in moe-ts (half-split) order: within each RoPE segment
+ * of width R, moe-ts row m is checkpoint row 2m (m < R/2) or 2(m - R/2) + 1. q-projections hold
+ * one segment per head after its nope part; kv_a_proj_with_mqa one after the latent.
+ */
+function ropeSegments(name: string, c: ModelConfig): number[] | null {
+  const R = c.qk_rope_head_dim;
+  const nope = c.qk_nope_head_dim;
+  if (c.kv_lora_rank === undefined || R === undefined || nope === undefined) return null;
+  if (/self_attn\.(q_proj|q_b_proj)\.(weight|bias)$/.test(name)) return Array.from({ length: c.num_attention_heads }, (_, h) => h * (nope + R) + nope);
+  if (/self_attn\.kv_a_proj_with_mqa\.(weight|bias)$/.test(name)) return [c.kv_lora_rank];
+  return null;
+}
+
+function permuteRopeRows(data: Float32Array, rowLen: number, starts: number[], R: number, toMoe: boolean): Float32Array {
+  const out = data.slice();
+  const half = R / 2;
+  for (const s of starts) {
+    for (let m = 0; m < R; m++) {
+      const src = m < half ? 2 * m : 2 * (m - half) + 1;
+      const [from, to] = toMoe ? [s + src, s + m] : [s + m, s + src];
+      out.set(data.subarray(from * rowLen, (from + 1) * rowLen), to * rowLen);
+    }
+  }
+  return out;
+}
+
 /** Load weights from a checkpoint into a freshly built model, in place. */
-function loadWeights(model: MoETransformerLM, arch: ArchSpec, src: Source): void {
+function loadWeights(model: MoETransformerLM, arch: ArchSpec, src: Source, interleaved: boolean): void {
   const c = model.config;
   const params = new Map(model.namedParameters());
   const done = new Set<string>();
   const direct = (moeName: string, hfName: string): void => {
     const p = params.get(moeName)!;
-    p.data.set(src.get(hfName, p.shape));
+    let v = src.get(hfName, p.shape);
+    const seg = interleaved ? ropeSegments(moeName, c) : null;
+    if (seg) v = permuteRopeRows(v, p.shape.length > 1 ? p.shape[1] : 1, seg, c.qk_rope_head_dim!, true);
+    p.data.set(v);
+    done.add(moeName);
+  };
+  const transposed = (moeName: string, hfName: string): void => {
+    const p = params.get(moeName)!;
+    const [r, cc] = p.shape; // moe-ts [in, out]; the checkpoint holds [out, in]
+    transposeInto(p.data, 0, src.get(hfName, [cc, r]), 0, cc, r);
     done.add(moeName);
   };
   direct('embed_tokens.weight', 'model.embed_tokens.weight');
@@ -201,6 +237,19 @@ function loadWeights(model: MoETransformerLM, arch: ArchSpec, src: Source): void
       const w = (n: string) => params.get(`${L}block_sparse_moe.experts.${n}`)!;
       fillLayerExperts(src, `${HL}${prefix}`, arch.expertNames, w('w1').data, w('w3').data, w('w2').data, E, c.hidden_size, f);
       for (const n of ['w1', 'w3', 'w2']) done.add(`${L}block_sparse_moe.experts.${n}`);
+    }
+    if (moe?.shared) {
+      if (!arch.sharedName) throw new HfFormatError(`${arch.modelType}: has no ungated shared experts`);
+      const [g, u, dn] = ['gate_proj', 'up_proj', 'down_proj'];
+      transposed(`${L}block_sparse_moe.shared.w1`, `${HL}${prefix}.${arch.sharedName}.${g}.weight`);
+      transposed(`${L}block_sparse_moe.shared.w3`, `${HL}${prefix}.${arch.sharedName}.${u}.weight`);
+      transposed(`${L}block_sparse_moe.shared.w2`, `${HL}${prefix}.${arch.sharedName}.${dn}.weight`);
+    }
+    if (moe) {
+      for (const [bname, buf] of moe.router.namedBuffers()) {
+        const hfName = `${HL}${prefix}.gate.${bname}`;
+        buf.data.set(src.get(hfName, buf.shape));
+      }
     }
     for (const [name] of params) {
       if (!name.startsWith(L) || done.has(name)) continue;
@@ -238,7 +287,7 @@ export function fromPretrained(dir: string, opts: FromPretrainedOptions = {}): P
   const model = new MoETransformerLM(config, opts.seed ?? 0);
   const ck = new SafetensorsCheckpoint(dir);
   try {
-    loadWeights(model, arch, new Source(ck, block));
+    loadWeights(model, arch, new Source(ck, block), arch.ropeInterleaved?.(hf) ?? false);
   } finally {
     ck.close();
   }
@@ -274,7 +323,16 @@ export function hfTensors(model: MoETransformerLM, arch: ArchSpec, dtype: DType 
       if (!m) throw new HfFormatError(`${arch.modelType}: no Hugging Face name for parameter ${name}`);
       const HL = `model.layers.${m[1]}.`;
       const rest = m[2];
-      if (rest === 'block_sparse_moe.router.gate.weight') put(`${HL}${arch.moePrefix}.gate.weight`, p.data, shape);
+      const seg = arch.ropeInterleaved ? ropeSegments(name, c) : null;
+      if (seg) put(HL + rest, permuteRopeRows(p.data, shape.length > 1 ? shape[1] : 1, seg, c.qk_rope_head_dim!, false), shape);
+      else if (rest === 'block_sparse_moe.router.gate.weight') put(`${HL}${arch.moePrefix}.gate.weight`, p.data, shape);
+      else if (rest.startsWith('block_sparse_moe.shared.')) {
+        const idx = ['w1', 'w3', 'w2'].indexOf(rest.slice('block_sparse_moe.shared.'.length));
+        if (idx < 0 || !arch.sharedName) throw new HfFormatError(`${arch.modelType}: no Hugging Face name for parameter ${name}`);
+        const t = new Float32Array(p.size);
+        transposeInto(t, 0, p.data, 0, shape[0], shape[1]);
+        put(`${HL}${arch.moePrefix}.${arch.sharedName}.${['gate_proj', 'up_proj', 'down_proj'][idx]}.weight`, t, [shape[1], shape[0]]);
+      }
       else if (rest.startsWith('block_sparse_moe.experts.')) {
         const which = rest.slice('block_sparse_moe.experts.'.length);
         const idx = ['w1', 'w3', 'w2'].indexOf(which);
@@ -292,6 +350,15 @@ export function hfTensors(model: MoETransformerLM, arch: ArchSpec, dtype: DType 
     }
   }
   void d;
+  // non-trainable router state (DeepSeek-V3's e_score_correction_bias) lives next to the gate weight
+  model.layers.forEach((layer, i) => {
+    const moe = layer.block_sparse_moe;
+    if (!moe) return;
+    for (const [bname, buf] of moe.router.namedBuffers()) {
+      // F32 like transformers keeps it: the bias decides the selection and must not be rounded
+      out.set(`model.layers.${i}.${arch.moePrefix}.gate.${bname}`, { dtype: 'float32', shape: [...buf.shape], data: buf.data.slice() });
+    }
+  });
   return out;
 }
 

@@ -16,3 +16,4 @@ import './threshold.js';
 import './null-experts.js';
 import './hash.js';
 import './dense-to-sparse.js';
+import './group-limited.js';

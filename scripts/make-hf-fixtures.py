@@ -131,7 +131,13 @@ class Model:
                 p(L + 'self_attn.q_norm.weight', H * hd, scale=0.1); p(L + 'self_attn.k_norm.weight', KV * hd, scale=0.1)
                 for n in ('q_norm', 'k_norm'):
                     self.w[L + f'self_attn.{n}.weight'] = (self.w[L + f'self_attn.{n}.weight'].float() + 1).to(wdtype)
-            if self.is_moe(i):
+            if kind == 'granitemoe':
+                P = L + 'block_sparse_moe.'
+                E, f = self.E(), cfg['intermediate_size']
+                p(P + 'router.layer.weight', E, d, scale=1.0)
+                p(P + 'input_linear.weight', E, 2 * f, d)
+                p(P + 'output_linear.weight', E, d, f)
+            elif self.is_moe(i):
                 P = L + ('block_sparse_moe.' if kind == 'mixtral' else 'mlp.')
                 E, f = self.E(), self.f_moe()
                 # gate weights: random normal (DeepSeek too)
@@ -241,7 +247,7 @@ class Model:
         return self.cfg.get('num_local_experts') or self.cfg.get('num_experts') or self.cfg.get('n_routed_experts')
 
     def f_moe(self):
-        return self.cfg['intermediate_size'] if self.kind in ('mixtral', 'olmoe') else self.cfg['moe_intermediate_size']
+        return self.cfg['intermediate_size'] if self.kind in ('mixtral', 'olmoe', 'granitemoe') else self.cfg['moe_intermediate_size']
 
     def is_moe(self, i):
         k, c = self.kind, self.cfg
@@ -260,7 +266,26 @@ class Model:
         g, u, dn = names
         return F.linear(F.silu(F.linear(x, self.W(P + g + '.weight'))) * F.linear(x, self.W(P + u + '.weight')), self.W(P + dn + '.weight'))
 
+    def granite_moe(self, x, P):
+        # GraniteMoeTopKGating: softmax over the top-k logits; ParallelExperts: chunk(2) = gate, up
+        K = self.cfg['num_experts_per_tok']
+        logits = F.linear(x, self.W(P + 'router.layer.weight')).float()
+        self.router_logits.append(logits)
+        top, idx = logits.topk(K, dim=1)
+        gates = F.softmax(top, dim=1, dtype=torch.float)
+        out = torch.zeros_like(x)
+        for e in range(self.E()):
+            t, j = torch.where(idx == e)
+            if t.numel() == 0:
+                continue
+            h = F.linear(x[t], self.W(P + 'input_linear.weight')[e])
+            g, u = h.chunk(2, dim=-1)
+            out.index_add_(0, t, F.linear(F.silu(g) * u, self.W(P + 'output_linear.weight')[e]) * gates[t, j, None])
+        return out
+
     def moe(self, x, P):
+        if self.kind == 'granitemoe':
+            return self.granite_moe(x, P)
         c, k = self.cfg, self.kind
         E, K = self.E(), c['num_experts_per_tok']
         if k.startswith('deepseek'):
@@ -306,7 +331,7 @@ class Model:
         k = k * cos + rotate_half(k) * sin
         k = k.repeat_interleave(H // KV, dim=0)
         v = v.repeat_interleave(H // KV, dim=0)
-        s = (q @ k.transpose(1, 2)) * hd ** -0.5
+        s = (q @ k.transpose(1, 2)) * c.get('attention_multiplier', hd ** -0.5)
         s = s + torch.triu(torch.full((T, T), float('-inf')), 1)
         p = F.softmax(s, dim=-1, dtype=torch.float32)
         o = (p @ v).transpose(0, 1).reshape(T, H * hd)
@@ -328,23 +353,24 @@ class Model:
         freqs = torch.arange(T, dtype=torch.float32)[:, None] * inv[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos() * scale, emb.sin() * scale
-        h = self.W('model.embed_tokens.weight')[torch.tensor(ids)]
+        h = self.W('model.embed_tokens.weight')[torch.tensor(ids)] * c.get('embedding_multiplier', 1.0)
+        rm = c.get('residual_multiplier', 1.0)
         eps = c['rms_norm_eps']
         for i in range(c['num_hidden_layers']):
             L = f'model.layers.{i}.'
             att = self.mla if self.kind.startswith('deepseek') else self.attn
-            h = h + att(rms(h, self.W(L + 'input_layernorm.weight'), eps), L, cos, sin)
+            h = h + att(rms(h, self.W(L + 'input_layernorm.weight'), eps), L, cos, sin) * rm
             n = rms(h, self.W(L + 'post_attention_layernorm.weight'), eps)
             if self.is_moe(i):
-                h = h + self.moe(n, L + ('block_sparse_moe.' if self.kind == 'mixtral' else 'mlp.'))
+                h = h + self.moe(n, L + ('block_sparse_moe.' if self.kind in ('mixtral', 'granitemoe') else 'mlp.')) * rm
             else:
-                h = h + self.mlp(n, L + 'mlp.')
+                h = h + self.mlp(n, L + 'mlp.') * rm
         h = rms(h, self.W('model.norm.weight'), eps)
         head = self.W('model.embed_tokens.weight') if c.get('tie_word_embeddings', False) else self.W('lm_head.weight')
-        return F.linear(h, head)
+        return F.linear(h, head) / c.get('logits_scaling', 1.0)
 
 
-ARCH = {'deepseek_v3': 'DeepseekV3ForCausalLM', 'deepseek_v2': 'DeepseekV2ForCausalLM', 'mixtral': 'MixtralForCausalLM', 'qwen2_moe': 'Qwen2MoeForCausalLM', 'qwen3_moe': 'Qwen3MoeForCausalLM', 'olmoe': 'OlmoeForCausalLM', 'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM'}
+ARCH = {'granitemoe': 'GraniteMoeForCausalLM', 'deepseek_v3': 'DeepseekV3ForCausalLM', 'deepseek_v2': 'DeepseekV2ForCausalLM', 'mixtral': 'MixtralForCausalLM', 'qwen2_moe': 'Qwen2MoeForCausalLM', 'qwen3_moe': 'Qwen3MoeForCausalLM', 'olmoe': 'OlmoeForCausalLM', 'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM'}
 BASE = dict(vocab_size=48, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6, rope_theta=10000.0, hidden_act='silu', tie_word_embeddings=False, initializer_range=0.02)
 
 FIXTURES = [
@@ -355,6 +381,7 @@ FIXTURES = [
     ('olmoe', 'olmoe', dict(num_experts=4, num_experts_per_tok=2, intermediate_size=8, norm_topk_prob=False, clip_qkv=None, num_key_value_heads=4, tie_word_embeddings=True), {}),
     ('llama', 'llama', dict(intermediate_size=24, rope_scaling={'rope_type': 'llama3', 'factor': 8.0, 'low_freq_factor': 1.0, 'high_freq_factor': 4.0, 'original_max_position_embeddings': 8}, attention_bias=False, mlp_bias=False), {}),
     ('qwen2', 'qwen2', dict(intermediate_size=24, num_key_value_heads=1, use_sliding_window=False), {}),
+    ('granitemoe', 'granitemoe', dict(num_local_experts=4, num_experts_per_tok=2, intermediate_size=8, attention_bias=True, embedding_multiplier=3.0, residual_multiplier=0.5, logits_scaling=2.0, attention_multiplier=0.3, tie_word_embeddings=True), {}),
     ('deepseek_v3', 'deepseek_v3', dict(num_key_value_heads=4, intermediate_size=24, moe_intermediate_size=8, n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2, n_group=4, topk_group=2, first_k_dense_replace=1, norm_topk_prob=True, routed_scaling_factor=2.5, q_lora_rank=8, kv_lora_rank=8, qk_nope_head_dim=4, qk_rope_head_dim=4, v_head_dim=4, rope_interleave=True, scoring_func='sigmoid', topk_method='noaux_tc', rope_scaling={'type': 'yarn', 'factor': 4.0, 'original_max_position_embeddings': 16, 'beta_fast': 32, 'beta_slow': 1, 'mscale': 1.0, 'mscale_all_dim': 1.0}), {}),
     ('deepseek_v2', 'deepseek_v2', dict(num_key_value_heads=4, intermediate_size=24, moe_intermediate_size=8, n_routed_experts=8, n_shared_experts=2, num_experts_per_tok=3, n_group=4, topk_group=2, topk_method='group_limited_greedy', first_k_dense_replace=0, norm_topk_prob=False, routed_scaling_factor=2.0, q_lora_rank=None, kv_lora_rank=8, qk_nope_head_dim=4, qk_rope_head_dim=4, v_head_dim=6, scoring_func='softmax'), {}),
 ]

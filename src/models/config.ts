@@ -42,6 +42,12 @@ export const ModelConfigSchema = z
     qk_nope_head_dim: posInt.optional(),
     qk_rope_head_dim: posInt.optional(),
     v_head_dim: posInt.optional(),
+    /** GraniteMoE multipliers: embeddings times embedding_multiplier, each residual branch times residual_multiplier, logits divided by logits_scaling. */
+    embedding_multiplier: z.number().positive().default(1),
+    residual_multiplier: z.number().positive().default(1),
+    logits_scaling: z.number().positive().default(1),
+    /** Attention score scale (default head_dim^-0.5; GraniteMoE sets it). */
+    attention_multiplier: z.number().positive().optional(),
     /** RoPE frequency scaling as in transformers (rope_type default, linear, llama3, yarn; see rope.ts). */
     rope_scaling: z.record(z.string(), z.unknown()).optional(),
     max_position_embeddings: posInt.default(256),

@@ -89,7 +89,9 @@ export class Attention extends Module {
       k = T.concat([cache.k, k], 2);
       v = T.concat([cache.v, v], 2);
     }
-    const o = T.causalAttention(q, this.repeatKV(k), this.repeatKV(v));
+    // causalAttention scales by head_dim^-0.5; an explicit attention_multiplier replaces that
+    const am = this.cfg.attention_multiplier;
+    const o = T.causalAttention(am !== undefined ? T.scale(q, am * Math.sqrt(this.headDim)) : q, this.repeatKV(k), this.repeatKV(v));
     return { y: this.o_proj.forward(T.mergeHeads(o)), k, v };
   }
 }
@@ -257,7 +259,10 @@ export class MoETransformerLM extends Module {
     }
     const p = this.training ? c.hidden_dropout : 0;
     const drop = (t: Tensor): Tensor => (p > 0 && opts.dropoutRng ? T.dropout(t, p, opts.dropoutRng) : t);
-    let h = drop(this.embed_tokens.forward(ids));
+    const em = c.embedding_multiplier;
+    const rm = c.residual_multiplier;
+    const branch = (t: Tensor): Tensor => drop(rm === 1 ? t : T.scale(t, rm));
+    let h = drop(em === 1 ? this.embed_tokens.forward(ids) : T.scale(this.embed_tokens.forward(ids), em));
     const aux: ForwardResult['aux'] = [];
     const ctx: RouterContext = { ...opts.ctx, tokenIds: ids };
     this.layers.forEach((layer, i) => {
@@ -267,10 +272,10 @@ export class MoETransformerLM extends Module {
         cache.k[i] = a.k;
         cache.v[i] = a.v;
       }
-      h = T.add(h, drop(a.y));
+      h = T.add(h, branch(a.y));
       const r = layer.ffn(layer.post_attention_layernorm.forward(h), ctx, c.router_jitter_noise);
       if (r.aux) aux.push({ layer: i, aux: r.aux });
-      h = T.add(h, drop(r.y));
+      h = T.add(h, branch(r.y));
     });
     if (opts.cache) opts.cache.length = past + Tn;
     const losses: Record<string, Tensor> = {};
@@ -278,7 +283,8 @@ export class MoETransformerLM extends Module {
       losses.switch = T.scale(globalSwitchLoss(aux.map((a) => a.aux.router), c.num_local_experts), c.router_aux_loss_coef);
     }
     h = this.norm.forward(h);
-    const logits = this.lm_head ? this.lm_head.forward(h) : T.linear(h, this.embed_tokens.weight);
+    let logits = this.lm_head ? this.lm_head.forward(h) : T.linear(h, this.embed_tokens.weight);
+    if (c.logits_scaling !== 1) logits = T.scale(logits, 1 / c.logits_scaling);
     return { logits, aux, losses };
   }
 

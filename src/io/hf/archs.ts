@@ -19,6 +19,14 @@ export interface ArchSpec {
   moePrefixAliases?: string[];
   /** Per-expert projection names: gate (SwiGLU gate), up (value), down. */
   expertNames: [string, string, string];
+  /** Router weight module under the MoE block (default 'gate'). */
+  routerName?: string;
+  /**
+   * The fused 3-D expert tensors under the MoE block: gate+up [E, 2f, d] (gate rows first) and
+   * down [E, d, f] (default experts.gate_up_proj / experts.down_proj); `only`: the architecture
+   * has no per-expert layout, so saves write these.
+   */
+  fused?: { gateUp: string; down: string; only?: boolean };
   /** The moe-ts router this architecture routes with (MoE architectures). */
   routerType?: string;
   /** Multi-head latent attention instead of (grouped-query) multi-head attention. */
@@ -46,6 +54,11 @@ function commonReject(c: ModelConfig): string | null {
   if (c.hidden_act !== 'silu') return `hidden_act "${c.hidden_act}" (the supported Hugging Face architectures use SwiGLU, hidden_act silu)`;
   if (c.hidden_dropout !== 0) return null; // training-only; forward semantics match
   return null;
+}
+
+/** Multipliers only GraniteMoE has (everything else needs them at 1 / unset). */
+function multipliers(c: ModelConfig): boolean {
+  return c.embedding_multiplier !== 1 || c.residual_multiplier !== 1 || c.logits_scaling !== 1 || c.attention_multiplier !== undefined;
 }
 
 function moeReject(c: ModelConfig): string | null {
@@ -224,6 +237,54 @@ function denseArch(kind: 'llama' | 'qwen2'): ArchSpec {
   };
 }
 
+const granitemoe: ArchSpec = {
+  modelType: 'granitemoe',
+  architecture: 'GraniteMoeForCausalLM',
+  moePrefix: 'block_sparse_moe',
+  expertNames: ['gate_proj', 'up_proj', 'down_proj'],
+  routerName: 'router.layer',
+  fused: { gateUp: 'input_linear.weight', down: 'output_linear.weight', only: true },
+  routerType: 'topk',
+  toModelConfig(hf) {
+    return {
+      num_local_experts: num(hf, 'num_local_experts') ?? 8,
+      num_experts_per_tok: num(hf, 'num_experts_per_tok') ?? 2,
+      moe_intermediate_size: num(hf, 'intermediate_size') ?? 1024,
+      intermediate_size: num(hf, 'intermediate_size') ?? 1024,
+      // softmax over the top-k logits = the top-k softmax probabilities renormalised
+      norm_topk_prob: true,
+      router_aux_loss_coef: num(hf, 'router_aux_loss_coef') ?? 0.001,
+      attention_bias: hf.attention_bias === true,
+      embedding_multiplier: num(hf, 'embedding_multiplier') ?? 1,
+      residual_multiplier: num(hf, 'residual_multiplier') ?? 1,
+      logits_scaling: num(hf, 'logits_scaling') ?? 1,
+      attention_multiplier: num(hf, 'attention_multiplier') ?? 1,
+      tie_word_embeddings: hf.tie_word_embeddings !== false,
+    };
+  },
+  toHfConfig(c) {
+    return {
+      ...baseFields(c),
+      intermediate_size: c.moe_intermediate_size,
+      num_local_experts: c.num_local_experts,
+      num_experts_per_tok: c.num_experts_per_tok,
+      router_aux_loss_coef: c.router_aux_loss_coef,
+      attention_bias: c.attention_bias,
+      embedding_multiplier: c.embedding_multiplier,
+      residual_multiplier: c.residual_multiplier,
+      logits_scaling: c.logits_scaling,
+      attention_multiplier: c.attention_multiplier ?? 1 / Math.sqrt(headDimOf(c)),
+      attention_dropout: 0,
+    };
+  },
+  reject(c) {
+    if (dense(c)) return 'a dense model (no experts)';
+    if (!c.norm_topk_prob || c.router_options.normalize === false) return 'norm_topk_prob false (GraniteMoE renormalises)';
+    if (!allSparse(c) || c.n_shared_experts > 0 || c.qk_norm !== 'none' || c.qkv_bias) return 'dense layers, shared experts, q/k norms or q/k/v-only biases';
+    return null;
+  },
+};
+
 const mlaFields = (hf: HfConfig): Record<string, unknown> => ({
   kv_lora_rank: num(hf, 'kv_lora_rank') ?? 512,
   q_lora_rank: num(hf, 'q_lora_rank'),
@@ -315,7 +376,7 @@ function deepseek(v: 2 | 3): ArchSpec {
   };
 }
 
-export const ARCHS: readonly ArchSpec[] = [mixtral, qwenMoe(2), qwenMoe(3), olmoe, deepseek(3), deepseek(2), denseArch('llama'), denseArch('qwen2')];
+export const ARCHS: readonly ArchSpec[] = [mixtral, qwenMoe(2), qwenMoe(3), olmoe, deepseek(3), deepseek(2), granitemoe, denseArch('llama'), denseArch('qwen2')];
 
 function ARCH_NAMES(): string {
   return ARCHS.map((a) => a.modelType).join(', ');
@@ -343,6 +404,10 @@ export function archForModel(c: ModelConfig): ArchSpec {
     }
     if (!dense(c) && a.routerType !== undefined && c.router_type !== a.routerType) {
       reasons.push(`${a.modelType}: routes with router_type "${a.routerType}"`);
+      continue;
+    }
+    if (multipliers(c) && a !== granitemoe) {
+      reasons.push(`${a.modelType}: has no embedding/residual/attention/logits multipliers`);
       continue;
     }
     const r = a.reject(c);

@@ -153,11 +153,13 @@ class Source {
   }
 }
 
-function fillLayerExperts(src: Source, base: string, names: [string, string, string], w1: Float32Array, w3: Float32Array, w2: Float32Array, E: number, d: number, f: number): void {
-  if (src.has(`${base}.experts.gate_up_proj`)) {
-    // fused 3-D layout of recent transformers: gate_up_proj [E, 2f, d] (gate rows first), down_proj [E, d, f]
-    const gu = src.get(`${base}.experts.gate_up_proj`, [E, 2 * f, d]);
-    const dn = src.get(`${base}.experts.down_proj`, [E, d, f]);
+function fillLayerExperts(src: Source, base: string, arch: ArchSpec, w1: Float32Array, w3: Float32Array, w2: Float32Array, E: number, d: number, f: number): void {
+  const names = arch.expertNames;
+  const fu = arch.fused ?? { gateUp: 'experts.gate_up_proj', down: 'experts.down_proj' };
+  if (src.has(`${base}.${fu.gateUp}`) || fu.only) {
+    // fused 3-D layout (recent transformers; GraniteMoE): gate+up [E, 2f, d] (gate rows first), down [E, d, f]
+    const gu = src.get(`${base}.${fu.gateUp}`, [E, 2 * f, d]);
+    const dn = src.get(`${base}.${fu.down}`, [E, d, f]);
     for (let e = 0; e < E; e++) {
       transposeInto(w1, e * d * f, gu, e * 2 * f * d, f, d);
       transposeInto(w3, e * d * f, gu, e * 2 * f * d + f * d, f, d);
@@ -230,12 +232,13 @@ function loadWeights(model: MoETransformerLM, arch: ArchSpec, src: Source, inter
     let prefix = arch.moePrefix;
     if (moe) {
       const cands = [arch.moePrefix, ...(arch.moePrefixAliases ?? [])];
-      prefix = cands.find((p) => src.has(`${HL}${p}.gate.weight`)) ?? arch.moePrefix;
-      direct(`${L}block_sparse_moe.router.gate.weight`, `${HL}${prefix}.gate.weight`);
+      const rn = arch.routerName ?? 'gate';
+      prefix = cands.find((p) => src.has(`${HL}${p}.${rn}.weight`)) ?? arch.moePrefix;
+      direct(`${L}block_sparse_moe.router.gate.weight`, `${HL}${prefix}.${rn}.weight`);
       const E = c.num_local_experts;
       const f = c.moe_intermediate_size;
       const w = (n: string) => params.get(`${L}block_sparse_moe.experts.${n}`)!;
-      fillLayerExperts(src, `${HL}${prefix}`, arch.expertNames, w('w1').data, w('w3').data, w('w2').data, E, c.hidden_size, f);
+      fillLayerExperts(src, `${HL}${prefix}`, arch, w('w1').data, w('w3').data, w('w2').data, E, c.hidden_size, f);
       for (const n of ['w1', 'w3', 'w2']) done.add(`${L}block_sparse_moe.experts.${n}`);
     }
     if (moe?.shared) {
@@ -247,7 +250,7 @@ function loadWeights(model: MoETransformerLM, arch: ArchSpec, src: Source, inter
     }
     if (moe) {
       for (const [bname, buf] of moe.router.namedBuffers()) {
-        const hfName = `${HL}${prefix}.gate.${bname}`;
+        const hfName = `${HL}${prefix}.${arch.routerName ?? 'gate'}.${bname}`;
         buf.data.set(src.get(hfName, buf.shape));
       }
     }
@@ -325,7 +328,26 @@ export function hfTensors(model: MoETransformerLM, arch: ArchSpec, dtype: DType 
       const rest = m[2];
       const seg = arch.ropeInterleaved ? ropeSegments(name, c) : null;
       if (seg) put(HL + rest, permuteRopeRows(p.data, shape.length > 1 ? shape[1] : 1, seg, c.qk_rope_head_dim!, false), shape);
-      else if (rest === 'block_sparse_moe.router.gate.weight') put(`${HL}${arch.moePrefix}.gate.weight`, p.data, shape);
+      else if (rest === 'block_sparse_moe.router.gate.weight') put(`${HL}${arch.moePrefix}.${arch.routerName ?? 'gate'}.weight`, p.data, shape);
+      else if (arch.fused?.only && rest.startsWith('block_sparse_moe.experts.')) {
+        // written once per layer, from w1 (w3 and w2 are consumed with it)
+        if (rest !== 'block_sparse_moe.experts.w1') continue;
+        const P = `layers.${m[1]}.block_sparse_moe.experts.`;
+        const params = new Map(model.namedParameters());
+        const w1 = params.get(P + 'w1')!;
+        const w3 = params.get(P + 'w3')!;
+        const w2 = params.get(P + 'w2')!;
+        const [E, dd, f] = w1.shape;
+        const gu = new Float32Array(E * 2 * f * dd);
+        const dn = new Float32Array(E * dd * f);
+        for (let e = 0; e < E; e++) {
+          transposeInto(gu, e * 2 * f * dd, w1.data, e * dd * f, dd, f);
+          transposeInto(gu, e * 2 * f * dd + f * dd, w3.data, e * dd * f, dd, f);
+          transposeInto(dn, e * dd * f, w2.data, e * f * dd, f, dd);
+        }
+        put(`${HL}${arch.moePrefix}.${arch.fused.gateUp}`, gu, [E, 2 * f, dd]);
+        put(`${HL}${arch.moePrefix}.${arch.fused.down}`, dn, [E, dd, f]);
+      }
       else if (rest.startsWith('block_sparse_moe.shared.')) {
         const idx = ['w1', 'w3', 'w2'].indexOf(rest.slice('block_sparse_moe.shared.'.length));
         if (idx < 0 || !arch.sharedName) throw new HfFormatError(`${arch.modelType}: no Hugging Face name for parameter ${name}`);
@@ -356,7 +378,7 @@ export function hfTensors(model: MoETransformerLM, arch: ArchSpec, dtype: DType 
     if (!moe) return;
     for (const [bname, buf] of moe.router.namedBuffers()) {
       // F32 like transformers keeps it: the bias decides the selection and must not be rounded
-      out.set(`model.layers.${i}.${arch.moePrefix}.gate.${bname}`, { dtype: 'float32', shape: [...buf.shape], data: buf.data.slice() });
+      out.set(`model.layers.${i}.${arch.moePrefix}.${arch.routerName ?? 'gate'}.${bname}`, { dtype: 'float32', shape: [...buf.shape], data: buf.data.slice() });
     }
   });
   return out;

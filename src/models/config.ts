@@ -42,6 +42,15 @@ export const ModelConfigSchema = z
     qk_nope_head_dim: posInt.optional(),
     qk_rope_head_dim: posInt.optional(),
     v_head_dim: posInt.optional(),
+    /** Sliding-window attention: keys within this many positions (every layer, unless layer_types says which). */
+    sliding_window: posInt.optional(),
+    /** Per layer 'full_attention' or 'sliding_attention' (GPT-OSS alternates them). */
+    layer_types: z.array(z.enum(['full_attention', 'sliding_attention'])).optional(),
+    /** A learned per-head attention sink logit in every layer (GPT-OSS `self_attn.sinks`). */
+    attention_sinks: z.boolean().default(false),
+    /** Routed expert type (default: the one hidden_act selects) and its options, e.g. 'clamped-swiglu' { limit }. */
+    expert_type: z.string().optional(),
+    expert_options: z.record(z.string(), z.unknown()).default({}),
     /** GraniteMoE multipliers: embeddings times embedding_multiplier, each residual branch times residual_multiplier, logits divided by logits_scaling. */
     embedding_multiplier: z.number().positive().default(1),
     residual_multiplier: z.number().positive().default(1),
@@ -125,6 +134,8 @@ export const ModelConfigSchema = z
         ctx.addIssue({ code: 'custom', path: ['v_head_dim'], message: 'must be at most qk_nope_head_dim + qk_rope_head_dim' });
       }
     }
+    if (c.layer_types && c.layer_types.length !== c.num_hidden_layers) ctx.addIssue({ code: 'custom', path: ['layer_types'], message: `needs one entry per layer (${c.num_hidden_layers}), got ${c.layer_types.length}` });
+    if (c.layer_types?.includes('sliding_attention') && c.sliding_window === undefined) ctx.addIssue({ code: 'custom', path: ['sliding_window'], message: 'is required when layer_types has sliding_attention layers' });
     if (c.num_key_value_heads !== undefined && c.num_attention_heads % c.num_key_value_heads !== 0) {
       ctx.addIssue({ code: 'custom', path: ['num_key_value_heads'], message: `num_attention_heads ${c.num_attention_heads} must be a multiple of num_key_value_heads ${c.num_key_value_heads}` });
     }

@@ -6,7 +6,7 @@
 import { Tensor } from '../tensor/tensor.js';
 import { Rng } from '../tensor/random.js';
 import * as T from '../tensor/index.js';
-import { Module, Linear, Embedding, RMSNorm } from '../nn/index.js';
+import { Module, Linear, Embedding, RMSNorm, Parameter, param } from '../nn/index.js';
 import { MoELayer, type MoELayerConfig } from '../moe/layer.js';
 import type { MoEAux, RouterContext } from '../moe/types.js';
 import { routerRegistry } from '../moe/routers/index.js';
@@ -34,12 +34,19 @@ export class Attention extends Module {
   /** RMSNorm on queries/keys before RoPE (qk_norm 'head': width head_dim; 'full': the whole projection). */
   q_norm: RMSNorm | null;
   k_norm: RMSNorm | null;
+  /** Per-head sink logits [H] (attention_sinks). */
+  sinks: Parameter | null;
   readonly heads: number;
   readonly kvHeads: number;
   readonly headDim: number;
+  /** Sliding window of this layer (undefined: full causal attention). */
+  readonly window: number | undefined;
   private readonly rope: RopeParams | null;
-  constructor(readonly cfg: ModelConfig, rng: Rng) {
+  constructor(readonly cfg: ModelConfig, rng: Rng, layerIndex = 0) {
     super();
+    const lt = cfg.layer_types?.[layerIndex];
+    this.window = cfg.sliding_window !== undefined && (lt === undefined || lt === 'sliding_attention') ? cfg.sliding_window : undefined;
+    this.sinks = cfg.attention_sinks ? param([cfg.num_attention_heads], 'zeros') : null;
     const d = cfg.hidden_size;
     this.heads = cfg.num_attention_heads;
     this.kvHeads = kvHeadsOf(cfg);
@@ -91,7 +98,11 @@ export class Attention extends Module {
     }
     // causalAttention scales by head_dim^-0.5; an explicit attention_multiplier replaces that
     const am = this.cfg.attention_multiplier;
-    const o = T.causalAttention(am !== undefined ? T.scale(q, am * Math.sqrt(this.headDim)) : q, this.repeatKV(k), this.repeatKV(v));
+    const qs = am !== undefined ? T.scale(q, am * Math.sqrt(this.headDim)) : q;
+    const o =
+      this.sinks || this.window !== undefined
+        ? T.windowedAttention(qs, this.repeatKV(k), this.repeatKV(v), { window: this.window, sinks: this.sinks })
+        : T.causalAttention(qs, this.repeatKV(k), this.repeatKV(v));
     return { y: this.o_proj.forward(T.mergeHeads(o)), k, v };
   }
 }
@@ -142,7 +153,7 @@ export function moeLayerConfig(c: ModelConfig): MoELayerConfig {
   }
   Object.assign(losses, c.router_losses);
   const routerOpts = fromHfFields(c, routerRegistry.find(c.router_type)?.traits.hfConfig, { ...c.router_options });
-  const expertType = expertRegistry.specs().find((s) => s.traits.hfHiddenAct === c.hidden_act)?.name;
+  const expertType = c.expert_type ?? expertRegistry.specs().find((s) => s.traits.hfHiddenAct === c.hidden_act)?.name;
   if (!expertType) throw new ConfigError(`model config: hidden_act "${c.hidden_act}" maps to no registered expert type`);
   let dispatch: DispatchConfig | undefined;
   if (c.dispatch !== undefined) {
@@ -159,6 +170,7 @@ export function moeLayerConfig(c: ModelConfig): MoELayerConfig {
       dFF: c.moe_intermediate_size,
       outputScale: outputScale(c),
       ...(c.expert_sizes ? { sizes: c.expert_sizes } : {}),
+      ...c.expert_options,
     },
     router: { type: c.router_type, ...routerOpts },
     ...(dispatch ? { dispatch } : {}),
@@ -180,7 +192,7 @@ export class DecoderLayer extends Module {
     super();
     const d = cfg.hidden_size;
     this.input_layernorm = new RMSNorm(d, cfg.rms_norm_eps);
-    this.self_attn = cfg.kv_lora_rank !== undefined ? new MLAttention(cfg, rng) : new Attention(cfg, rng);
+    this.self_attn = cfg.kv_lora_rank !== undefined ? new MLAttention(cfg, rng) : new Attention(cfg, rng, index);
     this.post_attention_layernorm = new RMSNorm(d, cfg.rms_norm_eps);
     if (isMoELayer(cfg, index)) {
       this.mlp = null;

@@ -111,3 +111,35 @@ test('group-limited (DeepSeek-V3) router: bias selects but never weighs, groups 
   assert.ok(Math.abs(w2[0] - (2 * s[2]) / (s[2] + s[3])) < 1e-6, String(w2));
   assert.throws(() => routerRegistry.get('group-limited')({ type: 'group-limited', dModel: 2, numExperts: 4, topK: 2, nGroup: 3 }, new Rng(0)), /nGroup/);
 });
+
+test('windowed attention with sinks: no window and no sink equals causal attention; gradients match finite differences', () => {
+  const rng = new Rng(21);
+  const mk = (shape: number[]) => tensor(rng.fillNormal(new Float32Array(shape.reduce((a, b) => a * b, 1)), 1), shape, true);
+  const q = mk([1, 2, 5, 4]);
+  const k = mk([1, 2, 5, 4]);
+  const v = mk([1, 2, 5, 4]);
+  const a = T.windowedAttention(q, k, v).data;
+  const b = T.causalAttention(q, k, v).data;
+  for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) < 1e-5);
+  const sinks = mk([2]);
+  const rep = gradcheck('windowedAttention', (qq, kk, vv, ss) => T.windowedAttention(qq, kk, vv, { window: 2, sinks: ss }), [q, k, v, sinks]);
+  assert.ok(rep.worstRatio <= 1, JSON.stringify(rep).slice(0, 300));
+  // window 1: each query sees only itself (output = its own value when there is no sink)
+  const w1 = T.windowedAttention(q, k, v, { window: 1 }).data;
+  for (let i = 0; i < w1.length; i++) assert.ok(Math.abs(w1[i] - v.data[i]) < 1e-6);
+});
+
+test('clamped SwiGLU (GPT-OSS) activation: value and gradient', async () => {
+  const { clampedSwiglu } = await import('../../src/moe/experts/clamped-swiglu.js');
+  const g = tensor([-1, 0.5, 9, 2], [1, 4], true);
+  const u = tensor([0.3, -8, 1, 7.5], [1, 4], true);
+  const y = clampedSwiglu(g, u, 1.702, 7).data;
+  const ref = (gg: number, uu: number) => {
+    const gc = Math.min(gg, 7);
+    const uc = Math.min(Math.max(uu, -7), 7);
+    return (uc + 1) * gc / (1 + Math.exp(-1.702 * gc));
+  };
+  [-1, 0.5, 9, 2].forEach((gg, i) => assert.ok(Math.abs(y[i] - ref(gg, [0.3, -8, 1, 7.5][i])) < 1e-5));
+  const rep = gradcheck('clampedSwiglu', (a, b) => clampedSwiglu(a, b, 1.702, 7), [tensor([-1, 0.5, 3, 2], [1, 4], true), tensor([0.3, -2, 1, 5], [1, 4], true)]);
+  assert.ok(rep.worstRatio <= 1, JSON.stringify(rep).slice(0, 300));
+});

@@ -17,3 +17,4 @@ import './null-experts.js';
 import './hash.js';
 import './dense-to-sparse.js';
 import './group-limited.js';
+import './biased-topk.js';

@@ -78,3 +78,111 @@ export function mergeHeads(o: Tensor): Tensor {
     accumulateGrad(o, go, true);
   });
 }
+
+/**
+ * Causal attention with an optional sliding window and optional attention sinks (GPT-OSS):
+ * q [B, H, Tq, D], k and v [B, H, Tk, D] (query i at position Tk - Tq + i). With `window` w a
+ * query sees the keys at positions p - w < j <= p (Mistral/GPT-OSS sliding window). With
+ * `sinks` [H] each head's softmax gets one extra logit (unscaled) that takes probability mass but
+ * adds no value (Xiao et al., "Efficient Streaming Language Models with Attention Sinks", 2023;
+ * learned per head as in GPT-OSS). Differentiable in q, k, v and sinks.
+ */
+export function windowedAttention(q: Tensor, k: Tensor, v: Tensor, opts: { window?: number; sinks?: Tensor | null; scale?: number } = {}): Tensor {
+  if (q.ndim !== 4 || k.ndim !== 4 || v.ndim !== 4) throw new Error(`windowedAttention: expected 4-D [B, H, T, D], got ${formatShape(q.shape)}, ${formatShape(k.shape)}, ${formatShape(v.shape)}`);
+  const [B, H, Tq, D] = q.shape;
+  const Tk = k.shape[2];
+  if (k.shape[0] !== B || k.shape[1] !== H || k.shape[3] !== D || v.shape.some((s, i) => s !== k.shape[i]) || Tk < Tq) {
+    throw new Error(`windowedAttention: q ${formatShape(q.shape)} incompatible with k ${formatShape(k.shape)} / v ${formatShape(v.shape)}`);
+  }
+  const sinks = opts.sinks ?? null;
+  if (sinks && (sinks.ndim !== 1 || sinks.shape[0] !== H)) throw new Error(`windowedAttention: sinks must be [${H}], got ${formatShape(sinks.shape)}`);
+  const w = opts.window ?? Infinity;
+  if (!(w >= 1)) throw new Error(`windowedAttention: window must be >= 1, got ${w}`);
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  const off = Tk - Tq;
+  const qd = q.data;
+  const kd = k.data;
+  const vd = v.data;
+  const P = new Float32Array(B * H * Tq * Tk);
+  const psink = new Float32Array(B * H * Tq);
+  const out = new Float32Array(B * H * Tq * D);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const bh = b * H + h;
+      for (let i = 0; i < Tq; i++) {
+        const pos = off + i;
+        const lo = Math.max(0, w === Infinity ? 0 : pos - w + 1);
+        const row = (bh * Tq + i) * Tk;
+        const qo = (bh * Tq + i) * D;
+        let m = sinks ? sinks.data[h] : -Infinity;
+        for (let j = lo; j <= pos; j++) {
+          const ko = (bh * Tk + j) * D;
+          let s = 0;
+          for (let d = 0; d < D; d++) s += qd[qo + d] * kd[ko + d];
+          s *= scale;
+          P[row + j] = s;
+          if (s > m) m = s;
+        }
+        let sum = 0;
+        for (let j = lo; j <= pos; j++) {
+          const e = Math.exp(P[row + j] - m);
+          P[row + j] = e;
+          sum += e;
+        }
+        const es = sinks ? Math.exp(sinks.data[h] - m) : 0;
+        sum += es;
+        const inv = 1 / sum;
+        psink[bh * Tq + i] = es * inv;
+        for (let j = lo; j <= pos; j++) {
+          const p = (P[row + j] *= inv);
+          const vo = (bh * Tk + j) * D;
+          for (let d = 0; d < D; d++) out[qo + d] += p * vd[vo + d];
+        }
+      }
+    }
+  }
+  const parents = sinks ? [q, k, v, sinks] : [q, k, v];
+  return result(out, q.shape, parents, (g) => {
+    const gq = new Float32Array(q.size);
+    const gk = new Float32Array(k.size);
+    const gv = new Float32Array(v.size);
+    const gs = sinks ? new Float32Array(H) : null;
+    for (let b = 0; b < B; b++) {
+      for (let h = 0; h < H; h++) {
+        const bh = b * H + h;
+        for (let i = 0; i < Tq; i++) {
+          const pos = off + i;
+          const lo = Math.max(0, w === Infinity ? 0 : pos - w + 1);
+          const row = (bh * Tq + i) * Tk;
+          const qo = (bh * Tq + i) * D;
+          // dP_j = g . v_j; dS_j = P_j (dP_j - sum_k P_k dP_k); the sink's dP is 0
+          let dot = 0;
+          const dP = new Float64Array(pos - lo + 1);
+          for (let j = lo; j <= pos; j++) {
+            const vo = (bh * Tk + j) * D;
+            let s = 0;
+            for (let d = 0; d < D; d++) {
+              s += g[qo + d] * vd[vo + d];
+              gv[vo + d] += P[row + j] * g[qo + d];
+            }
+            dP[j - lo] = s;
+            dot += P[row + j] * s;
+          }
+          if (gs) gs[h] -= psink[bh * Tq + i] * dot;
+          for (let j = lo; j <= pos; j++) {
+            const ds = P[row + j] * (dP[j - lo] - dot) * scale;
+            const ko = (bh * Tk + j) * D;
+            for (let d = 0; d < D; d++) {
+              gq[qo + d] += ds * kd[ko + d];
+              gk[ko + d] += ds * qd[qo + d];
+            }
+          }
+        }
+      }
+    }
+    if (q.requiresGrad) accumulateGrad(q, gq, true);
+    if (k.requiresGrad) accumulateGrad(k, gk, true);
+    if (v.requiresGrad) accumulateGrad(v, gv, true);
+    if (sinks && gs && sinks.requiresGrad) accumulateGrad(sinks, gs, true);
+  });
+}

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'test', 'fixtures', 'hf')
-DT = {torch.float32: 'F32', torch.bfloat16: 'BF16', torch.float16: 'F16', torch.int64: 'I64'}
+DT = {torch.uint8: 'U8', torch.float32: 'F32', torch.bfloat16: 'BF16', torch.float16: 'F16', torch.int64: 'I64'}
 
 
 def write_safetensors(path, tensors, metadata=None):
@@ -70,7 +70,10 @@ def inv_freq(cfg, dim):
         bf, bs = rs.get('beta_fast', 32), rs.get('beta_slow', 1)
         def corr(rot):
             return (dim * math.log(omp / (rot * 2 * math.pi))) / (2 * math.log(base))
-        low, high = max(math.floor(corr(bf)), 0), min(math.ceil(corr(bs)), dim - 1)
+        low, high = corr(bf), corr(bs)
+        if rs.get('truncate', True):
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, dim - 1)
         if low == high:
             high += 0.001
         ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
@@ -78,6 +81,21 @@ def inv_freq(cfg, dim):
         pos = base ** (torch.arange(0, dim, 2).float() / dim)
         return (1.0 / (factor * pos)) * (1 - extra) + (1.0 / pos) * extra, attn
     raise ValueError(t)
+
+
+FP4 = torch.tensor([+0.0, +0.5, +1.0, +1.5, +2.0, +3.0, +4.0, +6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
+
+
+def mxfp4(blocks, scales):
+    # transformers convert_moe_packed_tensors: low nibble first, ldexp by scale - 127, then transpose(1, 2)
+    *prefix, G, B = blocks.shape
+    rows = blocks.reshape(-1, B).long()
+    exp = scales.reshape(-1, 1).long() - 127
+    out = torch.empty(rows.shape[0], B * 2)
+    out[:, 0::2] = FP4[rows & 0x0F]
+    out[:, 1::2] = FP4[rows >> 4]
+    out = torch.ldexp(out, exp)
+    return out.reshape(*prefix, G * B * 2).transpose(1, 2).contiguous()
 
 
 def rotate_half(x):
@@ -94,6 +112,7 @@ def rms(x, w, eps):
 class Model:
     def __init__(self, cfg, kind, g, wdtype=torch.float32, fused=False):
         self.cfg, self.kind, self.fused, self.g = cfg, kind, fused, g
+        self.raw, self.dq = {}, {}
         d, V = cfg['hidden_size'], cfg['vocab_size']
         H = cfg['num_attention_heads']
         KV = cfg.get('num_key_value_heads') or H
@@ -131,7 +150,23 @@ class Model:
                 p(L + 'self_attn.q_norm.weight', H * hd, scale=0.1); p(L + 'self_attn.k_norm.weight', KV * hd, scale=0.1)
                 for n in ('q_norm', 'k_norm'):
                     self.w[L + f'self_attn.{n}.weight'] = (self.w[L + f'self_attn.{n}.weight'].float() + 1).to(wdtype)
-            if kind == 'granitemoe':
+            if kind == 'gpt_oss':
+                P = L + 'mlp.'
+                E, f = self.E(), cfg['intermediate_size']
+                p(L + 'self_attn.sinks', H, scale=1.0)
+                p(P + 'router.weight', E, d, scale=1.0); p(P + 'router.bias', E, scale=0.5)
+                # MXFP4 experts: random blocks and scales, dequantised as transformers does
+                gb = torch.randint(0, 256, (E, 2 * f, d // 32, 16), generator=g, dtype=torch.int64).to(torch.uint8)
+                gs = torch.randint(123, 127, (E, 2 * f, d // 32), generator=g, dtype=torch.int64).to(torch.uint8)
+                db = torch.randint(0, 256, (E, d, f // 32, 16), generator=g, dtype=torch.int64).to(torch.uint8)
+                ds = torch.randint(123, 127, (E, d, f // 32), generator=g, dtype=torch.int64).to(torch.uint8)
+                self.raw[P + 'experts.gate_up_proj_blocks'] = gb; self.raw[P + 'experts.gate_up_proj_scales'] = gs
+                self.raw[P + 'experts.down_proj_blocks'] = db; self.raw[P + 'experts.down_proj_scales'] = ds
+                self.dq[P + 'experts.gate_up_proj'] = mxfp4(gb, gs)
+                self.dq[P + 'experts.down_proj'] = mxfp4(db, ds)
+                p(P + 'experts.gate_up_proj_bias', E, 2 * f, scale=0.3)
+                p(P + 'experts.down_proj_bias', E, d, scale=0.3)
+            elif kind == 'granitemoe':
                 P = L + 'block_sparse_moe.'
                 E, f = self.E(), cfg['intermediate_size']
                 p(P + 'router.layer.weight', E, d, scale=1.0)
@@ -247,7 +282,7 @@ class Model:
         return self.cfg.get('num_local_experts') or self.cfg.get('num_experts') or self.cfg.get('n_routed_experts')
 
     def f_moe(self):
-        return self.cfg['intermediate_size'] if self.kind in ('mixtral', 'olmoe', 'granitemoe') else self.cfg['moe_intermediate_size']
+        return self.cfg['intermediate_size'] if self.kind in ('mixtral', 'olmoe', 'granitemoe', 'gpt_oss') else self.cfg['moe_intermediate_size']
 
     def is_moe(self, i):
         k, c = self.kind, self.cfg
@@ -283,7 +318,31 @@ class Model:
             out.index_add_(0, t, F.linear(F.silu(g) * u, self.W(P + 'output_linear.weight')[e]) * gates[t, j, None])
         return out
 
+    def gpt_oss_moe(self, x, P):
+        c = self.cfg
+        K, lim, alpha = c['num_experts_per_tok'], c['swiglu_limit'], 1.702
+        logits = F.linear(x, self.W(P + 'router.weight'), self.W(P + 'router.bias'))
+        self.router_logits.append(logits)
+        top, idx = torch.topk(logits, K, dim=-1)
+        gates = F.softmax(top, dim=1, dtype=top.dtype)
+        gu_w, gu_b = self.dq[P + 'experts.gate_up_proj'], self.W(P + 'experts.gate_up_proj_bias')
+        dn_w, dn_b = self.dq[P + 'experts.down_proj'], self.W(P + 'experts.down_proj_bias')
+        out = torch.zeros_like(x)
+        for e in range(self.E()):
+            t, j = torch.where(idx == e)
+            if t.numel() == 0:
+                continue
+            gu = x[t] @ gu_w[e] + gu_b[e]
+            gate, up = gu[..., ::2], gu[..., 1::2]
+            gate = gate.clamp(min=None, max=lim)
+            up = up.clamp(min=-lim, max=lim)
+            glu = gate * torch.sigmoid(gate * alpha)
+            out.index_add_(0, t, (((up + 1) * glu) @ dn_w[e] + dn_b[e]) * gates[t, j, None])
+        return out
+
     def moe(self, x, P):
+        if self.kind == 'gpt_oss':
+            return self.gpt_oss_moe(x, P)
         if self.kind == 'granitemoe':
             return self.granite_moe(x, P)
         c, k = self.cfg, self.kind
@@ -333,7 +392,15 @@ class Model:
         v = v.repeat_interleave(H // KV, dim=0)
         s = (q @ k.transpose(1, 2)) * c.get('attention_multiplier', hd ** -0.5)
         s = s + torch.triu(torch.full((T, T), float('-inf')), 1)
-        p = F.softmax(s, dim=-1, dtype=torch.float32)
+        li = int(L.split('.')[2])
+        if c.get('sliding_window') and (c.get('layer_types') is None or c['layer_types'][li] == 'sliding_attention'):
+            s = s + torch.tril(torch.full((T, T), float('-inf')), -c['sliding_window'])
+        if (L + 'self_attn.sinks') in self.w:
+            comb = torch.cat([s, self.W(L + 'self_attn.sinks').reshape(H, 1, 1).expand(H, T, 1)], dim=-1)
+            comb = comb - comb.max(dim=-1, keepdim=True).values
+            p = F.softmax(comb, dim=-1, dtype=torch.float32)[..., :-1]
+        else:
+            p = F.softmax(s, dim=-1, dtype=torch.float32)
         o = (p @ v).transpose(0, 1).reshape(T, H * hd)
         return F.linear(o, self.W(L + 'self_attn.o_proj.weight'), bias('o_proj'))
 
@@ -370,7 +437,7 @@ class Model:
         return F.linear(h, head) / c.get('logits_scaling', 1.0)
 
 
-ARCH = {'granitemoe': 'GraniteMoeForCausalLM', 'deepseek_v3': 'DeepseekV3ForCausalLM', 'deepseek_v2': 'DeepseekV2ForCausalLM', 'mixtral': 'MixtralForCausalLM', 'qwen2_moe': 'Qwen2MoeForCausalLM', 'qwen3_moe': 'Qwen3MoeForCausalLM', 'olmoe': 'OlmoeForCausalLM', 'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM'}
+ARCH = {'gpt_oss': 'GptOssForCausalLM', 'granitemoe': 'GraniteMoeForCausalLM', 'deepseek_v3': 'DeepseekV3ForCausalLM', 'deepseek_v2': 'DeepseekV2ForCausalLM', 'mixtral': 'MixtralForCausalLM', 'qwen2_moe': 'Qwen2MoeForCausalLM', 'qwen3_moe': 'Qwen3MoeForCausalLM', 'olmoe': 'OlmoeForCausalLM', 'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM'}
 BASE = dict(vocab_size=48, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6, rope_theta=10000.0, hidden_act='silu', tie_word_embeddings=False, initializer_range=0.02)
 
 FIXTURES = [
@@ -384,6 +451,7 @@ FIXTURES = [
     ('granitemoe', 'granitemoe', dict(num_local_experts=4, num_experts_per_tok=2, intermediate_size=8, attention_bias=True, embedding_multiplier=3.0, residual_multiplier=0.5, logits_scaling=2.0, attention_multiplier=0.3, tie_word_embeddings=True), {}),
     ('deepseek_v3', 'deepseek_v3', dict(num_key_value_heads=4, intermediate_size=24, moe_intermediate_size=8, n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2, n_group=4, topk_group=2, first_k_dense_replace=1, norm_topk_prob=True, routed_scaling_factor=2.5, q_lora_rank=8, kv_lora_rank=8, qk_nope_head_dim=4, qk_rope_head_dim=4, v_head_dim=4, rope_interleave=True, scoring_func='sigmoid', topk_method='noaux_tc', rope_scaling={'type': 'yarn', 'factor': 4.0, 'original_max_position_embeddings': 16, 'beta_fast': 32, 'beta_slow': 1, 'mscale': 1.0, 'mscale_all_dim': 1.0}), {}),
     ('deepseek_v2', 'deepseek_v2', dict(num_key_value_heads=4, intermediate_size=24, moe_intermediate_size=8, n_routed_experts=8, n_shared_experts=2, num_experts_per_tok=3, n_group=4, topk_group=2, topk_method='group_limited_greedy', first_k_dense_replace=0, norm_topk_prob=False, routed_scaling_factor=2.0, q_lora_rank=None, kv_lora_rank=8, qk_nope_head_dim=4, qk_rope_head_dim=4, v_head_dim=6, scoring_func='softmax'), {}),
+    ('gpt_oss', 'gpt_oss', dict(hidden_size=32, num_key_value_heads=2, head_dim=8, num_local_experts=4, num_experts_per_tok=2, intermediate_size=32, attention_bias=True, sliding_window=3, layer_types=['sliding_attention', 'full_attention'], swiglu_limit=2.0, router_aux_loss_coef=0.9, rope_scaling={'rope_type': 'yarn', 'factor': 4.0, 'original_max_position_embeddings': 16, 'beta_fast': 32.0, 'beta_slow': 1.0, 'truncate': False}), {}),
 ]
 
 
@@ -401,7 +469,7 @@ def main():
             full['rope_parameters'] = {'rope_type': 'default', 'rope_theta': full.pop('rope_theta')}
         with open(os.path.join(d, 'config.json'), 'w') as f:
             json.dump(full, f, indent=2)
-        write_safetensors(os.path.join(d, 'model.safetensors'), m.w, {'format': 'pt'})
+        write_safetensors(os.path.join(d, 'model.safetensors'), {**m.w, **m.raw}, {'format': 'pt'})
         ids = torch.randint(0, cfg['vocab_size'], (10,), generator=g).tolist()
         with torch.no_grad():
             logits = m.forward(ids)

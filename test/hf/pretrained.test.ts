@@ -14,7 +14,7 @@ import { Rng } from '../../src/tensor/random.js';
 // dist/test/hf -> repo root
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const FIX = path.join(ROOT, 'test', 'fixtures', 'hf');
-const ARCHS = ['mixtral', 'mixtral-bf16', 'mixtral-fused', 'qwen2_moe', 'qwen3_moe', 'olmoe', 'llama', 'qwen2', 'deepseek_v3', 'deepseek_v2', 'granitemoe'];
+const ARCHS = ['mixtral', 'mixtral-bf16', 'mixtral-fused', 'qwen2_moe', 'qwen3_moe', 'olmoe', 'llama', 'qwen2', 'deepseek_v3', 'deepseek_v2', 'granitemoe', 'gpt_oss'];
 
 function tmp(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'hf-'));
@@ -78,7 +78,7 @@ test('fused and per-expert layouts load identical models', () => {
 });
 
 test('save -> load -> save is byte-identical, logits unchanged, sharded writes with an index', () => {
-  for (const name of ['mixtral', 'qwen2_moe', 'qwen3_moe', 'olmoe', 'llama', 'qwen2', 'deepseek_v3', 'deepseek_v2', 'granitemoe']) {
+  for (const name of ['mixtral', 'qwen2_moe', 'qwen3_moe', 'olmoe', 'llama', 'qwen2', 'deepseek_v3', 'deepseek_v2', 'granitemoe', 'gpt_oss']) {
     const { model, modelType } = fromPretrained(path.join(FIX, name));
     const d1 = tmp();
     const d2 = tmp();
@@ -144,7 +144,7 @@ test('bad input: one-line errors naming the field, tensor, shapes, file and offs
   const cfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8'));
   const withCfg = (patch: Record<string, unknown>) => fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, ...patch }));
   withCfg({ model_type: 'gpt9' });
-  assert.throws(() => fromPretrained(d), oneLine(/model_type "gpt9" is not supported \(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3, deepseek_v2, granitemoe, llama, qwen2\)/));
+  assert.throws(() => fromPretrained(d), oneLine(/model_type "gpt9" is not supported \(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3, deepseek_v2, granitemoe, gpt_oss, llama, qwen2\)/));
   withCfg({ rope_scaling: { rope_type: 'longrope', factor: 2 } });
   assert.throws(() => fromPretrained(d), oneLine(/rope type "longrope" is not supported/));
   withCfg({ hidden_size: 32 });

@@ -19,7 +19,7 @@ import { gradcheck } from '../helpers/gradcheck.js';
 const FIX = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'test', 'fixtures', 'hf');
 
 test('all-layers Switch loss equals transformers load_balancing_loss_func on the fixtures', () => {
-  for (const name of ['mixtral', 'qwen2_moe', 'qwen3_moe', 'olmoe', 'granitemoe']) {
+  for (const name of ['mixtral', 'qwen2_moe', 'qwen3_moe', 'olmoe', 'granitemoe', 'gpt_oss']) {
     const { model, config } = fromPretrained(path.join(FIX, name));
     assert.equal(config.aux_loss_normalization, 'all-layers-tokens');
     const ref = readSafetensorsSync(path.join(FIX, name, 'reference.safetensors')).tensors;

@@ -27,6 +27,14 @@ export interface ArchSpec {
    * has no per-expert layout, so saves write these.
    */
   fused?: { gateUp: string; down: string; only?: boolean };
+  /**
+   * Architecture-specific expert tensors (instead of per-expert / fused SwiGLU matrices): fill the
+   * moe-ts expert bank's parameters (by short name: w1, w3, w2, b1, ...) from the checkpoint, and back.
+   */
+  expertIO?: {
+    load(io: { get(name: string, shape: readonly number[]): Float32Array; has(name: string): boolean; getMxfp4(name: string, shape: readonly number[]): Float32Array }, base: string, p: Record<string, { data: Float32Array; shape: readonly number[] }>): void;
+    save(put: (name: string, data: Float32Array, shape: number[]) => void, base: string, p: Record<string, { data: Float32Array; shape: readonly number[] }>): void;
+  };
   /** The moe-ts router this architecture routes with (MoE architectures). */
   routerType?: string;
   /** Multi-head latent attention instead of (grouped-query) multi-head attention. */
@@ -62,7 +70,7 @@ function multipliers(c: ModelConfig): boolean {
 }
 
 function moeReject(c: ModelConfig): string | null {
-  if (c.router_type !== 'topk' && c.router_type !== 'group-limited') return `router_type "${c.router_type}" has no Hugging Face equivalent among ${ARCH_NAMES()} (they route by softmax top-k)`;
+  if (!ARCHS.some((a) => a.routerType === c.router_type)) return `router_type "${c.router_type}" has no Hugging Face equivalent among ${ARCH_NAMES()} (they route by softmax top-k)`;
   if (c.router_options.noisyGating) return 'router option noisyGating (noisy top-k gating) has no Hugging Face equivalent';
   if (c.expert_sizes) return 'expert_sizes (heterogeneous experts) have no Hugging Face equivalent';
   if (c.dispatch === 'capacity') return 'dispatch "capacity" drops tokens; the Hugging Face architectures are dropless';
@@ -285,6 +293,109 @@ const granitemoe: ArchSpec = {
   },
 };
 
+/** GPT-OSS: gate_up_proj [E, d, 2f] with gate/up interleaved by column, biases, down_proj [E, f, d]; or MXFP4 blocks. */
+const gptOssExperts: NonNullable<ArchSpec['expertIO']> = {
+  load(io, base, p) {
+    const [E, d, f] = p.w1.shape;
+    const B = `${base}.experts.`;
+    // MXFP4 blocks dequantise to [E, 2f, d] and [E, d, f], the transposes of the parameter layout
+    const gu = io.has(`${B}gate_up_proj_blocks`) ? transpose12(io.getMxfp4(`${B}gate_up_proj`, [E, 2 * f, d]), E, 2 * f, d) : io.get(`${B}gate_up_proj`, [E, d, 2 * f]);
+    const dn = io.has(`${B}down_proj_blocks`) ? transpose12(io.getMxfp4(`${B}down_proj`, [E, d, f]), E, d, f) : io.get(`${B}down_proj`, [E, f, d]);
+    const gub = io.get(`${B}gate_up_proj_bias`, [E, 2 * f]);
+    for (let e = 0; e < E; e++) {
+      for (let i = 0; i < d; i++) {
+        for (let j = 0; j < f; j++) {
+          p.w1.data[(e * d + i) * f + j] = gu[(e * d + i) * 2 * f + 2 * j];
+          p.w3.data[(e * d + i) * f + j] = gu[(e * d + i) * 2 * f + 2 * j + 1];
+        }
+      }
+      for (let j = 0; j < f; j++) {
+        p.b1.data[e * f + j] = gub[e * 2 * f + 2 * j];
+        p.b3.data[e * f + j] = gub[e * 2 * f + 2 * j + 1];
+      }
+    }
+    p.w2.data.set(dn);
+    p.b2.data.set(io.get(`${B}down_proj_bias`, [E, d]));
+  },
+  save(put, base, p) {
+    const [E, d, f] = p.w1.shape;
+    const gu = new Float32Array(E * d * 2 * f);
+    const gub = new Float32Array(E * 2 * f);
+    for (let e = 0; e < E; e++) {
+      for (let i = 0; i < d; i++) {
+        for (let j = 0; j < f; j++) {
+          gu[(e * d + i) * 2 * f + 2 * j] = p.w1.data[(e * d + i) * f + j];
+          gu[(e * d + i) * 2 * f + 2 * j + 1] = p.w3.data[(e * d + i) * f + j];
+        }
+      }
+      for (let j = 0; j < f; j++) {
+        gub[e * 2 * f + 2 * j] = p.b1.data[e * f + j];
+        gub[e * 2 * f + 2 * j + 1] = p.b3.data[e * f + j];
+      }
+    }
+    const B = `${base}.experts.`;
+    put(`${B}gate_up_proj`, gu, [E, d, 2 * f]);
+    put(`${B}gate_up_proj_bias`, gub, [E, 2 * f]);
+    put(`${B}down_proj`, p.w2.data.slice(), [E, f, d]);
+    put(`${B}down_proj_bias`, p.b2.data.slice(), [E, d]);
+  },
+};
+
+/** [E, a, b] -> [E, b, a]. */
+function transpose12(x: Float32Array, E: number, a: number, b: number): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let e = 0; e < E; e++) for (let i = 0; i < a; i++) for (let j = 0; j < b; j++) out[(e * b + j) * a + i] = x[(e * a + i) * b + j];
+  return out;
+}
+
+const gptOss: ArchSpec = {
+  modelType: 'gpt_oss',
+  architecture: 'GptOssForCausalLM',
+  moePrefix: 'mlp',
+  expertNames: ['gate_proj', 'up_proj', 'down_proj'],
+  routerName: 'router',
+  routerType: 'biased-topk',
+  expertIO: gptOssExperts,
+  toModelConfig(hf) {
+    const lt = hf.layer_types;
+    return {
+      num_local_experts: num(hf, 'num_local_experts') ?? 32,
+      num_experts_per_tok: num(hf, 'num_experts_per_tok') ?? num(hf, 'experts_per_token') ?? 4,
+      moe_intermediate_size: num(hf, 'intermediate_size') ?? 2880,
+      intermediate_size: num(hf, 'intermediate_size') ?? 2880,
+      router_aux_loss_coef: num(hf, 'router_aux_loss_coef') ?? 0.9,
+      attention_bias: hf.attention_bias !== false,
+      attention_sinks: true,
+      sliding_window: num(hf, 'sliding_window'),
+      layer_types: Array.isArray(lt) ? lt : undefined,
+      expert_type: 'clamped-swiglu',
+      expert_options: { limit: num(hf, 'swiglu_limit') ?? 7, alpha: 1.702 },
+    };
+  },
+  toHfConfig(c) {
+    const o = c.expert_options as { limit?: number };
+    return {
+      ...baseFields(c),
+      intermediate_size: c.moe_intermediate_size,
+      num_local_experts: c.num_local_experts,
+      num_experts_per_tok: c.num_experts_per_tok,
+      router_aux_loss_coef: c.router_aux_loss_coef,
+      attention_bias: c.attention_bias,
+      sliding_window: c.sliding_window ?? null,
+      layer_types: c.layer_types ?? Array.from({ length: c.num_hidden_layers }, () => (c.sliding_window !== undefined ? 'sliding_attention' : 'full_attention')),
+      swiglu_limit: o.limit ?? 7,
+      attention_dropout: 0,
+    };
+  },
+  reject(c) {
+    if (dense(c)) return 'a dense model (no experts)';
+    if (!c.attention_sinks || !c.attention_bias) return 'GPT-OSS has attention sinks and q/k/v/o biases';
+    if (c.expert_type !== 'clamped-swiglu' || ((c.expert_options as { alpha?: number }).alpha ?? 1.702) !== 1.702) return 'GPT-OSS experts are clamped-swiglu with alpha 1.702';
+    if (!allSparse(c) || c.n_shared_experts > 0 || c.qk_norm !== 'none') return 'dense layers, shared experts or q/k norms';
+    return null;
+  },
+};
+
 const mlaFields = (hf: HfConfig): Record<string, unknown> => ({
   kv_lora_rank: num(hf, 'kv_lora_rank') ?? 512,
   q_lora_rank: num(hf, 'q_lora_rank'),
@@ -376,7 +487,7 @@ function deepseek(v: 2 | 3): ArchSpec {
   };
 }
 
-export const ARCHS: readonly ArchSpec[] = [mixtral, qwenMoe(2), qwenMoe(3), olmoe, deepseek(3), deepseek(2), granitemoe, denseArch('llama'), denseArch('qwen2')];
+export const ARCHS: readonly ArchSpec[] = [mixtral, qwenMoe(2), qwenMoe(3), olmoe, deepseek(3), deepseek(2), granitemoe, gptOss, denseArch('llama'), denseArch('qwen2')];
 
 function ARCH_NAMES(): string {
   return ARCHS.map((a) => a.modelType).join(', ');
@@ -404,6 +515,10 @@ export function archForModel(c: ModelConfig): ArchSpec {
     }
     if (!dense(c) && a.routerType !== undefined && c.router_type !== a.routerType) {
       reasons.push(`${a.modelType}: routes with router_type "${a.routerType}"`);
+      continue;
+    }
+    if ((c.attention_sinks || c.sliding_window !== undefined || c.expert_type !== undefined) && a !== gptOss) {
+      reasons.push(`${a.modelType}: has no attention sinks, sliding windows or ${c.expert_type ?? 'non-SwiGLU'} experts`);
       continue;
     }
     if (multipliers(c) && a !== granitemoe) {

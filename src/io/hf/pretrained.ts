@@ -14,7 +14,7 @@ import { fromFloat32, type DType } from '../../tensor/dtype.js';
 import { SafetensorsCheckpoint, INDEX_FILE, SINGLE_FILE } from '../safetensors-index.js';
 import { serializeSafetensors, quoteName, type TensorEntry } from '../safetensors.js';
 import { writeFileAtomicSync, writeJsonAtomicSync } from '../atomic.js';
-import { dequantFp8Blocks, entryToFloat32 } from '../quant.js';
+import { dequantFp8Blocks, dequantMxfp4, entryToFloat32 } from '../quant.js';
 import { saveTokenizer } from '../tokenizer.js';
 import { loadTokenizerFile, type Tokenizer } from '../../data/tokenizer/index.js';
 import { archFor, archForModel, HfFormatError, type ArchSpec, type HfConfig } from './archs.js';
@@ -153,6 +153,27 @@ class Source {
   }
 }
 
+/** MXFP4 `${name}_blocks` + `${name}_scales` dequantised, checked against the dequantised shape. */
+function getMxfp4(src: Source, name: string, shape: readonly number[]): Float32Array {
+  const bn = `${name}_blocks`;
+  const sn = `${name}_scales`;
+  const be = src.ck.entry(bn);
+  const se = src.ck.entry(sn);
+  if (!be || !se) throw new HfFormatError(`${src.ck.dir}: missing tensor ${quoteName(be ? sn : bn)}`);
+  src.used.add(bn);
+  src.used.add(sn);
+  let r: { data: Float32Array; shape: number[] };
+  try {
+    r = dequantMxfp4(src.ck.read(bn), src.ck.read(sn), name);
+  } catch (err) {
+    throw new HfFormatError(`${src.ck.dir}: ${(err as Error).message}`);
+  }
+  if (r.shape.length !== shape.length || r.shape.some((d, i) => d !== shape[i])) {
+    throw new HfFormatError(`${src.ck.dir}: tensor ${quoteName(bn)} dequantises to shape ${shapeStr(r.shape)}, expected ${shapeStr(shape)}`);
+  }
+  return r.data;
+}
+
 function fillLayerExperts(src: Source, base: string, arch: ArchSpec, w1: Float32Array, w3: Float32Array, w2: Float32Array, E: number, d: number, f: number): void {
   const names = arch.expertNames;
   const fu = arch.fused ?? { gateUp: 'experts.gate_up_proj', down: 'experts.down_proj' };
@@ -235,11 +256,20 @@ function loadWeights(model: MoETransformerLM, arch: ArchSpec, src: Source, inter
       const rn = arch.routerName ?? 'gate';
       prefix = cands.find((p) => src.has(`${HL}${p}.${rn}.weight`)) ?? arch.moePrefix;
       direct(`${L}block_sparse_moe.router.gate.weight`, `${HL}${prefix}.${rn}.weight`);
+      if (params.has(`${L}block_sparse_moe.router.gate.bias`)) direct(`${L}block_sparse_moe.router.gate.bias`, `${HL}${prefix}.${rn}.bias`);
       const E = c.num_local_experts;
       const f = c.moe_intermediate_size;
-      const w = (n: string) => params.get(`${L}block_sparse_moe.experts.${n}`)!;
-      fillLayerExperts(src, `${HL}${prefix}`, arch, w('w1').data, w('w3').data, w('w2').data, E, c.hidden_size, f);
-      for (const n of ['w1', 'w3', 'w2']) done.add(`${L}block_sparse_moe.experts.${n}`);
+      const EP = `${L}block_sparse_moe.experts.`;
+      const w = (n: string) => params.get(`${EP}${n}`)!;
+      if (arch.expertIO) {
+        const bank: Record<string, { data: Float32Array; shape: readonly number[] }> = {};
+        for (const [n, p] of params) if (n.startsWith(EP)) bank[n.slice(EP.length)] = p;
+        arch.expertIO.load({ get: (n, sh) => src.get(n, sh), has: (n) => src.has(n), getMxfp4: (n, sh) => getMxfp4(src, n, sh) }, `${HL}${prefix}`, bank);
+        for (const n of Object.keys(bank)) done.add(EP + n);
+      } else {
+        fillLayerExperts(src, `${HL}${prefix}`, arch, w('w1').data, w('w3').data, w('w2').data, E, c.hidden_size, f);
+        for (const n of ['w1', 'w3', 'w2']) done.add(`${EP}${n}`);
+      }
     }
     if (moe?.shared) {
       if (!arch.sharedName) throw new HfFormatError(`${arch.modelType}: has no ungated shared experts`);
@@ -328,7 +358,14 @@ export function hfTensors(model: MoETransformerLM, arch: ArchSpec, dtype: DType 
       const rest = m[2];
       const seg = arch.ropeInterleaved ? ropeSegments(name, c) : null;
       if (seg) put(HL + rest, permuteRopeRows(p.data, shape.length > 1 ? shape[1] : 1, seg, c.qk_rope_head_dim!, false), shape);
-      else if (rest === 'block_sparse_moe.router.gate.weight') put(`${HL}${arch.moePrefix}.${arch.routerName ?? 'gate'}.weight`, p.data, shape);
+      else if (rest === 'block_sparse_moe.router.gate.weight' || rest === 'block_sparse_moe.router.gate.bias') put(`${HL}${arch.moePrefix}.${arch.routerName ?? 'gate'}.${rest.endsWith('bias') ? 'bias' : 'weight'}`, p.data, shape);
+      else if (arch.expertIO && rest.startsWith('block_sparse_moe.experts.')) {
+        if (rest !== 'block_sparse_moe.experts.w1') continue;
+        const EP = `layers.${m[1]}.block_sparse_moe.experts.`;
+        const bank: Record<string, { data: Float32Array; shape: readonly number[] }> = {};
+        for (const [n, q] of model.namedParameters()) if (n.startsWith(EP)) bank[n.slice(EP.length)] = q;
+        arch.expertIO.save(put, `${HL}${arch.moePrefix}`, bank);
+      }
       else if (arch.fused?.only && rest.startsWith('block_sparse_moe.experts.')) {
         // written once per layer, from w1 (w3 and w2 are consumed with it)
         if (rest !== 'block_sparse_moe.experts.w1') continue;

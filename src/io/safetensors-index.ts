@@ -7,7 +7,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { SafetensorsReader, quoteName, type HeaderEntry, type TensorEntry } from './safetensors.js';
 
+/** The shard index file name of a Hugging Face weights directory. */
 export const INDEX_FILE = 'model.safetensors.index.json';
+/** The single-file weights name of a Hugging Face directory. */
 export const SINGLE_FILE = 'model.safetensors';
 /** An index is JSON of names; bound it before reading (a hostile path could be huge or a device). */
 const MAX_INDEX_BYTES = 64_000_000;
@@ -41,6 +43,7 @@ function readIndex(file: string): Record<string, string> {
   return out;
 }
 
+/** The weights of a directory (single file or shards), headers validated on open, tensors read one at a time. */
 export class SafetensorsCheckpoint {
   /** Tensor name -> its shard reader. */
   private readonly where = new Map<string, SafetensorsReader>();

@@ -63,6 +63,7 @@ export interface HeaderEntry {
   end: number;
 }
 
+/** A validated header: entries by data offset, metadata, and where the byte buffer starts. */
 export interface SafetensorsHeader {
   entries: Map<string, HeaderEntry>;
   metadata: Record<string, string>;

@@ -268,6 +268,7 @@ export function headDimOf(c: ModelConfig): number {
   return c.head_dim ?? c.hidden_size / c.num_attention_heads;
 }
 
+/** Key/value heads (num_key_value_heads, default num_attention_heads). */
 export function kvHeadsOf(c: ModelConfig): number {
   return c.num_key_value_heads ?? c.num_attention_heads;
 }

@@ -8,8 +8,10 @@ import { type ModelConfig, headDimOf, kvHeadsOf } from '../../models/config.js';
 
 export type HfConfig = Record<string, unknown>;
 
+/** A Hugging Face directory or model that cannot be read or written (one-line message naming the field, tensor or file). */
 export class HfFormatError extends Error {}
 
+/** One Hugging Face architecture: config mapping, tensor layout, and which moe-ts models match it exactly. */
 export interface ArchSpec {
   modelType: string;
   architecture: string;
@@ -487,6 +489,7 @@ function deepseek(v: 2 | 3): ArchSpec {
   };
 }
 
+/** The supported Hugging Face architectures, in the order savePretrained tries them. */
 export const ARCHS: readonly ArchSpec[] = [mixtral, qwenMoe(2), qwenMoe(3), olmoe, deepseek(3), deepseek(2), granitemoe, gptOss, denseArch('llama'), denseArch('qwen2')];
 
 function ARCH_NAMES(): string {

@@ -23,6 +23,7 @@ export { HfFormatError } from './archs.js';
 
 const MAX_CONFIG_BYTES = 4_000_000;
 
+/** What fromPretrained returns: the model (eval mode), its moe-ts config and the HF config it came from. */
 export interface PretrainedModel {
   model: MoETransformerLM;
   config: ModelConfig;
@@ -299,6 +300,7 @@ function loadWeights(model: MoETransformerLM, arch: ArchSpec, src: Source, inter
   }
 }
 
+/** Options of fromPretrained. */
 export interface FromPretrainedOptions {
   /** Seed for the (overwritten) initial weights and any later random choice; default 0. */
   seed?: number;
@@ -328,6 +330,7 @@ export function fromPretrained(dir: string, opts: FromPretrainedOptions = {}): P
   return { model, config, modelType: arch.modelType, hfConfig: hf, dir };
 }
 
+/** Options of savePretrained: dtype, shard size, overwrite. */
 export interface SavePretrainedOptions {
   /** Storage dtype of the weights (default float32). */
   dtype?: Extract<DType, 'float32' | 'float16' | 'bfloat16'>;

@@ -28,6 +28,7 @@ export function expertCapacity(capacityFactor: number, assignments: number, numE
  *   choice: Fedus et al., "Switch Transformers", 2021 (and transformers' Switch/NLLB-MoE routers).
  */
 export type DropOrder = 'weight' | 'sequence';
+/** The capacity drop orders, default first. */
 export const DROP_ORDERS: readonly DropOrder[] = ['weight', 'sequence'];
 
 /** Which assignments fit: 1 for kept, 0 for dropped, per assignment. */

@@ -42,6 +42,7 @@ export function clampedSwiglu(h1: Tensor, h3: Tensor, alpha: number, limit: numb
   });
 }
 
+/** E GPT-OSS experts: w1/w3 [E, d, f], w2 [E, f, d] and biases b1/b3 [E, f], b2 [E, d]. */
 export class ClampedSwigluExperts extends Module implements ExpertBank {
   w1: Parameter;
   w3: Parameter;

@@ -105,7 +105,7 @@ export class ChatSession {
     this.reset();
   }
 
-  /** Forget the conversation (the system message stays). */
+  /** Forget the conversation (the system message stays); the seed keeps advancing, so a repeated question is sampled anew. */
   reset(): void {
     this.messages.length = 0;
     if (this.opts.system !== undefined) this.messages.push({ role: 'system', content: this.opts.system });

@@ -3,13 +3,16 @@
 // stop tokens and the context limit, on an HF tokenizer fixture.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MoETransformerLM } from '../../src/models/transformer.js';
-import { parseModelConfig } from '../../src/models/config.js';
+import { parseModelConfig, parseRunConfig } from '../../src/models/config.js';
+import { saveCheckpoint, CHECKPOINT_FORMAT, CHECKPOINT_VERSION } from '../../src/io/checkpoint.js';
 import { DEFAULT_CHAT_TEMPLATE, ByteTokenizer, type Tokenizer } from '../../src/data/tokenizer/index.js';
 import { loadHfTokenizerFiles } from '../../src/io/hf-tokenizer.js';
-import { ChatSession, generate, renderChatTemplate, resolveChatTemplate } from '../../src/infer/index.js';
+import { ChatSession, generate, loadModelForInference, renderChatTemplate, resolveChatTemplate } from '../../src/infer/index.js';
 
 const FIX = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures/tokenizers');
 const chatml = loadHfTokenizerFiles(path.join(FIX, 'bytelevel-chatml'));
@@ -76,12 +79,13 @@ test('moe-ts default template and the error for a model without one', () => {
   assert.equal(resolveChatTemplate(none, '{{ 1 }}'), '{{ 1 }}');
 });
 
+const tinyCfg = (vocab: number, maxPos = 96): Record<string, unknown> => ({
+  vocab_size: vocab, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, moe_intermediate_size: 16,
+  num_local_experts: 4, num_experts_per_tok: 2, max_position_embeddings: maxPos, initializer_range: 0.3,
+});
+
 function tinyModel(vocab: number, maxPos = 96): MoETransformerLM {
-  const cfg = parseModelConfig({
-    vocab_size: vocab, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, moe_intermediate_size: 16,
-    num_local_experts: 4, num_experts_per_tok: 2, max_position_embeddings: maxPos, initializer_range: 0.3,
-  });
-  return new MoETransformerLM(cfg, 3).eval();
+  return new MoETransformerLM(parseModelConfig(tinyCfg(vocab, maxPos)), 3).eval();
 }
 
 test('ChatSession: rendered prompts carry the whole history; eos ends a reply', () => {
@@ -132,4 +136,30 @@ test('ChatSession: the oldest exchanges leave the prompt when the context is ful
   assert.ok(r.prompt.startsWith('<|system|>\nS\n'), 'the system message is kept');
   assert.ok(r.prompt.endsWith('<|user|>\nlast\n<|assistant|>\n'));
   assert.equal(s.messages.length, 1 + 2 * 5);
+});
+
+test('a moe-ts checkpoint with an HF tokenizer chats the same after save and load', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-chat-'));
+  try {
+    const model = tinyModel(llama.vocabSize);
+    saveCheckpoint(dir, {
+      state: {
+        format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, step: 1, config: parseRunConfig({ model: tinyCfg(llama.vocabSize) }),
+        tokenizer: llama.toJSON(), optimizerStep: 1, dataState: { rng: [1, 2, 3, 4], step: 0 }, rngState: [1, 2, 3, 4],
+      },
+      model: model.stateDict(),
+      optimizer: { step: 1, m: [], v: [] },
+    });
+    const loaded = loadModelForInference(dir);
+    assert.equal(loaded.tokenizer.name, llama.name);
+    assert.deepEqual(loaded.tokenizer.special, llama.special);
+    const opts = { maxNewTokens: 6, temperature: 0.9, seed: 2, system: 'Be brief.' };
+    const a = new ChatSession(model, llama, opts).send('hello world');
+    const b = new ChatSession(loaded.model, loaded.tokenizer, opts).send('hello world');
+    assert.equal(b.prompt, '<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nhello world [/INST]');
+    assert.equal(b.text, a.text);
+    assert.deepEqual([...b.ids], [...a.ids]);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -2,9 +2,13 @@
 import * as fs from 'node:fs';
 import * as readline from 'node:readline';
 import { ChatSession, loadModelForInference } from '../infer/index.js';
+import type { MoETransformerLM } from '../models/transformer.js';
+import type { Tokenizer } from '../data/tokenizer/index.js';
+
+type InferenceModelLike = { model: MoETransformerLM; tokenizer: Tokenizer };
 
 export interface ChatCommandOptions {
-  ckpt: string;
+  ckpt?: string;
   system?: string;
   template?: string;
   maxTokens: number;
@@ -36,7 +40,8 @@ function readTemplate(file: string): string {
   return fs.readFileSync(file, 'utf8');
 }
 
-export async function chatCommand(o: ChatCommandOptions, io?: ChatIO): Promise<void> {
+/** `load` gives the model and tokenizer (default: the --ckpt checkpoint). */
+export async function chatCommand(o: ChatCommandOptions, io?: ChatIO, load: () => InferenceModelLike = () => loadModelForInference(o.ckpt ?? '')): Promise<void> {
   const { input, output, err, interactive } = io ?? {
     input: process.stdin,
     output: process.stdout,
@@ -44,7 +49,7 @@ export async function chatCommand(o: ChatCommandOptions, io?: ChatIO): Promise<v
     interactive: Boolean(process.stdin.isTTY && process.stdout.isTTY),
   };
   const template = o.template !== undefined ? readTemplate(o.template) : undefined;
-  const { model, tokenizer } = loadModelForInference(o.ckpt);
+  const { model, tokenizer } = load();
   const session = new ChatSession(model, tokenizer, {
     maxNewTokens: o.maxTokens,
     temperature: o.temperature,

@@ -27,6 +27,8 @@ export interface GenerateOptions extends SamplingOptions {
   seed?: number;
   /** Stop as soon as the generated text contains this; `text` ends just before it. */
   stopOnText?: string;
+  /** Encode the prompt with the tokenizer's special tokens (e.g. <s>), as transformers does by default. Default false. */
+  addSpecialTokens?: boolean;
   /** Stop when one of these ids is sampled (e.g. the tokenizer's eos); its text is not added to `text`. */
   stopTokenIds?: ArrayLike<number>;
   /** Receives generated text as it becomes final; the pieces concatenate to `text`. */
@@ -97,7 +99,7 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
   if (tokenizer.vocabSize > V) {
     throw new Error(`generate: tokenizer ${tokenizer.name} has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${V}`);
   }
-  const promptIds = tokenizer.encode(prompt);
+  const promptIds = tokenizer.encode(prompt, { addSpecialTokens: Boolean(opts.addSpecialTokens) });
   if (promptIds.length === 0) {
     throw new Error('generate: empty prompt; the tokenizer has no BOS token, so give at least one character (e.g. "\\n")');
   }

@@ -124,6 +124,10 @@ test('generate: stopTokenIds stops at the sampled id and rejects bad ids', () =>
   assert.equal(r.stopReason, 'stop_token');
   assert.equal(r.text, tok.decode(free.ids.subarray(0, at)));
   assert.throws(() => generate(model, tok, 'ab', { maxNewTokens: 2, stopTokenIds: [1.5] }), /stopTokenIds\[0\] must be a token id/);
+  // addSpecialTokens: the prompt gets the post-processor's <s> (ids [1, ▁hello 271, ▁world 276])
+  const lm = tinyModel(llama.vocabSize);
+  assert.equal(generate(lm, llama, 'hello world', { maxNewTokens: 1 }).promptTokens, 2);
+  assert.equal(generate(lm, llama, 'hello world', { maxNewTokens: 1, addSpecialTokens: true }).promptTokens, 3);
 });
 
 test('ChatSession: the oldest exchanges leave the prompt when the context is full, the history stays', () => {

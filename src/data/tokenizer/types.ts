@@ -34,7 +34,8 @@ export interface Tokenizer {
   readonly name: string;
   /** Ids are in [0, vocabSize). */
   readonly vocabSize: number;
-  encode(text: string): Int32Array;
+  /** addSpecialTokens: apply the tokenizer's post-processor (e.g. prepend <s>); byte and BPE have none. */
+  encode(text: string, opts?: { addSpecialTokens?: boolean }): Int32Array;
   /** Invalid or split UTF-8 (e.g. a truncated multibyte character) decodes to U+FFFD, never throws. */
   decode(ids: ArrayLike<number>): string;
   /** The raw bytes of one token (for streaming decode and inspection). */

@@ -61,6 +61,7 @@ export async function chatCommand(o: ChatCommandOptions, io?: ChatIO, load: () =
   });
   if (interactive) err.write(`moe-ts chat: ${tokenizer.name}; one line per turn, /reset forgets the conversation, /exit or Ctrl-D ends\n`);
   const rl = readline.createInterface({ input, ...(interactive ? { output, prompt: '> ' } : {}), terminal: interactive });
+  rl.on('SIGINT', () => rl.close()); // Ctrl-C at the prompt ends the chat
   if (interactive) rl.prompt();
   let turn = 0;
   try {

@@ -182,3 +182,53 @@ test('bad tokenizer files give one line naming the file or field', () => {
   fs.mkdirSync(path.join(sub, 'tokenizer.json'), { recursive: true });
   assert.throws(() => loadHfTokenizerFiles(sub), /isdir\/tokenizer\.json: not a regular file/);
 });
+
+test('fuzz: a tokenizer.json with one field replaced either works or fails in one line naming a file', () => {
+  const vals: unknown[] = [null, -1, 'x', [], {}, 1e9, 0.5, true, [1, 2], { type: 'Nope' }, { Regex: '(' }];
+  const paths = (o: unknown, p: string[] = [], out: string[][] = []): string[][] => {
+    if (p.length) out.push(p);
+    if (o && typeof o === 'object') {
+      for (const k of Object.keys(o)) {
+        if (p[p.length - 1] === 'vocab' || (Array.isArray(o) && Number(k) > 3)) continue; // a few entries of long lists are enough
+        paths((o as Record<string, unknown>)[k], [...p, k], out);
+      }
+    }
+    return out;
+  };
+  let seed = 12345;
+  const rand = (n: number): number => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed % n;
+  };
+  const warn = console.warn;
+  console.warn = () => {}; // the library warns about unknown pattern types before failing
+  let built = 0;
+  try {
+    for (const name of ['bytelevel-chatml', 'spm-legacy', 'spm-metaspace']) {
+      const base = JSON.parse(fs.readFileSync(path.join(FIX, name, 'tokenizer.json'), 'utf8'));
+      const config = JSON.parse(fs.readFileSync(path.join(FIX, name, 'tokenizer_config.json'), 'utf8'));
+      const ps = paths(base);
+      for (let i = 0; i < 120; i++) {
+        const tj = structuredClone(base);
+        const p = ps[rand(ps.length)];
+        let o = tj;
+        for (const k of p.slice(0, -1)) o = o[k];
+        o[p[p.length - 1]] = vals[rand(vals.length)];
+        let tok: HfTokenizer;
+        try {
+          tok = new HfTokenizer({ tokenizer: tj, config });
+        } catch (e) {
+          assert.ok(e instanceof Error && /^tokenizer(_config)?\.json: /.test(e.message) && !e.message.includes('\n'), `${name} ${p.join('.')}: ${(e as Error).message}`);
+          continue;
+        }
+        built++;
+        const ids = tok.encode('hello world é 🙂\n<s> x', { addSpecialTokens: true });
+        tok.decode(ids);
+        for (const id of ids) tok.tokenBytes(id);
+      }
+    }
+  } finally {
+    console.warn = warn;
+  }
+  assert.ok(built > 0 && built < 360, `built ${built}`);
+});

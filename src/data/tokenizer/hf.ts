@@ -183,8 +183,11 @@ export class HfTokenizer implements Tokenizer {
         { normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null, ...tj, added_tokens: tj.added_tokens ?? [] },
         cfg,
       );
+      // some malformed components only fail when used: try them once so the error names the file
+      const probe = this.lib.encode('Hello world, é 🙂\n1 2', { add_special_tokens: true }).ids.filter((id: number | undefined) => id !== undefined);
+      if (probe.length > 0) this.lib.decode(probe);
     } catch (e) {
-      throw new Error(`${tsrc}: cannot build the tokenizer: ${(e as Error).message}`);
+      throw new Error(`${tsrc}: cannot build the tokenizer: ${(e as Error).message.split('\n')[0]}`);
     }
     this.vocabSize = V;
     this.name = `hf-${tj.model.type.toLowerCase()}-${V}`;
@@ -219,7 +222,12 @@ export class HfTokenizer implements Tokenizer {
 
   encode(text: string, opts: HfEncodeOptions = {}): Int32Array {
     if (text.length === 0 && !opts.addSpecialTokens) return new Int32Array(0);
-    const ids = this.lib.encode(text, { add_special_tokens: Boolean(opts.addSpecialTokens) }).ids;
+    let ids: number[];
+    try {
+      ids = this.lib.encode(text, { add_special_tokens: Boolean(opts.addSpecialTokens) }).ids;
+    } catch (e) {
+      throw new Error(`encode: tokenizer ${this.name} failed (malformed tokenizer.json?): ${(e as Error).message.split('\n')[0]}`);
+    }
     const out = new Int32Array(ids.length);
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
@@ -238,7 +246,11 @@ export class HfTokenizer implements Tokenizer {
       checkId(ids[i], this.vocabSize, i);
       list[i] = ids[i];
     }
-    return this.lib.decode(list, { skip_special_tokens: false, clean_up_tokenization_spaces: this.cleanup });
+    try {
+      return this.lib.decode(list, { skip_special_tokens: false, clean_up_tokenization_spaces: this.cleanup });
+    } catch (e) {
+      throw new Error(`decode: tokenizer ${this.name} failed (malformed tokenizer.json?): ${(e as Error).message.split('\n')[0]}`);
+    }
   }
 
   tokenBytes(id: number): Uint8Array {

@@ -11,11 +11,13 @@ import type { Tokenizer } from '../data/tokenizer/types.js';
 import { generate, type GenerateResult } from './generate.js';
 import type { SamplingOptions } from './sampling.js';
 
+/** one chat message: role (system, user, assistant, ...) and its text */
 export interface ChatMessage {
   role: string;
   content: string;
 }
 
+/** variables of a chat template rendering: generation prompt, bos/eos token text, extras */
 export interface ChatTemplateOptions {
   /** End with the opening of an assistant turn (default true). */
   addGenerationPrompt?: boolean;
@@ -63,6 +65,7 @@ export function resolveChatTemplate(tok: Tokenizer, override?: string): string {
   throw new Error(`chat: the model's tokenizer (${tok.name}) has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja); give one with --template FILE`);
 }
 
+/** options of a ChatSession: reply length, sampling, seed, system message, template override */
 export interface ChatOptions extends SamplingOptions {
   /** Reply length limit in tokens. */
   maxNewTokens: number;
@@ -76,6 +79,7 @@ export interface ChatOptions extends SamplingOptions {
   templateVars?: Record<string, unknown>;
 }
 
+/** a generated reply with the prompt it continued and how many old messages were left out */
 export interface ChatReply extends GenerateResult {
   /** The rendered prompt the reply continued. */
   prompt: string;

@@ -13,6 +13,7 @@ import { writeFileAtomicSync, writeJsonAtomicSync } from './atomic.js';
 const MAX_TOKENIZER_JSON = 256 * 1024 * 1024;
 const MAX_SMALL_FILE = 16 * 1024 * 1024;
 
+/** the files saveHfTokenizerFiles writes */
 export const HF_TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json'] as const;
 
 /** Read a regular file of at most `max` bytes as UTF-8; undefined when it does not exist and `optional`. */

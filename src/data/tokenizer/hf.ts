@@ -13,6 +13,7 @@ import { CHAR_BYTES } from './byte-level.js';
 /** Largest vocabulary accepted (ids are < this); bounds the per-id tables. */
 export const MAX_HF_VOCAB = 1 << 22;
 
+/** the saved form of a Hugging Face tokenizer (both files' objects), as a checkpoint stores it */
 export interface HfJSON extends TokenizerJSON {
   type: 'hf';
   version: 1;
@@ -22,6 +23,7 @@ export interface HfJSON extends TokenizerJSON {
   stop_ids?: number[];
 }
 
+/** file names for errors and extra stop ids of an HfTokenizer */
 export interface HfTokenizerOptions {
   /** Names the files in errors (default "tokenizer.json" / "tokenizer_config.json"). */
   tokenizerSource?: string;
@@ -30,6 +32,7 @@ export interface HfTokenizerOptions {
   extraStopIds?: number[];
 }
 
+/** encode options of an HfTokenizer (special tokens) */
 export interface HfEncodeOptions {
   /** Apply the post-processor (e.g. prepend <s>), as transformers does by default. Default false. */
   addSpecialTokens?: boolean;
@@ -153,6 +156,7 @@ function decodePiece(cfg: unknown, piece: Piece, added: boolean, state: { fused:
   }
 }
 
+/** a Hugging Face tokenizer.json (+ tokenizer_config.json) run by @huggingface/tokenizers, with special tokens and chat template */
 export class HfTokenizer implements Tokenizer {
   readonly name: string;
   readonly vocabSize: number;

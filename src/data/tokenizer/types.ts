@@ -1,5 +1,6 @@
 /** The tokenizer interface shared by every tokenizer kind (byte, bpe, hf). */
 
+/** the saved JSON form of any tokenizer: type, version, vocab_size and the kind's own fields */
 export interface TokenizerJSON {
   type: string;
   version: number;

@@ -20,10 +20,7 @@ const llama = loadHfTokenizerFiles(path.join(FIX, 'spm-legacy'));
 
 test('ChatML (Qwen2-style) template: default system message, turns, generation prompt', () => {
   const tpl = chatml.chatTemplate!;
-  assert.equal(
-    renderChatTemplate(tpl, [{ role: 'user', content: 'hi' }]),
-    '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n',
-  );
+  assert.equal(renderChatTemplate(tpl, [{ role: 'user', content: 'hi' }]), '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n');
   assert.equal(
     renderChatTemplate(
       tpl,
@@ -58,7 +55,15 @@ test('Llama-2 template: bos/eos tokens, <<SYS>> folded into the first turn, rais
   );
   assert.equal(renderChatTemplate(tpl, [{ role: 'user', content: ' hi ' }], opts), '<s>[INST] hi [/INST]');
   assert.throws(
-    () => renderChatTemplate(tpl, [{ role: 'user', content: 'a' }, { role: 'user', content: 'b' }], opts),
+    () =>
+      renderChatTemplate(
+        tpl,
+        [
+          { role: 'user', content: 'a' },
+          { role: 'user', content: 'b' },
+        ],
+        opts,
+      ),
     /chat template: .*Conversation roles must alternate user\/assistant/,
   );
   assert.throws(() => renderChatTemplate('{% for m in messages %}', []), /chat template: cannot parse/);
@@ -70,7 +75,12 @@ test('Llama-2 template: bos/eos tokens, <<SYS>> folded into the first turn, rais
 
 test('moe-ts default template and the error for a model without one', () => {
   assert.equal(
-    renderChatTemplate(DEFAULT_CHAT_TEMPLATE, [{ role: 'system', content: 'S' }, { role: 'user', content: 'hi' }, { role: 'assistant', content: 'yo' }, { role: 'user', content: 'ok' }]),
+    renderChatTemplate(DEFAULT_CHAT_TEMPLATE, [
+      { role: 'system', content: 'S' },
+      { role: 'user', content: 'hi' },
+      { role: 'assistant', content: 'yo' },
+      { role: 'user', content: 'ok' },
+    ]),
     '<|system|>\nS\n<|user|>\nhi\n<|assistant|>\nyo\n<|user|>\nok\n<|assistant|>\n',
   );
   assert.equal(resolveChatTemplate(new ByteTokenizer()), DEFAULT_CHAT_TEMPLATE);
@@ -80,8 +90,15 @@ test('moe-ts default template and the error for a model without one', () => {
 });
 
 const tinyCfg = (vocab: number, maxPos = 96): Record<string, unknown> => ({
-  vocab_size: vocab, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, moe_intermediate_size: 16,
-  num_local_experts: 4, num_experts_per_tok: 2, max_position_embeddings: maxPos, initializer_range: 0.3,
+  vocab_size: vocab,
+  hidden_size: 16,
+  num_hidden_layers: 1,
+  num_attention_heads: 2,
+  moe_intermediate_size: 16,
+  num_local_experts: 4,
+  num_experts_per_tok: 2,
+  max_position_embeddings: maxPos,
+  initializer_range: 0.3,
 });
 
 function tinyModel(vocab: number, maxPos = 96): MoETransformerLM {
@@ -98,7 +115,10 @@ test('ChatSession: rendered prompts carry the whole history; eos ends a reply', 
   assert.equal(r1.text, chatml.decode(r1.ids));
   const r2 = s.send('more');
   assert.equal(r2.prompt, r1.prompt + r1.text + '<|im_end|>\n<|im_start|>user\nmore<|im_end|>\n<|im_start|>assistant\n');
-  assert.deepEqual(s.messages.map((m) => m.role), ['user', 'assistant', 'user', 'assistant']);
+  assert.deepEqual(
+    s.messages.map((m) => m.role),
+    ['user', 'assistant', 'user', 'assistant'],
+  );
   s.reset();
   assert.equal(s.messages.length, 0);
 
@@ -148,8 +168,14 @@ test('a moe-ts checkpoint with an HF tokenizer chats the same after save and loa
     const model = tinyModel(llama.vocabSize);
     saveCheckpoint(dir, {
       state: {
-        format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, step: 1, config: parseRunConfig({ model: tinyCfg(llama.vocabSize) }),
-        tokenizer: llama.toJSON(), optimizerStep: 1, dataState: { rng: [1, 2, 3, 4], step: 0 }, rngState: [1, 2, 3, 4],
+        format: CHECKPOINT_FORMAT,
+        version: CHECKPOINT_VERSION,
+        step: 1,
+        config: parseRunConfig({ model: tinyCfg(llama.vocabSize) }),
+        tokenizer: llama.toJSON(),
+        optimizerStep: 1,
+        dataState: { rng: [1, 2, 3, 4], step: 0 },
+        rngState: [1, 2, 3, 4],
       },
       model: model.stateDict(),
       optimizer: { step: 1, m: [], v: [] },

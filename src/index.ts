@@ -19,6 +19,10 @@ export * from './models/transformer.js';
 // names, not `export *`: these modules also hold Node-only loaders, exported from moe-ts/node
 export { loadTokenizer, createStreamDecoder, ByteTokenizer, BpeTokenizer, GPT2_PATTERN, MAX_BPE_VOCAB } from './data/tokenizer/index.js';
 export type { Tokenizer, TokenizerJSON, BpeJSON, BpeTrainOptions } from './data/tokenizer/index.js';
+export { HfTokenizer, MAX_HF_VOCAB, BYTE_CHARS, CHAR_BYTES, byteLevelBpeFiles, DEFAULT_CHAT_TEMPLATE, DEFAULT_CHAT_STOP_TEXT } from './data/tokenizer/index.js';
+export type { SpecialToken, SpecialTokens, HfTokenizerFiles, HfJSON, HfTokenizerOptions, HfEncodeOptions } from './data/tokenizer/index.js';
+export { ChatSession, compileChatTemplate, renderChatTemplate, resolveChatTemplate } from './infer/chat.js';
+export type { ChatMessage, ChatOptions, ChatReply, ChatTemplateOptions } from './infer/chat.js';
 export * from './data/dataset.js';
 export * from './train/evaluate.js';
 export * from './infer/sampling.js';

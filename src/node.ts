@@ -12,6 +12,7 @@ export * from './data/build.js';
 export * from './io/safetensors.js';
 export * from './io/atomic.js';
 export * from './io/tokenizer.js';
+export * from './io/hf-tokenizer.js';
 export * from './io/checkpoint.js';
 export * from './train/trainer.js';
 export { loadModelForInference } from './infer/generate.js';

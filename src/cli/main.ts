@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The moe-ts command line: train, generate, eval, bench-routers, routers. */
+/** The moe-ts command line: train, generate, chat, eval, bench-routers, routers. */
 import * as fs from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { initBackend, disposeBackend } from '../kernels/index.js';
@@ -152,6 +152,24 @@ export function buildProgram(): Command {
         process.stdout.write(`\n`);
         process.stderr.write(`[${r.ids.length} tokens, ${Math.round(r.tokensPerSec)} tokens/s]\n`);
       });
+    });
+
+  program
+    .command('chat')
+    .description("chat with a model: one line per user turn (interactive or piped), replies streamed, the conversation kept (/reset, /exit)")
+    .requiredOption('--ckpt <dir>', 'run directory or checkpoint directory')
+    .option('--system <text>', 'system message opening the conversation')
+    .option('--template <file>', "Jinja chat template overriding the model's (moe-ts byte/BPE tokenizers default to <|role|> lines)")
+    .option('--max-tokens <n>', 'reply length limit in tokens', intArg('--max-tokens'), 256)
+    .option('--temperature <t>', 'sampling temperature (0 = greedy)', floatArg('--temperature', (x) => x >= 0, '>= 0'), 0.8)
+    .option('--top-k <k>', 'sample among the k most likely tokens (0 = off)', intArg('--top-k', 0), 0)
+    .option('--top-p <p>', 'nucleus sampling mass', floatArg('--top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'), 1)
+    .option('--seed <n>', 'sampling seed (reply n uses seed + n)', intArg('--seed', 0), 0)
+    .addOption(backendOption())
+    .addOption(threadsOption())
+    .action(async (o) => {
+      const { chatCommand } = await import('./chat-command.js');
+      await withBackend(o, () => chatCommand(o));
     });
 
   program

@@ -27,17 +27,21 @@ export interface GenerateOptions extends SamplingOptions {
   seed?: number;
   /** Stop as soon as the generated text contains this; `text` ends just before it. */
   stopOnText?: string;
+  /** Encode the prompt with the tokenizer's special tokens (e.g. <s>), as transformers does by default. Default false. */
+  addSpecialTokens?: boolean;
+  /** Stop when one of these ids is sampled (e.g. the tokenizer's eos); its text is not added to `text`. */
+  stopTokenIds?: ArrayLike<number>;
   /** Receives generated text as it becomes final; the pieces concatenate to `text`. */
   onText?: (piece: string) => void;
   contextOverflow?: ContextOverflow;
 }
 
-export type StopReason = 'max_new_tokens' | 'stop_text' | 'context_full';
+export type StopReason = 'max_new_tokens' | 'stop_text' | 'stop_token' | 'context_full';
 
 export interface GenerateResult {
   /** Generated text only (the prompt is not repeated); cut before stopOnText if it was hit. */
   text: string;
-  /** Every sampled token id, including those that spelled stopOnText. */
+  /** Every sampled token id, including those that spelled stopOnText and a final stop token. */
   ids: Int32Array;
   promptTokens: number;
   /** Generated tokens per second of wall time, prefill included. */
@@ -72,6 +76,13 @@ function checkOptions(opts: GenerateOptions): void {
     throw new Error(`generate: stopOnText must be a non-empty string, got ${JSON.stringify(opts.stopOnText)}`);
   }
   if (opts.onText !== undefined && typeof opts.onText !== 'function') throw new Error('generate: onText must be a function');
+  if (opts.stopTokenIds !== undefined) {
+    const ids = opts.stopTokenIds;
+    if (typeof ids !== 'object' || ids === null || typeof ids.length !== 'number') throw new Error('generate: stopTokenIds must be an array of token ids');
+    for (let i = 0; i < ids.length; i++) {
+      if (!Number.isInteger(ids[i]) || ids[i] < 0) throw new Error(`generate: stopTokenIds[${i}] must be a token id, got ${ids[i]}`);
+    }
+  }
   if (opts.contextOverflow !== undefined && opts.contextOverflow !== 'stop' && opts.contextOverflow !== 'slide') {
     throw new Error(`generate: contextOverflow must be "stop" or "slide", got ${JSON.stringify(opts.contextOverflow)}`);
   }
@@ -88,7 +99,7 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
   if (tokenizer.vocabSize > V) {
     throw new Error(`generate: tokenizer ${tokenizer.name} has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${V}`);
   }
-  const promptIds = tokenizer.encode(prompt);
+  const promptIds = tokenizer.encode(prompt, { addSpecialTokens: Boolean(opts.addSpecialTokens) });
   if (promptIds.length === 0) {
     throw new Error('generate: empty prompt; the tokenizer has no BOS token, so give at least one character (e.g. "\\n")');
   }
@@ -100,6 +111,7 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
   // routers get their own stream so sampling draws don't depend on whether a router consumes randomness
   const routerRng = new Rng((seed ^ 0x5bd1e995) >>> 0);
   const Vt = tokenizer.vocabSize;
+  const stopIds = new Set<number>(Array.from(opts.stopTokenIds ?? []));
 
   const t0 = performance.now();
   const wasTraining = model.training;
@@ -163,6 +175,10 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
         const next = sampler.next(logits);
         generated.push(next);
         history.push(next);
+        if (stopIds.has(next)) {
+          stopReason = 'stop_token';
+          break;
+        }
         if (append(decoder.push(next))) {
           hitStop = true;
           stopReason = 'stop_text';

@@ -3,3 +3,5 @@ export { argmax, samplingDistribution, sampleNext, validateSamplingOptions, Samp
 export type { SamplingOptions, ResolvedSampling } from './sampling.js';
 export { generate, loadModelForInference } from './generate.js';
 export type { GenerateOptions, GenerateResult, StopReason, ContextOverflow, InferenceModel } from './generate.js';
+export { ChatSession, compileChatTemplate, renderChatTemplate, resolveChatTemplate } from './chat.js';
+export type { ChatMessage, ChatOptions, ChatReply, ChatTemplateOptions } from './chat.js';

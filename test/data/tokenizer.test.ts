@@ -154,7 +154,7 @@ test('malformed tokenizer JSON gives errors naming the field', () => {
     ['{not json', /not valid JSON/],
     [[1, 2], /expected an object/],
     [{ version: 1 }, /field type missing/],
-    [{ type: 'wordpiece', version: 1 }, /unknown type "wordpiece" \(field type; known: byte, bpe\)/],
+    [{ type: 'wordpiece', version: 1 }, /unknown type "wordpiece" \(field type; known: byte, bpe, hf\)/],
     [{ ...good, version: 2 }, /field version must be 1/],
     [{ ...good, merges: 'x' }, /field merges must be an array/],
     [{ ...good, merges: [[104, 101], [256]] }, /field merges\[1\] must be a pair of integer ids/],

@@ -5,7 +5,9 @@
  * Ids 0..255 are the raw bytes; merge i creates id 256 + i from an earlier pair [a, b].
  * Text is pre-tokenised with a GPT-2-style regex so merges never cross word boundaries.
  */
-import { checkId, Tokenizer, TokenizerJSON } from './types.js';
+import { checkId, HfTokenizerFiles, Tokenizer, TokenizerJSON } from './types.js';
+import { byteLevelBpeFiles } from './byte-level.js';
+import { DEFAULT_CHAT_TEMPLATE } from './chat-template.js';
 
 /** GPT-2's pre-tokenisation pattern (contractions, letter runs, digit runs, punctuation runs, whitespace). */
 export const GPT2_PATTERN = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
@@ -60,6 +62,7 @@ export class BpeTokenizer implements Tokenizer {
   readonly vocabSize: number;
   readonly merges: ReadonlyArray<readonly [number, number]>;
   readonly pattern: string;
+  readonly chatTemplate = DEFAULT_CHAT_TEMPLATE;
   private readonly re: RegExp;
   private readonly ranks = new Map<number, number>();
   private readonly bytes: Uint8Array[] = [];
@@ -278,6 +281,11 @@ export class BpeTokenizer implements Tokenizer {
   tokenBytes(id: number): Uint8Array {
     checkId(id, this.vocabSize, 0);
     return this.bytes[id];
+  }
+
+  /** The same ids in tokenizer.json form: Split by the pattern, ByteLevel, BPE with the merges in rank order. */
+  toHuggingFace(): HfTokenizerFiles {
+    return byteLevelBpeFiles(this.bytes, this.merges, this.pattern);
   }
 
   toJSON(): BpeJSON {

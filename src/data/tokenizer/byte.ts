@@ -1,11 +1,14 @@
 /** Byte-level tokenizer: one token per UTF-8 byte, vocabulary 256, nothing to train. */
-import { checkId, Tokenizer, TokenizerJSON } from './types.js';
+import { checkId, HfTokenizerFiles, Tokenizer, TokenizerJSON } from './types.js';
+import { byteLevelBpeFiles } from './byte-level.js';
+import { DEFAULT_CHAT_TEMPLATE } from './chat-template.js';
 
 const encoder = new TextEncoder();
 
 export class ByteTokenizer implements Tokenizer {
   readonly name = 'byte';
   readonly vocabSize = 256;
+  readonly chatTemplate = DEFAULT_CHAT_TEMPLATE;
   private readonly single: Uint8Array[] = Array.from({ length: 256 }, (_, i) => Uint8Array.of(i));
 
   encode(text: string): Int32Array {
@@ -25,6 +28,11 @@ export class ByteTokenizer implements Tokenizer {
   tokenBytes(id: number): Uint8Array {
     checkId(id, 256, 0);
     return this.single[id];
+  }
+
+  /** A byte-level BPE tokenizer.json with no merges: token i is byte i. */
+  toHuggingFace(): HfTokenizerFiles {
+    return byteLevelBpeFiles(this.single, [], null);
   }
 
   toJSON(): TokenizerJSON {

@@ -2,16 +2,22 @@
 import * as fs from 'node:fs';
 import { BpeTokenizer } from './bpe.js';
 import { ByteTokenizer } from './byte.js';
+import { HfTokenizer } from './hf.js';
 import type { Tokenizer } from './types.js';
 
-export type { Tokenizer, TokenizerJSON } from './types.js';
+export type { Tokenizer, TokenizerJSON, SpecialToken, SpecialTokens, HfTokenizerFiles } from './types.js';
 export { ByteTokenizer } from './byte.js';
 export { BpeTokenizer, GPT2_PATTERN, MAX_BPE_VOCAB } from './bpe.js';
 export type { BpeJSON, BpeTrainOptions } from './bpe.js';
+export { HfTokenizer, MAX_HF_VOCAB } from './hf.js';
+export type { HfJSON, HfTokenizerOptions, HfEncodeOptions } from './hf.js';
+export { BYTE_CHARS, CHAR_BYTES, byteLevelBpeFiles } from './byte-level.js';
+export { DEFAULT_CHAT_TEMPLATE, DEFAULT_CHAT_STOP_TEXT } from './chat-template.js';
 
 const LOADERS: Record<string, (json: Record<string, unknown>) => Tokenizer> = {
   byte: (j) => ByteTokenizer.fromJSON(j),
   bpe: (j) => BpeTokenizer.fromJSON(j),
+  hf: (j) => HfTokenizer.fromJSON(j),
 };
 
 /** Build a tokenizer from its JSON (object or string); throws naming the bad field. */

@@ -5,6 +5,7 @@
  * held twice); `savePretrained(model, dir)` writes config.json, safetensors in the per-expert
  * layout (sharded above a size, with the index) and `{"format": "pt"}` metadata.
  */
+import { loadHfTokenizerFiles } from '../hf-tokenizer.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { MoETransformerLM } from '../../models/transformer.js';
@@ -494,9 +495,8 @@ export function savePretrainedWithTokenizer(model: MoETransformerLM, tokenizer: 
 }
 
 /**
- * fromPretrained plus a tokenizer: the moe-ts tokenizer file when present. A directory with only
- * a Hugging Face tokenizer.json fails with a clear message until the tokenizers integration
- * (src/io/hf-tokenizer.ts) lands.
+ * fromPretrained plus a tokenizer: the moe-ts tokenizer file when present, else the directory's
+ * Hugging Face tokenizer.json (+ tokenizer_config.json) through src/io/hf-tokenizer.ts.
  */
 export function fromPretrainedWithTokenizer(dir: string, opts: FromPretrainedOptions = {}): PretrainedModel & { tokenizer: Tokenizer } {
   const p = fromPretrained(dir, opts);
@@ -511,6 +511,10 @@ export function fromPretrainedWithTokenizer(dir: string, opts: FromPretrainedOpt
     if (tokenizer.vocabSize > p.config.vocab_size) throw new HfFormatError(`${own}: tokenizer has ${tokenizer.vocabSize} tokens, model vocab_size is ${p.config.vocab_size}`);
     return { ...p, tokenizer };
   }
-  const hfTok = fs.existsSync(path.join(dir, 'tokenizer.json'));
-  throw new HfFormatError(`${dir}: ${hfTok ? 'reading a Hugging Face tokenizer.json is not available in this build yet' : 'no tokenizer (tokenizer.json or moe-ts-tokenizer.json)'}; this command needs one to turn text into tokens`);
+  if (fs.existsSync(path.join(dir, 'tokenizer.json'))) {
+    const tokenizer = loadHfTokenizerFiles(dir);
+    if (tokenizer.vocabSize > p.config.vocab_size) throw new HfFormatError(`${dir}/tokenizer.json: tokenizer has ${tokenizer.vocabSize} tokens, model vocab_size is ${p.config.vocab_size}`);
+    return { ...p, tokenizer };
+  }
+  throw new HfFormatError(`${dir}: no tokenizer (tokenizer.json or moe-ts-tokenizer.json); this command needs one to turn text into tokens`);
 }

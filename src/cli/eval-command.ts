@@ -11,8 +11,8 @@ export interface EvalReport extends EvalResult {
   sources: string[];
 }
 
-export function evalCheckpoint(ckpt: string, opts: { sources?: string[]; batches?: number; dataDir?: string } = {}): EvalReport {
-  const { model, tokenizer, config, dir, step } = loadModelForInference(ckpt);
+export function evalCheckpoint(ckpt: string, opts: { sources?: string[]; batches?: number; dataDir?: string; allowNonFinite?: boolean } = {}): EvalReport {
+  const { model, tokenizer, config, dir, step } = loadModelForInference(ckpt, { allowNonFinite: opts.allowNonFinite });
   const sources = opts.sources ?? config.data.sources;
   const batches = opts.batches ?? config.training.eval_batches;
   const cfg = parseRunConfig({

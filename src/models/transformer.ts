@@ -10,6 +10,7 @@ import { Module, Linear, Embedding, RMSNorm } from '../nn/index.js';
 import { MoELayer, type MoELayerConfig } from '../moe/layer.js';
 import type { MoEAux, RouterContext } from '../moe/types.js';
 import { type ModelConfig, isMoELayer } from './config.js';
+import { checkMemory } from './memory.js';
 
 /** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
 export interface KVCache {
@@ -154,6 +155,7 @@ export class MoETransformerLM extends Module {
   lm_head: Linear | null;
   constructor(readonly config: ModelConfig, seed: number) {
     super();
+    checkMemory(config); // before any allocation: a clear error instead of "Invalid typed array length"
     const rng = new Rng(seed);
     const c = config;
     this.embed_tokens = new Embedding(c.vocab_size, c.hidden_size, rng, c.initializer_range);

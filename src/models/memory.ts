@@ -177,7 +177,7 @@ export function checkMemory(c: ModelConfig, opts: { training?: Pick<TrainConfig,
   const available = opts.available ?? availableMemoryBytes();
   if (est.largestTensor > MAX_TENSOR_ELEMENTS) {
     const field = culprit(c, t, (cc, tt) => estimateMemory(cc, tt).largestTensor);
-    throw new MemoryLimitError(`${field}: one tensor would need ${est.largestTensor.toExponential(2)} elements (${4 * est.largestTensor} bytes), more than the ${MAX_TENSOR_ELEMENTS} a typed array can hold`);
+    throw new MemoryLimitError(`${field}: one tensor would need ${est.largestTensor.toExponential(2)} elements (${4 * est.largestTensor} bytes), more than the ${MAX_TENSOR_ELEMENTS} elements (${4 * MAX_TENSOR_ELEMENTS} bytes) a typed array can hold`);
   }
   const needed = t ? est.trainingBytes : est.inferenceBytes;
   if (needed > available) {

@@ -279,6 +279,7 @@ function readState(dir: string): TrainerState {
   return { ...(raw as unknown as TrainerState), config };
 }
 
+/** Options of loadCheckpoint. */
 export interface LoadCheckpointOptions {
   /** Load tensors holding NaN or infinity instead of refusing them (for debugging a diverged run). */
   allowNonFinite?: boolean;
@@ -307,7 +308,9 @@ function readTensors(file: string, opts: LoadCheckpointOptions): Map<string, { d
       if (i >= 0) {
         let n = 0;
         for (let j = i; j < data.length; j++) if (!Number.isFinite(data[j])) n++;
-        throw new CheckpointError(`${file}: tensor "${name}" holds ${n} non-finite value${n === 1 ? '' : 's'} (first: ${data[i]} at index ${i}); the run diverged before this save. Load it anyway with --allow-non-finite (allowNonFinite) to debug`);
+        throw new CheckpointError(
+          `${file}: tensor "${name}" holds ${n} non-finite value${n === 1 ? '' : 's'} (first: ${data[i]} at index ${i}); the run diverged before this save. Load it anyway with --allow-non-finite (allowNonFinite) to debug`,
+        );
       }
     }
     out.set(name, { data, shape: t.shape });

@@ -5,20 +5,25 @@
  * lower bound (float32 parameters, gradients and AdamW moments, the largest activations of one
  * step); it only has to be right to within a small factor to catch impossible configs.
  */
-import os from 'node:os';
-import { constants as bufferConstants } from 'node:buffer';
 import type { ModelConfig, RunConfig, TrainConfig } from './config.js';
 import { isMoELayer, ConfigError } from './config.js';
 
 export class MemoryLimitError extends ConfigError {}
 
-/** Typed arrays longer than this cannot be created (float32 elements). */
-export const MAX_TENSOR_ELEMENTS = Math.floor(bufferConstants.MAX_LENGTH / 4);
+// The library root runs in browsers too, so Node's modules are looked up at run time, not imported.
+type NodeProcess = { getBuiltinModule?: (id: string) => unknown; constrainedMemory?: () => number };
+const nodeProcess = (globalThis as { process?: NodeProcess }).process;
+const nodeOs = nodeProcess?.getBuiltinModule?.('node:os') as { totalmem(): number } | undefined;
+const nodeBuffer = nodeProcess?.getBuiltinModule?.('node:buffer') as { constants: { MAX_LENGTH: number } } | undefined;
 
-/** Bytes this process may use: total memory, or the cgroup limit when lower. */
+/** Typed arrays longer than this cannot be created (float32 elements). */
+export const MAX_TENSOR_ELEMENTS = Math.floor((nodeBuffer?.constants.MAX_LENGTH ?? 2 ** 32) / 4);
+
+/** Bytes this process may use: total memory, or the cgroup limit when lower (browsers: navigator.deviceMemory, else 4 GiB). */
 export function availableMemoryBytes(): number {
-  const total = os.totalmem();
-  const constrained = typeof process.constrainedMemory === 'function' ? process.constrainedMemory() : 0;
+  const deviceGiB = (globalThis as { navigator?: { deviceMemory?: number } }).navigator?.deviceMemory;
+  const total = nodeOs ? nodeOs.totalmem() : (deviceGiB ?? 4) * 2 ** 30;
+  const constrained = typeof nodeProcess?.constrainedMemory === 'function' ? nodeProcess.constrainedMemory() : 0;
   return constrained && constrained > 0 && constrained < total ? constrained : total;
 }
 
@@ -177,7 +182,9 @@ export function checkMemory(c: ModelConfig, opts: { training?: Pick<TrainConfig,
   const available = opts.available ?? availableMemoryBytes();
   if (est.largestTensor > MAX_TENSOR_ELEMENTS) {
     const field = culprit(c, t, (cc, tt) => estimateMemory(cc, tt).largestTensor);
-    throw new MemoryLimitError(`${field}: one tensor would need ${est.largestTensor.toExponential(2)} elements (${4 * est.largestTensor} bytes), more than the ${MAX_TENSOR_ELEMENTS} elements (${4 * MAX_TENSOR_ELEMENTS} bytes) a typed array can hold`);
+    throw new MemoryLimitError(
+      `${field}: one tensor would need ${est.largestTensor.toExponential(2)} elements (${4 * est.largestTensor} bytes), more than the ${MAX_TENSOR_ELEMENTS} elements (${4 * MAX_TENSOR_ELEMENTS} bytes) a typed array can hold`,
+    );
   }
   const needed = t ? est.trainingBytes : est.inferenceBytes;
   if (needed > available) {

@@ -24,7 +24,11 @@ export class TrainingDivergedError extends Error {}
 
 /** Training stopped by a signal (opts.signal); a checkpoint of `step` was saved first. */
 export class TrainingInterruptedError extends Error {
-  constructor(message: string, readonly step: number, readonly outDir: string) {
+  constructor(
+    message: string,
+    readonly step: number,
+    readonly outDir: string,
+  ) {
     super(message);
   }
 }
@@ -119,9 +123,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     const diff = configDiff(saved.model as unknown as Record<string, unknown>, { ...cfg.model, vocab_size: saved.model.vocab_size } as unknown as Record<string, unknown>);
     if (diff.length) throw new CheckpointError(`--resume: checkpoint in ${resumeFrom.dir} was trained with a different model config: ${diff.join(', ')}`);
     if (resumeFrom.state.step >= cfg.training.steps) {
-      throw new RunFinishedError(
-        `the run in ${out} is already at step ${resumeFrom.state.step} of ${cfg.training.steps}; to train longer, resume with --steps N (N > ${resumeFrom.state.step})`,
-      );
+      throw new RunFinishedError(`the run in ${out} is already at step ${resumeFrom.state.step} of ${cfg.training.steps}; to train longer, resume with --steps N (N > ${resumeFrom.state.step})`);
     }
     tokenizer = loadTokenizer(resumeFrom.state.tokenizer);
   }
@@ -139,7 +141,12 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const tr = cfg.training;
   const model = new MoETransformerLM(cfg.model, tr.seed);
   const params = model.parameters();
-  const noDecay = new Set<Parameter>(model.namedParameters().filter(([n, p]) => p.ndim < 2 || n.endsWith('norm.weight')).map(([, p]) => p));
+  const noDecay = new Set<Parameter>(
+    model
+      .namedParameters()
+      .filter(([n, p]) => p.ndim < 2 || n.endsWith('norm.weight'))
+      .map(([, p]) => p),
+  );
   const opt = new AdamW(params, { lr: tr.lr, beta1: tr.beta1, beta2: tr.beta2, weightDecay: tr.weight_decay, noDecay });
   const rng = new Rng(tr.seed ^ 0x5eed);
   let step = 0;
@@ -164,8 +171,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     saveTokenizer(path.join(out, 'tokenizer.json'), tokenizer!);
   }
   const tok = tokenizer!;
-  const lastGood = (): string =>
-    savedStep === null ? `no checkpoint was saved yet (save_interval ${tr.save_interval})` : `the last good checkpoint (step ${savedStep}) is kept in ${out}`;
+  const lastGood = (): string => (savedStep === null ? `no checkpoint was saved yet (save_interval ${tr.save_interval})` : `the last good checkpoint (step ${savedStep}) is kept in ${out}`);
 
   const activeParams = model.activeParameters();
   ev.onStart?.({ totalSteps: tr.steps, startStep: step, params: model.numParameters(), activeParams, tokenizer: tok.name, domains: data.domainNames });
@@ -176,7 +182,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     // a diverged step is never saved, so latest.json keeps naming finite weights
     for (const [name, t] of model.stateDict()) {
       const i = firstNonFinite(t.data);
-      if (i >= 0) throw new TrainingDivergedError(`training diverged: parameter ${name} holds ${t.data[i]} after step ${step}; not saving it. Lower the learning rate (${tr.lr}) or raise warmup_steps; ${lastGood()}`);
+      if (i >= 0)
+        throw new TrainingDivergedError(
+          `training diverged: parameter ${name} holds ${t.data[i]} after step ${step}; not saving it. Lower the learning rate (${tr.lr}) or raise warmup_steps; ${lastGood()}`,
+        );
     }
     const dir = saveCheckpoint(out, {
       state: {
@@ -228,7 +237,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const { loss, ce, auxLosses } = lmLoss(res, batch.targets);
       const lv = loss.item();
       if (!Number.isFinite(lv)) {
-        throw new TrainingDivergedError(`training diverged: loss is ${lv} at step ${step + 1} (cross-entropy ${ce.item()}); stopping. Lower the learning rate (${tr.lr}) or raise warmup_steps; ${lastGood()}`);
+        throw new TrainingDivergedError(
+          `training diverged: loss is ${lv} at step ${step + 1} (cross-entropy ${ce.item()}); stopping. Lower the learning rate (${tr.lr}) or raise warmup_steps; ${lastGood()}`,
+        );
       }
       loss.backward();
       const gradNorm = clipGradNorm(params, tr.grad_clip);

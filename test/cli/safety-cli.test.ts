@@ -102,7 +102,10 @@ test('non-finite weights: eval and generate refuse with the cause; --allow-non-f
   const [name, t] = [...f.tensors].find(([n]) => n.includes('norm'))!;
   (t.data as Float32Array)[1] = NaN;
   writeSafetensorsSync(file, f.tensors, f.metadata);
-  for (const cmd of [['eval', '--ckpt', out], ['generate', '--ckpt', out, '--max-tokens', '3']]) {
+  for (const cmd of [
+    ['eval', '--ckpt', out],
+    ['generate', '--ckpt', out, '--max-tokens', '3'],
+  ]) {
     const r = run(cmd);
     assert.notEqual(r.code, 0, cmd[0]);
     assert.match(r.stderr, new RegExp(`tensor "${name.replace(/\./g, '\\.')}" holds 1 non-finite value \\(first: NaN at index 1\\).*--allow-non-finite`), cmd[0]);

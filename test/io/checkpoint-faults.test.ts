@@ -72,7 +72,11 @@ test('a crash or ENOSPC at any fs operation of a save leaves a complete checkpoi
   const probe = fresh();
   const total = withFault(0, 'kill', () => saveCheckpoint(probe, next)).ops;
   assert.ok(total >= 15, `a save makes ${total} fs operations`);
-  for (const [mode, b] of [['kill', prev], ['enospc', prev], ['kill', next]] as const) {
+  for (const [mode, b] of [
+    ['kill', prev],
+    ['enospc', prev],
+    ['kill', next],
+  ] as const) {
     base = b;
     for (let at = 1; at <= total; at++) {
       const dir = fresh();
@@ -103,9 +107,8 @@ test('a run killed during its final save resumes to the same result as an uninte
     // count the fs ops of the last step's save (plus the results write), then kill somewhere inside it
     const probe = tmpDir('faults-probe');
     await train({ config: cfg, outDir: probe, stopAfter: 3 });
-    let total = 0;
     let p: Promise<unknown> = Promise.resolve();
-    total = withFault(0, 'kill', () => {
+    const total = withFault(0, 'kill', () => {
       p = train({ outDir: probe, resume: true });
     }).ops;
     await p;

@@ -20,8 +20,14 @@ test('the parameter count matches the model that gets built', () => {
 
 test('huge hidden_size, batch_size, layer and expert counts fail naming the field, needed and available bytes', async () => {
   const cases: [Parameters<typeof tinyConfig>[0], RegExp][] = [
-    [{ model: { hidden_size: 65536, num_attention_heads: 2 } }, /^model\.hidden_size = 65536: one tensor would need 4\.29e\+9 elements \(17179869184 bytes\), more than the 1073741824 elements \(4294967296 bytes\) a typed array can hold$/],
-    [{ model: { hidden_size: 16384, num_attention_heads: 2 } }, /^model\.hidden_size = 16384: training would need about [\d.]+ [GT]B \(\d+ bytes; .* parameters\), but only 16\.0 GB \(16000000000 bytes\) of memory is available$/],
+    [
+      { model: { hidden_size: 65536, num_attention_heads: 2 } },
+      /^model\.hidden_size = 65536: one tensor would need 4\.29e\+9 elements \(17179869184 bytes\), more than the 1073741824 elements \(4294967296 bytes\) a typed array can hold$/,
+    ],
+    [
+      { model: { hidden_size: 16384, num_attention_heads: 2 } },
+      /^model\.hidden_size = 16384: training would need about [\d.]+ [GT]B \(\d+ bytes; .* parameters\), but only 16\.0 GB \(16000000000 bytes\) of memory is available$/,
+    ],
     [{ training: { batch_size: 1e9 } }, /^training\.batch_size = 1000000000: one tensor would need .* elements/],
     [{ training: { batch_size: 200000 } }, /^training\.batch_size = 200000: training would need about .* but only 16\.0 GB/],
     [{ model: { num_hidden_layers: 1_000_000 } }, /^model\.num_hidden_layers = 1000000: training would need/],
@@ -29,13 +35,23 @@ test('huge hidden_size, batch_size, layer and expert counts fail naming the fiel
   ];
   for (const [over, re] of cases) {
     const cfg = tinyConfig(over);
-    assert.throws(() => checkRunMemory(cfg, 16 * GB), (e: Error) => e instanceof MemoryLimitError && re.test(e.message), `${JSON.stringify(over)}`);
+    assert.throws(
+      () => checkRunMemory(cfg, 16 * GB),
+      (e: Error) => e instanceof MemoryLimitError && re.test(e.message),
+      `${JSON.stringify(over)}`,
+    );
   }
   // through train(): the same error, before the corpus is read or the run directory is written
   const dir = tmpDir('mem');
-  await assert.rejects(train({ config: tinyConfig({ model: { hidden_size: 16384, num_attention_heads: 2, num_hidden_layers: 64 } }), outDir: dir }), /model\.(hidden_size|num_hidden_layers) = \d+: training would need .* bytes.* of memory is available/);
+  await assert.rejects(
+    train({ config: tinyConfig({ model: { hidden_size: 16384, num_attention_heads: 2, num_hidden_layers: 64 } }), outDir: dir }),
+    /model\.(hidden_size|num_hidden_layers) = \d+: training would need .* bytes.* of memory is available/,
+  );
   assert.deepEqual(fs.readdirSync(dir), [], 'nothing written');
-  assert.throws(() => new MoETransformerLM(parseModelConfig({ hidden_size: 16384, num_attention_heads: 2, num_hidden_layers: 512 }), 0), /model\.(hidden_size|num_hidden_layers) = \d+: the model would need/);
+  assert.throws(
+    () => new MoETransformerLM(parseModelConfig({ hidden_size: 16384, num_attention_heads: 2, num_hidden_layers: 512 }), 0),
+    /model\.(hidden_size|num_hidden_layers) = \d+: the model would need/,
+  );
 });
 
 test('the default and test configs fit easily', () => {

@@ -34,7 +34,10 @@ test('case 2: train --out on an existing run refuses; --overwrite replaces only 
   await train({ config: cfg, outDir: dir });
   fs.writeFileSync(path.join(dir, 'notes.txt'), 'mine');
   const logBefore = fs.readFileSync(path.join(dir, 'log.jsonl'), 'utf8');
-  await assert.rejects(train({ config: tinyConfig({ training: { steps: 2 } }), outDir: dir }), (e: Error) => e instanceof RunExistsError && /already holds a run.*--resume.*--overwrite/.test(e.message) && !e.message.includes('\n'));
+  await assert.rejects(
+    train({ config: tinyConfig({ training: { steps: 2 } }), outDir: dir }),
+    (e: Error) => e instanceof RunExistsError && /already holds a run.*--resume.*--overwrite/.test(e.message) && !e.message.includes('\n'),
+  );
   assert.equal(fs.readFileSync(path.join(dir, 'log.jsonl'), 'utf8'), logBefore, 'nothing of the old run was touched');
   assert.deepEqual(steps(dir), [4, 6]);
   // overwrite: a shorter run into the same directory; its checkpoints must survive pruning
@@ -70,8 +73,15 @@ test("case 3: resume uses the run's own steps, data and config; flags are listed
   assert.equal(ext.steps, 8);
   assert.equal(loadCheckpoint(dir).state.config.training.steps, 8);
   // the log reads as one run, each step once
-  const log = fs.readFileSync(path.join(dir, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-  assert.deepEqual(log.filter((l) => l.type === 'step').map((l) => l.step), [1, 2, 3, 4, 5, 6, 7, 8]);
+  const log = fs
+    .readFileSync(path.join(dir, 'log.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  assert.deepEqual(
+    log.filter((l) => l.type === 'step').map((l) => l.step),
+    [1, 2, 3, 4, 5, 6, 7, 8],
+  );
 });
 
 test('case 3: an abort signal (Ctrl-C) saves the current step and says how to resume; the resumed run is exact', async () => {
@@ -140,7 +150,11 @@ test('case 10: null or malformed latest.json / state.json give one clear line', 
     ['[', /not valid JSON/],
   ] as const) {
     fs.writeFileSync(lp, text);
-    assert.throws(() => loadCheckpoint(dir), (e: Error) => e instanceof CheckpointError && re.test(e.message) && !e.message.includes('\n'), text);
+    assert.throws(
+      () => loadCheckpoint(dir),
+      (e: Error) => e instanceof CheckpointError && re.test(e.message) && !e.message.includes('\n'),
+      text,
+    );
   }
   fs.writeFileSync(lp, good);
   const sp = path.join(resolveCheckpointDir(dir), 'state.json');
@@ -155,6 +169,10 @@ test('case 10: null or malformed latest.json / state.json give one clear line', 
     [{ ...state, step: null }, /field step/],
   ] as const) {
     fs.writeFileSync(sp, JSON.stringify(over));
-    assert.throws(() => loadCheckpoint(dir), (e: Error) => e instanceof CheckpointError && re.test(e.message), JSON.stringify(over)?.slice(0, 40));
+    assert.throws(
+      () => loadCheckpoint(dir),
+      (e: Error) => e instanceof CheckpointError && re.test(e.message),
+      JSON.stringify(over)?.slice(0, 40),
+    );
   }
 });

@@ -305,6 +305,8 @@ async function runOne(plan: Plan, runDir: string, o: BenchRoutersOptions): Promi
       config: cfg,
       outDir: runDir,
       resume,
+      // a run killed before its first checkpoint left only a log: start it again
+      overwrite: !resume,
       dataDir: o.dataDir,
       events: {
         onStart: (i) => {

@@ -18,8 +18,8 @@ export interface EvalReport extends EvalResult {
 }
 
 /** Evaluate a moe-ts checkpoint, or (hfModel) a Hugging Face model directory with default training settings. */
-export function evalCheckpoint(ckpt: string, opts: { sources?: string[]; batches?: number; dataDir?: string; hfModel?: boolean } = {}): EvalReport {
-  const { model, tokenizer, config, dir, step } = opts.hfModel ? loadHf(ckpt) : loadModelForInference(ckpt);
+export function evalCheckpoint(ckpt: string, opts: { sources?: string[]; batches?: number; dataDir?: string; hfModel?: boolean; allowNonFinite?: boolean } = {}): EvalReport {
+  const { model, tokenizer, config, dir, step } = opts.hfModel ? loadHf(ckpt) : loadModelForInference(ckpt, { allowNonFinite: opts.allowNonFinite });
   const sources = opts.sources ?? config.data.sources;
   const batches = opts.batches ?? config.training.eval_batches;
   const cfg = parseRunConfig({

@@ -4,13 +4,16 @@ import * as fs from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { initBackend, disposeBackend } from '../kernels/index.js';
 import { parseRunConfig, parseRunConfigText, matchedDenseConfig, ConfigError, type RunConfig } from '../models/config.js';
-import { train } from '../train/trainer.js';
+import { train, TrainingInterruptedError } from '../train/trainer.js';
+import { resumeConfig } from '../train/run-dir.js';
+import { readRegularTextFileSync, FILE_LIMITS } from '../data/files.js';
 import { createProgress } from './progress.js';
 
-function intArg(name: string, min = 1) {
+function intArg(name: string, min = 1, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got "${v}"`);
+    if (n > max) throw new InvalidArgumentError(`${name} must be at most ${max}, got "${v}"`);
     return n;
   };
 }
@@ -25,13 +28,17 @@ function floatArg(name: string, check: (x: number) => boolean, rule: string) {
 
 function readConfig(file: string | undefined): RunConfig {
   if (!file) return parseRunConfig({});
-  let text: string;
+  return parseRunConfigText(readConfigText(file), file);
+}
+
+/** A config file's text: regular files only, bounded size (a FIFO or /dev/zero is refused, not read). */
+function readConfigText(file: string): string {
+  if (!fs.existsSync(file)) throw new ConfigError(`cannot read config ${file}: ENOENT`);
   try {
-    text = fs.readFileSync(file, 'utf8');
+    return readRegularTextFileSync(file, { what: 'config', maxBytes: FILE_LIMITS.config });
   } catch (e) {
-    throw new ConfigError(`cannot read config ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new ConfigError((e as Error).message);
   }
-  return parseRunConfigText(text, file);
 }
 
 /** A model and tokenizer from --ckpt (moe-ts checkpoint) or --model (Hugging Face directory). */
@@ -48,7 +55,23 @@ function timestamp(): string {
 }
 
 const backendOption = () => new Option('--backend <name>', 'kernel backend: auto, native, wasm, js').default(process.env.MOE_BACKEND ?? 'auto');
-const threadsOption = () => new Option('--threads <n>', 'worker threads for the kernels').argParser(intArg('--threads'));
+/** Same bound for every backend (the wasm backend's limit): more threads than this only thrash. */
+const MAX_THREADS = 256;
+const threadsOption = () => new Option('--threads <n>', `worker threads for the kernels (1-${MAX_THREADS})`).argParser(intArg('--threads', 1, MAX_THREADS));
+const allowNonFiniteOption = () => new Option('--allow-non-finite', 'load a checkpoint whose weights hold NaN or infinity (to debug a diverged run)');
+
+/** A --config file as raw JSON (for --resume, where only the fields it names override the run's). */
+function readConfigJson(file: string): Record<string, unknown> {
+  const text = readConfigText(file);
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(`config ${file} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(`invalid config ${file}: (root): expected an object`);
+  return v as Record<string, unknown>;
+}
 
 async function withBackend<T>(o: { backend: string; threads?: number }, fn: (name: string) => Promise<T>): Promise<T> {
   const b = await initBackend(o.backend, { threads: o.threads });
@@ -72,7 +95,8 @@ export function buildProgram(): Command {
     .option('--data <sources...>', 'corpora: shakespeare, wikitext, linux, or text file paths')
     .option('--steps <n>', 'training steps', intArg('--steps'))
     .option('--out <dir>', 'run directory (checkpoints, log.jsonl, results.json)')
-    .option('--resume', 'continue the run in --out from its latest checkpoint')
+    .option('--resume', "continue the run in --out from its latest checkpoint, with the run's own config; flags given override it (printed)")
+    .option('--overwrite', 'replace the run already in --out (its checkpoints, log and results)')
     .option('--dense', 'train the FLOP-matched dense baseline of the config instead')
     .option('--seed <n>', 'random seed', intArg('--seed', 0))
     .option('--quiet', 'no progress output')
@@ -80,47 +104,87 @@ export function buildProgram(): Command {
     .addOption(threadsOption())
     .option('--model <dir>', 'fine-tune a Hugging Face model directory (its config replaces the "model" section)')
     .action(async (o) => {
-      let cfg = readConfig(o.config);
-      let init: { model: import('../models/transformer.js').MoETransformerLM; tokenizer: import('../data/tokenizer/index.js').Tokenizer } | undefined;
-      if (o.model) {
-        if (o.dense) throw new ConfigError('--dense and --model cannot be combined (the loaded model fixes the architecture)');
-        const { fromPretrainedWithTokenizer } = await import('../io/hf/pretrained.js');
-        const p = fromPretrainedWithTokenizer(o.model);
-        init = { model: p.model, tokenizer: p.tokenizer };
-        // a window longer than the model's positions cannot train
-        cfg = { ...cfg, model: p.config, training: { ...cfg.training, seq_len: Math.min(cfg.training.seq_len, p.config.max_position_embeddings) } };
-      }
-      if (o.data) cfg = { ...cfg, data: { ...cfg.data, sources: o.data, weights: undefined } };
-      if (o.steps) cfg = { ...cfg, training: { ...cfg.training, steps: o.steps } };
-      if (o.seed !== undefined) cfg = { ...cfg, training: { ...cfg.training, seed: o.seed } };
-      if (o.dense) cfg = { ...cfg, model: matchedDenseConfig(cfg.model) };
-      cfg = parseRunConfig(cfg);
       if (o.resume && !o.out) throw new ConfigError('--resume needs --out <dir> naming the run to continue');
+      if (o.resume && o.overwrite) throw new ConfigError('--resume continues the run in --out and --overwrite replaces it: choose one');
+      let cfg: RunConfig;
+      let overrides: string[] = [];
+      let init: { model: import('../models/transformer.js').MoETransformerLM; tokenizer: import('../data/tokenizer/index.js').Tokenizer } | undefined;
+      if (o.resume && o.model) throw new ConfigError('--resume continues the run in --out with its own weights; --model starts a new fine-tuning run: choose one');
+      if (o.resume) {
+        const r = resumeConfig(o.out, {
+          configJson: o.config ? readConfigJson(o.config) : undefined,
+          configPath: o.config,
+          steps: o.steps,
+          data: o.data,
+          seed: o.seed,
+          dense: o.dense ? matchedDenseConfig : undefined,
+        });
+        cfg = r.config;
+        overrides = r.overrides;
+      } else {
+        cfg = readConfig(o.config);
+        if (o.model) {
+          if (o.dense) throw new ConfigError('--dense and --model cannot be combined (the loaded model fixes the architecture)');
+          const { fromPretrainedWithTokenizer } = await import('../io/hf/pretrained.js');
+          const p = fromPretrainedWithTokenizer(o.model);
+          init = { model: p.model, tokenizer: p.tokenizer };
+          // a window longer than the model's positions cannot train
+          cfg = { ...cfg, model: p.config, training: { ...cfg.training, seq_len: Math.min(cfg.training.seq_len, p.config.max_position_embeddings) } };
+        }
+        if (o.data) cfg = { ...cfg, data: { ...cfg.data, sources: o.data, weights: undefined } };
+        if (o.steps) cfg = { ...cfg, training: { ...cfg.training, steps: o.steps } };
+        if (o.seed !== undefined) cfg = { ...cfg, training: { ...cfg.training, seed: o.seed } };
+        if (o.dense) cfg = { ...cfg, model: matchedDenseConfig(cfg.model) };
+        cfg = parseRunConfig(cfg);
+      }
       const out: string = o.out ?? `runs/train-${timestamp()}`;
       const progress = createProgress(process.stderr, Boolean(o.quiet));
-      await withBackend(o, async (backend) => {
-        const res = await train({
-          config: cfg,
-          outDir: out,
-          resume: Boolean(o.resume),
-          ...(init ? { init } : {}),
-          events: {
-            onStart: (i) => {
-              progress.message(
-                `moe-ts train: ${i.params.toLocaleString()} params (${i.activeParams.toLocaleString()} active per token), tokenizer ${i.tokenizer}, data ${i.domains.join(' + ')}, backend ${backend}, out ${out}${i.startStep ? `, resuming at step ${i.startStep}` : ''}`,
-              );
-              progress.start(i.totalSteps, i.startStep);
+      // Ctrl-C / SIGTERM: finish the current step, save a checkpoint, say how to resume; a second one exits at once
+      const ac = new AbortController();
+      const onSignal = (sig: NodeJS.Signals): void => {
+        if (ac.signal.aborted) {
+          process.stderr.write(`\nmoe-ts: ${sig} again: exiting without saving; ${out}/latest.json still names the last complete checkpoint\n`);
+          process.exit(130);
+        }
+        process.stderr.write(`\nmoe-ts: ${sig}: saving a checkpoint after this step (again to exit at once)\n`);
+        ac.abort();
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      try {
+        await withBackend(o, async (backend) => {
+          const res = await train({
+            config: cfg,
+            outDir: out,
+            resume: Boolean(o.resume),
+            overwrite: Boolean(o.overwrite),
+            ...(init ? { init } : {}),
+            signal: ac.signal,
+            events: {
+              onStart: (i) => {
+                progress.message(
+                  `moe-ts train: ${i.params.toLocaleString()} params (${i.activeParams.toLocaleString()} active per token), tokenizer ${i.tokenizer}, data ${i.domains.join(' + ')}, backend ${backend}, out ${out}${i.startStep ? `, resuming at step ${i.startStep} of ${i.totalSteps}` : ''}`,
+                );
+                for (const line of overrides) progress.message(`  override ${line}`);
+                progress.start(i.totalSteps, i.startStep);
+              },
+              onStep: (m) => progress.step(m),
+              onEval: (r) => progress.eval(r),
             },
-            onStep: (m) => progress.step(m),
-            onEval: (r) => progress.eval(r),
-          },
+          });
+          progress.stop();
+          const f = res.finalEval;
+          process.stdout.write(
+            `done: ${res.steps} steps, val loss ${f.loss.toFixed(4)} (ppl ${f.perplexity.toFixed(2)}), ${Math.round(res.tokensPerSec)} tokens/s; results in ${out}\n`,
+          );
         });
+      } catch (e) {
         progress.stop();
-        const f = res.finalEval;
-        process.stdout.write(
-          `done: ${res.steps} steps, val loss ${f.loss.toFixed(4)} (ppl ${f.perplexity.toFixed(2)}), ${Math.round(res.tokensPerSec)} tokens/s; results in ${out}\n`,
-        );
-      });
+        throw e;
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
     });
 
   program
@@ -134,12 +198,13 @@ export function buildProgram(): Command {
     .option('--top-k <k>', 'sample among the k most likely tokens (0 = off)', intArg('--top-k', 0), 0)
     .option('--top-p <p>', 'nucleus sampling mass', floatArg('--top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'), 1)
     .option('--seed <n>', 'sampling seed', intArg('--seed', 0), 0)
+    .addOption(allowNonFiniteOption())
     .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {
       const { loadModelForInference, generate } = await import('../infer/index.js');
       await withBackend(o, async () => {
-        const { model, tokenizer } = await loadForCommand(o, loadModelForInference);
+        const { model, tokenizer } = await loadForCommand(o, (p) => loadModelForInference(p, { allowNonFinite: Boolean(o.allowNonFinite) }));
         process.stdout.write(o.prompt);
         const r = generate(model, tokenizer, o.prompt, {
           maxNewTokens: o.maxTokens,
@@ -180,6 +245,7 @@ export function buildProgram(): Command {
     .option('--data <sources...>', 'corpora to evaluate on (default: the training sources)')
     .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
     .option('--json', 'print JSON instead of a table')
+    .addOption(allowNonFiniteOption())
     .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {
@@ -188,7 +254,7 @@ export function buildProgram(): Command {
         if (o.model && o.ckpt) throw new ConfigError('give either --ckpt or --model, not both');
         if (!o.model && !o.ckpt) throw new ConfigError('eval needs --ckpt <dir> or --model <dir>');
         if (o.model && !o.data) throw new ConfigError('eval --model needs --data <sources...> (a Hugging Face model has no training sources)');
-        const r = evalCheckpoint(o.ckpt ?? o.model, { sources: o.data, batches: o.batches, hfModel: Boolean(o.model) });
+        const r = evalCheckpoint(o.ckpt ?? o.model, { sources: o.data, batches: o.batches, hfModel: Boolean(o.model), allowNonFinite: Boolean(o.allowNonFinite) });
         process.stdout.write(o.json ? JSON.stringify(r, null, 2) + '\n' : formatEval(r));
       });
     });
@@ -254,7 +320,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     process.stderr.write(`moe-ts: ${err.message}\n`);
     if (process.env.MOE_DEBUG) process.stderr.write(`${err.stack}\n`);
-    return 1;
+    return err instanceof TrainingInterruptedError ? 130 : 1;
   }
 }
 

@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { readRegularFileSync, FILE_LIMITS } from './files.js';
 
 /** Index of the first byte that breaks UTF-8 (overlongs, surrogates, > U+10FFFF, truncation), or -1. */
 export function firstInvalidUtf8(b: Uint8Array): number {
@@ -37,23 +38,9 @@ export function firstInvalidUtf8(b: Uint8Array): number {
   return -1;
 }
 
-/** Read a UTF-8 text file; errors name the path (missing, unreadable, empty, invalid UTF-8). */
+/** Read a UTF-8 text file; errors name the path (missing, unreadable, not a regular file, too large, empty, invalid UTF-8). */
 export function readTextFile(file: string): string {
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(file);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new Error(`corpus file not found: ${file}`);
-    throw new Error(`corpus file ${file} cannot be read: ${code ?? (e as Error).message}`);
-  }
-  if (st.isDirectory()) throw new Error(`corpus file ${file} is a directory, expected a text file`);
-  let buf: Buffer;
-  try {
-    buf = fs.readFileSync(file);
-  } catch (e) {
-    throw new Error(`corpus file ${file} cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
+  const buf = readRegularFileSync(file, { what: 'corpus file', maxBytes: FILE_LIMITS.corpus });
   if (buf.length === 0) throw new Error(`corpus file ${file} is empty`);
   const bad = firstInvalidUtf8(buf);
   if (bad >= 0) throw new Error(`corpus file ${file} is not valid UTF-8 (bad byte 0x${buf[bad].toString(16).padStart(2, '0')} at offset ${bad})`);

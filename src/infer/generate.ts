@@ -230,8 +230,8 @@ export interface InferenceModel {
 }
 
 /** Load a checkpoint (run directory or step directory) for generation, in eval mode, without optimizer moments. */
-export function loadModelForInference(ckptPath: string): InferenceModel {
-  const ck = loadCheckpoint(ckptPath, false);
+export function loadModelForInference(ckptPath: string, opts: { allowNonFinite?: boolean } = {}): InferenceModel {
+  const ck = loadCheckpoint(ckptPath, false, { allowNonFinite: opts.allowNonFinite });
   const config = ck.state.config;
   let tokenizer: Tokenizer;
   try {

@@ -9,6 +9,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readSafetensorsSync, writeSafetensorsSync, type TensorEntry } from './safetensors.js';
 import { writeJsonAtomicSync } from './atomic.js';
+import { readJsonFileSync, assertRegularFile, FILE_LIMITS } from '../data/files.js';
+import { loadTokenizer } from '../data/tokenizer/index.js';
 import { toFloat32 } from '../tensor/dtype.js';
 import type { StateDict } from '../nn/module.js';
 import type { AdamWState } from '../nn/optim.js';
@@ -46,34 +48,160 @@ function stepDirName(step: number): string {
   return `step-${String(step).padStart(8, '0')}`;
 }
 
+/** step-00000100 or step-00000100.2 (a second save of the same step never replaces the first). */
+const STEP_DIR = /^step-(\d{8,})(?:\.(\d+))?$/;
+const TMP_DIR = /^\.step-\d{8,}(?:\.\d+)?\.tmp-(\d+)$/;
+
+function parseStepDir(name: string): { step: number; seq: number } | null {
+  const m = STEP_DIR.exec(name);
+  return m ? { step: Number(m[1]), seq: m[2] === undefined ? 0 : Number(m[2]) } : null;
+}
+
 function toEntries(state: StateDict): Map<string, TensorEntry> {
   const m = new Map<string, TensorEntry>();
   for (const [name, t] of state) m.set(name, { dtype: 'float32', shape: [...t.shape], data: t.data });
   return m;
 }
 
-/** Save a checkpoint under runDir/checkpoints/step-N and point runDir/latest.json at it. */
+function pidAlive(pid: number): boolean {
+  if (pid === process.pid) return false; // ours from an earlier failed save
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Remove half-written checkpoint directories left by a crash, a kill or a full disk (never a live process's). */
+export function cleanStaleTemps(runDir: string): string[] {
+  const root = path.join(runDir, 'checkpoints');
+  let names: string[];
+  try {
+    names = fs.readdirSync(root);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const n of names) {
+    const m = TMP_DIR.exec(n);
+    if (!m || pidAlive(Number(m[1]))) continue;
+    try {
+      fs.rmSync(path.join(root, n), { recursive: true, force: true });
+      removed.push(n);
+    } catch {
+      // best effort: a leftover is ignored by every reader anyway
+    }
+  }
+  return removed;
+}
+
+function fsyncDir(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(dir, 'r');
+    fs.fsyncSync(fd);
+  } catch {
+    // not supported everywhere; the files themselves are synced
+  } finally {
+    if (fd !== undefined) {
+      try {
+        fs.closeSync(fd);
+      } catch {
+        /* ignore */
+      }
+    }
+  }
+}
+
+/** The checkpoint directories of a run, oldest first (by step, then by save of the same step). */
+export function listCheckpoints(runDir: string): { name: string; step: number; seq: number }[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(path.join(runDir, 'checkpoints'));
+  } catch {
+    return [];
+  }
+  return names
+    .map((name) => ({ name, ...parseStepDir(name)! }))
+    .filter((d) => STEP_DIR.test(d.name))
+    .sort((a, b) => a.step - b.step || a.seq - b.seq);
+}
+
+/**
+ * Save a checkpoint under runDir/checkpoints/step-N and point runDir/latest.json at it.
+ * Order: write everything into a temp directory, rename it into place (under a fresh name if
+ * step-N already exists, so the checkpoint latest.json names is never removed or replaced), then
+ * replace latest.json atomically, then prune. A crash or a full disk at any point leaves
+ * latest.json naming a complete checkpoint. Pruning keeps the newest `keep` checkpoints up to
+ * the new one and never touches anything newer.
+ */
 export function saveCheckpoint(runDir: string, ck: { state: TrainerState; model: StateDict; optimizer: AdamWState }, keep = 2): string {
   const root = path.join(runDir, 'checkpoints');
-  fs.mkdirSync(root, { recursive: true });
-  const name = stepDirName(ck.state.step);
-  const final = path.join(root, name);
-  const tmp = path.join(root, `.${name}.tmp-${process.pid}`);
-  fs.rmSync(tmp, { recursive: true, force: true });
-  fs.mkdirSync(tmp);
-  writeSafetensorsSync(path.join(tmp, 'model.safetensors'), toEntries(ck.model), { format: 'pt', producer: 'moe-ts' });
-  const opt = new Map<string, TensorEntry>();
-  ck.optimizer.m.forEach((m, i) => opt.set(`m.${i}`, { dtype: 'float32', shape: [m.length], data: m }));
-  ck.optimizer.v.forEach((v, i) => opt.set(`v.${i}`, { dtype: 'float32', shape: [v.length], data: v }));
-  writeSafetensorsSync(path.join(tmp, 'optimizer.safetensors'), opt, { step: String(ck.optimizer.step) });
-  writeJsonAtomicSync(path.join(tmp, 'state.json'), ck.state);
-  fs.rmSync(final, { recursive: true, force: true });
-  fs.renameSync(tmp, final);
-  writeJsonAtomicSync(path.join(runDir, 'latest.json'), { checkpoint: path.join('checkpoints', name), step: ck.state.step });
-  // prune older checkpoints, keeping the newest `keep`
-  const dirs = fs.readdirSync(root).filter((d) => /^step-\d{8}$/.test(d)).sort();
-  for (const d of dirs.slice(0, Math.max(0, dirs.length - keep))) fs.rmSync(path.join(root, d), { recursive: true, force: true });
-  return final;
+  const base = stepDirName(ck.state.step);
+  let tmp: string | undefined;
+  try {
+    fs.mkdirSync(root, { recursive: true });
+    cleanStaleTemps(runDir);
+    let name = base;
+    for (let seq = 1; fs.existsSync(path.join(root, name)); seq++) name = `${base}.${seq}`;
+    const final = path.join(root, name);
+    tmp = path.join(root, `.${name}.tmp-${process.pid}`);
+    fs.rmSync(tmp, { recursive: true, force: true });
+    fs.mkdirSync(tmp);
+    writeSafetensorsSync(path.join(tmp, 'model.safetensors'), toEntries(ck.model), { format: 'pt', producer: 'moe-ts' });
+    const opt = new Map<string, TensorEntry>();
+    ck.optimizer.m.forEach((m, i) => opt.set(`m.${i}`, { dtype: 'float32', shape: [m.length], data: m }));
+    ck.optimizer.v.forEach((v, i) => opt.set(`v.${i}`, { dtype: 'float32', shape: [v.length], data: v }));
+    writeSafetensorsSync(path.join(tmp, 'optimizer.safetensors'), opt, { step: String(ck.optimizer.step) });
+    writeJsonAtomicSync(path.join(tmp, 'state.json'), ck.state);
+    fs.renameSync(tmp, final);
+    tmp = undefined;
+    fsyncDir(root);
+    writeJsonAtomicSync(path.join(runDir, 'latest.json'), { checkpoint: path.join('checkpoints', name), step: ck.state.step });
+    prune(runDir, name, keep);
+    return final;
+  } catch (e) {
+    if (tmp !== undefined) {
+      try {
+        fs.rmSync(tmp, { recursive: true, force: true });
+      } catch {
+        /* a later save or resume cleans it up */
+      }
+    }
+    const msg = (e as NodeJS.ErrnoException).code === 'ENOSPC' ? 'no space left on device' : (e as Error).message;
+    throw new CheckpointError(`cannot save checkpoint of step ${ck.state.step} in ${root}: ${msg}; latest.json still names the previous complete checkpoint`);
+  }
+}
+
+function prune(runDir: string, current: string, keep: number): void {
+  const all = listCheckpoints(runDir);
+  const at = all.findIndex((d) => d.name === current);
+  if (at < 0) return;
+  // only checkpoints older than the one latest.json now names; keep the newest keep-1 of them
+  const older = all.slice(0, at);
+  for (const d of older.slice(0, Math.max(0, older.length - (keep - 1)))) {
+    try {
+      fs.rmSync(path.join(runDir, 'checkpoints', d.name), { recursive: true, force: true });
+    } catch {
+      // pruning is housekeeping: the next save retries
+    }
+  }
+}
+
+/** Read and check latest.json; returns the checkpoint path relative to the run directory. */
+function readLatest(runDir: string): string {
+  const latest = path.join(runDir, 'latest.json');
+  let v: unknown;
+  try {
+    v = readJsonFileSync(latest, { what: 'checkpoint pointer', maxBytes: FILE_LIMITS.pointer, object: true });
+  } catch (e) {
+    throw new CheckpointError((e as Error).message);
+  }
+  const rel = (v as { checkpoint?: unknown }).checkpoint;
+  if (typeof rel !== 'string' || rel === '') throw new CheckpointError(`${latest}: field checkpoint missing or not a string (got ${JSON.stringify(rel) ?? 'nothing'})`);
+  if (path.isAbsolute(rel) || rel.split(/[\\/]/).includes('..')) throw new CheckpointError(`${latest}: field checkpoint must be a path inside the run directory, got ${JSON.stringify(rel)}`);
+  return rel;
 }
 
 /** Resolve a run directory (via latest.json) or a checkpoint directory. */
@@ -82,63 +210,122 @@ export function resolveCheckpointDir(p: string): string {
   if (fs.existsSync(path.join(p, 'state.json'))) return p;
   const latest = path.join(p, 'latest.json');
   if (!fs.existsSync(latest)) throw new CheckpointError(`${p} is neither a checkpoint (no state.json) nor a run directory (no latest.json)`);
-  let rel: unknown;
-  try {
-    rel = (JSON.parse(fs.readFileSync(latest, 'utf8')) as { checkpoint?: unknown }).checkpoint;
-  } catch (e) {
-    throw new CheckpointError(`${latest}: not valid JSON: ${(e as Error).message}`);
+  const dir = path.join(p, readLatest(p));
+  if (!fs.existsSync(path.join(dir, 'state.json'))) {
+    const complete = listCheckpoints(p).filter((d) => fs.existsSync(path.join(p, 'checkpoints', d.name, 'state.json')));
+    const hint = complete.length ? `; the newest complete checkpoint is ${path.join(p, 'checkpoints', complete[complete.length - 1].name)}` : '';
+    throw new CheckpointError(`${latest} points to ${dir}, which has no state.json${hint}`);
   }
-  if (typeof rel !== 'string') throw new CheckpointError(`${latest}: field checkpoint missing or not a string`);
-  const dir = path.join(p, rel);
-  if (!fs.existsSync(path.join(dir, 'state.json'))) throw new CheckpointError(`${latest} points to ${dir}, which has no state.json`);
   return dir;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function isNonNegInt(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+function isRngState(v: unknown): boolean {
+  return Array.isArray(v) && v.length === 4 && v.every((x) => isNonNegInt(x) && x <= 0xffffffff) && v.some((x) => x !== 0);
+}
+
+function checkHistory(file: string, h: unknown): void {
+  if (h === undefined) return;
+  if (!Array.isArray(h)) throw new CheckpointError(`${file}: field history must be an array`);
+  h.forEach((r, i) => {
+    const where = `${file}: field history[${i}]`;
+    if (!isObject(r) || !isNonNegInt(r.step) || typeof r.tokensSeen !== 'number') throw new CheckpointError(`${where} must be {step, tokensSeen, result}`);
+    const res = r.result;
+    if (!isObject(res) || typeof res.loss !== 'number' || typeof res.perplexity !== 'number' || !Array.isArray(res.domains)) {
+      throw new CheckpointError(`${where}.result must hold loss, perplexity and domains`);
+    }
+    res.domains.forEach((d, j) => {
+      if (!isObject(d) || typeof d.domain !== 'string' || typeof d.loss !== 'number') throw new CheckpointError(`${where}.result.domains[${j}] must be {domain, loss, ...}`);
+    });
+  });
 }
 
 function readState(dir: string): TrainerState {
   const file = path.join(dir, 'state.json');
-  let raw: Record<string, unknown>;
+  let v: unknown;
   try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+    v = readJsonFileSync(file, { what: 'checkpoint state', maxBytes: FILE_LIMITS.checkpointJson, object: true });
   } catch (e) {
-    throw new CheckpointError(`${file}: cannot read checkpoint state: ${(e as Error).message}`);
+    throw new CheckpointError((e as Error).message);
   }
+  const raw = v as Record<string, unknown>;
   if (raw.format !== CHECKPOINT_FORMAT) throw new CheckpointError(`${file}: field format is ${JSON.stringify(raw.format)}, expected "${CHECKPOINT_FORMAT}"`);
   if (raw.version !== CHECKPOINT_VERSION) throw new CheckpointError(`${file}: unsupported checkpoint version ${JSON.stringify(raw.version)}`);
-  if (!Number.isInteger(raw.step) || (raw.step as number) < 0) throw new CheckpointError(`${file}: field step must be a non-negative integer`);
+  if (!isNonNegInt(raw.step)) throw new CheckpointError(`${file}: field step must be a non-negative integer`);
+  if (!isNonNegInt(raw.optimizerStep)) throw new CheckpointError(`${file}: field optimizerStep must be a non-negative integer`);
   let config: RunConfig;
   try {
     config = parseRunConfig(raw.config, `${file} field config`);
   } catch (e) {
     throw new CheckpointError((e as Error).message);
   }
-  if (typeof raw.tokenizer !== 'object' || raw.tokenizer === null) throw new CheckpointError(`${file}: field tokenizer missing`);
-  const ds = raw.dataState as DatasetState | undefined;
-  if (!ds || !Array.isArray(ds.rng)) throw new CheckpointError(`${file}: field dataState missing or malformed`);
-  if (!Array.isArray(raw.rngState)) throw new CheckpointError(`${file}: field rngState missing`);
+  if (!isObject(raw.tokenizer)) throw new CheckpointError(`${file}: field tokenizer missing or not an object`);
+  try {
+    loadTokenizer(raw.tokenizer);
+  } catch (e) {
+    throw new CheckpointError(`${file} field tokenizer: ${(e as Error).message}`);
+  }
+  const ds = raw.dataState;
+  if (!isObject(ds) || !isRngState(ds.rng) || !isNonNegInt(ds.step)) throw new CheckpointError(`${file}: field dataState must be {rng: four 32-bit integers, step: integer >= 0}`);
+  if (!isRngState(raw.rngState)) throw new CheckpointError(`${file}: field rngState must be four 32-bit unsigned integers, not all zero`);
+  checkHistory(file, raw.history);
   return { ...(raw as unknown as TrainerState), config };
 }
 
-function readTensors(file: string): Map<string, { data: Float32Array; shape: number[] }> {
+/** Options of loadCheckpoint. */
+export interface LoadCheckpointOptions {
+  /** Load tensors holding NaN or infinity instead of refusing them (for debugging a diverged run). */
+  allowNonFinite?: boolean;
+}
+
+/** Index of the first NaN/inf in `a`, or -1. */
+export function firstNonFinite(a: Float32Array): number {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return i;
+  return -1;
+}
+
+function readTensors(file: string, opts: LoadCheckpointOptions): Map<string, { data: Float32Array; shape: number[] }> {
   let f;
   try {
+    assertRegularFile(file, 'checkpoint file');
     f = readSafetensorsSync(file);
   } catch (e) {
     const msg = (e as Error).message;
     throw new CheckpointError(msg.includes(file) ? msg : `${file}: ${msg}`);
   }
   const out = new Map<string, { data: Float32Array; shape: number[] }>();
-  for (const [name, t] of f.tensors) out.set(name, { data: toFloat32(t.data, t.dtype), shape: t.shape });
+  for (const [name, t] of f.tensors) {
+    const data = toFloat32(t.data, t.dtype);
+    if (!opts.allowNonFinite) {
+      const i = firstNonFinite(data);
+      if (i >= 0) {
+        let n = 0;
+        for (let j = i; j < data.length; j++) if (!Number.isFinite(data[j])) n++;
+        throw new CheckpointError(
+          `${file}: tensor "${name}" holds ${n} non-finite value${n === 1 ? '' : 's'} (first: ${data[i]} at index ${i}); the run diverged before this save. Load it anyway with --allow-non-finite (allowNonFinite) to debug`,
+        );
+      }
+    }
+    out.set(name, { data, shape: t.shape });
+  }
   return out;
 }
 
 /** Load a checkpoint (run dir or checkpoint dir); `withOptimizer` false skips the moments (inference). */
-export function loadCheckpoint(p: string, withOptimizer = true): Checkpoint {
+export function loadCheckpoint(p: string, withOptimizer = true, opts: LoadCheckpointOptions = {}): Checkpoint {
   const dir = resolveCheckpointDir(p);
   const state = readState(dir);
-  const model = readTensors(path.join(dir, 'model.safetensors'));
+  const model = readTensors(path.join(dir, 'model.safetensors'), opts);
   let optimizer: AdamWState | null = null;
   if (withOptimizer) {
-    const o = readTensors(path.join(dir, 'optimizer.safetensors'));
+    const o = readTensors(path.join(dir, 'optimizer.safetensors'), opts);
     const n = [...o.keys()].filter((k) => k.startsWith('m.')).length;
     const m: Float32Array[] = [];
     const v: Float32Array[] = [];

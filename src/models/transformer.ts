@@ -17,6 +17,7 @@ import { globalSwitchLoss } from '../moe/losses/switch-global.js';
 import { type ModelConfig, isMoELayer, headDimOf, kvHeadsOf, ConfigError } from './config.js';
 import { ropeParams, type RopeParams } from './rope.js';
 import { MLAttention, repeatHeads } from './mla.js';
+import { checkMemory } from './memory.js';
 
 /** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
 export interface KVCache {
@@ -245,6 +246,7 @@ export class MoETransformerLM extends Module {
   lm_head: Linear | null;
   constructor(readonly config: ModelConfig, seed: number) {
     super();
+    checkMemory(config); // before any allocation: a clear error instead of "Invalid typed array length"
     const rng = new Rng(seed);
     const c = config;
     this.embed_tokens = new Embedding(c.vocab_size, c.hidden_size, rng, c.initializer_range);

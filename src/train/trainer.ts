@@ -16,9 +16,25 @@ import { loadTokenizer, type Tokenizer } from '../data/tokenizer/index.js';
 import { saveTokenizer } from '../io/tokenizer.js';
 import { writeJsonAtomicSync } from '../io/atomic.js';
 import { evaluate, type EvalResult } from './evaluate.js';
-import { saveCheckpoint, loadCheckpoint, configDiff, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError } from '../io/checkpoint.js';
+import { saveCheckpoint, loadCheckpoint, configDiff, cleanStaleTemps, firstNonFinite, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError } from '../io/checkpoint.js';
+import { checkRunMemory } from '../models/memory.js';
+import { prepareFreshRunDir, truncateLog, appendLine } from './run-dir.js';
 
 export class TrainingDivergedError extends Error {}
+
+/** Training stopped by a signal (opts.signal); a checkpoint of `step` was saved first. */
+export class TrainingInterruptedError extends Error {
+  constructor(
+    message: string,
+    readonly step: number,
+    readonly outDir: string,
+  ) {
+    super(message);
+  }
+}
+
+/** A resumed run that has nothing left to do. */
+export class RunFinishedError extends Error {}
 
 export interface StepMetrics {
   step: number;
@@ -50,9 +66,15 @@ export interface TrainEvents {
 }
 
 export interface TrainOptions {
-  config: RunConfig;
+  /** On resume: optional, default the run's own config (its model must match the checkpoint). */
+  config?: RunConfig;
   outDir: string;
+  /** Continue the run in outDir from its latest checkpoint. */
   resume?: boolean;
+  /** Replace a run already in outDir (without it, an existing run is refused). */
+  overwrite?: boolean;
+  /** Aborting saves a checkpoint at the current step and rejects with TrainingInterruptedError. */
+  signal?: AbortSignal;
   events?: TrainEvents;
   /** Stop after this many steps of this call (tests use it to simulate an interruption). */
   stopAfter?: number;
@@ -86,65 +108,95 @@ function mean(xs: number[]): number {
 }
 
 export async function train(opts: TrainOptions): Promise<TrainResult> {
-  let cfg = opts.config;
   const out = opts.outDir;
   const ev = opts.events ?? {};
-  const texts = cfg.data.sources.map((s) => loadCorpus(s, { dataDir: opts.dataDir }));
-
-  let tokenizer: Tokenizer;
   let resumeFrom: ReturnType<typeof loadCheckpoint> | null = null;
   if (opts.resume) {
     if (!fs.existsSync(path.join(out, 'latest.json'))) throw new CheckpointError(`--resume: no checkpoint in ${out} (latest.json missing)`);
+    cleanStaleTemps(out);
     resumeFrom = loadCheckpoint(out, true);
+  } else if (!opts.config) {
+    throw new Error('train: config is required for a new run');
+  }
+  let cfg: RunConfig = opts.config ?? resumeFrom!.state.config;
+  let tokenizer: Tokenizer;
+  if (resumeFrom) {
     const saved = resumeFrom.state.config;
     const diff = configDiff(saved.model as unknown as Record<string, unknown>, { ...cfg.model, vocab_size: saved.model.vocab_size } as unknown as Record<string, unknown>);
     if (diff.length) throw new CheckpointError(`--resume: checkpoint in ${resumeFrom.dir} was trained with a different model config: ${diff.join(', ')}`);
+    if (resumeFrom.state.step >= cfg.training.steps) {
+      throw new RunFinishedError(`the run in ${out} is already at step ${resumeFrom.state.step} of ${cfg.training.steps}; to train longer, resume with --steps N (N > ${resumeFrom.state.step})`);
+    }
     tokenizer = loadTokenizer(resumeFrom.state.tokenizer);
-  } else if (opts.init) {
-    tokenizer = opts.init.tokenizer;
-  } else {
-    tokenizer = buildTokenizer(cfg, texts);
+  }
+  // sizes are checked before the corpus is read or anything is allocated
+  checkRunMemory(resumeFrom ? { ...cfg, model: resumeFrom.state.config.model } : cfg);
+  const texts = cfg.data.sources.map((s) => loadCorpus(s, { dataDir: opts.dataDir }));
+  if (!resumeFrom) {
+    prepareFreshRunDir(out, Boolean(opts.overwrite));
+    tokenizer = opts.init ? opts.init.tokenizer : buildTokenizer(cfg, texts);
   }
   // the tokenizer decides the vocabulary (a loaded model keeps its own, which may be larger)
-  cfg = { ...cfg, model: parseModelConfig({ ...cfg.model, vocab_size: resumeFrom ? resumeFrom.state.config.model.vocab_size : opts.init ? opts.init.model.config.vocab_size : tokenizer.vocabSize }) };
-  const data = buildDataset(cfg, tokenizer, texts);
+  cfg = { ...cfg, model: parseModelConfig({ ...cfg.model, vocab_size: resumeFrom ? resumeFrom.state.config.model.vocab_size : opts.init ? opts.init.model.config.vocab_size : tokenizer!.vocabSize }) };
+  checkRunMemory(cfg);
+  const data = buildDataset(cfg, tokenizer!, texts);
   const tr = cfg.training;
   const model = new MoETransformerLM(cfg.model, tr.seed);
   const params = model.parameters();
-  const noDecay = new Set<Parameter>(model.namedParameters().filter(([n, p]) => p.ndim < 2 || n.endsWith('norm.weight')).map(([, p]) => p));
+  const noDecay = new Set<Parameter>(
+    model
+      .namedParameters()
+      .filter(([n, p]) => p.ndim < 2 || n.endsWith('norm.weight'))
+      .map(([, p]) => p),
+  );
   const opt = new AdamW(params, { lr: tr.lr, beta1: tr.beta1, beta2: tr.beta2, weightDecay: tr.weight_decay, noDecay });
   const rng = new Rng(tr.seed ^ 0x5eed);
   let step = 0;
   let history: EvalRecord[] = [];
   fs.mkdirSync(out, { recursive: true });
   const logPath = path.join(out, 'log.jsonl');
+  /** Step of the newest checkpoint on disk (null: none yet). */
+  let savedStep: number | null = null;
   if (resumeFrom) {
     model.loadStateDict(resumeFrom.model);
     opt.setState(resumeFrom.optimizer!);
     data.setState(resumeFrom.state.dataState);
     rng.setState(resumeFrom.state.rngState);
     step = resumeFrom.state.step;
+    savedStep = step;
     history = (resumeFrom.state.history ?? []) as EvalRecord[];
     truncateLog(logPath, step);
+    // the config actually in force (with any overrides) is what the run's config.json says
+    writeJsonAtomicSync(path.join(out, 'config.json'), cfg);
   } else {
     if (opts.init) model.loadStateDict(opts.init.model.stateDict());
-    fs.rmSync(logPath, { force: true });
     writeJsonAtomicSync(path.join(out, 'config.json'), cfg);
-    saveTokenizer(path.join(out, 'tokenizer.json'), tokenizer);
+    saveTokenizer(path.join(out, 'tokenizer.json'), tokenizer!);
   }
+  const tok = tokenizer!;
+  const lastGood = (): string => (savedStep === null ? `no checkpoint was saved yet (save_interval ${tr.save_interval})` : `the last good checkpoint (step ${savedStep}) is kept in ${out}`);
 
   const activeParams = model.activeParameters();
-  ev.onStart?.({ totalSteps: tr.steps, startStep: step, params: model.numParameters(), activeParams, tokenizer: tokenizer.name, domains: data.domainNames });
+  ev.onStart?.({ totalSteps: tr.steps, startStep: step, params: model.numParameters(), activeParams, tokenizer: tok.name, domains: data.domainNames });
   const tokensPerStep = tr.batch_size * tr.seq_len;
   const log = fs.openSync(logPath, 'a');
   const save = (): void => {
+    if (savedStep === step) return;
+    // a diverged step is never saved, so latest.json keeps naming finite weights
+    for (const [name, t] of model.stateDict()) {
+      const i = firstNonFinite(t.data);
+      if (i >= 0)
+        throw new TrainingDivergedError(
+          `training diverged: parameter ${name} holds ${t.data[i]} after step ${step}; not saving it. Lower the learning rate (${tr.lr}) or raise warmup_steps; ${lastGood()}`,
+        );
+    }
     const dir = saveCheckpoint(out, {
       state: {
         format: CHECKPOINT_FORMAT,
         version: CHECKPOINT_VERSION,
         step,
         config: cfg,
-        tokenizer: tokenizer.toJSON(),
+        tokenizer: tok.toJSON(),
         optimizerStep: opt.stepCount,
         dataState: data.getState(),
         rngState: rng.getState(),
@@ -153,16 +205,18 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       model: model.stateDict(),
       optimizer: opt.getState(),
     });
+    savedStep = step;
     ev.onCheckpoint?.(dir, step);
   };
   const runEval = (): EvalResult => {
     const result = evaluate(model, data, { maxBatches: tr.eval_batches, step });
     const rec = { step, tokensSeen: step * tokensPerStep, result };
     history.push(rec);
-    fs.writeSync(log, JSON.stringify({ type: 'eval', step, loss: result.loss, perplexity: result.perplexity, domains: result.domains }) + '\n');
+    appendLine(log, { type: 'eval', step, loss: result.loss, perplexity: result.perplexity, domains: result.domains });
     ev.onEval?.(rec);
     return rec.result;
   };
+  const evaluated = (): boolean => history.length > 0 && history[history.length - 1].step === step;
 
   let tpsSum = 0;
   let tpsCount = 0;
@@ -171,6 +225,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   try {
     model.train();
     while (step < tr.steps && (opts.stopAfter === undefined || ran < opts.stopAfter)) {
+      if (opts.signal?.aborted) {
+        save();
+        throw new TrainingInterruptedError(`interrupted at step ${step} of ${tr.steps}; checkpoint saved in ${out}. Continue with: moe-ts train --out ${out} --resume`, step, out);
+      }
       const t0 = performance.now();
       const lr = lrAt(cfg, step);
       opt.lr = lr;
@@ -182,11 +240,13 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const { loss, ce, auxLosses } = lmLoss(res, batch.targets);
       const lv = loss.item();
       if (!Number.isFinite(lv)) {
-        throw new TrainingDivergedError(`training diverged: loss is ${lv} at step ${step + 1} (cross-entropy ${ce.item()}); stopping. Lower the learning rate (${tr.lr}) or raise warmup_steps; the last good checkpoint is in ${out}`);
+        throw new TrainingDivergedError(
+          `training diverged: loss is ${lv} at step ${step + 1} (cross-entropy ${ce.item()}); stopping. Lower the learning rate (${tr.lr}) or raise warmup_steps; ${lastGood()}`,
+        );
       }
       loss.backward();
       const gradNorm = clipGradNorm(params, tr.grad_clip);
-      if (!Number.isFinite(gradNorm)) throw new TrainingDivergedError(`training diverged: gradient norm is ${gradNorm} at step ${step + 1}; stopping`);
+      if (!Number.isFinite(gradNorm)) throw new TrainingDivergedError(`training diverged: gradient norm is ${gradNorm} at step ${step + 1}; stopping; ${lastGood()}`);
       opt.step();
       opt.zeroGrad();
       model.afterStep();
@@ -211,18 +271,20 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         routerEntropy: mean(ms.map((x) => x.routerEntropy)),
         expertsPerToken: mean(ms.map((x) => x.expertsPerToken)),
       };
-      if (step % tr.log_interval === 0 || step === tr.steps) fs.writeSync(log, JSON.stringify({ type: 'step', ...m }) + '\n');
+      if (step % tr.log_interval === 0 || step === tr.steps) appendLine(log, { type: 'step', ...m });
       ev.onStep?.(m);
-      if (step % tr.eval_interval === 0 && step < tr.steps) runEval();
-      if (step % tr.save_interval === 0 || step === tr.steps) save();
+      if (step === tr.steps) {
+        // the final evaluation goes into the final checkpoint's history: one save, after it
+        runEval();
+        save();
+      } else {
+        if (step % tr.eval_interval === 0) runEval();
+        if (step % tr.save_interval === 0) save();
+      }
+      // let signal handlers (Ctrl-C) run between steps
+      if (opts.signal) await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    const last = history[history.length - 1];
-    if (last && last.step === step) finalEval = last.result;
-    else {
-      // the final evaluation writes to the log, so it runs before the log is closed
-      finalEval = runEval();
-      if (step === tr.steps) save(); // keep the final evaluation in the checkpoint's history
-    }
+    finalEval = evaluated() ? history[history.length - 1].result : runEval();
   } finally {
     fs.closeSync(log);
   }
@@ -235,7 +297,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     activeParams,
     outDir: out,
     model,
-    tokenizer,
+    tokenizer: tok,
   };
   if (step === tr.steps) {
     writeJsonAtomicSync(path.join(out, 'results.json'), {
@@ -248,18 +310,4 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     });
   }
   return result;
-}
-
-/** Drop log lines past the resumed step so the log reads as one uninterrupted run. */
-function truncateLog(file: string, step: number): void {
-  if (!fs.existsSync(file)) return;
-  const lines = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim() !== '');
-  const kept = lines.filter((l) => {
-    try {
-      return (JSON.parse(l) as { step: number }).step <= step;
-    } catch {
-      return false;
-    }
-  });
-  fs.writeFileSync(file, kept.map((l) => l + '\n').join(''));
 }

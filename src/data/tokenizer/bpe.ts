@@ -8,6 +8,7 @@
 import { checkId, HfTokenizerFiles, Tokenizer, TokenizerJSON } from './types.js';
 import { byteLevelBpeFiles } from './byte-level.js';
 import { DEFAULT_CHAT_TEMPLATE } from './chat-template.js';
+import { checkSafePattern } from './pattern.js';
 
 /** GPT-2's pre-tokenisation pattern (contractions, letter runs, digit runs, punctuation runs, whitespace). */
 export const GPT2_PATTERN = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
@@ -36,7 +37,16 @@ export interface BpeJSON extends TokenizerJSON {
   merges: [number, number][];
 }
 
+/** Longest token and total bytes over all tokens: self-doubling merges would otherwise ask for 2^n bytes. */
+export const MAX_TOKEN_BYTES = 4096;
+export const MAX_VOCAB_BYTES = 256 * 1024 * 1024;
+
 function compilePattern(src: string): RegExp {
+  try {
+    checkSafePattern(src);
+  } catch (e) {
+    throw new Error(`tokenizer JSON: field pattern ${(e as Error).message}`);
+  }
   try {
     return new RegExp(src, 'gu');
   } catch (e) {
@@ -75,6 +85,7 @@ export class BpeTokenizer implements Tokenizer {
     this.vocabSize = 256 + merges.length;
     this.name = `bpe-${this.vocabSize}`;
     for (let i = 0; i < 256; i++) this.bytes.push(Uint8Array.of(i));
+    let totalBytes = 256;
     merges.forEach(([a, b], i) => {
       const id = 256 + i;
       if (!Number.isInteger(a) || a < 0 || a >= id || !Number.isInteger(b) || b < 0 || b >= id) {
@@ -85,7 +96,11 @@ export class BpeTokenizer implements Tokenizer {
       this.ranks.set(key, i);
       const x = this.bytes[a];
       const y = this.bytes[b];
-      const z = new Uint8Array(x.length + y.length);
+      const len = x.length + y.length;
+      if (len > MAX_TOKEN_BYTES) throw new Error(`tokenizer JSON: field merges[${i}] = [${a}, ${b}] makes a token of ${len} bytes, more than the limit of ${MAX_TOKEN_BYTES}`);
+      totalBytes += len;
+      if (totalBytes > MAX_VOCAB_BYTES) throw new Error(`tokenizer JSON: field merges[${i}]: the tokens up to here hold ${totalBytes} bytes, more than the limit of ${MAX_VOCAB_BYTES}`);
+      const z = new Uint8Array(len);
       z.set(x);
       z.set(y, x.length);
       this.bytes.push(z);

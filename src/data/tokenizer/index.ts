@@ -1,5 +1,5 @@
 /** Tokenizer registry: load/save by JSON, plus streaming decode for generation. */
-import * as fs from 'node:fs';
+import { readRegularTextFileSync, FILE_LIMITS } from '../files.js';
 import { BpeTokenizer } from './bpe.js';
 import { ByteTokenizer } from './byte.js';
 import { HfTokenizer } from './hf.js';
@@ -7,7 +7,8 @@ import type { Tokenizer } from './types.js';
 
 export type { Tokenizer, TokenizerJSON, SpecialToken, SpecialTokens, HfTokenizerFiles } from './types.js';
 export { ByteTokenizer } from './byte.js';
-export { BpeTokenizer, GPT2_PATTERN, MAX_BPE_VOCAB } from './bpe.js';
+export { BpeTokenizer, GPT2_PATTERN, MAX_BPE_VOCAB, MAX_TOKEN_BYTES, MAX_VOCAB_BYTES } from './bpe.js';
+export { checkSafePattern, UnsafePatternError, MAX_PATTERN_LENGTH, MAX_REPEATS } from './pattern.js';
 export type { BpeJSON, BpeTrainOptions } from './bpe.js';
 export { HfTokenizer, MAX_HF_VOCAB } from './hf.js';
 export type { HfJSON, HfTokenizerOptions, HfEncodeOptions } from './hf.js';
@@ -40,12 +41,7 @@ export function loadTokenizer(json: unknown): Tokenizer {
 }
 
 export function loadTokenizerFile(path: string): Tokenizer {
-  let text: string;
-  try {
-    text = fs.readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new Error(`tokenizer file ${path}: cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
+  const text = readRegularTextFileSync(path, { what: 'tokenizer file', maxBytes: FILE_LIMITS.tokenizer });
   try {
     return loadTokenizer(text);
   } catch (e) {

@@ -246,8 +246,9 @@ class NativeBackend implements Backend {
  * onnxruntime-node's binary can't be loaded on this platform.
  */
 export async function createNativeBackend(opts: NativeBackendOptions = {}): Promise<Backend> {
-  if (opts.threads !== undefined && (!Number.isSafeInteger(opts.threads) || opts.threads < 1)) {
-    throw new Error(`native backend: threads must be a positive integer, got ${opts.threads}`);
+  // same bound as the wasm backend: ORT would try to start every thread (100000 hangs the machine)
+  if (opts.threads !== undefined && (!Number.isSafeInteger(opts.threads) || opts.threads < 1 || opts.threads > 256)) {
+    throw new Error(`native backend: threads must be an integer in [1, 256], got ${opts.threads}`);
   }
   if (opts.minFlops !== undefined && !(opts.minFlops >= 0)) {
     throw new Error(`native backend: minFlops must be >= 0, got ${opts.minFlops}`);

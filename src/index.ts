@@ -17,3 +17,6 @@ export * from './train/trainer.js';
 export * from './train/evaluate.js';
 export * from './io/checkpoint.js';
 export * from './infer/index.js';
+export * from './io/checkpoint-bytes.js';
+export * from './train/session.js';
+export { inferenceModelFromCheckpoint } from './infer/generate.js';

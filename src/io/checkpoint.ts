@@ -7,31 +7,13 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { readSafetensorsSync, writeSafetensorsSync, type TensorEntry } from './safetensors.js';
+import { writeSafetensorsSync, type TensorEntry } from './safetensors.js';
 import { writeJsonAtomicSync } from './atomic.js';
-import { toFloat32 } from '../tensor/dtype.js';
 import type { StateDict } from '../nn/module.js';
 import type { AdamWState } from '../nn/optim.js';
-import type { TokenizerJSON } from '../data/tokenizer/types.js';
-import type { DatasetState } from '../data/dataset.js';
-import { parseRunConfig, type RunConfig } from '../models/config.js';
+import { CheckpointError, checkpointFromBytes, parseTrainerStateText, tensorsFromBytes, type TrainerState } from './checkpoint-bytes.js';
 
-export const CHECKPOINT_FORMAT = 'moe-ts-checkpoint';
-export const CHECKPOINT_VERSION = 1;
-
-export interface TrainerState {
-  format: typeof CHECKPOINT_FORMAT;
-  version: number;
-  step: number;
-  config: RunConfig;
-  tokenizer: TokenizerJSON;
-  optimizerStep: number;
-  dataState: DatasetState;
-  /** RNG for dropout / router noise. */
-  rngState: number[];
-  /** Validation history so far (for reports after resume). */
-  history?: unknown[];
-}
+export { CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, type TrainerState } from './checkpoint-bytes.js';
 
 export interface Checkpoint {
   dir: string;
@@ -39,8 +21,6 @@ export interface Checkpoint {
   model: StateDict;
   optimizer: AdamWState | null;
 }
-
-export class CheckpointError extends Error {}
 
 function stepDirName(step: number): string {
   return `step-${String(step).padStart(8, '0')}`;
@@ -96,43 +76,33 @@ export function resolveCheckpointDir(p: string): string {
 
 function readState(dir: string): TrainerState {
   const file = path.join(dir, 'state.json');
-  let raw: Record<string, unknown>;
+  let text: string;
   try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+    text = fs.readFileSync(file, 'utf8');
   } catch (e) {
     throw new CheckpointError(`${file}: cannot read checkpoint state: ${(e as Error).message}`);
   }
-  if (raw.format !== CHECKPOINT_FORMAT) throw new CheckpointError(`${file}: field format is ${JSON.stringify(raw.format)}, expected "${CHECKPOINT_FORMAT}"`);
-  if (raw.version !== CHECKPOINT_VERSION) throw new CheckpointError(`${file}: unsupported checkpoint version ${JSON.stringify(raw.version)}`);
-  if (!Number.isInteger(raw.step) || (raw.step as number) < 0) throw new CheckpointError(`${file}: field step must be a non-negative integer`);
-  let config: RunConfig;
-  try {
-    config = parseRunConfig(raw.config, `${file} field config`);
-  } catch (e) {
-    throw new CheckpointError((e as Error).message);
-  }
-  if (typeof raw.tokenizer !== 'object' || raw.tokenizer === null) throw new CheckpointError(`${file}: field tokenizer missing`);
-  const ds = raw.dataState as DatasetState | undefined;
-  if (!ds || !Array.isArray(ds.rng)) throw new CheckpointError(`${file}: field dataState missing or malformed`);
-  if (!Array.isArray(raw.rngState)) throw new CheckpointError(`${file}: field rngState missing`);
-  return { ...(raw as unknown as TrainerState), config };
+  return parseTrainerStateText(text, file);
 }
 
 function readTensors(file: string): Map<string, { data: Float32Array; shape: number[] }> {
-  let f;
+  let bytes: Uint8Array;
   try {
-    f = readSafetensorsSync(file);
+    bytes = fs.readFileSync(file);
   } catch (e) {
-    const msg = (e as Error).message;
-    throw new CheckpointError(msg.includes(file) ? msg : `${file}: ${msg}`);
+    throw new CheckpointError(`safetensors ${file}: cannot read file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  const out = new Map<string, { data: Float32Array; shape: number[] }>();
-  for (const [name, t] of f.tensors) out.set(name, { data: toFloat32(t.data, t.dtype), shape: t.shape });
-  return out;
+  return tensorsFromBytes(bytes, file).tensors;
 }
 
 /** Load a checkpoint (run dir or checkpoint dir); `withOptimizer` false skips the moments (inference). */
 export function loadCheckpoint(p: string, withOptimizer = true): Checkpoint {
+  if (p.endsWith('.safetensors') && fs.existsSync(p) && fs.statSync(p).isFile()) {
+    // a single-file checkpoint (e.g. downloaded from the playground): model and state, no optimizer moments
+    if (withOptimizer) throw new CheckpointError(`${p}: a single-file checkpoint has no optimizer state, so training cannot resume from it`);
+    const ck = checkpointFromBytes(fs.readFileSync(p), undefined, p);
+    return { dir: p, state: ck.state, model: ck.model, optimizer: null };
+  }
   const dir = resolveCheckpointDir(p);
   const state = readState(dir);
   const model = readTensors(path.join(dir, 'model.safetensors'));

@@ -71,28 +71,23 @@ function copyRuntime(outDir) {
   }
 }
 
-export async function buildLibrary(outDir = join(root, 'dist/browser')) {
+/** Bundle `entryPoints` ({ outName: file }) into outDir for browsers; throws if a Node built-in survives. */
+export async function bundle(entryPoints, outDir, what, extra = {}) {
   mkdirSync(outDir, { recursive: true });
-  const r = await esbuild.build({
-    ...common,
-    entryPoints: { 'moe-ts': join(root, 'src/browser.ts'), 'web-worker': join(root, 'src/kernels/wasm/web-worker.ts') },
-    outdir: outDir,
-  });
-  checkNoNode(r, 'library bundle');
+  const r = await esbuild.build({ ...common, ...extra, entryPoints, outdir: outDir });
+  checkNoNode(r, what);
+  return r;
+}
+
+export async function buildLibrary(outDir = join(root, 'dist/browser')) {
+  await bundle({ 'moe-ts': join(root, 'src/browser.ts'), 'web-worker': join(root, 'src/kernels/wasm/web-worker.ts') }, outDir, 'library bundle');
   copyRuntime(outDir);
   return outDir;
 }
 
 export async function buildPlayground(outDir = join(root, 'dist/playground')) {
-  mkdirSync(outDir, { recursive: true });
   const web = join(root, 'web/playground');
-  const r = await esbuild.build({
-    ...common,
-    entryPoints: { app: join(web, 'app.ts'), engine: join(web, 'engine.ts'), 'web-worker': join(root, 'src/kernels/wasm/web-worker.ts') },
-    outdir: outDir,
-    minify: true,
-  });
-  checkNoNode(r, 'playground bundle');
+  await bundle({ app: join(web, 'app.ts'), engine: join(web, 'engine.ts'), 'web-worker': join(root, 'src/kernels/wasm/web-worker.ts') }, outDir, 'playground bundle', { minify: true });
   copyRuntime(outDir);
   for (const f of ['index.html', 'style.css']) copyFileSync(join(web, f), join(outDir, f));
   copyFileSync(join(root, 'data/shakespeare.txt'), join(outDir, 'shakespeare.txt'));

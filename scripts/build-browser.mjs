@@ -64,7 +64,7 @@ const common = {
 };
 
 function copyRuntime(outDir) {
-  for (const f of ['kernels.wasm', 'kernels-relaxed.wasm']) {
+  for (const f of ['kernels.wasm', 'kernels-relaxed.wasm', 'kernels-single.wasm']) {
     const src = join(wasmDir, f);
     if (!existsSync(src)) throw new Error(`build-browser: ${relative(root, src)} is missing; run "npm run build:wasm" first`);
     copyFileSync(src, join(outDir, f));

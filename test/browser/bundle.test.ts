@@ -65,7 +65,7 @@ test('the bundle check fails on a live Node built-in, naming it, and drops dead 
 
 test('the library bundle exists with its runtime files and no Node built-in code', () => {
   const dir = path.join(repoRoot, 'dist', 'browser');
-  for (const f of ['moe-ts.js', 'web-worker.js', 'kernels.wasm', 'kernels-relaxed.wasm']) assert.ok(fs.existsSync(path.join(dir, f)), `${f} built`);
+  for (const f of ['moe-ts.js', 'web-worker.js', 'kernels.wasm', 'kernels-relaxed.wasm', 'kernels-single.wasm']) assert.ok(fs.existsSync(path.join(dir, f)), `${f} built`);
   const js = fs.readFileSync(path.join(dir, 'moe-ts.js'), 'utf8');
   assert.doesNotMatch(js, /was reached/, 'no Node built-in stub in the bundle');
   assert.doesNotMatch(js, /onnxruntime|worker_threads/);

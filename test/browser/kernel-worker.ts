@@ -37,13 +37,13 @@ const miniAssert: Assert = {
 };
 
 interface Scope {
-  onmessage: ((e: { data: { threads: number } }) => void) | null;
+  onmessage: ((e: { data: { threads: number; sharedMemory?: boolean } }) => void) | null;
   postMessage(msg: unknown): void;
 }
 const scope = globalThis as unknown as Scope;
 scope.onmessage = async (e) => {
   try {
-    const be = await createBrowserWasmBackend({ threads: e.data.threads });
+    const be = await createBrowserWasmBackend({ threads: e.data.threads, ...(e.data.sharedMemory !== undefined ? { sharedMemory: e.data.sharedMemory } : {}) });
     const results: { name: string; error?: string }[] = [];
     for (const c of kernelCases(miniAssert)) {
       try {

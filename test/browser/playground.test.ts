@@ -74,9 +74,9 @@ async function generateGreedy(page: Page): Promise<string> {
   return (await pageState(page)).lastGeneration!;
 }
 
-async function kernelCasesInWorker(page: Page, threads: number): Promise<{ threads: number; name: string; results: { name: string; error?: string }[]; fatal?: string }> {
+async function kernelCasesInWorker(page: Page, threads: number, sharedMemory?: boolean): Promise<{ threads: number; name: string; results: { name: string; error?: string }[]; fatal?: string }> {
   return page.evaluate(
-    (t) =>
+    (t: { threads: number; sharedMemory?: boolean }) =>
       new Promise((resolve) => {
         const w = new Worker('/test/browser/kernel-worker.js', { type: 'module' });
         w.onmessage = (e: { data: any }) => {
@@ -84,9 +84,9 @@ async function kernelCasesInWorker(page: Page, threads: number): Promise<{ threa
           w.terminate();
         };
         w.onerror = (e: { message: string }) => resolve({ fatal: e.message, threads: 0, name: '', results: [] });
-        w.postMessage({ threads: t });
+        w.postMessage(t);
       }),
-    threads,
+    { threads, ...(sharedMemory !== undefined ? { sharedMemory } : {}) },
   );
 }
 
@@ -125,6 +125,17 @@ for (const isolated of [true, false]) {
       assert.equal(r.threads, isolated ? 2 : 1);
       assert.ok(r.results.length >= 9, `cases run: ${r.results.length}`);
       assert.deepEqual(r.results.filter((x) => x.error), []);
+    });
+
+    it('runs the kernel cases over unshared memory (the fallback where shared memory is refused)', async () => {
+      const r = await kernelCasesInWorker(page, 1, false);
+      assert.equal(r.fatal, undefined, r.fatal);
+      assert.equal(r.threads, 1);
+      assert.ok(r.results.length >= 9);
+      assert.deepEqual(r.results.filter((x) => x.error), []);
+      const two = await kernelCasesInWorker(page, 2, false);
+      // more threads: refused, saying why (here the isolation check comes first)
+      assert.match(two.fatal ?? '', isolated ? /2 threads need shared WebAssembly memory, which sharedMemory: false turned off/ : /2 threads need a cross-origin isolated page/);
     });
 
     it('training 20 steps lowers the loss, for the MoE and the dense model', async () => {

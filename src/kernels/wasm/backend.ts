@@ -467,9 +467,9 @@ export function compileKernels(relaxedBytes: Uint8Array, load: () => Uint8Array)
   return { module: new WA.Module(load()), relaxed: false };
 }
 
-/** The shared memory every thread of one backend instantiates the kernels over. */
-export function newKernelMemory(): WasmMemory {
-  return new WA.Memory({ initial: 32, maximum: 65536, shared: true });
+/** The memory every thread of one backend instantiates the kernels over (shared unless the single-threaded fallback asks otherwise). */
+export function newKernelMemory(shared = true): WasmMemory {
+  return new WA.Memory({ initial: 32, maximum: 65536, shared });
 }
 
 export function checkThreads(threads: number, given: unknown): void {

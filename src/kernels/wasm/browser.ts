@@ -3,7 +3,9 @@
  * Workers. Calls block in Atomics.wait, which browsers allow only off the main thread, so the
  * engine itself belongs in a dedicated Worker. Threads need a cross-origin isolated page
  * (COOP/COEP headers: SharedArrayBuffer and posting shared memory to workers); elsewhere, and
- * on the main thread, the backend runs single-threaded in the calling thread.
+ * on the main thread, the backend runs single-threaded in the calling thread. Where the engine
+ * refuses shared memory altogether (some browsers outside isolated pages), the single thread
+ * uses kernels-single.wasm, the same kernels over an unshared memory.
  */
 import type { Backend } from '../../tensor/backend.js';
 import { SYNC_WORDS } from './sync.js';
@@ -30,8 +32,20 @@ const g = globalThis as unknown as BrowserGlobals;
 export interface BrowserWasmOptions {
   /** Threads including the calling one; default: the cores (at most 16) where threads are possible, else 1. */
   threads?: number;
-  /** Where kernels.wasm, kernels-relaxed.wasm and web-worker.js live (default: next to this module). */
+  /** Where kernels.wasm, kernels-relaxed.wasm, kernels-single.wasm and web-worker.js live (default: next to this module). */
   baseUrl?: string | URL;
+  /** false: one thread over unshared memory (default: shared memory where the engine allows it). */
+  sharedMemory?: boolean;
+}
+
+/** Whether this engine creates shared WebAssembly memory here (not every browser does outside isolated pages). */
+export function sharedWasmMemoryAvailable(): boolean {
+  try {
+    newKernelMemory().grow(0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Whether this context can run kernel worker threads: cross-origin isolated, inside a Worker. */
@@ -70,6 +84,13 @@ function kernelModule(base: URL): Promise<{ module: WasmModule; relaxed: boolean
   return p;
 }
 
+let single: Promise<WasmModule> | null = null;
+function singleModule(base: URL): Promise<WasmModule> {
+  single ??= fetchBytes(new URL('kernels-single.wasm', base)).then((b) => new WA.Module(b));
+  single.catch(() => (single = null));
+  return single;
+}
+
 /** Whether the kernels fetched from `baseUrl` use relaxed-SIMD fused multiply-add. */
 export async function browserWasmUsesRelaxedSimd(baseUrl?: string | URL): Promise<boolean> {
   return (await kernelModule(new URL(baseUrl ?? './', baseUrl ? g.location?.href : import.meta.url))).relaxed;
@@ -84,8 +105,10 @@ export async function createBrowserWasmBackend(opts: BrowserWasmOptions = {}): P
     );
   }
   const base = new URL(opts.baseUrl ?? './', opts.baseUrl ? g.location?.href : import.meta.url);
-  const { module } = await kernelModule(base);
-  const memory = newKernelMemory();
+  const shared = opts.sharedMemory ?? sharedWasmMemoryAvailable();
+  if (!shared && threads > 1) throw new Error(`wasm backend: ${threads} threads need shared WebAssembly memory, which ${opts.sharedMemory === false ? 'sharedMemory: false turned off' : 'this engine refuses here'}; use threads: 1`);
+  const { module } = shared ? await kernelModule(base) : { module: await singleModule(base) };
+  const memory = newKernelMemory(shared);
   const instance = new WA.Instance(module, { env: { memory } });
   // Single-threaded, nothing else waits on it: a plain buffer works without isolation.
   const sync = new Int32Array(threads > 1 ? new SharedArrayBuffer(SYNC_WORDS * 4) : new ArrayBuffer(SYNC_WORDS * 4));

@@ -55,7 +55,11 @@ async function nodeRun(threads: number, text: string, warmup: number, steps: num
 
 export async function run(opts: SuiteOptions): Promise<Row[]> {
   const exe = chromiumPath();
-  if (!exe) throw new Error('chromium not found: install Debian\'s chromium or set MOE_CHROMIUM');
+  if (!exe) {
+    // a missing browser is a row, not a failed bench run
+    opts.log('browser: chromium not found (install Debian\'s chromium or set MOE_CHROMIUM); skipped');
+    return [{ impl: 'chromium', threads: '-', tokensPerS: '-', runs: '-', note: 'skipped: chromium not found' }];
+  }
   const warmup = opts.quick ? 1 : 2;
   const steps = opts.quick ? 3 : 8;
   const rounds = opts.quick ? 1 : 3;

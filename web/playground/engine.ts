@@ -142,6 +142,7 @@ function route(id: number, text: string): void {
   const max = c.config.model.max_position_embeddings;
   const used = ids.length > max ? ids.slice(0, max) : ids;
   const E = c.config.model.num_local_experts;
+  if (E === 0) throw new Error('this model is dense (num_local_experts 0): it has no router to show');
   const wasTraining = c.model.training;
   c.model.eval();
   try {

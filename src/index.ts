@@ -1,22 +1,25 @@
-/** moe-ts public API. Importing it registers the js backend; call initBackend() for a faster one. */
+/**
+ * moe-ts, the library root (`import ... from 'moe-ts'`): tensors and autograd, modules, the MoE
+ * layer with its registries, the transformer LM and its config, tokenizers, datasets, evaluation,
+ * sampling and generation. It reaches no Node built-in, so it runs anywhere JavaScript does; the
+ * js backend is active on import. File system, checkpoints, corpora, training runs and the
+ * native/wasm backend loaders are in the Node entry, `moe-ts/node` (src/node.ts).
+ * Every exported name is listed in docs/api.md.
+ */
+import './kernels/register-js.js';
+
 export * from './tensor/index.js';
-export * from './kernels/index.js';
+export * from './tensor/dtype.js';
+export { z, ConfigError, num, posInt, nonNegInt, positive, nonNegative, bool, checkValue, parseOrThrow, formatIssues, describeShape, statement, type IssueFormat, type OptionDoc } from './tensor/validate.js';
+export { JsBackend, refMatmul, refGroupedMatmul, refGroupedMatmulTN } from './kernels/js.js';
 export * from './nn/index.js';
 export * from './moe/index.js';
 export * from './models/config.js';
 export * from './models/transformer.js';
-export * from './data/tokenizer/index.js';
-export * from './data/corpus.js';
+// names, not `export *`: these modules also hold Node-only loaders, exported from moe-ts/node
+export { loadTokenizer, createStreamDecoder, ByteTokenizer, BpeTokenizer, GPT2_PATTERN, MAX_BPE_VOCAB } from './data/tokenizer/index.js';
+export type { Tokenizer, TokenizerJSON, BpeJSON, BpeTrainOptions } from './data/tokenizer/index.js';
 export * from './data/dataset.js';
-export * from './data/build.js';
-export * from './io/safetensors.js';
-export * from './io/atomic.js';
-export * from './io/tokenizer.js';
-export * from './tensor/dtype.js';
-export * from './train/trainer.js';
 export * from './train/evaluate.js';
-export * from './io/checkpoint.js';
-export * from './infer/index.js';
-export * from './io/checkpoint-bytes.js';
-export * from './train/session.js';
-export { inferenceModelFromCheckpoint } from './infer/generate.js';
+export * from './infer/sampling.js';
+export { generate, type GenerateOptions, type GenerateResult, type StopReason, type ContextOverflow, type InferenceModel } from './infer/generate.js';

@@ -5,6 +5,7 @@
  * temperatures neither overflow nor produce NaN.
  */
 import type { Rng } from '../tensor/random.js';
+import { z, num, nonNegInt, nonNegative, parseOrThrow } from '../tensor/validate.js';
 
 export interface SamplingOptions {
   /** 0 = greedy argmax; otherwise logits are divided by it. Default 1. */
@@ -21,21 +22,17 @@ export interface ResolvedSampling {
   topP: number;
 }
 
+// not strict: generate() passes its whole options object, of which these are a part
+const SamplingSchema = z.object({
+  temperature: nonNegative('a finite number >= 0 (0 = greedy)').default(1),
+  topK: nonNegInt('an integer >= 0 (0 = no limit)').default(0),
+  topP: num('in (0, 1] (1 = no limit)', (v) => v > 0 && v <= 1).default(1),
+});
+
 /** Fill defaults and reject bad values with an error naming the option. */
 export function validateSamplingOptions(o: SamplingOptions = {}): ResolvedSampling {
-  const temperature = o.temperature ?? 1;
-  const topK = o.topK ?? 0;
-  const topP = o.topP ?? 1;
-  if (typeof temperature !== 'number' || !Number.isFinite(temperature) || temperature < 0) {
-    throw new Error(`sampling: temperature must be a finite number >= 0 (0 = greedy), got ${temperature}`);
-  }
-  if (typeof topK !== 'number' || !Number.isInteger(topK) || topK < 0) {
-    throw new Error(`sampling: topK must be an integer >= 0 (0 = no limit), got ${topK}`);
-  }
-  if (typeof topP !== 'number' || Number.isNaN(topP) || !(topP > 0 && topP <= 1)) {
-    throw new Error(`sampling: topP must be in (0, 1] (1 = no limit), got ${topP}`);
-  }
-  return { temperature, topK, topP };
+  const r = parseOrThrow(SamplingSchema, o, { where: 'sampling' });
+  return { temperature: r.temperature, topK: r.topK, topP: r.topP };
 }
 
 /** -Infinity is allowed (a masked token); NaN and +Infinity are bugs upstream and fail loudly. */

@@ -32,6 +32,7 @@ export interface TrainerState {
 
 export class CheckpointError extends Error {}
 
+/** Checkpoint tensors by name, as float32. */
 export type TensorData = Map<string, { data: Float32Array; shape: number[] }>;
 
 /** Validate a parsed state.json; `where` names the source in errors. */
@@ -79,6 +80,7 @@ export function tensorsFromBytes(bytes: Uint8Array, where: string): { tensors: T
   return { tensors, metadata: f.metadata };
 }
 
+/** A checkpoint's trainer state and model tensors (no optimizer moments). */
 export interface ModelCheckpoint {
   state: TrainerState;
   model: TensorData;

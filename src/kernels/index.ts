@@ -6,11 +6,11 @@
 import os from 'node:os';
 import { setBackend, getBackend, type Backend } from '../tensor/backend.js';
 import { JsBackend } from './js.js';
+import './register-js.js';
 
 export type BackendName = 'js' | 'wasm' | 'native';
 export const BACKEND_NAMES: readonly BackendName[] = ['native', 'wasm', 'js'];
 
-setBackend(new JsBackend());
 
 export interface BackendOptions {
   threads?: number;

@@ -133,7 +133,7 @@ export class MoELayer extends Module {
       throw new Error(`MoELayer: router "${routerType}" reports ${this.router.numExperts} experts, config.numExperts is ${cfg.numExperts}`);
     }
     // the configured dispatch, unless the config names none or it cannot consume this router's routing kind
-    const routerDefault = built.spec.traits.defaultDispatch?.(built.config) ?? defaultDispatchConfig();
+    const routerDefault = built.spec.traits.defaultDispatch?.(built.config) ?? defaultDispatchConfig(built.spec.traits.routing);
     let dispatch = config.dispatch === undefined ? routerDefault : cfg.dispatch;
     if (dispatchRegistry.spec(dispatch.type).routing !== built.spec.traits.routing) dispatch = routerDefault;
     const dispatchSpec = dispatchRegistry.spec(dispatch.type);

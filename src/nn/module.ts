@@ -1,6 +1,6 @@
 /** Modules own named parameters so models can be saved, loaded and optimized by name. */
 // registers the js reference backend so anything built from modules computes without setup
-import '../kernels/index.js';
+import '../kernels/register-js.js';
 import { Tensor } from '../tensor/tensor.js';
 import { Rng } from '../tensor/random.js';
 import { formatShape, shapeSize } from '../tensor/shape.js';

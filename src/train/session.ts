@@ -39,6 +39,7 @@ export interface LayerLoad {
   loadCV: number;
 }
 
+/** The learning rate at `step` under the config's schedule (warmup, then cosine, linear or constant). */
 export function lrAt(cfg: RunConfig, step: number): number {
   const t = cfg.training;
   const opts = { lr: t.lr, warmup: t.warmup_steps, total: t.steps, minLr: t.min_lr };
@@ -46,10 +47,12 @@ export function lrAt(cfg: RunConfig, step: number): number {
   return t.schedule === 'linear' ? linearWithWarmup(step, opts) : cosineWithWarmup(step, opts);
 }
 
+/** Arithmetic mean, 0 for an empty list. */
 export function meanOf(xs: number[]): number {
   return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
 }
 
+/** A model, its AdamW optimizer, data and RNG, trained one step at a time in memory (no files). */
 export class TrainSession {
   readonly config: RunConfig;
   readonly model: MoETransformerLM;

@@ -10,7 +10,6 @@ import { Rng } from '../tensor/random.js';
 import { AdamW, clipGradNorm, type Parameter } from '../nn/index.js';
 import { MoETransformerLM, lmLoss } from '../models/transformer.js';
 import { parseModelConfig, type RunConfig } from '../models/config.js';
-import type { MixedDataset } from '../data/dataset.js';
 import { buildTokenizer, buildDataset } from '../data/build.js';
 import { loadCorpus } from '../data/corpus.js';
 import { loadTokenizer, type Tokenizer } from '../data/tokenizer/index.js';

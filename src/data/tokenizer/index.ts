@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import { BpeTokenizer } from './bpe.js';
 import { ByteTokenizer } from './byte.js';
-import type { Tokenizer, TokenizerJSON } from './types.js';
+import type { Tokenizer } from './types.js';
 
 export type { Tokenizer, TokenizerJSON } from './types.js';
 export { ByteTokenizer } from './byte.js';

@@ -2,7 +2,7 @@
  * The dispatch registry: how routed tokens reach the experts and come back. Each dispatch file
  * registers one DispatchSpec (summary, paper, the routing kind it consumes, a strict zod option
  * schema, its run function). A layer config names a sparse dispatch; soft routing always takes
- * the dispatch registered for soft routing (it is the router's default, never configured).
+ * the default dispatch registered for soft routing (never configured).
  */
 import type { Tensor } from '../../tensor/tensor.js';
 import { z } from '../../tensor/validate.js';
@@ -21,7 +21,7 @@ export type DispatchOptionShape = Record<string, z.ZodType>;
 export interface DispatchSpec<S extends DispatchOptionShape = DispatchOptionShape> extends EntrySpec {
   /** The routing record it consumes. */
   routing: 'sparse' | 'soft';
-  /** The dispatch of sparse routers whose layer config and spec name none (exactly one sparse dispatch sets it). */
+  /** The dispatch of routers of this routing kind whose layer config and spec name none (one per routing kind sets it). */
   isDefault?: boolean;
   options: S;
   /** Hugging Face / model-config fields its options take their value from (field -> option). */
@@ -54,9 +54,9 @@ export function sparseDispatchNames(): string[] {
   return dispatchRegistry.specs().filter((s) => s.routing === 'sparse').map((s) => s.name);
 }
 
-/** The dispatch a sparse router gets when neither the layer config nor its spec names one. */
-export function defaultDispatchConfig(): DispatchConfig {
-  const s = dispatchRegistry.specs().find((d) => d.routing === 'sparse' && d.isDefault);
-  if (!s) throw new Error('no default sparse dispatch is registered');
+/** The dispatch a router of this routing kind gets when neither the layer config nor its spec names one. */
+export function defaultDispatchConfig(routing: 'sparse' | 'soft' = 'sparse'): DispatchConfig {
+  const s = dispatchRegistry.specs().find((d) => d.routing === routing && d.isDefault);
+  if (!s) throw new Error(`no default dispatch for ${routing} routing is registered`);
   return { type: s.name };
 }

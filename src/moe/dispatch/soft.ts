@@ -33,6 +33,7 @@ dispatchRegistry.register(
     summary: 'slot inputs are weighted averages of all tokens, token outputs weighted averages of all slot outputs (never drops)',
     paper: { authors: 'Puigcerver et al.', title: 'From Sparse to Soft Mixtures of Experts', year: 2023 },
     routing: 'soft',
+    isDefault: true,
     options: {},
     run: (x, routing, experts) => softDispatch(x, routing as SoftRouting, experts),
   }),

@@ -79,7 +79,6 @@ routerRegistry.register(
         const slotsPerExpert = Math.max(1, Math.round((batchTokens * topK) / numExperts));
         return { options: { slotsPerExpert }, note: `slotsPerExpert ${slotsPerExpert} = batch tokens × k / E, FLOP-matched` };
       },
-      defaultDispatch: () => ({ type: 'soft' }),
     },
     create: (cfg, rng) => new SoftRouter(cfg, rng),
   }),

@@ -1,0 +1,20 @@
+/**
+ * moe-ts for Node (`import ... from 'moe-ts/node'`): everything of the library root plus what
+ * needs Node: the backend loaders (native onnxruntime GEMM, wasm on worker threads), corpora and
+ * run data from disk, safetensors and checkpoint files, atomic writes, tokenizer files, training
+ * runs, and loading a checkpoint for inference. Every exported name is listed in docs/api.md.
+ */
+export * from './index.js';
+export { initBackend, createBackend, disposeBackend, BACKEND_NAMES, type BackendName, type BackendOptions } from './kernels/index.js';
+export { loadTokenizerFile } from './data/tokenizer/index.js';
+export * from './data/corpus.js';
+export * from './data/build.js';
+export * from './io/safetensors.js';
+export * from './io/atomic.js';
+export * from './io/tokenizer.js';
+export * from './io/checkpoint.js';
+export * from './train/trainer.js';
+export { loadModelForInference } from './infer/generate.js';
+export * from './io/checkpoint-bytes.js';
+export * from './train/session.js';
+export { inferenceModelFromCheckpoint } from './infer/generate.js';

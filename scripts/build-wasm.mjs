@@ -1,7 +1,9 @@
 // Compiles the AssemblyScript GEMM kernels (src/kernels/wasm/assembly) to
 // dist/src/kernels/wasm/kernels.wasm (baseline: WebAssembly SIMD + threads) and
 // kernels-relaxed.wasm (adds relaxed-SIMD fused multiply-add; the loader picks it only where
-// the engine validates it by default). Run by `npm run build` before tsc.
+// the engine validates it by default), and kernels-single.wasm (baseline, importing a non-shared
+// memory: the single-threaded fallback for browsers that refuse shared memory outside
+// cross-origin isolated pages). Run by `npm run build` before tsc.
 import asc from 'assemblyscript/asc';
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -18,7 +20,6 @@ const common = [
   '--noAssert',
   '--runtime', 'stub',
   '--importMemory',
-  '--sharedMemory',
   '--initialMemory', '32',
   '--maximumMemory', '65536',
   '--uncheckedBehavior', 'always',
@@ -26,12 +27,14 @@ const common = [
 ];
 
 const variants = [
-  { file: 'kernels.wasm', features: 'simd,threads' },
-  { file: 'kernels-relaxed.wasm', features: 'simd,threads,relaxed-simd' },
+  { file: 'kernels.wasm', features: 'simd,threads', shared: true },
+  { file: 'kernels-relaxed.wasm', features: 'simd,threads,relaxed-simd', shared: true },
+  // atomics on unshared memory are valid; single-threaded they never wait
+  { file: 'kernels-single.wasm', features: 'simd,threads', shared: false },
 ];
 
 for (const v of variants) {
-  const args = [...common, '--enable', v.features, '--outFile', join(outDir, v.file)];
+  const args = [...common, ...(v.shared ? ['--sharedMemory'] : []), '--enable', v.features, '--outFile', join(outDir, v.file)];
   if (process.argv.includes('--wat')) args.push('--textFile', join(outDir, v.file.replace('.wasm', '.wat')));
   const { error, stderr } = await asc.main(args);
   if (error) {

@@ -20,3 +20,6 @@ export * from './io/safetensors-index.js';
 export * from './io/quant.js';
 export { fromPretrained, savePretrained, fromPretrainedWithTokenizer, savePretrainedWithTokenizer, modelConfigFromHf, HfFormatError, type PretrainedModel, type FromPretrainedOptions, type SavePretrainedOptions } from './io/hf/pretrained.js';
 export { ARCHS as HF_ARCHITECTURES, archForModel, type ArchSpec } from './io/hf/archs.js';
+export * from './io/checkpoint-bytes.js';
+export * from './train/session.js';
+export { inferenceModelFromCheckpoint } from './infer/generate.js';

@@ -1,5 +1,4 @@
 /** Build a run's tokenizer and dataset from its config (shared by training, evaluation and the benchmarks). */
-import * as path from 'node:path';
 import type { RunConfig } from '../models/config.js';
 import { MixedDataset, tokenizeDomains } from './dataset.js';
 import { ByteTokenizer, BpeTokenizer, loadTokenizerFile, type Tokenizer } from './tokenizer/index.js';
@@ -8,6 +7,12 @@ import { ByteTokenizer, BpeTokenizer, loadTokenizerFile, type Tokenizer } from '
 export function buildTokenizer(cfg: RunConfig, texts: string[]): Tokenizer {
   const t = cfg.data.tokenizer;
   if (t.path) return loadTokenizerFile(t.path);
+  return newTokenizer(cfg, texts);
+}
+
+/** The byte tokenizer, or BPE trained on the training sources (no file system involved). */
+export function newTokenizer(cfg: RunConfig, texts: string[]): Tokenizer {
+  const t = cfg.data.tokenizer;
   if (t.type === 'byte') return new ByteTokenizer();
   const vocab = t.vocab_size ?? 1024;
   // train on the head of each source so validation text stays unseen
@@ -32,5 +37,6 @@ export function buildDataset(cfg: RunConfig, tok: Tokenizer, texts: string[]): M
 
 /** A short domain label: the domain name, or a file's base name without extension. */
 export function sourceName(s: string): string {
-  return s.includes('/') || s.endsWith('.txt') ? path.basename(s).replace(/\.[^.]*$/, '') : s;
+  // no node:path, so dataset building also runs in browsers
+  return s.includes('/') || s.endsWith('.txt') ? s.replace(/[\\/]+$/, '').split(/[\\/]/).pop()!.replace(/\.[^.]*$/, '') : s;
 }

@@ -4,11 +4,13 @@
  * character split across byte tokens is emitted whole.
  */
 import { noGrad } from '../tensor/tensor.js';
+import type { StateDict } from '../nn/module.js';
 import { Rng } from '../tensor/random.js';
 import { MoETransformerLM, type KVCache } from '../models/transformer.js';
 import type { RunConfig } from '../models/config.js';
 import { createStreamDecoder, loadTokenizer, type Tokenizer } from '../data/tokenizer/index.js';
-import { loadCheckpoint, CheckpointError } from '../io/checkpoint.js';
+import { loadCheckpoint } from '../io/checkpoint.js';
+import { CheckpointError, type TrainerState } from '../io/checkpoint-bytes.js';
 import { Sampler, type SamplingOptions } from './sampling.js';
 
 /**
@@ -229,26 +231,31 @@ export interface InferenceModel {
   step: number;
 }
 
-/** Load a checkpoint (run directory or step directory) for generation, in eval mode, without optimizer moments. */
+/** Load a checkpoint (run directory, step directory or single-file checkpoint) for generation, in eval mode, without optimizer moments. */
 export function loadModelForInference(ckptPath: string, opts: { allowNonFinite?: boolean } = {}): InferenceModel {
   const ck = loadCheckpoint(ckptPath, false, { allowNonFinite: opts.allowNonFinite });
+  return { ...inferenceModelFromCheckpoint(ck, ck.dir), dir: ck.dir };
+}
+
+/** A checkpoint already in memory (e.g. read from bytes in a browser) as a model in eval mode; `where` names it in errors. */
+export function inferenceModelFromCheckpoint(ck: { state: TrainerState; model: StateDict }, where: string): Omit<InferenceModel, 'dir'> {
   const config = ck.state.config;
   let tokenizer: Tokenizer;
   try {
     tokenizer = loadTokenizer(ck.state.tokenizer);
   } catch (e) {
-    throw new CheckpointError(`${ck.dir}/state.json field tokenizer: ${(e as Error).message}`);
+    throw new CheckpointError(`${where}/state.json field tokenizer: ${(e as Error).message}`);
   }
   if (tokenizer.vocabSize > config.model.vocab_size) {
-    throw new CheckpointError(`${ck.dir}: tokenizer has ${tokenizer.vocabSize} tokens but model.vocab_size is ${config.model.vocab_size}`);
+    throw new CheckpointError(`${where}: tokenizer has ${tokenizer.vocabSize} tokens but model.vocab_size is ${config.model.vocab_size}`);
   }
   // the init is overwritten by the checkpoint; the seed only has to be fixed
   const model = new MoETransformerLM(config.model, 0);
   try {
     model.loadStateDict(ck.model);
   } catch (e) {
-    throw new CheckpointError(`${ck.dir}/model.safetensors does not match its config: ${(e as Error).message}`);
+    throw new CheckpointError(`${where}/model.safetensors does not match its config: ${(e as Error).message}`);
   }
   model.eval();
-  return { model, tokenizer, config, dir: ck.dir, step: ck.state.step };
+  return { model, tokenizer, config, step: ck.state.step };
 }

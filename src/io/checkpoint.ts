@@ -9,31 +9,15 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readSafetensorsSync, writeSafetensorsSync, type TensorEntry } from './safetensors.js';
 import { writeJsonAtomicSync } from './atomic.js';
-import { readJsonFileSync, assertRegularFile, FILE_LIMITS } from '../data/files.js';
+import { readJsonFileSync, readRegularFileSync, assertRegularFile, FILE_LIMITS } from '../data/files.js';
+import { parseRunConfig, type RunConfig } from '../models/config.js';
 import { loadTokenizer } from '../data/tokenizer/index.js';
 import { toFloat32 } from '../tensor/dtype.js';
 import type { StateDict } from '../nn/module.js';
 import type { AdamWState } from '../nn/optim.js';
-import type { TokenizerJSON } from '../data/tokenizer/types.js';
-import type { DatasetState } from '../data/dataset.js';
-import { parseRunConfig, type RunConfig } from '../models/config.js';
+import { CheckpointError, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkpointFromBytes, type TrainerState } from './checkpoint-bytes.js';
 
-export const CHECKPOINT_FORMAT = 'moe-ts-checkpoint';
-export const CHECKPOINT_VERSION = 1;
-
-export interface TrainerState {
-  format: typeof CHECKPOINT_FORMAT;
-  version: number;
-  step: number;
-  config: RunConfig;
-  tokenizer: TokenizerJSON;
-  optimizerStep: number;
-  dataState: DatasetState;
-  /** RNG for dropout / router noise. */
-  rngState: number[];
-  /** Validation history so far (for reports after resume). */
-  history?: unknown[];
-}
+export { CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, type TrainerState } from './checkpoint-bytes.js';
 
 export interface Checkpoint {
   dir: string;
@@ -41,8 +25,6 @@ export interface Checkpoint {
   model: StateDict;
   optimizer: AdamWState | null;
 }
-
-export class CheckpointError extends Error {}
 
 function stepDirName(step: number): string {
   return `step-${String(step).padStart(8, '0')}`;
@@ -297,8 +279,7 @@ function readTensors(file: string, opts: LoadCheckpointOptions): Map<string, { d
     assertRegularFile(file, 'checkpoint file');
     f = readSafetensorsSync(file);
   } catch (e) {
-    const msg = (e as Error).message;
-    throw new CheckpointError(msg.includes(file) ? msg : `${file}: ${msg}`);
+    throw new CheckpointError(`safetensors ${file}: cannot read file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
   const out = new Map<string, { data: Float32Array; shape: number[] }>();
   for (const [name, t] of f.tensors) {
@@ -320,6 +301,12 @@ function readTensors(file: string, opts: LoadCheckpointOptions): Map<string, { d
 
 /** Load a checkpoint (run dir or checkpoint dir); `withOptimizer` false skips the moments (inference). */
 export function loadCheckpoint(p: string, withOptimizer = true, opts: LoadCheckpointOptions = {}): Checkpoint {
+  if (p.endsWith('.safetensors') && fs.existsSync(p) && fs.statSync(p).isFile()) {
+    // a single-file checkpoint (e.g. downloaded from the playground): model and state, no optimizer moments
+    if (withOptimizer) throw new CheckpointError(`${p}: a single-file checkpoint has no optimizer state, so training cannot resume from it`);
+    const ck = checkpointFromBytes(readRegularFileSync(p, { what: 'checkpoint file', maxBytes: FILE_LIMITS.checkpointJson }), undefined, p);
+    return { dir: p, state: ck.state, model: ck.model, optimizer: null };
+  }
   const dir = resolveCheckpointDir(p);
   const state = readState(dir);
   const model = readTensors(path.join(dir, 'model.safetensors'), opts);

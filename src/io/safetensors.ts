@@ -7,7 +7,6 @@
  * that name the file, the tensor and the field or byte offset.
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import { DType, DTYPE_BYTES, StorageArray, isStorageFor, numelOf, storageConstructor } from '../tensor/dtype.js';
 import { writeFileAtomic, writeFileAtomicSync } from './atomic.js';
 
@@ -71,8 +70,8 @@ export interface SafetensorsHeader {
 }
 
 function assertLittleEndian(): void {
-  // typed arrays use host byte order; safetensors is little-endian
-  if (os.endianness() !== 'LE') throw new Error('safetensors: big-endian hosts are not supported');
+  // typed arrays use host byte order; safetensors is little-endian (checked without node:os, so this runs in browsers)
+  if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) throw new Error('safetensors: big-endian hosts are not supported');
 }
 
 const utf8Fatal = new TextDecoder('utf-8', { fatal: true });
@@ -420,13 +419,14 @@ export function serializeSafetensors(tensors: TensorMap, metadata?: Record<strin
     header[p.name] = { dtype: p.code, shape: p.shape, data_offsets: [off, off + p.bytes.length] };
     off += p.bytes.length;
   }
-  let json = Buffer.from(JSON.stringify(header), 'utf8');
-  const pad = (8 - ((8 + json.length) % 8)) % 8;
-  if (pad) json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
-  const out = new Uint8Array(8 + json.length + off);
-  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
-  out.set(json, 8);
-  let pos = 8 + json.length;
+  const raw = new TextEncoder().encode(JSON.stringify(header));
+  const pad = (8 - ((8 + raw.length) % 8)) % 8;
+  const jsonLen = raw.length + pad;
+  const out = new Uint8Array(8 + jsonLen + off);
+  new DataView(out.buffer).setBigUint64(0, BigInt(jsonLen), true);
+  out.set(raw, 8);
+  out.fill(0x20, 8 + raw.length, 8 + jsonLen);
+  let pos = 8 + jsonLen;
   for (const p of prepared) {
     out.set(p.bytes, pos);
     pos += p.bytes.length;

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Rng } from '../tensor/random.js';
-import { AdamW, clipGradNorm, cosineWithWarmup, linearWithWarmup, type Parameter } from '../nn/index.js';
+import { AdamW, clipGradNorm, type Parameter } from '../nn/index.js';
 import { MoETransformerLM, lmLoss } from '../models/transformer.js';
 import { parseModelConfig, type RunConfig } from '../models/config.js';
 import { buildTokenizer, buildDataset } from '../data/build.js';
@@ -16,11 +16,13 @@ import { loadTokenizer, type Tokenizer } from '../data/tokenizer/index.js';
 import { saveTokenizer } from '../io/tokenizer.js';
 import { writeJsonAtomicSync } from '../io/atomic.js';
 import { evaluate, type EvalResult } from './evaluate.js';
+import { TrainingDivergedError, lrAt, meanOf as mean, type StepMetrics } from './session.js';
 import { saveCheckpoint, loadCheckpoint, configDiff, cleanStaleTemps, firstNonFinite, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError } from '../io/checkpoint.js';
 import { checkRunMemory } from '../models/memory.js';
 import { prepareFreshRunDir, truncateLog, appendLine } from './run-dir.js';
 
-export class TrainingDivergedError extends Error {}
+
+export { TrainingDivergedError, type StepMetrics } from './session.js';
 
 /** Training stopped by a signal (opts.signal); a checkpoint of `step` was saved first. */
 export class TrainingInterruptedError extends Error {
@@ -36,21 +38,6 @@ export class TrainingInterruptedError extends Error {
 /** A resumed run that has nothing left to do. */
 export class RunFinishedError extends Error {}
 
-export interface StepMetrics {
-  step: number;
-  loss: number;
-  ce: number;
-  aux: Record<string, number>;
-  lr: number;
-  gradNorm: number;
-  tokensPerSec: number;
-  /** Means over MoE layers. */
-  loadCV: number;
-  maxOverMean: number;
-  droppedFraction: number;
-  routerEntropy: number;
-  expertsPerToken: number;
-}
 
 export interface EvalRecord {
   step: number;
@@ -94,17 +81,6 @@ export interface TrainResult {
   outDir: string;
   model: MoETransformerLM;
   tokenizer: Tokenizer;
-}
-
-function lrAt(cfg: RunConfig, step: number): number {
-  const t = cfg.training;
-  const opts = { lr: t.lr, warmup: t.warmup_steps, total: t.steps, minLr: t.min_lr };
-  if (t.schedule === 'constant') return step < t.warmup_steps ? (t.lr * (step + 1)) / t.warmup_steps : t.lr;
-  return t.schedule === 'linear' ? linearWithWarmup(step, opts) : cosineWithWarmup(step, opts);
-}
-
-function mean(xs: number[]): number {
-  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
 }
 
 export async function train(opts: TrainOptions): Promise<TrainResult> {

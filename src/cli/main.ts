@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The moe-ts command line: train, generate, eval, bench-routers, routers. */
+/** The moe-ts command line: train, generate, eval, convert, bench-routers, routers. */
 import * as fs from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { initBackend, disposeBackend } from '../kernels/index.js';
@@ -32,6 +32,14 @@ function readConfig(file: string | undefined): RunConfig {
     throw new ConfigError(`cannot read config ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
   return parseRunConfigText(text, file);
+}
+
+/** --model or --ckpt (one of them, naming the same kind of path). */
+function modelPath(o: { ckpt?: string; model?: string }): string {
+  if (o.ckpt && o.model) throw new ConfigError('give --model or --ckpt, not both');
+  const p = o.model ?? o.ckpt;
+  if (!p) throw new ConfigError('--model <path> (or --ckpt <dir>) is required');
+  return p;
 }
 
 function timestamp(): string {
@@ -105,8 +113,9 @@ export function buildProgram(): Command {
 
   program
     .command('generate')
-    .description('sample text from a trained checkpoint')
-    .requiredOption('--ckpt <dir>', 'run directory or checkpoint directory')
+    .description('sample text from a trained checkpoint or a model file')
+    .option('--ckpt <dir>', 'run directory or checkpoint directory')
+    .option('--model <path>', 'a model: run/checkpoint directory or a .gguf file (recognised by its contents)')
     .option('--prompt <text>', 'prompt text', '\n')
     .option('--max-tokens <n>', 'tokens to generate', intArg('--max-tokens'), 200)
     .option('--temperature <t>', 'sampling temperature (0 = greedy)', floatArg('--temperature', (x) => x >= 0, '>= 0'), 0.8)
@@ -118,7 +127,7 @@ export function buildProgram(): Command {
     .action(async (o) => {
       const { loadModelForInference, generate } = await import('../infer/index.js');
       await withBackend(o, async () => {
-        const { model, tokenizer } = loadModelForInference(o.ckpt);
+        const { model, tokenizer } = loadModelForInference(modelPath(o));
         process.stdout.write(o.prompt);
         const r = generate(model, tokenizer, o.prompt, {
           maxNewTokens: o.maxTokens,
@@ -135,8 +144,9 @@ export function buildProgram(): Command {
 
   program
     .command('eval')
-    .description('validation loss/perplexity per domain and routing metrics of a checkpoint')
-    .requiredOption('--ckpt <dir>', 'run directory or checkpoint directory')
+    .description('validation loss/perplexity per domain and routing metrics of a checkpoint or model file')
+    .option('--ckpt <dir>', 'run directory or checkpoint directory')
+    .option('--model <path>', 'a model: run/checkpoint directory or a .gguf file (recognised by its contents)')
     .option('--data <sources...>', 'corpora to evaluate on (default: the training sources)')
     .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
     .option('--json', 'print JSON instead of a table')
@@ -145,8 +155,25 @@ export function buildProgram(): Command {
     .action(async (o) => {
       const { evalCheckpoint, formatEval } = await import('./eval-command.js');
       await withBackend(o, async () => {
-        const r = evalCheckpoint(o.ckpt, { sources: o.data, batches: o.batches });
+        const r = evalCheckpoint(modelPath(o), { sources: o.data, batches: o.batches });
         process.stdout.write(o.json ? JSON.stringify(r, null, 2) + '\n' : formatEval(r));
+      });
+    });
+
+  program
+    .command('convert')
+    .description('export a trained model to another format, e.g. GGUF for llama.cpp')
+    .argument('<src>', 'run directory, checkpoint directory or model file')
+    .argument('<out>', 'output file or directory')
+    .requiredOption('--to <format>', 'target format: gguf')
+    .option('--quant <type>', 'gguf: tensor type f32, f16, bf16, q8_0, q4_0 (norms and routers stay f32; rows not a multiple of 32 fall back to f16)')
+    .option('--arch <name>', 'gguf: llama.cpp architecture (default auto: the first that computes the model: llama, bailingmoe)')
+    .option('--overwrite', 'replace <out> if it exists')
+    .action(async (src: string, out: string, o) => {
+      const { convertCommand } = await import('./convert-command.js');
+      const given = ['quant', 'arch'].filter((k) => o[k] !== undefined);
+      await withBackend({ backend: 'js' }, async () => {
+        process.stdout.write(convertCommand(src, out, o.to, o, given) + '\n');
       });
     });
 

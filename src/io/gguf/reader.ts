@@ -61,16 +61,46 @@ class Cursor {
     return o;
   }
 
-  u8(f: string): number { return this.buf.readUInt8(this.at(1, f)); }
-  i8(f: string): number { return this.buf.readInt8(this.at(1, f)); }
-  u16(f: string): number { return this.buf.readUInt16LE(this.at(2, f)); }
-  i16(f: string): number { return this.buf.readInt16LE(this.at(2, f)); }
-  u32(f: string): number { return this.buf.readUInt32LE(this.at(4, f)); }
-  i32(f: string): number { return this.buf.readInt32LE(this.at(4, f)); }
-  f32(f: string): number { return this.buf.readFloatLE(this.at(4, f)); }
-  f64(f: string): number { return this.buf.readDoubleLE(this.at(8, f)); }
-  u64big(f: string): bigint { return this.buf.readBigUInt64LE(this.at(8, f)); }
-  i64big(f: string): bigint { return this.buf.readBigInt64LE(this.at(8, f)); }
+  u8(f: string): number {
+    const o = this.at(1, f); // before reading this.buf: at() may replace it
+    return this.buf.readUInt8(o);
+  }
+  i8(f: string): number {
+    const o = this.at(1, f); // before reading this.buf: at() may replace it
+    return this.buf.readInt8(o);
+  }
+  u16(f: string): number {
+    const o = this.at(2, f); // before reading this.buf: at() may replace it
+    return this.buf.readUInt16LE(o);
+  }
+  i16(f: string): number {
+    const o = this.at(2, f); // before reading this.buf: at() may replace it
+    return this.buf.readInt16LE(o);
+  }
+  u32(f: string): number {
+    const o = this.at(4, f); // before reading this.buf: at() may replace it
+    return this.buf.readUInt32LE(o);
+  }
+  i32(f: string): number {
+    const o = this.at(4, f); // before reading this.buf: at() may replace it
+    return this.buf.readInt32LE(o);
+  }
+  f32(f: string): number {
+    const o = this.at(4, f); // before reading this.buf: at() may replace it
+    return this.buf.readFloatLE(o);
+  }
+  f64(f: string): number {
+    const o = this.at(8, f); // before reading this.buf: at() may replace it
+    return this.buf.readDoubleLE(o);
+  }
+  u64big(f: string): bigint {
+    const o = this.at(8, f); // before reading this.buf: at() may replace it
+    return this.buf.readBigUInt64LE(o);
+  }
+  i64big(f: string): bigint {
+    const o = this.at(8, f); // before reading this.buf: at() may replace it
+    return this.buf.readBigInt64LE(o);
+  }
 
   /** A u64 used as a count/size/offset: must fit a JS number. */
   u64(f: string): number {
@@ -332,5 +362,20 @@ export function withGGUF<T>(path: string, fn: (f: GGUFFile) => T): T {
     return fn(f);
   } finally {
     f.close();
+  }
+}
+
+/** Does `path` name a regular file starting with the GGUF magic? */
+export function isGGUFFile(path: string): boolean {
+  let fd: number | undefined;
+  try {
+    if (!fs.statSync(path).isFile()) return false;
+    fd = fs.openSync(path, 'r');
+    const b = Buffer.alloc(4);
+    return fs.readSync(fd, b, 0, 4, 0) === 4 && b.readUInt32LE(0) === GGUF_MAGIC;
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
   }
 }

@@ -18,7 +18,8 @@ import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { train, TrainingDivergedError, type StepMetrics } from '../train/trainer.js';
 import { sourceName } from '../data/build.js';
-import { parseRunConfig, matchedDenseConfig, ConfigError, type RunConfig } from '../models/config.js';
+import { parseRunConfig, matchedDenseConfig, formatZodError, ConfigError, type RunConfig } from '../models/config.js';
+import { z } from '../tensor/validate.js';
 import { MoETransformerLM } from '../models/transformer.js';
 import { loadCorpus } from '../data/corpus.js';
 import { routerRegistry } from '../moe/routers/index.js';
@@ -90,23 +91,30 @@ export interface BenchConfig {
   routerOptions: Record<string, Record<string, unknown>>;
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
+const section = z.record(z.string(), z.unknown());
+/** A --config file: the run config's sections (validated as a RunConfig after merging with the preset) and the bench section. */
+const BenchFileSchema = z.looseObject({
+  model: section.optional(),
+  training: section.optional(),
+  data: section.optional(),
+  bench: z
+    .object({
+      /** Per-router options: "<router>": { ... } (each validated by that router's schema when planned). */
+      router_options: z.record(z.string(), section).optional(),
+    })
+    .strict()
+    .optional(),
+});
 
 /** The preset, overridden field by field by the config file, then by the flags. */
 export function buildBenchConfig(input: BenchConfigInput): BenchConfig {
   const preset = input.quick ? QUICK_PRESET : DEFAULT_PRESET;
   const where = input.file ? `config ${input.file.path}` : 'bench-routers preset';
   const raw = input.file?.value ?? {};
-  if (!isObject(raw)) throw new ConfigError(`${where}: expected a JSON object with "model", "training", "data" sections`);
-  const { bench, ...sections } = raw;
-  const section = (name: string): Record<string, unknown> => {
-    const s = sections[name];
-    if (s === undefined) return {};
-    if (!isObject(s)) throw new ConfigError(`${where}: ${name} must be an object`);
-    return s;
-  };
+  const file = BenchFileSchema.safeParse(raw);
+  if (!file.success) throw new ConfigError(formatZodError(file.error, where, raw, BenchFileSchema));
+  const { bench, ...sections } = file.data;
+  const section = (name: 'model' | 'training' | 'data'): Record<string, unknown> => sections[name] ?? {};
   const userTraining = section('training');
   const merged: { model: Record<string, unknown>; training: Record<string, unknown>; data: Record<string, unknown>; [k: string]: unknown } = {
     ...sections,
@@ -124,17 +132,7 @@ export function buildBenchConfig(input: BenchConfigInput): BenchConfig {
     if (userTraining.save_interval === undefined) merged.training.save_interval = Math.max(1, Math.ceil(input.steps / 3));
   }
   const config = parseRunConfig(merged, where);
-  const routerOptions: Record<string, Record<string, unknown>> = {};
-  if (bench !== undefined) {
-    if (!isObject(bench)) throw new ConfigError(`${where}: bench must be an object`);
-    for (const k of Object.keys(bench)) if (k !== 'router_options') throw new ConfigError(`${where}: bench.${k}: unknown field (known: router_options)`);
-    const ro = bench.router_options ?? {};
-    if (!isObject(ro)) throw new ConfigError(`${where}: bench.router_options must map router names to option objects`);
-    for (const [name, v] of Object.entries(ro)) {
-      if (!isObject(v)) throw new ConfigError(`${where}: bench.router_options.${name} must be an object`);
-      routerOptions[name] = v;
-    }
-  }
+  const routerOptions: Record<string, Record<string, unknown>> = { ...(bench?.router_options ?? {}) };
   return { config, routerOptions };
 }
 
@@ -227,12 +225,15 @@ export function planBenchmark(o: Pick<BenchRoutersOptions, 'config' | 'routers' 
     // the base config's router_options belong to its own router_type; others get theirs from bench.router_options
     const opts: Record<string, unknown> = { ...(name === base.model.router_type ? base.model.router_options : {}), ...(o.routerOptions?.[name] ?? {}) };
     let description = descriptions.get(name) ?? '';
-    if (name === 'soft' && opts.slotsPerExpert === undefined) {
-      // Soft MoE computes per slot, not per token: E*S slot FFNs per batch of B*T tokens. k experts
-      // per token is B*T*k expert evaluations, so S = B*T*k/E matches the other routers' FLOPs.
-      const tr = base.training;
-      opts.slotsPerExpert = Math.max(1, Math.round((tr.batch_size * tr.seq_len * base.model.num_experts_per_tok) / base.model.num_local_experts));
-      description += ` [slotsPerExpert ${opts.slotsPerExpert} = batch tokens × k / E, FLOP-matched]`;
+    const fm = routerRegistry.spec(name).traits.flopMatch?.({
+      batchTokens: base.training.batch_size * base.training.seq_len,
+      topK: base.model.num_experts_per_tok,
+      numExperts: base.model.num_local_experts,
+    });
+    // the spec's FLOP-matching options, unless the user set any of them
+    if (fm && Object.keys(fm.options).every((k) => opts[k] === undefined)) {
+      Object.assign(opts, fm.options);
+      description += ` [${fm.note}]`;
     }
     const cfg = parseRunConfig({ ...base, model: { ...base.model, router_type: name, router_options: opts } }, `config for router "${name}"`);
     try {

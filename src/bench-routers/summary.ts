@@ -4,7 +4,7 @@
  * over training, and an auto-written recommendation derived only from those numbers.
  */
 import { computeSaving, lateMean, specialisation } from './metrics.js';
-import { isBatchDependent } from './traits.js';
+import { isBatchDependent, isSoftRouting } from './traits.js';
 import { isTied, seedStats, TIE_MARGIN } from './seeds.js';
 import type { BenchAnalysis, RouterAnalysis, RunRecord } from './types.js';
 
@@ -51,7 +51,7 @@ export function analyseRuns(runs: readonly RunRecord[], opts: { topK: number }):
       meanRouterEntropy: moe ? mean(r.intervals.map((i) => i.routerEntropy)) : null,
       meanExpertsPerToken: moe ? mean(r.intervals.map((i) => i.expertsPerToken)) : null,
       tokensPerSec: r.tokensPerSec,
-      batchDependent: r.kind === 'moe' && isBatchDependent(r.name),
+      batchDependent: r.kind === 'moe' && isBatchDependent(r.model.router_type),
     };
   });
   const seeds = Math.max(1, ...routers.map((r) => r.seeds));
@@ -169,8 +169,7 @@ export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: nu
 }
 
 function isSoft(runs: readonly RunRecord[], name: string): boolean {
-  const r = runs.find((x) => x.name === name);
-  return r?.model.router_type === 'soft';
+  return isSoftRouting(runs.find((x) => x.name === name)?.model.router_type);
 }
 
 function list(xs: string[]): string {

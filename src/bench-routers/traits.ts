@@ -1,18 +1,28 @@
 /**
- * What the numbers of a benchmark cannot show about a router: whether a token's routing depends
- * on the other tokens of its batch. Such routers train fine, but KV-cached generation routes one
- * token at a time and so does not reproduce the routing the model was trained with.
+ * What the numbers of a benchmark cannot show about a router, read from its registered spec
+ * (src/moe/routers/registry.ts, RouterTraits): whether a token's routing depends on the other
+ * tokens of its batch, its routing kind, and why its per-domain usage may be uninformative.
+ * Runs name their router by `model.router_type`; an unregistered one has no traits.
  */
+import { routerRegistry, type RouterTraits } from '../moe/routers/index.js';
 
-const BATCH_DEPENDENT: Record<string, string> = {
-  'expert-choice': 'each expert picks its top tokens among the whole batch, so a token\'s experts depend on the other tokens (and on future ones in causal LM training)',
-  soft: 'every slot is a weighted mix of all tokens of the batch, so a token\'s output depends on the others',
-};
-
-export function isBatchDependent(router: string): boolean {
-  return Object.prototype.hasOwnProperty.call(BATCH_DEPENDENT, router);
+export function routerTraits(routerType: unknown): RouterTraits | undefined {
+  return typeof routerType === 'string' ? routerRegistry.find(routerType)?.traits : undefined;
 }
 
-export function batchDependenceReason(router: string): string | undefined {
-  return BATCH_DEPENDENT[router];
+export function isBatchDependent(routerType: unknown): boolean {
+  return routerTraits(routerType)?.batchDependent !== undefined;
+}
+
+export function batchDependenceReason(routerType: unknown): string | undefined {
+  return routerTraits(routerType)?.batchDependent;
+}
+
+/** Soft routing: experts per token is not a compute measure (every token reaches every slot). */
+export function isSoftRouting(routerType: unknown): boolean {
+  return routerTraits(routerType)?.routing === 'soft';
+}
+
+export function usageCaveat(routerType: unknown): string | undefined {
+  return routerTraits(routerType)?.usageCaveat;
 }

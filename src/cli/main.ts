@@ -197,15 +197,10 @@ export function buildProgram(): Command {
 
   program
     .command('routers')
-    .description('list the registered routers, expert types and balancing losses')
+    .description('list the registered routers, expert types, dispatch strategies and balancing losses, with their options and traits')
     .action(async () => {
-      const moe = await import('../moe/index.js');
-      const show = (title: string, items: { name: string; description: string }[]): void => {
-        process.stdout.write(`${title}:\n`);
-        for (const i of items) process.stdout.write(`  ${i.name.padEnd(18)} ${i.description}\n`);
-      };
-      show('routers', moe.routerRegistry.describe());
-      show('balancing losses', moe.lossRegistry.describe());
+      const { formatRegistries } = await import('./routers-command.js');
+      process.stdout.write(formatRegistries());
     });
 
   return program;

@@ -3,7 +3,12 @@
  * Qwen2-MoE / DeepSeek configs where the concept exists, so import/export maps directly.
  * Validated with zod: unknown fields and invalid values fail with the field's path named.
  */
-import { z } from 'zod';
+import { z, formatIssues, knownKeys, pathString, statement, ConfigError } from '../tensor/validate.js';
+import { routerRegistry } from '../moe/routers/index.js';
+import { lossRegistry } from '../moe/losses/index.js';
+import { sparseDispatchNames } from '../moe/dispatch/index.js';
+
+export { ConfigError };
 
 const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
@@ -35,18 +40,22 @@ export const ModelConfigSchema = z
     shared_expert_intermediate_size: posInt.optional(),
     /** Heterogeneous expert widths (HMoE); overrides moe_intermediate_size per expert. */
     expert_sizes: z.array(posInt).optional(),
+    /** A routerRegistry name. */
     router_type: z.string().default('topk'),
-    /** Router-specific options (validated by the router itself). */
+    /** Router-specific options (validated by the router's own schema when the model is built). */
     router_options: z.record(z.string(), z.unknown()).default({}),
     norm_topk_prob: z.boolean().default(true),
-    /** Omitted: the router's own default (capacity-limited for switch, dropless otherwise). */
-    dispatch: z.enum(['dropless', 'capacity']).optional(),
+    /** A sparse dispatch from dispatchRegistry. Omitted: the router's own default (capacity-limited for switch, dropless otherwise). */
+    dispatch: z.string().optional(),
     /** Expert capacity factor for capacity dispatch (default: the router's, else 1.25). */
     capacity_factor: z.number().positive().optional(),
+    /** Hugging Face-style loss coefficients; each loss spec names the field that enables it (configField). */
     router_aux_loss_coef: nonNeg.default(0.01),
     router_z_loss_coef: nonNeg.default(0.001),
     router_entropy_coef: nonNeg.default(0),
     router_importance_coef: nonNeg.default(0),
+    /** Any registered balancing loss by name -> coefficient; overrides the coefficient fields above for the same loss. */
+    router_losses: z.record(z.string(), nonNeg).default({}),
     hidden_dropout: z.number().min(0).lt(1).default(0),
   })
   .strict()
@@ -58,6 +67,11 @@ export const ModelConfigSchema = z
     }
     if (c.num_local_experts > 0 && c.num_experts_per_tok > c.num_local_experts) {
       ctx.addIssue({ code: 'custom', path: ['num_experts_per_tok'], message: `cannot exceed num_local_experts (${c.num_local_experts})` });
+    }
+    if (!routerRegistry.has(c.router_type)) ctx.addIssue({ code: 'custom', path: ['router_type'], message: `must be one of ${routerRegistry.names().join(', ')}` });
+    if (c.dispatch !== undefined && !sparseDispatchNames().includes(c.dispatch)) ctx.addIssue({ code: 'custom', path: ['dispatch'], message: `must be one of ${sparseDispatchNames().join(', ')}` });
+    for (const name of Object.keys(c.router_losses)) {
+      if (!lossRegistry.has(name)) ctx.addIssue({ code: 'custom', path: ['router_losses', name], ...statement(`unknown loss "${name}": expected one of ${lossRegistry.names().join(', ')}`) });
     }
     if (c.expert_sizes && c.expert_sizes.length !== c.num_local_experts) {
       ctx.addIssue({ code: 'custom', path: ['expert_sizes'], message: `needs one width per expert (${c.num_local_experts}), got ${c.expert_sizes.length}` });
@@ -125,17 +139,20 @@ export const RunConfigSchema = z
 
 export type RunConfig = z.output<typeof RunConfigSchema>;
 
-/** One line per problem, each naming the field path. */
-export function formatZodError(err: z.ZodError, where: string): string {
-  const lines = err.issues.map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`);
-  return `invalid ${where}: ${lines.join('; ')}`;
+/** Every problem in the house format (src/tensor/validate.ts), each naming the field path: `invalid <where>: model.hidden_size: must be > 0, got -3`. */
+export function formatZodError(err: z.ZodError, where: string, input?: unknown, schema?: z.ZodType): string {
+  return formatIssues(err.issues, input, {
+    where: `invalid ${where}`,
+    sep: ': ',
+    label: (p) => (p.length ? pathString(p) : '(root)'),
+    unknown: (p) => `${pathString(p)}: unknown field`,
+    known: schema ? (p) => knownKeys(schema, p) : undefined,
+  });
 }
-
-export class ConfigError extends Error {}
 
 function parseWith<T extends z.ZodType>(schema: T, value: unknown, where: string): z.output<T> {
   const r = schema.safeParse(value);
-  if (!r.success) throw new ConfigError(formatZodError(r.error, where));
+  if (!r.success) throw new ConfigError(formatZodError(r.error, where, value, schema));
   return r.data;
 }
 

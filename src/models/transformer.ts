@@ -9,7 +9,11 @@ import * as T from '../tensor/index.js';
 import { Module, Linear, Embedding, RMSNorm } from '../nn/index.js';
 import { MoELayer, type MoELayerConfig } from '../moe/layer.js';
 import type { MoEAux, RouterContext } from '../moe/types.js';
-import { type ModelConfig, isMoELayer } from './config.js';
+import { routerRegistry } from '../moe/routers/index.js';
+import { expertRegistry } from '../moe/experts/index.js';
+import { dispatchRegistry, type DispatchConfig } from '../moe/dispatch/index.js';
+import { lossRegistry } from '../moe/losses/index.js';
+import { type ModelConfig, isMoELayer, ConfigError } from './config.js';
 
 /** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
 export interface KVCache {
@@ -83,29 +87,42 @@ export class DenseFFN extends Module {
   }
 }
 
-/** The MoE layer config a model config implies. */
+/** Options a spec maps from Hugging Face-style model-config fields (field -> option), where the option is unset. */
+function fromHfFields(c: ModelConfig, fields: Record<string, string> | undefined, opts: Record<string, unknown>): Record<string, unknown> {
+  const hf = c as unknown as Record<string, unknown>;
+  for (const [field, option] of Object.entries(fields ?? {})) if (hf[field] !== undefined && opts[option] === undefined) opts[option] = hf[field];
+  return opts;
+}
+
+/** The MoE layer config a model config implies (router, expert, dispatch and loss specs say which HF fields they read). */
 export function moeLayerConfig(c: ModelConfig): MoELayerConfig {
   const losses: Record<string, number> = {};
-  if (c.router_aux_loss_coef > 0) losses.switch = c.router_aux_loss_coef;
-  if (c.router_z_loss_coef > 0) losses.zloss = c.router_z_loss_coef;
-  if (c.router_entropy_coef > 0) losses.entropy = c.router_entropy_coef;
-  if (c.router_importance_coef > 0) losses.importance = c.router_importance_coef;
-  const routerOpts: Record<string, unknown> = { ...c.router_options };
-  if (c.router_type === 'switch' && c.capacity_factor !== undefined && routerOpts.capacityFactor === undefined) routerOpts.capacityFactor = c.capacity_factor;
-  if ((c.router_type === 'topk') && routerOpts.normalize === undefined) routerOpts.normalize = c.norm_topk_prob;
+  for (const spec of lossRegistry.specs()) {
+    const coef = spec.configField ? (c as unknown as Record<string, unknown>)[spec.configField] : undefined;
+    if (typeof coef === 'number' && coef > 0) losses[spec.name] = coef;
+  }
+  Object.assign(losses, c.router_losses);
+  const routerOpts = fromHfFields(c, routerRegistry.find(c.router_type)?.traits.hfConfig, { ...c.router_options });
+  const expertType = expertRegistry.specs().find((s) => s.traits.hfHiddenAct === c.hidden_act)?.name;
+  if (!expertType) throw new ConfigError(`model config: hidden_act "${c.hidden_act}" maps to no registered expert type`);
+  let dispatch: DispatchConfig | undefined;
+  if (c.dispatch !== undefined) {
+    const d = dispatchRegistry.spec(c.dispatch);
+    dispatch = { type: d.name, ...fromHfFields(c, d.hfConfig, {}) };
+    for (const [k, v] of Object.entries(d.configDefaults ?? {})) if (dispatch[k] === undefined) dispatch[k] = v;
+  }
   return {
     dModel: c.hidden_size,
     numExperts: c.num_local_experts,
     topK: c.num_experts_per_tok,
     experts: {
-      type: c.hidden_act === 'silu' ? 'swiglu' : 'gelu',
+      type: expertType,
       dFF: c.moe_intermediate_size,
       outputScale: outputScale(c),
       ...(c.expert_sizes ? { sizes: c.expert_sizes } : {}),
     },
     router: { type: c.router_type, ...routerOpts },
-    ...(c.dispatch === 'capacity' ? { dispatch: { type: 'capacity', capacityFactor: c.capacity_factor ?? 1.25 } } : {}),
-    ...(c.dispatch === 'dropless' ? { dispatch: { type: 'dropless' } } : {}),
+    ...(dispatch ? { dispatch } : {}),
     ...(c.n_shared_experts > 0 ? { sharedExperts: { count: c.n_shared_experts, dFF: c.shared_expert_intermediate_size ?? c.moe_intermediate_size } } : {}),
     losses,
   };

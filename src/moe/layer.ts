@@ -6,14 +6,15 @@
 import { Tensor } from '../tensor/tensor.js';
 import { Rng } from '../tensor/random.js';
 import { add, scale } from '../tensor/index.js';
+import { z, posInt, nonNegative, formatIssues, knownKeys, pathString, orList, statement, ConfigError } from '../tensor/validate.js';
 import { Module } from '../nn/module.js';
 import type { ExpertBank, MoEAux, Router, RouterContext, RouterOutput } from './types.js';
-import { routerRegistry, type RouterConfig } from './routers/registry.js';
+import { routerRegistry, buildRouter, ROUTER_BASE_FIELDS, type RouterConfig, type RouterSpec } from './routers/registry.js';
 import './routers/index.js';
 import { lossRegistry } from './losses/index.js';
 import { computeRoutingMetrics } from './metrics.js';
-import { expertRegistry, SharedExperts, ACTIVATIONS, type Activation } from './experts/index.js';
-import { droplessDispatch, capacityDispatch, softDispatch, type DispatchConfig, type DispatchResult } from './dispatch/index.js';
+import { expertRegistry, expertSchema, type ExpertSpec, type SharedExpertBank, type ParsedExpertConfig, type ExpertOptionShape } from './experts/index.js';
+import { dispatchRegistry, dispatchSchema, sparseDispatchNames, defaultDispatchConfig, type DispatchConfig, type DispatchResult, type DispatchSpec } from './dispatch/index.js';
 
 export interface MoELayerConfig {
   dModel: number;
@@ -21,20 +22,19 @@ export interface MoELayerConfig {
   numExperts: number;
   /** Experts per token for token-choice routers (expert choice derives its capacity from it). */
   topK: number;
-  experts: {
-    type: Activation;
-    /** Expert width (every expert, unless `sizes` gives per-expert widths). */
-    dFF: number;
-    /** Heterogeneous widths (HMoE), one per expert. */
-    sizes?: number[];
-    /** Multiplier on the output projections' init std (default 1). */
-    outputScale?: number;
-  };
+  /**
+   * `type` picks the expert type from expertRegistry; other fields are its options (for the FFN
+   * types: dFF, sizes for heterogeneous widths (HMoE), outputScale on the output projections' init std).
+   */
+  experts: { type: string; dFF?: number; sizes?: number[]; outputScale?: number; [option: string]: unknown };
   /** `type` picks the router from routerRegistry; other fields are the router's own options. */
   router: { type: string; [option: string]: unknown };
-  /** Default: the router's own default (Switch: capacity), else dropless. Ignored by soft routers (Soft MoE never drops). */
+  /**
+   * A sparse dispatch from dispatchRegistry. Default: the router's own default (Switch: capacity),
+   * else dropless. Soft routers always use the soft dispatch (Soft MoE never drops).
+   */
   dispatch?: DispatchConfig;
-  /** Dense experts every token goes through (DeepSeekMoE), added to the routed output. */
+  /** Dense experts every token goes through (DeepSeekMoE), of the routed experts' type, added to the routed output. */
   sharedExperts?: { count: number; dFF: number };
   /** Balancing losses by lossRegistry name -> coefficient. */
   losses?: Record<string, number>;
@@ -45,91 +45,61 @@ export interface MoEForward {
   aux: MoEAux;
 }
 
-const TOP_KEYS = ['dModel', 'numExperts', 'topK', 'experts', 'router', 'dispatch', 'sharedExperts', 'losses'];
+const typed = () => z.looseObject({ type: z.string({ error: 'must be a string' }) });
 
-function fail(field: string, rule: string, v: unknown): never {
-  throw new Error(`MoELayer: config.${field} must be ${rule}, got ${JSON.stringify(v)}`);
-}
-
-function posInt(field: string, v: unknown): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) fail(field, 'a positive integer', v);
-  return v;
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function checkKeys(field: string, obj: Record<string, unknown>, known: readonly string[]): void {
-  for (const k of Object.keys(obj)) {
-    if (!known.includes(k)) throw new Error(`MoELayer: unknown field config.${field ? field + '.' : ''}${k} (known: ${known.join(', ')})`);
-  }
-}
-
-/** Validate a config, failing with an error that names the field. Returns it normalised. */
-export function validateMoEConfig(cfg: unknown): Required<Pick<MoELayerConfig, 'dispatch' | 'losses'>> & MoELayerConfig {
-  if (!isObject(cfg)) throw new Error(`MoELayer: config must be an object, got ${JSON.stringify(cfg)}`);
-  checkKeys('', cfg, TOP_KEYS);
-  const dModel = posInt('dModel', cfg.dModel);
-  const numExperts = posInt('numExperts', cfg.numExperts);
-  const topK = posInt('topK', cfg.topK);
-  if (topK > numExperts) fail('topK', `at most numExperts (${numExperts})`, topK);
-
-  const ex = cfg.experts;
-  if (!isObject(ex)) fail('experts', 'an object { type, dFF, sizes?, outputScale? }', ex);
-  checkKeys('experts', ex, ['type', 'dFF', 'sizes', 'outputScale']);
-  if (typeof ex.type !== 'string' || !expertRegistry.has(ex.type)) fail('experts.type', `one of ${expertRegistry.names().join(', ')}`, ex.type);
-  if (!(ACTIVATIONS as readonly string[]).includes(ex.type)) fail('experts.type', `one of ${ACTIVATIONS.join(', ')}`, ex.type);
-  if (ex.sizes === undefined) posInt('experts.dFF', ex.dFF);
-  else {
-    if (ex.dFF !== undefined) posInt('experts.dFF', ex.dFF);
-    if (!Array.isArray(ex.sizes) || ex.sizes.length !== numExperts) fail('experts.sizes', `an array of ${numExperts} expert widths (one per expert)`, ex.sizes);
-    (ex.sizes as unknown[]).forEach((f, i) => posInt(`experts.sizes[${i}]`, f));
-  }
-  if (ex.outputScale !== undefined && (typeof ex.outputScale !== 'number' || !Number.isFinite(ex.outputScale) || ex.outputScale <= 0)) {
-    fail('experts.outputScale', 'a positive finite number', ex.outputScale);
-  }
-
-  const r = cfg.router;
-  if (!isObject(r)) fail('router', 'an object { type, ...options }', r);
-  if (typeof r.type !== 'string' || !routerRegistry.has(r.type)) fail('router.type', `one of ${routerRegistry.names().join(', ') || '(no routers registered)'}`, r.type);
-  for (const k of ['dModel', 'numExperts', 'topK']) {
-    if (k in r) throw new Error(`MoELayer: config.router.${k} is taken from config.${k}; remove it from the router options`);
-  }
-
-  let dispatch: DispatchConfig = { type: 'dropless' };
-  if (cfg.dispatch !== undefined) {
-    const d = cfg.dispatch;
-    if (!isObject(d)) fail('dispatch', "{ type: 'dropless' } or { type: 'capacity', capacityFactor }", d);
-    if (d.type === 'dropless') {
-      checkKeys('dispatch', d, ['type']);
-      dispatch = { type: 'dropless' };
-    } else if (d.type === 'capacity') {
-      checkKeys('dispatch', d, ['type', 'capacityFactor']);
-      const cf = d.capacityFactor;
-      if (typeof cf !== 'number' || !Number.isFinite(cf) || cf <= 0) fail('dispatch.capacityFactor', 'a positive finite number', cf);
-      dispatch = { type: 'capacity', capacityFactor: cf };
-    } else fail('dispatch.type', "'dropless' or 'capacity'", d.type);
-  }
-
-  if (cfg.sharedExperts !== undefined) {
-    const s = cfg.sharedExperts;
-    if (!isObject(s)) fail('sharedExperts', 'an object { count, dFF }', s);
-    checkKeys('sharedExperts', s, ['count', 'dFF']);
-    posInt('sharedExperts.count', s.count);
-    posInt('sharedExperts.dFF', s.dFF);
-  }
-
-  const losses: Record<string, number> = {};
-  if (cfg.losses !== undefined) {
-    if (!isObject(cfg.losses)) fail('losses', 'an object { lossName: coefficient }', cfg.losses);
-    for (const [name, c] of Object.entries(cfg.losses)) {
-      if (!lossRegistry.has(name)) throw new Error(`MoELayer: config.losses.${name}: unknown loss "${name}": expected one of ${lossRegistry.names().join(', ')}`);
-      if (typeof c !== 'number' || !Number.isFinite(c) || c < 0) fail(`losses.${name}`, 'a finite non-negative coefficient', c);
-      losses[name] = c;
+/** The layer's own fields; the experts', router's and dispatch's options are checked by their specs. */
+const LayerSchema = z
+  .object({
+    dModel: posInt(),
+    numExperts: posInt(),
+    topK: posInt(),
+    experts: typed(),
+    router: typed(),
+    dispatch: typed().optional(),
+    sharedExperts: z.object({ count: posInt(), dFF: posInt() }).strict().optional(),
+    losses: z.record(z.string(), nonNegative('a finite non-negative coefficient')).optional(),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const issue = (path: (string | number)[], message: string | ReturnType<typeof statement>) =>
+      ctx.addIssue({ code: 'custom', path, ...(typeof message === 'string' ? { message } : message) });
+    if (c.topK > c.numExperts) issue(['topK'], `must be at most numExperts (${c.numExperts})`);
+    if (!expertRegistry.has(c.experts.type)) issue(['experts', 'type'], `must be one of ${expertRegistry.names().join(', ')}`);
+    for (const k of ['numExperts', 'dModel']) if (k in c.experts) issue(['experts', k], `is taken from config.${k}; remove it from the expert options`);
+    if (!routerRegistry.has(c.router.type)) issue(['router', 'type'], `must be one of ${routerRegistry.names().join(', ') || '(no routers registered)'}`);
+    for (const k of ROUTER_BASE_FIELDS) if (k !== 'type' && k in c.router) issue(['router', k], `is taken from config.${k}; remove it from the router options`);
+    if (c.dispatch && !sparseDispatchNames().includes(c.dispatch.type)) issue(['dispatch', 'type'], `must be ${orList(sparseDispatchNames().map((n) => `'${n}'`))}`);
+    for (const name of Object.keys(c.losses ?? {})) {
+      if (!lossRegistry.has(name)) issue(['losses', name], statement(`unknown loss "${name}": expected one of ${lossRegistry.names().join(', ')}`));
     }
-  }
-  return { ...(cfg as unknown as MoELayerConfig), dModel, numExperts, topK, dispatch, losses };
+  });
+
+export type ValidMoEConfig = Required<Pick<MoELayerConfig, 'losses'>> & MoELayerConfig;
+
+/** Validate a config, failing with one error that names each bad field (the house format). Returns it normalised. */
+export function validateMoEConfig(cfg: unknown): ValidMoEConfig & { dispatch: DispatchConfig } {
+  const fail = (issues: readonly z.core.$ZodIssue[], schema: z.ZodType): never => {
+    throw new ConfigError(
+      formatIssues(issues, cfg, {
+        where: 'MoELayer',
+        label: (p) => (p.length ? `config.${pathString(p)}` : 'config'),
+        unknown: (p) => `unknown field config.${pathString(p)}`,
+        // the layer fills numExperts/dModel of the experts itself
+        known: (p) => knownKeys(schema, p)?.filter((k) => !(p[0] === 'experts' && (k === 'numExperts' || k === 'dModel'))),
+      }),
+    );
+  };
+  const r = LayerSchema.safeParse(cfg);
+  if (!r.success) fail(r.error.issues, LayerSchema);
+  const c = r.data!;
+  // the type's own options, checked by its spec with the layer's dimensions
+  const prefixed = (schema: z.ZodType, value: unknown, prefix: string): void => {
+    const rr = schema.safeParse(value);
+    if (!rr.success) fail(rr.error.issues.map((i) => ({ ...i, path: [prefix, ...i.path] })), z.object({ [prefix]: schema }));
+  };
+  prefixed(expertSchema(expertRegistry.spec(c.experts.type)), { ...c.experts, numExperts: c.numExperts, dModel: c.dModel }, 'experts');
+  if (c.dispatch) prefixed(dispatchSchema(dispatchRegistry.spec(c.dispatch.type)), c.dispatch, 'dispatch');
+  return { ...(cfg as MoELayerConfig), dModel: c.dModel, numExperts: c.numExperts, topK: c.topK, dispatch: (c.dispatch as DispatchConfig) ?? defaultDispatchConfig(), losses: c.losses ?? {} };
 }
 
 export class MoELayer extends Module {
@@ -139,8 +109,10 @@ export class MoELayer extends Module {
   readonly topK: number;
   router: Router;
   experts: ExpertBank;
-  shared: SharedExperts | null;
-  private dispatchCfg: DispatchConfig;
+  shared: SharedExpertBank | null;
+  /** The specs of the parts (what `moe-ts routers` lists), for code that reads their traits. */
+  readonly specs: { router: RouterSpec; experts: ExpertSpec; dispatch: DispatchSpec };
+  private readonly dispatchOptions: DispatchConfig;
   private readonly lossCoefs: [string, number][];
   /** Tokens per expert routed in training-mode forwards since the last afterStep(). */
   private stepLoad: Float64Array;
@@ -152,23 +124,30 @@ export class MoELayer extends Module {
     this.dModel = cfg.dModel;
     this.numExperts = cfg.numExperts;
     this.topK = cfg.topK;
-    this.dispatchCfg = cfg.dispatch; // replaced by the router's default below when the config names none
     this.lossCoefs = Object.entries(cfg.losses);
     const { type: routerType, ...routerOpts } = cfg.router;
     const rcfg: RouterConfig = { ...routerOpts, type: routerType, dModel: cfg.dModel, numExperts: cfg.numExperts, topK: cfg.topK };
-    this.router = routerRegistry.get(routerType)(rcfg, rng);
-    if (config.dispatch === undefined && this.router.defaultDispatch) this.dispatchCfg = this.router.defaultDispatch;
+    const built = buildRouter(rcfg, rng);
+    this.router = built.router;
     if (this.router.numExperts !== cfg.numExperts) {
       throw new Error(`MoELayer: router "${routerType}" reports ${this.router.numExperts} experts, config.numExperts is ${cfg.numExperts}`);
     }
-    const ex = cfg.experts;
-    this.experts = expertRegistry.get(ex.type)(
-      { numExperts: cfg.numExperts, dModel: cfg.dModel, dFF: ex.dFF, sizes: ex.sizes, outputScale: ex.outputScale },
-      rng,
-    );
-    this.shared = cfg.sharedExperts
-      ? new SharedExperts(cfg.sharedExperts.count, cfg.dModel, cfg.sharedExperts.dFF, ex.type, rng, { outputScale: ex.outputScale })
-      : null;
+    // the configured dispatch, unless the config names none or it cannot consume this router's routing kind
+    const routerDefault = built.spec.traits.defaultDispatch?.(built.config) ?? defaultDispatchConfig();
+    let dispatch = config.dispatch === undefined ? routerDefault : cfg.dispatch;
+    if (dispatchRegistry.spec(dispatch.type).routing !== built.spec.traits.routing) dispatch = routerDefault;
+    const dispatchSpec = dispatchRegistry.spec(dispatch.type);
+    if (dispatchSpec.routing !== built.spec.traits.routing) {
+      throw new Error(`MoELayer: router "${routerType}" makes ${built.spec.traits.routing} routing but its default dispatch "${dispatch.type}" consumes ${dispatchSpec.routing} routing`);
+    }
+    this.dispatchOptions = dispatchSchema(dispatchSpec).parse(dispatch) as DispatchConfig;
+    const expertSpec = expertRegistry.spec(cfg.experts.type);
+    const { type: _type, ...expertOpts } = cfg.experts;
+    const ecfg = { ...expertOpts, numExperts: cfg.numExperts, dModel: cfg.dModel };
+    this.experts = expertRegistry.get(cfg.experts.type)(ecfg, rng);
+    if (cfg.sharedExperts && !expertSpec.createShared) throw new ConfigError(`MoELayer: config.sharedExperts: expert type "${expertSpec.name}" has no shared-expert form`);
+    this.shared = cfg.sharedExperts ? expertSpec.createShared!(cfg.sharedExperts.count, cfg.dModel, cfg.sharedExperts.dFF, expertSchema(expertSpec).parse(ecfg) as ParsedExpertConfig<ExpertOptionShape>, rng) : null;
+    this.specs = { router: built.spec, experts: expertSpec, dispatch: dispatchSpec };
     this.stepLoad = new Float64Array(cfg.numExperts);
   }
 
@@ -180,10 +159,9 @@ export class MoELayer extends Module {
     const T = x.shape[0];
     const E = this.numExperts;
     const out = this.router.route(x, ctx);
-    let res: DispatchResult;
-    if (out.routing.kind === 'soft') res = softDispatch(x, out.routing, this.experts);
-    else if (this.dispatchCfg.type === 'capacity') res = capacityDispatch(x, out.routing, this.experts, this.dispatchCfg.capacityFactor);
-    else res = droplessDispatch(x, out.routing, this.experts);
+    const d = this.specs.dispatch;
+    if (out.routing.kind !== d.routing) throw new Error(`MoELayer.forward: router "${this.specs.router.name}" returned ${out.routing.kind} routing; dispatch "${d.name}" consumes ${d.routing} routing`);
+    const res: DispatchResult = d.run(x, out.routing, this.experts, this.dispatchOptions);
     let y = res.y;
     if (this.shared) y = add(y, this.shared.forward(x));
 
@@ -225,7 +203,7 @@ export class MoELayer extends Module {
     this.router.afterStep?.(load);
   }
 
-  /** Multiply-adds of the experts per token routed to expert e (plus shared experts, per token). */
+  /** Multiply-adds of expert e per token routed to it (shared experts not included: see shared.flopsPerToken()). */
   flopsPerToken(e: number): number {
     return this.experts.flopsPerToken(e);
   }

@@ -4,70 +4,19 @@
  * float64 from the same weights. No sorting, no grouping, no autograd. Slow on purpose.
  */
 import type { Tensor } from '../tensor/tensor.js';
-import { sigmoidScalar } from '../tensor/index.js';
 import type { ExpertBank, RouterOutput, SoftRouting, SparseRouting } from './types.js';
-import { FFNExperts, HeterogeneousExperts, SharedExperts, type Activation } from './experts/ffn.js';
+import type { SharedExpertBank } from './experts/registry.js';
 import type { MoELayer } from './layer.js';
 
-const GELU_C = Math.sqrt(2 / Math.PI);
-
-function act(kind: Activation, gate: number, value: number): number {
-  if (kind === 'swiglu') return gate * sigmoidScalar(gate) * value;
-  return 0.5 * gate * (1 + Math.tanh(GELU_C * (gate + 0.044715 * gate * gate * gate)));
-}
-
-/**
- * One FFN on one row: w1/w3 read as [d, f] starting at offset o1, w2 as [f, d] at o2.
- * Returns the output row [d] in float64.
- */
-function ffnRow(
-  x: ArrayLike<number>,
-  d: number,
-  f: number,
-  kind: Activation,
-  w1: Float32Array,
-  w3: Float32Array | null,
-  w2: Float32Array,
-  o1: number,
-  o2: number,
-  w1Stride = f,
-  w2RowOff = 0,
-): Float64Array {
-  const y = new Float64Array(d);
-  for (let j = 0; j < f; j++) {
-    let g = 0;
-    let v = 0;
-    for (let i = 0; i < d; i++) {
-      g += x[i] * w1[o1 + i * w1Stride + j];
-      if (w3) v += x[i] * w3[o1 + i * w1Stride + j];
-    }
-    const h = act(kind, g, v);
-    for (let i = 0; i < d; i++) y[i] += h * w2[o2 + (w2RowOff + j) * d + i];
-  }
-  return y;
-}
-
-/** Expert e of a bank applied to one row [d] (float64). */
+/** Expert e of a bank applied to one row [d] (float64): the bank's own dense oracle. */
 export function referenceExpert(experts: ExpertBank, e: number, x: ArrayLike<number>): Float64Array {
-  if (experts instanceof HeterogeneousExperts) return referenceExpert(experts.banks[experts.bankOf[e]], experts.localOf[e], x);
-  if (!(experts instanceof FFNExperts)) throw new Error(`referenceExpert: unsupported expert bank ${experts.constructor.name}`);
-  const d = experts.dModel;
-  const f = experts.dFF;
-  return ffnRow(x, d, f, experts.activation, experts.w1.data, experts.w3?.data ?? null, experts.w2.data, e * d * f, e * f * d);
+  if (!experts.referenceForward) throw new Error(`referenceExpert: expert bank ${experts.constructor.name} has no referenceForward`);
+  return experts.referenceForward(e, x);
 }
 
-/** The shared experts on one row, one expert at a time (their sum is the fused dense FFN). */
-export function referenceShared(shared: SharedExperts, x: ArrayLike<number>): Float64Array {
-  const d = shared.dModel;
-  const f = shared.dFF;
-  const h = shared.count * f;
-  const y = new Float64Array(d);
-  for (let s = 0; s < shared.count; s++) {
-    // expert s owns hidden columns [s*f, (s+1)*f) of w1/w3 and rows of w2
-    const ys = ffnRow(x, d, f, shared.activation, shared.w1.data, shared.w3?.data ?? null, shared.w2.data, s * f, 0, h, s * f);
-    for (let i = 0; i < d; i++) y[i] += ys[i];
-  }
-  return y;
+/** The shared experts on one row (float64). */
+export function referenceShared(shared: SharedExpertBank, x: ArrayLike<number>): Float64Array {
+  return shared.referenceForward(x);
 }
 
 function row(x: Tensor, t: number): Float32Array {

@@ -1,8 +1,9 @@
 /**
  * The narrow interfaces of the MoE layer. A router turns token representations into one typed
  * routing record; experts compute on tokens grouped by expert; dispatch moves tokens between
- * the two; balancing losses and metrics read the routing record. Each piece is registered by
- * name (registry.ts) so a config can pick it and a new paper's idea is one new file.
+ * the two; balancing losses and metrics read the routing record. Each piece is registered as a
+ * spec (registry.ts: factory, options schema, traits) so a config can pick it by name and a new
+ * paper's idea is one new file.
  */
 import type { Tensor } from '../tensor/tensor.js';
 import type { Rng } from '../tensor/random.js';
@@ -73,11 +74,6 @@ export interface RouterOutput {
 
 export interface Router extends Module {
   readonly numExperts: number;
-  /**
-   * The dispatch this routing algorithm is defined with, used when the layer config names none
-   * (Switch: capacity-limited with its capacity factor). Absent: dropless.
-   */
-  readonly defaultDispatch?: { type: 'dropless' } | { type: 'capacity'; capacityFactor: number };
   route(x: Tensor, ctx: RouterContext): RouterOutput;
   /**
    * Called once per optimizer step after backward with the step's expert loads
@@ -95,6 +91,8 @@ export interface ExpertBank extends Module {
   forwardGrouped(x: Tensor, sizes: Int32Array): Tensor;
   /** Multiply-adds per token routed to expert e (for FLOP accounting). */
   flopsPerToken(e: number): number;
+  /** Expert e on one row [dModel], computed plainly in float64: the oracle of the conformance tests (src/moe/reference.ts). */
+  referenceForward?(e: number, x: ArrayLike<number>): Float64Array;
 }
 
 /** A balancing / stability loss: reads the routing record, returns an unscaled scalar. */

@@ -4,7 +4,7 @@
  */
 import { DENSE_COLOR, PALETTE, barChart, groupedBarChart, heatmapChart, lineChart, shortNumber, type LineSeries } from './charts.js';
 import { usageShares } from '../metrics.js';
-import { batchDependenceReason } from '../traits.js';
+import { batchDependenceReason, isSoftRouting, usageCaveat } from '../traits.js';
 import { TIE_MARGIN } from '../summary.js';
 import type { BenchResults, RouterAnalysis, RunRecord } from '../types.js';
 
@@ -137,7 +137,7 @@ export function renderReport(results: BenchResults): string {
       };
       return figure(fig, 'small');
     });
-    const caveat = usageCaveat(r.name);
+    const caveat = usageCaveat(r.model.router_type);
     heatmaps.push(`<div class="heat-row"><div class="heat-name"><span class="swatch" style="background:${colors.get(r.name)}"></span><strong>${escapeHtml(r.name)}</strong><span class="muted">mean specialisation ${f(an.meanSpecialisation, 2)}</span>${caveat ? `<div class="note">${escapeHtml(caveat)}</div>` : ''}</div><div class="heat-cells">${cells.join('\n')}</div></div>`);
   }
 
@@ -229,7 +229,7 @@ export function renderReport(results: BenchResults): string {
     <li>Validation loss is the token-weighted mean cross-entropy over held-out windows of each domain. Routing metrics on the training curves are step means over each evaluation interval (means over MoE layers).</li>
     <li>Specialisation is I(expert; domain) / H(domain) on the validation sets, treating each routed assignment as one sample.</li>
     <li>Throughput is measured on the machine that ran the benchmark, one model after another; small differences are noise.</li>
-    ${moeDone.filter((r) => batchDependenceReason(r.name)).map((r) => `<li><strong>${escapeHtml(r.name)}</strong>: ${escapeHtml(batchDependenceReason(r.name)!)}.</li>`).join('\n    ')}
+    ${moeDone.filter((r) => batchDependenceReason(r.model.router_type)).map((r) => `<li><strong>${escapeHtml(r.name)}</strong>: ${escapeHtml(batchDependenceReason(r.model.router_type)!)}.</li>`).join('\n    ')}
   </ul>
 </section>
 
@@ -248,13 +248,6 @@ export function renderReport(results: BenchResults): string {
   return html;
 }
 
-/** Why a router's per-domain usage cannot show specialisation, when its mechanism forces the answer. */
-function usageCaveat(router: string): string | undefined {
-  if (router === 'expert-choice') return 'Validation batches come from one domain at a time and every expert takes the same number of tokens from each batch, so per-domain usage is uniform by construction: a specialisation of 0 here says nothing about the router.';
-  if (router === 'hash') return 'Routing is a fixed function of the token id, so any domain preference comes from the domains\' different byte distributions, not from learning.';
-  return undefined;
-}
-
 function swatch(color: string | undefined): string {
   return `<span class="swatch" style="background:${color}"></span>`;
 }
@@ -267,7 +260,7 @@ function rankingTable(ranked: RunRecord[], byName: Map<string, RouterAnalysis>, 
     if (an.batchDependent) notes.push('batch-dependent: no exact KV-cached decoding');
     if (an.lateDroppedFraction && an.lateDroppedFraction > 0.01) notes.push('drops tokens');
     const k = Number(r.model.num_experts_per_tok);
-    if (an.meanExpertsPerToken !== null && r.model.router_type !== 'soft' && Math.abs(an.meanExpertsPerToken - k) / k > 0.1) notes.push(`${an.meanExpertsPerToken.toFixed(2)} experts/token vs k = ${k}: compute not matched`);
+    if (an.meanExpertsPerToken !== null && !isSoftRouting(r.model.router_type) && Math.abs(an.meanExpertsPerToken - k) / k > 0.1) notes.push(`${an.meanExpertsPerToken.toFixed(2)} experts/token vs k = ${k}: compute not matched`);
     let saving = '—';
     if (r.kind === 'moe' && an.saving) {
       saving = an.saving.ratio === null ? '<span class="muted">not reached</span>' : `${an.saving.ratio.toFixed(2)}× <span class="${an.saving.ratio < 1 ? 'good' : 'bad'}">(${an.saving.ratio < 1 ? '−' : '+'}${Math.abs(100 * (1 - an.saving.ratio)).toFixed(0)}%)</span>`;

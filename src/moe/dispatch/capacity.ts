@@ -7,7 +7,9 @@
  */
 import type { Tensor } from '../../tensor/tensor.js';
 import type { ExpertBank, SparseRouting } from '../types.js';
+import { positive } from '../../tensor/validate.js';
 import { checkSparseRouting, runSorted, sortByExpert, type DispatchResult } from './dropless.js';
+import { dispatchRegistry, defineDispatch } from './registry.js';
 
 /** ceil(capacityFactor * assignments / numExperts) (= capacityFactor * T * k / E). */
 export function expertCapacity(capacityFactor: number, assignments: number, numExperts: number): number {
@@ -53,3 +55,16 @@ export function capacityDispatch(x: Tensor, routing: SparseRouting, experts: Exp
   const sorted = sortByExpert(routing.tokenIdx, routing.expertIdx, E, kept);
   return { y: runSorted(x, sorted, routing.weights, experts), kept, sizes: sorted.sizes, capacity };
 }
+
+dispatchRegistry.register(
+  defineDispatch({
+    name: 'capacity',
+    summary: 'each expert computes at most ceil(capacityFactor * T * k / E) assignments; the lowest-priority overflow is dropped',
+    paper: { authors: 'Lepikhin et al.', title: 'GShard: Scaling Giant Models with Conditional Computation and Automatic Sharding', year: 2020 },
+    routing: 'sparse',
+    options: { capacityFactor: positive().describe('expert capacity as a multiple of the balanced load T * k / E') },
+    hfConfig: { capacity_factor: 'capacityFactor' },
+    configDefaults: { capacityFactor: 1.25 },
+    run: (x, routing, experts, o) => capacityDispatch(x, routing as SparseRouting, experts, o.capacityFactor),
+  }),
+);

@@ -8,6 +8,7 @@
 import type { Tensor } from '../../tensor/tensor.js';
 import { gatherRows, combineRows, scatterRows } from '../../tensor/index.js';
 import type { ExpertBank, SparseRouting } from '../types.js';
+import { dispatchRegistry, defineDispatch } from './registry.js';
 
 /** Assignments grouped by expert. */
 export interface ExpertSort {
@@ -112,3 +113,15 @@ export function droplessDispatch(x: Tensor, routing: SparseRouting, experts: Exp
   const sorted = sortByExpert(routing.tokenIdx, routing.expertIdx, experts.numExperts);
   return { y: runSorted(x, sorted, routing.weights, experts), sizes: sorted.sizes };
 }
+
+dispatchRegistry.register(
+  defineDispatch({
+    name: 'dropless',
+    summary: 'every assignment computed: sort by expert, one grouped matmul per projection, weighted scatter-add',
+    paper: { authors: 'Gale et al.', title: 'MegaBlocks: Efficient Sparse Training with Mixture-of-Experts', year: 2022 },
+    routing: 'sparse',
+    isDefault: true,
+    options: {},
+    run: (x, routing, experts) => droplessDispatch(x, routing as SparseRouting, experts),
+  }),
+);

@@ -8,6 +8,7 @@ import type { Tensor } from '../../tensor/tensor.js';
 import { matmul, transpose } from '../../tensor/index.js';
 import type { ExpertBank, SoftRouting } from '../types.js';
 import type { DispatchResult } from './dropless.js';
+import { dispatchRegistry, defineDispatch } from './registry.js';
 
 export function softDispatch(x: Tensor, routing: SoftRouting, experts: ExpertBank): DispatchResult {
   const E = experts.numExperts;
@@ -25,3 +26,14 @@ export function softDispatch(x: Tensor, routing: SoftRouting, experts: ExpertBan
   const ys = experts.forwardGrouped(slots, sizes);
   return { y: matmul(routing.combine, ys), sizes };
 }
+
+dispatchRegistry.register(
+  defineDispatch({
+    name: 'soft',
+    summary: 'slot inputs are weighted averages of all tokens, token outputs weighted averages of all slot outputs (never drops)',
+    paper: { authors: 'Puigcerver et al.', title: 'From Sparse to Soft Mixtures of Experts', year: 2023 },
+    routing: 'soft',
+    options: {},
+    run: (x, routing, experts) => softDispatch(x, routing as SoftRouting, experts),
+  }),
+);

@@ -8,12 +8,13 @@
  */
 import { Tensor } from '../../tensor/tensor.js';
 import { Rng } from '../../tensor/random.js';
-import { groupedMatmul, matmul, swiglu, geluFused, scaledSwiglu, scaledGelu, gatherRows, scatterRows, concat, expertSwigluFFN } from '../../tensor/index.js';
+import { sigmoidScalar, groupedMatmul, matmul, swiglu, geluFused, scaledSwiglu, scaledGelu, gatherRows, scatterRows, concat, expertSwigluFFN } from '../../tensor/index.js';
 import { Module, Parameter, param } from '../../nn/module.js';
+import { z, checkValue, posInt, positive } from '../../tensor/validate.js';
 import type { ExpertBank } from '../types.js';
+import { expertRegistry, defineExperts } from './registry.js';
 
 export type Activation = 'swiglu' | 'gelu';
-export const ACTIVATIONS: readonly Activation[] = ['swiglu', 'gelu'];
 
 export interface ExpertInit {
   /**
@@ -23,19 +24,53 @@ export interface ExpertInit {
   outputScale?: number;
 }
 
-function checkPositiveInt(what: string, v: unknown): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new Error(`${what} must be a positive integer, got ${JSON.stringify(v)}`);
-  return v;
-}
+const ACTIVATION = z.enum(['swiglu', 'gelu'], { error: 'must be one of swiglu, gelu' });
 
 function checkActivation(what: string, a: unknown): Activation {
-  if (!(ACTIVATIONS as readonly unknown[]).includes(a)) throw new Error(`${what} must be one of ${ACTIVATIONS.join(', ')}, got ${JSON.stringify(a)}`);
-  return a as Activation;
+  return checkValue(ACTIVATION, a, what, 'activation');
+}
+
+const GELU_C = Math.sqrt(2 / Math.PI);
+
+/** The activation in float64, for the reference: swiglu(gate, value) or gelu(gate) (tanh form, as the kernels). */
+function refAct(kind: Activation, gate: number, value: number): number {
+  if (kind === 'swiglu') return gate * sigmoidScalar(gate) * value;
+  return 0.5 * gate * (1 + Math.tanh(GELU_C * (gate + 0.044715 * gate * gate * gate)));
+}
+
+/**
+ * One FFN on one row in float64, the oracle of the fast path: w1/w3 read as [d, f] starting at
+ * offset o1 (row stride w1Stride), w2 as [f, d] at o2 (starting at hidden row w2RowOff).
+ */
+function ffnRowReference(
+  x: ArrayLike<number>,
+  d: number,
+  f: number,
+  kind: Activation,
+  w1: Float32Array,
+  w3: Float32Array | null,
+  w2: Float32Array,
+  o1: number,
+  o2: number,
+  w1Stride = f,
+  w2RowOff = 0,
+): Float64Array {
+  const y = new Float64Array(d);
+  for (let j = 0; j < f; j++) {
+    let g = 0;
+    let v = 0;
+    for (let i = 0; i < d; i++) {
+      g += x[i] * w1[o1 + i * w1Stride + j];
+      if (w3) v += x[i] * w3[o1 + i * w1Stride + j];
+    }
+    const h = refAct(kind, g, v);
+    for (let i = 0; i < d; i++) y[i] += h * w2[o2 + (w2RowOff + j) * d + i];
+  }
+  return y;
 }
 
 function outputStd(dFF: number, init: ExpertInit, what: string): number {
-  const s = init.outputScale ?? 1;
-  if (!Number.isFinite(s) || s <= 0) throw new Error(`${what}: outputScale must be a positive finite number, got ${s}`);
+  const s = checkValue(positive(), init.outputScale ?? 1, what, 'outputScale');
   return s / Math.sqrt(dFF);
 }
 
@@ -55,10 +90,10 @@ export class FFNExperts extends Module implements ExpertBank {
 
   constructor(numExperts: number, dModel: number, dFF: number, activation: Activation, rng: Rng, init: ExpertInit = {}) {
     super();
-    this.numExperts = checkPositiveInt('FFNExperts: numExperts', numExperts);
-    this.dModel = checkPositiveInt('FFNExperts: dModel', dModel);
-    this.dFF = checkPositiveInt('FFNExperts: dFF', dFF);
-    this.activation = checkActivation('FFNExperts: activation', activation);
+    this.numExperts = checkValue(posInt(), numExperts, 'FFNExperts', 'numExperts');
+    this.dModel = checkValue(posInt(), dModel, 'FFNExperts', 'dModel');
+    this.dFF = checkValue(posInt(), dFF, 'FFNExperts', 'dFF');
+    this.activation = checkActivation('FFNExperts', activation);
     const inStd = 1 / Math.sqrt(dModel);
     this.w1 = param([numExperts, dModel, dFF], { normal: inStd }, rng);
     this.w3 = activation === 'swiglu' ? param([numExperts, dModel, dFF], { normal: inStd }, rng) : null;
@@ -111,6 +146,13 @@ export class FFNExperts extends Module implements ExpertBank {
   expertWidth(_e: number): number {
     return this.dFF;
   }
+
+  /** Expert e on one row [d], densely in float64 from the same weights (the oracle of the fast path). */
+  referenceForward(e: number, x: ArrayLike<number>): Float64Array {
+    const d = this.dModel;
+    const f = this.dFF;
+    return ffnRowReference(x, d, f, this.activation, this.w1.data, this.w3?.data ?? null, this.w2.data, e * d * f, e * f * d);
+  }
 }
 
 /**
@@ -132,10 +174,10 @@ export class HeterogeneousExperts extends Module implements ExpertBank {
   constructor(sizes: readonly number[], dModel: number, activation: Activation, rng: Rng, init: ExpertInit = {}) {
     super();
     if (!Array.isArray(sizes) || sizes.length === 0) throw new Error('HeterogeneousExperts: sizes must be a non-empty array of expert widths');
-    sizes.forEach((f, e) => checkPositiveInt(`HeterogeneousExperts: sizes[${e}]`, f));
+    sizes.forEach((f, e) => checkValue(posInt(), f, 'HeterogeneousExperts', `sizes[${e}]`));
     this.numExperts = sizes.length;
-    this.dModel = checkPositiveInt('HeterogeneousExperts: dModel', dModel);
-    this.activation = checkActivation('HeterogeneousExperts: activation', activation);
+    this.dModel = checkValue(posInt(), dModel, 'HeterogeneousExperts', 'dModel');
+    this.activation = checkActivation('HeterogeneousExperts', activation);
     this.sizes = Object.freeze(sizes.slice());
     // banks in order of first appearance, so equal configs give equal parameter names
     const widths: number[] = [];
@@ -197,6 +239,10 @@ export class HeterogeneousExperts extends Module implements ExpertBank {
   expertWidth(e: number): number {
     return this.sizes[e];
   }
+
+  referenceForward(e: number, x: ArrayLike<number>): Float64Array {
+    return this.banks[this.bankOf[e]].referenceForward(this.localOf[e], x);
+  }
 }
 
 /**
@@ -215,10 +261,10 @@ export class SharedExperts extends Module {
 
   constructor(count: number, dModel: number, dFF: number, activation: Activation, rng: Rng, init: ExpertInit = {}) {
     super();
-    this.count = checkPositiveInt('SharedExperts: count', count);
-    this.dModel = checkPositiveInt('SharedExperts: dModel', dModel);
-    this.dFF = checkPositiveInt('SharedExperts: dFF', dFF);
-    this.activation = checkActivation('SharedExperts: activation', activation);
+    this.count = checkValue(posInt(), count, 'SharedExperts', 'count');
+    this.dModel = checkValue(posInt(), dModel, 'SharedExperts', 'dModel');
+    this.dFF = checkValue(posInt(), dFF, 'SharedExperts', 'dFF');
+    this.activation = checkActivation('SharedExperts', activation);
     const h = count * dFF;
     const inStd = 1 / Math.sqrt(dModel);
     this.w1 = param([dModel, h], { normal: inStd }, rng);
@@ -236,6 +282,20 @@ export class SharedExperts extends Module {
   flopsPerToken(): number {
     return (this.w3 ? 3 : 2) * this.dModel * this.count * this.dFF;
   }
+
+  /** One row through the shared experts one at a time, in float64 (their sum is the fused FFN). */
+  referenceForward(x: ArrayLike<number>): Float64Array {
+    const d = this.dModel;
+    const f = this.dFF;
+    const h = this.count * f;
+    const y = new Float64Array(d);
+    for (let s = 0; s < this.count; s++) {
+      // expert s owns hidden columns [s*f, (s+1)*f) of w1/w3 and rows of w2
+      const ys = ffnRowReference(x, d, f, this.activation, this.w1.data, this.w3?.data ?? null, this.w2.data, s * f, 0, h, s * f);
+      for (let i = 0; i < d; i++) y[i] += ys[i];
+    }
+    return y;
+  }
 }
 
 export interface GranularityConfig {
@@ -249,11 +309,39 @@ export interface GranularityConfig {
  * experts of width f/m and route each token to m*k of them, keeping parameters and compute.
  */
 export function fineGrainedSegmentation(cfg: GranularityConfig, m: number): GranularityConfig {
-  checkPositiveInt('fineGrainedSegmentation: numExperts', cfg.numExperts);
-  checkPositiveInt('fineGrainedSegmentation: topK', cfg.topK);
-  checkPositiveInt('fineGrainedSegmentation: dFF', cfg.dFF);
-  checkPositiveInt('fineGrainedSegmentation: m (segments per expert)', m);
+  checkValue(posInt(), cfg.numExperts, 'fineGrainedSegmentation', 'numExperts');
+  checkValue(posInt(), cfg.topK, 'fineGrainedSegmentation', 'topK');
+  checkValue(posInt(), cfg.dFF, 'fineGrainedSegmentation', 'dFF');
+  checkValue(posInt(), m, 'fineGrainedSegmentation', 'm (segments per expert)');
   if (cfg.topK > cfg.numExperts) throw new Error(`fineGrainedSegmentation: topK ${cfg.topK} exceeds numExperts ${cfg.numExperts}`);
   if (cfg.dFF % m !== 0) throw new Error(`fineGrainedSegmentation: dFF ${cfg.dFF} is not divisible by m=${m}`);
   return { numExperts: cfg.numExperts * m, topK: cfg.topK * m, dFF: cfg.dFF / m };
 }
+
+/** The FFN expert types' options (one spec per activation). */
+const ffnOptions = {
+  dFF: posInt().optional().describe('width of every expert (required unless sizes is given)'),
+  sizes: z.array(posInt()).optional().describe('per-expert widths for heterogeneous experts (HMoE), one per expert'),
+  outputScale: positive().optional().describe('multiplier on the output projections\' init std (default 1)'),
+};
+
+function ffnSpec(activation: Activation, summary: string, paper: { authors: string; title: string; year: number }, hfHiddenAct: string) {
+  return defineExperts({
+    name: activation,
+    summary,
+    paper,
+    options: ffnOptions,
+    refine: (c, issue) => {
+      if (c.sizes === undefined && c.dFF === undefined) issue('dFF', 'must be a positive integer');
+      if (c.sizes !== undefined && c.sizes.length !== c.numExperts) {
+        issue('sizes', `must be an array of ${c.numExperts} expert widths, one per expert (sizes has ${c.sizes.length} entries for numExperts ${c.numExperts})`);
+      }
+    },
+    traits: { hfHiddenAct },
+    create: (c, rng) => (c.sizes !== undefined ? new HeterogeneousExperts(c.sizes, c.dModel, activation, rng, c) : new FFNExperts(c.numExperts, c.dModel, c.dFF!, activation, rng, c)),
+    createShared: (count, dModel, dFF, c, rng) => new SharedExperts(count, dModel, dFF, activation, rng, { outputScale: c.outputScale }),
+  });
+}
+
+expertRegistry.register(ffnSpec('swiglu', 'SwiGLU FFN experts', { authors: 'Shazeer', title: 'GLU Variants Improve Transformer', year: 2020 }, 'silu'));
+expertRegistry.register(ffnSpec('gelu', 'GELU FFN experts', { authors: 'Hendrycks & Gimpel', title: 'Gaussian Error Linear Units (GELUs)', year: 2016 }, 'gelu'));

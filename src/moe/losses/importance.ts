@@ -16,4 +16,4 @@ export const importanceLoss: BalanceLossFn = (out, { numExperts, tokens }) => {
   return cvSquared(columnSums(out.probs));
 };
 
-lossRegistry.register('importance', importanceLoss, 'CV^2 of per-expert summed probabilities (Shazeer et al. 2017)');
+lossRegistry.register({ name: 'importance', summary: 'CV^2 of per-expert summed probabilities', paper: { authors: 'Shazeer et al.', title: 'Outrageously Large Neural Networks: The Sparsely-Gated Mixture-of-Experts Layer', year: 2017 }, fn: importanceLoss, configField: 'router_importance_coef' });

@@ -100,4 +100,4 @@ export const loadLoss: BalanceLossFn = (out, { numExperts, tokens }) => {
   return cvSquared(load);
 };
 
-lossRegistry.register('load', loadLoss, 'CV^2 of the smooth (noisy gating) or probability-weighted expert load (Shazeer et al. 2017)');
+lossRegistry.register({ name: 'load', summary: 'CV^2 of the smooth (noisy gating) or probability-weighted expert load', paper: { authors: 'Shazeer et al.', title: 'Outrageously Large Neural Networks: The Sparsely-Gated Mixture-of-Experts Layer', year: 2017 }, fn: loadLoss });

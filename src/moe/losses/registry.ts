@@ -1,13 +1,20 @@
 /**
  * The balancing-loss registry and the small helpers the loss files share. Each loss file
- * registers itself on import; import './index.js' to get them all.
+ * registers one LossSpec on import; import './index.js' to get them all.
  */
 import { Tensor } from '../../tensor/tensor.js';
 import { mean, square, sub, div, addScalar, sum } from '../../tensor/index.js';
-import { Registry } from '../registry.js';
+import { Registry, type EntrySpec } from '../registry.js';
 import type { BalanceLossFn, RouterOutput } from '../types.js';
 
-export const lossRegistry = new Registry<BalanceLossFn>('balancing loss');
+export interface LossSpec extends EntrySpec {
+  /** Reads the routing record, returns the unscaled scalar loss. */
+  fn: BalanceLossFn;
+  /** The Hugging Face-style model-config coefficient field that enables it (e.g. router_aux_loss_coef), if any. */
+  configField?: string;
+}
+
+export const lossRegistry = new Registry<LossSpec, BalanceLossFn>('balancing loss', (s) => s.fn);
 
 /** A constant 0 scalar: the value of a loss that does not apply to a routing kind. */
 export function zeroLoss(): Tensor {

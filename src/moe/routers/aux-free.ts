@@ -22,8 +22,16 @@ import { sigmoid } from '../../tensor/index.js';
 import { Module, StateBuffer } from '../../nn/module.js';
 import type { Linear } from '../../nn/layers.js';
 import type { Router, RouterContext, RouterOutput } from '../types.js';
-import { routerRegistry, numOption, checkKnownOptions, type RouterConfig } from './registry.js';
-import { checkBaseConfig, checkRouterInput, routerGate, selectTopK, normalizeRows } from './common.js';
+import { nonNegative, positive } from '../../tensor/validate.js';
+import { routerRegistry, defineRouter, type ParsedRouterConfig } from './registry.js';
+import { checkRouterInput, routerGate, selectTopK, normalizeRows } from './common.js';
+
+const options = {
+  biasUpdateRate: nonNegative('a non-negative number').default(1e-3).describe('u in b_e += u * sign(mean load - load_e) after each step'),
+  routedScaling: positive('a positive number').default(1).describe('multiplier on the normalised weights of the chosen experts'),
+};
+
+export type AuxFreeRouterConfig = ParsedRouterConfig<typeof options>;
 
 export class AuxFreeRouter extends Module implements Router {
   readonly numExperts: number;
@@ -35,15 +43,13 @@ export class AuxFreeRouter extends Module implements Router {
   /** Selection bias b [E] (non-trainable state; updated in place by afterStep). */
   bias: StateBuffer;
 
-  constructor(cfg: RouterConfig, rng: Rng) {
+  constructor(cfg: AuxFreeRouterConfig, rng: Rng) {
     super();
-    checkBaseConfig(cfg);
-    checkKnownOptions(cfg, ['biasUpdateRate', 'routedScaling']);
     this.numExperts = cfg.numExperts;
     this.dModel = cfg.dModel;
     this.topK = cfg.topK;
-    this.biasUpdateRate = numOption(cfg, 'biasUpdateRate', 1e-3, (v) => Number.isFinite(v) && v >= 0, 'a non-negative number');
-    this.routedScaling = numOption(cfg, 'routedScaling', 1, (v) => Number.isFinite(v) && v > 0, 'a positive number');
+    this.biasUpdateRate = cfg.biasUpdateRate;
+    this.routedScaling = cfg.routedScaling;
     this.gate = routerGate(cfg.dModel, cfg.numExperts, rng);
     this.bias = new StateBuffer(new Float32Array(cfg.numExperts), [cfg.numExperts]);
   }
@@ -82,4 +88,13 @@ export class AuxFreeRouter extends Module implements Router {
   }
 }
 
-routerRegistry.register('aux-free', (cfg, rng) => new AuxFreeRouter(cfg, rng), 'sigmoid top-k with a load-driven selection bias, no aux loss (Wang et al. 2024)');
+routerRegistry.register(
+  defineRouter({
+    name: 'aux-free',
+    summary: 'sigmoid top-k with a load-driven selection bias, no aux loss',
+    paper: { authors: 'Wang et al.', title: 'Auxiliary-Loss-Free Load Balancing Strategy for Mixture-of-Experts', year: 2024 },
+    options,
+    traits: { routing: 'sparse', expertsPerToken: 'k', hfConfig: { routed_scaling_factor: 'routedScaling' } },
+    create: (cfg, rng) => new AuxFreeRouter(cfg, rng),
+  }),
+);

@@ -20,23 +20,9 @@ import type { Rng } from '../../tensor/random.js';
 import { formatShape } from '../../tensor/shape.js';
 import { softmax, sum, div, scale, reshape, takeAlongLast, topkIndices, maskMul } from '../../tensor/index.js';
 import { Linear } from '../../nn/layers.js';
-import type { RouterConfig } from './registry.js';
 import type { SparseRouting, RouterOutput } from '../types.js';
 
-// ---------------------------------------------------------------- config and input checks
-
-/** Validate the common RouterConfig fields, naming the router in every error. */
-export function checkBaseConfig(cfg: RouterConfig, opts: { needTopK?: boolean } = {}): void {
-  const name = `router "${cfg.type}"`;
-  const posInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 1;
-  if (!posInt(cfg.dModel)) throw new Error(`${name}: dModel must be a positive integer, got ${JSON.stringify(cfg.dModel)}`);
-  if (!posInt(cfg.numExperts)) throw new Error(`${name}: numExperts must be a positive integer, got ${JSON.stringify(cfg.numExperts)}`);
-  if (opts.needTopK ?? true) {
-    if (!posInt(cfg.topK) || cfg.topK > cfg.numExperts) {
-      throw new Error(`${name}: topK must be an integer in [1, numExperts=${cfg.numExperts}], got ${JSON.stringify(cfg.topK)}`);
-    }
-  }
-}
+// ---------------------------------------------------------------- input checks
 
 /** x must be [T, dModel]; the error names the router. */
 export function checkRouterInput(router: string, x: Tensor, dModel: number): number {

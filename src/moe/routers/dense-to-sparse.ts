@@ -29,8 +29,17 @@ import { softmax, add, scale, topk, reshape } from '../../tensor/index.js';
 import { Module } from '../../nn/module.js';
 import type { Linear } from '../../nn/layers.js';
 import type { Router, RouterContext, RouterOutput } from '../types.js';
-import { routerRegistry, numOption, checkKnownOptions, type RouterConfig } from './registry.js';
-import { checkBaseConfig, checkRouterInput, routerGate } from './common.js';
+import { positive, posInt } from '../../tensor/validate.js';
+import { routerRegistry, defineRouter, type ParsedRouterConfig } from './registry.js';
+import { checkRouterInput, routerGate } from './common.js';
+
+const options = {
+  startTemp: positive().default(2.0).describe('Gumbel-softmax temperature at step 0'),
+  endTemp: positive('a positive number <= startTemp').default(0.3).describe('temperature at the end of annealing (and in eval)'),
+  annealSteps: posInt().optional().describe('steps over which temperature and active experts anneal (default ctx.totalSteps, else 1000)'),
+};
+
+export type DenseToSparseRouterConfig = ParsedRouterConfig<typeof options>;
 
 export class DenseToSparseRouter extends Module implements Router {
   readonly numExperts: number;
@@ -42,17 +51,14 @@ export class DenseToSparseRouter extends Module implements Router {
   readonly annealSteps: number | undefined;
   gate: Linear;
 
-  constructor(cfg: RouterConfig, rng: Rng) {
+  constructor(cfg: DenseToSparseRouterConfig, rng: Rng) {
     super();
-    checkBaseConfig(cfg);
-    checkKnownOptions(cfg, ['startTemp', 'endTemp', 'annealSteps']);
     this.numExperts = cfg.numExperts;
     this.dModel = cfg.dModel;
     this.topK = cfg.topK;
-    const positive = (v: number) => Number.isFinite(v) && v > 0;
-    this.startTemp = numOption(cfg, 'startTemp', 2.0, positive, 'a positive finite number');
-    this.endTemp = numOption(cfg, 'endTemp', 0.3, (v) => positive(v) && v <= this.startTemp, `a positive number <= startTemp (${this.startTemp})`);
-    this.annealSteps = cfg.annealSteps === undefined ? undefined : numOption(cfg, 'annealSteps', 1000, (v) => Number.isInteger(v) && v >= 1, 'a positive integer');
+    this.startTemp = cfg.startTemp;
+    this.endTemp = cfg.endTemp;
+    this.annealSteps = cfg.annealSteps;
     this.gate = routerGate(cfg.dModel, cfg.numExperts, rng);
   }
 
@@ -96,4 +102,17 @@ export class DenseToSparseRouter extends Module implements Router {
   }
 }
 
-routerRegistry.register('dense-to-sparse', (cfg, rng) => new DenseToSparseRouter(cfg, rng), 'Gumbel gate annealed from dense to sparse top-k (Nie et al. 2022)');
+routerRegistry.register(
+  defineRouter({
+    name: 'dense-to-sparse',
+    summary: 'Gumbel gate annealed from dense to sparse top-k',
+    paper: { authors: 'Nie et al.', title: 'EvoMoE: An Evolutional Mixture-of-Experts Training Framework via Dense-To-Sparse Gate', year: 2022 },
+    options,
+    refine: (c, issue) => {
+      if (c.startTemp > 0 && c.endTemp > c.startTemp) issue('endTemp', `must be a positive number <= startTemp (${c.startTemp})`);
+    },
+    // training starts with all E experts per token and anneals to topK
+    traits: { routing: 'sparse', expertsPerToken: 'variable' },
+    create: (cfg, rng) => new DenseToSparseRouter(cfg, rng),
+  }),
+);

@@ -21,8 +21,15 @@ import { Module } from '../../nn/module.js';
 import type { Linear } from '../../nn/layers.js';
 import type { Router, RouterContext, RouterOutput } from '../types.js';
 import { softmax } from '../../tensor/index.js';
-import { routerRegistry, numOption, checkKnownOptions, type RouterConfig } from './registry.js';
-import { checkBaseConfig, checkRouterInput, routerGate, gatherPairs } from './common.js';
+import { positive } from '../../tensor/validate.js';
+import { routerRegistry, defineRouter, type ParsedRouterConfig } from './registry.js';
+import { checkRouterInput, routerGate, gatherPairs } from './common.js';
+
+const options = {
+  capacityFactor: positive('a positive number').default(1).describe('tokens per expert = round(capacityFactor * T * topK / E)'),
+};
+
+export type ExpertChoiceRouterConfig = ParsedRouterConfig<typeof options>;
 
 export class ExpertChoiceRouter extends Module implements Router {
   readonly numExperts: number;
@@ -31,14 +38,12 @@ export class ExpertChoiceRouter extends Module implements Router {
   readonly capacityFactor: number;
   gate: Linear;
 
-  constructor(cfg: RouterConfig, rng: Rng) {
+  constructor(cfg: ExpertChoiceRouterConfig, rng: Rng) {
     super();
-    checkBaseConfig(cfg);
-    checkKnownOptions(cfg, ['capacityFactor']);
     this.numExperts = cfg.numExperts;
     this.dModel = cfg.dModel;
     this.topK = cfg.topK;
-    this.capacityFactor = numOption(cfg, 'capacityFactor', 1, (v) => Number.isFinite(v) && v > 0, 'a positive number');
+    this.capacityFactor = cfg.capacityFactor;
     this.gate = routerGate(cfg.dModel, cfg.numExperts, rng);
   }
 
@@ -77,4 +82,19 @@ export class ExpertChoiceRouter extends Module implements Router {
   }
 }
 
-routerRegistry.register('expert-choice', (cfg, rng) => new ExpertChoiceRouter(cfg, rng), 'each expert picks its top-c tokens (Zhou et al. 2022)');
+routerRegistry.register(
+  defineRouter({
+    name: 'expert-choice',
+    summary: 'each expert picks its top-c tokens',
+    paper: { authors: 'Zhou et al.', title: 'Mixture-of-Experts with Expert Choice Routing', year: 2022 },
+    options,
+    traits: {
+      routing: 'sparse',
+      expertsPerToken: 'variable',
+      batchDependent: "each expert picks its top tokens among the whole batch, so a token's experts depend on the other tokens (and on future ones in causal LM training)",
+      usageCaveat:
+        'Validation batches come from one domain at a time and every expert takes the same number of tokens from each batch, so per-domain usage is uniform by construction: a specialisation of 0 here says nothing about the router.',
+    },
+    create: (cfg, rng) => new ExpertChoiceRouter(cfg, rng),
+  }),
+);

@@ -22,8 +22,9 @@ import { Tensor } from '../../tensor/tensor.js';
 import type { Rng } from '../../tensor/random.js';
 import { Module, StateBuffer } from '../../nn/module.js';
 import type { Router, RouterContext, RouterOutput } from '../types.js';
-import { routerRegistry, numOption, checkKnownOptions, type RouterConfig } from './registry.js';
-import { checkBaseConfig, checkRouterInput } from './common.js';
+import { num } from '../../tensor/validate.js';
+import { routerRegistry, defineRouter, type ParsedRouterConfig } from './registry.js';
+import { checkRouterInput } from './common.js';
 
 const SEED_LIMIT = 1 << 24; // exactly representable in the float32 buffer
 
@@ -44,6 +45,14 @@ function hash4(id: number, seed: number, j: number, attempt: number): number {
   return h;
 }
 
+const options = {
+  seed: num(`an integer in [0, ${SEED_LIMIT})`, (v) => Number.isInteger(v) && v >= 0 && v < SEED_LIMIT)
+    .optional()
+    .describe('hash seed (default: drawn from the construction Rng; saved in checkpoints)'),
+};
+
+export type HashRouterConfig = ParsedRouterConfig<typeof options>;
+
 export class HashRouter extends Module implements Router {
   readonly numExperts: number;
   readonly dModel: number;
@@ -51,16 +60,14 @@ export class HashRouter extends Module implements Router {
   /** The hash seed [1] (a StateBuffer, so checkpoints keep the mapping). */
   readonly hashSeed: StateBuffer;
 
-  constructor(cfg: RouterConfig, rng: Rng) {
+  constructor(cfg: HashRouterConfig, rng: Rng) {
     super();
-    checkBaseConfig(cfg);
-    checkKnownOptions(cfg, ['seed']);
     this.numExperts = cfg.numExperts;
     this.dModel = cfg.dModel;
     this.topK = cfg.topK;
     // drawn even when given, so the construction Rng advances the same way either way
     const drawn = rng.nextU32() % SEED_LIMIT;
-    const seed = numOption(cfg, 'seed', drawn, (v) => Number.isInteger(v) && v >= 0 && v < SEED_LIMIT, `an integer in [0, ${SEED_LIMIT})`);
+    const seed = cfg.seed ?? drawn;
     this.hashSeed = new StateBuffer(new Float32Array([seed]), [1]);
   }
 
@@ -119,4 +126,18 @@ export class HashRouter extends Module implements Router {
   }
 }
 
-routerRegistry.register('hash', (cfg, rng) => new HashRouter(cfg, rng), 'fixed hash of the token id, no learned router (Roller et al. 2021)');
+routerRegistry.register(
+  defineRouter({
+    name: 'hash',
+    summary: 'fixed hash of the token id, no learned router',
+    paper: { authors: 'Roller et al.', title: 'Hash Layers For Large Sparse Models', year: 2021 },
+    options,
+    traits: {
+      routing: 'sparse',
+      expertsPerToken: 'k',
+      needsTokenIds: true,
+      usageCaveat: "Routing is a fixed function of the token id, so any domain preference comes from the domains' different byte distributions, not from learning.",
+    },
+    create: (cfg, rng) => new HashRouter(cfg, rng),
+  }),
+);

@@ -29,8 +29,15 @@ import { softmax, slice, topk, reshape, indexSelect } from '../../tensor/index.j
 import { Module } from '../../nn/module.js';
 import type { Linear } from '../../nn/layers.js';
 import type { Router, RouterContext, RouterOutput } from '../types.js';
-import { routerRegistry, numOption, checkKnownOptions, type RouterConfig } from './registry.js';
-import { checkBaseConfig, checkRouterInput, routerGate, normalizeRows } from './common.js';
+import { nonNegInt } from '../../tensor/validate.js';
+import { routerRegistry, defineRouter, type ParsedRouterConfig } from './registry.js';
+import { checkRouterInput, routerGate, normalizeRows } from './common.js';
+
+const options = {
+  numNull: nonNegInt().optional().describe('zero-compute null experts added to the top-k candidates (default numExperts)'),
+};
+
+export type NullExpertsRouterConfig = ParsedRouterConfig<typeof options>;
 
 export class NullExpertsRouter extends Module implements Router {
   readonly numExperts: number;
@@ -40,19 +47,13 @@ export class NullExpertsRouter extends Module implements Router {
   /** W_r [E + numNull, d]: rows E.. score the null experts. */
   gate: Linear;
 
-  constructor(cfg: RouterConfig, rng: Rng) {
+  constructor(cfg: NullExpertsRouterConfig, rng: Rng) {
     super();
-    // topK is checked against E + numNull below, not against E
-    checkBaseConfig(cfg, { needTopK: false });
-    checkKnownOptions(cfg, ['numNull']);
     const E = cfg.numExperts;
     this.numExperts = E;
     this.dModel = cfg.dModel;
-    this.numNull = numOption(cfg, 'numNull', E, (v) => Number.isInteger(v) && v >= 0, 'an integer >= 0');
+    this.numNull = cfg.numNull ?? E;
     const total = E + this.numNull;
-    if (!(typeof cfg.topK === 'number' && Number.isInteger(cfg.topK) && cfg.topK >= 1 && cfg.topK <= total)) {
-      throw new Error(`router "null-experts": topK must be an integer in [1, numExperts + numNull = ${total}], got ${JSON.stringify(cfg.topK)}`);
-    }
     this.topK = cfg.topK;
     this.gate = routerGate(cfg.dModel, total, rng);
   }
@@ -91,4 +92,19 @@ export class NullExpertsRouter extends Module implements Router {
   }
 }
 
-routerRegistry.register('null-experts', (cfg, rng) => new NullExpertsRouter(cfg, rng), 'top-k over real plus zero-compute null experts (Zeng et al. 2024)');
+routerRegistry.register(
+  defineRouter({
+    name: 'null-experts',
+    summary: 'top-k over real plus zero-compute null experts',
+    paper: { authors: 'Zeng et al.', title: 'AdaMoE: Token-Adaptive Routing with Null Experts for Mixture-of-Experts Language Models', year: 2024 },
+    options,
+    // topK counts null experts too: it is checked against numExperts + numNull, not numExperts
+    checkTopK: false,
+    refine: (c, issue) => {
+      const total = c.numExperts + (c.numNull ?? c.numExperts);
+      if (!(Number.isInteger(c.topK) && c.topK >= 1 && c.topK <= total)) issue('topK', `must be an integer in [1, numExperts + numNull = ${total}]`);
+    },
+    traits: { routing: 'sparse', expertsPerToken: 'variable' },
+    create: (cfg, rng) => new NullExpertsRouter(cfg, rng),
+  }),
+);

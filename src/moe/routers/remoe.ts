@@ -34,8 +34,18 @@ import { relu, sum, div, add, mul, scale } from '../../tensor/index.js';
 import { Module, StateBuffer } from '../../nn/module.js';
 import type { Linear } from '../../nn/layers.js';
 import type { Router, RouterContext, RouterOutput } from '../types.js';
-import { routerRegistry, numOption, boolOption, checkKnownOptions, type RouterConfig } from './registry.js';
-import { checkBaseConfig, checkRouterInput, routerGate, gatherPairs } from './common.js';
+import { num, positive, bool } from '../../tensor/validate.js';
+import { routerRegistry, defineRouter, type ParsedRouterConfig } from './registry.js';
+import { checkRouterInput, routerGate, gatherPairs } from './common.js';
+
+const options = {
+  targetK: num('a number in (0, numExperts]', (v) => v > 0).optional().describe('target active experts per token (default topK); the L1 coefficient adapts toward sparsity 1 - targetK / E'),
+  l1Init: positive().default(1e-8).describe('initial L1 coefficient lambda'),
+  alpha: num('a finite number > 1', (v) => v > 1).default(1.2).describe('lambda is multiplied or divided by alpha after each step'),
+  balancedL1: bool().default(false).describe('weight the L1 penalty per expert by its load (the paper\'s load-balancing variant)'),
+};
+
+export type ReMoERouterConfig = ParsedRouterConfig<typeof options>;
 
 export class ReMoERouter extends Module implements Router {
   readonly numExperts: number;
@@ -49,17 +59,15 @@ export class ReMoERouter extends Module implements Router {
   /** Tokens routed in training since the last afterStep (the denominator of the sparsity). */
   private tokensSinceStep = 0;
 
-  constructor(cfg: RouterConfig, rng: Rng) {
+  constructor(cfg: ReMoERouterConfig, rng: Rng) {
     super();
-    checkBaseConfig(cfg);
-    checkKnownOptions(cfg, ['targetK', 'l1Init', 'alpha', 'balancedL1']);
     const E = cfg.numExperts;
     this.numExperts = E;
     this.dModel = cfg.dModel;
-    this.targetK = numOption(cfg, 'targetK', cfg.topK, (v) => Number.isFinite(v) && v > 0 && v <= E, `a number in (0, numExperts=${E}]`);
-    const l1Init = numOption(cfg, 'l1Init', 1e-8, (v) => Number.isFinite(v) && v > 0, 'a positive finite number');
-    this.alpha = numOption(cfg, 'alpha', 1.2, (v) => Number.isFinite(v) && v > 1, 'a finite number > 1');
-    this.balancedL1 = boolOption(cfg, 'balancedL1', false);
+    this.targetK = cfg.targetK ?? cfg.topK;
+    const l1Init = cfg.l1Init;
+    this.alpha = cfg.alpha;
+    this.balancedL1 = cfg.balancedL1;
     this.gate = routerGate(cfg.dModel, E, rng);
     this.l1Coef = new StateBuffer(new Float32Array([l1Init]), [1]);
   }
@@ -143,4 +151,16 @@ export class ReMoERouter extends Module implements Router {
   }
 }
 
-routerRegistry.register('remoe', (cfg, rng) => new ReMoERouter(cfg, rng), 'ReLU routing with adaptive L1 sparsity (Wang et al. 2024)');
+routerRegistry.register(
+  defineRouter({
+    name: 'remoe',
+    summary: 'ReLU routing with adaptive L1 sparsity',
+    paper: { authors: 'Wang et al.', title: 'ReMoE: Fully Differentiable Mixture-of-Experts with ReLU Routing', year: 2024 },
+    options,
+    refine: (c, issue) => {
+      if (typeof c.targetK === 'number' && c.targetK > c.numExperts) issue('targetK', `must be a number in (0, numExperts=${c.numExperts}]`);
+    },
+    traits: { routing: 'sparse', expertsPerToken: 'variable' },
+    create: (cfg, rng) => new ReMoERouter(cfg, rng),
+  }),
+);

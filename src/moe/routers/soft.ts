@@ -22,8 +22,15 @@ import type { Rng } from '../../tensor/random.js';
 import { matmul, softmax, reshape, sum, logSumExp } from '../../tensor/index.js';
 import { Module, param, type Parameter } from '../../nn/module.js';
 import type { Router, RouterContext, RouterOutput } from '../types.js';
-import { routerRegistry, numOption, checkKnownOptions, type RouterConfig } from './registry.js';
-import { checkBaseConfig, checkRouterInput, routerInitStd } from './common.js';
+import { posInt } from '../../tensor/validate.js';
+import { routerRegistry, defineRouter, type ParsedRouterConfig } from './registry.js';
+import { checkRouterInput, routerInitStd } from './common.js';
+
+const options = {
+  slotsPerExpert: posInt().default(1).describe('slots S per expert: each slot is a softmax-weighted mix of all tokens of the batch'),
+};
+
+export type SoftRouterConfig = ParsedRouterConfig<typeof options>;
 
 export class SoftRouter extends Module implements Router {
   readonly numExperts: number;
@@ -32,13 +39,11 @@ export class SoftRouter extends Module implements Router {
   /** Slot parameters [d, E*S]. */
   phi: Parameter;
 
-  constructor(cfg: RouterConfig, rng: Rng) {
+  constructor(cfg: SoftRouterConfig, rng: Rng) {
     super();
-    checkBaseConfig(cfg, { needTopK: false });
-    checkKnownOptions(cfg, ['slotsPerExpert']);
     this.numExperts = cfg.numExperts;
     this.dModel = cfg.dModel;
-    this.slotsPerExpert = numOption(cfg, 'slotsPerExpert', 1, (v) => Number.isInteger(v) && v >= 1, 'a positive integer');
+    this.slotsPerExpert = cfg.slotsPerExpert;
     this.phi = param([cfg.dModel, cfg.numExperts * this.slotsPerExpert], { normal: routerInitStd(cfg.dModel) }, rng);
   }
 
@@ -56,4 +61,26 @@ export class SoftRouter extends Module implements Router {
   }
 }
 
-routerRegistry.register('soft', (cfg, rng) => new SoftRouter(cfg, rng), 'soft slot mixtures of all tokens (Puigcerver et al. 2023)');
+routerRegistry.register(
+  defineRouter({
+    name: 'soft',
+    summary: 'soft slot mixtures of all tokens',
+    paper: { authors: 'Puigcerver et al.', title: 'From Sparse to Soft Mixtures of Experts', year: 2023 },
+    options,
+    // topK is not used: every token reaches every slot
+    checkTopK: false,
+    traits: {
+      routing: 'soft',
+      expertsPerToken: 'slots',
+      batchDependent: "every slot is a weighted mix of all tokens of the batch, so a token's output depends on the others",
+      // Soft MoE computes per slot, not per token: E*S slot FFNs per batch of B*T tokens. k experts
+      // per token is B*T*k expert evaluations, so S = B*T*k/E matches the other routers' FLOPs.
+      flopMatch: ({ batchTokens, topK, numExperts }) => {
+        const slotsPerExpert = Math.max(1, Math.round((batchTokens * topK) / numExperts));
+        return { options: { slotsPerExpert }, note: `slotsPerExpert ${slotsPerExpert} = batch tokens × k / E, FLOP-matched` };
+      },
+      defaultDispatch: () => ({ type: 'soft' }),
+    },
+    create: (cfg, rng) => new SoftRouter(cfg, rng),
+  }),
+);

@@ -4,7 +4,7 @@
  *
  * Options:
  * - capacityFactor (default 1.25, > 0): not used by the router itself; it is the router's
- *   `defaultDispatch`, so an MoE layer whose config names no dispatch limits each expert to
+ *   default dispatch (`traits.defaultDispatch`), so an MoE layer whose config names no dispatch limits each expert to
  *   ceil(capacityFactor * T / E) assignments per call and drops the overflow by `priority`
  *   (the weights). An explicit layer dispatch (e.g. dropless) overrides it.
  * - jitterNoise (default 0 = off; the paper's setting was 1e-2): in training, the router input
@@ -18,8 +18,16 @@ import type { Rng } from '../../tensor/random.js';
 import { Module } from '../../nn/module.js';
 import type { Linear } from '../../nn/layers.js';
 import type { Router, RouterContext, RouterOutput } from '../types.js';
-import { routerRegistry, numOption, checkKnownOptions, type RouterConfig } from './registry.js';
-import { checkBaseConfig, checkRouterInput, routerGate, softmaxTopK, jitter } from './common.js';
+import { num, positive } from '../../tensor/validate.js';
+import { routerRegistry, defineRouter, type ParsedRouterConfig } from './registry.js';
+import { checkRouterInput, routerGate, softmaxTopK, jitter } from './common.js';
+
+const options = {
+  capacityFactor: positive('a positive number').default(1.25).describe('expert capacity factor of its default capacity-limited dispatch'),
+  jitterNoise: num('a number in [0, 1)', (v) => v >= 0 && v < 1).default(0).describe('multiplicative router-input jitter U(1 - eps, 1 + eps) in training (the paper used 1e-2)'),
+};
+
+export type SwitchRouterConfig = ParsedRouterConfig<typeof options>;
 
 export class SwitchRouter extends Module implements Router {
   readonly numExperts: number;
@@ -29,18 +37,13 @@ export class SwitchRouter extends Module implements Router {
   readonly jitterNoise: number;
   gate: Linear;
 
-  get defaultDispatch(): { type: 'capacity'; capacityFactor: number } {
-    return { type: 'capacity', capacityFactor: this.capacityFactor };
-  }
 
-  constructor(cfg: RouterConfig, rng: Rng) {
+  constructor(cfg: SwitchRouterConfig, rng: Rng) {
     super();
-    checkBaseConfig(cfg);
-    checkKnownOptions(cfg, ['capacityFactor', 'jitterNoise']);
     this.numExperts = cfg.numExperts;
     this.dModel = cfg.dModel;
-    this.capacityFactor = numOption(cfg, 'capacityFactor', 1.25, (v) => Number.isFinite(v) && v > 0, 'a positive number');
-    this.jitterNoise = numOption(cfg, 'jitterNoise', 0, (v) => v >= 0 && v < 1, 'a number in [0, 1)');
+    this.capacityFactor = cfg.capacityFactor;
+    this.jitterNoise = cfg.jitterNoise;
     this.gate = routerGate(cfg.dModel, cfg.numExperts, rng);
   }
 
@@ -53,4 +56,18 @@ export class SwitchRouter extends Module implements Router {
   }
 }
 
-routerRegistry.register('switch', (cfg, rng) => new SwitchRouter(cfg, rng), 'top-1 routing, weight = softmax probability (Fedus et al. 2021)');
+routerRegistry.register(
+  defineRouter({
+    name: 'switch',
+    summary: 'top-1 routing, weight = softmax probability',
+    paper: { authors: 'Fedus et al.', title: 'Switch Transformers: Scaling to Trillion Parameter Models with Simple and Efficient Sparsity', year: 2021 },
+    options,
+    traits: {
+      routing: 'sparse',
+      expertsPerToken: 'one',
+      hfConfig: { capacity_factor: 'capacityFactor' },
+      defaultDispatch: (c) => ({ type: 'capacity', capacityFactor: c.capacityFactor }),
+    },
+    create: (cfg, rng) => new SwitchRouter(cfg, rng),
+  }),
+);

@@ -29,9 +29,17 @@ import { softmax } from '../../tensor/index.js';
 import { Module } from '../../nn/module.js';
 import type { Linear } from '../../nn/layers.js';
 import type { Router, RouterContext, RouterOutput } from '../types.js';
-import { routerRegistry, numOption, checkKnownOptions, type RouterConfig } from './registry.js';
-import { checkBaseConfig, checkRouterInput, routerGate, gatherPairs } from './common.js';
-import { cumulativeSelect } from './top-p.js';
+import { num, posInt } from '../../tensor/validate.js';
+import { routerRegistry, defineRouter, type ParsedRouterConfig } from './registry.js';
+import { checkRouterInput, routerGate, gatherPairs } from './common.js';
+import { cumulativeSelect, checkMaxK } from './top-p.js';
+
+const options = {
+  threshold: num('a number in (0, 1]', (v) => v > 0 && v <= 1).default(0.9).describe('experts are added until the cumulative probability exceeds it'),
+  maxK: posInt('an integer in [1, numExperts]').optional().describe('cap on experts per token (default numExperts)'),
+};
+
+export type ThresholdRouterConfig = ParsedRouterConfig<typeof options>;
 
 export class ThresholdRouter extends Module implements Router {
   readonly numExperts: number;
@@ -40,15 +48,13 @@ export class ThresholdRouter extends Module implements Router {
   readonly maxK: number;
   gate: Linear;
 
-  constructor(cfg: RouterConfig, rng: Rng) {
+  constructor(cfg: ThresholdRouterConfig, rng: Rng) {
     super();
-    checkBaseConfig(cfg);
-    checkKnownOptions(cfg, ['threshold', 'maxK']);
     const E = cfg.numExperts;
     this.numExperts = E;
     this.dModel = cfg.dModel;
-    this.threshold = numOption(cfg, 'threshold', 0.9, (v) => Number.isFinite(v) && v > 0 && v <= 1, 'a number in (0, 1]');
-    this.maxK = numOption(cfg, 'maxK', E, (v) => Number.isInteger(v) && v >= 1 && v <= E, `an integer in [1, numExperts=${E}]`);
+    this.threshold = cfg.threshold;
+    this.maxK = cfg.maxK ?? E;
     this.gate = routerGate(cfg.dModel, E, rng);
   }
 
@@ -70,4 +76,14 @@ export class ThresholdRouter extends Module implements Router {
   }
 }
 
-routerRegistry.register('threshold', (cfg, rng) => new ThresholdRouter(cfg, rng), 'XMoE threshold routing over small experts (Yang et al. 2024)');
+routerRegistry.register(
+  defineRouter({
+    name: 'threshold',
+    summary: 'XMoE threshold routing over small experts',
+    paper: { authors: 'Yang et al.', title: 'XMoE: Sparse Models with Fine-grained and Adaptive Expert Selection', year: 2024 },
+    options,
+    refine: checkMaxK,
+    traits: { routing: 'sparse', expertsPerToken: 'variable' },
+    create: (cfg, rng) => new ThresholdRouter(cfg, rng),
+  }),
+);

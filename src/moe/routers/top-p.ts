@@ -24,8 +24,18 @@ import { softmax, logSumExp, sum, mul, sub, div, mean, scale, scatterAdd, indexS
 import { Module } from '../../nn/module.js';
 import type { Linear } from '../../nn/layers.js';
 import type { Router, RouterContext, RouterOutput } from '../types.js';
-import { routerRegistry, numOption, boolOption, checkKnownOptions, type RouterConfig } from './registry.js';
-import { checkBaseConfig, checkRouterInput, routerGate, gatherPairs } from './common.js';
+import { num, posInt, nonNegative, bool } from '../../tensor/validate.js';
+import { routerRegistry, defineRouter, type ParsedRouterConfig } from './registry.js';
+import { checkRouterInput, routerGate, gatherPairs } from './common.js';
+
+const options = {
+  p: num('a number in (0, 1]', (v) => v > 0 && v <= 1).default(0.4).describe('cumulative probability to reach: the shortest descending prefix with cumsum >= p'),
+  maxK: posInt('an integer in [1, numExperts]').optional().describe('cap on experts per token (default numExperts)'),
+  normalize: bool().default(false).describe('renormalise the chosen probabilities per token (the paper keeps them raw)'),
+  dynamicLossCoef: nonNegative().default(1e-4).describe('coefficient of the dynamic (routing-entropy) loss; 0 disables it'),
+};
+
+export type TopPRouterConfig = ParsedRouterConfig<typeof options>;
 
 export class TopPRouter extends Module implements Router {
   readonly numExperts: number;
@@ -36,17 +46,15 @@ export class TopPRouter extends Module implements Router {
   readonly dynamicLossCoef: number;
   gate: Linear;
 
-  constructor(cfg: RouterConfig, rng: Rng) {
+  constructor(cfg: TopPRouterConfig, rng: Rng) {
     super();
-    checkBaseConfig(cfg);
-    checkKnownOptions(cfg, ['p', 'maxK', 'normalize', 'dynamicLossCoef']);
     const E = cfg.numExperts;
     this.numExperts = E;
     this.dModel = cfg.dModel;
-    this.p = numOption(cfg, 'p', 0.4, (v) => Number.isFinite(v) && v > 0 && v <= 1, 'a number in (0, 1]');
-    this.maxK = numOption(cfg, 'maxK', E, (v) => Number.isInteger(v) && v >= 1 && v <= E, `an integer in [1, numExperts=${E}]`);
-    this.normalize = boolOption(cfg, 'normalize', false);
-    this.dynamicLossCoef = numOption(cfg, 'dynamicLossCoef', 1e-4, (v) => Number.isFinite(v) && v >= 0, 'a finite number >= 0');
+    this.p = cfg.p;
+    this.maxK = cfg.maxK ?? E;
+    this.normalize = cfg.normalize;
+    this.dynamicLossCoef = cfg.dynamicLossCoef;
     this.gate = routerGate(cfg.dModel, E, rng);
   }
 
@@ -116,4 +124,19 @@ export function cumulativeSelect(probs: Float32Array, T: number, E: number, boun
   return { tokenIdx: Int32Array.from(tok), expertIdx: Int32Array.from(exp), rank: Int32Array.from(rank), maxPerToken };
 }
 
-routerRegistry.register('top-p', (cfg, rng) => new TopPRouter(cfg, rng), 'top-p dynamic routing by cumulative probability (Huang et al. 2024)');
+/** maxK <= numExperts (shared with the threshold router). */
+export function checkMaxK(c: { maxK?: number; numExperts: number }, issue: (field: string, message: string) => void): void {
+  if (typeof c.maxK === 'number' && c.maxK > c.numExperts) issue('maxK', `must be an integer in [1, numExperts=${c.numExperts}]`);
+}
+
+routerRegistry.register(
+  defineRouter({
+    name: 'top-p',
+    summary: 'top-p dynamic routing by cumulative probability',
+    paper: { authors: 'Huang et al.', title: 'Harder Tasks Need More Experts: Dynamic Routing in MoE Models', year: 2024 },
+    options,
+    refine: checkMaxK,
+    traits: { routing: 'sparse', expertsPerToken: 'variable' },
+    create: (cfg, rng) => new TopPRouter(cfg, rng),
+  }),
+);

@@ -16,8 +16,16 @@ import { add, maskMul } from '../../tensor/index.js';
 import { Module } from '../../nn/module.js';
 import type { Linear } from '../../nn/layers.js';
 import type { Router, RouterContext } from '../types.js';
-import { routerRegistry, boolOption, checkKnownOptions, type RouterConfig } from './registry.js';
-import { checkBaseConfig, checkRouterInput, routerGate, softmaxTopK, softplus, gaussianNoise, type RouterOutputWithNoise } from './common.js';
+import { bool } from '../../tensor/validate.js';
+import { routerRegistry, defineRouter, type ParsedRouterConfig } from './registry.js';
+import { checkRouterInput, routerGate, softmaxTopK, softplus, gaussianNoise, type RouterOutputWithNoise } from './common.js';
+
+const options = {
+  noisyGating: bool().default(false).describe('learned Gaussian noise on the logits in training (noise std softplus(x W_noise^T), W_noise starts at 0)'),
+  normalize: bool().default(true).describe('renormalise the k chosen probabilities to sum to 1 (Mixtral); false keeps the raw softmax probabilities'),
+};
+
+export type TopKRouterConfig = ParsedRouterConfig<typeof options>;
 
 export class TopKRouter extends Module implements Router {
   readonly numExperts: number;
@@ -29,15 +37,13 @@ export class TopKRouter extends Module implements Router {
   /** W_noise [E, d] (only with noisyGating). */
   noise: Linear | null;
 
-  constructor(cfg: RouterConfig, rng: Rng) {
+  constructor(cfg: TopKRouterConfig, rng: Rng) {
     super();
-    checkBaseConfig(cfg);
-    checkKnownOptions(cfg, ['noisyGating', 'normalize']);
     this.numExperts = cfg.numExperts;
     this.dModel = cfg.dModel;
     this.topK = cfg.topK;
-    this.normalize = boolOption(cfg, 'normalize', true);
-    this.noisyGating = boolOption(cfg, 'noisyGating', false);
+    this.normalize = cfg.normalize;
+    this.noisyGating = cfg.noisyGating;
     this.gate = routerGate(cfg.dModel, cfg.numExperts, rng);
     this.noise = this.noisyGating ? routerGate(cfg.dModel, cfg.numExperts, rng, 0) : null;
   }
@@ -59,4 +65,13 @@ export class TopKRouter extends Module implements Router {
   }
 }
 
-routerRegistry.register('topk', (cfg, rng) => new TopKRouter(cfg, rng), 'softmax top-k token choice, optional noisy gating (Shazeer et al. 2017)');
+routerRegistry.register(
+  defineRouter({
+    name: 'topk',
+    summary: 'softmax top-k token choice, optional noisy gating',
+    paper: { authors: 'Shazeer et al.', title: 'Outrageously Large Neural Networks: The Sparsely-Gated Mixture-of-Experts Layer', year: 2017 },
+    options,
+    traits: { routing: 'sparse', expertsPerToken: 'k', hfConfig: { norm_topk_prob: 'normalize' } },
+    create: (cfg, rng) => new TopKRouter(cfg, rng),
+  }),
+);

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-/** The moe-ts command line: train, generate, chat, eval, bench-routers, routers. */
+/** The moe-ts command line: train, generate, chat, eval, convert, bench-routers, routers. */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { initBackend, disposeBackend } from '../kernels/index.js';
 import { parseRunConfig, parseRunConfigText, matchedDenseConfig, ConfigError, type RunConfig } from '../models/config.js';
@@ -42,12 +43,24 @@ function readConfigText(file: string): string {
 }
 
 /** A model and tokenizer from --ckpt (moe-ts checkpoint) or --model (Hugging Face directory). */
+/** A --model path that is a Hugging Face model directory (not a .gguf file, not a moe-ts run or checkpoint directory). */
+function isHfModelDir(p: string): boolean {
+  return fs.existsSync(p) && fs.statSync(p).isDirectory() && !fs.existsSync(path.join(p, 'latest.json')) && !fs.existsSync(path.join(p, 'state.json'));
+}
+
 async function loadForCommand<M>(o: { ckpt?: string; model?: string }, fromCkpt: (p: string) => M): Promise<M> {
-  if (o.model && o.ckpt) throw new ConfigError('give either --ckpt or --model, not both');
-  if (o.ckpt) return fromCkpt(o.ckpt);
-  if (!o.model) throw new ConfigError('this command needs --ckpt <dir> or --model <dir>');
+  const p = modelPath(o);
+  if (!o.model || !isHfModelDir(p)) return fromCkpt(p);
   const { fromPretrainedWithTokenizer } = await import('../io/hf/pretrained.js');
   return fromPretrainedWithTokenizer(o.model) as unknown as M;
+}
+
+/** --model or --ckpt (one of them, naming the same kind of path). */
+function modelPath(o: { ckpt?: string; model?: string }): string {
+  if (o.ckpt && o.model) throw new ConfigError('give --model or --ckpt, not both');
+  const p = o.model ?? o.ckpt;
+  if (!p) throw new ConfigError('--model <path> (or --ckpt <dir>) is required');
+  return p;
 }
 
 function timestamp(): string {
@@ -189,9 +202,9 @@ export function buildProgram(): Command {
 
   program
     .command('generate')
-    .description('sample text from a trained checkpoint')
+    .description('sample text from a trained checkpoint or a model (Hugging Face directory, GGUF file)')
     .option('--ckpt <dir>', 'run directory or checkpoint directory')
-    .option('--model <dir>', 'a Hugging Face model directory instead of a checkpoint')
+    .option('--model <path>', 'a model: a Hugging Face model directory, a moe-ts run/checkpoint directory or a .gguf file (recognised by its contents)')
     .option('--prompt <text>', 'prompt text', '\n')
     .option('--max-tokens <n>', 'tokens to generate', intArg('--max-tokens'), 200)
     .option('--temperature <t>', 'sampling temperature (0 = greedy)', floatArg('--temperature', (x) => x >= 0, '>= 0'), 0.8)
@@ -239,9 +252,9 @@ export function buildProgram(): Command {
 
   program
     .command('eval')
-    .description('validation loss/perplexity per domain and routing metrics of a checkpoint')
+    .description('validation loss/perplexity per domain and routing metrics of a checkpoint or model')
     .option('--ckpt <dir>', 'run directory or checkpoint directory')
-    .option('--model <dir>', 'a Hugging Face model directory instead of a checkpoint (needs --data)')
+    .option('--model <path>', 'a model: a Hugging Face model directory (needs --data), a moe-ts run/checkpoint directory or a .gguf file (recognised by its contents)')
     .option('--data <sources...>', 'corpora to evaluate on (default: the training sources)')
     .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
     .option('--json', 'print JSON instead of a table')
@@ -251,11 +264,29 @@ export function buildProgram(): Command {
     .action(async (o) => {
       const { evalCheckpoint, formatEval } = await import('./eval-command.js');
       await withBackend(o, async () => {
-        if (o.model && o.ckpt) throw new ConfigError('give either --ckpt or --model, not both');
-        if (!o.model && !o.ckpt) throw new ConfigError('eval needs --ckpt <dir> or --model <dir>');
-        if (o.model && !o.data) throw new ConfigError('eval --model needs --data <sources...> (a Hugging Face model has no training sources)');
-        const r = evalCheckpoint(o.ckpt ?? o.model, { sources: o.data, batches: o.batches, hfModel: Boolean(o.model), allowNonFinite: Boolean(o.allowNonFinite) });
+        const p = modelPath(o);
+        const hf = Boolean(o.model) && isHfModelDir(p);
+        if (hf && !o.data) throw new ConfigError('eval --model needs --data <sources...> (a Hugging Face model has no training sources)');
+        const r = evalCheckpoint(p, { sources: o.data, batches: o.batches, hfModel: hf, allowNonFinite: Boolean(o.allowNonFinite) });
         process.stdout.write(o.json ? JSON.stringify(r, null, 2) + '\n' : formatEval(r));
+      });
+    });
+
+  program
+    .command('convert')
+    .description('export a trained model to another format: GGUF for llama.cpp, or a Hugging Face model directory')
+    .argument('<src>', 'run directory, checkpoint directory or model file')
+    .argument('<out>', 'output file or directory')
+    .requiredOption('--to <format>', 'target format: gguf, hf')
+    .option('--quant <type>', 'gguf: tensor type f32, f16, bf16, q8_0, q4_0 (norms and routers stay f32; rows not a multiple of 32 fall back to f16)')
+    .option('--arch <name>', 'gguf: llama.cpp architecture (default auto: the first that computes the model: llama, bailingmoe)')
+    .option('--dtype <dtype>', 'hf: weight dtype float32 (default), bfloat16, float16')
+    .option('--overwrite', 'replace <out> if it exists')
+    .action(async (src: string, out: string, o) => {
+      const { convertCommand } = await import('./convert-command.js');
+      const given = ['quant', 'arch', 'dtype'].filter((k) => o[k] !== undefined);
+      await withBackend({ backend: 'js' }, async () => {
+        process.stdout.write(convertCommand(src, out, o.to, o, given) + '\n');
       });
     });
 
@@ -275,24 +306,6 @@ export function buildProgram(): Command {
     .action(async (o) => {
       const { benchRoutersCommand } = await import('../bench-routers/run.js');
       await withBackend(o, (backend) => benchRoutersCommand(o, backend, (line) => process.stdout.write(line + '\n')));
-    });
-
-  program
-    .command('convert')
-    .description('convert a moe-ts checkpoint to another format (hf: a Hugging Face model directory)')
-    .argument('<src>', 'run directory or checkpoint directory')
-    .argument('<dst>', 'output directory')
-    .requiredOption('--to <format>', 'target format: hf')
-    .option('--dtype <dtype>', 'weight dtype: float32, bfloat16, float16', 'float32')
-    .option('--overwrite', 'replace a model already in <dst>')
-    .action(async (src: string, dst: string, o) => {
-      if (o.to !== 'hf') throw new ConfigError(`--to ${JSON.stringify(o.to)} is not supported here (supported: hf)`);
-      if (!['float32', 'bfloat16', 'float16'].includes(o.dtype)) throw new ConfigError(`--dtype ${JSON.stringify(o.dtype)}: expected float32, bfloat16 or float16`);
-      const { loadModelForInference } = await import('../infer/index.js');
-      const { savePretrainedWithTokenizer } = await import('../io/hf/pretrained.js');
-      const { model, tokenizer } = loadModelForInference(src);
-      const files = savePretrainedWithTokenizer(model, tokenizer, dst, { dtype: o.dtype, overwrite: Boolean(o.overwrite) });
-      process.stdout.write(`wrote ${files.join(', ')} to ${dst}\n`);
     });
 
   program

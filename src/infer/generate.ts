@@ -7,10 +7,11 @@ import { noGrad } from '../tensor/tensor.js';
 import type { StateDict } from '../nn/module.js';
 import { Rng } from '../tensor/random.js';
 import { MoETransformerLM, type KVCache } from '../models/transformer.js';
-import type { RunConfig } from '../models/config.js';
+import { parseRunConfig, type RunConfig } from '../models/config.js';
 import { createStreamDecoder, loadTokenizer, type Tokenizer } from '../data/tokenizer/index.js';
 import { loadCheckpoint } from '../io/checkpoint.js';
 import { CheckpointError, type TrainerState } from '../io/checkpoint-bytes.js';
+import { fromGGUF, isGGUFFile } from '../io/gguf/index.js';
 import { Sampler, type SamplingOptions } from './sampling.js';
 
 /**
@@ -231,8 +232,16 @@ export interface InferenceModel {
   step: number;
 }
 
-/** Load a checkpoint (run directory, step directory or single-file checkpoint) for generation, in eval mode, without optimizer moments. */
+/**
+ * Load a model for generation, in eval mode: a checkpoint (run directory, step directory or
+ * single-file checkpoint, without optimizer moments) or a GGUF file (by its magic; quantised
+ * tensors dequantised; the run config is the defaults around the file's model config).
+ */
 export function loadModelForInference(ckptPath: string, opts: { allowNonFinite?: boolean } = {}): InferenceModel {
+  if (isGGUFFile(ckptPath)) {
+    const g = fromGGUF(ckptPath);
+    return { model: g.model, tokenizer: g.tokenizer, config: parseRunConfig({ model: g.config }), dir: ckptPath, step: 0 };
+  }
   const ck = loadCheckpoint(ckptPath, false, { allowNonFinite: opts.allowNonFinite });
   return { ...inferenceModelFromCheckpoint(ck, ck.dir), dir: ck.dir };
 }

@@ -1,0 +1,352 @@
+/**
+ * moe-ts model <-> GGUF: tensor naming, layouts and quantisation for export, and `fromGGUF` for
+ * import. Layouts: a moe-ts Linear weight [out, in] is ggml ne {in, out} with the same bytes;
+ * stacked expert weights w1/w3 [E, d, f] and w2 [E, f, d] are transposed per expert into ggml's
+ * ffn_{gate,up}_exps {d, f, E} and ffn_down_exps {f, d, E}. For architectures with adjacent-pair
+ * RoPE, q/k rows of each head are interleaved (row 2i+j <- row j*Dh/2+i), as llama.cpp's own
+ * converter does for Hugging Face checkpoints; dot products q.k are unchanged.
+ */
+import { MoETransformerLM } from '../../models/transformer.js';
+import { parseModelConfig, type ModelConfig } from '../../models/config.js';
+import type { Tokenizer } from '../../data/tokenizer/index.js';
+import type { StateDict } from '../../nn/module.js';
+import { gguf, type GGUFValue, type GGMLWritableType } from './format.js';
+import { encodeTensor, rowsFit } from './quant.js';
+import { writeGGUFSync, type GGUFTensorInput } from './writer.js';
+import { GGUFFile, GGUFError } from './reader.js';
+import { ARCHS, chooseArch, sharedWidth, type ArchName, type ArchSpec } from './arch.js';
+import { tokenizerMetadata, tokenizerFromGGUF } from './tokenizer.js';
+
+export type GGUFQuant = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
+export const GGUF_QUANTS: readonly GGUFQuant[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'];
+const QUANT_TYPE: Record<GGUFQuant, GGMLWritableType> = { f32: 'F32', f16: 'F16', bf16: 'BF16', q8_0: 'Q8_0', q4_0: 'Q4_0' };
+/** general.file_type (llama_ftype). */
+const FILE_TYPE: Record<GGUFQuant, number> = { f32: 0, f16: 1, q4_0: 2, q8_0: 7, bf16: 32 };
+
+export interface GGUFExportOptions {
+  quant?: GGUFQuant;
+  arch?: ArchName | 'auto';
+  /** general.name */
+  name?: string;
+  /** Fail instead of falling back to F16 when a tensor's rows are not a multiple of 32. */
+  strictQuant?: boolean;
+}
+
+export interface GGUFExportReport {
+  path: string;
+  arch: ArchName;
+  quant: GGUFQuant;
+  bytes: number;
+  tensors: number;
+  /** llama.cpp's vocabulary (the tokenizer's plus the EOS control token). */
+  vocab: number;
+  /** Tensors written as F16 because their rows do not fit the quantisation blocks. */
+  fallbacks: { name: string; reason: string }[];
+}
+
+function transposeBlocks(src: Float32Array, blocks: number, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(src.length);
+  for (let b = 0; b < blocks; b++) {
+    const o = b * rows * cols;
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[o + c * rows + r] = src[o + r * cols + c];
+  }
+  return out;
+}
+
+/** Interleave each head's half-split rows into adjacent pairs (inverse: deinterleave). */
+export function permuteRopeRows(w: Float32Array, rows: number, cols: number, headDim: number, inverse = false): Float32Array {
+  const out = new Float32Array(w.length);
+  const half = headDim / 2;
+  for (let h = 0; h < rows / headDim; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const adjacent = h * headDim + 2 * i + j;
+        const split = h * headDim + j * half + i;
+        const [dst, src] = inverse ? [split, adjacent] : [adjacent, split];
+        out.set(w.subarray(src * cols, (src + 1) * cols), dst * cols);
+      }
+    }
+  }
+  return out;
+}
+
+function padRows(w: Float32Array, rows: number, cols: number, toRows: number): Float32Array {
+  if (toRows === rows) return w;
+  const out = new Float32Array(toRows * cols);
+  out.set(w.subarray(0, rows * cols));
+  return out;
+}
+
+/** Write `model` with `tokenizer` as a GGUF file llama.cpp runs. */
+export function exportGGUF(model: MoETransformerLM, tokenizer: Tokenizer, path: string, opts: GGUFExportOptions = {}): GGUFExportReport {
+  const c = model.config;
+  const quant = opts.quant ?? 'f32';
+  if (!GGUF_QUANTS.includes(quant)) throw new Error(`gguf export: unknown quantisation "${quant}" (known: ${GGUF_QUANTS.join(', ')})`);
+  const spec = chooseArch(c, opts.arch ?? 'auto');
+  if (tokenizer.vocabSize > c.vocab_size) throw new Error(`gguf export: tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${c.vocab_size}`);
+  const tok = tokenizerMetadata(tokenizer);
+  // llama.cpp's vocabulary is the tokenizer's + EOS; model rows beyond the tokenizer (padding) are not addressable there
+  const Vg = tok.vocab;
+  const V = tokenizer.vocabSize;
+  const d = c.hidden_size;
+  const H = c.num_attention_heads;
+  const state = model.stateDict();
+  const used = new Set<string>();
+  const get = (name: string): { data: Float32Array; shape: readonly number[] } => {
+    const t = state.get(name);
+    if (!t) throw new Error(`gguf export: model has no tensor "${name}"`);
+    used.add(name);
+    return t;
+  };
+  const qtype = QUANT_TYPE[quant];
+  const fallbacks: GGUFExportReport['fallbacks'] = [];
+  const tensors: GGUFTensorInput[] = [];
+  /** rowMajor: values in row-major order of shape = ne reversed. */
+  const add = (name: string, ne: number[], values: Float32Array, kind: 'weight' | 'norm' | 'router' = 'weight'): void => {
+    let type: GGMLWritableType = kind === 'weight' ? qtype : 'F32';
+    if (!rowsFit(type, ne[0])) {
+      const reason = `rows of ${ne[0]} are not a multiple of 32`;
+      if (opts.strictQuant) throw new Error(`gguf export: tensor ${name}: ${quant} needs ${reason.replace('are not', 'to be')}`);
+      fallbacks.push({ name, reason });
+      type = 'F16';
+    }
+    tensors.push({ name, ne, type, data: encodeTensor(values, type, ne[0]) });
+  };
+
+  const emb = get('embed_tokens.weight').data;
+  add('token_embd.weight', [d, Vg], padRows(emb, V, d, Vg));
+  add('output_norm.weight', [d], get('norm.weight').data, 'norm');
+  if (!c.tie_word_embeddings) add('output.weight', [d, Vg], padRows(get('lm_head.weight').data, V, d, Vg));
+  else if (spec.outputRequired) add('output.weight', [d, Vg], padRows(emb, V, d, Vg));
+
+  let headDim = d / H;
+  let headsKv = H;
+  for (let i = 0; i < c.num_hidden_layers; i++) {
+    const p = `layers.${i}.`;
+    const b = `blk.${i}.`;
+    add(`${b}attn_norm.weight`, [d], get(`${p}input_layernorm.weight`).data, 'norm');
+    const q = get(`${p}self_attn.q_proj.weight`);
+    const k = get(`${p}self_attn.k_proj.weight`);
+    const v = get(`${p}self_attn.v_proj.weight`);
+    const o = get(`${p}self_attn.o_proj.weight`);
+    headDim = q.shape[0] / H;
+    headsKv = k.shape[0] / headDim;
+    const rope = (w: { data: Float32Array; shape: readonly number[] }): Float32Array => (spec.ropeAdjacent ? permuteRopeRows(w.data, w.shape[0], w.shape[1], headDim) : w.data);
+    add(`${b}attn_q.weight`, [d, q.shape[0]], rope(q));
+    add(`${b}attn_k.weight`, [d, k.shape[0]], rope(k));
+    add(`${b}attn_v.weight`, [d, v.shape[0]], v.data);
+    add(`${b}attn_output.weight`, [o.shape[1], d], o.data);
+    add(`${b}ffn_norm.weight`, [d], get(`${p}post_attention_layernorm.weight`).data, 'norm');
+    const layer = model.layers[i];
+    if (layer.block_sparse_moe) {
+      const E = c.num_local_experts;
+      const f = c.moe_intermediate_size;
+      add(`${b}ffn_gate_inp.weight`, [d, E], get(`${p}block_sparse_moe.router.gate.weight`).data, 'router');
+      add(`${b}ffn_gate_exps.weight`, [d, f, E], transposeBlocks(get(`${p}block_sparse_moe.experts.w1`).data, E, d, f));
+      add(`${b}ffn_up_exps.weight`, [d, f, E], transposeBlocks(get(`${p}block_sparse_moe.experts.w3`).data, E, d, f));
+      add(`${b}ffn_down_exps.weight`, [f, d, E], transposeBlocks(get(`${p}block_sparse_moe.experts.w2`).data, E, f, d));
+      if (spec.shared) {
+        const sw = sharedWidth(c);
+        if (sw > 0) {
+          add(`${b}ffn_gate_shexp.weight`, [d, sw], transposeBlocks(get(`${p}block_sparse_moe.shared.w1`).data, 1, d, sw));
+          add(`${b}ffn_up_shexp.weight`, [d, sw], transposeBlocks(get(`${p}block_sparse_moe.shared.w3`).data, 1, d, sw));
+          add(`${b}ffn_down_shexp.weight`, [sw, d], transposeBlocks(get(`${p}block_sparse_moe.shared.w2`).data, 1, sw, d));
+        } else {
+          add(`${b}ffn_gate_shexp.weight`, [d, f], new Float32Array(d * f));
+          add(`${b}ffn_up_shexp.weight`, [d, f], new Float32Array(d * f));
+          add(`${b}ffn_down_shexp.weight`, [f, d], new Float32Array(d * f));
+        }
+      }
+    } else {
+      const g = get(`${p}mlp.gate_proj.weight`);
+      add(`${b}ffn_gate.weight`, [d, g.shape[0]], g.data);
+      add(`${b}ffn_up.weight`, [d, g.shape[0]], get(`${p}mlp.up_proj.weight`).data);
+      add(`${b}ffn_down.weight`, [g.shape[0], d], get(`${p}mlp.down_proj.weight`).data);
+    }
+  }
+  const unmapped = [...state.keys()].filter((n) => !used.has(n));
+  if (unmapped.length) throw new Error(`gguf export: tensors with no ${spec.name} mapping: ${unmapped.join(', ')}`);
+
+  const A = spec.name;
+  const meta = new Map<string, GGUFValue>([
+    ['general.architecture', gguf('string', A)],
+    ['general.name', gguf('string', opts.name ?? 'moe-ts')],
+    ['general.alignment', gguf('u32', 32)],
+    ['general.file_type', gguf('u32', FILE_TYPE[quant])],
+    ['general.quantization_version', gguf('u32', 2)],
+    [`${A}.vocab_size`, gguf('u32', Vg)],
+    [`${A}.context_length`, gguf('u32', c.max_position_embeddings)],
+    [`${A}.embedding_length`, gguf('u32', d)],
+    [`${A}.block_count`, gguf('u32', c.num_hidden_layers)],
+    [`${A}.attention.head_count`, gguf('u32', H)],
+    [`${A}.attention.head_count_kv`, gguf('u32', headsKv)],
+    [`${A}.attention.key_length`, gguf('u32', headDim)],
+    [`${A}.attention.value_length`, gguf('u32', headDim)],
+    [`${A}.attention.layer_norm_rms_epsilon`, gguf('f32', c.rms_norm_eps)],
+    [`${A}.rope.dimension_count`, gguf('u32', headDim)],
+    [`${A}.rope.freq_base`, gguf('f32', c.rope_theta)],
+  ]);
+  for (const [k, v] of spec.hparams(c)) meta.set(`${A}.${k}`, v);
+  for (const [k, v] of tok.entries) meta.set(k, v);
+  const bytes = writeGGUFSync(path, meta, tensors);
+  return { path, arch: A, quant, bytes, tensors: tensors.length, vocab: Vg, fallbacks };
+}
+
+export interface GGUFModel {
+  model: MoETransformerLM;
+  tokenizer: Tokenizer;
+  config: ModelConfig;
+  arch: ArchName;
+  path: string;
+  /** Tensor name -> ggml type as stored (quantised blocks stay readable via rawTensor). */
+  types: Map<string, string>;
+  /** The stored bytes of a tensor (e.g. Q8_0 blocks for quantised kernels). */
+  rawTensor(name: string): Uint8Array;
+}
+
+/**
+ * Load a GGUF file written for one of the architectures moe-ts exports (llama, bailingmoe) as a
+ * moe-ts model in eval mode; quantised tensors are dequantised to float32.
+ */
+export function fromGGUF(path: string): GGUFModel {
+  const f = GGUFFile.open(path);
+  try {
+    const where = `gguf ${path}`;
+    const arch = f.getString('general.architecture') as ArchName;
+    const spec: ArchSpec | undefined = ARCHS[arch];
+    if (!spec || (arch !== 'llama' && arch !== 'bailingmoe')) throw new GGUFError(`${where}: general.architecture "${arch}" cannot be imported (supported: llama, bailingmoe)`);
+    const key = (k: string): string => `${arch}.${k}`;
+    const tokenizer = tokenizerFromGGUF(f);
+    const d = f.getInt(key('embedding_length'));
+    const L = f.getInt(key('block_count'));
+    const H = f.getInt(key('attention.head_count'));
+    const Hkv = f.getInt(key('attention.head_count_kv'), H);
+    if (Hkv !== H) throw new GGUFError(`${where}: ${key('attention.head_count_kv')} = ${Hkv} differs from head_count ${H} (grouped-query attention is not in the moe-ts model yet)`);
+    if (d % H !== 0) throw new GGUFError(`${where}: embedding_length ${d} is not divisible by head_count ${H}`);
+    const headDim = f.getInt(key('attention.key_length'), d / H);
+    if (headDim * H !== d) throw new GGUFError(`${where}: ${key('attention.key_length')} ${headDim} x ${H} heads != embedding_length ${d}`);
+    const rot = f.getInt(key('rope.dimension_count'), headDim);
+    if (rot !== headDim) throw new GGUFError(`${where}: ${key('rope.dimension_count')} ${rot} != head dim ${headDim} (partial rotary embeddings are not supported)`);
+    const scaling = f.getString(key('rope.scaling.type'), 'none');
+    if (scaling !== 'none' && !(scaling === 'linear' && f.getFloat(key('rope.scaling.factor'), 1) === 1)) throw new GGUFError(`${where}: ${key('rope.scaling.type')} "${scaling}" is not supported`);
+    const E = f.getInt(key('expert_count'), 0);
+    const K = f.getInt(key('expert_used_count'), 0);
+    const ff = f.getInt(key('feed_forward_length'), 0);
+    const emb = f.tensor('token_embd.weight');
+    const Vg = emb.ne[1];
+    const V = tokenizer.vocabSize;
+    if (emb.ne[0] !== d || Vg < V) throw new GGUFError(`${where}: token_embd.weight is [${emb.ne.join(', ')}], expected [${d}, >= ${V}]`);
+    let normalize = true;
+    let nShared = 0;
+    let moeFF = ff;
+    if (arch === 'bailingmoe') {
+      moeFF = f.getInt(key('expert_feed_forward_length'));
+      normalize = f.getBool(key('expert_weights_norm'), false);
+      const scale = f.getFloat(key('expert_weights_scale'), 1);
+      if (scale !== 1) throw new GGUFError(`${where}: ${key('expert_weights_scale')} = ${scale}; moe-ts routing has no weight scale`);
+      if (f.getInt(key('leading_dense_block_count'), 0) !== 0) throw new GGUFError(`${where}: leading dense blocks are not supported`);
+      const sc = f.getInt(key('expert_shared_count'));
+      const shexp = f.readFloat32('blk.0.ffn_down_shexp.weight');
+      // the exporter's all-zero placeholder for "no shared experts"
+      nShared = shexp.every((x) => x === 0) ? 0 : sc;
+    }
+    let tie = !f.tensors.has('output.weight');
+    const outRaw = tie ? null : f.readFloat32('output.weight');
+    const embRaw = f.readFloat32('token_embd.weight');
+    if (outRaw && outRaw.length === embRaw.length && outRaw.every((x, i) => x === embRaw[i])) tie = true;
+    const cfgIn: Record<string, unknown> = {
+      vocab_size: V,
+      hidden_size: d,
+      num_hidden_layers: L,
+      num_attention_heads: H,
+      max_position_embeddings: f.getInt(key('context_length')),
+      rope_theta: f.getFloat(key('rope.freq_base'), 10000),
+      rms_norm_eps: f.getFloat(key('attention.layer_norm_rms_epsilon')),
+      tie_word_embeddings: tie,
+      num_local_experts: E,
+      norm_topk_prob: normalize,
+    };
+    if (E > 0) {
+      Object.assign(cfgIn, { num_experts_per_tok: K, moe_intermediate_size: moeFF, n_shared_experts: nShared });
+      if (nShared) cfgIn.shared_expert_intermediate_size = moeFF;
+    } else cfgIn.intermediate_size = ff;
+    let config: ModelConfig;
+    try {
+      config = parseModelConfig(cfgIn, `${where} hyperparameters`);
+    } catch (e) {
+      throw new GGUFError((e as Error).message);
+    }
+    const state: StateDict = new Map();
+    const used = new Set<string>();
+    const read = (name: string, ne: number[]): Float32Array => {
+      const t = f.tensor(name);
+      if (t.ne.length !== ne.length || t.ne.some((x, i) => x !== ne[i])) throw new GGUFError(`${where}: tensor ${name} is [${t.ne.join(', ')}], expected [${ne.join(', ')}]`);
+      used.add(name);
+      return f.readFloat32(name);
+    };
+    const put = (name: string, shape: number[], data: Float32Array): void => void state.set(name, { data, shape });
+    used.add('token_embd.weight');
+    put('embed_tokens.weight', [V, d], embRaw.slice(0, V * d));
+    put('norm.weight', [d], read('output_norm.weight', [d]));
+    if (outRaw) used.add('output.weight');
+    if (!tie) put('lm_head.weight', [V, d], outRaw!.slice(0, V * d));
+    const unrope = (w: Float32Array, rows: number): Float32Array => (spec.ropeAdjacent ? permuteRopeRows(w, rows, d, headDim, true) : w);
+    for (let i = 0; i < L; i++) {
+      const p = `layers.${i}.`;
+      const b = `blk.${i}.`;
+      put(`${p}input_layernorm.weight`, [d], read(`${b}attn_norm.weight`, [d]));
+      put(`${p}self_attn.q_proj.weight`, [d, d], unrope(read(`${b}attn_q.weight`, [d, d]), d));
+      put(`${p}self_attn.k_proj.weight`, [d, d], unrope(read(`${b}attn_k.weight`, [d, d]), d));
+      put(`${p}self_attn.v_proj.weight`, [d, d], read(`${b}attn_v.weight`, [d, d]));
+      put(`${p}self_attn.o_proj.weight`, [d, d], read(`${b}attn_output.weight`, [d, d]));
+      put(`${p}post_attention_layernorm.weight`, [d], read(`${b}ffn_norm.weight`, [d]));
+      if (E > 0) {
+        const fe = moeFF;
+        put(`${p}block_sparse_moe.router.gate.weight`, [E, d], read(`${b}ffn_gate_inp.weight`, [d, E]));
+        put(`${p}block_sparse_moe.experts.w1`, [E, d, fe], transposeBlocks(read(`${b}ffn_gate_exps.weight`, [d, fe, E]), E, fe, d));
+        put(`${p}block_sparse_moe.experts.w3`, [E, d, fe], transposeBlocks(read(`${b}ffn_up_exps.weight`, [d, fe, E]), E, fe, d));
+        put(`${p}block_sparse_moe.experts.w2`, [E, fe, d], transposeBlocks(read(`${b}ffn_down_exps.weight`, [fe, d, E]), E, d, fe));
+        if (arch === 'bailingmoe') {
+          const sw = f.getInt(key('expert_shared_count')) * fe;
+          const g = read(`${b}ffn_gate_shexp.weight`, [d, sw]);
+          const u = read(`${b}ffn_up_shexp.weight`, [d, sw]);
+          const dn = read(`${b}ffn_down_shexp.weight`, [sw, d]);
+          if (nShared) {
+            put(`${p}block_sparse_moe.shared.w1`, [d, sw], transposeBlocks(g, 1, sw, d));
+            put(`${p}block_sparse_moe.shared.w3`, [d, sw], transposeBlocks(u, 1, sw, d));
+            put(`${p}block_sparse_moe.shared.w2`, [sw, d], transposeBlocks(dn, 1, d, sw));
+          } else if (!dn.every((x) => x === 0)) {
+            throw new GGUFError(`${where}: ${b}ffn_down_shexp.weight is non-zero but blk.0's is zero (shared experts in some layers only are not supported)`);
+          }
+        }
+      } else {
+        put(`${p}mlp.gate_proj.weight`, [ff, d], read(`${b}ffn_gate.weight`, [d, ff]));
+        put(`${p}mlp.up_proj.weight`, [ff, d], read(`${b}ffn_up.weight`, [d, ff]));
+        put(`${p}mlp.down_proj.weight`, [d, ff], read(`${b}ffn_down.weight`, [ff, d]));
+      }
+    }
+    const extra = [...f.tensors.keys()].filter((n) => !used.has(n));
+    if (extra.length) throw new GGUFError(`${where}: tensors moe-ts does not know how to use: ${extra.slice(0, 5).join(', ')}${extra.length > 5 ? ` (+${extra.length - 5} more)` : ''}`);
+    const model = new MoETransformerLM(config, 0);
+    try {
+      model.loadStateDict(state);
+    } catch (e) {
+      throw new GGUFError(`${where}: ${(e as Error).message}`);
+    }
+    model.eval();
+    const types = new Map([...f.tensors.values()].map((t) => [t.name, t.type.name]));
+    return {
+      model, tokenizer, config, arch, path, types,
+      rawTensor: (name) => {
+        const g = GGUFFile.open(path);
+        try {
+          return g.readRaw(name);
+        } finally {
+          g.close();
+        }
+      },
+    };
+  } finally {
+    f.close();
+  }
+}

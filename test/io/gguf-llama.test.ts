@@ -1,0 +1,183 @@
+/**
+ * Verification against llama.cpp itself (node-llama-cpp 3.21.1, prebuilt CPU binary): GGUF files
+ * exported by moe-ts must give llama.cpp the same next-token distribution and the same greedy text.
+ * This test must not skip: if the binary cannot load, it fails with the loader's message.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { getLlama, LlamaLogLevel, type Llama, type LlamaModel, type Token, type ControlledEvaluateInputItem } from 'node-llama-cpp';
+import { initBackend } from '../../src/kernels/index.js';
+import { noGrad } from '../../src/tensor/tensor.js';
+import { MoETransformerLM } from '../../src/models/transformer.js';
+import { parseModelConfig } from '../../src/models/config.js';
+import { ByteTokenizer, BpeTokenizer, type Tokenizer } from '../../src/data/tokenizer/index.js';
+import { loadCorpus } from '../../src/data/corpus.js';
+import { exportGGUF, fromGGUF, type GGUFQuant } from '../../src/io/gguf/index.js';
+import { generate, loadModelForInference } from '../../src/infer/index.js';
+import { train } from '../../src/train/trainer.js';
+import { tmpDir, tinyConfig } from '../train/helpers.js';
+
+let llama: Llama;
+const dir = tmpDir('gguf-llama');
+const loaded: LlamaModel[] = [];
+
+before(async () => {
+  await initBackend('js');
+  llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+});
+
+after(async () => {
+  for (const m of loaded) await m.dispose();
+  await llama?.dispose();
+});
+
+async function load(file: string): Promise<LlamaModel> {
+  const m = await llama.loadModel({ modelPath: file });
+  loaded.push(m);
+  return m;
+}
+
+/** llama.cpp's next-token log-probabilities over the first V tokens (renormalised without its EOS token), after `ids`. */
+async function llamaLogProbs(m: LlamaModel, ids: number[], V: number): Promise<Float64Array> {
+  // f32 KV cache: the default f16 cache alone costs ~1e-3 of the logit scale
+  const ctx = await m.createContext({ contextSize: 64, threads: 1, flashAttention: false, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' });
+  try {
+    const seq = ctx.getSequence();
+    const tokens = ids as unknown as Token[];
+    const input: ControlledEvaluateInputItem[] = tokens.map((t, i) => (i === ids.length - 1 ? [t, { generateNext: { probabilities: true } }] : t));
+    const res = await seq.controlledEvaluate(input);
+    const probs = res[ids.length - 1]?.next?.probabilities;
+    assert.ok(probs, 'llama.cpp returned no probabilities');
+    let s = 0;
+    for (let t = 0; t < V; t++) s += probs.get(t as unknown as Token) ?? 0;
+    const out = new Float64Array(V);
+    for (let t = 0; t < V; t++) out[t] = Math.log((probs.get(t as unknown as Token) ?? 0) / s);
+    return out;
+  } finally {
+    await ctx.dispose();
+  }
+}
+
+function ourLogits(model: MoETransformerLM, ids: number[]): Float32Array {
+  const V = model.config.vocab_size;
+  const { logits } = noGrad(() => model.forward(Int32Array.from(ids), 1, ids.length, { ctx: { training: false, step: 0, rng: null as never } }));
+  return logits.data.slice((ids.length - 1) * V, ids.length * V);
+}
+
+/** max |log p_ours - log p_llama| over tokens llama.cpp gives a non-zero probability, and max |logit|. */
+function compare(ours: Float32Array, theirs: Float64Array): { diff: number; scale: number } {
+  let m = -Infinity;
+  for (const x of ours) m = Math.max(m, x);
+  let s = 0;
+  for (const x of ours) s += Math.exp(x - m);
+  const lse = m + Math.log(s);
+  let diff = 0;
+  let scale = 0;
+  for (let t = 0; t < ours.length; t++) {
+    scale = Math.max(scale, Math.abs(ours[t]));
+    if (Number.isFinite(theirs[t])) diff = Math.max(diff, Math.abs(ours[t] - lse - theirs[t]));
+  }
+  return { diff, scale };
+}
+
+function randomModel(over: object, seed: number): MoETransformerLM {
+  const cfg = parseModelConfig({ hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 64, intermediate_size: 96, max_position_embeddings: 64, ...over });
+  const m = new MoETransformerLM(cfg, seed);
+  // the default init gives near-uniform logits; scale up so the comparison has something to resolve
+  for (const [n, t] of m.stateDict()) if (!n.includes('norm')) for (let i = 0; i < t.data.length; i++) t.data[i] *= 3;
+  m.eval();
+  return m;
+}
+
+const PROMPT = 'ROMEO:\nWhat light through yonder window breaks?';
+
+const fixtures: [string, object][] = [
+  ['llama (Mixtral-style renormalised top-k)', {}],
+  ['llama dense (no experts)', { num_local_experts: 0 }],
+  ['llama untied head', { tie_word_embeddings: false }],
+  ['bailingmoe (top-k not renormalised)', { norm_topk_prob: false }],
+  ['bailingmoe (shared expert, renormalised)', { n_shared_experts: 2, norm_topk_prob: true }],
+];
+
+for (const [name, over] of fixtures) {
+  test(`llama.cpp gives the same f32 next-token distribution: ${name}`, async () => {
+    const model = randomModel(over, 7);
+    const tok = new ByteTokenizer();
+    const file = path.join(dir, `${name.replace(/\W+/g, '_')}.gguf`);
+    const rep = exportGGUF(model, tok, file, { quant: 'f32' });
+    const expectArch = 'n_shared_experts' in over || 'norm_topk_prob' in over ? 'bailingmoe' : 'llama';
+    assert.equal(rep.arch, expectArch);
+    const ids = Array.from(tok.encode(PROMPT));
+    const { diff, scale } = compare(ourLogits(model, ids), await llamaLogProbs(await load(file), ids, 256));
+    assert.ok(diff <= 1e-3 * scale, `max log-prob difference ${diff} > 1e-3 x max |logit| ${scale}`);
+  });
+}
+
+test('quantised exports (trained model): llama.cpp stays within the measured tolerance of moe-ts', async () => {
+  const { model, tokenizer } = await trainedModel();
+  const ids = Array.from(tokenizer.encode(PROMPT));
+  const V = tokenizer.vocabSize;
+  const ours = ourLogits(model, ids);
+  // tolerances (fractions of max |logit|) from measurement, with headroom: see docs/gguf.md
+  for (const [quant, tolF32, tolSame] of [['q8_0', 0.01, 0.01], ['q4_0', 0.15, 0.01]] as [GGUFQuant, number, number][]) {
+    const file = path.join(dir, `trained-${quant}.gguf`);
+    exportGGUF(model, tokenizer, file, { quant });
+    const theirs = await llamaLogProbs(await load(file), ids, V);
+    const { diff, scale } = compare(ours, theirs);
+    // moe-ts reading the same quantised file: only llama.cpp's Q8_0 rounding of activations differs
+    const back = compare(ourLogits(fromGGUF(file).model, ids), theirs);
+    if (process.env.GGUF_MEASURE) console.log(quant, { vsF32: diff / scale, vsSameFile: back.diff / back.scale, scale });
+    assert.ok(diff <= tolF32 * scale, `${quant}: max log-prob difference ${diff} > ${tolF32} x max |logit| ${scale}`);
+    assert.ok(back.diff <= tolSame * back.scale, `${quant}: re-imported moe-ts vs llama.cpp differ by ${back.diff} > ${tolSame} x ${back.scale}`);
+  }
+});
+
+let trained: { model: MoETransformerLM; tokenizer: Tokenizer } | null = null;
+async function trainedModel(): Promise<{ model: MoETransformerLM; tokenizer: Tokenizer }> {
+  if (!trained) {
+    const out = path.join(dir, 'run');
+    const cfg = tinyConfig({ training: { steps: 40, save_interval: 40, eval_interval: 40 }, data: { tokenizer: { type: 'bpe', vocab_size: 320 } } });
+    await train({ config: cfg, outDir: out });
+    const m = loadModelForInference(out);
+    trained = { model: m.model, tokenizer: m.tokenizer };
+  }
+  return trained;
+}
+
+test('greedy 32-token continuations are identical in llama.cpp for f32 and f16 (trained BPE model)', async () => {
+  const { model, tokenizer } = await trainedModel();
+  const ours = Array.from(generate(model, tokenizer, 'ROMEO:', { maxNewTokens: 32, temperature: 0 }).ids);
+  for (const quant of ['f32', 'f16'] as GGUFQuant[]) {
+    const file = path.join(dir, `trained-${quant}.gguf`);
+    exportGGUF(model, tokenizer, file, { quant });
+    const m = await load(file);
+    const ctx = await m.createContext({ contextSize: 64, threads: 1 });
+    try {
+      const seq = ctx.getSequence();
+      const got: number[] = [];
+      for await (const t of seq.evaluate(Array.from(tokenizer.encode('ROMEO:')) as unknown as Token[], { temperature: 0 })) {
+        got.push(t as unknown as number);
+        if (got.length === 32) break;
+      }
+      assert.deepEqual(got, ours, `${quant}: llama.cpp's greedy continuation differs`);
+    } finally {
+      await ctx.dispose();
+    }
+  }
+});
+
+test("llama.cpp's tokenisation equals moe-ts's (byte and trained BPE tokenizers)", async () => {
+  const strings = ['ROMEO: What light?', '  two  spaces\tand tab\n\nnewlines', "it's we'll they'd 12345", 'unicode: café – 日本語 🙂'];
+  const { tokenizer: bpe } = await trainedModel();
+  const small = BpeTokenizer.train(loadCorpus('shakespeare').slice(0, 20000), { vocabSize: 300 });
+  for (const tok of [new ByteTokenizer(), bpe, small]) {
+    const file = path.join(dir, `tok-${tok.name}.gguf`);
+    exportGGUF(randomModel({ vocab_size: tok.vocabSize, num_hidden_layers: 1 }, 1), tok, file, { quant: 'f32' });
+    const m = await load(file);
+    for (const s of strings) assert.deepEqual(Array.from(m.tokenize(s)) as unknown as number[], Array.from(tok.encode(s)), `${tok.name}: ${JSON.stringify(s)}`);
+    // and the vocabulary comes back as the same tokenizer
+    const back = fromGGUF(file).tokenizer;
+    assert.deepEqual(back.toJSON(), tok.toJSON());
+  }
+});

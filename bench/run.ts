@@ -50,6 +50,7 @@ async function main(): Promise<number> {
     peers: args.peers,
     isolate: args.isolate,
     seed: args.seed,
+    outDir,
     log: (msg) => process.stderr.write(msg + '\n'),
   };
   let failed = 0;
@@ -71,7 +72,7 @@ async function main(): Promise<number> {
       console.log(`\n${t.title}`);
       console.log(t.rows.length > 0 ? formatTable(t.columns, t.rows) : '(nothing to compare)');
     }
-    const { log: _log, ...jsonOpts } = opts;
+    const { log: _log, outDir: _outDir, ...jsonOpts } = opts;
     const file = writeSuiteResults(outDir, {
       suite: s.name,
       machine,

@@ -24,6 +24,8 @@ export interface SuiteOptions {
   isolate: boolean;
   /** Seed for all random inputs. */
   seed: number;
+  /** Where <suite>.json goes; suites write companion files (plots) next to it. */
+  outDir?: string;
   /** Progress messages (stderr; the tables go to stdout). */
   log: (msg: string) => void;
 }

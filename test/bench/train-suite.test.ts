@@ -1,0 +1,57 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { compareDatasets, report, suiteConfig } from '../../bench/suites/train.js';
+import { matchedDenseConfig } from '../../src/models/config.js';
+
+function run(dataset: string, model: string, seed: number, valLoss: number, curve: [number, number][], tokensPerS = 1000): Record<string, unknown> {
+  return { kind: 'run', dataset, model, seed, valLoss, tokens: 1000, tokensPerS, curve: curve.map(([tokens, loss]) => ({ tokens, loss })) };
+}
+
+test('compareDatasets: Welch difference, 2-SE verdict, paired difference and tokens-to-reach per seed', () => {
+  const rows = [
+    run('a', 'moe', 1, 1.9, [[500, 2.2], [1000, 1.9]], 900),
+    run('a', 'dense', 1, 2.0, [[500, 2.3], [1000, 2.0]]),
+    run('a', 'moe', 2, 1.92, [[500, 2.3], [1000, 1.92]], 900),
+    run('a', 'dense', 2, 2.01, [[500, 2.3], [1000, 2.01]]),
+    run('a', 'moe', 3, 1.91, [[500, 2.0], [1000, 1.91]], 900),
+    run('a', 'dense', 3, 2.02, [[500, 2.3], [1000, 2.02]]),
+  ];
+  const [c] = compareDatasets(rows);
+  assert.equal(c.n, 3);
+  assert.ok(Math.abs(c.moe.mean - 1.91) < 1e-12 && Math.abs(c.dense.mean - 2.01) < 1e-12);
+  // sd 0.01 each: SE = sqrt(2 * 0.0001 / 3)
+  assert.ok(Math.abs(c.diff.se - Math.sqrt(0.0002 / 3)) < 1e-12);
+  assert.equal(c.beats2SE, true);
+  assert.ok(Math.abs(c.paired.mean + 0.1) < 1e-12);
+  // seed 1: 2.2 -> 1.9 crosses 2.0 at 2/3 of the way from 500 to 1000 tokens
+  assert.ok(Math.abs((c.reachRatios[0] as number) - (500 + (0.2 / 0.3) * 500) / 1000) < 1e-12);
+  // seed 3: already below 2.02 at the first evaluation
+  assert.equal(c.reachRatios[2], 0.5);
+  assert.ok(c.reach !== null && c.reach.n === 3);
+  assert.ok(Math.abs(c.trainSpeedRatio - 0.9) < 1e-12);
+});
+
+test('compareDatasets: a MoE that never reaches dense has no reach interval, and a loss is no win', () => {
+  const rows = [
+    run('b', 'moe', 1, 2.1, [[1000, 2.1]]),
+    run('b', 'dense', 1, 2.0, [[1000, 2.0]]),
+    run('b', 'moe', 2, 2.0, [[1000, 2.0]]),
+    run('b', 'dense', 2, 2.05, [[1000, 2.05]]),
+  ];
+  const [c] = compareDatasets(rows);
+  assert.equal(c.reachRatios[0], null);
+  assert.equal(c.reach, null);
+  assert.equal(c.beats2SE, false);
+  const t = report(rows as never);
+  assert.match(String(t[1].rows[0].ratio), /not reached in 1 of 2 seeds/);
+  // one seed only: nothing to compare
+  assert.deepEqual(compareDatasets(rows.slice(0, 2)), []);
+});
+
+test('suite config: the train defaults, dense baseline matched in active width', () => {
+  const c = suiteConfig(false, ['shakespeare'], 7);
+  assert.equal(c.training.seed, 7);
+  const d = matchedDenseConfig(c.model);
+  assert.equal(d.intermediate_size, c.model.num_experts_per_tok * c.model.moe_intermediate_size + c.model.n_shared_experts * (c.model.shared_expert_intermediate_size ?? c.model.moe_intermediate_size));
+  assert.ok(suiteConfig(true, ['shakespeare'], 1).training.steps < c.training.steps);
+});

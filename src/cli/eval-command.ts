@@ -1,6 +1,6 @@
 /** `moe-ts eval`: per-domain validation loss of a checkpoint plus routing statistics. */
 import { loadModelForInference } from '../infer/index.js';
-import { loadCorpus } from '../data/corpus.js';
+import { loadCorpusSplits } from '../data/corpus.js';
 import { parseRunConfig } from '../models/config.js';
 import { buildDataset } from '../data/build.js';
 import { evaluate, type EvalResult } from '../train/evaluate.js';
@@ -20,7 +20,7 @@ export function evalCheckpoint(ckpt: string, opts: { sources?: string[]; batches
     data: { ...config.data, sources, weights: undefined },
     training: { ...config.training, eval_batches: batches },
   });
-  const texts = sources.map((s) => loadCorpus(s, { dataDir: opts.dataDir }));
+  const texts = sources.map((s) => loadCorpusSplits(s, { dataDir: opts.dataDir }));
   const data = buildDataset(cfg, tokenizer, texts);
   const r = evaluate(model, data, { maxBatches: batches, step });
   return { ...r, checkpoint: dir, step, sources };

@@ -12,7 +12,7 @@ import { MoETransformerLM, lmLoss } from '../models/transformer.js';
 import { parseModelConfig, type RunConfig } from '../models/config.js';
 import type { MixedDataset } from '../data/dataset.js';
 import { buildTokenizer, buildDataset } from '../data/build.js';
-import { loadCorpus } from '../data/corpus.js';
+import { loadCorpusSplits } from '../data/corpus.js';
 import { loadTokenizer, type Tokenizer } from '../data/tokenizer/index.js';
 import { saveTokenizer } from '../io/tokenizer.js';
 import { writeJsonAtomicSync } from '../io/atomic.js';
@@ -88,7 +88,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   let cfg = opts.config;
   const out = opts.outDir;
   const ev = opts.events ?? {};
-  const texts = cfg.data.sources.map((s) => loadCorpus(s, { dataDir: opts.dataDir }));
+  const texts = cfg.data.sources.map((s) => loadCorpusSplits(s, { dataDir: opts.dataDir }));
 
   let tokenizer: Tokenizer;
   let resumeFrom: ReturnType<typeof loadCheckpoint> | null = null;

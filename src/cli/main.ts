@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The moe-ts command line: train, generate, eval, bench-routers, routers. */
+/** The moe-ts command line: train, generate, eval, report, bench-routers, routers, data. */
 import * as fs from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { initBackend, disposeBackend } from '../kernels/index.js';
@@ -60,7 +60,7 @@ export function buildProgram(): Command {
     .command('train')
     .description('train an MoE language model (default: a small MoE on the embedded Shakespeare corpus)')
     .option('--config <file>', 'JSON config with "model", "training" and "data" sections')
-    .option('--data <sources...>', 'corpora: shakespeare, wikitext, linux, or text file paths')
+    .option('--data <sources...>', 'corpora: shakespeare, wikitext, linux (see `moe-ts data`), or paths of text files or folders')
     .option('--steps <n>', 'training steps', intArg('--steps'))
     .option('--out <dir>', 'run directory (checkpoints, log.jsonl, results.json)')
     .option('--resume', 'continue the run in --out from its latest checkpoint')
@@ -166,6 +166,27 @@ export function buildProgram(): Command {
     .action(async (o) => {
       const { benchRoutersCommand } = await import('../bench-routers/run.js');
       await withBackend(o, (backend) => benchRoutersCommand(o, backend, (line) => process.stdout.write(line + '\n')));
+    });
+
+  program
+    .command('data')
+    .description('list the embedded corpora (size, splits, source, license); any UTF-8 file or folder also works as --data PATH')
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      const { listCorpora, corpusDir } = await import('../data/corpus.js');
+      const list = listCorpora();
+      if (o.json) {
+        process.stdout.write(JSON.stringify({ dir: corpusDir(), corpora: list }, null, 2) + '\n');
+        return;
+      }
+      const mb = (b: number): string => `${(b / 1e6).toFixed(2)} MB`;
+      process.stdout.write(`corpora in ${corpusDir()}:\n`);
+      for (const c of list) {
+        process.stdout.write(`\n  ${c.name.padEnd(12)} ${c.kind.padEnd(6)} ${mb(c.bytes).padStart(9)}  ${c.description}\n`);
+        process.stdout.write(`    files:   ${c.files.map((f) => `${f.file} (${f.split}, ${mb(f.bytes)})`).join(', ')}\n`);
+        process.stdout.write(`    splits:  ${c.splits}\n    source:  ${c.source}\n    license: ${c.license}\n`);
+      }
+      process.stdout.write(`\nAny UTF-8 text file or folder of text files also works: --data path/to/file.txt or --data path/to/folder/\n`);
     });
 
   program

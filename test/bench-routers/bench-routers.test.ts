@@ -201,8 +201,9 @@ test('the report renders in headless Chromium: every chart drawn, no console err
         return { id: f.getAttribute('data-chart'), svgs: f.querySelectorAll('svg').length, w: box?.width ?? 0, h: box?.height ?? 0, paths: paths.length };
       }),
     );
-    // 7 charts + one heatmap per MoE router and layer (2 routers x 1 layer)
-    assert.equal(charts.length, 9);
+    // 7 charts + per MoE router and layer (2 routers x 1 layer) a heatmap, or one line when its usage is uniform
+    const uniform = await page.locator('p.uniform-line').count();
+    assert.equal(charts.length + uniform, 9);
     for (const c of charts) {
       assert.equal(c.svgs, 1, `${c.id}: one svg`);
       assert.ok(c.w > 50 && c.h > 50, `${c.id}: rendered size ${c.w}x${c.h}`);

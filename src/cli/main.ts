@@ -169,6 +169,17 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('report')
+    .description('write an HTML report of one training run: loss, learning rate, gradient norm, load balance, drops, experts per token')
+    .argument('<run>', 'run directory (made by moe-ts train)')
+    .option('--out <file>', 'where to write the page (default: <run>/report.html)')
+    .action(async (run: string, o: { out?: string }) => {
+      const { writeRunReport } = await import('../bench-routers/report/run-report.js');
+      const r = writeRunReport(run, o.out);
+      process.stdout.write(`report: ${r.path} (${r.run.steps.length} logged steps, ${r.run.evals.length} evaluations)\n`);
+    });
+
+  program
     .command('data')
     .description('list the embedded corpora (size, splits, source, license); any UTF-8 file or folder also works as --data PATH')
     .option('--json', 'print JSON')

@@ -84,7 +84,9 @@ export function zoomRange(series: readonly { points: [number, number][] }[], ski
   // a reference line close to the curves is worth showing; a far one would undo the zoom
   for (const e of extra) if (Number.isFinite(e) && e <= hi + 0.25 * (hi - lo)) (lo = Math.min(lo, e)), (hi = Math.max(hi, e));
   const pad = Math.max((hi - lo) * 0.06, 1e-3);
-  return { min: lo - pad, max: hi + pad };
+  // round outwards to a readable step so the axis ends on a labelled value
+  const step = 10 ** Math.floor(Math.log10(hi - lo + 2 * pad)) / 10;
+  return { min: Math.floor((lo - pad) / step) * step, max: Math.ceil((hi + pad) / step) * step };
 }
 
 export function lineChart(o: {
@@ -131,7 +133,8 @@ export function lineChart(o: {
       series: [
         ...bands.map((s) => ({
           type: 'custom',
-          name: s.name,
+          // its own name, so the legend (which lists the lines) takes each line's colour
+          name: `${s.name} ± std`,
           silent: true,
           z: 1,
           data: s.band!.map(([x, lo, hi]) => [x, lo, hi]),

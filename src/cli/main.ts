@@ -113,22 +113,34 @@ export function buildProgram(): Command {
     .option('--top-k <k>', 'sample among the k most likely tokens (0 = off)', intArg('--top-k', 0), 0)
     .option('--top-p <p>', 'nucleus sampling mass', floatArg('--top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'), 1)
     .option('--seed <n>', 'sampling seed', intArg('--seed', 0), 0)
+    .option('--show-routing', 'after the text, show which experts each token used in each MoE layer (coloured on a terminal)')
+    .option('--json', 'print one JSON object (text, token ids, and with --show-routing the routing per token) instead of streaming text')
     .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {
       const { loadModelForInference, generate } = await import('../infer/index.js');
       await withBackend(o, async () => {
         const { model, tokenizer } = loadModelForInference(o.ckpt);
-        process.stdout.write(o.prompt);
+        if (!o.json) process.stdout.write(o.prompt);
         const r = generate(model, tokenizer, o.prompt, {
           maxNewTokens: o.maxTokens,
           temperature: o.temperature,
           topK: o.topK,
           topP: o.topP,
           seed: o.seed,
-          onText: (s: string) => process.stdout.write(s),
+          traceRouting: Boolean(o.showRouting),
+          onText: o.json ? undefined : (s: string) => process.stdout.write(s),
         });
+        if (o.json) {
+          const { routing, ...rest } = r;
+          process.stdout.write(JSON.stringify({ prompt: o.prompt, ...rest, ids: Array.from(r.ids), ...(routing ? { routing } : {}) }) + '\n');
+          return;
+        }
         process.stdout.write(`\n`);
+        if (r.routing) {
+          const { formatRouting, useColor } = await import('./routing-view.js');
+          process.stdout.write('\n' + formatRouting(r.routing, { color: useColor(process.stdout), numExperts: model.config.num_local_experts, title: 'routing per token:' }));
+        }
         process.stderr.write(`[${r.ids.length} tokens, ${Math.round(r.tokensPerSec)} tokens/s]\n`);
       });
     });
@@ -140,13 +152,20 @@ export function buildProgram(): Command {
     .option('--data <sources...>', 'corpora to evaluate on (default: the training sources)')
     .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
     .option('--json', 'print JSON instead of a table')
+    .option('--trace [tokens]', 'show which experts each of the first tokens (default 48) of every domain\'s first validation window used per MoE layer', intArg('--trace'))
     .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {
       const { evalCheckpoint, formatEval } = await import('./eval-command.js');
       await withBackend(o, async () => {
-        const r = evalCheckpoint(o.ckpt, { sources: o.data, batches: o.batches });
+        const trace = o.trace === undefined ? undefined : o.trace === true ? 48 : o.trace;
+        const r = evalCheckpoint(o.ckpt, { sources: o.data, batches: o.batches, trace });
         process.stdout.write(o.json ? JSON.stringify(r, null, 2) + '\n' : formatEval(r));
+        if (!o.json && r.trace) {
+          const { formatRouting, useColor } = await import('./routing-view.js');
+          const E = r.expertUsage[0]?.[0]?.length ?? 0;
+          for (const t of r.trace) process.stdout.write('\n' + formatRouting(t.tokens, { color: useColor(process.stdout), numExperts: E, title: `routing per token, ${t.domain} (first validation window):` }));
+        }
       });
     });
 

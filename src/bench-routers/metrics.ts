@@ -175,3 +175,55 @@ export function lateMean(intervals: readonly IntervalMetrics[], key: keyof Omit<
   const tail = intervals.slice(Math.floor(intervals.length / 2));
   return tail.reduce((s, x) => s + x[key], 0) / tail.length;
 }
+
+/** What a model that knows only token frequencies achieves on the validation data. */
+export interface UnigramBaseline {
+  /** Token-weighted mean over domains of the validation cross-entropy (nats/token). */
+  loss: number;
+  /** Per domain, the same. */
+  domains: Record<string, number>;
+}
+
+/**
+ * Cross-entropy (nats/token) of validation targets under the unigram distribution of the
+ * training tokens (all domains pooled, as one model would learn them), add-one smoothed over the
+ * vocabulary so unseen tokens cost a finite ln(total + V). A language model whose validation loss
+ * is not clearly below this has learnt little beyond token frequencies.
+ */
+export function unigramBaseline(train: readonly Int32Array[], val: readonly { domain: string; targets: Int32Array }[], vocabSize: number): UnigramBaseline {
+  if (!(Number.isInteger(vocabSize) && vocabSize > 0)) throw new Error(`unigramBaseline: vocabSize must be a positive integer, got ${vocabSize}`);
+  const counts = new Float64Array(vocabSize);
+  let total = 0;
+  for (const t of train) {
+    for (const id of t) {
+      if (id < 0 || id >= vocabSize) throw new Error(`unigramBaseline: token ${id} outside the vocabulary of ${vocabSize}`);
+      counts[id]++;
+    }
+    total += t.length;
+  }
+  const logZ = Math.log(total + vocabSize);
+  const sum = new Map<string, { nll: number; n: number }>();
+  for (const { domain, targets } of val) {
+    const s = sum.get(domain) ?? { nll: 0, n: 0 };
+    for (const id of targets) s.nll += logZ - Math.log(counts[id] + 1);
+    s.n += targets.length;
+    sum.set(domain, s);
+  }
+  let nll = 0;
+  let n = 0;
+  const domains: Record<string, number> = {};
+  for (const [d, s] of sum) {
+    domains[d] = s.n ? s.nll / s.n : NaN;
+    nll += s.nll;
+    n += s.n;
+  }
+  return { loss: n ? nll / n : NaN, domains };
+}
+
+/** Fraction below the unigram baseline a final loss must reach to count as trained (10%). */
+export const TRAINED_MARGIN = 0.1;
+
+/** Whether a validation loss is clearly below the unigram baseline (by at least TRAINED_MARGIN of it). */
+export function clearlyBelowBaseline(loss: number, baseline: number): boolean {
+  return loss <= baseline * (1 - TRAINED_MARGIN);
+}

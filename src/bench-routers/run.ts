@@ -17,14 +17,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { train, TrainingDivergedError, type StepMetrics } from '../train/trainer.js';
-import { sourceName } from '../data/build.js';
+import { buildDataset, buildTokenizer, sourceName } from '../data/build.js';
 import { parseRunConfig, matchedDenseConfig, formatZodError, ConfigError, type RunConfig } from '../models/config.js';
 import { z } from '../tensor/validate.js';
 import { MoETransformerLM } from '../models/transformer.js';
-import { loadCorpus } from '../data/corpus.js';
+import { loadCorpusSplits } from '../data/corpus.js';
 import { routerRegistry } from '../moe/routers/index.js';
 import { writeFileAtomicSync, writeJsonAtomicSync } from '../io/atomic.js';
-import { aggregateIntervals, type StepSample } from './metrics.js';
+import { aggregateIntervals, unigramBaseline, type StepSample, type UnigramBaseline } from './metrics.js';
 import { analyseRuns } from './summary.js';
 import { mergeSeedRuns } from './seeds.js';
 import { renderReport } from './report/html.js';
@@ -208,7 +208,7 @@ export function planBenchmark(o: Pick<BenchRoutersOptions, 'config' | 'routers' 
     if (!routerRegistry.has(n)) throw new ConfigError(`bench-routers: bench.router_options names unknown router "${n}" (registered: ${registered.join(', ')})`);
   }
   // data problems (a missing corpus) surface now, not after the first models trained
-  for (const s of base.data.sources) loadCorpus(s, { dataDir: o.dataDir });
+  for (const s of base.data.sources) loadCorpusSplits(s, { dataDir: o.dataDir });
   const descriptions = new Map(routerRegistry.describe().map((d) => [d.name, d.description]));
   const denseModel = matchedDenseConfig(base.model);
   const plans: Plan[] = [];
@@ -355,6 +355,19 @@ async function runOne(plan: Plan, runDir: string, o: BenchRoutersOptions): Promi
   }
 }
 
+/**
+ * The unigram baseline of a config's data: the same tokenizer, training split and validation
+ * windows the models see, scored by token frequencies alone.
+ */
+export function dataBaseline(cfg: RunConfig, dataDir?: string): UnigramBaseline {
+  const texts = cfg.data.sources.map((s) => loadCorpusSplits(s, { dataDir }));
+  const tok = buildTokenizer(cfg, texts);
+  const ds = buildDataset(cfg, tok, texts);
+  const val: { domain: string; targets: Int32Array }[] = [];
+  for (const name of ds.domainNames) for (const b of ds.valBatches(name)) val.push({ domain: name, targets: b.targets });
+  return unigramBaseline(ds.domainNames.map((n) => ds.trainTokens(n)), val, tok.vocabSize);
+}
+
 export async function benchRouters(o: BenchRoutersOptions): Promise<BenchRoutersResult> {
   const log = o.log ?? (() => undefined);
   const seeds = seedList(o.config, o.seeds ?? 1);
@@ -417,6 +430,8 @@ export async function benchRouters(o: BenchRoutersOptions): Promise<BenchRouters
   }
   // one record per model: the single run, or the means over its seeds (with per-seed values)
   const merged = multi ? plans.map((_, m) => mergeSeedRuns(seeds.map((_, k) => records[k * plans.length + m]), seeds)) : records;
+  const baseline = dataBaseline(o.config, o.dataDir);
+  log(`unigram baseline of the validation data: ${baseline.loss.toFixed(4)} nats/token`);
   const results: BenchResults = {
     format: BENCH_FORMAT,
     version: BENCH_VERSION,
@@ -427,8 +442,9 @@ export async function benchRouters(o: BenchRoutersOptions): Promise<BenchRouters
     numExperts: o.config.model.num_local_experts,
     topK: o.config.model.num_experts_per_tok,
     seeds,
+    baseline,
     runs: merged,
-    analysis: analyseRuns(merged, { topK: o.config.model.num_experts_per_tok }),
+    analysis: analyseRuns(merged, { topK: o.config.model.num_experts_per_tok, baseline }),
   };
   const resultsPath = path.join(out, 'results.json');
   const reportPath = path.join(out, 'report.html');

@@ -1,11 +1,12 @@
 /**
- * Repeated seeds: summary statistics of per-seed final losses, the tie rule that uses them, and
- * the merge of one model's per-seed run records into one record of means (what the report draws).
+ * Repeated seeds: summary statistics of per-seed final losses (t-intervals), the comparison rule
+ * that uses them (Welch), the measured seed noise, and the merge of one model's per-seed run records into one record of means (what the report draws).
  *
  * Pure functions on plain records, unit-tested against hand-computed values.
  */
 import type { CurveRecord, FinalEvalRecord, RunRecord, SeedValue } from './types.js';
 import type { IntervalMetrics } from './metrics.js';
+import { COVERAGE, tCritical, welch, type Comparison } from './stats.js';
 
 export interface SeedStats {
   n: number;
@@ -14,35 +15,67 @@ export interface SeedStats {
   std: number;
   /** Standard error of the mean, std / sqrt(n); 0 when n = 1. */
   stderr: number;
-  /** The ~95% interval mean ± 2·stderr. */
+  /** Two-sided t critical value for n - 1 degrees of freedom at `coverage` (NaN when n = 1). */
+  t: number;
+  /** The t-interval mean ± t·stderr, which covers the true mean with probability `coverage` (NaN bounds when n = 1). */
   low: number;
   high: number;
+  coverage: number;
 }
 
-export function seedStats(values: readonly number[]): SeedStats {
+export function seedStats(values: readonly number[], coverage = COVERAGE): SeedStats {
   const n = values.length;
   if (!n) throw new Error('seedStats: no values');
   const mean = values.reduce((a, b) => a + b, 0) / n;
   const std = n > 1 ? Math.sqrt(values.reduce((s, x) => s + (x - mean) ** 2, 0) / (n - 1)) : 0;
   const stderr = std / Math.sqrt(n);
-  return { n, mean, std, stderr, low: mean - 2 * stderr, high: mean + 2 * stderr };
+  const t = n > 1 ? tCritical(n - 1, coverage) : NaN;
+  return { n, mean, std, stderr, t, low: mean - t * stderr, high: mean + t * stderr, coverage };
+}
+
+/** What the report knows about one model's final loss. */
+export interface LossSample {
+  finalLoss: number | null;
+  seeds: number;
+  lossStd: number | null;
 }
 
 /**
- * Loss differences below this (nats) are treated as ties when a model has one seed: with one
- * seed and a short CPU budget, reruns with another seed move final losses by about this much.
+ * How model a's mean final loss compares with model b's: Welch's interval of the difference at
+ * 95% ('lower' / 'higher' when it excludes 0, 'tied' when it does not), or 'unmeasured' when
+ * either model has one seed, so there is no measured seed variance to judge the difference by.
+ * The same rule is used between routers and against the dense baseline.
  */
-export const TIE_MARGIN = 0.015;
+export function compareLoss(a: LossSample, b: LossSample): { verdict: Comparison['verdict'] | 'unmeasured'; comparison: Comparison | null } {
+  if (a.finalLoss === null || b.finalLoss === null || a.seeds < 2 || b.seeds < 2 || a.lossStd === null || b.lossStd === null) return { verdict: 'unmeasured', comparison: null };
+  const c = welch({ n: a.seeds, mean: a.finalLoss, std: a.lossStd }, { n: b.seeds, mean: b.finalLoss, std: b.lossStd });
+  if (!c) return { verdict: a.finalLoss === b.finalLoss ? 'tied' : a.finalLoss < b.finalLoss ? 'lower' : 'higher', comparison: null };
+  return { verdict: c.verdict, comparison: c };
+}
 
-/**
- * Whether two models' final losses are indistinguishable: with at least two seeds each, their
- * ~95% intervals (mean ± 2·stderr) overlap; otherwise (single seed) they differ by less than TIE_MARGIN.
- */
-export function isTied(a: { finalLoss: number | null; seeds: number; lossStderr: number | null }, b: { finalLoss: number | null; seeds: number; lossStderr: number | null }): boolean {
-  if (a.finalLoss === null || b.finalLoss === null) return false;
-  const d = Math.abs(a.finalLoss - b.finalLoss);
-  if (a.seeds > 1 && b.seeds > 1 && a.lossStderr !== null && b.lossStderr !== null) return d <= 2 * (a.lossStderr + b.lossStderr);
-  return d < TIE_MARGIN;
+export interface SeedNoise {
+  /** Pooled within-model standard deviation of the final loss over seeds. */
+  pooledStd: number;
+  /** Degrees of freedom of the pooled estimate (sum of n_i - 1). */
+  df: number;
+  /** Models that contributed (finished with at least 2 seeds). */
+  models: number;
+  /** Seeds per model (the most common n). */
+  n: number;
+  /** Smallest difference of two n-seed means resolvable at 95%: t_{df} · pooledStd · sqrt(2 / n). */
+  threshold: number;
+}
+
+/** The measured seed-to-seed noise of a benchmark, pooled over its models; null with fewer than 2 seeds. */
+export function seedNoise(models: readonly LossSample[]): SeedNoise | null {
+  const ms = models.filter((m) => m.finalLoss !== null && m.seeds > 1 && m.lossStd !== null);
+  if (!ms.length) return null;
+  const df = ms.reduce((s, m) => s + m.seeds - 1, 0);
+  const pooledStd = Math.sqrt(ms.reduce((s, m) => s + (m.seeds - 1) * m.lossStd! ** 2, 0) / df);
+  const counts = new Map<number, number>();
+  for (const m of ms) counts.set(m.seeds, (counts.get(m.seeds) ?? 0) + 1);
+  const n = [...counts.entries()].sort((x, y) => y[1] - x[1] || y[0] - x[0])[0][0];
+  return { pooledStd, df, models: ms.length, n, threshold: tCritical(df) * pooledStd * Math.sqrt(2 / n) };
 }
 
 const avg = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -74,7 +107,8 @@ export function mergeSeedRuns(runs: readonly RunRecord[], seeds: readonly number
   const first = done[0];
   const curve: CurveRecord[] = first.curve.map((c) => {
     const at = done.map((r) => r.curve.find((x) => x.step === c.step)).filter((x): x is CurveRecord => x !== undefined);
-    return { step: c.step, tokens: c.tokens, loss: avg(at.map((x) => x.loss)), domains: Object.fromEntries(Object.keys(c.domains).map((d) => [d, avg(at.map((x) => x.domains[d]).filter(Number.isFinite))])) };
+    const losses = at.map((x) => x.loss);
+    return { step: c.step, tokens: c.tokens, loss: avg(losses), ...(losses.length > 1 ? { lossStd: seedStats(losses).std } : {}), domains: Object.fromEntries(Object.keys(c.domains).map((d) => [d, avg(at.map((x) => x.domains[d]).filter(Number.isFinite))])) };
   });
   const nInt = Math.min(...done.map((r) => r.intervals.length));
   const keys = ['loss', 'tokensPerSec', 'loadCV', 'droppedFraction', 'routerEntropy', 'expertsPerToken'] as const;

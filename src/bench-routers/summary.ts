@@ -1,22 +1,28 @@
 /**
  * From the benchmark's run records to the comparison the report shows: ranking by final
- * validation loss, compute saving against the dense baseline, specialisation per layer, balance
- * over training, and an auto-written recommendation derived only from those numbers.
+ * validation loss (compute-matched routers apart from those that used more active compute),
+ * comparisons by one rule (Welch's 95% interval of the difference of seed means) between routers
+ * and against the dense baseline, the unigram baseline that decides whether a run learnt anything,
+ * and an auto-written recommendation derived only from those numbers.
  */
-import { computeSaving, lateMean, specialisation } from './metrics.js';
+import { clearlyBelowBaseline, computeSaving, lateMean, specialisation, TRAINED_MARGIN, type UnigramBaseline } from './metrics.js';
 import { isBatchDependent, isSoftRouting } from './traits.js';
-import { isTied, seedStats, TIE_MARGIN } from './seeds.js';
-import type { BenchAnalysis, RouterAnalysis, RunRecord } from './types.js';
-
-export { TIE_MARGIN };
+import { compareLoss, seedNoise, seedStats } from './seeds.js';
+import { COVERAGE } from './stats.js';
+import type { BenchAnalysis, ComputeClass, RouterAnalysis, RunRecord } from './types.js';
 
 const fmt = (x: number, d = 3): string => x.toFixed(d);
 const pct = (x: number): string => `${(100 * x).toFixed(x < 0.1 ? 1 : 0)}%`;
+const cov = `${Math.round(COVERAGE * 100)}%`;
 
-export function analyseRuns(runs: readonly RunRecord[], opts: { topK: number }): BenchAnalysis {
+/** Experts per token more than this factor above k counts as more active compute than top-k. */
+export const COMPUTE_TOLERANCE = 0.1;
+
+export function analyseRuns(runs: readonly RunRecord[], opts: { topK: number; baseline?: UnigramBaseline | null }): BenchAnalysis {
   const dense = runs.find((r) => r.kind === 'dense' && r.status === 'done' && r.final);
   const denseFinalLoss = dense?.final?.loss ?? null;
   const denseTokens = dense ? dense.tokens : null;
+  const baseline = opts.baseline ?? null;
   const done = runs.filter((r) => r.status === 'done' && r.final);
   const order = [...done].sort((a, b) => a.final!.loss - b.final!.loss).map((r) => r.name);
   const routers: RouterAnalysis[] = runs.map((r) => {
@@ -32,6 +38,7 @@ export function analyseRuns(runs: readonly RunRecord[], opts: { topK: number }):
     const moe = ok && r.kind === 'moe';
     const seedLosses = ok ? (r.perSeed ? r.perSeed.map((x) => x.finalLoss).filter((x): x is number => x !== null) : [r.final!.loss]) : [];
     const st = seedLosses.length > 1 ? seedStats(seedLosses) : null;
+    const meanExpertsPerToken = moe ? mean(r.intervals.map((i) => i.expertsPerToken)) : null;
     return {
       name: r.name,
       kind: r.kind,
@@ -41,21 +48,48 @@ export function analyseRuns(runs: readonly RunRecord[], opts: { topK: number }):
       seeds: seedLosses.length,
       lossStd: st ? st.std : null,
       lossStderr: st ? st.stderr : null,
+      interval: st ? { low: st.low, high: st.high, coverage: st.coverage, t: st.t } : null,
       seedLosses,
       deltaVsDense: ok && denseFinalLoss !== null ? r.final!.loss - denseFinalLoss : null,
+      vsDense: 'unmeasured',
+      diffVsDense: null,
       saving,
       specialisation: spec,
       meanSpecialisation: spec.length ? spec.reduce((s, x) => s + x.normalized, 0) / spec.length : null,
       lateLoadCV: moe ? lateMean(r.intervals, 'loadCV') : null,
       lateDroppedFraction: moe ? lateMean(r.intervals, 'droppedFraction') : null,
       meanRouterEntropy: moe ? mean(r.intervals.map((i) => i.routerEntropy)) : null,
-      meanExpertsPerToken: moe ? mean(r.intervals.map((i) => i.expertsPerToken)) : null,
+      meanExpertsPerToken,
+      compute: computeClass(r, meanExpertsPerToken, opts.topK),
+      undertrained: ok && baseline !== null && Number.isFinite(baseline.loss) ? !clearlyBelowBaseline(r.final!.loss, baseline.loss) : false,
       tokensPerSec: r.tokensPerSec,
       batchDependent: r.kind === 'moe' && isBatchDependent(r.model.router_type),
     };
   });
+  const denseA = routers.find((r) => r.name === dense?.name);
+  if (denseA) {
+    for (const r of routers) {
+      if (r === denseA || r.finalLoss === null) continue;
+      const c = compareLoss(r, denseA);
+      r.vsDense = c.verdict;
+      r.diffVsDense = c.comparison ? { low: c.comparison.low, high: c.comparison.high, df: c.comparison.df } : null;
+    }
+  }
   const seeds = Math.max(1, ...routers.map((r) => r.seeds));
-  const analysis: BenchAnalysis = { reference: dense?.name ?? null, denseFinalLoss, denseTokens, routers, seeds, recommendation: [] };
+  const finishedMoE = routers.filter((r) => r.kind === 'moe' && r.finalLoss !== null);
+  const smoke = baseline !== null && ((denseA?.undertrained ?? false) || (finishedMoE.length > 0 && finishedMoE.every((r) => r.undertrained)));
+  const analysis: BenchAnalysis = {
+    reference: dense?.name ?? null,
+    denseFinalLoss,
+    denseTokens,
+    routers,
+    seeds,
+    baseline,
+    smoke,
+    noise: seedNoise(routers),
+    coverage: COVERAGE,
+    recommendation: [],
+  };
   analysis.recommendation = recommend(analysis, runs, opts.topK);
   return analysis;
 }
@@ -64,75 +98,121 @@ function mean(xs: number[]): number {
   return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
 }
 
+/**
+ * Active compute against top-k: soft routing is FLOP-matched through its slot count, so it is
+ * matched by construction; otherwise the measured experts per token decide.
+ */
+function computeClass(r: RunRecord, ept: number | null, topK: number): ComputeClass {
+  if (r.kind === 'dense' || ept === null || isSoftRouting(r.model.router_type)) return 'matched';
+  if (ept > topK * (1 + COMPUTE_TOLERANCE)) return 'more';
+  if (ept < topK * (1 - COMPUTE_TOLERANCE)) return 'less';
+  return 'matched';
+}
+
+function interval(r: RouterAnalysis): string {
+  return r.interval ? `, ${cov} t-interval ${fmt(r.interval.low)}–${fmt(r.interval.high)}, n = ${r.seeds}` : '';
+}
+
 /** Sentences (with **bold** markers) saying which router to use on this data and why. */
 export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: number): string[] {
   const moe = a.routers.filter((r) => r.kind === 'moe' && r.status === 'done' && r.finalLoss !== null);
   const out: string[] = [];
   if (!moe.length) return ['No MoE run finished, so there is nothing to recommend yet.'];
-  const byLoss = [...moe].sort((x, y) => x.finalLoss! - y.finalLoss!);
-  const best = byLoss[0];
   const d = a.denseFinalLoss;
-
-  // routers that ran more experts per token than k bought their loss with extra compute
-  const moreCompute = (r: RouterAnalysis): boolean => r.meanExpertsPerToken !== null && !isSoft(runs, r.name) && r.meanExpertsPerToken > topK * 1.1;
-
-  // 1. quality
+  const dense = a.routers.find((r) => r.kind === 'dense' && r.finalLoss !== null);
   const multi = a.seeds > 1;
-  const pm = (r: RouterAnalysis): string => (r.lossStd !== null ? ` ± ${fmt(r.lossStd)}` : '');
-  let s = multi ? `Lowest mean validation loss over ${a.seeds} seeds: **${best.name}** (${fmt(best.finalLoss!)}${pm(best)} std` : `Lowest validation loss: **${best.name}** (${fmt(best.finalLoss!)}`;
-  if (d !== null) {
-    const delta = best.finalLoss! - d;
-    s += delta < 0 ? `, ${fmt(-delta)} below the FLOP-matched dense baseline's ${fmt(d)}` : `, ${fmt(delta)} above the FLOP-matched dense baseline's ${fmt(d)}`;
-    if (best.saving?.ratio != null) s += `; it reached the dense model's final loss after ${pct(best.saving.ratio)} of the dense token budget`;
+  const base = a.baseline;
+
+  // 0. did anything learn?
+  if (a.smoke && base) {
+    const who = dense?.undertrained ? `the dense baseline (${fmt(dense.finalLoss!)})` : `every router (best ${fmt(Math.min(...moe.map((r) => r.finalLoss!)))})`;
+    out.push(
+      `**No recommendation: undertrained smoke run.** The validation loss of ${who} is not clearly below the unigram baseline of this data, ${fmt(base.loss)} nats/token (a model that knows only token frequencies; "clearly" = at least ${Math.round(TRAINED_MARGIN * 100)}% below it). These models have learnt little beyond token frequencies, so their differences say nothing about the routers. Use this run to check that everything works; compare routers with the default preset or more --steps.`,
+    );
+    return out;
   }
-  if (moreCompute(best)) s += `, but with ${fmt(best.meanExpertsPerToken!, 2)} experts per token, ${fmt(best.meanExpertsPerToken! / topK, 1)}× the expert compute of top-${topK}`;
+  const trained = moe.filter((r) => !r.undertrained);
+  if (base && trained.length < moe.length) {
+    out.push(`${list(moe.filter((r) => r.undertrained).map((r) => `${r.name} (${fmt(r.finalLoss!)})`))} did not get clearly below the unigram baseline (${fmt(base.loss)}) and ${moe.length - trained.length === 1 ? 'is' : 'are'} left out of the recommendation.`);
+  }
+
+  const matched = trained.filter((r) => r.compute !== 'more');
+  const pool = matched.length ? matched : trained;
+  const byLoss = [...pool].sort((x, y) => x.finalLoss! - y.finalLoss!);
+  const best = byLoss[0];
+
+  // 1. quality, at matched compute
+  let s = multi
+    ? `Lowest mean validation loss at matched compute over ${a.seeds} seeds: **${best.name}** (${fmt(best.finalLoss!)}${interval(best)}`
+    : `Lowest validation loss at matched compute: **${best.name}** (${fmt(best.finalLoss!)}`;
+  if (d !== null) s += `; ${denseSentence(best, d)}`;
+  if (best.saving?.ratio != null) s += `; it reached the dense model's final loss after ${pct(best.saving.ratio)} of the dense token budget`;
   out.push(s + ').');
-  const tied = byLoss.slice(1).filter((r) => isTied(r, best));
-  if (tied.length && multi) {
-    out.push(
-      `${list(tied.map((r) => `**${r.name}**`))} ${tied.length === 1 ? 'overlaps' : 'overlap'} with it: the ~95% intervals (mean ± 2·stderr over the seeds) are not separated, so treat ${tied.length === 1 ? 'the two' : 'them'} as tied.`,
-    );
-  } else if (tied.length) {
-    out.push(
-      `${list(tied.map((r) => `**${r.name}**`))} ${tied.length === 1 ? 'is' : 'are'} within ${TIE_MARGIN} of it, which is inside single-seed noise at this scale: treat ${tied.length === 1 ? 'the two' : 'them'} as tied.`,
-    );
-  } else if (multi && byLoss.length > 1) {
-    out.push(`Its ~95% interval (mean ± 2·stderr over the seeds) is separated from every other router's, so the ranking at the top is not seed noise.`);
+  const others = byLoss.slice(1);
+  if (multi) {
+    const tied = others.filter((r) => compareLoss(r, best).verdict === 'tied');
+    if (tied.length) {
+      out.push(`${list(tied.map((r) => `**${r.name}**`))} ${tied.length === 1 ? 'is' : 'are'} not distinguishable from it: the ${cov} Welch interval of the difference of seed means contains 0, so treat ${tied.length === 1 ? 'the two' : 'them'} as tied.`);
+    } else if (others.length) out.push(`Every other router's mean is above it beyond seed noise (${cov} Welch intervals of the differences exclude 0).`);
+    if (a.noise) {
+      out.push(
+        `Measured seed noise: the final loss varies by ${fmt(a.noise.pooledStd)} nats (standard deviation, pooled over ${a.noise.models} models, ${a.noise.df} degrees of freedom), so with ${a.noise.n} seeds differences below about ${fmt(a.noise.threshold)} cannot be resolved.`,
+      );
+    }
+  } else if (others.length) {
+    out.push(`With one seed the seed-to-seed noise is not measured, so none of these differences is tested against it: rerun with --seeds 3 to see which routers are distinguishable.`);
   }
-  if (d !== null) {
-    const beat = moe.filter((r) => r.finalLoss! < d);
-    if (!beat.length) {
-      out.push(`No router beat the dense baseline within this budget; MoE gains usually need more training tokens than a short CPU run gives, so rerun with more --steps before drawing conclusions.`);
-    } else if (beat.length < moe.length) {
-      out.push(`${beat.length} of ${moe.length} routers beat the dense baseline; ${list(moe.filter((r) => r.finalLoss! >= d).map((r) => r.name))} did not.`);
+  if (dense) {
+    const v = (k: RouterAnalysis['vsDense']) => trained.filter((r) => r.vsDense === k);
+    if (multi) {
+      const below = v('lower');
+      const tied = v('tied');
+      const above = v('higher');
+      const parts = [
+        below.length ? `${below.length} below it beyond seed noise (${list(below.map((r) => r.name))})` : 'none below it beyond seed noise',
+        tied.length ? `${tied.length} not distinguishable from it (${list(tied.map((r) => r.name))})` : '',
+        above.length ? `${above.length} above it (${list(above.map((r) => r.name))})` : '',
+      ].filter(Boolean);
+      out.push(`Against the dense baseline (same ${cov} Welch rule): of ${trained.length} trained routers, ${list(parts)}.`);
     } else {
-      out.push(`Every router beat the dense baseline.`);
+      const beat = trained.filter((r) => r.finalLoss! < d!);
+      out.push(`${beat.length} of ${trained.length} routers ended below the dense baseline's ${fmt(d!)} (one seed: not tested against seed noise).`);
+    }
+    if (!trained.some((r) => r.finalLoss! < d!)) {
+      out.push(`No router ended below the dense baseline within this budget; MoE gains usually need more training tokens than a short CPU run gives, so rerun with more --steps before drawing conclusions.`);
     }
   }
 
-  // 2. balance and drops
-  const balanced = [...moe].sort((x, y) => x.lateLoadCV! - y.lateLoadCV!);
-  out.push(`Most even expert load: **${balanced[0].name}** (load CV ${fmt(balanced[0].lateLoadCV!, 2)} over the second half of training)${balanced.length > 1 ? `; least even: ${balanced[balanced.length - 1].name} (CV ${fmt(balanced[balanced.length - 1].lateLoadCV!, 2)})` : ''}.`);
-  const droppers = moe.filter((r) => r.lateDroppedFraction! > 0.01);
+  // 2. compute matching
+  const more = trained.filter((r) => r.compute === 'more');
+  if (more.length) {
+    out.push(
+      `Listed apart, not ranked with the others: ${list(more.map((r) => `${r.name} (${fmt(r.meanExpertsPerToken!, 2)} experts/token, ${fmt(r.meanExpertsPerToken! / topK, 1)}× the expert compute of top-${topK}; loss ${fmt(r.finalLoss!)})`))} used more active compute than k = ${topK} experts per token, so ${more.length === 1 ? 'its loss is' : 'their losses are'} not comparable at matched compute.`,
+    );
+  }
+  const less = trained.filter((r) => r.compute === 'less');
+  if (less.length) {
+    out.push(`${list(less.map((r) => `${r.name} (${fmt(r.meanExpertsPerToken!, 2)} experts/token)`))} used less active compute than k = ${topK} experts per token (fixed top-1, or fewer experts for some tokens), so ${less.length === 1 ? 'it is' : 'they are'} ranked at a compute disadvantage.`);
+  }
+
+  // 3. balance and drops
+  const balanced = [...trained].sort((x, y) => x.lateLoadCV! - y.lateLoadCV!);
+  if (balanced.length) {
+    out.push(`Most even expert load: **${balanced[0].name}** (load CV ${fmt(balanced[0].lateLoadCV!, 2)} over the second half of training)${balanced.length > 1 ? `; least even: ${balanced[balanced.length - 1].name} (CV ${fmt(balanced[balanced.length - 1].lateLoadCV!, 2)})` : ''}.`);
+  }
+  const droppers = trained.filter((r) => r.lateDroppedFraction! > 0.01);
   if (droppers.length) {
     out.push(`${list(droppers.map((r) => `${r.name} (${pct(r.lateDroppedFraction!)})`))} dropped token assignments to expert capacity late in training; dropped tokens skip the FFN, which costs quality on skewed data.`);
   }
 
-  // 3. speed
-  const fastest = [...moe].sort((x, y) => y.tokensPerSec - x.tokensPerSec)[0];
-  const denseRun = a.routers.find((r) => r.kind === 'dense');
-  out.push(
-    `Fastest: **${fastest.name}** (${Math.round(fastest.tokensPerSec)} tokens/s${denseRun ? ` vs ${Math.round(denseRun.tokensPerSec)} for dense` : ''}); throughput was measured one run after another on a shared CPU, so differences under about 15% are not meaningful.`,
-  );
-
-  // 4. compute matching and decoding caveats
-  const offK = moe.filter((r) => r.meanExpertsPerToken !== null && Math.abs(r.meanExpertsPerToken - topK) / topK > 0.1 && !isSoft(runs, r.name));
-  if (offK.length) {
+  // 4. speed
+  const fastest = [...trained].sort((x, y) => y.tokensPerSec - x.tokensPerSec)[0];
+  if (fastest) {
     out.push(
-      `Active compute is not matched for ${list(offK.map((r) => `${r.name} (${fmt(r.meanExpertsPerToken!, 2)} experts/token)`))}: ${offK.length === 1 ? 'it does' : 'they do'} not run k = ${topK} experts per token (fixed top-1, or a dynamic number per token), so weigh ${offK.length === 1 ? 'its loss' : 'their losses'} against that compute.`,
+      `Fastest: **${fastest.name}** (${Math.round(fastest.tokensPerSec)} tokens/s${dense ? ` vs ${Math.round(dense.tokensPerSec)} for dense` : ''}); throughput was measured one run after another on a shared CPU, so differences under about 15% are not meaningful.`,
     );
   }
-  const batchDep = moe.filter((r) => r.batchDependent);
+  const batchDep = trained.filter((r) => r.batchDependent);
   if (batchDep.length) {
     out.push(
       `${list(batchDep.map((r) => r.name))} route${batchDep.length === 1 ? 's' : ''} each token using the other tokens of the batch, so ${batchDep.length === 1 ? 'it' : 'they'} cannot be used for incremental (KV-cached) decoding as trained: generation would not match the training-time routing. Fine for encoders and batch scoring, not for autoregressive generation.`,
@@ -141,35 +221,63 @@ export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: nu
 
   // 5. the recommendation
   const excluded = (r: RouterAnalysis): string | null =>
-    r.batchDependent ? 'depends on the batch' : r.lateDroppedFraction! > 0.05 ? 'drops many tokens' : moreCompute(r) ? `uses ${fmt(r.meanExpertsPerToken!, 2)} experts per token` : null;
-  const usable = byLoss.filter((r) => excluded(r) === null);
-  const pick = usable[0] ?? best;
+    r.batchDependent ? 'depends on the batch' : r.lateDroppedFraction! > 0.05 ? 'drops many tokens' : r.compute === 'more' ? `uses ${fmt(r.meanExpertsPerToken!, 2)} experts per token` : null;
+  const allByLoss = [...trained].sort((x, y) => x.finalLoss! - y.finalLoss!);
+  const usable = allByLoss.filter((r) => excluded(r) === null);
+  if (!usable.length) {
+    out.push(`**No recommendation:** every trained router is excluded (${list(allByLoss.map((r) => `${r.name} ${excluded(r)}`))}).`);
+    return out;
+  }
+  const pick = usable[0];
+  if (dense && pick.vsDense === 'higher') {
+    out.push(`**Recommendation:** on this data and budget, use **the dense baseline**: the best usable router, ${pick.name}, is above it beyond seed noise (${fmt(pick.finalLoss!)} vs ${fmt(dense.finalLoss!)}).`);
+    return out;
+  }
   let rec = `**Recommendation:** on this data, use **${pick.name}**`;
   const why: string[] = [];
-  if (pick === best) why.push(multi ? 'it had the lowest mean validation loss' : 'it had the lowest validation loss');
-  else {
-    const better = byLoss.slice(0, byLoss.indexOf(pick));
-    why.push(`it had the lowest validation loss among routers that are usable for generation at matched compute (${list(better.map((r) => `${r.name} ${excluded(r)}`))})`);
-  }
+  const better = allByLoss.slice(0, allByLoss.indexOf(pick));
+  why.push(
+    better.length
+      ? `it had the lowest ${multi ? 'mean ' : ''}validation loss among routers usable for generation at matched compute (${list(better.map((r) => `${r.name} ${excluded(r)}`))})`
+      : `it had the lowest ${multi ? 'mean ' : ''}validation loss`,
+  );
   if (pick === balanced[0]) why.push('the most even expert load');
   else if (pick.lateLoadCV! < 0.3) why.push('a well balanced load');
   if (pick.saving?.ratio != null && pick.saving.ratio < 1) why.push(`${pct(1 - pick.saving.ratio)} less training compute than dense for the same loss`);
   rec += `: ${list(why)}.`;
-  const alsoTied = usable.filter((r) => r !== pick && r.finalLoss! >= pick.finalLoss! && isTied(r, pick));
-  if (alsoTied.length) {
-    const faster = alsoTied.filter((r) => r.tokensPerSec > pick.tokensPerSec * 1.15);
-    rec += multi
-      ? ` ${list(alsoTied.map((r) => r.name))} ${alsoTied.length === 1 ? 'is' : 'are'} statistically tied with it (overlapping ~95% intervals over ${a.seeds} seeds)${faster.length ? `, and ${list(faster.map((r) => r.name))} ran faster here` : ''}; the loss alone does not separate them, so choose on speed or balance.`
-      : ` ${list(alsoTied.map((r) => r.name))} ${alsoTied.length === 1 ? 'is' : 'are'} statistically tied${faster.length ? `, and ${list(faster.map((r) => r.name))} ran faster here` : ''}; confirm with a second seed before committing to one.`;
-  } else if (multi) {
-    rec += ` Over ${a.seeds} seeds its mean loss is ${fmt(pick.finalLoss!)}${pm(pick)} (std), and no other usable router's ~95% interval overlaps it.`;
+  if (dense && pick.vsDense === 'tied') rec += ` It is not distinguishable from the dense baseline at this budget (${cov} Welch interval of the difference contains 0).`;
+  if (multi) {
+    const alsoTied = usable.filter((r) => r !== pick && compareLoss(r, pick).verdict === 'tied');
+    if (alsoTied.length) {
+      const faster = alsoTied.filter((r) => r.tokensPerSec > pick.tokensPerSec * 1.15);
+      rec += ` ${list(alsoTied.map((r) => r.name))} ${alsoTied.length === 1 ? 'is' : 'are'} statistically tied with it over ${a.seeds} seeds${faster.length ? `, and ${list(faster.map((r) => r.name))} ran faster here` : ''}; the loss alone does not separate them, so choose on speed or balance.`;
+    } else if (usable.length > 1) rec += ` Over ${a.seeds} seeds its mean is below every other usable router's beyond seed noise.`;
+  } else {
+    rec += ` Provisional: one seed, so the margin over the next routers is not tested against seed noise; confirm with --seeds 3.`;
   }
   out.push(rec);
   return out;
 }
 
-function isSoft(runs: readonly RunRecord[], name: string): boolean {
-  return isSoftRouting(runs.find((x) => x.name === name)?.model.router_type);
+/** How a router's final loss compares with the dense baseline, by the shared rule. */
+function denseSentence(r: RouterAnalysis, d: number): string {
+  const delta = r.finalLoss! - d;
+  const by = `${fmt(Math.abs(delta))} ${delta < 0 ? 'below' : 'above'} the FLOP-matched dense baseline's ${fmt(d)}`;
+  const ci = r.diffVsDense ? ` (${cov} Welch interval of the difference ${signed(r.diffVsDense.low)} to ${signed(r.diffVsDense.high)})` : '';
+  switch (r.vsDense) {
+    case 'lower':
+      return `${by}, beyond seed noise${ci}`;
+    case 'higher':
+      return `${by}, beyond seed noise${ci}`;
+    case 'tied':
+      return `${by}, which is within seed noise${ci}: not distinguishable from dense`;
+    default:
+      return `${by} (one seed: not tested against seed noise)`;
+  }
+}
+
+function signed(x: number): string {
+  return `${x < 0 ? '−' : '+'}${fmt(Math.abs(x))}`;
 }
 
 function list(xs: string[]): string {

@@ -1,5 +1,9 @@
 /** The router benchmark's result records (results.json), shared by the orchestration and the report. */
-import type { IntervalMetrics, Specialisation, ComputeSaving } from './metrics.js';
+import type { IntervalMetrics, Specialisation, ComputeSaving, UnigramBaseline } from './metrics.js';
+import type { SeedNoise } from './seeds.js';
+
+/** Active compute against top-k: 'more' = more experts per token than k (listed apart from the ranking). */
+export type ComputeClass = 'matched' | 'more' | 'less';
 
 export const BENCH_FORMAT = 'moe-ts-bench-routers';
 export const BENCH_VERSION = 1;
@@ -8,6 +12,8 @@ export interface CurveRecord {
   step: number;
   tokens: number;
   loss: number;
+  /** Standard deviation of the validation loss over seeds (merged multi-seed records only). */
+  lossStd?: number;
   /** Validation loss per domain. */
   domains: Record<string, number>;
 }
@@ -75,10 +81,16 @@ export interface RouterAnalysis {
   /** Sample standard deviation and standard error of the final loss over seeds; null with fewer than 2 seeds. */
   lossStd: number | null;
   lossStderr: number | null;
+  /** t-interval of the mean final loss over seeds (null with fewer than 2 seeds). */
+  interval: { low: number; high: number; coverage: number; t: number } | null;
   /** Per-seed final losses of the finished seeds. */
   seedLosses: number[];
   /** finalLoss - dense final loss (negative = better than dense). */
   deltaVsDense: number | null;
+  /** Against the dense baseline by the rule used between routers (Welch, 95%); 'unmeasured' with one seed. */
+  vsDense: 'lower' | 'higher' | 'tied' | 'unmeasured';
+  /** Welch interval of finalLoss - dense (null with one seed). */
+  diffVsDense: { low: number; high: number; df: number } | null;
   saving: ComputeSaving | null;
   /** Per MoE layer, on the validation sets. */
   specialisation: Specialisation[];
@@ -88,6 +100,9 @@ export interface RouterAnalysis {
   lateDroppedFraction: number | null;
   meanRouterEntropy: number | null;
   meanExpertsPerToken: number | null;
+  compute: ComputeClass;
+  /** Final loss not clearly below the data's unigram baseline: the model learnt little. */
+  undertrained: boolean;
   tokensPerSec: number;
   /** Routing of a token depends on the other tokens of the batch (no exact KV-cached decoding). */
   batchDependent: boolean;
@@ -98,8 +113,16 @@ export interface BenchAnalysis {
   denseFinalLoss: number | null;
   denseTokens: number | null;
   routers: RouterAnalysis[];
-  /** Most seeds any model finished with (1 = a single-seed benchmark: ties use the fixed margin). */
+  /** Most seeds any model finished with (1 = a single-seed benchmark: differences are not tested against noise). */
   seeds: number;
+  /** The data's unigram baseline (null when unknown, e.g. results written before it existed). */
+  baseline: UnigramBaseline | null;
+  /** The dense baseline or every router is undertrained: no recommendation is made. */
+  smoke: boolean;
+  /** Measured seed noise, pooled over models (null with one seed). */
+  noise: SeedNoise | null;
+  /** Coverage of every interval and comparison (0.95). */
+  coverage: number;
   /** The auto-written recommendation, one sentence per entry. */
   recommendation: string[];
 }
@@ -116,6 +139,8 @@ export interface BenchResults {
   topK: number;
   /** The seeds every model was trained with (absent in results written before --seeds existed). */
   seeds?: number[];
+  /** The unigram baseline of the validation data (absent in results written before it existed). */
+  baseline?: UnigramBaseline;
   runs: RunRecord[];
   analysis: BenchAnalysis;
 }

@@ -1,6 +1,6 @@
 /** `moe-ts eval`: per-domain validation loss of a checkpoint plus routing statistics. */
 import { loadModelForInference } from '../infer/index.js';
-import { loadCorpus } from '../data/corpus.js';
+import { loadCorpusSplits } from '../data/corpus.js';
 import { parseRunConfig } from '../models/config.js';
 import { buildDataset } from '../data/build.js';
 import { evaluate, type EvalResult } from '../train/evaluate.js';
@@ -10,15 +10,42 @@ function loadHf(dir: string) {
   const p = fromPretrainedWithTokenizer(dir);
   return { model: p.model, tokenizer: p.tokenizer, config: parseRunConfig({ model: p.config, training: { seq_len: Math.min(128, p.config.max_position_embeddings) } }), dir, step: 0 };
 }
+import { noGrad } from '../tensor/tensor.js';
+import { Rng } from '../tensor/random.js';
+import { tokenExperts } from '../moe/trace.js';
+import type { MoETransformerLM } from '../models/transformer.js';
+import type { MixedDataset } from '../data/dataset.js';
+import type { Tokenizer } from '../data/tokenizer/index.js';
+import type { TokenRouting } from '../infer/generate.js';
 
 export interface EvalReport extends EvalResult {
   checkpoint: string;
   step: number;
   sources: string[];
+  /** With opts.trace: the routing of the first tokens of each domain's first validation window. */
+  trace?: { domain: string; tokens: TokenRouting[] }[];
+}
+
+/** Routing of the first `n` tokens of each domain's first validation window, one forward per domain. */
+export function traceRouting(model: MoETransformerLM, tokenizer: Tokenizer, data: MixedDataset, n: number): { domain: string; tokens: TokenRouting[] }[] {
+  return noGrad(() =>
+    data.domainNames.map((domain) => {
+      const first = data.valBatches(domain, 1).next().value;
+      if (!first) return { domain, tokens: [] };
+      const T = Math.min(n, first.seqLen);
+      const ids = first.inputs.slice(0, T);
+      const { aux } = model.forward(ids, 1, T, { ctx: { training: false, step: 0, rng: new Rng(0) } });
+      const per = aux.map((a) => ({ layer: a.layer, experts: tokenExperts(a.aux, T, model.config.num_experts_per_tok) }));
+      return {
+        domain,
+        tokens: Array.from(ids, (id: number, t: number): TokenRouting => ({ id, text: tokenizer.decode(ids.subarray(t, t + 1)), prompt: false, layers: per.map((p) => ({ layer: p.layer, ...p.experts[t] })) })),
+      };
+    }),
+  );
 }
 
 /** Evaluate a moe-ts checkpoint, or (hfModel) a Hugging Face model directory with default training settings. */
-export function evalCheckpoint(ckpt: string, opts: { sources?: string[]; batches?: number; dataDir?: string; hfModel?: boolean; allowNonFinite?: boolean } = {}): EvalReport {
+export function evalCheckpoint(ckpt: string, opts: { sources?: string[]; batches?: number; dataDir?: string; hfModel?: boolean; allowNonFinite?: boolean; trace?: number } = {}): EvalReport {
   const { model, tokenizer, config, dir, step } = opts.hfModel ? loadHf(ckpt) : loadModelForInference(ckpt, { allowNonFinite: opts.allowNonFinite });
   const sources = opts.sources ?? config.data.sources;
   const batches = opts.batches ?? config.training.eval_batches;
@@ -27,10 +54,11 @@ export function evalCheckpoint(ckpt: string, opts: { sources?: string[]; batches
     data: { ...config.data, sources, weights: undefined },
     training: { ...config.training, eval_batches: batches },
   });
-  const texts = sources.map((s) => loadCorpus(s, { dataDir: opts.dataDir }));
+  const texts = sources.map((s) => loadCorpusSplits(s, { dataDir: opts.dataDir }));
   const data = buildDataset(cfg, tokenizer, texts);
   const r = evaluate(model, data, { maxBatches: batches, step });
-  return { ...r, checkpoint: dir, step, sources };
+  const trace = opts.trace ? traceRouting(model, tokenizer, data, opts.trace) : undefined;
+  return { ...r, checkpoint: dir, step, sources, ...(trace ? { trace } : {}) };
 }
 
 export function formatEval(r: EvalReport): string {

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The moe-ts command line: train, generate, chat, eval, convert, bench-routers, routers. */
+/** The moe-ts command line: train, generate, chat, eval, convert, report, bench-routers, routers, data. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -105,7 +105,7 @@ export function buildProgram(): Command {
     .command('train')
     .description('train an MoE language model (default: a small MoE on the embedded Shakespeare corpus)')
     .option('--config <file>', 'JSON config with "model", "training" and "data" sections')
-    .option('--data <sources...>', 'corpora: shakespeare, wikitext, linux, or text file paths')
+    .option('--data <sources...>', 'corpora: shakespeare, wikitext, linux (see `moe-ts data`), or paths of text files or folders')
     .option('--steps <n>', 'training steps', intArg('--steps'))
     .option('--out <dir>', 'run directory (checkpoints, log.jsonl, results.json)')
     .option('--resume', "continue the run in --out from its latest checkpoint, with the run's own config; flags given override it (printed)")
@@ -212,22 +212,34 @@ export function buildProgram(): Command {
     .option('--top-p <p>', 'nucleus sampling mass', floatArg('--top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'), 1)
     .option('--seed <n>', 'sampling seed', intArg('--seed', 0), 0)
     .addOption(allowNonFiniteOption())
+    .option('--show-routing', 'after the text, show which experts each token used in each MoE layer (coloured on a terminal)')
+    .option('--json', 'print one JSON object (text, token ids, and with --show-routing the routing per token) instead of streaming text')
     .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {
       const { loadModelForInference, generate } = await import('../infer/index.js');
       await withBackend(o, async () => {
         const { model, tokenizer } = await loadForCommand(o, (p) => loadModelForInference(p, { allowNonFinite: Boolean(o.allowNonFinite) }));
-        process.stdout.write(o.prompt);
+        if (!o.json) process.stdout.write(o.prompt);
         const r = generate(model, tokenizer, o.prompt, {
           maxNewTokens: o.maxTokens,
           temperature: o.temperature,
           topK: o.topK,
           topP: o.topP,
           seed: o.seed,
-          onText: (s: string) => process.stdout.write(s),
+          traceRouting: Boolean(o.showRouting),
+          onText: o.json ? undefined : (s: string) => process.stdout.write(s),
         });
+        if (o.json) {
+          const { routing, ...rest } = r;
+          process.stdout.write(JSON.stringify({ prompt: o.prompt, ...rest, ids: Array.from(r.ids), ...(routing ? { routing } : {}) }) + '\n');
+          return;
+        }
         process.stdout.write(`\n`);
+        if (r.routing) {
+          const { formatRouting, useColor } = await import('./routing-view.js');
+          process.stdout.write('\n' + formatRouting(r.routing, { color: useColor(process.stdout), numExperts: model.config.num_local_experts, title: 'routing per token:' }));
+        }
         process.stderr.write(`[${r.ids.length} tokens, ${Math.round(r.tokensPerSec)} tokens/s]\n`);
       });
     });
@@ -259,16 +271,23 @@ export function buildProgram(): Command {
     .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
     .option('--json', 'print JSON instead of a table')
     .addOption(allowNonFiniteOption())
+    .option('--trace [tokens]', 'show which experts each of the first tokens (default 48) of every domain\'s first validation window used per MoE layer', intArg('--trace'))
     .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {
       const { evalCheckpoint, formatEval } = await import('./eval-command.js');
       await withBackend(o, async () => {
+        const trace = o.trace === undefined ? undefined : o.trace === true ? 48 : o.trace;
         const p = modelPath(o);
         const hf = Boolean(o.model) && isHfModelDir(p);
         if (hf && !o.data) throw new ConfigError('eval --model needs --data <sources...> (a Hugging Face model has no training sources)');
-        const r = evalCheckpoint(p, { sources: o.data, batches: o.batches, hfModel: hf, allowNonFinite: Boolean(o.allowNonFinite) });
+        const r = evalCheckpoint(p, { sources: o.data, batches: o.batches, hfModel: hf, allowNonFinite: Boolean(o.allowNonFinite), trace });
         process.stdout.write(o.json ? JSON.stringify(r, null, 2) + '\n' : formatEval(r));
+        if (!o.json && r.trace) {
+          const { formatRouting, useColor } = await import('./routing-view.js');
+          const E = r.expertUsage[0]?.[0]?.length ?? 0;
+          for (const t of r.trace) process.stdout.write('\n' + formatRouting(t.tokens, { color: useColor(process.stdout), numExperts: E, title: `routing per token, ${t.domain} (first validation window):` }));
+        }
       });
     });
 
@@ -306,6 +325,38 @@ export function buildProgram(): Command {
     .action(async (o) => {
       const { benchRoutersCommand } = await import('../bench-routers/run.js');
       await withBackend(o, (backend) => benchRoutersCommand(o, backend, (line) => process.stdout.write(line + '\n')));
+    });
+
+  program
+    .command('report')
+    .description('write an HTML report of one training run: loss, learning rate, gradient norm, load balance, drops, experts per token')
+    .argument('<run>', 'run directory (made by moe-ts train)')
+    .option('--out <file>', 'where to write the page (default: <run>/report.html)')
+    .action(async (run: string, o: { out?: string }) => {
+      const { writeRunReport } = await import('../bench-routers/report/run-report.js');
+      const r = writeRunReport(run, o.out);
+      process.stdout.write(`report: ${r.path} (${r.run.steps.length} logged steps, ${r.run.evals.length} evaluations)\n`);
+    });
+
+  program
+    .command('data')
+    .description('list the embedded corpora (size, splits, source, license); any UTF-8 file or folder also works as --data PATH')
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      const { listCorpora, corpusDir } = await import('../data/corpus.js');
+      const list = listCorpora();
+      if (o.json) {
+        process.stdout.write(JSON.stringify({ dir: corpusDir(), corpora: list }, null, 2) + '\n');
+        return;
+      }
+      const mb = (b: number): string => `${(b / 1e6).toFixed(2)} MB`;
+      process.stdout.write(`corpora in ${corpusDir()}:\n`);
+      for (const c of list) {
+        process.stdout.write(`\n  ${c.name.padEnd(12)} ${c.kind.padEnd(6)} ${mb(c.bytes).padStart(9)}  ${c.description}\n`);
+        process.stdout.write(`    files:   ${c.files.map((f) => `${f.file} (${f.split}, ${mb(f.bytes)})`).join(', ')}\n`);
+        process.stdout.write(`    splits:  ${c.splits}\n    source:  ${c.source}\n    license: ${c.license}\n`);
+      }
+      process.stdout.write(`\nAny UTF-8 text file or folder of text files also works: --data path/to/file.txt or --data path/to/folder/\n`);
     });
 
   program

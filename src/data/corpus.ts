@@ -1,6 +1,6 @@
 /**
- * Text corpora: loading files with clear errors, the embedded default (data/shakespeare.txt) and
- * named domains found in a shared data directory.
+ * Text corpora: loading files and folders with clear errors, and the three named corpora embedded
+ * in the package (data/, see data/SOURCES.md), each with its train and validation split.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -73,22 +73,60 @@ export function packageRoot(): string {
   }
 }
 
-/** Path of the embedded default corpus. */
-export function embeddedCorpusPath(): string {
-  return path.join(packageRoot(), 'data', 'shakespeare.txt');
+/** Directory of the embedded corpora (data/ in the package). */
+export function embeddedDataDir(): string {
+  return path.join(packageRoot(), 'data');
 }
 
+/** Path of the embedded default corpus. */
+export function embeddedCorpusPath(): string {
+  return path.join(embeddedDataDir(), 'shakespeare.txt');
+}
+
+/**
+ * A named corpus embedded in the package. `train` is trained on; `valid`, when the corpus has its
+ * own validation split, is what validation reads. Without `valid` the training file is split
+ * head/tail by `training.val_fraction` (the tail is validation).
+ */
 export interface DomainSpec {
-  /** Files concatenated in this order (so a "valid" file lands in the validation tail). */
-  files: string[];
-  embedded: boolean;
+  train: string;
+  valid?: string;
+  /** One word for the kind of text (report labels). */
+  kind: string;
   description: string;
+  source: string;
+  license: string;
+  /** How the splits are used, in one line (shown by `moe-ts data`). */
+  splits: string;
 }
 
 export const DOMAINS: Readonly<Record<string, DomainSpec>> = {
-  shakespeare: { files: ['shakespeare.txt'], embedded: true, description: 'literature (plays), tiny shakespeare' },
-  wikitext: { files: ['wikitext2-test.txt', 'wikitext2-valid.txt'], embedded: false, description: 'encyclopedia, WikiText-2' },
-  linux: { files: ['linux-train.txt', 'linux-valid.txt'], embedded: false, description: 'C source code, Linux kernel' },
+  shakespeare: {
+    train: 'shakespeare.txt',
+    kind: 'verse',
+    description: 'literature (plays), tiny shakespeare',
+    source: 'karpathy/char-rnn data/tinyshakespeare/input.txt',
+    license: 'public domain (works of William Shakespeare)',
+    splits: 'one file: head trained on, tail (val_fraction) validated on',
+  },
+  wikitext: {
+    // only WikiText-2's validation and test splits are available; the test split is not shipped, so it is never trained on
+    train: 'wikitext2-valid.txt',
+    kind: 'prose',
+    description: 'encyclopedia (Wikipedia articles), WikiText-2 validation split',
+    source: 'WikiText-2 (Merity et al., 2016) via pytorch/examples word_language_model/data/wikitext-2',
+    license: 'CC BY-SA 3.0',
+    splits: 'WikiText-2 validation split only: its head trained on, tail (val_fraction) validated on; the test split is not used',
+  },
+  linux: {
+    train: 'linux-train.txt',
+    valid: 'linux-valid.txt',
+    kind: 'code',
+    description: 'C source code, Linux kernel',
+    source: 'Linux kernel sources via pytorch/examples word_language_model/data/linux (commit e9bf006)',
+    license: 'GPL-2.0',
+    splits: 'train file trained on, valid file validated on',
+  },
 };
 
 export type DomainName = 'shakespeare' | 'wikitext' | 'linux';
@@ -98,71 +136,142 @@ export function domainNames(): string[] {
 }
 
 export interface DataDirOptions {
-  /** Directory holding the shared text files; overrides MOE_DATA_DIR and the upward search. */
+  /** Directory holding the corpus files under their usual names; overrides MOE_DATA_DIR and the embedded data/. */
   dataDir?: string;
 }
 
-/**
- * The shared text directory: opts.dataDir, else $MOE_DATA_DIR, else the first `shared/data/text`
- * found walking up from the package root or the working directory. Null if none exists.
- */
-export function findSharedTextDir(opts: DataDirOptions = {}): string | null {
+/** Where named corpora are read from: opts.dataDir, else $MOE_DATA_DIR, else the package's data/. */
+export function corpusDir(opts: DataDirOptions = {}): string {
   const explicit = opts.dataDir ?? process.env.MOE_DATA_DIR;
-  if (explicit) {
-    const d = path.resolve(explicit);
-    if (!fs.existsSync(d) || !fs.statSync(d).isDirectory()) {
-      throw new Error(`data directory ${d} (from ${opts.dataDir ? 'dataDir option' : 'MOE_DATA_DIR'}) does not exist or is not a directory`);
-    }
-    return d;
+  if (!explicit) return embeddedDataDir();
+  const d = path.resolve(explicit);
+  if (!fs.existsSync(d) || !fs.statSync(d).isDirectory()) {
+    throw new Error(`data directory ${d} (from ${opts.dataDir ? 'dataDir option' : 'MOE_DATA_DIR'}) does not exist or is not a directory`);
   }
-  const starts: string[] = [];
-  try {
-    starts.push(packageRoot());
-  } catch {
-    // not inside the package (unusual); the working directory still works
-  }
-  starts.push(process.cwd());
-  for (const start of starts) {
-    let dir = path.resolve(start);
-    for (;;) {
-      const cand = path.join(dir, 'shared', 'data', 'text');
-      if (fs.existsSync(cand) && fs.statSync(cand).isDirectory()) return cand;
-      const up = path.dirname(dir);
-      if (up === dir) break;
-      dir = up;
-    }
-  }
-  return null;
+  return d;
 }
 
-/** Absolute paths of a domain's files (checked to exist). */
-export function resolveDomainFiles(name: string, opts: DataDirOptions = {}): string[] {
+function checkDomain(name: string): DomainSpec {
   if (!Object.prototype.hasOwnProperty.call(DOMAINS, name)) {
     throw new Error(`unknown corpus domain "${name}" (known: ${domainNames().join(', ')})`);
   }
-  const spec = DOMAINS[name];
-  if (spec.embedded) return [embeddedCorpusPath()];
-  const dir = findSharedTextDir(opts);
-  if (!dir) {
-    throw new Error(
-      `corpus domain "${name}" needs ${spec.files.join(', ')}, but no data directory was found: set MOE_DATA_DIR or place them in shared/data/text above ${packageRoot()}`,
-    );
-  }
-  const files = spec.files.map((f) => path.join(dir, f));
+  return DOMAINS[name];
+}
+
+/** Absolute paths of a domain's files, train first (checked to exist). */
+export function resolveDomainFiles(name: string, opts: DataDirOptions = {}): string[] {
+  const spec = checkDomain(name);
+  const dir = corpusDir(opts);
+  const files = [spec.train, ...(spec.valid ? [spec.valid] : [])].map((f) => path.join(dir, f));
   for (const f of files) if (!fs.existsSync(f)) throw new Error(`corpus domain "${name}": file not found: ${f}`);
   return files;
 }
 
-/** The text of a named domain (its files concatenated). */
-export function loadDomain(name: string, opts: DataDirOptions = {}): string {
-  return resolveDomainFiles(name, opts)
-    .map((f) => readTextFile(f))
-    .join('');
+/** A corpus as the dataset sees it: the text to train on, and its own validation text if it has one. */
+export interface CorpusText {
+  train: string;
+  /** Absent: the dataset holds out the tail of `train` (training.val_fraction). */
+  valid?: string;
 }
 
-/** A domain name, or a path to a text file (anything containing a path separator or ending in .txt). */
+/** The text of a named domain (its files concatenated, train first). */
+export function loadDomain(name: string, opts: DataDirOptions = {}): string {
+  const c = loadDomainSplits(name, opts);
+  return c.train + (c.valid ?? '');
+}
+
+/** A named domain's train and validation texts. */
+export function loadDomainSplits(name: string, opts: DataDirOptions = {}): CorpusText {
+  const [train, valid] = resolveDomainFiles(name, opts).map((f) => readTextFile(f));
+  return valid === undefined ? { train } : { train, valid };
+}
+
+/** Limits on a folder used as a corpus, so a mistyped path (a home directory) fails fast. */
+export const FOLDER_LIMITS = { maxFiles: 10_000, maxBytes: 256 * 1024 * 1024, maxDepth: 16 };
+
+/**
+ * Every text file under a folder, in sorted path order, concatenated with a newline between
+ * files. Hidden entries (.git) are skipped, files that are not UTF-8 text (binary: invalid UTF-8
+ * or a NUL byte) are skipped, symbolic links are not followed. Errors name the limit that was hit.
+ */
+export function readTextFolder(dir: string, limits = FOLDER_LIMITS): { text: string; files: string[]; skipped: string[] } {
+  const files: string[] = [];
+  const skipped: string[] = [];
+  const parts: string[] = [];
+  let bytes = 0;
+  const walk = (d: string, depth: number): void => {
+    if (depth > limits.maxDepth) throw new Error(`corpus folder ${dir}: nested deeper than ${limits.maxDepth} levels at ${d}`);
+    const entries = fs.readdirSync(d, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const e of entries) {
+      if (e.name.startsWith('.')) continue;
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p, depth + 1);
+      else if (e.isFile()) {
+        const size = fs.statSync(p).size;
+        if (size === 0) continue;
+        if (files.length + skipped.length >= limits.maxFiles) throw new Error(`corpus folder ${dir}: more than ${limits.maxFiles} files; point --data at a smaller folder`);
+        if (bytes + size > limits.maxBytes) throw new Error(`corpus folder ${dir}: more than ${limits.maxBytes} bytes of files; point --data at a smaller folder`);
+        const buf = fs.readFileSync(p);
+        if (buf.includes(0) || firstInvalidUtf8(buf) >= 0) {
+          skipped.push(p);
+          continue;
+        }
+        bytes += size;
+        files.push(p);
+        let t = buf.toString('utf8');
+        if (t.charCodeAt(0) === 0xfeff) t = t.slice(1);
+        parts.push(t.endsWith('\n') ? t : t + '\n');
+      }
+    }
+  };
+  walk(dir, 0);
+  if (!files.length) throw new Error(`corpus folder ${dir} holds no UTF-8 text files${skipped.length ? ` (${skipped.length} binary or non-UTF-8 files skipped)` : ''}`);
+  return { text: parts.join(''), files, skipped };
+}
+
+function looksLikePath(s: string): boolean {
+  return s.includes('/') || s.includes(path.sep) || s.endsWith('.txt') || fs.existsSync(s);
+}
+
+/** A domain name, or a path to a UTF-8 text file or a folder of them: its train (and validation) text. */
+export function loadCorpusSplits(nameOrPath: string, opts: DataDirOptions = {}): CorpusText {
+  if (Object.prototype.hasOwnProperty.call(DOMAINS, nameOrPath)) return loadDomainSplits(nameOrPath, opts);
+  if (looksLikePath(nameOrPath)) {
+    if (fs.existsSync(nameOrPath) && fs.statSync(nameOrPath).isDirectory()) return { train: readTextFolder(nameOrPath).text };
+    return { train: readTextFile(nameOrPath) };
+  }
+  throw new Error(`unknown corpus "${nameOrPath}": not a domain (${domainNames().join(', ')}) and not a file or folder path`);
+}
+
+/** A domain name, or a path to a text file or folder: the whole text (train + validation). */
 export function loadCorpus(nameOrPath: string, opts: DataDirOptions = {}): string {
-  if (Object.prototype.hasOwnProperty.call(DOMAINS, nameOrPath)) return loadDomain(nameOrPath, opts);
-  if (nameOrPath.includes('/') || nameOrPath.includes(path.sep) || nameOrPath.endsWith('.txt')) return readTextFile(nameOrPath);
-  throw new Error(`unknown corpus "${nameOrPath}": not a domain (${domainNames().join(', ')}) and not a file path`);
+  const c = loadCorpusSplits(nameOrPath, opts);
+  return c.train + (c.valid ?? '');
+}
+
+export interface CorpusInfo {
+  name: string;
+  kind: string;
+  description: string;
+  files: { file: string; split: 'train' | 'valid'; bytes: number }[];
+  bytes: number;
+  source: string;
+  license: string;
+  splits: string;
+}
+
+/** The named corpora with their file sizes (for `moe-ts data`). */
+export function listCorpora(opts: DataDirOptions = {}): CorpusInfo[] {
+  const dir = corpusDir(opts);
+  return domainNames().map((name) => {
+    const s = DOMAINS[name];
+    const files = [
+      { file: s.train, split: 'train' as const },
+      ...(s.valid ? [{ file: s.valid, split: 'valid' as const }] : []),
+    ].map((f) => {
+      const p = path.join(dir, f.file);
+      return { ...f, bytes: fs.existsSync(p) ? fs.statSync(p).size : 0 };
+    });
+    return { name, kind: s.kind, description: s.description, files, bytes: files.reduce((a, f) => a + f.bytes, 0), source: s.source, license: s.license, splits: s.splits };
+  });
 }

@@ -1,6 +1,6 @@
 /**
- * Token streams -> language-model batches. Each domain's stream is split into train (head) and
- * validation (tail); training batches are random contiguous windows from a weighted mix of
+ * Token streams -> language-model batches. Each domain has a train and a validation split (its
+ * own, or the tail of its one stream); training batches are random contiguous windows from a weighted mix of
  * domains, validation walks fixed windows per domain so per-domain losses are comparable
  * across runs and checkpoints.
  */
@@ -12,6 +12,11 @@ export interface DomainTokens {
   tokens: Int32Array;
   /** Relative sampling weight for training (default 1); 0 = validation only. */
   weight?: number;
+  /**
+   * The domain's own validation split. Given: `tokens` is all training data and this is all
+   * validation data (valFraction does not apply). Absent: the tail of `tokens` is held out.
+   */
+  val?: Int32Array;
 }
 
 export interface Batch {
@@ -50,9 +55,9 @@ export function splitTrainVal(tokens: Int32Array, valFraction: number): { train:
   return { train: tokens.subarray(0, cut), val: tokens.subarray(cut) };
 }
 
-/** Tokenise named texts into domains. */
-export function tokenizeDomains(tok: Tokenizer, texts: { name: string; text: string; weight?: number }[]): DomainTokens[] {
-  return texts.map(({ name, text, weight }) => ({ name, tokens: tok.encode(text), weight }));
+/** Tokenise named texts into domains (`valid`: the domain's own validation text, tokenised apart). */
+export function tokenizeDomains(tok: Tokenizer, texts: { name: string; text: string; valid?: string; weight?: number }[]): DomainTokens[] {
+  return texts.map(({ name, text, valid, weight }) => ({ name, tokens: tok.encode(text), weight, ...(valid !== undefined ? { val: tok.encode(valid) } : {}) }));
 }
 
 interface Domain {
@@ -93,11 +98,15 @@ export class MixedDataset {
       if (!(d.tokens instanceof Int32Array)) throw new Error(`${where}: tokens must be an Int32Array`);
       const weight = d.weight ?? 1;
       if (!(Number.isFinite(weight) && weight >= 0)) throw new Error(`${where}: weight must be a finite number >= 0, got ${weight}`);
-      const { train, val } = splitTrainVal(d.tokens, valFraction);
+      if (d.val !== undefined && !(d.val instanceof Int32Array)) throw new Error(`${where}: val must be an Int32Array`);
+      const { train, val } = d.val !== undefined ? { train: d.tokens, val: d.val } : splitTrainVal(d.tokens, valFraction);
       if (weight > 0 && train.length < seqLen + 1) {
         throw new Error(`${where}: train split has ${train.length} tokens, fewer than seqLen + 1 = ${seqLen + 1}`);
       }
-      if (valFraction > 0 && val.length < seqLen + 1) {
+      if (d.val !== undefined && val.length < seqLen + 1) {
+        throw new Error(`${where}: its validation split has ${val.length} tokens, fewer than seqLen + 1 = ${seqLen + 1}`);
+      }
+      if (d.val === undefined && valFraction > 0 && val.length < seqLen + 1) {
         throw new Error(`${where}: validation split has ${val.length} tokens (${valFraction} of ${d.tokens.length}), fewer than seqLen + 1 = ${seqLen + 1}`);
       }
       return { name: d.name, weight, train, val, valStarts: valWindowStarts(val.length, seqLen, opts.maxValWindows) };

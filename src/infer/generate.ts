@@ -13,6 +13,7 @@ import { loadCheckpoint } from '../io/checkpoint.js';
 import { CheckpointError, type TrainerState } from '../io/checkpoint-bytes.js';
 import { fromGGUF, isGGUFFile } from '../io/gguf/index.js';
 import { Sampler, type SamplingOptions } from './sampling.js';
+import { tokenExperts } from '../moe/trace.js';
 
 /**
  * What happens when the next step would go past max_position_embeddings:
@@ -37,6 +38,21 @@ export interface GenerateOptions extends SamplingOptions {
   /** Receives generated text as it becomes final; the pieces concatenate to `text`. */
   onText?: (piece: string) => void;
   contextOverflow?: ContextOverflow;
+  /**
+   * Record which experts each token used in each MoE layer (prompt and generated tokens) in
+   * `result.routing`. Costs one extra forward step for the last generated token; the text is
+   * unchanged.
+   */
+  traceRouting?: boolean;
+}
+
+/** One token's routing: its experts and combine weights per MoE layer (highest weight first). */
+export interface TokenRouting {
+  id: number;
+  /** The token's own text (a byte of a multibyte character decodes to U+FFFD). */
+  text: string;
+  prompt: boolean;
+  layers: { layer: number; experts: number[]; weights: number[] }[];
 }
 
 export type StopReason = 'max_new_tokens' | 'stop_text' | 'stop_token' | 'context_full';
@@ -56,6 +72,8 @@ export interface GenerateResult {
   slides: number;
   prefillMs: number;
   totalMs: number;
+  /** With traceRouting: one entry per prompt token, then per generated token. */
+  routing?: TokenRouting[];
 }
 
 /** Length of the longest suffix of `text` that is a proper prefix of `stop` (text that may still become the stop string). */
@@ -121,9 +139,22 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
   model.eval();
   try {
     return noGrad(() => {
-      /** Run `ids` through the model, extending `cache`; the last position's logits, cut to the tokenizer's vocabulary. */
-      const step = (ids: Int32Array, cache: KVCache): Float32Array => {
-        const { logits } = model.forward(ids, 1, ids.length, { ctx: { training: false, step: 0, rng: routerRng }, cache });
+      const trace: TokenRouting[] | undefined = opts.traceRouting ? [] : undefined;
+      let tracedGenerated = 0;
+      /**
+       * Run `ids` through the model, extending `cache`; the last position's logits, cut to the
+       * tokenizer's vocabulary. Traces the routing of positions from `traceFrom` on (a re-prefill
+       * after a slide only adds its last token).
+       */
+      const step = (ids: Int32Array, cache: KVCache, traceFrom = 0, prompt = false): Float32Array => {
+        const { logits, aux } = model.forward(ids, 1, ids.length, { ctx: { training: false, step: 0, rng: routerRng }, cache });
+        if (trace) {
+          const per = aux.map((a) => ({ layer: a.layer, experts: tokenExperts(a.aux, ids.length, model.config.num_experts_per_tok) }));
+          for (let t = traceFrom; t < ids.length; t++) {
+            trace.push({ id: ids[t], text: tokenizer.decode(ids.subarray(t, t + 1)), prompt, layers: per.map((p) => ({ layer: p.layer, ...p.experts[t] })) });
+            if (!prompt) tracedGenerated++;
+          }
+        }
         return logits.data.subarray((ids.length - 1) * V, (ids.length - 1) * V + Vt);
       };
 
@@ -143,7 +174,7 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
         slides++;
         note = `prompt of ${promptIds.length} tokens exceeds max_position_embeddings ${maxPos}; kept its last ${window} tokens`;
       }
-      let logits = step(prefillIds, cache);
+      let logits = step(prefillIds, cache, 0, true);
       const prefillMs = performance.now() - t0;
 
       const decoder = createStreamDecoder(tokenizer);
@@ -195,7 +226,7 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
             break;
           }
           cache = model.emptyCache();
-          logits = step(Int32Array.from(history.slice(history.length - window)), cache);
+          logits = step(Int32Array.from(history.slice(history.length - window)), cache, window - 1);
           slides++;
           note = `context window slid ${slides} time(s): re-prefilled the last ${window} of max_position_embeddings ${maxPos} tokens`;
           continue;
@@ -204,6 +235,12 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
       }
       if (!hitStop && append(decoder.flush())) stopReason = 'stop_text';
       emit(text.length);
+      if (trace && generated.length) {
+        // the last sampled token was never fed back; one more step shows its routing (if the context has room)
+        const last = generated[generated.length - 1];
+        if (tracedGenerated < generated.length && cache.length + 1 <= maxPos) step(Int32Array.of(last), cache);
+        else if (tracedGenerated < generated.length) trace.push({ id: last, text: tokenizer.decode(Int32Array.of(last)), prompt: false, layers: [] });
+      }
 
       const totalMs = performance.now() - t0;
       return {
@@ -216,6 +253,7 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
         slides,
         prefillMs,
         totalMs,
+        ...(trace ? { routing: trace } : {}),
       };
     });
   } finally {

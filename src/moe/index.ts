@@ -8,3 +8,4 @@ export * from './metrics.js';
 export * from './experts/index.js';
 export * from './dispatch/index.js';
 export * from './layer.js';
+export * from './trace.js';

@@ -11,7 +11,7 @@ import { AdamW, clipGradNorm, type Parameter } from '../nn/index.js';
 import { MoETransformerLM, lmLoss } from '../models/transformer.js';
 import { parseModelConfig, type RunConfig } from '../models/config.js';
 import { buildTokenizer, buildDataset } from '../data/build.js';
-import { loadCorpus } from '../data/corpus.js';
+import { loadCorpusSplits } from '../data/corpus.js';
 import { loadTokenizer, type Tokenizer } from '../data/tokenizer/index.js';
 import { saveTokenizer } from '../io/tokenizer.js';
 import { writeJsonAtomicSync } from '../io/atomic.js';
@@ -107,7 +107,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   }
   // sizes are checked before the corpus is read or anything is allocated
   checkRunMemory(resumeFrom ? { ...cfg, model: resumeFrom.state.config.model } : cfg);
-  const texts = cfg.data.sources.map((s) => loadCorpus(s, { dataDir: opts.dataDir }));
+  const texts = cfg.data.sources.map((s) => loadCorpusSplits(s, { dataDir: opts.dataDir }));
   if (!resumeFrom) {
     prepareFreshRunDir(out, Boolean(opts.overwrite));
     tokenizer = opts.init ? opts.init.tokenizer : buildTokenizer(cfg, texts);

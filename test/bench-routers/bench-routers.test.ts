@@ -53,6 +53,7 @@ test('smoke: two routers + dense produce report.html and results.json', () => {
     assert.ok(lines.some((l) => new RegExp(`^\\[${i + 1}/3\\] ${name}: done in [\\d.]+ s, val loss \\d+\\.\\d{4}`).test(l)), r.stdout);
   }
   assert.match(lines[lines.length - 1], /^report: .*report\.html/);
+  assert.ok(lines.some((l) => /^unigram baseline of the validation data: \d+\.\d{4} nats\/token$/.test(l)), r.stdout);
   const res = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8')) as BenchResults;
   assert.equal(res.format, 'moe-ts-bench-routers');
   assert.deepEqual(res.runs.map((x) => x.name), ['dense', 'topk', 'switch']);
@@ -72,7 +73,12 @@ test('smoke: two routers + dense produce report.html and results.json', () => {
   assert.equal(res.runs[1].final!.expertUsage[0].length, 2);
   assert.equal(res.runs[1].intervals.length, 3);
   assert.equal(res.analysis.reference, 'dense');
-  assert.ok(res.analysis.recommendation.some((s) => s.startsWith('**Recommendation:**')));
+  // 3 steps of a tiny model: nowhere near below the unigram baseline, so a smoke run with no recommendation
+  assert.ok(res.baseline && res.baseline.loss > 2 && res.baseline.loss < Math.log(256), `unigram baseline ${res.baseline?.loss}`);
+  assert.deepEqual(Object.keys(res.baseline.domains), ['shakespeare', 'code']);
+  assert.equal(res.analysis.smoke, true);
+  assert.ok(res.analysis.recommendation[0].startsWith('**No recommendation: undertrained smoke run.**'));
+  assert.ok(!res.analysis.recommendation.some((s) => s.startsWith('**Recommendation:**')));
   const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
   assert.equal((html.match(/<svg[\s>]/g) ?? []).length, (html.match(/<figure class="chart/g) ?? []).length);
   assert.ok(html.includes('class="ranking"') && html.includes('class="domains"'));
@@ -201,8 +207,9 @@ test('the report renders in headless Chromium: every chart drawn, no console err
         return { id: f.getAttribute('data-chart'), svgs: f.querySelectorAll('svg').length, w: box?.width ?? 0, h: box?.height ?? 0, paths: paths.length };
       }),
     );
-    // 7 charts + one heatmap per MoE router and layer (2 routers x 1 layer)
-    assert.equal(charts.length, 9);
+    // 7 charts + per MoE router and layer (2 routers x 1 layer) a heatmap, or one line when its usage is uniform
+    const uniform = await page.locator('p.uniform-line').count();
+    assert.equal(charts.length + uniform, 9);
     for (const c of charts) {
       assert.equal(c.svgs, 1, `${c.id}: one svg`);
       assert.ok(c.w > 50 && c.h > 50, `${c.id}: rendered size ${c.w}x${c.h}`);

@@ -1,5 +1,6 @@
 /** Synthetic benchmark records with known numbers, for the summary and report tests. */
 import { analyseRuns } from '../../src/bench-routers/summary.js';
+import type { UnigramBaseline } from '../../src/bench-routers/metrics.js';
 import { BENCH_FORMAT, BENCH_VERSION, type BenchResults, type RunRecord } from '../../src/bench-routers/types.js';
 
 export const DOMAINS = ['shakespeare', 'wikitext', 'linux'];
@@ -40,7 +41,7 @@ export function run(name: string, o: { kind?: 'moe' | 'dense'; losses: number[];
   };
 }
 
-export function results(runs: RunRecord[]): BenchResults {
+export function results(runs: RunRecord[], baseline?: UnigramBaseline): BenchResults {
   return {
     format: BENCH_FORMAT,
     version: BENCH_VERSION,
@@ -54,8 +55,9 @@ export function results(runs: RunRecord[]): BenchResults {
     domains: DOMAINS,
     numExperts: 4,
     topK: 2,
+    ...(baseline ? { baseline } : {}),
     runs,
-    analysis: analyseRuns(runs, { topK: 2 }),
+    analysis: analyseRuns(runs, { topK: 2, baseline }),
   };
 }
 

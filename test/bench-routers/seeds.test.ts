@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { isTied, mergeSeedRuns, seedStats, TIE_MARGIN } from '../../src/bench-routers/seeds.js';
+import { compareLoss, mergeSeedRuns, seedNoise, seedStats } from '../../src/bench-routers/seeds.js';
 import { analyseRuns } from '../../src/bench-routers/summary.js';
 import { renderReport } from '../../src/bench-routers/report/html.js';
 import type { BenchResults, RunRecord } from '../../src/bench-routers/types.js';
@@ -13,41 +13,63 @@ import { results, run } from './fixtures.js';
 
 const close = (a: number, b: number, eps = 1e-9): void => assert.ok(Math.abs(a - b) < eps, `${a} != ${b}`);
 
-test('seedStats: mean, sample std, stderr and the ~95% interval against hand values', () => {
+test('seedStats: mean, sample std, stderr and the 95% t-interval against hand values', () => {
   const s = seedStats([1, 2, 3, 4]);
   assert.equal(s.n, 4);
   close(s.mean, 2.5);
   // sum of squares 2.25 + 0.25 + 0.25 + 2.25 = 5, / (n - 1) = 5/3
   close(s.std, Math.sqrt(5 / 3));
   close(s.stderr, Math.sqrt(5 / 3) / 2);
-  close(s.low, 2.5 - Math.sqrt(5 / 3));
-  close(s.high, 2.5 + Math.sqrt(5 / 3));
+  // t_{0.975, 3} = 3.182446 (tables), not 2
+  close(s.t, 3.182446305, 1e-8);
+  close(s.low, 2.5 - 3.182446305 * (Math.sqrt(5 / 3) / 2), 1e-8);
+  close(s.high, 2.5 + 3.182446305 * (Math.sqrt(5 / 3) / 2), 1e-8);
+  assert.equal(s.coverage, 0.95);
   const two = seedStats([2.0, 2.1]);
   close(two.mean, 2.05);
   close(two.std, 0.1 / Math.SQRT2); // 0.0707...
   close(two.stderr, 0.05);
+  close(two.t, 12.70620474, 1e-7);
   const one = seedStats([3]);
   assert.deepEqual([one.mean, one.std, one.stderr], [3, 0, 0]);
+  assert.ok(Number.isNaN(one.low), 'no interval from one value');
   assert.throws(() => seedStats([]), /no values/);
 });
 
-test('tie rule: overlapping mean ± 2·stderr with several seeds, the fixed margin with one', () => {
-  const m = (finalLoss: number, lossStderr: number, seeds = 3) => ({ finalLoss, lossStderr, seeds });
-  // intervals [1.98, 2.02] and [2.03, 2.07]: separated
-  assert.equal(isTied(m(2.0, 0.01), m(2.05, 0.01)), false);
-  // [1.96, 2.04] and [2.03, 2.07]: overlap
-  assert.equal(isTied(m(2.0, 0.02), m(2.05, 0.01)), true);
-  // exactly touching counts as overlapping
-  assert.equal(isTied(m(2.0, 0.0125), m(2.05, 0.0125)), true);
-  // a 0.01 difference is a tie by the single-seed margin, but not with tight intervals over seeds
-  assert.equal(isTied(m(2.0, 0.001), m(2.01, 0.001)), false);
-  // a 0.1 difference is beyond the single-seed margin, but a tie when the seeds scatter
-  assert.equal(isTied(m(2.0, 0.03), m(2.1, 0.03)), true);
-  // single seed: the fixed margin
-  const s = (finalLoss: number) => ({ finalLoss, lossStderr: null, seeds: 1 });
-  assert.equal(isTied(s(2.0), s(2.0 + TIE_MARGIN / 2)), true);
-  assert.equal(isTied(s(2.0), s(2.0 + TIE_MARGIN * 2)), false);
-  assert.equal(isTied(s(2.0), { finalLoss: null, lossStderr: null, seeds: 0 }), false);
+test('compareLoss: Welch 95% interval of the difference; one seed is unmeasured, not tied', () => {
+  const m = (finalLoss: number, lossStd: number, seeds = 3) => ({ finalLoss, lossStd, seeds });
+  // equal std 0.01, n = 3: se = 0.01·sqrt(2/3) = 0.008165, df = 4, t = 2.776 -> half-width 0.02267
+  const c = compareLoss(m(2.0, 0.01), m(2.03, 0.01));
+  assert.equal(c.verdict, 'lower');
+  close(c.comparison!.df, 4, 1e-9);
+  close(c.comparison!.halfWidth, 2.776445105 * 0.01 * Math.sqrt(2 / 3), 1e-8);
+  assert.equal(compareLoss(m(2.0, 0.01), m(2.02, 0.01)).verdict, 'tied');
+  assert.equal(compareLoss(m(2.03, 0.01), m(2.0, 0.01)).verdict, 'higher');
+  // the old mean ± 2·stderr overlap rule called this separated; with n = 3 and the t quantile it is not
+  // (difference 0.05, stderr 0.01 each: old intervals [1.98, 2.02] and [2.03, 2.07]; Welch half-width 0.0393)
+  const se = 0.01 * Math.sqrt(3);
+  assert.equal(compareLoss(m(2.0, se), m(2.05, se)).verdict, 'lower');
+  assert.equal(compareLoss(m(2.0, 0.02 * Math.sqrt(3)), m(2.05, 0.02 * Math.sqrt(3))).verdict, 'tied');
+  // one seed: nothing is measured, whatever the difference
+  const one = (finalLoss: number) => ({ finalLoss, lossStd: null, seeds: 1 });
+  assert.equal(compareLoss(one(2.0), one(3.0)).verdict, 'unmeasured');
+  assert.equal(compareLoss(m(2.0, 0.01), one(2.5)).verdict, 'unmeasured');
+  assert.equal(compareLoss(one(2.0), { finalLoss: null, lossStd: null, seeds: 0 }).verdict, 'unmeasured');
+});
+
+test('seedNoise pools the within-model variance and gives the resolvable difference', () => {
+  // two models of 3 seeds, std 0.03 and 0.04: pooled sqrt((2·0.0009 + 2·0.0016) / 4) = 0.035355, df 4
+  const n = seedNoise([
+    { finalLoss: 2, lossStd: 0.03, seeds: 3 },
+    { finalLoss: 2.1, lossStd: 0.04, seeds: 3 },
+    { finalLoss: 2.2, lossStd: null, seeds: 1 },
+  ])!;
+  close(n.pooledStd, Math.sqrt(0.00125), 1e-12);
+  assert.equal(n.df, 4);
+  assert.equal(n.models, 2);
+  assert.equal(n.n, 3);
+  close(n.threshold, 2.776445105 * Math.sqrt(0.00125) * Math.sqrt(2 / 3), 1e-8);
+  assert.equal(seedNoise([{ finalLoss: 2, lossStd: null, seeds: 1 }]), null);
 });
 
 /** Two seeds of one model: the second seed's losses shifted by `shift`. */
@@ -103,13 +125,26 @@ function multiSeedRuns(): RunRecord[] {
   ];
 }
 
-test('multi-seed analysis: mean ± std per model, ranking by mean, ties by overlapping intervals', () => {
+function clearSeedRuns(): RunRecord[] {
+  const seeds = [1, 2];
+  return [
+    mergeSeedRuns(seedsOf('dense', [3, 2.5], 0.02, { kind: 'dense' }), seeds),
+    // topk 2.0 / 2.002, aux-free 2.001 / 2.003 (tied with topk), sigmoid 2.35 / 2.352 (separated)
+    mergeSeedRuns(seedsOf('topk', [3, 2.0], 0.002), seeds),
+    mergeSeedRuns(seedsOf('aux-free', [3, 2.001], 0.002, { tps: 3000 }), seeds),
+    mergeSeedRuns(seedsOf('sigmoid', [3, 2.35], 0.002), seeds),
+  ];
+}
+
+test('multi-seed analysis: t-intervals, Welch comparisons between routers and against dense, measured noise', () => {
   const a = analyseRuns(multiSeedRuns(), { topK: 2 });
   assert.equal(a.seeds, 2);
   const by = Object.fromEntries(a.routers.map((r) => [r.name, r]));
   close(by.topk.finalLoss!, 2.1);
   close(by.topk.lossStd!, 0.2 / Math.SQRT2);
   close(by.topk.lossStderr!, 0.1);
+  // n = 2: t_{0.975, 1} = 12.706, so the 95% interval is 2.1 ± 1.27
+  close(by.topk.interval!.low, 2.1 - 12.70620474 * 0.1, 1e-6);
   assert.equal(by.topk.seeds, 2);
   assert.deepEqual(by.topk.seedLosses.map((x) => +x.toFixed(6)), [2, 2.2]);
   assert.deepEqual(
@@ -121,43 +156,64 @@ test('multi-seed analysis: mean ± std per model, ranking by mean, ties by overl
       ['sigmoid', 3],
     ],
   );
+  // with two seeds and topk's spread, nothing is distinguishable from topk; aux-free (tight) is below dense
+  assert.equal(by.topk.vsDense, 'tied');
+  assert.equal(by['aux-free'].vsDense, 'lower');
+  assert.ok(by['aux-free'].diffVsDense!.high < 0);
+  assert.ok(a.noise && a.noise.df === 4 && a.noise.models === 4);
   const text = a.recommendation.join(' ');
-  assert.match(text, /Lowest mean validation loss over 2 seeds: \*\*topk\*\* \(2\.100 ± 0\.141 std/);
-  assert.match(text, /\*\*aux-free\*\* overlaps with it: the ~95% intervals \(mean ± 2·stderr over the seeds\) are not separated/);
-  assert.doesNotMatch(text, /\*\*sigmoid\*\* overlaps/);
+  assert.match(text, /Lowest mean validation loss at matched compute over 2 seeds: \*\*topk\*\* \(2\.100, 95% t-interval 0\.829–3\.371, n = 2; 0\.410 below the FLOP-matched dense baseline's 2\.510, which is within seed noise/);
+  assert.match(text, /\*\*aux-free\*\* and \*\*sigmoid\*\* are not distinguishable from it: the 95% Welch interval of the difference of seed means contains 0/);
+  assert.match(text, /Measured seed noise: the final loss varies by 0\.071 nats \(standard deviation, pooled over 4 models, 4 degrees of freedom\)/);
+  assert.match(text, /Against the dense baseline \(same 95% Welch rule\): of 3 trained routers, 2 below it beyond seed noise \(aux-free and sigmoid\) and 1 not distinguishable from it \(topk\)/);
   assert.match(text, /\*\*Recommendation:\*\* on this data, use \*\*topk\*\*/);
-  assert.match(text, /aux-free is statistically tied with it \(overlapping ~95% intervals over 2 seeds\), and aux-free ran faster here/);
-  assert.doesNotMatch(text, /single-seed noise|confirm with a second seed/);
-  // one clear winner: separated intervals are said so
-  const clear = analyseRuns([multiSeedRuns()[0], multiSeedRuns()[3], mergeSeedRuns(seedsOf('topk', [3, 2.0], 0.002), [1, 2])], { topK: 2 });
-  assert.match(clear.recommendation.join(' '), /separated from every other router's, so the ranking at the top is not seed noise/);
-  assert.match(clear.recommendation.join(' '), /no other usable router's ~95% interval overlaps it/);
+  assert.match(text, /It is not distinguishable from the dense baseline at this budget/);
+  assert.match(text, /aux-free and sigmoid are statistically tied with it over 2 seeds, and aux-free ran faster here/);
+  assert.doesNotMatch(text, /~95%|mean ± 2·stderr|Provisional/);
+  // tight seeds: separations are called, ties only where the interval of the difference contains 0
+  const clear = analyseRuns(clearSeedRuns(), { topK: 2 });
+  const ct = clear.recommendation.join(' ');
+  assert.match(ct, /\*\*aux-free\*\* is not distinguishable from it/);
+  assert.doesNotMatch(ct, /\*\*sigmoid\*\* (is|are) not distinguishable/);
+  assert.match(ct, /of 3 trained routers, 3 below it beyond seed noise/);
+  assert.match(ct, /0\.509 below the FLOP-matched dense baseline's 2\.510, beyond seed noise \(95% Welch interval of the difference −0\.\d{3} to −0\.\d{3}\)/);
 });
 
-test('single-seed analysis keeps the fixed-margin wording', () => {
+test('single-seed analysis makes no noise claim and a provisional recommendation', () => {
   const a = analyseRuns([run('dense', { kind: 'dense', losses: [3, 2.5] }), run('topk', { losses: [3, 2.0] }), run('aux-free', { losses: [3, 2.01] })], { topK: 2 });
   assert.equal(a.seeds, 1);
   assert.equal(a.routers[1].lossStd, null);
+  assert.equal(a.routers[1].interval, null);
   const text = a.recommendation.join(' ');
-  assert.match(text, /Lowest validation loss: \*\*topk\*\* \(2\.000/);
-  assert.match(text, /within 0\.015 of it, which is inside single-seed noise/);
-  assert.match(text, /confirm with a second seed/);
+  assert.match(text, /Lowest validation loss at matched compute: \*\*topk\*\* \(2\.000/);
+  assert.match(text, /With one seed the seed-to-seed noise is not measured, so none of these differences is tested against it/);
+  assert.match(text, /Provisional: one seed/);
+  assert.doesNotMatch(text, /tied/);
 });
 
-test('the multi-seed report shows mean ± std (n), a per-seed table, and mean curves', () => {
+test('the multi-seed report shows mean ± std (n), the t-interval, a per-seed table and mean curves with bands', () => {
   const runs = multiSeedRuns();
   const res: BenchResults = { ...results(runs), seeds: [1, 2] };
   const html = renderReport(res);
   assert.match(html, /2\.100 <span class="pm">± 0\.141<\/span> <span class="muted">n=2<\/span>/);
-  assert.match(html, /Mean over 2 seeds \(1, 2\)/);
+  assert.match(html, /Mean over 2 seeds \(1, 2\); the band is ± one standard deviation over seeds/);
   assert.match(html, /seeds 1, 2 \(every number is the mean over the 2 seeds unless stated\)/);
   assert.match(html, /<table class="seeds">/);
-  assert.match(html, /1\.900 – 2\.300/); // topk's mean ± 2·stderr
-  assert.match(html, /~95% intervals, mean ± 2·stderr/);
-  // single seed: no ± anywhere in the ranking, the fixed-margin note
+  assert.match(html, /0\.829 – 3\.371/); // topk's 95% t-interval
+  assert.match(html, /<th>95% t-interval of the mean<\/th>/);
+  assert.match(html, /Welch's 95% interval of the difference of the two means/);
+  assert.match(html, /data-verdict="tied"/);
+  assert.match(html, /data-verdict="lower"/);
+  assert.doesNotMatch(html, /~95%/);
+  // merged curves carry the seed std, drawn as bands (one polygon per model)
+  assert.ok(runs.every((r) => r.curve.every((c) => typeof c.lossStd === 'number')));
+  const lossFig = html.slice(html.indexOf('data-chart="val-loss"'), html.indexOf('</figure>', html.indexOf('data-chart="val-loss"')));
+  assert.ok((lossFig.match(/fill-opacity="0\.16"|opacity="0\.16"/g) ?? []).length >= 4, 'a translucent band per model');
+  // single seed: no ± anywhere in the ranking, the one-seed note
   const single = renderReport(results([run('dense', { kind: 'dense', losses: [3, 2.5] }), run('topk', { losses: [3, 2.0] })]));
   assert.doesNotMatch(single, /class="pm"|class="seeds"/);
-  assert.match(single, /within 0\.015 nats are within single-seed noise/);
+  assert.match(single, /One seed: the seed-to-seed noise is not measured/);
+  assert.match(single, /data-verdict="unmeasured"/);
 });
 
 // ---- smoke: the CLI with --seeds 2 and two routers on a tiny config ----

@@ -4,13 +4,18 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
+  corpusDir,
+  DOMAINS,
   embeddedCorpusPath,
-  findSharedTextDir,
+  embeddedDataDir,
   firstInvalidUtf8,
+  listCorpora,
   loadCorpus,
+  loadCorpusSplits,
   loadDomain,
   packageRoot,
   readTextFile,
+  readTextFolder,
   resolveDomainFiles,
 } from '../../src/data/corpus.js';
 
@@ -69,12 +74,13 @@ test('named domains from a data directory (option and MOE_DATA_DIR)', () => {
     fs.writeFileSync(path.join(dir, 'linux-train.txt'), 'int main() {\n');
     fs.writeFileSync(path.join(dir, 'linux-valid.txt'), '  return 0;\n}\n');
     assert.equal(loadDomain('linux', { dataDir: dir }), 'int main() {\n  return 0;\n}\n');
-    assert.throws(() => loadDomain('wikitext', { dataDir: dir }), /corpus domain "wikitext": file not found: .*wikitext2-test\.txt/);
+    assert.deepEqual(loadCorpusSplits('linux', { dataDir: dir }), { train: 'int main() {\n', valid: '  return 0;\n}\n' });
+    assert.throws(() => loadDomain('wikitext', { dataDir: dir }), /corpus domain "wikitext": file not found: .*wikitext2-valid\.txt/);
     process.env.MOE_DATA_DIR = dir;
-    assert.equal(findSharedTextDir(), dir);
+    assert.equal(corpusDir(), dir);
     assert.deepEqual(resolveDomainFiles('linux'), [path.join(dir, 'linux-train.txt'), path.join(dir, 'linux-valid.txt')]);
     process.env.MOE_DATA_DIR = path.join(dir, 'nope');
-    assert.throws(() => findSharedTextDir(), /data directory .*nope \(from MOE_DATA_DIR\) does not exist/);
+    assert.throws(() => corpusDir(), /data directory .*nope \(from MOE_DATA_DIR\) does not exist/);
     assert.throws(() => loadDomain('klingon'), /unknown corpus domain "klingon" \(known: shakespeare, wikitext, linux\)/);
   } finally {
     if (saved === undefined) delete process.env.MOE_DATA_DIR;
@@ -83,14 +89,60 @@ test('named domains from a data directory (option and MOE_DATA_DIR)', () => {
   }
 });
 
-test('shared domains load when shared/data/text is present above the package', (t) => {
-  const shared = findSharedTextDir();
-  if (!shared) {
-    t.skip('no shared/data/text on this machine');
-    return;
+test('the three corpora are embedded, with their own splits and no WikiText test split', () => {
+  const saved = process.env.MOE_DATA_DIR;
+  delete process.env.MOE_DATA_DIR;
+  try {
+    const data = embeddedDataDir();
+    assert.equal(corpusDir(), data);
+    const linux = loadCorpusSplits('linux');
+    assert.equal(linux.train, fs.readFileSync(path.join(data, 'linux-train.txt'), 'utf8'));
+    assert.equal(linux.valid, fs.readFileSync(path.join(data, 'linux-valid.txt'), 'utf8'));
+    const wiki = loadCorpusSplits('wikitext');
+    assert.equal(wiki.valid, undefined, 'wikitext has only its validation split: the dataset holds out its tail');
+    assert.ok(wiki.train.startsWith(' \n = Homarus gammarus = '), 'the WikiText-2 validation split');
+    // no corpus file is a test split, and every file is listed in data/SOURCES.md with its license
+    const sources = fs.readFileSync(path.join(data, 'SOURCES.md'), 'utf8');
+    for (const [name, spec] of Object.entries(DOMAINS)) {
+      for (const f of [spec.train, spec.valid].filter((x): x is string => x !== undefined)) {
+        assert.ok(!/test/.test(f), `${name}: ${f} looks like a test split`);
+        assert.ok(fs.existsSync(path.join(data, f)), `${f} is embedded`);
+        assert.ok(sources.includes(f), `${f} is described in SOURCES.md`);
+      }
+      assert.ok(sources.includes(spec.license), `${name}'s license ${spec.license} is in SOURCES.md`);
+    }
+    const list = listCorpora();
+    assert.deepEqual(list.map((c) => c.name), ['shakespeare', 'wikitext', 'linux']);
+    const li = list.find((c) => c.name === 'linux')!;
+    assert.deepEqual(li.files.map((f) => [f.split, f.bytes]), [['train', fs.statSync(path.join(data, 'linux-train.txt')).size], ['valid', fs.statSync(path.join(data, 'linux-valid.txt')).size]]);
+    for (const c of list) assert.ok(c.bytes > 100_000 && c.bytes < 4_000_000, `${c.name}: ${c.bytes} bytes, a few MB at most`);
+  } finally {
+    if (saved !== undefined) process.env.MOE_DATA_DIR = saved;
   }
-  const linux = loadDomain('linux');
-  const expect = fs.readFileSync(path.join(shared, 'linux-train.txt'), 'utf8') + fs.readFileSync(path.join(shared, 'linux-valid.txt'), 'utf8');
-  assert.equal(linux, expect);
-  assert.ok(loadDomain('wikitext').length > 1_000_000);
+});
+
+test('a folder of text files is a corpus: sorted, binary files skipped, bounded', () => {
+  const dir = tmpdir();
+  try {
+    fs.mkdirSync(path.join(dir, 'sub'));
+    fs.mkdirSync(path.join(dir, '.git'));
+    fs.writeFileSync(path.join(dir, 'b.md'), 'second');
+    fs.writeFileSync(path.join(dir, 'a.txt'), 'first\n');
+    fs.writeFileSync(path.join(dir, 'sub', 'c.c'), 'int x;\n');
+    fs.writeFileSync(path.join(dir, '.git', 'HEAD'), 'ref: x\n');
+    fs.writeFileSync(path.join(dir, 'img.bin'), Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x00, 0x01]));
+    const r = readTextFolder(dir);
+    assert.equal(r.text, 'first\nsecond\nint x;\n');
+    assert.deepEqual(r.skipped, [path.join(dir, 'img.bin')]);
+    assert.deepEqual(loadCorpusSplits(dir), { train: 'first\nsecond\nint x;\n' });
+    assert.throws(() => readTextFolder(dir, { maxFiles: 2, maxBytes: 1e9, maxDepth: 16 }), /more than 2 files/);
+    assert.throws(() => readTextFolder(dir, { maxFiles: 100, maxBytes: 10, maxDepth: 16 }), /more than 10 bytes/);
+    assert.throws(() => readTextFolder(dir, { maxFiles: 100, maxBytes: 1e9, maxDepth: 0 }), /nested deeper than 0 levels/);
+    const bin = path.join(dir, 'sub');
+    fs.rmSync(path.join(bin, 'c.c'));
+    fs.writeFileSync(path.join(bin, 'x.bin'), Buffer.from([0, 1, 2]));
+    assert.throws(() => readTextFolder(bin), /holds no UTF-8 text files \(1 binary or non-UTF-8 files skipped\)/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -162,3 +162,19 @@ test('end to end with the embedded corpus and the byte tokenizer', () => {
   assert.ok(text.includes(row));
   assert.equal(ds.valTokens(0).length, Math.floor(doms[0].tokens.length * 0.1));
 });
+
+test('a domain with its own validation split trains on all of its train stream and validates only on its split', () => {
+  const train = stream(1, 500);
+  const val = stream(2, 100);
+  const ds = new MixedDataset([{ name: 'code', tokens: train, val }], { seqLen: 10, batchSize: 16, valFraction: 0.5, seed: 2 });
+  assert.equal(ds.trainTokens('code').length, 500, 'valFraction does not cut a domain that has its own split');
+  assert.deepEqual(Array.from(ds.valTokens('code')), Array.from(val));
+  for (let i = 0; i < 20; i++) {
+    const b = ds.nextBatch();
+    for (const v of b.inputs) assert.equal(Math.floor(v / 1_000_000), 1, 'training never reads the validation split');
+  }
+  for (const vb of ds.valBatches('code')) for (const v of vb.inputs) assert.equal(Math.floor(v / 1_000_000), 2);
+  assert.throws(() => new MixedDataset([{ name: 'code', tokens: train, val: stream(2, 5) }], { seqLen: 10, batchSize: 2 }), /domain 0 \("code"\): its validation split has 5 tokens/);
+  const doms = tokenizeDomains(new ByteTokenizer(), [{ name: 'x', text: 'abc', valid: 'de' }]);
+  assert.deepEqual(Array.from(doms[0].val!), [100, 101]);
+});

@@ -36,18 +36,76 @@ export function shortNumber(x: number): string {
 const axisName = { color: '#555', fontSize: 12 };
 const splitLine = { lineStyle: { color: '#eceff3' } };
 
+/** FNV-1a, for a colour that depends on nothing but the name. */
+function hash(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
+/**
+ * A router's colour, the same in every report: its position in `order` (the registry's router
+ * names, which is stable) picks the palette entry; names outside it get one by hash.
+ */
+export function routerColor(name: string, order: readonly string[], dense = false): string {
+  if (dense) return DENSE_COLOR;
+  const i = order.indexOf(name);
+  return PALETTE[(i >= 0 ? i : hash(name)) % PALETTE.length];
+}
+
 export interface LineSeries {
   name: string;
   points: [number, number][];
   color: string;
   dashed?: boolean;
+  /** Error band: [x, low, high] per point, drawn as a translucent polygon behind the line. */
+  band?: [number, number, number][];
 }
 
-export function lineChart(o: { series: LineSeries[]; xName: string; yName: string; size: Size; yMin?: number; yMax?: number; percent?: boolean }): string {
+/**
+ * The y range that matters for loss curves: from just below the lowest value to the highest
+ * value any curve has after its first `skip` fraction of points (the initial drop from ln V would
+ * otherwise squash every difference at the end into a few pixels).
+ */
+export function zoomRange(series: readonly { points: [number, number][] }[], skip = 0.25, extra: number[] = []): { min: number; max: number } | null {
+  const late: number[] = [];
+  const all: number[] = [];
+  for (const s of series) {
+    const from = Math.min(s.points.length - 1, Math.floor(s.points.length * skip));
+    s.points.forEach(([, y], i) => {
+      if (!Number.isFinite(y)) return;
+      all.push(y);
+      if (i >= from) late.push(y);
+    });
+  }
+  if (!late.length) return null;
+  let lo = Math.min(...all);
+  let hi = Math.max(...late);
+  // a reference line close to the curves is worth showing; a far one would undo the zoom
+  for (const e of extra) if (Number.isFinite(e) && e <= hi + 0.25 * (hi - lo)) (lo = Math.min(lo, e)), (hi = Math.max(hi, e));
+  const pad = Math.max((hi - lo) * 0.06, 1e-3);
+  // round outwards to a readable step so the axis ends on a labelled value
+  const step = 10 ** Math.floor(Math.log10(hi - lo + 2 * pad)) / 10;
+  return { min: Math.floor((lo - pad) / step) * step, max: Math.ceil((hi + pad) / step) * step };
+}
+
+export function lineChart(o: {
+  series: LineSeries[];
+  xName: string;
+  yName: string;
+  size: Size;
+  yMin?: number;
+  yMax?: number;
+  percent?: boolean;
+  /** Horizontal reference lines (e.g. the unigram baseline). */
+  refLines?: { y: number; label: string }[];
+  logY?: boolean;
+}): string {
+  const bands = o.series.filter((s) => s.band && s.band.length > 1);
   return render(
     {
       grid: { left: 64, right: 150, top: 24, bottom: 52 },
-      legend: { type: 'plain', orient: 'vertical', right: 4, top: 20, itemWidth: 18, itemHeight: 10, textStyle: { fontSize: 12, color: '#333' } },
+      legend: { type: 'plain', orient: 'vertical', right: 4, top: 20, itemWidth: 18, itemHeight: 10, textStyle: { fontSize: 12, color: '#333' }, data: o.series.map((s) => s.name) },
       xAxis: {
         type: 'value',
         name: o.xName,
@@ -66,20 +124,52 @@ export function lineChart(o: { series: LineSeries[]; xName: string; yName: strin
         nameGap: 46,
         nameTextStyle: axisName,
         scale: true,
+        ...(o.logY ? { type: 'log', logBase: 10 } : {}),
         min: o.yMin,
         max: o.yMax,
         axisLabel: { formatter: o.percent ? (v: number) => `${+(v * 100).toFixed(1)}%` : (v: number) => `${+v.toFixed(3)}`, color: '#555' },
         splitLine,
       },
-      series: o.series.map((s) => ({
-        type: 'line',
-        name: s.name,
-        data: s.points,
-        showSymbol: s.points.length <= 2,
-        symbolSize: 5,
-        color: s.color,
-        lineStyle: { width: s.dashed ? 2.5 : 1.8, type: s.dashed ? 'dashed' : 'solid', color: s.color },
-      })),
+      series: [
+        ...bands.map((s) => ({
+          type: 'custom',
+          // its own name, so the legend (which lists the lines) takes each line's colour
+          name: `${s.name} ± std`,
+          silent: true,
+          z: 1,
+          data: s.band!.map(([x, lo, hi]) => [x, lo, hi]),
+          // one polygon through the upper edge and back along the lower edge, drawn once
+          renderItem: (params: { dataIndex: number }, api: { coord: (p: [number, number]) => [number, number] }) => {
+            if (params.dataIndex !== 0) return null;
+            const up = s.band!.map(([x, , hi]) => api.coord([x, hi]));
+            const down = s.band!.map(([x, lo]) => api.coord([x, lo])).reverse();
+            return { type: 'polygon', shape: { points: [...up, ...down] }, style: { fill: s.color, opacity: 0.16 } };
+          },
+          encode: { x: 0, y: [1, 2] },
+          clip: true,
+        })),
+        ...o.series.map((s, i) => ({
+          type: 'line',
+          name: s.name,
+          data: s.points,
+          z: 3,
+          showSymbol: s.points.length <= 2,
+          symbolSize: 5,
+          color: s.color,
+          lineStyle: { width: s.dashed ? 2.5 : 1.8, type: s.dashed ? 'dashed' : 'solid', color: s.color },
+          ...(i === 0 && o.refLines?.length
+            ? {
+                markLine: {
+                  silent: true,
+                  symbol: 'none',
+                  lineStyle: { color: '#9aa1ab', type: 'dotted', width: 1.5 },
+                  label: { position: 'insideStartTop', color: '#6b7280', fontSize: 11, formatter: (p: { name: string }) => p.name },
+                  data: o.refLines.map((r) => ({ yAxis: r.y, name: r.label })),
+                },
+              }
+            : {}),
+        })),
+      ],
     },
     o.size,
   );

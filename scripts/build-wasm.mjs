@@ -14,17 +14,7 @@ const src = join(root, 'src/kernels/wasm/assembly/kernels.ts');
 const outDir = join(root, 'dist/src/kernels/wasm');
 mkdirSync(outDir, { recursive: true });
 
-const common = [
-  src,
-  '-O3',
-  '--noAssert',
-  '--runtime', 'stub',
-  '--importMemory',
-  '--initialMemory', '32',
-  '--maximumMemory', '65536',
-  '--uncheckedBehavior', 'always',
-  '--use', 'abort=',
-];
+const common = [src, '-O3', '--noAssert', '--runtime', 'stub', '--importMemory', '--initialMemory', '32', '--maximumMemory', '65536', '--uncheckedBehavior', 'always', '--use', 'abort='];
 
 const variants = [
   { file: 'kernels.wasm', features: 'simd,threads', shared: true },

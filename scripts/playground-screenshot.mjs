@@ -1,3 +1,4 @@
+/* global window -- the page functions below run in the browser */
 // Renders docs/playground.png: the playground in headless chromium after a short training run,
 // with the routing view and a generation. `node scripts/playground-screenshot.mjs [--steps N]`
 // after `npm run build`.

@@ -10,7 +10,23 @@ import './kernels/register-js.js';
 
 export * from './tensor/index.js';
 export * from './tensor/dtype.js';
-export { z, ConfigError, num, posInt, nonNegInt, positive, nonNegative, bool, checkValue, parseOrThrow, formatIssues, describeShape, statement, type IssueFormat, type OptionDoc } from './tensor/validate.js';
+export {
+  z,
+  ConfigError,
+  num,
+  posInt,
+  nonNegInt,
+  positive,
+  nonNegative,
+  bool,
+  checkValue,
+  parseOrThrow,
+  formatIssues,
+  describeShape,
+  statement,
+  type IssueFormat,
+  type OptionDoc,
+} from './tensor/validate.js';
 export { JsBackend, refMatmul, refGroupedMatmul, refGroupedMatmulTN } from './kernels/js.js';
 export * from './nn/index.js';
 export * from './moe/index.js';

@@ -18,7 +18,17 @@ export * from './train/trainer.js';
 export { loadModelForInference } from './infer/generate.js';
 export * from './io/safetensors-index.js';
 export * from './io/quant.js';
-export { fromPretrained, savePretrained, fromPretrainedWithTokenizer, savePretrainedWithTokenizer, modelConfigFromHf, HfFormatError, type PretrainedModel, type FromPretrainedOptions, type SavePretrainedOptions } from './io/hf/pretrained.js';
+export {
+  fromPretrained,
+  savePretrained,
+  fromPretrainedWithTokenizer,
+  savePretrainedWithTokenizer,
+  modelConfigFromHf,
+  HfFormatError,
+  type PretrainedModel,
+  type FromPretrainedOptions,
+  type SavePretrainedOptions,
+} from './io/hf/pretrained.js';
 export { ARCHS as HF_ARCHITECTURES, archForModel, type ArchSpec } from './io/hf/archs.js';
 export * from './io/checkpoint-bytes.js';
 export * from './train/session.js';

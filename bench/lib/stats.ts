@@ -82,7 +82,10 @@ export function welchDifference(a: readonly number[], b: readonly number[], cove
 /** a[i] - b[i] for paired samples (same seed, same data order): the t interval of the differences. */
 export function pairedDifference(a: readonly number[], b: readonly number[], coverage = 0.95): Difference {
   if (a.length !== b.length) throw new Error(`stats: paired samples need equal lengths, got ${a.length} and ${b.length}`);
-  const d = tInterval(a.map((x, i) => x - b[i]), coverage);
+  const d = tInterval(
+    a.map((x, i) => x - b[i]),
+    coverage,
+  );
   return { ...d, z: d.mean / d.se };
 }
 

@@ -57,7 +57,7 @@ export async function run(opts: SuiteOptions): Promise<Row[]> {
   const exe = chromiumPath();
   if (!exe) {
     // a missing browser is a row, not a failed bench run
-    opts.log('browser: chromium not found (install Debian\'s chromium or set MOE_CHROMIUM); skipped');
+    opts.log("browser: chromium not found (install Debian's chromium or set MOE_CHROMIUM); skipped");
     return [{ impl: 'chromium', threads: '-', tokensPerS: '-', runs: '-', note: 'skipped: chromium not found' }];
   }
   const warmup = opts.quick ? 1 : 2;

@@ -193,11 +193,14 @@ async function runImpl(impl: Impl, cases: readonly KernelCase[], inputs: InputCa
           notes.push(`output differs from js reference: rel max err ${err.toExponential(2)}`);
         }
       }
-      const t = await measure(() => {
-        const r = p.fn();
-        if (r instanceof Float32Array) sink += r[0];
-        return r;
-      }, measureOptions(c, opts.quick));
+      const t = await measure(
+        () => {
+          const r = p.fn();
+          if (r instanceof Float32Array) sink += r[0];
+          return r;
+        },
+        measureOptions(c, opts.quick),
+      );
       const flops = caseFlops(c);
       Object.assign(row, {
         gflops: gflops(flops, t.medianMs),
@@ -230,10 +233,7 @@ function ourImpl(b: Backend, asked: number): Impl {
     threads: b.threads,
     note: b.threads !== asked ? `asked for ${asked} threads, backend uses ${b.threads}` : undefined,
     prepare(c, x) {
-      const fn =
-        c.kind === 'grouped'
-          ? () => b.groupedMatmul(x.a, x.b, x.sizes!, c.k, c.n)
-          : () => b.matmul(x.a, x.b, c.m, c.k, c.n);
+      const fn = c.kind === 'grouped' ? () => b.groupedMatmul(x.a, x.b, x.sizes!, c.k, c.n) : () => b.matmul(x.a, x.b, c.m, c.k, c.n);
       return { fn, output: async () => fn() };
     },
   };
@@ -325,13 +325,7 @@ async function runTfjs(opts: TaskOptions, cases: readonly KernelCase[], inputs: 
   await runImpl(impl, cases, inputs, opts, emit);
   for (const t of opts.threads) {
     if (t !== threads) {
-      emit(
-        peerUnavailable(
-          'tfjs-wasm',
-          t,
-          mt ? `runs with ${threads} threads (fixed at init)` : 'multithreaded wasm unavailable in Node (WASM_HAS_MULTITHREAD_SUPPORT=false)',
-        ),
-      );
+      emit(peerUnavailable('tfjs-wasm', t, mt ? `runs with ${threads} threads (fixed at init)` : 'multithreaded wasm unavailable in Node (WASM_HAS_MULTITHREAD_SUPPORT=false)'));
     }
   }
 }

@@ -94,19 +94,19 @@ async function activationMs(rows: number, ffn: number, seed: number, quick: bool
   const a = randomTensor(rng, [rows, ffn], true);
   const b = randomTensor(rng, [rows, ffn], true);
   const g = rng.fillNormal(new Float32Array(rows * ffn));
-  const t = await measure(() => {
-    a.grad = null;
-    b.grad = null;
-    swiglu(a, b).backward(g);
-  }, quick ? { warmup: 1, minReps: 3, minTimeMs: 0 } : { warmup: 2, minReps: 5, minTimeMs: 500, maxReps: 50 });
+  const t = await measure(
+    () => {
+      a.grad = null;
+      b.grad = null;
+      swiglu(a, b).backward(g);
+    },
+    quick ? { warmup: 1, minReps: 3, minTimeMs: 0 } : { warmup: 2, minReps: 5, minTimeMs: 500, maxReps: 50 },
+  );
   return t.medianMs;
 }
 
 async function runCase(c: MoECase, be: TimedBackend, threads: number, opts: SuiteOptions): Promise<Row> {
-  const layer = new MoELayer(
-    { dModel: D_MODEL, numExperts: c.E, topK: c.k, experts: { type: 'swiglu', dFF: c.ffn }, router: { type: 'topk' } },
-    new Rng(opts.seed),
-  );
+  const layer = new MoELayer({ dModel: D_MODEL, numExperts: c.E, topK: c.k, experts: { type: 'swiglu', dFF: c.ffn }, router: { type: 'topk' } }, new Rng(opts.seed));
   const rng = new Rng(opts.seed + 1);
   const x = randomTensor(rng, [TOKENS, D_MODEL], true);
   const gy = rng.fillNormal(new Float32Array(TOKENS * D_MODEL));
@@ -193,7 +193,9 @@ export async function run(opts: SuiteOptions): Promise<Row[]> {
           for (const c of CASES) {
             opts.log(`[moe] ${bname} threads=${threads} ${c.id}`);
             const row = await runCase(c, be, threads, opts);
-            opts.log(`  ${row.tokensPerS} tok/s, ${(row.medianMs as number).toFixed(0)} ms/step, outside GEMM ${(row.outsideGemmPct as number).toFixed(1)}% (activation ${(row.activationPct as number).toFixed(1)}%, routing+permute+combine ${(row.overheadPct as number).toFixed(1)}%)`);
+            opts.log(
+              `  ${row.tokensPerS} tok/s, ${(row.medianMs as number).toFixed(0)} ms/step, outside GEMM ${(row.outsideGemmPct as number).toFixed(1)}% (activation ${(row.activationPct as number).toFixed(1)}%, routing+permute+combine ${(row.overheadPct as number).toFixed(1)}%)`,
+            );
             rows.push(row);
           }
         } finally {

@@ -60,17 +60,22 @@ export function granularConfig(base: RunConfig, g: number): RunConfig {
 export async function run(opts: SuiteOptions): Promise<Row[]> {
   const seeds = opts.quick ? 1 : SEEDS;
   const grans = opts.quick ? [1, 2, 4] : GRANULARITIES;
-  const backendName = opts.backends.includes('native') ? 'native' : opts.backends[0] ?? 'auto';
+  const backendName = opts.backends.includes('native') ? 'native' : (opts.backends[0] ?? 'auto');
   const rows: Row[] = [];
-  const b = await initBackend(backendName, { threads: Math.max(...opts.threads) });
+  await initBackend(backendName, { threads: Math.max(...opts.threads) });
   try {
     for (let s = 0; s < seeds; s++) {
       const seed = opts.seed + s;
       const base = suiteConfig(opts.quick, ['shakespeare'], seed);
-      const jobs: [string, number, RunConfig][] = [['dense', 0, { ...base, model: matchedDenseConfig(granularConfig(base, 1).model) }], ...grans.map((g) => ['moe', g, granularConfig(base, g)] as [string, number, RunConfig])];
+      const jobs: [string, number, RunConfig][] = [
+        ['dense', 0, { ...base, model: matchedDenseConfig(granularConfig(base, 1).model) }],
+        ...grans.map((g) => ['moe', g, granularConfig(base, g)] as [string, number, RunConfig]),
+      ];
       for (const [label, g, c] of jobs) {
         const out = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-ts-bench-scaling-'));
-        opts.log(`scaling: ${label}${g ? ` g=${g} (${c.model.num_local_experts} experts of ${c.model.moe_intermediate_size}, top-${c.model.num_experts_per_tok})` : ''} seed ${seed}, ${c.training.steps} steps`);
+        opts.log(
+          `scaling: ${label}${g ? ` g=${g} (${c.model.num_local_experts} experts of ${c.model.moe_intermediate_size}, top-${c.model.num_experts_per_tok})` : ''} seed ${seed}, ${c.training.steps} steps`,
+        );
         const c0 = process.cpuUsage();
         try {
           const r = await train({ config: c, outDir: out });
@@ -129,12 +134,33 @@ export function scalingChart(rows: readonly Row[], size = { width: 720, height: 
     { type: 'line', name: 'MoE (mean over seeds)', data: points.map((p) => [p.granularity, p.loss.mean]), symbolSize: 7, color: '#4e79a7', lineStyle: { width: 2 } },
   ];
   if (points.some((p) => Number.isFinite(p.loss.lo))) {
-    for (const [key, label] of [['lo', 'lower'], ['hi', 'upper']] as const) {
-      series.push({ type: 'line', name: `${Math.round(COVERAGE * 100)}% t interval`, data: points.map((p) => [p.granularity, p.loss[key]]), showSymbol: false, color: '#4e79a7', lineStyle: { width: 1, type: 'dotted' }, id: label });
+    for (const [key, label] of [
+      ['lo', 'lower'],
+      ['hi', 'upper'],
+    ] as const) {
+      series.push({
+        type: 'line',
+        name: `${Math.round(COVERAGE * 100)}% t interval`,
+        data: points.map((p) => [p.granularity, p.loss[key]]),
+        showSymbol: false,
+        color: '#4e79a7',
+        lineStyle: { width: 1, type: 'dotted' },
+        id: label,
+      });
     }
   }
   if (dense && xs.length) {
-    series.push({ type: 'line', name: 'dense (FLOP-matched)', data: [[xs[0], dense.mean], [xs[xs.length - 1], dense.mean]], showSymbol: false, color: '#222222', lineStyle: { width: 2, type: 'dashed' } });
+    series.push({
+      type: 'line',
+      name: 'dense (FLOP-matched)',
+      data: [
+        [xs[0], dense.mean],
+        [xs[xs.length - 1], dense.mean],
+      ],
+      showSymbol: false,
+      color: '#222222',
+      lineStyle: { width: 2, type: 'dashed' },
+    });
   }
   const chart = echarts.init(null, null, { renderer: 'svg', ssr: true, width: size.width, height: size.height });
   try {

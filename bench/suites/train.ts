@@ -50,9 +50,7 @@ export const columns: Column[] = [
 /** The config the suite trains: the `train` defaults, or a smoke-sized model with --quick. */
 export function suiteConfig(quick: boolean, sources: string[], seed: number): RunConfig {
   const base = parseRunConfig({});
-  const model = quick
-    ? { ...base.model, hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, max_position_embeddings: 32, moe_intermediate_size: 32, intermediate_size: 64 }
-    : base.model;
+  const model = quick ? { ...base.model, hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, max_position_embeddings: 32, moe_intermediate_size: 32, intermediate_size: 64 } : base.model;
   const t = base.training;
   const steps = quick ? 20 : t.steps;
   const training = quick
@@ -112,7 +110,7 @@ export function interleavedSpeed(moeCfg: ModelConfig, B: number, S: number, reps
 
 export async function run(opts: SuiteOptions): Promise<Row[]> {
   const seeds = opts.quick ? QUICK_SEEDS : SEEDS;
-  const backendName = opts.backends.includes('native') ? 'native' : opts.backends[0] ?? 'auto';
+  const backendName = opts.backends.includes('native') ? 'native' : (opts.backends[0] ?? 'auto');
   const rows: Row[] = [];
   const b = await initBackend(backendName, { threads: Math.max(...opts.threads) });
   try {

@@ -188,7 +188,10 @@ export function planForSeed(p: Plan, seed: number): Plan {
 }
 
 function fingerprintOf(cfg: RunConfig): string {
-  return createHash('sha256').update(JSON.stringify({ model: cfg.model, training: cfg.training, data: cfg.data })).digest('hex').slice(0, 16);
+  return createHash('sha256')
+    .update(JSON.stringify({ model: cfg.model, training: cfg.training, data: cfg.data }))
+    .digest('hex')
+    .slice(0, 16);
 }
 
 /** Validate everything (router names, options, data) before any training starts. */
@@ -331,7 +334,11 @@ async function runOne(plan: Plan, runDir: string, o: BenchRoutersOptions): Promi
       wallSeconds: (performance.now() - t0) / 1000,
       curve,
       final: { loss: fe.loss, perplexity: fe.perplexity, domains: fe.domains, routing: fe.routing, expertUsage: fe.expertUsage, moeLayers: fe.moeLayers },
-      intervals: aggregateIntervals(all, curve.map((c) => c.step), tokensPerStep),
+      intervals: aggregateIntervals(
+        all,
+        curve.map((c) => c.step),
+        tokensPerStep,
+      ),
     };
   } catch (e) {
     if (!(e instanceof TrainingDivergedError)) throw e;
@@ -350,7 +357,11 @@ async function runOne(plan: Plan, runDir: string, o: BenchRoutersOptions): Promi
       wallSeconds: (performance.now() - t0) / 1000,
       curve: log.evals.map((ev) => ({ step: ev.step, tokens: ev.step * tokensPerStep, loss: ev.loss, domains: domainMap(ev.domains) })),
       final: null,
-      intervals: aggregateIntervals(log.steps, log.evals.map((ev) => ev.step), tokensPerStep),
+      intervals: aggregateIntervals(
+        log.steps,
+        log.evals.map((ev) => ev.step),
+        tokensPerStep,
+      ),
     };
   }
 }
@@ -365,7 +376,11 @@ export function dataBaseline(cfg: RunConfig, dataDir?: string): UnigramBaseline 
   const ds = buildDataset(cfg, tok, texts);
   const val: { domain: string; targets: Int32Array }[] = [];
   for (const name of ds.domainNames) for (const b of ds.valBatches(name)) val.push({ domain: name, targets: b.targets });
-  return unigramBaseline(ds.domainNames.map((n) => ds.trainTokens(n)), val, tok.vocabSize);
+  return unigramBaseline(
+    ds.domainNames.map((n) => ds.trainTokens(n)),
+    val,
+    tok.vocabSize,
+  );
 }
 
 export async function benchRouters(o: BenchRoutersOptions): Promise<BenchRoutersResult> {
@@ -416,10 +431,9 @@ export async function benchRouters(o: BenchRoutersOptions): Promise<BenchRouters
       rec = await runOne(p, runDir, o);
     } catch (e) {
       const kept = finished;
-      throw new Error(
-        `bench-routers: ${label} failed: ${(e as Error).message}${kept.length ? `. Finished results are kept (${kept.join(', ')}); rerun the same command to continue` : ''}`,
-        { cause: e },
-      );
+      throw new Error(`bench-routers: ${label} failed: ${(e as Error).message}${kept.length ? `. Finished results are kept (${kept.join(', ')}); rerun the same command to continue` : ''}`, {
+        cause: e,
+      });
     }
     writeJsonAtomicSync(recFile, rec);
     records.push(rec);
@@ -429,7 +443,14 @@ export async function benchRouters(o: BenchRoutersOptions): Promise<BenchRouters
     } else log(`${tag}: ${rec.status} (${rec.error})`);
   }
   // one record per model: the single run, or the means over its seeds (with per-seed values)
-  const merged = multi ? plans.map((_, m) => mergeSeedRuns(seeds.map((_, k) => records[k * plans.length + m]), seeds)) : records;
+  const merged = multi
+    ? plans.map((_, m) =>
+        mergeSeedRuns(
+          seeds.map((_, k) => records[k * plans.length + m]),
+          seeds,
+        ),
+      )
+    : records;
   const baseline = dataBaseline(o.config, o.dataDir);
   log(`unigram baseline of the validation data: ${baseline.loss.toFixed(4)} nats/token`);
   const results: BenchResults = {

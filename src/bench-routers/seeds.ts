@@ -108,7 +108,13 @@ export function mergeSeedRuns(runs: readonly RunRecord[], seeds: readonly number
   const curve: CurveRecord[] = first.curve.map((c) => {
     const at = done.map((r) => r.curve.find((x) => x.step === c.step)).filter((x): x is CurveRecord => x !== undefined);
     const losses = at.map((x) => x.loss);
-    return { step: c.step, tokens: c.tokens, loss: avg(losses), ...(losses.length > 1 ? { lossStd: seedStats(losses).std } : {}), domains: Object.fromEntries(Object.keys(c.domains).map((d) => [d, avg(at.map((x) => x.domains[d]).filter(Number.isFinite))])) };
+    return {
+      step: c.step,
+      tokens: c.tokens,
+      loss: avg(losses),
+      ...(losses.length > 1 ? { lossStd: seedStats(losses).std } : {}),
+      domains: Object.fromEntries(Object.keys(c.domains).map((d) => [d, avg(at.map((x) => x.domains[d]).filter(Number.isFinite))])),
+    };
   });
   const nInt = Math.min(...done.map((r) => r.intervals.length));
   const keys = ['loss', 'tokensPerSec', 'loadCV', 'droppedFraction', 'routerEntropy', 'expertsPerToken'] as const;

@@ -133,7 +133,9 @@ export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: nu
   }
   const trained = moe.filter((r) => !r.undertrained);
   if (base && trained.length < moe.length) {
-    out.push(`${list(moe.filter((r) => r.undertrained).map((r) => `${r.name} (${fmt(r.finalLoss!)})`))} did not get clearly below the unigram baseline (${fmt(base.loss)}) and ${moe.length - trained.length === 1 ? 'is' : 'are'} left out of the recommendation.`);
+    out.push(
+      `${list(moe.filter((r) => r.undertrained).map((r) => `${r.name} (${fmt(r.finalLoss!)})`))} did not get clearly below the unigram baseline (${fmt(base.loss)}) and ${moe.length - trained.length === 1 ? 'is' : 'are'} left out of the recommendation.`,
+    );
   }
 
   const matched = trained.filter((r) => r.compute !== 'more');
@@ -152,7 +154,9 @@ export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: nu
   if (multi) {
     const tied = others.filter((r) => compareLoss(r, best).verdict === 'tied');
     if (tied.length) {
-      out.push(`${list(tied.map((r) => `**${r.name}**`))} ${tied.length === 1 ? 'is' : 'are'} not distinguishable from it: the ${cov} Welch interval of the difference of seed means contains 0, so treat ${tied.length === 1 ? 'the two' : 'them'} as tied.`);
+      out.push(
+        `${list(tied.map((r) => `**${r.name}**`))} ${tied.length === 1 ? 'is' : 'are'} not distinguishable from it: the ${cov} Welch interval of the difference of seed means contains 0, so treat ${tied.length === 1 ? 'the two' : 'them'} as tied.`,
+      );
     } else if (others.length) out.push(`Every other router's mean is above it beyond seed noise (${cov} Welch intervals of the differences exclude 0).`);
     if (a.noise) {
       out.push(
@@ -179,7 +183,9 @@ export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: nu
       out.push(`${beat.length} of ${trained.length} routers ended below the dense baseline's ${fmt(d!)} (one seed: not tested against seed noise).`);
     }
     if (!trained.some((r) => r.finalLoss! < d!)) {
-      out.push(`No router ended below the dense baseline within this budget; MoE gains usually need more training tokens than a short CPU run gives, so rerun with more --steps before drawing conclusions.`);
+      out.push(
+        `No router ended below the dense baseline within this budget; MoE gains usually need more training tokens than a short CPU run gives, so rerun with more --steps before drawing conclusions.`,
+      );
     }
   }
 
@@ -192,17 +198,23 @@ export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: nu
   }
   const less = trained.filter((r) => r.compute === 'less');
   if (less.length) {
-    out.push(`${list(less.map((r) => `${r.name} (${fmt(r.meanExpertsPerToken!, 2)} experts/token)`))} used less active compute than k = ${topK} experts per token (fixed top-1, or fewer experts for some tokens), so ${less.length === 1 ? 'it is' : 'they are'} ranked at a compute disadvantage.`);
+    out.push(
+      `${list(less.map((r) => `${r.name} (${fmt(r.meanExpertsPerToken!, 2)} experts/token)`))} used less active compute than k = ${topK} experts per token (fixed top-1, or fewer experts for some tokens), so ${less.length === 1 ? 'it is' : 'they are'} ranked at a compute disadvantage.`,
+    );
   }
 
   // 3. balance and drops
   const balanced = [...trained].sort((x, y) => x.lateLoadCV! - y.lateLoadCV!);
   if (balanced.length) {
-    out.push(`Most even expert load: **${balanced[0].name}** (load CV ${fmt(balanced[0].lateLoadCV!, 2)} over the second half of training)${balanced.length > 1 ? `; least even: ${balanced[balanced.length - 1].name} (CV ${fmt(balanced[balanced.length - 1].lateLoadCV!, 2)})` : ''}.`);
+    out.push(
+      `Most even expert load: **${balanced[0].name}** (load CV ${fmt(balanced[0].lateLoadCV!, 2)} over the second half of training)${balanced.length > 1 ? `; least even: ${balanced[balanced.length - 1].name} (CV ${fmt(balanced[balanced.length - 1].lateLoadCV!, 2)})` : ''}.`,
+    );
   }
   const droppers = trained.filter((r) => r.lateDroppedFraction! > 0.01);
   if (droppers.length) {
-    out.push(`${list(droppers.map((r) => `${r.name} (${pct(r.lateDroppedFraction!)})`))} dropped token assignments to expert capacity late in training; dropped tokens skip the FFN, which costs quality on skewed data.`);
+    out.push(
+      `${list(droppers.map((r) => `${r.name} (${pct(r.lateDroppedFraction!)})`))} dropped token assignments to expert capacity late in training; dropped tokens skip the FFN, which costs quality on skewed data.`,
+    );
   }
 
   // 4. speed
@@ -230,7 +242,9 @@ export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: nu
   }
   const pick = usable[0];
   if (dense && pick.vsDense === 'higher') {
-    out.push(`**Recommendation:** on this data and budget, use **the dense baseline**: the best usable router, ${pick.name}, is above it beyond seed noise (${fmt(pick.finalLoss!)} vs ${fmt(dense.finalLoss!)}).`);
+    out.push(
+      `**Recommendation:** on this data and budget, use **the dense baseline**: the best usable router, ${pick.name}, is above it beyond seed noise (${fmt(pick.finalLoss!)} vs ${fmt(dense.finalLoss!)}).`,
+    );
     return out;
   }
   let rec = `**Recommendation:** on this data, use **${pick.name}**`;

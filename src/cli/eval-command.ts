@@ -38,7 +38,12 @@ export function traceRouting(model: MoETransformerLM, tokenizer: Tokenizer, data
       const per = aux.map((a) => ({ layer: a.layer, experts: tokenExperts(a.aux, T, model.config.num_experts_per_tok) }));
       return {
         domain,
-        tokens: Array.from(ids, (id: number, t: number): TokenRouting => ({ id, text: tokenizer.decode(ids.subarray(t, t + 1)), prompt: false, layers: per.map((p) => ({ layer: p.layer, ...p.experts[t] })) })),
+        tokens: Array.from(ids, (id: number, t: number): TokenRouting => ({
+          id,
+          text: tokenizer.decode(ids.subarray(t, t + 1)),
+          prompt: false,
+          layers: per.map((p) => ({ layer: p.layer, ...p.experts[t] })),
+        })),
       };
     }),
   );
@@ -67,7 +72,10 @@ export function formatEval(r: EvalReport): string {
   lines.push(`${'all'.padEnd(16)} ${r.loss.toFixed(4).padStart(7)} ${r.perplexity.toFixed(2).padStart(8)}`);
   if (r.moeLayers.length) {
     const rt = r.routing;
-    lines.push('', `routing: load cv ${rt.loadCV.toFixed(3)}, dropped ${(rt.droppedFraction * 100).toFixed(2)}%, router entropy ${rt.routerEntropy.toFixed(3)} nats, experts/token ${rt.expertsPerToken.toFixed(2)}`);
+    lines.push(
+      '',
+      `routing: load cv ${rt.loadCV.toFixed(3)}, dropped ${(rt.droppedFraction * 100).toFixed(2)}%, router entropy ${rt.routerEntropy.toFixed(3)} nats, experts/token ${rt.expertsPerToken.toFixed(2)}`,
+    );
     r.moeLayers.forEach((layer, li) => {
       lines.push(`layer ${layer} tokens per expert:`);
       r.domains.forEach((d, di) => lines.push(`  ${d.domain.padEnd(14)} ${r.expertUsage[li][di].map((v) => String(Math.round(v)).padStart(6)).join(' ')}`));

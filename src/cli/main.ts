@@ -97,9 +97,12 @@ async function withBackend<T>(o: { backend: string; threads?: number }, fn: (nam
 
 export function buildProgram(): Command {
   const program = new Command();
-  program.name('moe-ts').description('Mixture-of-Experts language models in TypeScript').configureOutput({
-    outputError: (str, write) => write(str),
-  });
+  program
+    .name('moe-ts')
+    .description('Mixture-of-Experts language models in TypeScript')
+    .configureOutput({
+      outputError: (str, write) => write(str),
+    });
 
   program
     .command('train')
@@ -187,9 +190,7 @@ export function buildProgram(): Command {
           });
           progress.stop();
           const f = res.finalEval;
-          process.stdout.write(
-            `done: ${res.steps} steps, val loss ${f.loss.toFixed(4)} (ppl ${f.perplexity.toFixed(2)}), ${Math.round(res.tokensPerSec)} tokens/s; results in ${out}\n`,
-          );
+          process.stdout.write(`done: ${res.steps} steps, val loss ${f.loss.toFixed(4)} (ppl ${f.perplexity.toFixed(2)}), ${Math.round(res.tokensPerSec)} tokens/s; results in ${out}\n`);
         });
       } catch (e) {
         progress.stop();
@@ -207,9 +208,19 @@ export function buildProgram(): Command {
     .option('--model <path>', 'a model: a Hugging Face model directory, a moe-ts run/checkpoint directory or a .gguf file (recognised by its contents)')
     .option('--prompt <text>', 'prompt text', '\n')
     .option('--max-tokens <n>', 'tokens to generate', intArg('--max-tokens'), 200)
-    .option('--temperature <t>', 'sampling temperature (0 = greedy)', floatArg('--temperature', (x) => x >= 0, '>= 0'), 0.8)
+    .option(
+      '--temperature <t>',
+      'sampling temperature (0 = greedy)',
+      floatArg('--temperature', (x) => x >= 0, '>= 0'),
+      0.8,
+    )
     .option('--top-k <k>', 'sample among the k most likely tokens (0 = off)', intArg('--top-k', 0), 0)
-    .option('--top-p <p>', 'nucleus sampling mass', floatArg('--top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'), 1)
+    .option(
+      '--top-p <p>',
+      'nucleus sampling mass',
+      floatArg('--top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'),
+      1,
+    )
     .option('--seed <n>', 'sampling seed', intArg('--seed', 0), 0)
     .addOption(allowNonFiniteOption())
     .option('--show-routing', 'after the text, show which experts each token used in each MoE layer (coloured on a terminal)')
@@ -246,14 +257,24 @@ export function buildProgram(): Command {
 
   program
     .command('chat')
-    .description("chat with a model: one line per user turn (interactive or piped), replies streamed, the conversation kept (/reset, /exit)")
+    .description('chat with a model: one line per user turn (interactive or piped), replies streamed, the conversation kept (/reset, /exit)')
     .requiredOption('--ckpt <dir>', 'run directory or checkpoint directory')
     .option('--system <text>', 'system message opening the conversation')
     .option('--template <file>', "Jinja chat template overriding the model's (moe-ts byte/BPE tokenizers default to <|role|> lines)")
     .option('--max-tokens <n>', 'reply length limit in tokens', intArg('--max-tokens'), 256)
-    .option('--temperature <t>', 'sampling temperature (0 = greedy)', floatArg('--temperature', (x) => x >= 0, '>= 0'), 0.8)
+    .option(
+      '--temperature <t>',
+      'sampling temperature (0 = greedy)',
+      floatArg('--temperature', (x) => x >= 0, '>= 0'),
+      0.8,
+    )
     .option('--top-k <k>', 'sample among the k most likely tokens (0 = off)', intArg('--top-k', 0), 0)
-    .option('--top-p <p>', 'nucleus sampling mass', floatArg('--top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'), 1)
+    .option(
+      '--top-p <p>',
+      'nucleus sampling mass',
+      floatArg('--top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'),
+      1,
+    )
     .option('--seed <n>', 'sampling seed (reply n uses seed + n)', intArg('--seed', 0), 0)
     .addOption(backendOption())
     .addOption(threadsOption())
@@ -271,7 +292,7 @@ export function buildProgram(): Command {
     .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
     .option('--json', 'print JSON instead of a table')
     .addOption(allowNonFiniteOption())
-    .option('--trace [tokens]', 'show which experts each of the first tokens (default 48) of every domain\'s first validation window used per MoE layer', intArg('--trace'))
+    .option('--trace [tokens]', "show which experts each of the first tokens (default 48) of every domain's first validation window used per MoE layer", intArg('--trace'))
     .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {
@@ -286,7 +307,8 @@ export function buildProgram(): Command {
         if (!o.json && r.trace) {
           const { formatRouting, useColor } = await import('./routing-view.js');
           const E = r.expertUsage[0]?.[0]?.length ?? 0;
-          for (const t of r.trace) process.stdout.write('\n' + formatRouting(t.tokens, { color: useColor(process.stdout), numExperts: E, title: `routing per token, ${t.domain} (first validation window):` }));
+          for (const t of r.trace)
+            process.stdout.write('\n' + formatRouting(t.tokens, { color: useColor(process.stdout), numExperts: E, title: `routing per token, ${t.domain} (first validation window):` }));
         }
       });
     });

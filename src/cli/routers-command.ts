@@ -26,7 +26,12 @@ function routerTraitLines(s: RouterSpec): string[] {
   const out = [`routing ${t.routing}`, `experts per token: ${t.expertsPerToken}`];
   if (t.needsTokenIds) out.push('needs token ids');
   if (t.defaultDispatch) out.push('own default dispatch');
-  if (t.hfConfig) out.push(`HF config: ${Object.entries(t.hfConfig).map(([f, o]) => `${f} -> ${o}`).join(', ')}`);
+  if (t.hfConfig)
+    out.push(
+      `HF config: ${Object.entries(t.hfConfig)
+        .map(([f, o]) => `${f} -> ${o}`)
+        .join(', ')}`,
+    );
   if (t.flopMatch) out.push('FLOP-matched in bench-routers by its options');
   const lines = [`    traits: ${out.join('; ')}`];
   if (t.batchDependent) lines.push(`    batch-dependent: ${t.batchDependent}`);

@@ -11,6 +11,7 @@ const BG = [33, 208, 160, 37, 70, 220, 134, 211, 94, 250, 44, 130, 27, 202, 125,
 
 /** Visible form of a token's text: control characters escaped, so a newline token does not break the row. */
 export function visible(text: string): string {
+  // eslint-disable-next-line no-control-regex -- control characters are what this matches
   return text.replace(/[\u0000-\u001f\u007f]/g, (c) => (c === '\n' ? '\\n' : c === '\t' ? '\\t' : c === '\r' ? '\\r' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
 }
 

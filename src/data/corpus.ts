@@ -249,6 +249,7 @@ export function loadCorpus(nameOrPath: string, opts: DataDirOptions = {}): strin
   return c.train + (c.valid ?? '');
 }
 
+/** One embedded corpus as `moe-ts data` lists it: its files and splits, size, source and licence. */
 export interface CorpusInfo {
   name: string;
   kind: string;

@@ -85,7 +85,7 @@ export function samplingDistribution(logits: ArrayLike<number>, opts: SamplingOp
 
   // order by logit (not by rounded probability) so ties break to the lower index, as argmax does
   const order = Array.from({ length: V }, (_, i) => i);
-  order.sort((a, b) => (logits[b] - logits[a]) || (a - b));
+  order.sort((a, b) => logits[b] - logits[a] || a - b);
   let keep = k;
   if (o.topP < 1) {
     // renormalise over the top-k survivors before measuring the nucleus
@@ -127,7 +127,10 @@ export function sampleNext(logits: ArrayLike<number>, opts: SamplingOptions, rng
 /** A reusable sampler holding its own seeded Rng. */
 export class Sampler {
   readonly options: ResolvedSampling;
-  constructor(opts: SamplingOptions, readonly rng: Rng) {
+  constructor(
+    opts: SamplingOptions,
+    readonly rng: Rng,
+  ) {
     this.options = validateSamplingOptions(opts);
   }
   next(logits: ArrayLike<number>): number {

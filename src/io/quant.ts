@@ -85,7 +85,8 @@ export function dequantFp8Blocks(weight: TensorEntry, scaleInv: TensorEntry, blo
 export function dequantMxfp4(blocks: TensorEntry, scales: TensorEntry, name: string): { data: Float32Array; shape: number[] } {
   const bs = blocks.shape;
   const ss = scales.shape;
-  if (blocks.dtype !== 'uint8' || scales.dtype !== 'uint8') throw new Error(`tensor "${name}": MXFP4 blocks and scales must be U8, got ${blocks.code ?? blocks.dtype} and ${scales.code ?? scales.dtype}`);
+  if (blocks.dtype !== 'uint8' || scales.dtype !== 'uint8')
+    throw new Error(`tensor "${name}": MXFP4 blocks and scales must be U8, got ${blocks.code ?? blocks.dtype} and ${scales.code ?? scales.dtype}`);
   if (bs.length < 2 || ss.length !== bs.length - 1 || ss.some((d, i) => d !== bs[i])) {
     throw new Error(`tensor "${name}": MXFP4 blocks [${bs.join(', ')}] and scales [${ss.join(', ')}] do not match (scales must be the blocks' shape without the last dim)`);
   }

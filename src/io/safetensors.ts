@@ -30,9 +30,7 @@ export const SAFETENSORS_DTYPES: Readonly<Record<string, DType>> = {
  */
 export const RAW_DTYPES: Readonly<Record<string, number>> = { F8_E4M3: 1, F8_E5M2: 1 };
 
-const CODE_OF: Record<DType, string> = Object.fromEntries(
-  Object.entries(SAFETENSORS_DTYPES).map(([code, d]) => [d, code]),
-) as Record<DType, string>;
+const CODE_OF: Record<DType, string> = Object.fromEntries(Object.entries(SAFETENSORS_DTYPES).map(([code, d]) => [d, code])) as Record<DType, string>;
 
 /** The reference implementation refuses headers above 100 MB; so do we (a corrupt length must not allocate GBs). */
 export const MAX_HEADER_BYTES = 100_000_000;

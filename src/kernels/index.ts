@@ -11,7 +11,6 @@ import './register-js.js';
 export type BackendName = 'js' | 'wasm' | 'native';
 export const BACKEND_NAMES: readonly BackendName[] = ['native', 'wasm', 'js'];
 
-
 export interface BackendOptions {
   threads?: number;
 }

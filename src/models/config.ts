@@ -134,8 +134,10 @@ export const ModelConfigSchema = z
         ctx.addIssue({ code: 'custom', path: ['v_head_dim'], message: 'must be at most qk_nope_head_dim + qk_rope_head_dim' });
       }
     }
-    if (c.layer_types && c.layer_types.length !== c.num_hidden_layers) ctx.addIssue({ code: 'custom', path: ['layer_types'], message: `needs one entry per layer (${c.num_hidden_layers}), got ${c.layer_types.length}` });
-    if (c.layer_types?.includes('sliding_attention') && c.sliding_window === undefined) ctx.addIssue({ code: 'custom', path: ['sliding_window'], message: 'is required when layer_types has sliding_attention layers' });
+    if (c.layer_types && c.layer_types.length !== c.num_hidden_layers)
+      ctx.addIssue({ code: 'custom', path: ['layer_types'], message: `needs one entry per layer (${c.num_hidden_layers}), got ${c.layer_types.length}` });
+    if (c.layer_types?.includes('sliding_attention') && c.sliding_window === undefined)
+      ctx.addIssue({ code: 'custom', path: ['sliding_window'], message: 'is required when layer_types has sliding_attention layers' });
     if (c.num_key_value_heads !== undefined && c.num_attention_heads % c.num_key_value_heads !== 0) {
       ctx.addIssue({ code: 'custom', path: ['num_key_value_heads'], message: `num_attention_heads ${c.num_attention_heads} must be a multiple of num_key_value_heads ${c.num_key_value_heads}` });
     }
@@ -287,7 +289,9 @@ export function matchedDenseConfig(c: ModelConfig): ModelConfig {
   if (c.decoder_sparse_step > 1 || c.first_k_dense_replace > 0 || c.mlp_only_layers.length > 0) {
     // mixed stacks keep their dense layers' width; only whole-model dense is expressible here when widths agree
     if (c.intermediate_size !== width) {
-      throw new ConfigError(`matched dense baseline: decoder_sparse_step ${c.decoder_sparse_step} (or dense layers) mixes dense FFNs of width ${c.intermediate_size} with MoE of active width ${width}; set intermediate_size to ${width} to compare`);
+      throw new ConfigError(
+        `matched dense baseline: decoder_sparse_step ${c.decoder_sparse_step} (or dense layers) mixes dense FFNs of width ${c.intermediate_size} with MoE of active width ${width}; set intermediate_size to ${width} to compare`,
+      );
     }
   }
   return dense;

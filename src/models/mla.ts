@@ -50,7 +50,10 @@ export class MLAttention extends Module {
   /** Extra query scale (YaRN mscale^2 with mscale_all_dim), 1 otherwise. */
   private readonly qScale: number;
 
-  constructor(readonly cfg: ModelConfig, rng: Rng) {
+  constructor(
+    readonly cfg: ModelConfig,
+    rng: Rng,
+  ) {
     super();
     const d = cfg.hidden_size;
     const H = (this.heads = cfg.num_attention_heads);

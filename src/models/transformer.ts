@@ -43,7 +43,11 @@ export class Attention extends Module {
   /** Sliding window of this layer (undefined: full causal attention). */
   readonly window: number | undefined;
   private readonly rope: RopeParams | null;
-  constructor(readonly cfg: ModelConfig, rng: Rng, layerIndex = 0) {
+  constructor(
+    readonly cfg: ModelConfig,
+    rng: Rng,
+    layerIndex = 0,
+  ) {
     super();
     const lt = cfg.layer_types?.[layerIndex];
     this.window = cfg.sliding_window !== undefined && (lt === undefined || lt === 'sliding_attention') ? cfg.sliding_window : undefined;
@@ -122,7 +126,13 @@ export class DenseFFN extends Module {
   gate_proj: Linear | null;
   up_proj: Linear;
   down_proj: Linear;
-  constructor(d: number, f: number, readonly act: 'silu' | 'gelu', outScale: number, rng: Rng) {
+  constructor(
+    d: number,
+    f: number,
+    readonly act: 'silu' | 'gelu',
+    outScale: number,
+    rng: Rng,
+  ) {
     super();
     const std = 1 / Math.sqrt(d);
     this.gate_proj = act === 'silu' ? new Linear(d, f, rng, { std }) : null;
@@ -189,7 +199,11 @@ export class DecoderLayer extends Module {
   /** Qwen2-MoE's gated shared expert (only with shared_expert_gate; else shared experts live in the MoE layer). */
   shared_expert: DenseFFN | null = null;
   shared_expert_gate: Linear | null = null;
-  constructor(cfg: ModelConfig, readonly index: number, rng: Rng) {
+  constructor(
+    cfg: ModelConfig,
+    readonly index: number,
+    rng: Rng,
+  ) {
     super();
     const d = cfg.hidden_size;
     this.input_layernorm = new RMSNorm(d, cfg.rms_norm_eps);
@@ -244,7 +258,10 @@ export class MoETransformerLM extends Module {
   layers: DecoderLayer[];
   norm: RMSNorm;
   lm_head: Linear | null;
-  constructor(readonly config: ModelConfig, seed: number) {
+  constructor(
+    readonly config: ModelConfig,
+    seed: number,
+  ) {
     super();
     checkMemory(config); // before any allocation: a clear error instead of "Invalid typed array length"
     const rng = new Rng(seed);
@@ -294,7 +311,13 @@ export class MoETransformerLM extends Module {
     if (opts.cache) opts.cache.length = past + Tn;
     const losses: Record<string, Tensor> = {};
     if (c.aux_loss_normalization === 'all-layers-tokens' && c.router_aux_loss_coef > 0 && aux.length > 0) {
-      losses.switch = T.scale(globalSwitchLoss(aux.map((a) => a.aux.router), c.num_local_experts), c.router_aux_loss_coef);
+      losses.switch = T.scale(
+        globalSwitchLoss(
+          aux.map((a) => a.aux.router),
+          c.num_local_experts,
+        ),
+        c.router_aux_loss_coef,
+      );
     }
     h = this.norm.forward(h);
     let logits = this.lm_head ? this.lm_head.forward(h) : T.linear(h, this.embed_tokens.weight);

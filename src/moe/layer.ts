@@ -61,8 +61,7 @@ const LayerSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
-    const issue = (path: (string | number)[], message: string | ReturnType<typeof statement>) =>
-      ctx.addIssue({ code: 'custom', path, ...(typeof message === 'string' ? { message } : message) });
+    const issue = (path: (string | number)[], message: string | ReturnType<typeof statement>) => ctx.addIssue({ code: 'custom', path, ...(typeof message === 'string' ? { message } : message) });
     if (c.topK > c.numExperts) issue(['topK'], `must be at most numExperts (${c.numExperts})`);
     if (!expertRegistry.has(c.experts.type)) issue(['experts', 'type'], `must be one of ${expertRegistry.names().join(', ')}`);
     for (const k of ['numExperts', 'dModel']) if (k in c.experts) issue(['experts', k], `is taken from config.${k}; remove it from the expert options`);
@@ -95,7 +94,11 @@ export function validateMoEConfig(cfg: unknown): ValidMoEConfig & { dispatch: Di
   // the type's own options, checked by its spec with the layer's dimensions
   const prefixed = (schema: z.ZodType, value: unknown, prefix: string): void => {
     const rr = schema.safeParse(value);
-    if (!rr.success) fail(rr.error.issues.map((i) => ({ ...i, path: [prefix, ...i.path] })), z.object({ [prefix]: schema }));
+    if (!rr.success)
+      fail(
+        rr.error.issues.map((i) => ({ ...i, path: [prefix, ...i.path] })),
+        z.object({ [prefix]: schema }),
+      );
   };
   prefixed(expertSchema(expertRegistry.spec(c.experts.type)), { ...c.experts, numExperts: c.numExperts, dModel: c.dModel }, 'experts');
   if (c.dispatch) prefixed(dispatchSchema(dispatchRegistry.spec(c.dispatch.type)), c.dispatch, 'dispatch');
@@ -146,7 +149,9 @@ export class MoELayer extends Module {
     const ecfg = { ...expertOpts, numExperts: cfg.numExperts, dModel: cfg.dModel };
     this.experts = expertRegistry.get(cfg.experts.type)(ecfg, rng);
     if (cfg.sharedExperts && !expertSpec.createShared) throw new ConfigError(`MoELayer: config.sharedExperts: expert type "${expertSpec.name}" has no shared-expert form`);
-    this.shared = cfg.sharedExperts ? expertSpec.createShared!(cfg.sharedExperts.count, cfg.dModel, cfg.sharedExperts.dFF, expertSchema(expertSpec).parse(ecfg) as ParsedExpertConfig<ExpertOptionShape>, rng) : null;
+    this.shared = cfg.sharedExperts
+      ? expertSpec.createShared!(cfg.sharedExperts.count, cfg.dModel, cfg.sharedExperts.dFF, expertSchema(expertSpec).parse(ecfg) as ParsedExpertConfig<ExpertOptionShape>, rng)
+      : null;
     this.specs = { router: built.spec, experts: expertSpec, dispatch: dispatchSpec };
     this.stepLoad = new Float64Array(cfg.numExperts);
   }
@@ -160,7 +165,8 @@ export class MoELayer extends Module {
     const E = this.numExperts;
     const out = this.router.route(x, ctx);
     const d = this.specs.dispatch;
-    if (out.routing.kind !== d.routing) throw new Error(`MoELayer.forward: router "${this.specs.router.name}" returned ${out.routing.kind} routing; dispatch "${d.name}" consumes ${d.routing} routing`);
+    if (out.routing.kind !== d.routing)
+      throw new Error(`MoELayer.forward: router "${this.specs.router.name}" returned ${out.routing.kind} routing; dispatch "${d.name}" consumes ${d.routing} routing`);
     const res: DispatchResult = d.run(x, out.routing, this.experts, this.dispatchOptions);
     let y = res.y;
     if (this.shared) y = add(y, this.shared.forward(x));

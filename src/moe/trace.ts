@@ -36,7 +36,10 @@ export function tokenExperts(aux: MoEAux, tokens: number, softTop = 2): TokenExp
     for (let t = 0; t < tokens; t++) {
       const mass = new Array<number>(E).fill(0);
       for (let j = 0; j < cols; j++) mass[Math.floor(j / S)] += c[t * cols + j];
-      const top = mass.map((m, e) => [m, e] as const).sort((x, y) => y[0] - x[0]).slice(0, softTop);
+      const top = mass
+        .map((m, e) => [m, e] as const)
+        .sort((x, y) => y[0] - x[0])
+        .slice(0, softTop);
       out[t] = { experts: top.map(([, e]) => e), weights: top.map(([m]) => m) };
     }
   }

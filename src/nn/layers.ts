@@ -8,7 +8,12 @@ export class Linear extends Module {
   /** [out, in], PyTorch's layout. */
   weight: Parameter;
   bias: Parameter | null;
-  constructor(readonly inFeatures: number, readonly outFeatures: number, rng: Rng, opts: { bias?: boolean; std?: number } = {}) {
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    rng: Rng,
+    opts: { bias?: boolean; std?: number } = {},
+  ) {
     super();
     // default: N(0, 1/in) keeps activations unit-scale
     this.weight = param([outFeatures, inFeatures], { normal: opts.std ?? 1 / Math.sqrt(inFeatures) }, rng);
@@ -21,7 +26,12 @@ export class Linear extends Module {
 
 export class Embedding extends Module {
   weight: Parameter;
-  constructor(readonly numEmbeddings: number, readonly dim: number, rng: Rng, std = 0.02) {
+  constructor(
+    readonly numEmbeddings: number,
+    readonly dim: number,
+    rng: Rng,
+    std = 0.02,
+  ) {
     super();
     this.weight = param([numEmbeddings, dim], { normal: std }, rng);
   }
@@ -32,7 +42,10 @@ export class Embedding extends Module {
 
 export class RMSNorm extends Module {
   weight: Parameter;
-  constructor(readonly dim: number, readonly eps = 1e-6) {
+  constructor(
+    readonly dim: number,
+    readonly eps = 1e-6,
+  ) {
     super();
     this.weight = param([dim], 'ones');
   }
@@ -44,7 +57,10 @@ export class RMSNorm extends Module {
 export class LayerNorm extends Module {
   weight: Parameter;
   bias: Parameter;
-  constructor(readonly dim: number, readonly eps = 1e-5) {
+  constructor(
+    readonly dim: number,
+    readonly eps = 1e-5,
+  ) {
     super();
     this.weight = param([dim], 'ones');
     this.bias = param([dim], 'zeros');

@@ -26,7 +26,10 @@ export class AdamW {
   private readonly noDecay: Set<Parameter>;
   private state: AdamWState;
 
-  constructor(readonly params: Parameter[], opts: AdamWOptions = {}) {
+  constructor(
+    readonly params: Parameter[],
+    opts: AdamWOptions = {},
+  ) {
     this.lr = opts.lr ?? 1e-3;
     this.beta1 = opts.beta1 ?? 0.9;
     this.beta2 = opts.beta2 ?? 0.95;

@@ -6,30 +6,9 @@
  * BigInt64Array; bool as Uint8Array (0/1). Compute happens in float32.
  */
 
-export type DType =
-  | 'float64'
-  | 'float32'
-  | 'float16'
-  | 'bfloat16'
-  | 'int64'
-  | 'int32'
-  | 'int16'
-  | 'int8'
-  | 'uint8'
-  | 'bool';
+export type DType = 'float64' | 'float32' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
 
-export const DTYPES: readonly DType[] = [
-  'float64',
-  'float32',
-  'float16',
-  'bfloat16',
-  'int64',
-  'int32',
-  'int16',
-  'int8',
-  'uint8',
-  'bool',
-];
+export const DTYPES: readonly DType[] = ['float64', 'float32', 'float16', 'bfloat16', 'int64', 'int32', 'int16', 'int8', 'uint8', 'bool'];
 
 /** Bytes per element. */
 export const DTYPE_BYTES: Readonly<Record<DType, number>> = {
@@ -60,25 +39,10 @@ export function isFloatDType(dtype: DType): boolean {
 }
 
 /** The typed array that stores each dtype. */
-export type StorageArray =
-  | Float64Array
-  | Float32Array
-  | Uint16Array
-  | BigInt64Array
-  | Int32Array
-  | Int16Array
-  | Int8Array
-  | Uint8Array;
+export type StorageArray = Float64Array | Float32Array | Uint16Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array;
 
 type StorageCtor =
-  | Float64ArrayConstructor
-  | Float32ArrayConstructor
-  | Uint16ArrayConstructor
-  | BigInt64ArrayConstructor
-  | Int32ArrayConstructor
-  | Int16ArrayConstructor
-  | Int8ArrayConstructor
-  | Uint8ArrayConstructor;
+  Float64ArrayConstructor | Float32ArrayConstructor | Uint16ArrayConstructor | BigInt64ArrayConstructor | Int32ArrayConstructor | Int16ArrayConstructor | Int8ArrayConstructor | Uint8ArrayConstructor;
 
 const STORAGE: Record<DType, StorageCtor> = {
   float64: Float64Array,

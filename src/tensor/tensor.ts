@@ -118,10 +118,7 @@ const released = new WeakSet<Tensor>();
 
 function checkNotReleased(t: Tensor): void {
   if (released.has(t)) {
-    throw new Error(
-      `backward: the graph through ${t.toString()} was already freed by an earlier backward(); ` +
-        'run the forward pass again, or add the losses and call backward() once',
-    );
+    throw new Error(`backward: the graph through ${t.toString()} was already freed by an earlier backward(); ` + 'run the forward pass again, or add the losses and call backward() once');
   }
 }
 

@@ -75,7 +75,12 @@ export class TrainSession {
     this.data = buildDataset(this.config, this.tokenizer, texts);
     this.model = new MoETransformerLM(this.config.model, tr.seed);
     this.params = this.model.parameters();
-    const noDecay = new Set<Parameter>(this.model.namedParameters().filter(([n, p]) => p.ndim < 2 || n.endsWith('norm.weight')).map(([, p]) => p));
+    const noDecay = new Set<Parameter>(
+      this.model
+        .namedParameters()
+        .filter(([n, p]) => p.ndim < 2 || n.endsWith('norm.weight'))
+        .map(([, p]) => p),
+    );
     this.optimizer = new AdamW(this.params, { lr: tr.lr, beta1: tr.beta1, beta2: tr.beta2, weightDecay: tr.weight_decay, noDecay });
     this.rng = new Rng(tr.seed ^ 0x5eed);
   }

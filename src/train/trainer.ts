@@ -21,7 +21,6 @@ import { saveCheckpoint, loadCheckpoint, configDiff, cleanStaleTemps, firstNonFi
 import { checkRunMemory } from '../models/memory.js';
 import { prepareFreshRunDir, truncateLog, appendLine } from './run-dir.js';
 
-
 export { TrainingDivergedError, type StepMetrics } from './session.js';
 
 /** Training stopped by a signal (opts.signal); a checkpoint of `step` was saved first. */
@@ -37,7 +36,6 @@ export class TrainingInterruptedError extends Error {
 
 /** A resumed run that has nothing left to do. */
 export class RunFinishedError extends Error {}
-
 
 export interface EvalRecord {
   step: number;

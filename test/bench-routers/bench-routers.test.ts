@@ -50,13 +50,22 @@ test('smoke: two routers + dense produce report.html and results.json', () => {
   assert.match(lines[0], /^bench-routers: 3 models \(2 routers \+ dense baseline\), 3 steps x 32 tokens/);
   for (const [i, name] of ['dense', 'topk', 'switch'].entries()) {
     assert.ok(lines.includes(`[${i + 1}/3] ${name}: training...`), r.stdout);
-    assert.ok(lines.some((l) => new RegExp(`^\\[${i + 1}/3\\] ${name}: done in [\\d.]+ s, val loss \\d+\\.\\d{4}`).test(l)), r.stdout);
+    assert.ok(
+      lines.some((l) => new RegExp(`^\\[${i + 1}/3\\] ${name}: done in [\\d.]+ s, val loss \\d+\\.\\d{4}`).test(l)),
+      r.stdout,
+    );
   }
   assert.match(lines[lines.length - 1], /^report: .*report\.html/);
-  assert.ok(lines.some((l) => /^unigram baseline of the validation data: \d+\.\d{4} nats\/token$/.test(l)), r.stdout);
+  assert.ok(
+    lines.some((l) => /^unigram baseline of the validation data: \d+\.\d{4} nats\/token$/.test(l)),
+    r.stdout,
+  );
   const res = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8')) as BenchResults;
   assert.equal(res.format, 'moe-ts-bench-routers');
-  assert.deepEqual(res.runs.map((x) => x.name), ['dense', 'topk', 'switch']);
+  assert.deepEqual(
+    res.runs.map((x) => x.name),
+    ['dense', 'topk', 'switch'],
+  );
   assert.deepEqual(res.domains, ['shakespeare', 'code']);
   for (const x of res.runs) {
     assert.equal(x.status, 'done');
@@ -143,11 +152,17 @@ test('a crash mid-benchmark keeps finished routers; the rerun continues, resumin
   const logs2: string[] = [];
   const res = await benchRouters({ config, routers: ['topk', 'switch'], outDir: o, log: (l) => logs2.push(l) });
   assert.deepEqual(res.skipped, ['dense', 'topk']);
-  assert.ok(logs2.some((l) => /\[3\/3\] switch: training \(resuming from its latest checkpoint\)/.test(l)), logs2.join('\n'));
+  assert.ok(
+    logs2.some((l) => /\[3\/3\] switch: training \(resuming from its latest checkpoint\)/.test(l)),
+    logs2.join('\n'),
+  );
   const rec = JSON.parse(fs.readFileSync(path.join(sw, 'bench.json'), 'utf8')) as RunRecord;
   assert.equal(rec.steps, 3);
   // the interval metrics cover the steps trained before the interruption too
-  assert.deepEqual(rec.intervals.map((i) => i.step), [1, 2, 3]);
+  assert.deepEqual(
+    rec.intervals.map((i) => i.step),
+    [1, 2, 3],
+  );
   assert.ok(fs.existsSync(path.join(o, 'report.html')));
 });
 

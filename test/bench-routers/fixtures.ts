@@ -17,7 +17,16 @@ export function run(name: string, o: { kind?: 'moe' | 'dense'; losses: number[];
     description: `${name} <router> & "friends"`,
     status: 'done',
     fingerprint: 'x',
-    model: { router_type: o.routerType ?? name, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, num_local_experts: kind === 'dense' ? 0 : 4, num_experts_per_tok: 2, moe_intermediate_size: 8, intermediate_size: 16 },
+    model: {
+      router_type: o.routerType ?? name,
+      hidden_size: 16,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      num_local_experts: kind === 'dense' ? 0 : 4,
+      num_experts_per_tok: 2,
+      moe_intermediate_size: 8,
+      intermediate_size: 16,
+    },
     params: 1000,
     activeParams: 600,
     steps: curve.length * 10,
@@ -37,7 +46,17 @@ export function run(name: string, o: { kind?: 'moe' | 'dense'; losses: number[];
     intervals:
       kind === 'dense'
         ? []
-        : curve.map((c) => ({ step: c.step, tokens: c.tokens, steps: 10, loss: c.loss, tokensPerSec: o.tps ?? 1000, loadCV: o.cv ?? 0.1, droppedFraction: o.dropped ?? 0, routerEntropy: 1.2, expertsPerToken: o.ept ?? 2 })),
+        : curve.map((c) => ({
+            step: c.step,
+            tokens: c.tokens,
+            steps: 10,
+            loss: c.loss,
+            tokensPerSec: o.tps ?? 1000,
+            loadCV: o.cv ?? 0.1,
+            droppedFraction: o.dropped ?? 0,
+            routerEntropy: 1.2,
+            expertsPerToken: o.ept ?? 2,
+          })),
   };
 }
 

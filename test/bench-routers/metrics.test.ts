@@ -28,7 +28,16 @@ test('MI equals H(domain) for perfectly specialised experts', () => {
   close(s.mutualInformation, hd, 1e-12, 'MI');
   close(s.normalized, 1, 1e-12, 'normalized');
   // equal domains, one expert each: MI = ln 3
-  close(specialisation([[7, 0, 0], [0, 7, 0], [0, 0, 7]]).mutualInformation, Math.log(3), 1e-12, 'ln 3');
+  close(
+    specialisation([
+      [7, 0, 0],
+      [0, 7, 0],
+      [0, 0, 7],
+    ]).mutualInformation,
+    Math.log(3),
+    1e-12,
+    'ln 3',
+  );
 });
 
 test('MI of a hand-computed partial case', () => {
@@ -43,14 +52,31 @@ test('MI of a hand-computed partial case', () => {
 });
 
 test('specialisation of empty usage is 0 and bad usage fails naming the cell', () => {
-  assert.deepEqual(specialisation([[0, 0], [0, 0]]), { mutualInformation: 0, domainEntropy: 0, normalized: 0 });
+  assert.deepEqual(
+    specialisation([
+      [0, 0],
+      [0, 0],
+    ]),
+    { mutualInformation: 0, domainEntropy: 0, normalized: 0 },
+  );
   assert.deepEqual(specialisation([]), { mutualInformation: 0, domainEntropy: 0, normalized: 0 });
   assert.throws(() => specialisation([[1, 2], [3]]), /usage row 1 has 1 experts, row 0 has 2/);
   assert.throws(() => specialisation([[1, -2]]), /usage\[0\]\[1\] must be finite and >= 0, got -2/);
 });
 
 test('usage shares are row-normalised', () => {
-  assert.deepEqual(usageShares([[1, 3], [0, 0], [2, 2]]), [[0.25, 0.75], [0, 0], [0.5, 0.5]]);
+  assert.deepEqual(
+    usageShares([
+      [1, 3],
+      [0, 0],
+      [2, 2],
+    ]),
+    [
+      [0.25, 0.75],
+      [0, 0],
+      [0.5, 0.5],
+    ],
+  );
 });
 
 test('tokens to reach a loss: linear interpolation on the first crossing', () => {

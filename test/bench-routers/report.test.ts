@@ -30,7 +30,10 @@ test('analysis ranks by final loss and computes the saving against dense', () =>
   assert.ok(by.topk.meanSpecialisation! > 0.2, `specialised usage gives a clear score, got ${by.topk.meanSpecialisation}`);
   assert.equal(by['expert-choice'].meanSpecialisation, 0);
   // compute classes from the measured experts per token against k = 2
-  assert.deepEqual(a.routers.map((r) => r.compute), ['matched', 'matched', 'matched', 'matched', 'less']);
+  assert.deepEqual(
+    a.routers.map((r) => r.compute),
+    ['matched', 'matched', 'matched', 'matched', 'less'],
+  );
   // single seed: nothing is tested against seed noise
   assert.ok(a.routers.every((r) => r.kind === 'dense' || r.vsDense === 'unmeasured'));
   assert.equal(a.noise, null);
@@ -57,11 +60,7 @@ test('the recommendation is derived from the numbers, with the decoding and comp
 });
 
 test('a router that wins with more experts per token is not recommended', () => {
-  const runs = [
-    run('dense', { kind: 'dense', losses: [3, 2.5] }),
-    run('threshold', { losses: [2.5, 2.0], ept: 7 }),
-    run('aux-free', { losses: [2.6, 2.2] }),
-  ];
+  const runs = [run('dense', { kind: 'dense', losses: [3, 2.5] }), run('threshold', { losses: [2.5, 2.0], ept: 7 }), run('aux-free', { losses: [2.6, 2.2] })];
   const text = analyseRuns(runs, { topK: 2 }).recommendation.join(' ');
   // threshold is listed apart, not ranked: aux-free is the best at matched compute
   assert.match(text, /Lowest validation loss at matched compute: \*\*aux-free\*\* \(2\.200/);

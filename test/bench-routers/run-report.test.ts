@@ -19,10 +19,14 @@ test('report RUN: every logged series is charted, the final evaluation tabled, t
   const { path: file, run } = writeRunReport(runDir);
   assert.equal(file, path.join(runDir, 'report.html'));
   assert.equal(run.steps.length, 8);
-  assert.deepEqual(run.evals.map((e) => e.step), [2, 4, 6, 8]);
+  assert.deepEqual(
+    run.evals.map((e) => e.step),
+    [2, 4, 6, 8],
+  );
   assert.ok(run.config && (run.config.model as Record<string, unknown>).num_local_experts === 4);
   const page = fs.readFileSync(file, 'utf8');
-  for (const id of ['loss', 'lr', 'grad-norm', 'load-balance', 'dropped', 'experts-per-token', 'router-entropy', 'aux-losses', 'throughput']) assert.ok(page.includes(`data-chart="${id}"`), `chart ${id}`);
+  for (const id of ['loss', 'lr', 'grad-norm', 'load-balance', 'dropped', 'experts-per-token', 'router-entropy', 'aux-losses', 'throughput'])
+    assert.ok(page.includes(`data-chart="${id}"`), `chart ${id}`);
   assert.equal((page.match(/<svg[\s>]/g) ?? []).length, (page.match(/<figure class="chart/g) ?? []).length);
   assert.match(page, /finished: 8 steps/);
   assert.match(page, /shakespeare \(verse\)/);

@@ -81,7 +81,10 @@ test('mergeSeedRuns: curves, final losses, routing and throughput are means over
   const [a, b] = seedsOf('topk', [3, 2], 0.2);
   const m = mergeSeedRuns([a, b], [7, 8]);
   assert.equal(m.status, 'done');
-  assert.deepEqual(m.curve.map((c) => c.step), [10, 20]);
+  assert.deepEqual(
+    m.curve.map((c) => c.step),
+    [10, 20],
+  );
   close(m.curve[0].loss, 3.1);
   close(m.curve[1].loss, 2.1);
   close(m.curve[1].domains.linux, 2.2); // loss + 0.1 per seed, averaged
@@ -103,10 +106,13 @@ test('mergeSeedRuns: curves, final losses, routing and throughput are means over
   const div: RunRecord = { ...run('topk', { losses: [9, 9] }), status: 'diverged', error: 'nan', final: null };
   const m2 = mergeSeedRuns([a, div], [7, 8]);
   close(m2.final!.loss, 2);
-  assert.deepEqual(m2.perSeed!.map((x) => [x.status, x.finalLoss]), [
-    ['done', 2],
-    ['diverged', null],
-  ]);
+  assert.deepEqual(
+    m2.perSeed!.map((x) => [x.status, x.finalLoss]),
+    [
+      ['done', 2],
+      ['diverged', null],
+    ],
+  );
   const m3 = mergeSeedRuns([div, div], [7, 8]);
   assert.equal(m3.status, 'diverged');
   assert.match(m3.error!, /seed 7: nan; seed 8: nan/);
@@ -146,7 +152,10 @@ test('multi-seed analysis: t-intervals, Welch comparisons between routers and ag
   // n = 2: t_{0.975, 1} = 12.706, so the 95% interval is 2.1 ± 1.27
   close(by.topk.interval!.low, 2.1 - 12.70620474 * 0.1, 1e-6);
   assert.equal(by.topk.seeds, 2);
-  assert.deepEqual(by.topk.seedLosses.map((x) => +x.toFixed(6)), [2, 2.2]);
+  assert.deepEqual(
+    by.topk.seedLosses.map((x) => +x.toFixed(6)),
+    [2, 2.2],
+  );
   assert.deepEqual(
     a.routers.map((r) => [r.name, r.rank]),
     [
@@ -162,7 +171,10 @@ test('multi-seed analysis: t-intervals, Welch comparisons between routers and ag
   assert.ok(by['aux-free'].diffVsDense!.high < 0);
   assert.ok(a.noise && a.noise.df === 4 && a.noise.models === 4);
   const text = a.recommendation.join(' ');
-  assert.match(text, /Lowest mean validation loss at matched compute over 2 seeds: \*\*topk\*\* \(2\.100, 95% t-interval 0\.829–3\.371, n = 2; 0\.410 below the FLOP-matched dense baseline's 2\.510, which is within seed noise/);
+  assert.match(
+    text,
+    /Lowest mean validation loss at matched compute over 2 seeds: \*\*topk\*\* \(2\.100, 95% t-interval 0\.829–3\.371, n = 2; 0\.410 below the FLOP-matched dense baseline's 2\.510, which is within seed noise/,
+  );
   assert.match(text, /\*\*aux-free\*\* and \*\*sigmoid\*\* are not distinguishable from it: the 95% Welch interval of the difference of seed means contains 0/);
   assert.match(text, /Measured seed noise: the final loss varies by 0\.071 nats \(standard deviation, pooled over 4 models, 4 degrees of freedom\)/);
   assert.match(text, /Against the dense baseline \(same 95% Welch rule\): of 3 trained routers, 2 below it beyond seed noise \(aux-free and sigmoid\) and 1 not distinguishable from it \(topk\)/);
@@ -250,10 +262,16 @@ test('smoke: --seeds 2 with two routers trains each (model, seed) in its own fol
   }
   const res = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8')) as BenchResults;
   assert.deepEqual(res.seeds, [5, 6]);
-  assert.deepEqual(res.runs.map((x) => x.name), ['dense', 'topk', 'switch']);
+  assert.deepEqual(
+    res.runs.map((x) => x.name),
+    ['dense', 'topk', 'switch'],
+  );
   assert.equal(res.analysis.seeds, 2);
   for (const x of res.runs) {
-    assert.deepEqual(x.perSeed!.map((s) => s.seed), [5, 6]);
+    assert.deepEqual(
+      x.perSeed!.map((s) => s.seed),
+      [5, 6],
+    );
     const [a, b] = x.perSeed!.map((s) => s.finalLoss!);
     close(x.final!.loss, (a + b) / 2, 1e-12);
     assert.notEqual(a, b, 'another seed gives another run');

@@ -88,7 +88,11 @@ test('formatTable aligns columns: text left, numbers right, missing as "-"', () 
   assert.match(lines[1], /^-+ {2}-+ {2}-+$/);
   // every numeric cell ends where the header "GFLOP/s" ends
   const end = lines[0].indexOf('GFLOP/s') + 'GFLOP/s'.length;
-  for (const [i, v] of [[2, '123'], [3, '2.50'], [4, '1000']] as const) {
+  for (const [i, v] of [
+    [2, '123'],
+    [3, '2.50'],
+    [4, '1000'],
+  ] as const) {
     assert.equal(lines[i].slice(end - v.length, end), v, `row ${i}: ${JSON.stringify(lines[i])}`);
   }
   // text starts at the same column in every row, even with non-ASCII characters

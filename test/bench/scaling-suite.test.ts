@@ -25,7 +25,10 @@ test('summary, table and SVG plot from rows', () => {
     ...[1, 2, 4].flatMap((g) => [1, 2].map((s) => ({ model: 'moe', granularity: g, seed: s, valLoss: 2.05 - 0.03 * Math.log2(g) + 0.01 * s }))),
   ];
   const { points, dense } = summarise(rows);
-  assert.deepEqual(points.map((p) => p.granularity), [1, 2, 4]);
+  assert.deepEqual(
+    points.map((p) => p.granularity),
+    [1, 2, 4],
+  );
   assert.ok(Math.abs(points[2].loss.mean - (2.05 - 0.06 + 0.015)) < 1e-12);
   assert.ok(dense && Math.abs(dense.mean - 2.01) < 1e-12);
   const t = report(rows);

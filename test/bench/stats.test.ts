@@ -10,7 +10,7 @@ test('t multipliers match the published table', () => {
   close(tMultiplier(2), 4.303, 1e-3, 'df 2');
   close(tMultiplier(4), 2.776, 1e-3, 'df 4');
   close(tMultiplier(30), 2.042, 1e-3, 'df 30');
-  close(tMultiplier(2, 0.9), 2.920, 1e-3, 'df 2, 90%');
+  close(tMultiplier(2, 0.9), 2.92, 1e-3, 'df 2, 90%');
   assert.throws(() => tMultiplier(2, 1), /coverage/);
 });
 

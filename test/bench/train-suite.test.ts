@@ -9,12 +9,51 @@ function run(dataset: string, model: string, seed: number, valLoss: number, curv
 
 test('compareDatasets: Welch difference, 2-SE verdict, paired difference and tokens-to-reach per seed', () => {
   const rows = [
-    run('a', 'moe', 1, 1.9, [[500, 2.2], [1000, 1.9]], 900),
-    run('a', 'dense', 1, 2.0, [[500, 2.3], [1000, 2.0]]),
-    run('a', 'moe', 2, 1.92, [[500, 2.3], [1000, 1.92]], 900),
-    run('a', 'dense', 2, 2.01, [[500, 2.3], [1000, 2.01]]),
-    run('a', 'moe', 3, 1.91, [[500, 2.0], [1000, 1.91]], 900),
-    run('a', 'dense', 3, 2.02, [[500, 2.3], [1000, 2.02]]),
+    run(
+      'a',
+      'moe',
+      1,
+      1.9,
+      [
+        [500, 2.2],
+        [1000, 1.9],
+      ],
+      900,
+    ),
+    run('a', 'dense', 1, 2.0, [
+      [500, 2.3],
+      [1000, 2.0],
+    ]),
+    run(
+      'a',
+      'moe',
+      2,
+      1.92,
+      [
+        [500, 2.3],
+        [1000, 1.92],
+      ],
+      900,
+    ),
+    run('a', 'dense', 2, 2.01, [
+      [500, 2.3],
+      [1000, 2.01],
+    ]),
+    run(
+      'a',
+      'moe',
+      3,
+      1.91,
+      [
+        [500, 2.0],
+        [1000, 1.91],
+      ],
+      900,
+    ),
+    run('a', 'dense', 3, 2.02, [
+      [500, 2.3],
+      [1000, 2.02],
+    ]),
   ];
   const [c] = compareDatasets(rows);
   assert.equal(c.n, 3);
@@ -32,12 +71,7 @@ test('compareDatasets: Welch difference, 2-SE verdict, paired difference and tok
 });
 
 test('compareDatasets: a MoE that never reaches dense has no reach interval, and a loss is no win', () => {
-  const rows = [
-    run('b', 'moe', 1, 2.1, [[1000, 2.1]]),
-    run('b', 'dense', 1, 2.0, [[1000, 2.0]]),
-    run('b', 'moe', 2, 2.0, [[1000, 2.0]]),
-    run('b', 'dense', 2, 2.05, [[1000, 2.05]]),
-  ];
+  const rows = [run('b', 'moe', 1, 2.1, [[1000, 2.1]]), run('b', 'dense', 1, 2.0, [[1000, 2.0]]), run('b', 'moe', 2, 2.0, [[1000, 2.0]]), run('b', 'dense', 2, 2.05, [[1000, 2.05]])];
   const [c] = compareDatasets(rows);
   assert.equal(c.reachRatios[0], null);
   assert.equal(c.reach, null);
@@ -52,6 +86,9 @@ test('suite config: the train defaults, dense baseline matched in active width',
   const c = suiteConfig(false, ['shakespeare'], 7);
   assert.equal(c.training.seed, 7);
   const d = matchedDenseConfig(c.model);
-  assert.equal(d.intermediate_size, c.model.num_experts_per_tok * c.model.moe_intermediate_size + c.model.n_shared_experts * (c.model.shared_expert_intermediate_size ?? c.model.moe_intermediate_size));
+  assert.equal(
+    d.intermediate_size,
+    c.model.num_experts_per_tok * c.model.moe_intermediate_size + c.model.n_shared_experts * (c.model.shared_expert_intermediate_size ?? c.model.moe_intermediate_size),
+  );
   assert.ok(suiteConfig(true, ['shakespeare'], 1).training.steps < c.training.steps);
 });

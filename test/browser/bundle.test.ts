@@ -49,7 +49,9 @@ test('the bundle check fails on a live Node built-in, naming it, and drops dead 
   const { bundle } = await script();
   const src = path.join(repoRoot, 'src');
   const live = tmpEntry(`import { readFileSync } from 'node:fs';\nexport const read = (p: string) => readFileSync(p);\n`);
-  const dead = tmpEntry(`import { checkpointFromBytes } from ${JSON.stringify(path.join(src, 'io', 'checkpoint-bytes.ts'))};\nimport { loadCheckpoint } from ${JSON.stringify(path.join(src, 'io', 'checkpoint.ts'))};\nexport const f = checkpointFromBytes;\nvoid loadCheckpoint;\n`);
+  const dead = tmpEntry(
+    `import { checkpointFromBytes } from ${JSON.stringify(path.join(src, 'io', 'checkpoint-bytes.ts'))};\nimport { loadCheckpoint } from ${JSON.stringify(path.join(src, 'io', 'checkpoint.ts'))};\nexport const f = checkpointFromBytes;\nvoid loadCheckpoint;\n`,
+  );
   try {
     await assert.rejects(() => bundle({ out: live.file }, path.join(live.dir, 'out'), 'test bundle'), /test bundle: Node built-ins reached the browser bundle: node:fs in /);
     // checkpoint.ts imports node:fs and node:path, but nothing live uses them

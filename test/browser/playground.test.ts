@@ -44,10 +44,14 @@ const GEN_TOKENS = 24;
 
 /** Greedy text the CLI generates from a checkpoint (what follows the echoed prompt). */
 function cliGreedy(ckpt: string): string {
-  const out = execFileSync(process.execPath, [cliPath, 'generate', '--ckpt', ckpt, '--prompt', PROMPT, '--max-tokens', String(GEN_TOKENS), '--temperature', '0', '--backend', 'wasm', '--threads', '1'], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const out = execFileSync(
+    process.execPath,
+    [cliPath, 'generate', '--ckpt', ckpt, '--prompt', PROMPT, '--max-tokens', String(GEN_TOKENS), '--temperature', '0', '--backend', 'wasm', '--threads', '1'],
+    {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   assert.ok(out.startsWith(PROMPT), `CLI output starts with the prompt: ${JSON.stringify(out)}`);
   return out.slice(PROMPT.length).replace(/\n$/, '');
 }
@@ -124,7 +128,10 @@ for (const isolated of [true, false]) {
       assert.equal(r.name, 'wasm');
       assert.equal(r.threads, isolated ? 2 : 1);
       assert.ok(r.results.length >= 9, `cases run: ${r.results.length}`);
-      assert.deepEqual(r.results.filter((x) => x.error), []);
+      assert.deepEqual(
+        r.results.filter((x) => x.error),
+        [],
+      );
     });
 
     it('runs the kernel cases over unshared memory (the fallback where shared memory is refused)', async () => {
@@ -132,7 +139,10 @@ for (const isolated of [true, false]) {
       assert.equal(r.fatal, undefined, r.fatal);
       assert.equal(r.threads, 1);
       assert.ok(r.results.length >= 9);
-      assert.deepEqual(r.results.filter((x) => x.error), []);
+      assert.deepEqual(
+        r.results.filter((x) => x.error),
+        [],
+      );
       const two = await kernelCasesInWorker(page, 2, false);
       // more threads: refused, saying why (here the isolation check comes first)
       assert.match(two.fatal ?? '', isolated ? /2 threads need shared WebAssembly memory, which sharedMemory: false turned off/ : /2 threads need a cross-origin isolated page/);

@@ -25,7 +25,10 @@ const options = { scale: positive().default(1.5).describe('multiplier on the nor
 class FixtureRouter extends Module implements Router {
   readonly numExperts: number;
   gate: Linear;
-  constructor(readonly cfg: ParsedRouterConfig<typeof options>, rng: Rng) {
+  constructor(
+    readonly cfg: ParsedRouterConfig<typeof options>,
+    rng: Rng,
+  ) {
     super();
     this.numExperts = cfg.numExperts;
     this.gate = routerGate(cfg.dModel, cfg.numExperts, rng);
@@ -80,7 +83,10 @@ test('the fixture router appears in `moe-ts routers` with its options, defaults,
 test('bench-routers --routers plans the fixture router, with its FLOP-matching options', () => {
   const { config } = buildBenchConfig({ quick: true, data: ['shakespeare'] });
   const plans = planBenchmark({ config, routers: ['topk', NAME] });
-  assert.deepEqual(plans.map((p) => p.name), ['dense', 'topk', NAME]);
+  assert.deepEqual(
+    plans.map((p) => p.name),
+    ['dense', 'topk', NAME],
+  );
   const p = plans.find((x) => x.name === NAME)!;
   assert.equal(p.config.model.router_type, NAME);
   assert.deepEqual(p.config.model.router_options, { scale: 2 });
@@ -88,8 +94,14 @@ test('bench-routers --routers plans the fixture router, with its FLOP-matching o
   // a user's own option wins over the FLOP-matching one
   const own = planBenchmark({ config, routers: [NAME], routerOptions: { [NAME]: { scale: 3 } } }).find((x) => x.name === NAME)!;
   assert.deepEqual(own.config.model.router_options, { scale: 3 });
-  assert.ok(planBenchmark({ config }).some((x) => x.name === NAME), 'the default plan lists every registered router');
-  assert.throws(() => planBenchmark({ config, routers: [NAME], routerOptions: { [NAME]: { scale: -1 } } }), new RegExp(`router "${NAME}" cannot be built with this config: router "${NAME}": option scale must be a positive finite number, got -1`));
+  assert.ok(
+    planBenchmark({ config }).some((x) => x.name === NAME),
+    'the default plan lists every registered router',
+  );
+  assert.throws(
+    () => planBenchmark({ config, routers: [NAME], routerOptions: { [NAME]: { scale: -1 } } }),
+    new RegExp(`router "${NAME}" cannot be built with this config: router "${NAME}": option scale must be a positive finite number, got -1`),
+  );
 });
 
 // the generated conformance suite, on the js backend

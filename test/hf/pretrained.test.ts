@@ -114,7 +114,25 @@ test('a moe-ts model exports as the architecture it matches and re-imports with 
     [{ vocab_size: 32, hidden_size: 16, num_hidden_layers: 2, num_local_experts: 4, moe_intermediate_size: 8 }, 'mixtral'],
     [{ vocab_size: 32, hidden_size: 16, num_hidden_layers: 2, num_local_experts: 0, intermediate_size: 24, tie_word_embeddings: false }, 'llama'],
     [{ vocab_size: 32, hidden_size: 16, num_hidden_layers: 2, num_local_experts: 4, moe_intermediate_size: 8, qk_norm: 'head', norm_topk_prob: false, num_key_value_heads: 2 }, 'qwen3_moe'],
-    [{ vocab_size: 32, hidden_size: 16, num_hidden_layers: 2, num_local_experts: 4, moe_intermediate_size: 8, n_shared_experts: 1, first_k_dense_replace: 1, kv_lora_rank: 8, q_lora_rank: 6, qk_nope_head_dim: 4, qk_rope_head_dim: 4, v_head_dim: 4, router_type: 'group-limited', router_options: { nGroup: 2, topkGroup: 1, routedScaling: 1.5 } }, 'deepseek_v3'],
+    [
+      {
+        vocab_size: 32,
+        hidden_size: 16,
+        num_hidden_layers: 2,
+        num_local_experts: 4,
+        moe_intermediate_size: 8,
+        n_shared_experts: 1,
+        first_k_dense_replace: 1,
+        kv_lora_rank: 8,
+        q_lora_rank: 6,
+        qk_nope_head_dim: 4,
+        qk_rope_head_dim: 4,
+        v_head_dim: 4,
+        router_type: 'group-limited',
+        router_options: { nGroup: 2, topkGroup: 1, routedScaling: 1.5 },
+      },
+      'deepseek_v3',
+    ],
   ];
   for (const [raw, type] of cases) {
     const model = new MoETransformerLM(parseModelConfig(raw), 7);
@@ -144,7 +162,10 @@ test('bad input: one-line errors naming the field, tensor, shapes, file and offs
   const cfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8'));
   const withCfg = (patch: Record<string, unknown>) => fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, ...patch }));
   withCfg({ model_type: 'gpt9' });
-  assert.throws(() => fromPretrained(d), oneLine(/model_type "gpt9" is not supported \(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3, deepseek_v2, granitemoe, gpt_oss, llama, qwen2\)/));
+  assert.throws(
+    () => fromPretrained(d),
+    oneLine(/model_type "gpt9" is not supported \(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3, deepseek_v2, granitemoe, gpt_oss, llama, qwen2\)/),
+  );
   withCfg({ rope_scaling: { rope_type: 'longrope', factor: 2 } });
   assert.throws(() => fromPretrained(d), oneLine(/rope type "longrope" is not supported/));
   withCfg({ hidden_size: 32 });
@@ -160,7 +181,10 @@ test('bad input: one-line errors naming the field, tensor, shapes, file and offs
   // an unsupported dtype, and a truncated shard
   const raw = fs.readFileSync(path.join(FIX, 'mixtral', 'model.safetensors'));
   const n = Number(raw.readBigUInt64LE(0));
-  const header = raw.subarray(8, 8 + n).toString('utf8').replace('"dtype":"F32"', '"dtype":"C64"');
+  const header = raw
+    .subarray(8, 8 + n)
+    .toString('utf8')
+    .replace('"dtype":"F32"', '"dtype":"C64"');
   fs.writeFileSync(path.join(d, 'model.safetensors'), Buffer.concat([raw.subarray(0, 8), Buffer.from(header), raw.subarray(8 + n)]));
   assert.throws(() => fromPretrained(d), oneLine(/unknown dtype "C64"/));
   fs.writeFileSync(path.join(d, 'model.safetensors'), raw.subarray(0, raw.length - 100));

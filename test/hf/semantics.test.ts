@@ -43,17 +43,27 @@ test('all-layers Switch loss: uniform routing gives k, gradient matches finite d
   const uni = Array.from({ length: L }, () => {
     const expertIdx = Int32Array.from({ length: Tn * k }, (_, i) => i % E);
     const probs = tensor(new Float32Array(Tn * E).fill(1 / E), [Tn, E]);
-    return { logits: probs, probs, routing: { kind: 'sparse', tokenIdx: new Int32Array(Tn * k), expertIdx, weights: tensor(new Float32Array(Tn * k), [Tn * k]) } as SparseRouting, losses: {}, metrics: {} };
+    return {
+      logits: probs,
+      probs,
+      routing: { kind: 'sparse', tokenIdx: new Int32Array(Tn * k), expertIdx, weights: tensor(new Float32Array(Tn * k), [Tn * k]) } as SparseRouting,
+      losses: {},
+      metrics: {},
+    };
   });
   assert.ok(Math.abs(globalSwitchLoss(uni, E).item() - k) < 1e-6);
   const perLayer = uni.reduce((s, o) => s + switchLoss(o, { numExperts: E, tokens: Tn, topK: k }).item(), 0);
   assert.ok(Math.abs(perLayer - L) < 1e-6, 'per-layer moe-ts form sums to L: the two differ by L / k');
   const rng = new Rng(5);
   const logits = Array.from({ length: L }, () => tensor(rng.fillNormal(new Float32Array(Tn * E), 1), [Tn, E], true));
-  const fn = (...ls: Tensor[]): Tensor => globalSwitchLoss(ls.map((l) => {
-    const { probs, routing } = softmaxTopK(l, k, true);
-    return { logits: l, probs, routing, losses: {}, metrics: {} };
-  }), E);
+  const fn = (...ls: Tensor[]): Tensor =>
+    globalSwitchLoss(
+      ls.map((l) => {
+        const { probs, routing } = softmaxTopK(l, k, true);
+        return { logits: l, probs, routing, losses: {}, metrics: {} };
+      }),
+      E,
+    );
   const rep = gradcheck('globalSwitchLoss', fn, logits);
   assert.ok(rep.worstRatio <= 1, JSON.stringify(rep).slice(0, 300));
 });
@@ -70,7 +80,20 @@ test('capacity drop order: sequence keeps first choices, then earliest tokens; w
   // by weight: expert 0 keeps 0.9, 0.8, 0.55 (drops tok0's 0.4); expert 1 keeps 0.6, 0.45, 0.2 (drops 0.1)
   assert.deepEqual(Array.from(capacityMask(routing, 2, 3, 'weight')), [1, 0, 1, 0, 1, 1, 1, 1]);
   assert.throws(() => capacityMask(routing, 2, 3, 'random' as never), /dropOrder must be one of weight, sequence/);
-  const m = new MoETransformerLM(parseModelConfig({ vocab_size: 16, hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, num_local_experts: 4, moe_intermediate_size: 8, dispatch: 'capacity', capacity_factor: 0.5, capacity_drop_order: 'sequence' }), 1);
+  const m = new MoETransformerLM(
+    parseModelConfig({
+      vocab_size: 16,
+      hidden_size: 8,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      num_local_experts: 4,
+      moe_intermediate_size: 8,
+      dispatch: 'capacity',
+      capacity_factor: 0.5,
+      capacity_drop_order: 'sequence',
+    }),
+    1,
+  );
   const res = m.forward(Int32Array.from([1, 2, 3, 4, 5, 6]), 1, 6, { ctx: { training: true, step: 0, rng: new Rng(0) } });
   assert.ok(res.aux[0].aux.metrics.droppedFraction > 0);
 });
@@ -93,7 +116,10 @@ test('group-limited (DeepSeek-V3) router: bias selects but never weighs, groups 
   const { GroupLimitedRouter } = await import('../../src/moe/routers/group-limited.js');
   const { routerRegistry } = await import('../../src/moe/routers/index.js');
   assert.ok(routerRegistry.has('group-limited'));
-  const r = new GroupLimitedRouter({ type: 'group-limited', dModel: 2, numExperts: 4, topK: 2, variant: 'v3', nGroup: 2, topkGroup: 1, normalize: true, routedScaling: 2, biasUpdateRate: 0 }, new Rng(0));
+  const r = new GroupLimitedRouter(
+    { type: 'group-limited', dModel: 2, numExperts: 4, topK: 2, variant: 'v3', nGroup: 2, topkGroup: 1, normalize: true, routedScaling: 2, biasUpdateRate: 0 },
+    new Rng(0),
+  );
   // logits = x W^T with W = identity-like rows, so sigmoid scores are easy to read
   r.gate.weight.data.set([1, 0, 0, 1, 0.5, 0, 0, 0.5]);
   const x = tensor([2, 1], [1, 2]);
@@ -137,7 +163,7 @@ test('clamped SwiGLU (GPT-OSS) activation: value and gradient', async () => {
   const ref = (gg: number, uu: number) => {
     const gc = Math.min(gg, 7);
     const uc = Math.min(Math.max(uu, -7), 7);
-    return (uc + 1) * gc / (1 + Math.exp(-1.702 * gc));
+    return ((uc + 1) * gc) / (1 + Math.exp(-1.702 * gc));
   };
   [-1, 0.5, 9, 2].forEach((gg, i) => assert.ok(Math.abs(y[i] - ref(gg, [0.3, -8, 1, 7.5][i])) < 1e-5));
   const rep = gradcheck('clampedSwiglu', (a, b) => clampedSwiglu(a, b, 1.702, 7), [tensor([-1, 0.5, 3, 2], [1, 4], true), tensor([0.3, -2, 1, 5], [1, 4], true)]);

@@ -32,7 +32,13 @@ const CONFIGS: Record<string, Record<string, unknown>> = {
   // dropless: capacity limits depend on the other tokens in a call, so a cache can't reproduce them
   'moe switch E=4 k=1': { ...TINY, num_local_experts: 4, num_experts_per_tok: 1, router_type: 'switch', dispatch: 'dropless' },
   'moe every other layer + shared expert': {
-    ...TINY, num_hidden_layers: 3, num_local_experts: 4, num_experts_per_tok: 2, decoder_sparse_step: 2, n_shared_experts: 1, intermediate_size: 24,
+    ...TINY,
+    num_hidden_layers: 3,
+    num_local_experts: 4,
+    num_experts_per_tok: 2,
+    decoder_sparse_step: 2,
+    n_shared_experts: 1,
+    intermediate_size: 24,
   },
 };
 
@@ -169,9 +175,17 @@ function scriptedModel(script: string, maxPos = 1024): MoETransformerLM {
   const stub = {
     config,
     training: false,
-    eval() { this.training = false; return this; },
-    train(on = true) { this.training = on; return this; },
-    emptyCache(): KVCache { return { k: [], v: [], length: 0 }; },
+    eval() {
+      this.training = false;
+      return this;
+    },
+    train(on = true) {
+      this.training = on;
+      return this;
+    },
+    emptyCache(): KVCache {
+      return { k: [], v: [], length: 0 };
+    },
     forward(ids: Int32Array, _B: number, T: number, opts: { cache?: KVCache }) {
       const cache = opts.cache!;
       if (cache.length === 0) start = T; // a fresh prefill: the script starts after the prompt
@@ -230,8 +244,14 @@ function writeCheckpoint(runDir: string, model: MoETransformerLM, modelCfg: Reco
   const config = parseRunConfig({ model: modelCfg });
   return saveCheckpoint(runDir, {
     state: {
-      format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, step: 3, config, tokenizer: tok.toJSON(),
-      optimizerStep: 3, dataState: { rng: [1, 2, 3, 4], step: 0 }, rngState: [1, 2, 3, 4],
+      format: CHECKPOINT_FORMAT,
+      version: CHECKPOINT_VERSION,
+      step: 3,
+      config,
+      tokenizer: tok.toJSON(),
+      optimizerStep: 3,
+      dataState: { rng: [1, 2, 3, 4], step: 0 },
+      rngState: [1, 2, 3, 4],
     },
     model: model.stateDict(),
     optimizer: { step: 3, m: [], v: [] },

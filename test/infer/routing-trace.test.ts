@@ -26,17 +26,39 @@ test('tokenExperts groups sparse assignments per token, highest weight first', (
     aux({ kind: 'sparse', tokenIdx: Int32Array.from([0, 0, 1, 2, 2, 2]), expertIdx: Int32Array.from([3, 1, 2, 0, 1, 2]), weights: tensor(Float32Array.from([0.3, 0.7, 1, 0.2, 0.5, 0.3]), [6]) }),
     4,
   );
-  assert.deepEqual(r.map((t) => t.experts), [[1, 3], [2], [1, 2, 0], []]);
-  assert.deepEqual(r[0].weights.map((w) => +w.toFixed(6)), [0.7, 0.3]);
-  assert.throws(() => tokenExperts(aux({ kind: 'sparse', tokenIdx: Int32Array.from([5]), expertIdx: Int32Array.from([0]), weights: tensor(Float32Array.from([1]), [1]) }), 2), /assignment 0 names token 5, outside the 2 tokens/);
+  assert.deepEqual(
+    r.map((t) => t.experts),
+    [[1, 3], [2], [1, 2, 0], []],
+  );
+  assert.deepEqual(
+    r[0].weights.map((w) => +w.toFixed(6)),
+    [0.7, 0.3],
+  );
+  assert.throws(
+    () => tokenExperts(aux({ kind: 'sparse', tokenIdx: Int32Array.from([5]), expertIdx: Int32Array.from([0]), weights: tensor(Float32Array.from([1]), [1]) }), 2),
+    /assignment 0 names token 5, outside the 2 tokens/,
+  );
   // soft: 2 experts x 2 slots; token 0 puts 0.1 + 0.2 on expert 0 and 0.7 on expert 1
   const combine = tensor(Float32Array.from([0.1, 0.2, 0.7, 0, 0.5, 0.4, 0.05, 0.05]), [2, 4]);
   const s = tokenExperts(aux({ kind: 'soft', slotsPerExpert: 2, dispatch: combine, combine }), 2, 1);
-  assert.deepEqual(s.map((t) => t.experts), [[1], [0]]);
+  assert.deepEqual(
+    s.map((t) => t.experts),
+    [[1], [0]],
+  );
   assert.ok(Math.abs(s[1].weights[0] - 0.9) < 1e-6);
 });
 
-const CFG = { vocab_size: 256, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, moe_intermediate_size: 16, max_position_embeddings: 48, initializer_range: 0.3, num_local_experts: 4, num_experts_per_tok: 2 };
+const CFG = {
+  vocab_size: 256,
+  hidden_size: 16,
+  num_hidden_layers: 2,
+  num_attention_heads: 2,
+  moe_intermediate_size: 16,
+  max_position_embeddings: 48,
+  initializer_range: 0.3,
+  num_local_experts: 4,
+  num_experts_per_tok: 2,
+};
 
 test('routing traced during KV-cached generation equals one full forward over prompt + generated tokens', () => {
   const model = new MoETransformerLM(parseModelConfig(CFG), 3).eval();
@@ -48,11 +70,24 @@ test('routing traced during KV-cached generation equals one full forward over pr
   assert.equal(plain.routing, undefined);
   const r = traced.routing!;
   assert.equal(r.length, 3 + 12, 'every prompt and generated token, the last one included');
-  assert.deepEqual(r.slice(0, 3).map((t) => [t.id, t.text, t.prompt]), [[97, 'a', true], [98, 'b', true], [10, '\n', true]]);
-  assert.deepEqual(r.slice(3).map((t) => t.id), Array.from(traced.ids));
+  assert.deepEqual(
+    r.slice(0, 3).map((t) => [t.id, t.text, t.prompt]),
+    [
+      [97, 'a', true],
+      [98, 'b', true],
+      [10, '\n', true],
+    ],
+  );
+  assert.deepEqual(
+    r.slice(3).map((t) => t.id),
+    Array.from(traced.ids),
+  );
   const ids = Int32Array.from(r.map((t) => t.id));
   const full = noGrad(() => model.forward(ids, 1, ids.length, { ctx: { training: false, step: 0, rng: new Rng(0) } }));
-  assert.deepEqual(full.aux.map((a) => a.layer), [0, 1]);
+  assert.deepEqual(
+    full.aux.map((a) => a.layer),
+    [0, 1],
+  );
   full.aux.forEach(({ layer, aux: a }) => {
     const ref = tokenExperts(a, ids.length);
     r.forEach((t, i) => {
@@ -74,6 +109,7 @@ test('the terminal view: colour only when asked, control characters escaped, one
   assert.match(plain, /^ {3}0 {2}A .*2\(0\.60\) 1\(0\.40\) .*prompt$/m);
   assert.match(plain, /^ {3}1 {2}\\n .*0\(0\.55\) 3\(0\.45\)/m);
   const coloured = formatRouting(tokens, { color: true, numExperts: 4 });
+  // eslint-disable-next-line no-control-regex -- control characters are what this matches
   assert.match(coloured, /layer 0 \(colour = top expert\): \x1b\[48;5;\d+m/);
   assert.equal(visible('a\tb\x07'), 'a\\tb\\x07');
   assert.match(formatRouting([{ id: 1, text: 'x', prompt: false, layers: [] }], { color: true, numExperts: 0 }), /no MoE layers \(dense\)/);
@@ -88,7 +124,14 @@ function cli(args: string[]): { code: number | null; stdout: string; stderr: str
 test('CLI: generate --show-routing (table and --json), eval --trace, report RUN and data', () => {
   const dir = tmpDir('routing-cli');
   const cfg = path.join(dir, 'cfg.json');
-  fs.writeFileSync(cfg, JSON.stringify({ model: { hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, max_position_embeddings: 32, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 16 }, training: { steps: 2, batch_size: 2, seq_len: 16, warmup_steps: 1, eval_interval: 1, eval_batches: 1, save_interval: 2 }, data: { sources: ['shakespeare', 'linux'] } }));
+  fs.writeFileSync(
+    cfg,
+    JSON.stringify({
+      model: { hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, max_position_embeddings: 32, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 16 },
+      training: { steps: 2, batch_size: 2, seq_len: 16, warmup_steps: 1, eval_interval: 1, eval_batches: 1, save_interval: 2 },
+      data: { sources: ['shakespeare', 'linux'] },
+    }),
+  );
   const run = path.join(dir, 'run');
   const t = cli(['train', '--config', cfg, '--out', run, '--quiet']);
   assert.equal(t.code, 0, t.stderr);
@@ -106,7 +149,10 @@ test('CLI: generate --show-routing (table and --json), eval --trace, report RUN 
   const e = cli(['eval', '--ckpt', run, '--trace', '5', '--json']);
   assert.equal(e.code, 0, e.stderr);
   const ev = JSON.parse(e.stdout);
-  assert.deepEqual(ev.trace.map((x: { domain: string }) => x.domain), ['shakespeare', 'linux']);
+  assert.deepEqual(
+    ev.trace.map((x: { domain: string }) => x.domain),
+    ['shakespeare', 'linux'],
+  );
   assert.equal(ev.trace[1].tokens.length, 5);
   const et = cli(['eval', '--ckpt', run, '--trace']);
   assert.equal(et.code, 0, et.stderr);
@@ -123,6 +169,9 @@ test('CLI: generate --show-routing (table and --json), eval --trace, report RUN 
   assert.equal(d.code, 0, d.stderr);
   for (const s of ['shakespeare', 'wikitext', 'linux', 'CC BY-SA 3.0', 'GPL-2.0', 'linux-valid.txt (valid', 'the test split is not used']) assert.ok(d.stdout.includes(s), s);
   const dj = JSON.parse(cli(['data', '--json']).stdout);
-  assert.deepEqual(dj.corpora.map((c: { name: string }) => c.name), ['shakespeare', 'wikitext', 'linux']);
+  assert.deepEqual(
+    dj.corpora.map((c: { name: string }) => c.name),
+    ['shakespeare', 'wikitext', 'linux'],
+  );
   fs.rmSync(dir, { recursive: true, force: true });
 });

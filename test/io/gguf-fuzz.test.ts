@@ -17,7 +17,10 @@ import { tmpDir } from '../train/helpers.js';
 
 const dir = tmpDir('gguf-fuzz');
 const base = path.join(dir, 'base.gguf');
-const m = new MoETransformerLM(parseModelConfig({ hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_local_experts: 2, num_experts_per_tok: 1, moe_intermediate_size: 32, max_position_embeddings: 16 }), 1);
+const m = new MoETransformerLM(
+  parseModelConfig({ hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_local_experts: 2, num_experts_per_tok: 1, moe_intermediate_size: 32, max_position_embeddings: 16 }),
+  1,
+);
 exportGGUF(m, new ByteTokenizer(), base, { quant: 'q8_0' });
 const good = new Uint8Array(fs.readFileSync(base));
 const headerEnd = (() => {

@@ -82,7 +82,17 @@ function compare(ours: Float32Array, theirs: Float64Array): { diff: number; scal
 }
 
 function randomModel(over: object, seed: number): MoETransformerLM {
-  const cfg = parseModelConfig({ hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 64, intermediate_size: 96, max_position_embeddings: 64, ...over });
+  const cfg = parseModelConfig({
+    hidden_size: 64,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_local_experts: 4,
+    num_experts_per_tok: 2,
+    moe_intermediate_size: 64,
+    intermediate_size: 96,
+    max_position_embeddings: 64,
+    ...over,
+  });
   const m = new MoETransformerLM(cfg, seed);
   // the default init gives near-uniform logits; scale up so the comparison has something to resolve
   for (const [n, t] of m.stateDict()) if (!n.includes('norm')) for (let i = 0; i < t.data.length; i++) t.data[i] *= 3;
@@ -120,7 +130,10 @@ test('quantised exports (trained model): llama.cpp stays within the measured tol
   const V = tokenizer.vocabSize;
   const ours = ourLogits(model, ids);
   // tolerances (fractions of max |logit|) from measurement, with headroom: see docs/gguf.md
-  for (const [quant, tolF32, tolSame] of [['q8_0', 0.01, 0.01], ['q4_0', 0.15, 0.01]] as [GGUFQuant, number, number][]) {
+  for (const [quant, tolF32, tolSame] of [
+    ['q8_0', 0.01, 0.01],
+    ['q4_0', 0.15, 0.01],
+  ] as [GGUFQuant, number, number][]) {
     const file = path.join(dir, `trained-${quant}.gguf`);
     exportGGUF(model, tokenizer, file, { quant });
     const theirs = await llamaLogProbs(await load(file), ids, V);

@@ -10,8 +10,20 @@ import { MoETransformerLM } from '../../src/models/transformer.js';
 import { parseModelConfig } from '../../src/models/config.js';
 import { ByteTokenizer } from '../../src/data/tokenizer/index.js';
 import {
-  GGUFFile, GGUFError, serializeGGUF, writeGGUFSync, encodeTensor, decodeTensor, exportGGUF, fromGGUF, permuteRopeRows, isGGUFFile,
-  gguf, ggufArray, type GGUFValue, type GGUFTensorInput,
+  GGUFFile,
+  GGUFError,
+  serializeGGUF,
+  writeGGUFSync,
+  encodeTensor,
+  decodeTensor,
+  exportGGUF,
+  fromGGUF,
+  permuteRopeRows,
+  isGGUFFile,
+  gguf,
+  ggufArray,
+  type GGUFValue,
+  type GGUFTensorInput,
 } from '../../src/io/gguf/index.js';
 import { tmpDir } from '../train/helpers.js';
 
@@ -28,9 +40,17 @@ test('metadata of every GGUF value type and tensors of every supported ggml type
   const meta = new Map<string, GGUFValue>([
     ['general.architecture', gguf('string', 'llama')],
     ['general.alignment', gguf('u32', 64)],
-    ['t.u8', gguf('u8', 255)], ['t.i8', gguf('i8', -128)], ['t.u16', gguf('u16', 65535)], ['t.i16', gguf('i16', -32768)],
-    ['t.u32', gguf('u32', 0xffffffff)], ['t.i32', gguf('i32', -0x80000000)], ['t.f32', gguf('f32', 1.5)], ['t.bool', gguf('bool', true)],
-    ['t.u64', gguf('u64', 0xffffffffffffffffn)], ['t.i64', gguf('i64', -0x8000000000000000n)], ['t.f64', gguf('f64', Math.PI)],
+    ['t.u8', gguf('u8', 255)],
+    ['t.i8', gguf('i8', -128)],
+    ['t.u16', gguf('u16', 65535)],
+    ['t.i16', gguf('i16', -32768)],
+    ['t.u32', gguf('u32', 0xffffffff)],
+    ['t.i32', gguf('i32', -0x80000000)],
+    ['t.f32', gguf('f32', 1.5)],
+    ['t.bool', gguf('bool', true)],
+    ['t.u64', gguf('u64', 0xffffffffffffffffn)],
+    ['t.i64', gguf('i64', -0x8000000000000000n)],
+    ['t.f64', gguf('f64', Math.PI)],
     ['t.string', gguf('string', 'café 日本 🙂')],
     ['t.strings', ggufArray('string', ['a', '', 'Ġb'])],
     ['t.i32s', ggufArray('i32', [1, -2, 3])],
@@ -45,7 +65,10 @@ test('metadata of every GGUF value type and tensors of every supported ggml type
     assert.equal(f.version, 3);
     assert.equal(f.alignment, 64);
     assert.equal(f.dataOffset % 64, 0);
-    assert.deepEqual([...f.metadata.entries()], [...meta.entries()].map(([k, v]) => [k, v.type === 'f32' ? { ...v, value: Math.fround(v.value as number) } : v]));
+    assert.deepEqual(
+      [...f.metadata.entries()],
+      [...meta.entries()].map(([k, v]) => [k, v.type === 'f32' ? { ...v, value: Math.fround(v.value as number) } : v]),
+    );
     for (const t of tensors) {
       const info = f.tensor(t.name);
       assert.deepEqual(info.ne, t.ne);
@@ -85,7 +108,10 @@ test('Q8_0 and Q4_0 blocks are laid out exactly as ggml defines them', () => {
 
 test('quantisation error stays within one step of each block', () => {
   const x = new Rng(3).fillNormal(new Float32Array(32 * 64));
-  for (const [type, steps] of [['Q8_0', 127], ['Q4_0', 8]] as const) {
+  for (const [type, steps] of [
+    ['Q8_0', 127],
+    ['Q4_0', 8],
+  ] as const) {
     const back = decodeTensor(encodeTensor(x, type, 256), type, x.length);
     for (let b = 0; b < x.length / 32; b++) {
       let amax = 0;
@@ -131,7 +157,11 @@ test('malformed files give one-line errors naming the field and byte offset', ()
     ['tensor count', patch((dv) => dv.setBigUint64(at.tensorCount, 1n << 40n, true)), /tensor_count at byte 8: 1099511627776 tensors cannot fit/],
     ['kv count', patch((dv) => dv.setBigUint64(at.kvCount, 1n << 40n, true)), /kv_count at byte 16: 1099511627776 metadata pairs cannot fit/],
     ['u64 count', patch((dv) => dv.setBigUint64(at.kvCount, 1n << 62n, true)), /kv_count at byte 16: value 4611686018427387904 is too large/],
-    ['string length', patch((dv) => dv.setBigUint64(at.valueLength, 1n << 50n, true)), new RegExp(`metadata "general.architecture" at byte ${at.valueLength}: string length \\d+ runs past the end of the file`)],
+    [
+      'string length',
+      patch((dv) => dv.setBigUint64(at.valueLength, 1n << 50n, true)),
+      new RegExp(`metadata "general.architecture" at byte ${at.valueLength}: string length \\d+ runs past the end of the file`),
+    ],
     ['unknown type', patch((dv) => dv.setUint32(at.type, 99, true)), new RegExp(`tensor "w" type at byte ${at.type}: unknown ggml type 99`)],
     ['n_dims', patch((dv) => dv.setUint32(at.nDims, 7, true)), new RegExp(`tensor "w" n_dims at byte ${at.nDims}: must be 1..4, got 7`)],
     ['offset alignment', patch((dv) => dv.setBigUint64(at.offset, 3n, true)), new RegExp(`tensor "w" offset at byte ${at.offset}: 3 is not a multiple of general.alignment 32`)],
@@ -141,17 +171,33 @@ test('malformed files give one-line errors naming the field and byte offset', ()
     ['empty', new Uint8Array(0), /magic at byte 0: needs 4 bytes but the file ends at byte 0/],
   ];
   for (const [name, b, re] of cases) {
-    assert.throws(() => openBytes(`bad-${name.replace(/\W/g, '_')}.gguf`, b), (e: Error) => {
-      assert.ok(e instanceof GGUFError, `${name}: ${e.constructor.name}: ${e.message}`);
-      assert.match(e.message, re, name);
-      assert.ok(!e.message.includes('\n'), `${name}: one line`);
-      return true;
-    });
+    assert.throws(
+      () => openBytes(`bad-${name.replace(/\W/g, '_')}.gguf`, b),
+      (e: Error) => {
+        assert.ok(e instanceof GGUFError, `${name}: ${e.constructor.name}: ${e.message}`);
+        assert.match(e.message, re, name);
+        assert.ok(!e.message.includes('\n'), `${name}: one line`);
+        return true;
+      },
+    );
   }
 });
 
 function model(over: object, seed = 3): MoETransformerLM {
-  const m = new MoETransformerLM(parseModelConfig({ hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 32, intermediate_size: 64, max_position_embeddings: 32, ...over }), seed);
+  const m = new MoETransformerLM(
+    parseModelConfig({
+      hidden_size: 32,
+      num_hidden_layers: 2,
+      num_attention_heads: 2,
+      num_local_experts: 4,
+      num_experts_per_tok: 2,
+      moe_intermediate_size: 32,
+      intermediate_size: 64,
+      max_position_embeddings: 32,
+      ...over,
+    }),
+    seed,
+  );
   return m.eval();
 }
 
@@ -162,7 +208,13 @@ function logits(m: MoETransformerLM, ids: Int32Array): Float32Array {
 test('export then fromGGUF gives the same model (f32 exactly; f16 and q8_0 within their rounding)', () => {
   const tok = new ByteTokenizer();
   const ids = tok.encode('round trip!');
-  const variants: [string, object][] = [['llama', {}], ['dense', { num_local_experts: 0 }], ['untied', { tie_word_embeddings: false }], ['bailingmoe shared', { n_shared_experts: 1, norm_topk_prob: false }], ['bailingmoe', { norm_topk_prob: false }]];
+  const variants: [string, object][] = [
+    ['llama', {}],
+    ['dense', { num_local_experts: 0 }],
+    ['untied', { tie_word_embeddings: false }],
+    ['bailingmoe shared', { n_shared_experts: 1, norm_topk_prob: false }],
+    ['bailingmoe', { norm_topk_prob: false }],
+  ];
   for (const [name, over] of variants) {
     const m = model(over);
     const file = path.join(dir, `rt-${name.replace(/\W/g, '_')}.gguf`);
@@ -179,7 +231,10 @@ test('export then fromGGUF gives the same model (f32 exactly; f16 and q8_0 withi
   // scaled so the logits spread out (the default init is near-uniform) and the tolerance means something
   for (const [n, t] of m.stateDict()) if (!n.includes('norm')) t.data.forEach((v, i) => (t.data[i] = 3 * v));
   const ref = logits(m, ids);
-  for (const [quant, tol] of [['f16', 2e-3], ['q8_0', 3e-2]] as const) {
+  for (const [quant, tol] of [
+    ['f16', 2e-3],
+    ['q8_0', 3e-2],
+  ] as const) {
     const file = path.join(dir, `rt-${quant}.gguf`);
     exportGGUF(m, tok, file, { quant });
     const g = fromGGUF(file);
@@ -191,7 +246,7 @@ test('export then fromGGUF gives the same model (f32 exactly; f16 and q8_0 withi
     const t = quant === 'q8_0' ? 'Q8_0' : 'F16';
     assert.equal(g.types.get('blk.0.ffn_up_exps.weight'), t);
     assert.equal(g.types.get('blk.0.ffn_gate_inp.weight'), 'F32');
-    assert.equal(g.rawTensor('blk.0.ffn_up_exps.weight').length, quant === 'q8_0' ? (32 * 32 * 4 / 32) * 34 : 32 * 32 * 4 * 2);
+    assert.equal(g.rawTensor('blk.0.ffn_up_exps.weight').length, quant === 'q8_0' ? ((32 * 32 * 4) / 32) * 34 : 32 * 32 * 4 * 2);
   }
 });
 
@@ -231,11 +286,14 @@ test('a model no llama.cpp architecture computes is refused with the mismatch na
     [{ expert_sizes: [32, 32, 64, 64] }, undefined, /heterogeneous expert widths/],
   ];
   for (const [over, arch, re] of cases) {
-    assert.throws(() => exportGGUF(model(over), tok, file, { arch: arch as 'llama' }), (e: Error) => {
-      assert.match(e.message, re);
-      assert.ok(!e.message.includes('\n'));
-      return true;
-    });
+    assert.throws(
+      () => exportGGUF(model(over), tok, file, { arch: arch as 'llama' }),
+      (e: Error) => {
+        assert.match(e.message, re);
+        assert.ok(!e.message.includes('\n'));
+        return true;
+      },
+    );
   }
   assert.ok(!fs.existsSync(file), 'nothing written');
 });

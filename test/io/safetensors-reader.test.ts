@@ -23,6 +23,7 @@ function image(header: unknown, data: number[] | Uint8Array = []): Uint8Array {
   return out;
 }
 
+// eslint-disable-next-line no-control-regex -- control characters are what this matches
 const oneLine = (e: unknown): boolean => e instanceof Error && !/[\u0000-\u001f\u007f-\u009f]/.test(e.message);
 
 test('reader: header validated on open, tensors read at their offsets', () => {
@@ -43,7 +44,10 @@ test('reader: header validated on open, tensors read at their offsets', () => {
   // truncating the data is found on open (from the header alone), naming the file and offsets
   const whole = fs.readFileSync(f);
   fs.writeFileSync(f, whole.subarray(0, whole.length - 3));
-  assert.throws(() => new SafetensorsReader(f), (e: Error) => e.message.includes(f) && /out of range: .*truncated file/.test(e.message) && oneLine(e));
+  assert.throws(
+    () => new SafetensorsReader(f),
+    (e: Error) => e.message.includes(f) && /out of range: .*truncated file/.test(e.message) && oneLine(e),
+  );
 });
 
 test('reader: duplicate names, control characters and non-regular files', () => {
@@ -54,11 +58,14 @@ test('reader: duplicate names, control characters and non-regular files', () => 
   const okText = '{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}';
   assert.equal(parseSafetensors(image(okText, eight)).tensors.size, 2);
   const evil = 'x\u001b[31m\nline2\u0085';
-  assert.throws(() => parseSafetensors(image({ [evil]: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, eight), 'c'), (e: Error) => {
-    assert.ok(oneLine(e), e.message);
-    assert.match(e.message, /tensor "x\\u001b\[31m\\u000aline2\\u0085"/);
-    return true;
-  });
+  assert.throws(
+    () => parseSafetensors(image({ [evil]: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, eight), 'c'),
+    (e: Error) => {
+      assert.ok(oneLine(e), e.message);
+      assert.match(e.message, /tensor "x\\u001b\[31m\\u000aline2\\u0085"/);
+      return true;
+    },
+  );
   const dir = tmp();
   assert.throws(() => new SafetensorsReader(dir), /not a regular file/);
   const fifo = path.join(dir, 'fifo');
@@ -133,7 +140,7 @@ test('sharded checkpoint via model.safetensors.index.json', () => {
   ck.close();
   writeIndex({ ...weightMap, 'extra.w': 'model-00001-of-00003.safetensors' });
   assert.throws(() => new SafetensorsCheckpoint(dir), /weight_map lists tensor "extra.w" in model-00001-of-00003.safetensors, but no shard holds it/);
-  writeIndex({ ...weightMap, 'x': '../evil.safetensors' });
+  writeIndex({ ...weightMap, x: '../evil.safetensors' });
   assert.throws(() => new SafetensorsCheckpoint(dir), /not a plain file name/);
   writeIndex({ ...weightMap, 'layers.0.w0': 'model-00002-of-00003.safetensors' });
   assert.throws(() => new SafetensorsCheckpoint(dir), /puts tensor "layers.0.w0" in model-00002-of-00003.safetensors, but it is in model-00001/);
@@ -141,7 +148,10 @@ test('sharded checkpoint via model.safetensors.index.json', () => {
   const whole = fs.readFileSync(sh);
   fs.writeFileSync(sh, whole.subarray(0, whole.length - 4));
   writeIndex(weightMap);
-  assert.throws(() => new SafetensorsCheckpoint(dir), (e: Error) => e.message.includes('model-00002-of-00003.safetensors') && /file byte \d+/.test(e.message));
+  assert.throws(
+    () => new SafetensorsCheckpoint(dir),
+    (e: Error) => e.message.includes('model-00002-of-00003.safetensors') && /file byte \d+/.test(e.message),
+  );
   fs.rmSync(path.join(dir, 'model.safetensors.index.json'));
   assert.throws(() => new SafetensorsCheckpoint(dir), /no model.safetensors or model.safetensors.index.json/);
 });

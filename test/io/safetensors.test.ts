@@ -3,16 +3,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import {
-  parseSafetensors,
-  parseSafetensorsHeader,
-  readSafetensors,
-  readSafetensorsSync,
-  serializeSafetensors,
-  TensorEntry,
-  writeSafetensors,
-  writeSafetensorsSync,
-} from '../../src/io/safetensors.js';
+import { parseSafetensors, parseSafetensorsHeader, readSafetensors, readSafetensorsSync, serializeSafetensors, TensorEntry, writeSafetensors, writeSafetensorsSync } from '../../src/io/safetensors.js';
 import { f32ToF16 } from '../../src/tensor/dtype.js';
 
 /** A file image from a header (object or raw string) and data bytes. */
@@ -111,7 +102,15 @@ test('each malformed case gives its specific error', () => {
     ['huge header', image(ok, eight, 2 ** 40), /header length 1099511627776 at byte 0 exceeds/],
     ['bad json', image('{"w": {', []), /bad JSON in header \(bytes 8\.\.15\)/],
     ['not an object', image('{}', []).fill(0x5b, 8, 9), /header must start with '\{' at byte 8/],
-    ['bad utf8', (() => { const b = image('{"\u00e9":1}'); b[10] = 0xff; return b; })(), /not valid UTF-8/],
+    [
+      'bad utf8',
+      (() => {
+        const b = image('{"\u00e9":1}');
+        b[10] = 0xff;
+        return b;
+      })(),
+      /not valid UTF-8/,
+    ],
     ['unknown dtype', image({ w: { dtype: 'F8', shape: [2], data_offsets: [0, 2] } }, [0, 0]), /tensor "w": unknown dtype "F8" \(field dtype/],
     ['missing dtype', image({ w: { shape: [2], data_offsets: [0, 8] } }, eight), /tensor "w": field dtype missing/],
     ['unknown field', image({ w: { ...ok.w, extra: 1 } }, eight), /tensor "w": unknown field "extra"/],
@@ -131,12 +130,16 @@ test('each malformed case gives its specific error', () => {
     ['metadata shape', image({ __metadata__: ['x'], ...ok }, eight), /field __metadata__ must be an object/],
   ];
   for (const [label, buf, re] of cases) {
-    assert.throws(() => parseSafetensors(buf, 'x'), (e: Error) => {
-      assert.match(e.message, re, label);
-      assert.ok(!e.message.includes('\n'), `${label}: one-line error`);
-      assert.ok(e.message.startsWith('safetensors x: '), label);
-      return true;
-    }, label);
+    assert.throws(
+      () => parseSafetensors(buf, 'x'),
+      (e: Error) => {
+        assert.match(e.message, re, label);
+        assert.ok(!e.message.includes('\n'), `${label}: one-line error`);
+        assert.ok(e.message.startsWith('safetensors x: '), label);
+        return true;
+      },
+      label,
+    );
   }
 });
 

@@ -38,9 +38,7 @@ describe('onnx encoder', () => {
         },
       ],
       // W is an initializer: exercises TensorProto raw_data, dims and data_type
-      initializers: [
-        { name: 'W', dims: [2, 3], dataType: DataType.FLOAT, raw: new Uint8Array(new Float32Array([1, 2, 3, 4, 5, 6]).buffer) },
-      ],
+      initializers: [{ name: 'W', dims: [2, 3], dataType: DataType.FLOAT, raw: new Uint8Array(new Float32Array([1, 2, 3, 4, 5, 6]).buffer) }],
       inputs: [{ name: 'X', elemType: DataType.FLOAT, shape: ['batch', 3] }],
       outputs: [{ name: 'Y', elemType: DataType.FLOAT, shape: ['batch', 2] }],
     },
@@ -49,8 +47,14 @@ describe('onnx encoder', () => {
   test('a written model loads in onnxruntime and computes the right thing', () => {
     const s = createSession(loadOrtBinding(), encodeModel(model()), { threads: 1, spinning: false });
     try {
-      assert.deepEqual(s.inputMetadata.map((m) => m.name), ['X']);
-      assert.deepEqual(s.outputMetadata.map((m) => m.name), ['Y']);
+      assert.deepEqual(
+        s.inputMetadata.map((m) => m.name),
+        ['X'],
+      );
+      assert.deepEqual(
+        s.outputMetadata.map((m) => m.name),
+        ['Y'],
+      );
       const y = new Float32Array(4);
       // symbolic batch dim: run with 2 rows; Y = 0.5 * X W^T
       s.run({ X: f32(new Float32Array([1, 0, 0, 1, 1, 1]), [2, 3]) }, { Y: f32(y, [2, 2]) });
@@ -219,16 +223,7 @@ for (const threads of [1, 2]) {
     });
 
     test('groupedMatmul: zero-size groups, balanced and unbalanced, transB', () => {
-      const cases: number[][] = [
-        [3, 0, 5, 1],
-        [0, 0, 4],
-        [0, 0, 0],
-        [8, 8, 8, 8],
-        [1],
-        [7],
-        [0],
-        [40, 2, 0, 19, 33],
-      ];
+      const cases: number[][] = [[3, 0, 5, 1], [0, 0, 4], [0, 0, 0], [8, 8, 8, 8], [1], [7], [0], [40, 2, 0, 19, 33]];
       for (const be of [ort, dflt]) {
         for (const groups of cases) {
           for (const [k, n] of [
@@ -253,8 +248,17 @@ for (const threads of [1, 2]) {
 
     test('groupedMatmul into out, overwriting or accumulating (balanced, unbalanced, tiny)', () => {
       for (const be of [ort, dflt]) {
-        for (const groups of [[3, 0, 5, 1], [8, 8, 8, 8], [40, 2, 0, 19, 33], [2, 1]]) {
-          for (const [k, n] of [[33, 17], [1, 1], [0, 4]]) {
+        for (const groups of [
+          [3, 0, 5, 1],
+          [8, 8, 8, 8],
+          [40, 2, 0, 19, 33],
+          [2, 1],
+        ]) {
+          for (const [k, n] of [
+            [33, 17],
+            [1, 1],
+            [0, 4],
+          ]) {
             for (const transB of [false, true]) {
               const sizes = Int32Array.from(groups);
               const rows = groups.reduce((x, y) => x + y, 0);
@@ -268,7 +272,11 @@ for (const threads of [1, 2]) {
               const c0 = rand(rows * n);
               const acc = c0.slice();
               assert.equal(be.groupedMatmul(a, w, sizes, k, n, transB, { out: acc, accumulate: true }), acc, what);
-              assertClose(acc, ref.map((x, i) => x + c0[i]), `${what} accumulate`);
+              assertClose(
+                acc,
+                ref.map((x, i) => x + c0[i]),
+                `${what} accumulate`,
+              );
             }
           }
         }
@@ -321,7 +329,7 @@ for (const threads of [1, 2]) {
 
 describe('native backend lifecycle', () => {
   test('rejects bad options and use after dispose', async () => {
-    await assert.rejects(createNativeBackend({ threads: 0 }), /native backend: threads must be a positive integer, got 0/);
+    await assert.rejects(createNativeBackend({ threads: 0 }), /native backend: threads must be an integer in \[1, 256\], got 0/);
     const be = await createNativeBackend({ threads: 1 });
     be.dispose();
     assert.throws(() => be.matmul(rand(64 * 64), rand(64 * 64), 64, 64, 64), /native backend: used after dispose\(\)/);

@@ -47,7 +47,7 @@ const DIMS = [0, 1, 3, 7, 17, 33, 65];
 const CASES: KernelCase[] = [
   {
     name: 'matmul matches the reference for odd sizes and all transposes',
-    run: (be, assert) => {
+    run: (be, _assert) => {
       for (const m of DIMS) {
         for (const k of DIMS) {
           for (const n of DIMS) {
@@ -67,7 +67,7 @@ const CASES: KernelCase[] = [
 
   {
     name: 'matmul: large enough to use every thread, deep k (several pack slices)',
-    run: (be, assert) => {
+    run: (be, _assert) => {
       for (const [m, k, n] of [
         [129, 600, 131],
         [64, 257, 300],
@@ -133,7 +133,7 @@ const CASES: KernelCase[] = [
 
   {
     name: 'reuses its memory across calls of different sizes',
-    run: (be, assert) => {
+    run: (be, _assert) => {
       for (const [m, k, n] of [
         [300, 300, 300],
         [5, 6, 7],
@@ -148,7 +148,7 @@ const CASES: KernelCase[] = [
 
   {
     name: 'groupedMatmul matches the reference, with empty groups and transB',
-    run: (be, assert) => {
+    run: (be, _assert) => {
       for (const [sizesArr, k, n] of [
         [[3, 0, 17, 1, 65], 33, 17],
         [[0, 0, 0], 7, 9],
@@ -163,11 +163,7 @@ const CASES: KernelCase[] = [
         for (const transB of [false, true]) {
           const a = rand(rows * k);
           const w = rand(sizes.length * k * n);
-          assertClose(
-            be.groupedMatmul(a, w, sizes, k, n, transB),
-            refGroupedMatmul(a, w, sizes, k, n, transB),
-            `sizes=[${sizesArr}] k=${k} n=${n} tB=${transB}`,
-          );
+          assertClose(be.groupedMatmul(a, w, sizes, k, n, transB), refGroupedMatmul(a, w, sizes, k, n, transB), `sizes=[${sizesArr}] k=${k} n=${n} tB=${transB}`);
         }
       }
     },
@@ -192,7 +188,11 @@ const CASES: KernelCase[] = [
           const c0 = rand(rows * n);
           const acc = c0.slice();
           be.groupedMatmul(a, w, sizes, k, n, transB, { out: acc, accumulate: true });
-          assertClose(acc, ref.map((x, i) => x + c0[i]), `accumulate sizes=[${sizesArr}] k=${k} n=${n} tB=${transB}`);
+          assertClose(
+            acc,
+            ref.map((x, i) => x + c0[i]),
+            `accumulate sizes=[${sizesArr}] k=${k} n=${n} tB=${transB}`,
+          );
         }
       }
     },
@@ -200,7 +200,7 @@ const CASES: KernelCase[] = [
 
   {
     name: 'groupedMatmul: many and skewed groups, big and small ones in one call, deep k, out and accumulate',
-    run: (be, assert) => {
+    run: (be, _assert) => {
       // Sizes chosen to run in parallel and to mix the fused path (groups of <= 1024 rows, up
       // to 32 strips per task) with the shared-pack path (larger groups), several KC slices,
       // and enough groups that the input copy publishes its progress in several steps.
@@ -222,7 +222,11 @@ const CASES: KernelCase[] = [
           const c0 = rand(rows * n);
           const acc = c0.slice();
           be.groupedMatmul(a, w, sizes, k, n, transB, { out: acc, accumulate: true });
-          assertClose(acc, ref.map((x, i) => x + c0[i]), `accumulate ${what}`);
+          assertClose(
+            acc,
+            ref.map((x, i) => x + c0[i]),
+            `accumulate ${what}`,
+          );
         }
       }
     },
@@ -230,7 +234,7 @@ const CASES: KernelCase[] = [
 
   {
     name: 'groupedMatmulTN matches the reference, with empty groups',
-    run: (be, assert) => {
+    run: (be, _assert) => {
       for (const [sizesArr, k, n] of [
         [[3, 0, 17, 1, 65], 33, 17],
         [[0, 0], 7, 9],
@@ -259,10 +263,7 @@ const CASES: KernelCase[] = [
       assert.throws(() => be.matmul(new Float32Array(6), new Float32Array(6), 2, 3, 2, { accumulate: true }), /wasm matmul: accumulate needs out/);
       assert.throws(() => be.matmul(new Float32Array(6), new Float32Array(6), -2, 3, 2), /wasm matmul: sizes must be non-negative integers \(m=-2/);
       assert.throws(() => be.matmul(new Float32Array(6), new Float32Array(6), 2.5, 3, 2), /wasm matmul: sizes/);
-      assert.throws(
-        () => be.groupedMatmul(new Float32Array(4), new Float32Array(4), Int32Array.from([1, -1]), 2, 2),
-        /wasm groupedMatmul: group 1 has negative size -1/,
-      );
+      assert.throws(() => be.groupedMatmul(new Float32Array(4), new Float32Array(4), Int32Array.from([1, -1]), 2, 2), /wasm groupedMatmul: group 1 has negative size -1/);
       assert.throws(() => be.groupedMatmul(new Float32Array(3), new Float32Array(8), Int32Array.from([2]), 2, 2), /wasm groupedMatmul: A has 3 elements, needs at least 4/);
       assert.throws(() => be.groupedMatmul(new Float32Array(4), new Float32Array(3), Int32Array.from([2]), 2, 2), /wasm groupedMatmul: W has 3 elements/);
       assert.throws(() => be.groupedMatmulTN(new Float32Array(4), new Float32Array(3), Int32Array.from([2]), 2, 2), /wasm groupedMatmulTN: G has 3 elements/);
@@ -272,8 +273,11 @@ const CASES: KernelCase[] = [
 
 /** Every case, with `a` as the assertion functions. */
 export function kernelCases(a: Assert): KernelCase[] {
-  return CASES.map((c) => ({ name: c.name, run: (be) => {
-    assert = a;
-    c.run(be, a);
-  } }));
+  return CASES.map((c) => ({
+    name: c.name,
+    run: (be) => {
+      assert = a;
+      c.run(be, a);
+    },
+  }));
 }

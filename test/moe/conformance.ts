@@ -115,7 +115,13 @@ export function routerConformance(names: string[], backends: { name: BackendName
               const { y, aux } = layer.forward(xx, ctxOf(false, 5, 7));
               const parts = [reshape(y, [y.size])];
               const losses = Object.values(aux.losses);
-              if (losses.length) parts.push(reshape(losses.reduce((s, l) => add(s, l)), [1]));
+              if (losses.length)
+                parts.push(
+                  reshape(
+                    losses.reduce((s, l) => add(s, l)),
+                    [1],
+                  ),
+                );
               return parts.length === 1 ? parts[0] : concat(parts, 0);
             };
             const rep = gradcheck(`router ${name} layer`, fn, [x, ...layer.parameters()], { eps: 1e-3, atol: 5e-3, rtol: 2e-2 });
@@ -226,7 +232,10 @@ export function expertConformance(names: string[], backends: { name: BackendName
             gradcheck(`experts ${name}`, (xx) => bk.forwardGrouped(xx, Int32Array.from([1, 2, 1])), [x, ...bk.parameters()], { eps: 1e-3, atol: 2e-3, rtol: 1e-2 });
           });
           test('deterministic under a seed', () => {
-            const p = (seed: number) => bank(seed).namedParameters().map(([n, t]) => [n, Array.from(t.data)]);
+            const p = (seed: number) =>
+              bank(seed)
+                .namedParameters()
+                .map(([n, t]) => [n, Array.from(t.data)]);
             assert.deepEqual(p(5), p(5));
             assert.notDeepEqual(p(5), p(6));
           });
@@ -239,7 +248,10 @@ export function expertConformance(names: string[], backends: { name: BackendName
           });
           if (spec.createShared) {
             test('shared experts equal their float64 reference', () => {
-              const layer = new MoELayer({ dModel: 4, numExperts: 2, topK: 1, experts: { type: name, dFF: 3 }, router: { type: routerRegistry.names()[0] }, sharedExperts: { count: 2, dFF: 3 } }, new Rng(8));
+              const layer = new MoELayer(
+                { dModel: 4, numExperts: 2, topK: 1, experts: { type: name, dFF: 3 }, router: { type: routerRegistry.names()[0] }, sharedExperts: { count: 2, dFF: 3 } },
+                new Rng(8),
+              );
               const x = randn(new Rng(9), [3, 4], false);
               const y = noGrad(() => layer.shared!.forward(x));
               for (let t = 0; t < 3; t++) assertClose(y.data.subarray(t * 4, t * 4 + 4), layer.shared!.referenceForward(x.data.subarray(t * 4, t * 4 + 4)), 1e-5, 1e-4, `${name} shared row ${t}`);
@@ -281,7 +293,15 @@ export function dispatchConformance(names: string[], backends: { name: BackendNa
           });
           test('an unknown option fails naming the dispatch field', () => {
             assert.throws(
-              () => new MoELayer({ dModel: D, numExperts: E, topK: K, experts: { type: expertRegistry.names()[0], dFF: 3 }, router: { type: router?.name ?? routerRegistry.names()[0] }, dispatch: { type: name, ...(spec.configDefaults ?? {}), noSuchOption: 1 } }),
+              () =>
+                new MoELayer({
+                  dModel: D,
+                  numExperts: E,
+                  topK: K,
+                  experts: { type: expertRegistry.names()[0], dFF: 3 },
+                  router: { type: router?.name ?? routerRegistry.names()[0] },
+                  dispatch: { type: name, ...(spec.configDefaults ?? {}), noSuchOption: 1 },
+                }),
               spec.routing === 'sparse' ? /unknown field config\.dispatch\.noSuchOption/ : /config\.dispatch\.type must be/,
             );
           });

@@ -43,18 +43,17 @@ test('sortByExpert is a stable counting sort with sizes and offsets', () => {
 
 test('dropless dispatch equals the naive reference on random routings (swiglu, gelu, heterogeneous)', () => {
   const rng = new Rng(1);
-  const banks = [
-    new FFNExperts(5, 6, 7, 'swiglu', rng),
-    new FFNExperts(5, 6, 4, 'gelu', rng),
-    new HeterogeneousExperts([4, 8, 4, 2, 8], 6, 'swiglu', rng),
-  ];
+  const banks = [new FFNExperts(5, 6, 7, 'swiglu', rng), new FFNExperts(5, 6, 4, 'gelu', rng), new HeterogeneousExperts([4, 8, 4, 2, 8], 6, 'swiglu', rng)];
   for (const bank of banks) {
     for (let trial = 0; trial < 3; trial++) {
       const x = randn(rng, [9, 6], false);
       const routing = randomRouting(rng, 9, 5, 3);
       const res = noGrad(() => droplessDispatch(x, routing, bank));
       assert.equal(res.kept, undefined);
-      assert.equal(res.sizes.reduce((a, b) => a + b, 0), routing.expertIdx.length);
+      assert.equal(
+        res.sizes.reduce((a, b) => a + b, 0),
+        routing.expertIdx.length,
+      );
       assertClose(res.y.data, referenceSparse(x, routing, bank), 1e-5, 1e-4, `${bank.constructor.name} trial ${trial}`);
     }
   }

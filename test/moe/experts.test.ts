@@ -57,7 +57,10 @@ test('heterogeneous experts (interleaved widths) match the reference and group b
   assert.equal(bank.banks.length, 3);
   assert.deepEqual(Array.from(bank.bankOf), [0, 1, 0, 2, 1]);
   assert.deepEqual(Array.from(bank.localOf), [0, 0, 1, 0, 1]);
-  assert.deepEqual(bank.banks.map((b) => b.dFF), [8, 4, 2]);
+  assert.deepEqual(
+    bank.banks.map((b) => b.dFF),
+    [8, 4, 2],
+  );
   assert.equal(bank.flopsPerToken(3), 3 * 5 * 2);
   checkAgainstReference(bank, [2, 3, 0, 1, 2], 11);
   checkAgainstReference(bank, [0, 0, 0, 0, 0], 12);
@@ -71,10 +74,14 @@ test('heterogeneous experts pass gradcheck through the bank-major reordering', (
   const x = randn(rng, [5, 3]);
   const sizes = Int32Array.from([2, 1, 2]);
   const params = bank.parameters();
-  gradcheck('HeterogeneousExperts', (xx, ...ps) => {
-    params.forEach((p, i) => (p.data = ps[i].data));
-    return bank.forwardGrouped(xx, sizes);
-  }, [x, ...params]);
+  gradcheck(
+    'HeterogeneousExperts',
+    (xx, ...ps) => {
+      params.forEach((p, i) => (p.data = ps[i].data));
+      return bank.forwardGrouped(xx, sizes);
+    },
+    [x, ...params],
+  );
 });
 
 test('FFN bank passes gradcheck in x and all weights', () => {

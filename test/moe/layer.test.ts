@@ -119,7 +119,13 @@ test('shared experts are added to the routed output for every token', () => {
   const noShared = Object.assign(Object.create(Object.getPrototypeOf(layer)), layer, { shared: null }) as MoELayer;
   const yr = referenceMoE(noShared, x, aux.router);
   for (let i = 0; i < y.size; i++) assert.ok(Math.abs(y.data[i] - yr[i] - routed.data[i]) < 1e-4);
-  assert.deepEqual(layer.namedParameters().map(([n]) => n).filter((n) => n.startsWith('shared.')), ['shared.w1', 'shared.w3', 'shared.w2']);
+  assert.deepEqual(
+    layer
+      .namedParameters()
+      .map(([n]) => n)
+      .filter((n) => n.startsWith('shared.')),
+    ['shared.w1', 'shared.w3', 'shared.w2'],
+  );
 });
 
 test('gradients of the whole layer match finite differences (x, router weights, expert weights)', () => {
@@ -156,7 +162,10 @@ test('configured losses are the registry losses times their coefficients, plus t
   const info = { numExperts: 4, tokens: 8, topK: 2 };
   assert.ok(Math.abs(aux.losses.switch.item() - 0.01 * lossRegistry.get('switch')(aux.router, info).item()) < 1e-9);
   assert.ok(Math.abs(aux.losses.zloss.item() - 0.001 * lossRegistry.get('zloss')(aux.router, info).item()) < 1e-9);
-  assert.equal(aux.metrics.tokensPerExpert.reduce((a, b) => a + b, 0), 16);
+  assert.equal(
+    aux.metrics.tokensPerExpert.reduce((a, b) => a + b, 0),
+    16,
+  );
   // backward through y and the losses reaches the router
   const layer2 = new MoELayer(cfgOf({ losses: { switch: 0.01 } }), new Rng(15));
   const out = layer2.forward(x, ctxOf(true, 8));
@@ -177,7 +186,10 @@ test('load is summed over training forwards and handed to router.afterStep, then
   noGrad(() => layer.forward(x, ctxOf(true, 10)));
   noGrad(() => layer.forward(x, ctxOf(false, 10))); // eval: not counted
   const load = layer.currentLoad();
-  assert.equal(load.reduce((a, b) => a + b, 0), 2 * 10 * 2);
+  assert.equal(
+    load.reduce((a, b) => a + b, 0),
+    2 * 10 * 2,
+  );
   layer.afterStep();
   assert.deepEqual(Array.from(seen[0]), Array.from(load));
   assert.deepEqual(Array.from(layer.currentLoad()), [0, 0, 0, 0]);
@@ -220,7 +232,10 @@ test('same seed, same layer; parameters are discoverable by name', () => {
   const a = new MoELayer(cfgOf(), new Rng(21));
   const b = new MoELayer(cfgOf(), new Rng(21));
   const na = a.namedParameters();
-  assert.deepEqual(na.map(([n]) => n), ['router.gate.weight', 'experts.w1', 'experts.w3', 'experts.w2']);
+  assert.deepEqual(
+    na.map(([n]) => n),
+    ['router.gate.weight', 'experts.w1', 'experts.w3', 'experts.w2'],
+  );
   na.forEach(([n, p], i) => assert.deepEqual(p.data, b.namedParameters()[i][1].data, n));
 });
 
@@ -229,7 +244,10 @@ test('switch routing defaults to capacity dispatch with its capacity factor; an 
   const T = 32;
   // identical rows route every token to the same expert, so capacity must drop most of them
   const row = rng.fillNormal(new Float32Array(8));
-  const x = new Tensor(new Float32Array(T * 8).map((_, i) => row[i % 8]), [T, 8]);
+  const x = new Tensor(
+    new Float32Array(T * 8).map((_, i) => row[i % 8]),
+    [T, 8],
+  );
   const cfg = { dModel: 8, numExperts: 4, topK: 1, experts: { type: 'swiglu' as const, dFF: 8 }, router: { type: 'switch', capacityFactor: 1 } };
   const ctx = { training: false, step: 0, rng: new Rng(1) };
   const capped = new MoELayer(cfg, new Rng(3)).forward(x, ctx);

@@ -93,7 +93,9 @@ test('switch loss: exactly 1 for uniform routing, for k = 1 and k = 2', () => {
 });
 
 test('switch loss: hand-computed value from softmax(logits), gradient through P only', () => {
-  const T = 5, E = 3, k = 2;
+  const T = 5,
+    E = 3,
+    k = 2;
   const logits = randn([T, E], 1);
   const ex = [0, 1, 0, 2, 1, 0, 0, 1, 2, 0];
   const p = probsByHand(logits);
@@ -107,7 +109,8 @@ test('switch loss: hand-computed value from softmax(logits), gradient through P 
 });
 
 test('importance loss: CV^2 of per-expert summed probabilities', () => {
-  const T = 6, E = 4;
+  const T = 6,
+    E = 4;
   const logits = randn([T, E], 2);
   const p = probsByHand(logits);
   const imp = [0, 1, 2, 3].map((e) => p.reduce((a, r) => a + r[e], 0));
@@ -118,7 +121,9 @@ test('importance loss: CV^2 of per-expert summed probabilities', () => {
 });
 
 test('load loss without noise stats: CV^2 of the probability-weighted assignment counts', () => {
-  const T = 4, E = 3, k = 2;
+  const T = 4,
+    E = 3,
+    k = 2;
   const logits = randn([T, E], 3);
   const ex = [0, 1, 0, 2, 1, 0, 0, 1];
   const p = probsByHand(logits);
@@ -148,7 +153,10 @@ test('load loss with noisy gating stats: the smooth estimator of Shazeer et al. 
   const stats: NoisyGatingStats = { clean, noisy, noiseStd: std, k };
   // token 0: noisy top-1 is expert 0 (0.9); 2nd largest 0.4. In-expert 0 compares to 0.4, others to 0.9.
   // token 1: top-1 is expert 2 (0.6); 2nd largest 0.1.
-  const thr = [[0.4, 0.9, 0.9], [0.6, 0.6, 0.1]];
+  const thr = [
+    [0.4, 0.9, 0.9],
+    [0.6, 0.6, 0.1],
+  ];
   const P = [0, 1].map((t) => [0, 1, 2].map((e) => Phi((clean.data[t * 3 + e] - thr[t][e]) / std.data[t * 3 + e])));
   const got = smoothLoadProbs(stats);
   for (let i = 0; i < 6; i++) close(got.data[i], P[Math.floor(i / 3)][i % 3], 1e-6, `P[${i}]`);
@@ -170,7 +178,8 @@ test('load loss on a noisy topk router reaches the noise projection', () => {
 });
 
 test('z-loss: mean over tokens of logsumexp(logits)^2', () => {
-  const T = 4, E = 5;
+  const T = 4,
+    E = 5;
   const logits = randn([T, E], 6, 2);
   let want = 0;
   for (let t = 0; t < T; t++) {
@@ -183,7 +192,8 @@ test('z-loss: mean over tokens of logsumexp(logits)^2', () => {
 });
 
 test('entropy losses: local = mean token entropy, global = minus the entropy of the mean', () => {
-  const T = 3, E = 4;
+  const T = 3,
+    E = 4;
   close(loss('entropy')(sparseOut(zeros([T, E], true), [0, 1, 2], 1), info(T, E, 1)).item(), Math.log(E), 1e-6, 'uniform local entropy');
   const logits = randn([T, E], 7, 1.5);
   const p = probsByHand(logits);

@@ -36,7 +36,7 @@ function softmaxRows(d: Float32Array, T: number, E: number): Float64Array {
     let m = -Infinity;
     for (let e = 0; e < E; e++) m = Math.max(m, d[t * E + e]);
     let s = 0;
-    for (let e = 0; e < E; e++) s += (out[t * E + e] = Math.exp(d[t * E + e] - m));
+    for (let e = 0; e < E; e++) s += out[t * E + e] = Math.exp(d[t * E + e] - m);
     for (let e = 0; e < E; e++) out[t * E + e] /= s;
   }
   return out;
@@ -47,11 +47,12 @@ function project(x: Tensor, w: Tensor): Float32Array {
   const [T, d] = x.shape;
   const E = w.shape[0];
   const out = new Float32Array(T * E);
-  for (let t = 0; t < T; t++) for (let e = 0; e < E; e++) {
-    let s = 0;
-    for (let j = 0; j < d; j++) s += x.data[t * d + j] * w.data[e * d + j];
-    out[t * E + e] = s;
-  }
+  for (let t = 0; t < T; t++)
+    for (let e = 0; e < E; e++) {
+      let s = 0;
+      for (let j = 0; j < d; j++) s += x.data[t * d + j] * w.data[e * d + j];
+      out[t * E + e] = s;
+    }
   return out;
 }
 
@@ -66,12 +67,13 @@ function fdCheck(what: string, fn: () => Tensor, params: Tensor[], eps = 1e-3, a
   const rng = new Rng(99);
   const r = new Float32Array(out.size).map(() => rng.next() * 2 - 1);
   out.backward(r);
-  const L = (): number => noGrad(() => {
-    const o = fn();
-    let s = 0;
-    for (let i = 0; i < o.size; i++) s += o.data[i] * r[i];
-    return s;
-  });
+  const L = (): number =>
+    noGrad(() => {
+      const o = fn();
+      let s = 0;
+      for (let i = 0; i < o.size; i++) s += o.data[i] * r[i];
+      return s;
+    });
   params.forEach((p, k) => {
     assert.ok(p.grad, `${what}: param ${k} got no gradient`);
     for (let i = 0; i < p.size; i++) {
@@ -96,7 +98,9 @@ test('all five routers are registered', () => {
 });
 
 test('topk: k distinct experts per token, the k most probable, renormalised weights', () => {
-  const T = 9, E = 5, k = 2;
+  const T = 9,
+    E = 5,
+    k = 2;
   const r = make<TopKRouter>({ type: 'topk', numExperts: E, topK: k });
   const x = randx(T, 6);
   const out = r.route(x, ctx(true));
@@ -129,7 +133,9 @@ test('topk: k distinct experts per token, the k most probable, renormalised weig
 });
 
 test('topk normalize=false: weights are the raw softmax probabilities', () => {
-  const T = 6, E = 4, k = 2;
+  const T = 6,
+    E = 4,
+    k = 2;
   const r = make<TopKRouter>({ type: 'topk', numExperts: E, topK: k, normalize: false });
   const out = r.route(randx(T, 6), ctx(false));
   const s = sparse(out);
@@ -147,7 +153,9 @@ test('topk normalize=false: weights are the raw softmax probabilities', () => {
 });
 
 test('topk noisy gating: noise only in training, deterministic per seed', () => {
-  const T = 40, E = 6, k = 2;
+  const T = 40,
+    E = 6,
+    k = 2;
   const r = make<TopKRouter>({ type: 'topk', numExperts: E, topK: k, noisyGating: true });
   const clean = make<TopKRouter>({ type: 'topk', numExperts: E, topK: k });
   clean.gate.weight.data.set(r.gate.weight.data);
@@ -169,7 +177,10 @@ test('topk noisy gating: noise only in training, deterministic per seed', () => 
   assert.equal(ng.noisy, a.logits);
   assert.deepEqual(ng.clean.data, ref.logits.data);
   for (const v of ng.noiseStd.data) assert.ok(Math.abs(v - Math.LN2) < 1e-6, 'zero-init noise projection: std softplus(0)');
-  assert.deepEqual(r.namedParameters().map(([n]) => n), ['gate.weight', 'noise.weight']);
+  assert.deepEqual(
+    r.namedParameters().map(([n]) => n),
+    ['gate.weight', 'noise.weight'],
+  );
 });
 
 test('topk weights are differentiable w.r.t. the router weights (finite differences)', () => {
@@ -184,7 +195,8 @@ test('topk weights are differentiable w.r.t. the router weights (finite differen
 });
 
 test('switch: one expert per token, weight equals its softmax probability', () => {
-  const T = 10, E = 4;
+  const T = 10,
+    E = 4;
   const r = make<SwitchRouter>({ type: 'switch', numExperts: E, topK: 1, capacityFactor: 1.5 });
   assert.equal(r.capacityFactor, 1.5);
   assert.equal(make<SwitchRouter>({ type: 'switch', numExperts: E, topK: 1 }).capacityFactor, 1.25);
@@ -212,7 +224,9 @@ test('switch jitter: multiplicative input noise only in training, seeded', () =>
 });
 
 test('expert-choice: every expert takes exactly c tokens, its top-c by score', () => {
-  const T = 12, E = 4, k = 2;
+  const T = 12,
+    E = 4,
+    k = 2;
   const r = make<ExpertChoiceRouter>({ type: 'expert-choice', numExperts: E, topK: k });
   const x = randx(T, 6);
   const out = r.route(x, ctx(true));
@@ -241,7 +255,9 @@ test('expert-choice: every expert takes exactly c tokens, its top-c by score', (
 });
 
 test('soft: dispatch columns and combine rows sum to 1; [T, E] aggregates are consistent', () => {
-  const T = 7, E = 3, S = 2;
+  const T = 7,
+    E = 3,
+    S = 2;
   const r = make({ type: 'soft', numExperts: E, slotsPerExpert: S });
   const x = randx(T, 6, 3, 3);
   const out = r.route(x, ctx(true));
@@ -263,18 +279,21 @@ test('soft: dispatch columns and combine rows sum to 1; [T, E] aggregates are co
   assert.deepEqual(out.logits.shape, [T, E]);
   assert.deepEqual(out.probs.shape, [T, E]);
   const sm = softmaxRows(out.logits.data, T, E);
-  for (let t = 0; t < T; t++) for (let e = 0; e < E; e++) {
-    const agg = sr.combine.data[t * E * S + e * S] + sr.combine.data[t * E * S + e * S + 1];
-    assert.ok(Math.abs(out.probs.data[t * E + e] - agg) < 1e-6, 'probs = combine summed over the expert slots');
-    assert.ok(Math.abs(sm[t * E + e] - agg) < 1e-5, 'softmax(logits) = probs');
-  }
+  for (let t = 0; t < T; t++)
+    for (let e = 0; e < E; e++) {
+      const agg = sr.combine.data[t * E * S + e * S] + sr.combine.data[t * E * S + e * S + 1];
+      assert.ok(Math.abs(out.probs.data[t * E + e] - agg) < 1e-6, 'probs = combine summed over the expert slots');
+      assert.ok(Math.abs(sm[t * E + e] - agg) < 1e-5, 'softmax(logits) = probs');
+    }
   const phi = r.namedParameters()[0][1];
   fdCheck('soft dispatch', () => (r.route(x, ctx(false)).routing as SoftRouting).dispatch, [phi]);
   fdCheck('soft combine', () => (r.route(x, ctx(false)).routing as SoftRouting).combine, [phi]);
 });
 
 test('aux-free: bias-driven selection, weights from affinities, bias is a saved buffer', () => {
-  const T = 6, E = 5, k = 2;
+  const T = 6,
+    E = 5,
+    k = 2;
   const r = make<AuxFreeRouter>({ type: 'aux-free', numExperts: E, topK: k, routedScaling: 2.5 });
   const x = randx(T, 6);
   r.bias.data.set([0, 0, 0, 0, 10]); // expert 4 forced in for every token
@@ -293,7 +312,11 @@ test('aux-free: bias-driven selection, weights from affinities, bias is a saved 
     for (let e = 0; e < E; e++) ps += out.probs.data[t * E + e];
     assert.ok(Math.abs(ps - 1) < 1e-5, 'probs are normalised affinities');
   }
-  assert.deepEqual(r.namedParameters().map(([n]) => n), ['gate.weight'], 'the bias is not a Parameter');
+  assert.deepEqual(
+    r.namedParameters().map(([n]) => n),
+    ['gate.weight'],
+    'the bias is not a Parameter',
+  );
   const sd = r.stateDict();
   assert.deepEqual(Array.from(sd.get('bias')!.data), [0, 0, 0, 0, 10]);
   r.bias.data.fill(0);
@@ -302,7 +325,10 @@ test('aux-free: bias-driven selection, weights from affinities, bias is a saved 
 });
 
 test('aux-free: route + afterStep evens out a skewed load without gradients', () => {
-  const T = 64, E = 8, k = 2, d = 6;
+  const T = 64,
+    E = 8,
+    k = 2,
+    d = 6;
   const r = make<AuxFreeRouter>({ type: 'aux-free', dModel: d, numExperts: E, topK: k, biasUpdateRate: 0.01 });
   const xd = new Rng(8).fillNormal(new Float32Array(T * d));
   for (let t = 0; t < T; t++) xd[t * d] = 1; // a constant feature...
@@ -322,7 +348,11 @@ test('aux-free: route + afterStep evens out a skewed load without gradients', ()
     r.afterStep(load);
   }
   const first = cv(loads[0]);
-  const late = loads.slice(-20).map(cv).reduce((a, b) => a + b, 0) / 20;
+  const late =
+    loads
+      .slice(-20)
+      .map(cv)
+      .reduce((a, b) => a + b, 0) / 20;
   assert.equal(loads[0][0], T, 'every token starts on expert 0');
   assert.ok(late < 0.35 * first, `load CV ${first.toFixed(3)} -> ${late.toFixed(3)} should fall substantially`);
   assert.deepEqual(r.gate.weight.data, w0, 'router weights untouched');

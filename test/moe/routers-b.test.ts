@@ -94,7 +94,13 @@ function gateWeight(router: Router): Tensor {
 test('all six routers are registered by name', () => {
   for (const name of ['remoe', 'top-p', 'threshold', 'null-experts', 'hash', 'dense-to-sparse']) {
     assert.ok(routerRegistry.has(name), name);
-    assert.ok(routerRegistry.describe().find((d) => d.name === name)?.description.match(/\d{4}\)$/), `${name} cites a year`);
+    assert.ok(
+      routerRegistry
+        .describe()
+        .find((d) => d.name === name)
+        ?.description.match(/\d{4}\)$/),
+      `${name} cites a year`,
+    );
   }
 });
 
@@ -260,7 +266,13 @@ function checkCumulativeRule(out: RouterOutput, T: number, reaches: (s: number) 
 
 test('top-p: each token takes the minimal prefix whose cumulative probability reaches p (brute force)', () => {
   const T = 40;
-  for (const [p, std] of [[0.4, 1], [0.7, 3], [0.95, 0.5], [0.2, 5], [1, 1]] as const) {
+  for (const [p, std] of [
+    [0.4, 1],
+    [0.7, 3],
+    [0.95, 0.5],
+    [0.2, 5],
+    [1, 1],
+  ] as const) {
     const router = make('top-p', { p });
     const out = router.route(input(T, 11, std), ctx());
     checkCumulativeRule(out, T, (s) => s >= p, `p=${p}`);
@@ -295,7 +307,12 @@ test('top-p: maxK caps, normalize renormalises, dynamic loss is the scaled mean 
 
 test('threshold: minimal prefix whose cumulative probability exceeds t, raw probs, first picks first', () => {
   const T = 40;
-  for (const [t, std] of [[0.9, 1], [0.5, 3], [0.05, 1], [0.99, 0.5]] as const) {
+  for (const [t, std] of [
+    [0.9, 1],
+    [0.5, 3],
+    [0.05, 1],
+    [0.99, 0.5],
+  ] as const) {
     const out = make('threshold', { threshold: t }).route(input(T, 12, std), ctx());
     checkCumulativeRule(out, T, (s) => s > t, `t=${t}`);
     const r = sparse(out);
@@ -340,7 +357,10 @@ test('null-experts: null slots are never listed, skip compute, and nullFraction 
   const expected: { t: number; e: number; w: number }[] = [];
   for (let t = 0; t < T; t++) {
     const row = Array.from(all.subarray(t * (E + 4), (t + 1) * (E + 4)));
-    const order = row.map((_, i) => i).sort((a, b) => row[b] - row[a] || a - b).slice(0, k);
+    const order = row
+      .map((_, i) => i)
+      .sort((a, b) => row[b] - row[a] || a - b)
+      .slice(0, k);
     const mass = order.reduce((s, i) => s + row[i], 0);
     for (const i of order) {
       if (i >= E) nullSlots++;
@@ -349,9 +369,21 @@ test('null-experts: null slots are never listed, skip compute, and nullFraction 
   }
   assert.ok(nullSlots > 0 && nullSlots < T * k, `test needs a mix of null and real slots, got ${nullSlots}`);
   assert.equal(r.tokenIdx.length, T * k - nullSlots, 'fewer assignments than T*k: null slots cost nothing');
-  assert.deepEqual(Array.from(r.tokenIdx), expected.map((a) => a.t));
-  assert.deepEqual(Array.from(r.expertIdx), expected.map((a) => a.e));
-  assertClose(r.weights.data, expected.map((a) => a.w), 1e-6, 1e-5, 'weights');
+  assert.deepEqual(
+    Array.from(r.tokenIdx),
+    expected.map((a) => a.t),
+  );
+  assert.deepEqual(
+    Array.from(r.expertIdx),
+    expected.map((a) => a.e),
+  );
+  assertClose(
+    r.weights.data,
+    expected.map((a) => a.w),
+    1e-6,
+    1e-5,
+    'weights',
+  );
   assert.ok(Math.abs(out.metrics.nullFraction - nullSlots / (T * k)) < 1e-12);
   assert.ok(Math.abs(out.metrics.realExpertsPerToken - r.tokenIdx.length / T) < 1e-12);
   // logits/probs: the real columns of the full logits/softmax
@@ -465,11 +497,25 @@ test('dense-to-sparse: dense at step 0, exactly topK after annealSteps, final to
   // eval: no noise, end of the schedule whatever the step
   const ev = at(0, false);
   assert.equal(ev.metrics.activeK, 2);
-  assertClose(ev.probs.data, softmax(new Tensor(ev.logits.data.map((v) => v / 0.3), [T, E])).data, 1e-6, 1e-5, 'eval probs');
+  assertClose(
+    ev.probs.data,
+    softmax(
+      new Tensor(
+        ev.logits.data.map((v) => v / 0.3),
+        [T, E],
+      ),
+    ).data,
+    1e-6,
+    1e-5,
+    'eval probs',
+  );
   const top = perToken(sparse(ev), T);
   for (let t = 0; t < T; t++) {
     const z = Array.from(ev.logits.data.subarray(t * E, (t + 1) * E));
-    const best = z.map((_, i) => i).sort((a, b) => z[b] - z[a] || a - b).slice(0, 2);
+    const best = z
+      .map((_, i) => i)
+      .sort((a, b) => z[b] - z[a] || a - b)
+      .slice(0, 2);
     assert.deepEqual(top[t], best);
   }
   // deterministic per seed: the Gumbel noise comes from ctx.rng
@@ -549,7 +595,14 @@ test('bad options and inputs give errors naming the router and the option', () =
 test('each router runs through MoELayer: losses, metrics, backward to the router', () => {
   const T = 12;
   const ids = Int32Array.from({ length: T }, (_, i) => (i * 5) % 7);
-  for (const [type, topK] of [['remoe', 2], ['top-p', 2], ['threshold', 2], ['null-experts', 3], ['hash', 2], ['dense-to-sparse', 2]] as const) {
+  for (const [type, topK] of [
+    ['remoe', 2],
+    ['top-p', 2],
+    ['threshold', 2],
+    ['null-experts', 3],
+    ['hash', 2],
+    ['dense-to-sparse', 2],
+  ] as const) {
     const layer = new MoELayer(
       { dModel: D, numExperts: E, topK, experts: { type: 'gelu', dFF: 8 }, router: { type }, losses: { switch: 0.01, zloss: 1e-3, importance: 0.01, entropy: 0.01 } },
       new Rng(3),

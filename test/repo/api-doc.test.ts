@@ -38,7 +38,18 @@ test('every name moe-ts/node adds has a one-line entry in its section', () => {
 });
 
 test('the root exports no test oracle and no Node-only loader', () => {
-  for (const k of ['referenceMoE', 'referenceExpert', 'referenceSparse', 'initBackend', 'loadCheckpoint', 'saveCheckpoint', 'readSafetensorsSync', 'loadModelForInference', 'loadTokenizerFile', 'train']) {
+  for (const k of [
+    'referenceMoE',
+    'referenceExpert',
+    'referenceSparse',
+    'initBackend',
+    'loadCheckpoint',
+    'saveCheckpoint',
+    'readSafetensorsSync',
+    'loadModelForInference',
+    'loadTokenizerFile',
+    'train',
+  ]) {
     assert.ok(!(k in root), `${k} must not be exported from the root`);
   }
 });

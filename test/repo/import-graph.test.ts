@@ -59,7 +59,7 @@ test('the import scanner sees every kind of import', () => {
     "export * from './c.js';",
     "export { d } from './d.js';",
     "import './side.js';",
-    'const m = await import(\'../dyn/x.js\');',
+    "const m = await import('../dyn/x.js');",
     'import {',
     '  e,',
     "} from '../e.js';",
@@ -71,7 +71,10 @@ test('the import scanner sees every kind of import', () => {
 });
 
 test('every folder of src/ is in the layer order', () => {
-  const folders = fs.readdirSync(SRC, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+  const folders = fs
+    .readdirSync(SRC, { withFileTypes: true })
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name);
   for (const f of folders) assert.ok(LAYERS.includes(f), `src/${f} is not in the layer order (${LAYERS.join(' < ')}): add it where it belongs`);
 });
 

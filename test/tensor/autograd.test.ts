@@ -1,9 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  Tensor, tensor, scalar, zeros, ones, full, add, mul, sum, exp, noGrad, isGradEnabled, reshape, scale, matmul, backward, accumulateGrad,
-  result, max, takeAlongLast,
-} from '../../src/index.js';
+import { Tensor, tensor, scalar, zeros, ones, full, add, mul, sum, exp, noGrad, isGradEnabled, reshape, scale, matmul, backward, accumulateGrad, result, max, takeAlongLast } from '../../src/index.js';
 import { Rng } from '../../src/tensor/random.js';
 import { gradcheck, randn } from '../helpers/gradcheck.js';
 
@@ -59,10 +56,14 @@ test('a tensor used several times in the graph receives the sum of its gradients
   const h = scale(z, 2);
   sum(mul(h, add(h, h))).backward(); // 2 h^2 = 8 z^2 -> 16 z
   assert.deepEqual(Array.from(z.grad!), [16, 32]);
-  gradcheck('diamond', (t) => {
-    const hh = exp(scale(t, 0.5));
-    return mul(add(hh, t), hh);
-  }, [randn(new Rng(1), [4])]);
+  gradcheck(
+    'diamond',
+    (t) => {
+      const hh = exp(scale(t, 0.5));
+      return mul(add(hh, t), hh);
+    },
+    [randn(new Rng(1), [4])],
+  );
 });
 
 test('intermediate gradients are freed; leaf gradients stay', () => {
@@ -114,7 +115,13 @@ test('noGrad records nothing, restores the flag (also after a throw), and nests'
   assert.equal(y.parents, null);
   assert.equal(y.backwardFn, null);
   assert.deepEqual(Array.from(y.data), [2, 6]);
-  assert.throws(() => noGrad(() => { throw new Error('boom'); }), /boom/);
+  assert.throws(
+    () =>
+      noGrad(() => {
+        throw new Error('boom');
+      }),
+    /boom/,
+  );
   assert.equal(isGradEnabled(), true, 'flag restored after a throw');
   assert.throws(() => sum(y).backward(), /backward: Tensor\[\] does not require grad/);
   assert.equal(x.grad, null);

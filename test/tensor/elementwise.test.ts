@@ -1,8 +1,30 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Tensor, tensor, add, sub, mul, div, affine, scale, addScalar, neg, exp, log, sqrt, square, abs, tanh, sigmoid, relu, silu,
-  gelu, pow, maskMul, sigmoidScalar, broadcastShapes,
+  Tensor,
+  tensor,
+  add,
+  sub,
+  mul,
+  div,
+  affine,
+  scale,
+  addScalar,
+  neg,
+  exp,
+  log,
+  sqrt,
+  square,
+  abs,
+  tanh,
+  sigmoid,
+  relu,
+  silu,
+  gelu,
+  pow,
+  maskMul,
+  sigmoidScalar,
+  broadcastShapes,
 } from '../../src/index.js';
 import { Rng } from '../../src/tensor/random.js';
 import { gradcheck, randn, randu, assertClose } from '../helpers/gradcheck.js';
@@ -48,20 +70,44 @@ function naiveBinary(a: Tensor, b: Tensor, f: (x: number, y: number) => number):
 // pairs covering every forward/backward path: same shape, row broadcast (suffix), scalar,
 // broadcast of a, interior 1s, both sides broadcast, rank-0, size-1 and empty dims
 const PAIRS: [number[], number[]][] = [
-  [[2, 3], [2, 3]],
+  [
+    [2, 3],
+    [2, 3],
+  ],
   [[2, 3], [3]],
-  [[2, 3], [1, 3]],
+  [
+    [2, 3],
+    [1, 3],
+  ],
   [[2, 3], []],
   [[2, 3], [1]],
   [[3], [2, 3]],
-  [[2, 3, 4], [3, 1]],
-  [[2, 1, 4], [3, 1]],
-  [[4, 1], [1, 5]],
-  [[2, 3, 1], [3, 1]],
+  [
+    [2, 3, 4],
+    [3, 1],
+  ],
+  [
+    [2, 1, 4],
+    [3, 1],
+  ],
+  [
+    [4, 1],
+    [1, 5],
+  ],
+  [
+    [2, 3, 1],
+    [3, 1],
+  ],
   [[1], [1]],
   [[], []],
-  [[1, 1, 3], [2, 1, 1]],
-  [[2, 1, 3], [2, 4, 3]],
+  [
+    [1, 1, 3],
+    [2, 1, 1],
+  ],
+  [
+    [2, 1, 3],
+    [2, 4, 3],
+  ],
 ];
 
 test('binary ops: forward matches naive broadcasting on every path', () => {
@@ -189,7 +235,10 @@ test('maskMul: forward, gradient, mask length mismatch', () => {
   const rng = new Rng(22);
   const mask = new Float32Array([1, 0, 2, 0, 1, 0.5]);
   const x = randn(rng, [2, 3]);
-  assertClose(maskMul(x, mask).data, Array.from(x.data, (v, i) => v * mask[i]));
+  assertClose(
+    maskMul(x, mask).data,
+    Array.from(x.data, (v, i) => v * mask[i]),
+  );
   gradcheck('maskMul', (t) => maskMul(t, mask), [x]);
   assert.throws(() => maskMul(x, new Float32Array(5)), /maskMul: mask has 5 elements, tensor \[2, 3\] has 6/);
 });

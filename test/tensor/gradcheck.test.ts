@@ -32,16 +32,27 @@ test('gradcheck reports the op name, input and worst element of a wrong gradient
 
 test('gradcheck catches a missing gradient (backward that never accumulates)', () => {
   const x = tensor([1, 2, 3], [3], true);
-  const noBackward = (t: Tensor) => result(t.data.map((v) => 3 * v), t.shape, [t], () => {});
+  const noBackward = (t: Tensor) =>
+    result(
+      t.data.map((v) => 3 * v),
+      t.shape,
+      [t],
+      () => {},
+    );
   assert.throws(() => gradcheck('noBackward', noBackward, [x]), /gradcheck\(noBackward\).*analytic 0, numeric -?\d/);
 });
 
 test('gradcheck catches a gradient that only appears with non-uniform weights', () => {
   // backward swaps the gradients of two elements: invisible to sum(out), visible to sum(out * W)
   const swap = (t: Tensor) =>
-    result(t.data.map((v) => v * (v > 0 ? 1 : 2)), t.shape, [t], (g) => {
-      accumulateGrad(t, new Float32Array([g[1] * 1, g[0] * 1]), true);
-    });
+    result(
+      t.data.map((v) => v * (v > 0 ? 1 : 2)),
+      t.shape,
+      [t],
+      (g) => {
+        accumulateGrad(t, new Float32Array([g[1] * 1, g[0] * 1]), true);
+      },
+    );
   assert.throws(() => gradcheck('swap', swap, [tensor([1, 2], [2], true)]), /gradcheck\(swap\)/);
 });
 

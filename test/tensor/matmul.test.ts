@@ -66,11 +66,26 @@ test('matmul: 2-D, batched, shared (broadcast) b, transB — forward vs naive an
 test('matmul: empty dims give correctly shaped zeros and zero/empty gradients', () => {
   const rng = new Rng(61);
   const cases: [number[], number[]][] = [
-    [[0, 4], [4, 3]],
-    [[3, 0], [0, 2]],
-    [[3, 4], [4, 0]],
-    [[0, 3, 4], [0, 4, 2]],
-    [[2, 0, 4], [4, 3]],
+    [
+      [0, 4],
+      [4, 3],
+    ],
+    [
+      [3, 0],
+      [0, 2],
+    ],
+    [
+      [3, 4],
+      [4, 0],
+    ],
+    [
+      [0, 3, 4],
+      [0, 4, 2],
+    ],
+    [
+      [2, 0, 4],
+      [4, 3],
+    ],
   ];
   for (const [sa, sb] of cases) {
     const a = randn(rng, sa);
@@ -93,10 +108,7 @@ test('matmul: shape errors name the op and both shapes', () => {
   assert.throws(() => matmul(a, tensor(new Float32Array(6), [2, 3]), { transB: false }), /matmul: inner dimensions differ: \[2, 3\] x \[2, 3\]/);
   assert.throws(() => matmul(a, tensor(new Float32Array(8), [4, 2]), { transB: true }), /matmul: inner dimensions differ: \[2, 3\] x \[4, 2\] \(b transposed\)/);
   assert.throws(() => matmul(tensor([1, 2, 3], [3]), a), /matmul: operands need at least 2 dims, got \[3\] and \[2, 3\]/);
-  assert.throws(
-    () => matmul(tensor(new Float32Array(12), [2, 2, 3]), tensor(new Float32Array(18), [3, 3, 2])),
-    /matmul: batch dims differ: \[2, 2, 3\] x \[3, 3, 2\]/,
-  );
+  assert.throws(() => matmul(tensor(new Float32Array(12), [2, 2, 3]), tensor(new Float32Array(18), [3, 3, 2])), /matmul: batch dims differ: \[2, 2, 3\] x \[3, 3, 2\]/);
   assert.throws(() => matmul(a, tensor(new Float32Array(12), [2, 3, 2])), /matmul: batch dims differ: \[2, 3\] x \[2, 3, 2\]/);
 });
 
@@ -110,13 +122,20 @@ test('linear: with and without bias, any leading dims, gradients for x, w, bias'
     assert.deepEqual(y.shape, [...xs.slice(0, -1), 5]);
     const rows = x.size / 4;
     const ref: number[] = [];
-    for (let r = 0; r < rows; r++) for (let o = 0; o < 5; o++) {
-      let s = bias.data[o];
-      for (let i = 0; i < 4; i++) s += x.data[r * 4 + i] * w.data[o * 4 + i];
-      ref.push(s);
-    }
+    for (let r = 0; r < rows; r++)
+      for (let o = 0; o < 5; o++) {
+        let s = bias.data[o];
+        for (let i = 0; i < 4; i++) s += x.data[r * 4 + i] * w.data[o * 4 + i];
+        ref.push(s);
+      }
     assertClose(y.data, ref, 1e-5, 1e-5, `linear ${JSON.stringify(xs)}`);
-    assertClose(linear(x, w).data, ref.map((v, i) => v - bias.data[i % 5]), 1e-5, 1e-5, 'linear without bias');
+    assertClose(
+      linear(x, w).data,
+      ref.map((v, i) => v - bias.data[i % 5]),
+      1e-5,
+      1e-5,
+      'linear without bias',
+    );
     if (x.size > 0) {
       gradcheck(`linear ${JSON.stringify(xs)}`, (p, q, r) => linear(p, q, r), [x, w, bias]);
       gradcheck(`linear no bias ${JSON.stringify(xs)}`, (p, q) => linear(p, q, null), [x, w]);
@@ -170,7 +189,11 @@ test('groupedMatmul: zero-size groups, transB, forward vs naive and gradients', 
     y.backward(new Float32Array(y.size).fill(1));
     const per = 6;
     sz.forEach((s, e) => {
-      if (s === 0) assert.ok(w.grad!.subarray(e * per, (e + 1) * per).every((v) => v === 0), `${what}: expert ${e} is empty`);
+      if (s === 0)
+        assert.ok(
+          w.grad!.subarray(e * per, (e + 1) * per).every((v) => v === 0),
+          `${what}: expert ${e} is empty`,
+        );
     });
   }
   // no rows at all

@@ -1,7 +1,27 @@
 // The fused MoE ops against finite differences and against the generic ops they replace.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Tensor, tensor, gatherRows, combineRows, scatterRows, swiglu, scaledSwiglu, scaledGelu, geluFused, expNeg, silu, gelu, mul, indexSelect, scatterAdd, reshape, groupedMatmul, expertSwigluFFN, noGrad } from '../../src/index.js';
+import {
+  Tensor,
+  tensor,
+  gatherRows,
+  combineRows,
+  scatterRows,
+  swiglu,
+  scaledSwiglu,
+  scaledGelu,
+  geluFused,
+  expNeg,
+  silu,
+  gelu,
+  mul,
+  indexSelect,
+  scatterAdd,
+  reshape,
+  groupedMatmul,
+  expertSwigluFFN,
+  noGrad,
+} from '../../src/index.js';
 import { Rng } from '../../src/tensor/random.js';
 import { gradcheck, randn, assertClose } from '../helpers/gradcheck.js';
 
@@ -19,7 +39,10 @@ test('combineRows with a weight permutation matches scatterAdd with permuted wei
   const w = randn(rng, [5]);
   const rows = Int32Array.from([1, 0, 1, 3, 1]);
   const perm = Int32Array.from([4, 2, 0, 1, 3]);
-  const permW = tensor(Array.from(perm, (p) => w.data[p]), [5]);
+  const permW = tensor(
+    Array.from(perm, (p) => w.data[p]),
+    [5],
+  );
   assertClose(combineRows(y, rows, 4, w, perm).data, scatterAdd(y, rows, 4, permW).data, 1e-6, 1e-6);
   gradcheck('combineRows', (a, b) => combineRows(a, rows, 4, b, perm), [y, w]);
   gradcheck('combineRows (identity weights)', (a, b) => combineRows(a, rows, 4, b), [y, w]);
@@ -71,7 +94,10 @@ test('expNeg matches Math.exp(-u) to float32 precision over the whole range', ()
   assert.ok(Number.isNaN(expNeg(NaN)));
   // saturated activations stay finite and exact at the ends
   const big = tensor([-200, -30, 0, 30, 200], [5]);
-  assert.deepEqual(Array.from(swiglu(big, tensor([1, 1, 1, 1, 1], [5])).data), [-0, -30 * Math.fround(Math.exp(-30) / (1 + Math.exp(-30))), 0, 30, 200].map((v) => Math.fround(v)));
+  assert.deepEqual(
+    Array.from(swiglu(big, tensor([1, 1, 1, 1, 1], [5])).data),
+    [-0, -30 * Math.fround(Math.exp(-30) / (1 + Math.exp(-30))), 0, 30, 200].map((v) => Math.fround(v)),
+  );
   assert.deepEqual(Array.from(geluFused(big).data), [-0, -0, 0, 30, 200]);
 });
 

@@ -40,7 +40,19 @@ test('rmsNorm: forward vs naive, gradients for x and gamma, various shapes', () 
   // scale invariance: rmsNorm(c x) == rmsNorm(x) (eps negligible)
   const x = randn(rng, [2, 8], false);
   const g = randu(rng, [8], 0.5, 1.5, false);
-  assertClose(rmsNorm(tensor(x.data.map((v) => v * 7), [2, 8]), g, 1e-12).data, rmsNorm(x, g, 1e-12).data, 1e-5, 1e-5);
+  assertClose(
+    rmsNorm(
+      tensor(
+        x.data.map((v) => v * 7),
+        [2, 8],
+      ),
+      g,
+      1e-12,
+    ).data,
+    rmsNorm(x, g, 1e-12).data,
+    1e-5,
+    1e-5,
+  );
   // a zero row stays finite thanks to eps
   assert.deepEqual(Array.from(rmsNorm(tensor([0, 0], [1, 2]), tensor([1, 1], [2])).data), [0, 0]);
   assert.deepEqual(rmsNorm(tensor(new Float32Array(0), [0, 4]), tensor([1, 1, 1, 1], [4])).shape, [0, 4]);

@@ -119,7 +119,10 @@ test('uniform samplers: range and moments, rough bucket uniformity', () => {
     assert.ok(Number.isInteger(k) && k >= 0 && k < 7);
     counts[k]++;
   }
-  assert.ok(counts.every((c) => Math.abs(c - 2000) < 200), `int(7) counts ${counts}`);
+  assert.ok(
+    counts.every((c) => Math.abs(c - 2000) < 200),
+    `int(7) counts ${counts}`,
+  );
   assert.equal(r.int(1), 0);
   for (const bad of [0, -1, NaN]) assert.throws(() => r.int(bad), /Rng\.int: n must be positive/);
 });
@@ -147,8 +150,14 @@ test('normal sampler: mean 0, variance 1, skew 0, kurtosis 3; fillNormal scales 
 test('shuffle: a seeded permutation, every position reachable', () => {
   const a = Array.from({ length: 20 }, (_, i) => i);
   new Rng(3).shuffle(a);
-  assert.deepEqual([...a].sort((x, y) => x - y), Array.from({ length: 20 }, (_, i) => i));
-  assert.notDeepEqual(a, Array.from({ length: 20 }, (_, i) => i));
+  assert.deepEqual(
+    [...a].sort((x, y) => x - y),
+    Array.from({ length: 20 }, (_, i) => i),
+  );
+  assert.notDeepEqual(
+    a,
+    Array.from({ length: 20 }, (_, i) => i),
+  );
   const b = Array.from({ length: 20 }, (_, i) => i);
   new Rng(3).shuffle(b);
   assert.deepEqual(a, b, 'same seed, same permutation');
@@ -163,7 +172,10 @@ test('shuffle: a seeded permutation, every position reachable', () => {
     r.shuffle(p);
     pos[p.indexOf(0)]++;
   }
-  assert.ok(pos.every((c) => Math.abs(c - 1000) < 120), `positions ${pos}`);
+  assert.ok(
+    pos.every((c) => Math.abs(c - 1000) < 120),
+    `positions ${pos}`,
+  );
   const empty: number[] = [];
   new Rng(1).shuffle(empty);
   assert.deepEqual(empty, []);

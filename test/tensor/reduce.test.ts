@@ -75,7 +75,10 @@ test('sum/mean/max over each axis (positive and negative), keepDims, forward val
     assertClose(sum(x).data, [total(Array.from(x.data))], 1e-5, 1e-5);
     assertClose(mean(x).data, [total(Array.from(x.data)) / x.size], 1e-5, 1e-5);
     assert.deepEqual(sum(x).shape, []);
-    assert.deepEqual(mean(x, undefined, true).shape, shape.map(() => 1));
+    assert.deepEqual(
+      mean(x, undefined, true).shape,
+      shape.map(() => 1),
+    );
     assert.equal(max(x).item(), Math.max(...x.data));
   }
 });
@@ -138,10 +141,19 @@ test('softmax/logSoftmax/logSumExp match naive references on every axis', () => 
       const sm = softmax(x, a);
       assertClose(sm.data, naiveMapFiber(x, a, naiveSoftmax), 1e-6, 1e-5, `softmax ${JSON.stringify(shape)} ${a}`);
       const ls = logSoftmax(x, a);
-      assertClose(ls.data, naiveMapFiber(x, a, (v) => naiveSoftmax(v).map(Math.log)), 1e-5, 1e-5, `logSoftmax ${a}`);
+      assertClose(
+        ls.data,
+        naiveMapFiber(x, a, (v) => naiveSoftmax(v).map(Math.log)),
+        1e-5,
+        1e-5,
+        `logSoftmax ${a}`,
+      );
       const lse = logSumExp(x, a);
       assertClose(lse.data, naiveReduce(x, a, naiveLse), 1e-5, 1e-5, `logSumExp ${a}`);
-      assert.deepEqual(logSumExp(x, a, true).shape, shape.map((d, i) => (i === a ? 1 : d)));
+      assert.deepEqual(
+        logSumExp(x, a, true).shape,
+        shape.map((d, i) => (i === a ? 1 : d)),
+      );
       // every fiber of the softmax sums to 1
       assertClose(naiveReduce(sm, a, total), new Array(sm.size / shape[a]).fill(1), 1e-6, 0, 'softmax sums');
     }

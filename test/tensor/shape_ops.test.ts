@@ -52,10 +52,20 @@ test('reshape: bad shapes throw naming the op and shapes', () => {
 test('permute/transpose: forward against a naive reference, gradients', () => {
   const rng = new Rng(41);
   const x = randn(rng, [2, 3, 4]);
-  for (const perm of [[0, 1, 2], [2, 0, 1], [1, 2, 0], [2, 1, 0], [0, 2, 1], [-1, 0, 1]]) {
+  for (const perm of [
+    [0, 1, 2],
+    [2, 0, 1],
+    [1, 2, 0],
+    [2, 1, 0],
+    [0, 2, 1],
+    [-1, 0, 1],
+  ]) {
     const p = perm.map((a) => (a < 0 ? a + 3 : a));
     const y = permute(x, perm);
-    assert.deepEqual(y.shape, p.map((a) => x.shape[a]));
+    assert.deepEqual(
+      y.shape,
+      p.map((a) => x.shape[a]),
+    );
     assert.deepEqual(Array.from(y.data), naivePermute(x, p), `permute ${perm}`);
     gradcheck(`permute ${perm}`, (t) => permute(t, perm), [x]);
   }
@@ -126,13 +136,24 @@ test('slice/split: forward, gradients, empty pieces', () => {
   assert.deepEqual(slice(x, 1, 0, 5).data, x.data);
 
   const parts = split(x, [2, 0, 3], 1);
-  assert.deepEqual(parts.map((p) => p.shape), [[3, 2, 2], [3, 0, 2], [3, 3, 2]]);
+  assert.deepEqual(
+    parts.map((p) => p.shape),
+    [
+      [3, 2, 2],
+      [3, 0, 2],
+      [3, 3, 2],
+    ],
+  );
   assert.deepEqual(Array.from(concat(parts, 1).data), Array.from(x.data), 'split then concat is the identity');
-  gradcheck('split', (t) => {
-    const [p, , r] = split(t, [2, 0, 3], 1);
-    // combine the pieces unevenly so a gradient routed to the wrong piece shows up
-    return concat([mul(p, p), r], 1);
-  }, [x]);
+  gradcheck(
+    'split',
+    (t) => {
+      const [p, , r] = split(t, [2, 0, 3], 1);
+      // combine the pieces unevenly so a gradient routed to the wrong piece shows up
+      return concat([mul(p, p), r], 1);
+    },
+    [x],
+  );
   assert.deepEqual(split(x, [3], 0)[0].shape, [3, 5, 2]);
 });
 

@@ -10,7 +10,10 @@ test('defaults are a valid small MoE', () => {
 });
 
 test('unknown and invalid fields are named', () => {
-  assert.throws(() => parseRunConfig({ model: { num_local_expert: 4 } }), (e: Error) => e instanceof ConfigError && /model/.test(e.message) && /num_local_expert/.test(e.message));
+  assert.throws(
+    () => parseRunConfig({ model: { num_local_expert: 4 } }),
+    (e: Error) => e instanceof ConfigError && /model/.test(e.message) && /num_local_expert/.test(e.message),
+  );
   assert.throws(() => parseRunConfig({ model: { hidden_size: -3 } }), /model\.hidden_size/);
   assert.throws(() => parseRunConfig({ training: { lr: 'fast' } }), /training\.lr/);
   assert.throws(() => parseRunConfig({ model: { num_local_experts: 2, num_experts_per_tok: 3 } }), /model\.num_experts_per_tok: cannot exceed/);

@@ -36,7 +36,11 @@ test('loss decreases on Shakespeare within a few dozen steps', async () => {
   assert.ok(r.finalEval.loss < first - 1.5);
   // outputs: log, config, tokenizer, checkpoint, results
   for (const f of ['log.jsonl', 'config.json', 'tokenizer.json', 'latest.json', 'results.json']) assert.ok(fs.existsSync(path.join(dir, f)), f);
-  const log = fs.readFileSync(path.join(dir, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const log = fs
+    .readFileSync(path.join(dir, 'log.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   assert.equal(log.filter((l) => l.type === 'step').length, 40);
   assert.ok(log.every((l) => l.type !== 'step' || (Number.isFinite(l.loss) && l.tokensPerSec > 0 && l.loadCV >= 0)));
 });
@@ -55,10 +59,17 @@ test('resume continues bit-for-bit like an uninterrupted run', async () => {
   const pa = full.model.stateDict();
   const pb = resumed.model.stateDict();
   assert.deepEqual([...pa.keys()], [...pb.keys()]);
-  for (const [name, t] of pa) assert.deepEqual(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength), Buffer.from(pb.get(name)!.data.buffer, pb.get(name)!.data.byteOffset, pb.get(name)!.data.byteLength), name);
+  for (const [name, t] of pa)
+    assert.deepEqual(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength), Buffer.from(pb.get(name)!.data.buffer, pb.get(name)!.data.byteOffset, pb.get(name)!.data.byteLength), name);
   assert.equal(resumed.finalEval.loss, full.finalEval.loss);
-  const logA = fs.readFileSync(path.join(a, 'log.jsonl'), 'utf8').split('\n').map((l) => l.replace(/"tokensPerSec":[^,]+,/, ''));
-  const logB = fs.readFileSync(path.join(b, 'log.jsonl'), 'utf8').split('\n').map((l) => l.replace(/"tokensPerSec":[^,]+,/, ''));
+  const logA = fs
+    .readFileSync(path.join(a, 'log.jsonl'), 'utf8')
+    .split('\n')
+    .map((l) => l.replace(/"tokensPerSec":[^,]+,/, ''));
+  const logB = fs
+    .readFileSync(path.join(b, 'log.jsonl'), 'utf8')
+    .split('\n')
+    .map((l) => l.replace(/"tokensPerSec":[^,]+,/, ''));
   assert.deepEqual(logB, logA);
 });
 
@@ -80,7 +91,10 @@ test('a truncated checkpoint file gives a clear error naming the file', async ()
   assert.ok(readSafetensorsSync(file).tensors.size > 0);
   const bytes = fs.readFileSync(file);
   fs.writeFileSync(file, bytes.subarray(0, bytes.length - 100));
-  assert.throws(() => loadCheckpoint(dir), (e: Error) => e instanceof CheckpointError && e.message.includes('model.safetensors'));
+  assert.throws(
+    () => loadCheckpoint(dir),
+    (e: Error) => e instanceof CheckpointError && e.message.includes('model.safetensors'),
+  );
 });
 
 test('NaN/inf loss stops training with a message naming the step', async () => {

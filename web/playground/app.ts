@@ -115,7 +115,8 @@ engine.onmessage = (e: MessageEvent<Reply>) => {
       if (name === 'topk') o.selected = true;
       sel.append(o);
     }
-    $('status').textContent = `${r.backend} backend · ${r.threads} thread${r.threads === 1 ? '' : 's'}${r.relaxed ? ' · relaxed SIMD' : ''} · ${r.isolated ? 'cross-origin isolated' : 'not isolated (single thread)'}`;
+    $('status').textContent =
+      `${r.backend} backend · ${r.threads} thread${r.threads === 1 ? '' : 's'}${r.relaxed ? ' · relaxed SIMD' : ''} · ${r.isolated ? 'cross-origin isolated' : 'not isolated (single thread)'}`;
     setBusy('');
     return;
   }
@@ -167,7 +168,11 @@ function onStep(r: Extract<Reply, { type: 'step' }>): void {
     $('cv').textContent = r.loadCV.toFixed(3);
     $<HTMLProgressElement>('train-progress').value = r.step / r.steps;
     setMsg('train-status', `step ${r.step} / ${r.steps} · loss ${r.loss.toFixed(3)}`);
-    if (r.loads.length) drawHeat(loadChart, r.loads.map((l) => ({ layer: l.layer, counts: l.tokensPerExpert })));
+    if (r.loads.length)
+      drawHeat(
+        loadChart,
+        r.loads.map((l) => ({ layer: l.layer, counts: l.tokensPerExpert })),
+      );
   } else $('tps-dense').textContent = String(Math.round(r.tokensPerSec));
   scheduleLossDraw();
 }
@@ -216,7 +221,10 @@ $('train-form').addEventListener('submit', (ev) => {
       state.trained = { moeValLoss: r.moeValLoss, denseValLoss: r.denseValLoss, stopped: r.stopped };
       showInfo(r.info);
       const d = r.denseValLoss;
-      setMsg('train-status', `${r.stopped ? 'stopped' : 'done'} at step ${r.info.step}: validation loss MoE ${r.moeValLoss.toFixed(3)}${d !== null ? `, dense ${d.toFixed(3)} (${r.moeValLoss < d ? 'MoE is ahead' : 'dense is ahead'})` : ''}`);
+      setMsg(
+        'train-status',
+        `${r.stopped ? 'stopped' : 'done'} at step ${r.info.step}: validation loss MoE ${r.moeValLoss.toFixed(3)}${d !== null ? `, dense ${d.toFixed(3)} (${r.moeValLoss < d ? 'MoE is ahead' : 'dense is ahead'})` : ''}`,
+      );
       setBusy('');
       ($('download-btn') as HTMLButtonElement).disabled = false;
     } else if (r.type === 'error') {
@@ -229,7 +237,8 @@ $('stop-btn').addEventListener('click', () => send({ type: 'stop' }, () => {}));
 
 function showInfo(info: ModelInfo): void {
   state.info = info;
-  $('model-info').textContent = `model: ${info.source}, step ${info.step}; ${info.layers} layers, ${info.numExperts} experts (k = ${info.topK}, router ${info.router}); ${info.params.toLocaleString()} parameters, ${info.activeParams.toLocaleString()} active per token${info.denseParams ? `; dense baseline ${info.denseParams.toLocaleString()}` : ''}`;
+  $('model-info').textContent =
+    `model: ${info.source}, step ${info.step}; ${info.layers} layers, ${info.numExperts} experts (k = ${info.topK}, router ${info.router}); ${info.params.toLocaleString()} parameters, ${info.activeParams.toLocaleString()} active per token${info.denseParams ? `; dense baseline ${info.denseParams.toLocaleString()}` : ''}`;
 }
 
 // ---- routing view -------------------------------------------------------------------------------
@@ -271,7 +280,9 @@ $('route-btn').addEventListener('click', () => {
           s.dataset.expert = String(first);
         }
         if (t.experts[1] !== undefined) s.style.borderBottomColor = dark(t.experts[1], E);
-        s.dataset.tip = `${JSON.stringify(t.text)} layer ${l.layer}\n` + t.probs.map((p, e) => `expert ${e}: ${(p * 100).toFixed(1).padStart(5)}%${t.experts.includes(e) ? ` ← weight ${t.weights[t.experts.indexOf(e)].toFixed(2)}` : ''}`).join('\n');
+        s.dataset.tip =
+          `${JSON.stringify(t.text)} layer ${l.layer}\n` +
+          t.probs.map((p, e) => `expert ${e}: ${(p * 100).toFixed(1).padStart(5)}%${t.experts.includes(e) ? ` ← weight ${t.weights[t.experts.indexOf(e)].toFixed(2)}` : ''}`).join('\n');
         row.append(s);
       }
       root.append(row);
@@ -284,7 +295,7 @@ $('route-btn').addEventListener('click', () => {
         return { layer: l.layer, counts };
       }),
     );
-    setMsg('route-status', `${r.layers[0]?.tokens.length ?? 0} tokens${r.truncated ? ' (cut to the model\'s context)' : ''}`);
+    setMsg('route-status', `${r.layers[0]?.tokens.length ?? 0} tokens${r.truncated ? " (cut to the model's context)" : ''}`);
   });
 });
 $('routing').addEventListener('mousemove', (ev) => {

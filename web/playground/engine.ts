@@ -99,7 +99,8 @@ async function train(id: number, s: TrainSettings, text: string | null, textName
   // the embedded corpus keeps its domain name, so `moe-ts eval` on a downloaded checkpoint finds it
   const cfg = runConfig(s, text === null ? 'shakespeare' : 'playground');
   const src = text ?? (await corpus(id));
-  if (src.length < 4 * (cfg.training.seq_len + 1)) throw new Error(`the text is too short: ${src.length} characters, need at least ${4 * (cfg.training.seq_len + 1)} for sequences of ${cfg.training.seq_len}`);
+  if (src.length < 4 * (cfg.training.seq_len + 1))
+    throw new Error(`the text is too short: ${src.length} characters, need at least ${4 * (cfg.training.seq_len + 1)} for sequences of ${cfg.training.seq_len}`);
   post({ type: 'progress', id, message: 'building the models' });
   await yieldToEvents();
   const moe = new TrainSession(cfg, [src]);
@@ -166,7 +167,12 @@ function route(id: number, text: string): void {
           }
         } else {
           // soft routing: show each token's heaviest experts by probability
-          for (const tk of tokens) tk.experts = tk.probs.map((p, e) => [p, e]).sort((x, y) => y[0] - x[0]).slice(0, c.config.model.num_experts_per_tok).map(([, e]) => e);
+          for (const tk of tokens)
+            tk.experts = tk.probs
+              .map((p, e) => [p, e])
+              .sort((x, y) => y[0] - x[0])
+              .slice(0, c.config.model.num_experts_per_tok)
+              .map(([, e]) => e);
         }
         for (const tk of tokens) {
           const order = tk.experts.map((e, i) => [tk.weights[i] ?? tk.probs[e], e]).sort((x, y) => y[0] - x[0]);
@@ -226,8 +232,13 @@ function pickCheckpoint(files: { path: string; bytes: Uint8Array }[]): { model: 
   const st = files.filter((f) => f.path.endsWith('.safetensors'));
   if (st.length === 1) return { model: st[0] };
   if (st.length === 0) {
-    const names = files.map((f) => f.path).slice(0, 5).join(', ');
-    throw new CheckpointError(`${names}${files.length > 5 ? ', ...' : ''}: not a moe-ts checkpoint; drop a .safetensors checkpoint downloaded from here, or a CLI checkpoint's model.safetensors together with its state.json (or the whole run directory)`);
+    const names = files
+      .map((f) => f.path)
+      .slice(0, 5)
+      .join(', ');
+    throw new CheckpointError(
+      `${names}${files.length > 5 ? ', ...' : ''}: not a moe-ts checkpoint; drop a .safetensors checkpoint downloaded from here, or a CLI checkpoint's model.safetensors together with its state.json (or the whole run directory)`,
+    );
   }
   throw new CheckpointError(`${st.length} .safetensors files but no state.json next to them; drop one checkpoint directory or one single-file checkpoint`);
 }

@@ -82,7 +82,12 @@ export function zoomRange(series: readonly { points: [number, number][] }[], ski
   let lo = Math.min(...all);
   let hi = Math.max(...late);
   // a reference line close to the curves is worth showing; a far one would undo the zoom
-  for (const e of extra) if (Number.isFinite(e) && e <= hi + 0.25 * (hi - lo)) (lo = Math.min(lo, e)), (hi = Math.max(hi, e));
+  for (const e of extra) {
+    if (Number.isFinite(e) && e <= hi + 0.25 * (hi - lo)) {
+      lo = Math.min(lo, e);
+      hi = Math.max(hi, e);
+    }
+  }
   const pad = Math.max((hi - lo) * 0.06, 1e-3);
   // round outwards to a readable step so the axis ends on a labelled value
   const step = 10 ** Math.floor(Math.log10(hi - lo + 2 * pad)) / 10;
@@ -217,7 +222,17 @@ export function heatmapChart(o: { rows: string[]; cols: string[]; values: number
     {
       title: o.title ? { text: o.title, left: 'center', top: 2, textStyle: { fontSize: 13, fontWeight: 600, color: '#222' } } : undefined,
       grid: { left: 124, right: 12, top: o.title ? 26 : 8, bottom: 40 },
-      xAxis: { type: 'category', data: o.cols, name: 'expert', nameLocation: 'middle', nameGap: 24, nameTextStyle: { color: '#555', fontSize: 11 }, splitArea: { show: false }, axisTick: { show: false }, axisLabel: { color: '#555', fontSize: 10 } },
+      xAxis: {
+        type: 'category',
+        data: o.cols,
+        name: 'expert',
+        nameLocation: 'middle',
+        nameGap: 24,
+        nameTextStyle: { color: '#555', fontSize: 11 },
+        splitArea: { show: false },
+        axisTick: { show: false },
+        axisLabel: { color: '#555', fontSize: 10 },
+      },
       yAxis: { type: 'category', data: o.rows, inverse: true, axisTick: { show: false }, axisLabel: { color: '#333', fontSize: 11 } },
       visualMap: { show: false, min: 0, max: o.max, inRange: { color: ['#f7fbff', '#c6dbef', '#6baed6', '#2171b5', '#08306b'] } },
       series: [

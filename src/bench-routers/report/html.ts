@@ -131,7 +131,13 @@ export function renderReport(results: BenchResults): string {
     id: 'throughput',
     title: 'Training throughput',
     caption: 'Mean training tokens per second over all steps (forward + backward + optimizer).',
-    svg: barChart({ categories: ranked.map((r) => r.name), values: ranked.map((r) => r.tokensPerSec), colors: ranked.map((r) => colors.get(r.name)!), yName: 'tokens / s', size: { width: wide.width, height: 320 } }),
+    svg: barChart({
+      categories: ranked.map((r) => r.name),
+      values: ranked.map((r) => r.tokensPerSec),
+      colors: ranked.map((r) => colors.get(r.name)!),
+      yName: 'tokens / s',
+      size: { width: wide.width, height: 320 },
+    }),
   };
   const nLayers = Math.max(0, ...moeDone.map((r) => r.final!.moeLayers.length));
   const layerColors = ['#4e79a7', '#a0cbe8', '#f28e2b', '#ffbe7d', '#59a14f', '#8cd17d'];
@@ -201,7 +207,9 @@ export function renderReport(results: BenchResults): string {
   const isLead = (x: string): boolean => x.startsWith('**Recommendation:**') || x.startsWith('**No recommendation');
   const statsNote = multi
     ? `Val loss: mean ± sample standard deviation over n finished seeds; the interval is the ${cov} t-interval of the mean (mean ± t<sub>n−1</sub>·std/√n). "vs dense" and ties between routers use one rule: Welch's ${cov} interval of the difference of the two means; "below"/"above" when it excludes 0, "tied" when it contains it.${
-        a.noise ? ` Measured seed noise: std ${f(a.noise.pooledStd)} pooled over ${a.noise.models} models, so differences below about ${f(a.noise.threshold)} are not resolvable with ${a.noise.n} seeds.` : ''
+        a.noise
+          ? ` Measured seed noise: std ${f(a.noise.pooledStd)} pooled over ${a.noise.models} models, so differences below about ${f(a.noise.threshold)} are not resolvable with ${a.noise.n} seeds.`
+          : ''
       }`
     : 'One seed: the seed-to-seed noise is not measured, so no difference below is tested against it ("one seed" in the vs-dense column). Rerun with --seeds 3 for intervals.';
 
@@ -222,14 +230,28 @@ export function renderReport(results: BenchResults): string {
   <p class="meta">${cfgLine}</p>
   <p class="meta">${trainLine}</p>
   <p class="meta">${done.length} models (${moeDone.length} routers + ${done.length - moeDone.length ? 'dense baseline' : 'no dense baseline'}), same data mix, seed, token budget and active FLOPs per token · generated ${results.createdAt}</p>
-  ${baseline ? html`<p class="meta" id="baseline">Unigram baseline of the validation data (token frequencies only): <strong>${f(baseline.loss)}</strong> nats/token (${join(Object.entries(baseline.domains).map(([d, v]) => `${d} ${f(v)}`), ', ')}). A model not clearly below it (by 10%) is labelled undertrained.</p>` : ''}
+  ${
+    baseline
+      ? html`<p class="meta" id="baseline">Unigram baseline of the validation data (token frequencies only): <strong>${f(baseline.loss)}</strong> nats/token (${join(
+          Object.entries(baseline.domains).map(([d, v]) => `${d} ${f(v)}`),
+          ', ',
+        )}). A model not clearly below it (by 10%) is labelled undertrained.</p>`
+      : ''
+  }
 </header>
 
 <section class="card recommendation" id="recommendation">
   <h2>Which router should I use on this data?</h2>
   <p class="lead">${join(a.recommendation.filter(isLead).map(richText), ' ')}</p>
   <ul class="findings">${a.recommendation.filter((x) => !isLead(x)).map((x) => html`<li>${richText(x)}</li>`)}</ul>
-  ${failed.length ? html`<p class="warn">Did not finish: ${join(failed.map((r) => html`${r.name} (${r.status}${r.error ? html`: ${r.error}` : ''})`), '; ')}.</p>` : ''}
+  ${
+    failed.length
+      ? html`<p class="warn">Did not finish: ${join(
+          failed.map((r) => html`${r.name} (${r.status}${r.error ? html`: ${r.error}` : ''})`),
+          '; ',
+        )}.</p>`
+      : ''
+  }
 </section>
 
 <section class="card" id="ranking">

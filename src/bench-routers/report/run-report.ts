@@ -115,7 +115,8 @@ export function parseRunLog(text: string, file = 'log.jsonl'): { steps: RunStep[
         loss: o.loss,
         domains: ds.map((d, j) => {
           const dd = d as Record<string, unknown>;
-          if (typeof dd !== 'object' || dd === null || typeof dd.domain !== 'string' || typeof dd.loss !== 'number') throw new Error(`${where}: field domains[${j}] must be {domain: string, loss: number}`);
+          if (typeof dd !== 'object' || dd === null || typeof dd.domain !== 'string' || typeof dd.loss !== 'number')
+            throw new Error(`${where}: field domains[${j}] must be {domain: string, loss: number}`);
           return { domain: dd.domain, loss: dd.loss, ...(isNum(dd.tokens) ? { tokens: dd.tokens } : {}) };
         }),
       });
@@ -158,7 +159,10 @@ export function downsample(points: [number, number][], max = 600): [number, numb
     const to = Math.max(from + 1, Math.floor((b + 1) * per));
     let sx = 0;
     let sy = 0;
-    for (let i = from; i < to; i++) (sx += points[i][0]), (sy += points[i][1]);
+    for (let i = from; i < to; i++) {
+      sx += points[i][0];
+      sy += points[i][1];
+    }
     out.push([sx / (to - from), sy / (to - from)]);
   }
   return out;
@@ -175,12 +179,32 @@ export function renderRunReport(run: RunData, opts: { title?: string; createdAt?
   const wide = { width: 1040, height: 360 };
   const half = { width: 510, height: 300 };
   const series = (name: string, pts: [number, number][], color: string, dashed = false): LineSeries => ({ name, points: downsample(pts.filter(([, y]) => Number.isFinite(y))), color, dashed });
-  const stepSeries = (key: keyof RunStep, name: string, color: string): LineSeries => series(name, run.steps.filter((s) => isNum(s[key])).map((s) => [s.step, s[key] as number]), color);
+  const stepSeries = (key: keyof RunStep, name: string, color: string): LineSeries =>
+    series(
+      name,
+      run.steps.filter((s) => isNum(s[key])).map((s) => [s.step, s[key] as number]),
+      color,
+    );
 
   const train = stepSeries('loss', 'training loss', '#9aa1ab');
-  const val = series('validation loss', run.evals.map((e) => [e.step, e.loss]), '#222222', false);
+  const val = series(
+    'validation loss',
+    run.evals.map((e) => [e.step, e.loss]),
+    '#222222',
+    false,
+  );
   const domains = [...new Set(run.evals.flatMap((e) => e.domains.map((d) => d.domain)))];
-  const perDomain = domains.length > 1 ? domains.map((d, i) => series(`val ${d}`, run.evals.map((e) => [e.step, e.domains.find((x) => x.domain === d)?.loss ?? NaN]), PALETTE[i % PALETTE.length], true)) : [];
+  const perDomain =
+    domains.length > 1
+      ? domains.map((d, i) =>
+          series(
+            `val ${d}`,
+            run.evals.map((e) => [e.step, e.domains.find((x) => x.domain === d)?.loss ?? NaN]),
+            PALETTE[i % PALETTE.length],
+            true,
+          ),
+        )
+      : [];
   const lossSeries = [train, val, ...perDomain];
   const zoom = zoomRange([train, val], 0.1);
   const figs: { fig: Figure; wide?: boolean }[] = [
@@ -193,15 +217,57 @@ export function renderRunReport(run: RunData, opts: { title?: string; createdAt?
         svg: lineChart({ series: lossSeries, xName: 'step', yName: 'loss (nats/token)', size: wide, ...(zoom ? { yMin: +zoom.min.toFixed(3), yMax: +zoom.max.toFixed(3) } : {}) }),
       },
     },
-    { fig: { id: 'lr', title: 'Learning rate', caption: 'The schedule as applied at each step.', svg: lineChart({ series: [stepSeries('lr', 'lr', PALETTE[0])], xName: 'step', yName: 'learning rate', size: half, yMin: 0 }) } },
-    { fig: { id: 'grad-norm', title: 'Gradient norm', caption: `Global L2 norm before clipping${training.grad_clip !== undefined ? ` (clipped at ${training.grad_clip})` : ''}.`, svg: lineChart({ series: [stepSeries('gradNorm', 'grad norm', PALETTE[1])], xName: 'step', yName: 'gradient norm', size: half, yMin: 0 }) } },
+    {
+      fig: {
+        id: 'lr',
+        title: 'Learning rate',
+        caption: 'The schedule as applied at each step.',
+        svg: lineChart({ series: [stepSeries('lr', 'lr', PALETTE[0])], xName: 'step', yName: 'learning rate', size: half, yMin: 0 }),
+      },
+    },
+    {
+      fig: {
+        id: 'grad-norm',
+        title: 'Gradient norm',
+        caption: `Global L2 norm before clipping${training.grad_clip !== undefined ? ` (clipped at ${training.grad_clip})` : ''}.`,
+        svg: lineChart({ series: [stepSeries('gradNorm', 'grad norm', PALETTE[1])], xName: 'step', yName: 'gradient norm', size: half, yMin: 0 }),
+      },
+    },
   ];
   if (isMoE) {
     figs.push(
-      { fig: { id: 'load-balance', title: 'Load balance', caption: 'Coefficient of variation of tokens per expert (std / mean) and max / mean load, means over MoE layers; 0 and 1 are perfectly even.', svg: lineChart({ series: [stepSeries('loadCV', 'load CV', PALETTE[0]), stepSeries('maxOverMean', 'max / mean', PALETTE[2])], xName: 'step', yName: 'imbalance', size: half, yMin: 0 }) } },
-      { fig: { id: 'dropped', title: 'Dropped assignments', caption: 'Fraction of token→expert assignments dropped by expert capacity (0 for dropless dispatch).', svg: lineChart({ series: [stepSeries('droppedFraction', 'dropped', PALETTE[3])], xName: 'step', yName: 'dropped fraction', size: half, yMin: 0, percent: true }) } },
-      { fig: { id: 'experts-per-token', title: 'Experts per token', caption: `Average experts computing on a token${model.num_experts_per_tok !== undefined ? ` (k = ${model.num_experts_per_tok})` : ''}.`, svg: lineChart({ series: [stepSeries('expertsPerToken', 'experts / token', PALETTE[4])], xName: 'step', yName: 'experts / token', size: half, yMin: 0 }) } },
-      { fig: { id: 'router-entropy', title: 'Router entropy', caption: 'Mean per-token entropy of the routing distribution (nats).', svg: lineChart({ series: [stepSeries('routerEntropy', 'entropy', PALETTE[6])], xName: 'step', yName: 'entropy (nats)', size: half, yMin: 0 }) } },
+      {
+        fig: {
+          id: 'load-balance',
+          title: 'Load balance',
+          caption: 'Coefficient of variation of tokens per expert (std / mean) and max / mean load, means over MoE layers; 0 and 1 are perfectly even.',
+          svg: lineChart({ series: [stepSeries('loadCV', 'load CV', PALETTE[0]), stepSeries('maxOverMean', 'max / mean', PALETTE[2])], xName: 'step', yName: 'imbalance', size: half, yMin: 0 }),
+        },
+      },
+      {
+        fig: {
+          id: 'dropped',
+          title: 'Dropped assignments',
+          caption: 'Fraction of token→expert assignments dropped by expert capacity (0 for dropless dispatch).',
+          svg: lineChart({ series: [stepSeries('droppedFraction', 'dropped', PALETTE[3])], xName: 'step', yName: 'dropped fraction', size: half, yMin: 0, percent: true }),
+        },
+      },
+      {
+        fig: {
+          id: 'experts-per-token',
+          title: 'Experts per token',
+          caption: `Average experts computing on a token${model.num_experts_per_tok !== undefined ? ` (k = ${model.num_experts_per_tok})` : ''}.`,
+          svg: lineChart({ series: [stepSeries('expertsPerToken', 'experts / token', PALETTE[4])], xName: 'step', yName: 'experts / token', size: half, yMin: 0 }),
+        },
+      },
+      {
+        fig: {
+          id: 'router-entropy',
+          title: 'Router entropy',
+          caption: 'Mean per-token entropy of the routing distribution (nats).',
+          svg: lineChart({ series: [stepSeries('routerEntropy', 'entropy', PALETTE[6])], xName: 'step', yName: 'entropy (nats)', size: half, yMin: 0 }),
+        },
+      },
     );
     const auxNames = [...new Set(run.steps.flatMap((s) => Object.keys(s.aux ?? {})))];
     if (auxNames.length) {
@@ -210,15 +276,38 @@ export function renderRunReport(run: RunData, opts: { title?: string; createdAt?
           id: 'aux-losses',
           title: 'Balancing and router losses',
           caption: 'Each auxiliary loss as added to the objective (already multiplied by its coefficient), summed over MoE layers.',
-          svg: lineChart({ series: auxNames.map((n, i) => series(n, run.steps.filter((s) => isNum(s.aux?.[n])).map((s) => [s.step, s.aux![n]]), PALETTE[(i + 7) % PALETTE.length])), xName: 'step', yName: 'loss', size: half }),
+          svg: lineChart({
+            series: auxNames.map((n, i) =>
+              series(
+                n,
+                run.steps.filter((s) => isNum(s.aux?.[n])).map((s) => [s.step, s.aux![n]]),
+                PALETTE[(i + 7) % PALETTE.length],
+              ),
+            ),
+            xName: 'step',
+            yName: 'loss',
+            size: half,
+          }),
         },
       });
     }
   }
-  figs.push({ fig: { id: 'throughput', title: 'Throughput', caption: 'Training tokens per second per step (forward + backward + optimizer).', svg: lineChart({ series: [stepSeries('tokensPerSec', 'tokens / s', PALETTE[5])], xName: 'step', yName: 'tokens / s', size: half, yMin: 0 }) } });
+  figs.push({
+    fig: {
+      id: 'throughput',
+      title: 'Throughput',
+      caption: 'Training tokens per second per step (forward + backward + optimizer).',
+      svg: lineChart({ series: [stepSeries('tokensPerSec', 'tokens / s', PALETTE[5])], xName: 'step', yName: 'tokens / s', size: half, yMin: 0 }),
+    },
+  });
 
   const res = run.results ?? {};
-  const final = (res.final ?? null) as { loss?: number; perplexity?: number; domains?: { domain: string; loss: number; perplexity: number; tokens: number }[]; routing?: Record<string, number> } | null;
+  const final = (res.final ?? null) as {
+    loss?: number;
+    perplexity?: number;
+    domains?: { domain: string; loss: number; perplexity: number; tokens: number }[];
+    routing?: Record<string, number>;
+  } | null;
   const lastEval = run.evals[run.evals.length - 1];
   const lastStep = run.steps[run.steps.length - 1];
   const finalDomains = final?.domains ?? lastEval?.domains.map((d) => ({ ...d, perplexity: Math.exp(d.loss), tokens: d.tokens ?? NaN })) ?? [];
@@ -226,12 +315,16 @@ export function renderRunReport(run: RunData, opts: { title?: string; createdAt?
     ? [
         `hidden ${model.hidden_size}`,
         `${model.num_hidden_layers} layers`,
-        isMoE ? `${model.num_local_experts} experts (width ${model.moe_intermediate_size}), k = ${model.num_experts_per_tok}, router ${model.router_type}` : `dense FFN width ${model.intermediate_size}`,
+        isMoE
+          ? `${model.num_local_experts} experts (width ${model.moe_intermediate_size}), k = ${model.num_experts_per_tok}, router ${model.router_type}`
+          : `dense FFN width ${model.intermediate_size}`,
         `${training.steps} steps × ${training.batch_size} × ${training.seq_len} tokens, lr ${training.lr}, seed ${training.seed}`,
         `data ${Array.isArray(data.sources) ? data.sources.join(' + ') : '—'}`,
       ].join(' · ')
     : 'config not found (no config.json and no readable checkpoint)';
-  const status = final ? `finished: ${res.steps ?? lastStep?.step} steps` : `in progress or interrupted: last logged step ${lastStep?.step ?? lastEval?.step ?? 0}${training.steps !== undefined ? ` of ${training.steps}` : ''}`;
+  const status = final
+    ? `finished: ${res.steps ?? lastStep?.step} steps`
+    : `in progress or interrupted: last logged step ${lastStep?.step ?? lastEval?.step ?? 0}${training.steps !== undefined ? ` of ${training.steps}` : ''}`;
   const wideFigs = figs.filter((x) => x.wide).map((x) => figure(x.fig));
   const grid = figs.filter((x) => !x.wide).map((x) => figure(x.fig));
   const summary = {
@@ -287,7 +380,10 @@ ${jsonScript('run-data', summary)}
 function domainsTable(ds: { domain: string; loss: number; perplexity: number; tokens: number }[]): SafeHtml | string {
   if (!ds.length) return '';
   return html`<div class="table-wrap"><table class="domains"><thead><tr><th>Domain</th><th>Loss</th><th>Perplexity</th><th>Tokens</th></tr></thead><tbody>${join(
-    ds.map((d) => html`<tr><td>${domainLabel(d.domain)}</td><td class="num">${f(d.loss, 4)}</td><td class="num">${f(d.perplexity, 2)}</td><td class="num">${isNum(d.tokens) ? d.tokens.toLocaleString('en-US') : '—'}</td></tr>`),
+    ds.map(
+      (d) =>
+        html`<tr><td>${domainLabel(d.domain)}</td><td class="num">${f(d.loss, 4)}</td><td class="num">${f(d.perplexity, 2)}</td><td class="num">${isNum(d.tokens) ? d.tokens.toLocaleString('en-US') : '—'}</td></tr>`,
+    ),
     '\n',
   )}</tbody></table></div>`;
 }

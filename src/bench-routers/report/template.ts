@@ -46,7 +46,10 @@ export function join(items: readonly unknown[], sep: string): SafeHtml {
 
 /** A JSON island (<script type="application/json">): `<` is written as \u003c so no text can close the script element. */
 export function jsonScript(id: string, value: unknown): SafeHtml {
-  const json = JSON.stringify(value).replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
+  const json = JSON.stringify(value)
+    .replace(/</g, '\\u003c')
+    .replace(/\u2028/g, '\\u2028')
+    .replace(/\u2029/g, '\\u2029');
   return html`<script id="${id}" type="application/json">${raw(json)}</script>`;
 }
 

@@ -23,12 +23,36 @@ export interface Routing {
 
 /** The config fields the exporter understands; any other field must keep its default value. */
 const KNOWN_FIELDS = new Set([
-  'model_type', 'vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'max_position_embeddings', 'rope_theta',
-  'rms_norm_eps', 'tie_word_embeddings', 'intermediate_size', 'hidden_act', 'num_local_experts', 'num_experts_per_tok',
-  'moe_intermediate_size', 'decoder_sparse_step', 'n_shared_experts', 'shared_expert_intermediate_size', 'expert_sizes',
-  'router_type', 'router_options', 'norm_topk_prob', 'dispatch',
+  'model_type',
+  'vocab_size',
+  'hidden_size',
+  'num_hidden_layers',
+  'num_attention_heads',
+  'max_position_embeddings',
+  'rope_theta',
+  'rms_norm_eps',
+  'tie_word_embeddings',
+  'intermediate_size',
+  'hidden_act',
+  'num_local_experts',
+  'num_experts_per_tok',
+  'moe_intermediate_size',
+  'decoder_sparse_step',
+  'n_shared_experts',
+  'shared_expert_intermediate_size',
+  'expert_sizes',
+  'router_type',
+  'router_options',
+  'norm_topk_prob',
+  'dispatch',
   // training-only: no effect on the forward pass in eval mode
-  'initializer_range', 'capacity_factor', 'router_aux_loss_coef', 'router_z_loss_coef', 'router_entropy_coef', 'router_importance_coef', 'hidden_dropout',
+  'initializer_range',
+  'capacity_factor',
+  'router_aux_loss_coef',
+  'router_z_loss_coef',
+  'router_entropy_coef',
+  'router_importance_coef',
+  'hidden_dropout',
 ]);
 
 let defaults: Record<string, unknown> | null = null;
@@ -47,7 +71,7 @@ export function commonMismatches(c: ModelConfig): string[] {
     }
     const known = new Set(['normalize', 'noisyGating']);
     for (const k of Object.keys(c.router_options)) if (!known.has(k)) out.push(`router option ${k} has no GGUF mapping`);
-    if (c.dispatch === 'capacity') out.push('capacity dispatch drops tokens over an expert\'s capacity; llama.cpp never drops tokens');
+    if (c.dispatch === 'capacity') out.push("capacity dispatch drops tokens over an expert's capacity; llama.cpp never drops tokens");
     if (c.expert_sizes) out.push('heterogeneous expert widths (expert_sizes): llama.cpp stacks experts of one width');
   }
   return out;
@@ -94,7 +118,7 @@ export const ARCHS: Record<ArchName, ArchSpec> = {
       const out: string[] = [];
       if (c.num_local_experts === 0) return out;
       if (!routingOf(c).normalize) out.push('llama renormalises the top-k weights; this model keeps raw softmax probabilities (norm_topk_prob false)');
-      if (c.n_shared_experts > 0) out.push('llama\'s graph has no shared experts');
+      if (c.n_shared_experts > 0) out.push("llama's graph has no shared experts");
       if (c.decoder_sparse_step !== 1) out.push(`llama needs every layer MoE or none; decoder_sparse_step is ${c.decoder_sparse_step}`);
       return out;
     },
@@ -102,7 +126,12 @@ export const ARCHS: Record<ArchName, ArchSpec> = {
       const moe = c.num_local_experts > 0;
       return [
         ['feed_forward_length', u32(moe ? c.moe_intermediate_size : c.intermediate_size)],
-        ...(moe ? ([['expert_count', u32(c.num_local_experts)], ['expert_used_count', u32(c.num_experts_per_tok)]] as [string, GGUFValue][]) : []),
+        ...(moe
+          ? ([
+              ['expert_count', u32(c.num_local_experts)],
+              ['expert_used_count', u32(c.num_experts_per_tok)],
+            ] as [string, GGUFValue][])
+          : []),
       ];
     },
   },
@@ -137,22 +166,38 @@ export const ARCHS: Record<ArchName, ArchSpec> = {
     },
   },
   qwen2moe: {
-    name: 'qwen2moe', ropeAdjacent: false, outputRequired: true, shared: null, allowsDense: false,
+    name: 'qwen2moe',
+    ropeAdjacent: false,
+    outputRequired: true,
+    shared: null,
+    allowsDense: false,
     mismatches: notYet('qwen2moe multiplies its shared expert by a sigmoid gate (ffn_gate_inp_shexp); moe-ts shared experts are ungated'),
     hparams: () => [],
   },
   qwen3moe: {
-    name: 'qwen3moe', ropeAdjacent: false, outputRequired: true, shared: null, allowsDense: false,
+    name: 'qwen3moe',
+    ropeAdjacent: false,
+    outputRequired: true,
+    shared: null,
+    allowsDense: false,
     mismatches: notYet('qwen3moe applies per-head RMSNorm to q and k (attn_q_norm/attn_k_norm); this model has no q/k norms'),
     hparams: () => [],
   },
   olmoe: {
-    name: 'olmoe', ropeAdjacent: false, outputRequired: true, shared: null, allowsDense: false,
+    name: 'olmoe',
+    ropeAdjacent: false,
+    outputRequired: true,
+    shared: null,
+    allowsDense: false,
     mismatches: notYet('olmoe applies RMSNorm to q and k (attn_q_norm/attn_k_norm); this model has no q/k norms'),
     hparams: () => [],
   },
   deepseek2: {
-    name: 'deepseek2', ropeAdjacent: true, outputRequired: true, shared: null, allowsDense: false,
+    name: 'deepseek2',
+    ropeAdjacent: true,
+    outputRequired: true,
+    shared: null,
+    allowsDense: false,
     mismatches: notYet('deepseek2 uses multi-head latent attention (compressed KV, a rotary key shared across heads); moe-ts attention is standard multi-head'),
     hparams: () => [],
   },

@@ -24,16 +24,23 @@ export type GGUFScalarType = Exclude<GGUFValueType, 'array'>;
 
 /** Bytes of a fixed-size scalar (strings are variable: 8 + length). */
 export const GGUF_SCALAR_BYTES: Readonly<Record<Exclude<GGUFScalarType, 'string'>, number>> = {
-  u8: 1, i8: 1, u16: 2, i16: 2, u32: 4, i32: 4, f32: 4, bool: 1, u64: 8, i64: 8, f64: 8,
+  u8: 1,
+  i8: 1,
+  u16: 2,
+  i16: 2,
+  u32: 4,
+  i32: 4,
+  f32: 4,
+  bool: 1,
+  u64: 8,
+  i64: 8,
+  f64: 8,
 };
 
 export type GGUFScalar = number | bigint | boolean | string;
 
 /** A metadata value with its exact GGUF type (llama.cpp checks the type, not just the value). */
-export type GGUFValue =
-  | { type: GGUFScalarType; value: GGUFScalar }
-  | { type: 'array'; itemType: GGUFScalarType; value: GGUFScalar[] }
-  | { type: 'array'; itemType: 'array'; value: GGUFValue[] };
+export type GGUFValue = { type: GGUFScalarType; value: GGUFScalar } | { type: 'array'; itemType: GGUFScalarType; value: GGUFScalar[] } | { type: 'array'; itemType: 'array'; value: GGUFValue[] };
 
 export function gguf(type: GGUFScalarType, value: GGUFScalar): GGUFValue {
   return { type, value };

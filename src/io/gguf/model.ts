@@ -336,7 +336,12 @@ export function fromGGUF(path: string): GGUFModel {
     model.eval();
     const types = new Map([...f.tensors.values()].map((t) => [t.name, t.type.name]));
     return {
-      model, tokenizer, config, arch, path, types,
+      model,
+      tokenizer,
+      config,
+      arch,
+      path,
+      types,
       rawTensor: (name) => {
         const g = GGUFFile.open(path);
         try {

@@ -6,8 +6,18 @@
  */
 import * as fs from 'node:fs';
 import {
-  GGUF_MAGIC, GGUF_DEFAULT_ALIGNMENT, GGUF_VALUE_TYPES, GGUF_SCALAR_BYTES, GGML_MAX_DIMS, GGML_TYPES_BY_ID,
-  ggmlTensorBytes, alignUp, type GGUFValue, type GGUFScalarType, type GGUFScalar, type GGMLTypeInfo,
+  GGUF_MAGIC,
+  GGUF_DEFAULT_ALIGNMENT,
+  GGUF_VALUE_TYPES,
+  GGUF_SCALAR_BYTES,
+  GGML_MAX_DIMS,
+  GGML_TYPES_BY_ID,
+  ggmlTensorBytes,
+  alignUp,
+  type GGUFValue,
+  type GGUFScalarType,
+  type GGUFScalar,
+  type GGMLTypeInfo,
 } from './format.js';
 import { decodeTensor } from './quant.js';
 
@@ -34,7 +44,11 @@ class Cursor {
   pos = 0;
   private buf = Buffer.alloc(0);
   private bufStart = 0;
-  constructor(private readonly fd: number, readonly size: number, private readonly where: string) {}
+  constructor(
+    private readonly fd: number,
+    readonly size: number,
+    private readonly where: string,
+  ) {}
 
   fail(field: string, at: number, msg: string): never {
     throw new GGUFError(`${this.where}: ${field} at byte ${at}: ${msg}`);
@@ -126,23 +140,34 @@ class Cursor {
 
 function readScalar(c: Cursor, type: GGUFScalarType, f: string): GGUFScalar {
   switch (type) {
-    case 'u8': return c.u8(f);
-    case 'i8': return c.i8(f);
-    case 'u16': return c.u16(f);
-    case 'i16': return c.i16(f);
-    case 'u32': return c.u32(f);
-    case 'i32': return c.i32(f);
-    case 'f32': return c.f32(f);
-    case 'f64': return c.f64(f);
-    case 'u64': return c.u64big(f);
-    case 'i64': return c.i64big(f);
+    case 'u8':
+      return c.u8(f);
+    case 'i8':
+      return c.i8(f);
+    case 'u16':
+      return c.u16(f);
+    case 'i16':
+      return c.i16(f);
+    case 'u32':
+      return c.u32(f);
+    case 'i32':
+      return c.i32(f);
+    case 'f32':
+      return c.f32(f);
+    case 'f64':
+      return c.f64(f);
+    case 'u64':
+      return c.u64big(f);
+    case 'i64':
+      return c.i64big(f);
     case 'bool': {
       const at = c.pos;
       const b = c.u8(f);
       if (b > 1) c.fail(f, at, `bool must be 0 or 1, got ${b}`);
       return b === 1;
     }
-    case 'string': return c.string(f);
+    case 'string':
+      return c.string(f);
   }
 }
 
@@ -255,7 +280,9 @@ export class GGUFFile {
       infos.forEach((t, i) => {
         const fileOffset = dataOffset + t.offset;
         if (fileOffset + t.nbytes > st.size) {
-          throw new GGUFError(`gguf ${path}: tensor "${t.name}" (info at byte ${infoAt[i]}): data [${fileOffset}, ${fileOffset + t.nbytes}) runs past the end of the file at byte ${st.size} (truncated?)`);
+          throw new GGUFError(
+            `gguf ${path}: tensor "${t.name}" (info at byte ${infoAt[i]}): data [${fileOffset}, ${fileOffset + t.nbytes}) runs past the end of the file at byte ${st.size} (truncated?)`,
+          );
         }
         tensors.set(t.name, { ...t, fileOffset });
       });

@@ -100,7 +100,8 @@ export function tokenizerFromGGUF(f: GGUFFile): Tokenizer {
   if (n < 256) throw new GGUFError(`${where}: tokenizer.ggml.tokens has ${n} non-control tokens; a moe-ts vocabulary starts with the 256 byte tokens`);
   const chars = gpt2ByteChars();
   for (let b = 0; b < 256; b++) {
-    if (tokens[b] !== chars[b]) throw new GGUFError(`${where}: tokenizer.ggml.tokens[${b}] is ${JSON.stringify(tokens[b])}, expected byte ${b} (${JSON.stringify(chars[b])}): not a moe-ts byte/BPE vocabulary`);
+    if (tokens[b] !== chars[b])
+      throw new GGUFError(`${where}: tokenizer.ggml.tokens[${b}] is ${JSON.stringify(tokens[b])}, expected byte ${b} (${JSON.stringify(chars[b])}): not a moe-ts byte/BPE vocabulary`);
   }
   const mergeStrs = f.has('tokenizer.ggml.merges') ? (f.getArray('tokenizer.ggml.merges', 'string') as string[]) : [];
   if (n === 256 && mergeStrs.length === 0) return new ByteTokenizer();

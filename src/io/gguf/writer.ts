@@ -5,8 +5,18 @@
  */
 import { writeFileAtomicSync } from '../atomic.js';
 import {
-  GGUF_MAGIC, GGUF_VERSION, GGUF_DEFAULT_ALIGNMENT, GGUF_VALUE_TYPES, GGML_MAX_DIMS, GGML_MAX_NAME, GGML_TYPES_BY_NAME,
-  ggmlTensorBytes, alignUp, type GGUFValue, type GGUFScalar, type GGUFScalarType,
+  GGUF_MAGIC,
+  GGUF_VERSION,
+  GGUF_DEFAULT_ALIGNMENT,
+  GGUF_VALUE_TYPES,
+  GGML_MAX_DIMS,
+  GGML_MAX_NAME,
+  GGML_TYPES_BY_NAME,
+  ggmlTensorBytes,
+  alignUp,
+  type GGUFValue,
+  type GGUFScalar,
+  type GGUFScalarType,
 } from './format.js';
 
 export interface GGUFTensorInput {
@@ -30,8 +40,12 @@ class Bytes {
     fill(new DataView(b.buffer));
     this.push(b);
   }
-  u32(v: number): void { this.fixed(4, (d) => d.setUint32(0, v, true)); }
-  u64(v: number | bigint): void { this.fixed(8, (d) => d.setBigUint64(0, BigInt(v), true)); }
+  u32(v: number): void {
+    this.fixed(4, (d) => d.setUint32(0, v, true));
+  }
+  u64(v: number | bigint): void {
+    this.fixed(8, (d) => d.setBigUint64(0, BigInt(v), true));
+  }
   string(s: string): void {
     const b = new TextEncoder().encode(s);
     this.u64(b.length);
@@ -55,14 +69,30 @@ function intIn(key: string, type: string, v: GGUFScalar, lo: number | bigint, hi
 
 function writeScalar(out: Bytes, key: string, type: GGUFScalarType, v: GGUFScalar): void {
   switch (type) {
-    case 'u8': intIn(key, type, v, 0, 255); return out.fixed(1, (d) => d.setUint8(0, Number(v)));
-    case 'i8': intIn(key, type, v, -128, 127); return out.fixed(1, (d) => d.setInt8(0, Number(v)));
-    case 'u16': intIn(key, type, v, 0, 65535); return out.fixed(2, (d) => d.setUint16(0, Number(v), true));
-    case 'i16': intIn(key, type, v, -32768, 32767); return out.fixed(2, (d) => d.setInt16(0, Number(v), true));
-    case 'u32': intIn(key, type, v, 0, 0xffffffff); return out.fixed(4, (d) => d.setUint32(0, Number(v), true));
-    case 'i32': intIn(key, type, v, -0x80000000, 0x7fffffff); return out.fixed(4, (d) => d.setInt32(0, Number(v), true));
-    case 'u64': intIn(key, type, v, 0, 0xffffffffffffffffn); return out.fixed(8, (d) => d.setBigUint64(0, BigInt(v), true));
-    case 'i64': intIn(key, type, v, -0x8000000000000000n, 0x7fffffffffffffffn); return out.fixed(8, (d) => d.setBigInt64(0, BigInt(v), true));
+    case 'u8':
+      intIn(key, type, v, 0, 255);
+      return out.fixed(1, (d) => d.setUint8(0, Number(v)));
+    case 'i8':
+      intIn(key, type, v, -128, 127);
+      return out.fixed(1, (d) => d.setInt8(0, Number(v)));
+    case 'u16':
+      intIn(key, type, v, 0, 65535);
+      return out.fixed(2, (d) => d.setUint16(0, Number(v), true));
+    case 'i16':
+      intIn(key, type, v, -32768, 32767);
+      return out.fixed(2, (d) => d.setInt16(0, Number(v), true));
+    case 'u32':
+      intIn(key, type, v, 0, 0xffffffff);
+      return out.fixed(4, (d) => d.setUint32(0, Number(v), true));
+    case 'i32':
+      intIn(key, type, v, -0x80000000, 0x7fffffff);
+      return out.fixed(4, (d) => d.setInt32(0, Number(v), true));
+    case 'u64':
+      intIn(key, type, v, 0, 0xffffffffffffffffn);
+      return out.fixed(8, (d) => d.setBigUint64(0, BigInt(v), true));
+    case 'i64':
+      intIn(key, type, v, -0x8000000000000000n, 0x7fffffffffffffffn);
+      return out.fixed(8, (d) => d.setBigInt64(0, BigInt(v), true));
     case 'f32':
     case 'f64':
       if (typeof v !== 'number') throw new Error(`gguf write: metadata "${key}": ${String(v)} is not a number`);

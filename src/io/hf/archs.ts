@@ -34,7 +34,11 @@ export interface ArchSpec {
    * moe-ts expert bank's parameters (by short name: w1, w3, w2, b1, ...) from the checkpoint, and back.
    */
   expertIO?: {
-    load(io: { get(name: string, shape: readonly number[]): Float32Array; has(name: string): boolean; getMxfp4(name: string, shape: readonly number[]): Float32Array }, base: string, p: Record<string, { data: Float32Array; shape: readonly number[] }>): void;
+    load(
+      io: { get(name: string, shape: readonly number[]): Float32Array; has(name: string): boolean; getMxfp4(name: string, shape: readonly number[]): Float32Array },
+      base: string,
+      p: Record<string, { data: Float32Array; shape: readonly number[] }>,
+    ): void;
     save(put: (name: string, data: Float32Array, shape: number[]) => void, base: string, p: Record<string, { data: Float32Array; shape: readonly number[] }>): void;
   };
   /** The moe-ts router this architecture routes with (MoE architectures). */
@@ -126,7 +130,16 @@ const mixtral: ArchSpec = {
     };
   },
   toHfConfig(c) {
-    return { ...baseFields(c), intermediate_size: c.moe_intermediate_size, num_local_experts: c.num_local_experts, num_experts_per_tok: c.num_experts_per_tok, router_aux_loss_coef: c.router_aux_loss_coef, router_jitter_noise: c.router_jitter_noise, sliding_window: null, attention_dropout: 0 };
+    return {
+      ...baseFields(c),
+      intermediate_size: c.moe_intermediate_size,
+      num_local_experts: c.num_local_experts,
+      num_experts_per_tok: c.num_experts_per_tok,
+      router_aux_loss_coef: c.router_aux_loss_coef,
+      router_jitter_noise: c.router_jitter_noise,
+      sliding_window: null,
+      attention_dropout: 0,
+    };
   },
   reject(c) {
     if (dense(c)) return 'a dense model (no experts)';
@@ -158,7 +171,9 @@ function qwenMoe(v: 2 | 3): ArchSpec {
         mlp_only_layers: Array.isArray(hf.mlp_only_layers) ? hf.mlp_only_layers : [],
         norm_topk_prob: hf.norm_topk_prob === true,
         router_aux_loss_coef: num(hf, 'router_aux_loss_coef') ?? 0.001,
-        ...(v === 2 ? { qkv_bias: true, n_shared_experts: shared > 0 ? 1 : 0, shared_expert_intermediate_size: shared > 0 ? shared : undefined, shared_expert_gate: shared > 0 } : { qk_norm: 'head', attention_bias: hf.attention_bias === true }),
+        ...(v === 2
+          ? { qkv_bias: true, n_shared_experts: shared > 0 ? 1 : 0, shared_expert_intermediate_size: shared > 0 ? shared : undefined, shared_expert_gate: shared > 0 }
+          : { qk_norm: 'head', attention_bias: hf.attention_bias === true }),
       };
     },
     toHfConfig(c) {
@@ -213,7 +228,17 @@ const olmoe: ArchSpec = {
   },
   toHfConfig(c) {
     const { head_dim: _h, ...base } = baseFields(c);
-    return { ...base, intermediate_size: c.moe_intermediate_size, num_experts: c.num_local_experts, num_experts_per_tok: c.num_experts_per_tok, norm_topk_prob: c.norm_topk_prob, router_aux_loss_coef: c.router_aux_loss_coef, attention_bias: c.attention_bias, clip_qkv: null, attention_dropout: 0 };
+    return {
+      ...base,
+      intermediate_size: c.moe_intermediate_size,
+      num_experts: c.num_local_experts,
+      num_experts_per_tok: c.num_experts_per_tok,
+      norm_topk_prob: c.norm_topk_prob,
+      router_aux_loss_coef: c.router_aux_loss_coef,
+      attention_bias: c.attention_bias,
+      clip_qkv: null,
+      attention_dropout: 0,
+    };
   },
   reject(c) {
     if (dense(c)) return 'a dense model (no experts)';
@@ -236,7 +261,12 @@ function denseArch(kind: 'llama' | 'qwen2'): ArchSpec {
       return { num_local_experts: 0, intermediate_size: num(hf, 'intermediate_size') ?? 11008, ...(kind === 'qwen2' ? { qkv_bias: true } : { attention_bias: hf.attention_bias === true }) };
     },
     toHfConfig(c) {
-      return { ...baseFields(c), intermediate_size: c.intermediate_size, attention_dropout: 0, ...(kind === 'llama' ? { attention_bias: c.attention_bias, mlp_bias: false } : { use_sliding_window: false }) };
+      return {
+        ...baseFields(c),
+        intermediate_size: c.intermediate_size,
+        attention_dropout: 0,
+        ...(kind === 'llama' ? { attention_bias: c.attention_bias, mlp_bias: false } : { use_sliding_window: false }),
+      };
     },
     reject(c) {
       if (!dense(c)) return 'an MoE model';

@@ -55,7 +55,8 @@ function readJsonFile(file: string, what: string): unknown {
 function commonFields(hf: HfConfig): Record<string, unknown> {
   const n = (k: string): unknown => (hf[k] === null ? undefined : hf[k]);
   if (hf.hidden_act !== undefined && hf.hidden_act !== 'silu') throw new HfFormatError(`config.json field hidden_act ${JSON.stringify(hf.hidden_act)} is not supported (supported: silu)`);
-  if (hf.partial_rotary_factor !== undefined && hf.partial_rotary_factor !== 1) throw new HfFormatError(`config.json field partial_rotary_factor ${JSON.stringify(hf.partial_rotary_factor)} is not supported (only 1)`);
+  if (hf.partial_rotary_factor !== undefined && hf.partial_rotary_factor !== 1)
+    throw new HfFormatError(`config.json field partial_rotary_factor ${JSON.stringify(hf.partial_rotary_factor)} is not supported (only 1)`);
   let theta = n('rope_theta');
   let scaling = n('rope_scaling') as Record<string, unknown> | undefined;
   const rp = n('rope_parameters') as Record<string, unknown> | undefined;
@@ -297,7 +298,12 @@ function loadWeights(model: MoETransformerLM, arch: ArchSpec, src: Source, inter
   for (const [name] of params) if (!done.has(name)) throw new HfFormatError(`${arch.modelType}: parameter ${name} was not loaded`);
   const extra = src.ck.names().filter((n) => !src.used.has(n) && !n.endsWith('.rotary_emb.inv_freq'));
   if (extra.length > 0) {
-    throw new HfFormatError(`${src.ck.dir}: ${extra.length} unexpected tensor(s) for a ${arch.modelType} model with this config.json, e.g. ${extra.slice(0, 3).map((n) => quoteName(n)).join(', ')}`);
+    throw new HfFormatError(
+      `${src.ck.dir}: ${extra.length} unexpected tensor(s) for a ${arch.modelType} model with this config.json, e.g. ${extra
+        .slice(0, 3)
+        .map((n) => quoteName(n))
+        .join(', ')}`,
+    );
   }
 }
 
@@ -362,15 +368,15 @@ export function hfTensors(model: MoETransformerLM, arch: ArchSpec, dtype: DType 
       const rest = m[2];
       const seg = arch.ropeInterleaved ? ropeSegments(name, c) : null;
       if (seg) put(HL + rest, permuteRopeRows(p.data, shape.length > 1 ? shape[1] : 1, seg, c.qk_rope_head_dim!, false), shape);
-      else if (rest === 'block_sparse_moe.router.gate.weight' || rest === 'block_sparse_moe.router.gate.bias') put(`${HL}${arch.moePrefix}.${arch.routerName ?? 'gate'}.${rest.endsWith('bias') ? 'bias' : 'weight'}`, p.data, shape);
+      else if (rest === 'block_sparse_moe.router.gate.weight' || rest === 'block_sparse_moe.router.gate.bias')
+        put(`${HL}${arch.moePrefix}.${arch.routerName ?? 'gate'}.${rest.endsWith('bias') ? 'bias' : 'weight'}`, p.data, shape);
       else if (arch.expertIO && rest.startsWith('block_sparse_moe.experts.')) {
         if (rest !== 'block_sparse_moe.experts.w1') continue;
         const EP = `layers.${m[1]}.block_sparse_moe.experts.`;
         const bank: Record<string, { data: Float32Array; shape: readonly number[] }> = {};
         for (const [n, q] of model.namedParameters()) if (n.startsWith(EP)) bank[n.slice(EP.length)] = q;
         arch.expertIO.save(put, `${HL}${arch.moePrefix}`, bank);
-      }
-      else if (arch.fused?.only && rest.startsWith('block_sparse_moe.experts.')) {
+      } else if (arch.fused?.only && rest.startsWith('block_sparse_moe.experts.')) {
         // written once per layer, from w1 (w3 and w2 are consumed with it)
         if (rest !== 'block_sparse_moe.experts.w1') continue;
         const P = `layers.${m[1]}.block_sparse_moe.experts.`;
@@ -388,15 +394,13 @@ export function hfTensors(model: MoETransformerLM, arch: ArchSpec, dtype: DType 
         }
         put(`${HL}${arch.moePrefix}.${arch.fused.gateUp}`, gu, [E, 2 * f, dd]);
         put(`${HL}${arch.moePrefix}.${arch.fused.down}`, dn, [E, dd, f]);
-      }
-      else if (rest.startsWith('block_sparse_moe.shared.')) {
+      } else if (rest.startsWith('block_sparse_moe.shared.')) {
         const idx = ['w1', 'w3', 'w2'].indexOf(rest.slice('block_sparse_moe.shared.'.length));
         if (idx < 0 || !arch.sharedName) throw new HfFormatError(`${arch.modelType}: no Hugging Face name for parameter ${name}`);
         const t = new Float32Array(p.size);
         transposeInto(t, 0, p.data, 0, shape[0], shape[1]);
         put(`${HL}${arch.moePrefix}.${arch.sharedName}.${['gate_proj', 'up_proj', 'down_proj'][idx]}.weight`, t, [shape[1], shape[0]]);
-      }
-      else if (rest.startsWith('block_sparse_moe.experts.')) {
+      } else if (rest.startsWith('block_sparse_moe.experts.')) {
         const which = rest.slice('block_sparse_moe.experts.'.length);
         const idx = ['w1', 'w3', 'w2'].indexOf(which);
         if (idx < 0) throw new HfFormatError(`${arch.modelType}: no Hugging Face name for parameter ${name}`);

@@ -62,11 +62,15 @@ function matmulCases(be: Backend): void {
     const b = rand(k * n);
     const out = new Float32Array(m * n);
     const f = 2 * m * k * n;
-    report(`matmul ${m}x${k}x${n}`, [
-      ['nn', f, () => be.matmul(a, b, m, k, n, { out })],
-      ['tn', f, () => be.matmul(a, b, m, k, n, { out, transA: true })],
-      ['nt+acc', f, () => be.matmul(a, b, m, k, n, { out, transB: true, accumulate: true })],
-    ], m === 2048 ? 3 : 9);
+    report(
+      `matmul ${m}x${k}x${n}`,
+      [
+        ['nn', f, () => be.matmul(a, b, m, k, n, { out })],
+        ['tn', f, () => be.matmul(a, b, m, k, n, { out, transA: true })],
+        ['nt+acc', f, () => be.matmul(a, b, m, k, n, { out, transB: true, accumulate: true })],
+      ],
+      m === 2048 ? 3 : 9,
+    );
   }
 }
 

@@ -121,9 +121,7 @@ class NativeBackend implements Backend {
       s.run(feeds, { Y: f32(cv, [rows, n]) });
       return c;
     }
-    const s = this.session(`batched${+transA}${+transB}${+broadcastB}${+acc}`, () =>
-      batchedModel(transA, transB, broadcastB, acc),
-    );
+    const s = this.session(`batched${+transA}${+transB}${+broadcastB}${+acc}`, () => batchedModel(transA, transB, broadcastB, acc));
     const bDims = transB ? [n, k] : [k, n];
     const feeds: Record<string, OrtTensorLike> = {
       A: f32(av, transA ? [batch, k, m] : [batch, m, k]),
@@ -217,10 +215,7 @@ class NativeBackend implements Backend {
   /** Runs a 1x2x1 product through ORT (bypassing the small-size shortcut). */
   probe(): void {
     const y = new Float32Array(1);
-    this.session('gemm000', () => gemmModel(false, false, false)).run(
-      { A: f32(new Float32Array([1, 2]), [1, 2]), B: f32(new Float32Array([3, 4]), [2, 1]) },
-      { Y: f32(y, [1, 1]) },
-    );
+    this.session('gemm000', () => gemmModel(false, false, false)).run({ A: f32(new Float32Array([1, 2]), [1, 2]), B: f32(new Float32Array([3, 4]), [2, 1]) }, { Y: f32(y, [1, 1]) });
     if (y[0] !== 11) throw new Error(`probe product gave ${y[0]}, expected 11`);
   }
 

@@ -17,11 +17,7 @@ export interface ValueInfo {
   shape?: Dim[];
 }
 
-export type AttrValue =
-  | { kind: 'int'; value: number }
-  | { kind: 'float'; value: number }
-  | { kind: 'string'; value: string }
-  | { kind: 'ints'; value: number[] };
+export type AttrValue = { kind: 'int'; value: number } | { kind: 'float'; value: number } | { kind: 'string'; value: string } | { kind: 'ints'; value: number[] };
 
 export interface NodeDef {
   opType: string;
@@ -173,9 +169,7 @@ function writeTensor(w: ProtoWriter, t: TensorDef): void {
   });
   const elemBytes = t.dataType === DataType.INT64 ? 8 : 4;
   if (t.raw.length !== count * elemBytes) {
-    throw new Error(
-      `onnx encoder: initializer ${t.name} has ${t.raw.length} bytes, dims [${t.dims.join(', ')}] need ${count * elemBytes}`,
-    );
+    throw new Error(`onnx encoder: initializer ${t.name} has ${t.raw.length} bytes, dims [${t.dims.join(', ')}] need ${count * elemBytes}`);
   }
   for (const d of t.dims) w.varint(1, d);
   w.varint(2, t.dataType);

@@ -49,12 +49,11 @@ export function loadOrtBinding(): OrtBinding {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND') {
       // an optional peer dependency: `npm install moe-ts` does not pull it (or its GPU downloads)
-      throw new Error('native backend: onnxruntime-node is not installed (optional); run `ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node` for the native CPU GEMM, or use --backend wasm', { cause: e });
+      throw new Error('native backend: onnxruntime-node is not installed (optional); run `ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node` for the native CPU GEMM, or use --backend wasm', {
+        cause: e,
+      });
     }
-    throw new Error(
-      `native backend: cannot load onnxruntime-node (${process.platform}/${process.arch}): ${(e as Error).message}`,
-      { cause: e },
-    );
+    throw new Error(`native backend: cannot load onnxruntime-node (${process.platform}/${process.arch}): ${(e as Error).message}`, { cause: e });
   }
 }
 

@@ -7,7 +7,7 @@
  * out. The loaders start the pool: index.ts (Node, worker_threads) and browser.ts (Web Workers).
  */
 import type { Backend, GroupedMatmulOptions, MatmulOptions } from '../../tensor/backend.js';
-import { S_DONE, S_ERROR, S_GEN, S_STOP, SYNC_WORDS } from './sync.js';
+import { S_DONE, S_ERROR, S_GEN, S_STOP } from './sync.js';
 import { WA, type WasmInstance, type WasmMemory, type WasmModule } from './wa.js';
 
 // Must match src/kernels/wasm/assembly/kernels.ts.
@@ -16,10 +16,33 @@ const MR = 4;
 const DESC_WORDS = 16;
 const TASK_WORDS = 8;
 const D = {
-  A: 0, ARS: 1, ACS: 2, B: 3, BRS: 4, BCS: 5, BP: 6, C: 7, LDC: 8, M: 9, N: 10, K: 11, BETA: 12, KC: 13, READY: 14, NPACK: 15,
+  A: 0,
+  ARS: 1,
+  ACS: 2,
+  B: 3,
+  BRS: 4,
+  BCS: 5,
+  BP: 6,
+  C: 7,
+  LDC: 8,
+  M: 9,
+  N: 10,
+  K: 11,
+  BETA: 12,
+  KC: 13,
+  READY: 14,
+  NPACK: 15,
 };
-const C_DESC = 0, C_NTASK = 4, C_TASK = 8, C_SCRATCH = 12, C_SCRATCH_STRIDE = 16, C_NEXT = 64, C_COPIED = 128;
-const T_PACK = 0, T_COMPUTE = 1, T_FUSED = 2;
+const C_DESC = 0,
+  C_NTASK = 4,
+  C_TASK = 8,
+  C_SCRATCH = 12,
+  C_SCRATCH_STRIDE = 16,
+  C_NEXT = 64,
+  C_COPIED = 128;
+const T_PACK = 0,
+  T_COMPUTE = 1,
+  T_FUSED = 2;
 /** Depth of one packed slice: a KC x NR strip of B (8 KiB) stays in L1. */
 const KC_MAX = 256;
 /** Rows per compute task (a multiple of MR): the packed A block (MC x KC, 128 KiB) stays in L2. */
@@ -89,13 +112,7 @@ export class WasmBackend implements Backend {
   /** Set when workers stopped responding; every later call fails fast with this message. */
   private broken: string | null = null;
 
-  constructor(
-    threads: number,
-    memory: WasmMemory,
-    instance: WasmInstance,
-    workers: PoolWorker[],
-    sync: Int32Array,
-  ) {
+  constructor(threads: number, memory: WasmMemory, instance: WasmInstance, workers: PoolWorker[], sync: Int32Array) {
     this.threads = threads;
     this.memory = memory;
     this.run = instance.exports.run as (ctrl: number, tid: number) => void;
@@ -232,17 +249,7 @@ export class WasmBackend implements Backend {
    * Lays out inputs, packed B, descriptors, task lists and per-thread scratch in the shared
    * memory, runs the job and copies C back into `out`.
    */
-  private execute(
-    op: string,
-    problems: Problem[],
-    a: Float32Array,
-    aLen: number,
-    b: Float32Array,
-    bLen: number,
-    out: Float32Array,
-    cLen: number,
-    loadC: boolean,
-  ): void {
+  private execute(op: string, problems: Problem[], a: Float32Array, aLen: number, b: Float32Array, bLen: number, out: Float32Array, cLen: number, loadC: boolean): void {
     if (this.disposed) throw new Error(`wasm ${op}: backend was disposed`);
     if (this.broken) throw new Error(this.broken);
     const P = problems.length;
@@ -285,14 +292,13 @@ export class WasmBackend implements Backend {
       } else {
         bpOff[i] = bpOff[p.bOwner];
       }
-      let rowTasks = Math.ceil(p.m / MC);
+      const rowTasks = Math.ceil(p.m / MC);
       let colTasks = 1;
       if (threads > 1) {
         const want = Math.ceil((4 * threads * work) / macs);
         colTasks = Math.max(1, Math.min(Math.ceil(want / rowTasks), Math.ceil(strips / 4)));
       }
       const rowsPer = align(Math.ceil(p.m / rowTasks), MR);
-      rowTasks = Math.ceil(p.m / rowsPer);
       const stripsPer = Math.ceil(strips / colTasks);
       for (let r0 = 0; r0 < p.m; r0 += rowsPer) {
         for (let s0 = 0; s0 < strips; s0 += stripsPer) {

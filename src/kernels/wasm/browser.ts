@@ -106,7 +106,10 @@ export async function createBrowserWasmBackend(opts: BrowserWasmOptions = {}): P
   }
   const base = new URL(opts.baseUrl ?? './', opts.baseUrl ? g.location?.href : import.meta.url);
   const shared = opts.sharedMemory ?? sharedWasmMemoryAvailable();
-  if (!shared && threads > 1) throw new Error(`wasm backend: ${threads} threads need shared WebAssembly memory, which ${opts.sharedMemory === false ? 'sharedMemory: false turned off' : 'this engine refuses here'}; use threads: 1`);
+  if (!shared && threads > 1)
+    throw new Error(
+      `wasm backend: ${threads} threads need shared WebAssembly memory, which ${opts.sharedMemory === false ? 'sharedMemory: false turned off' : 'this engine refuses here'}; use threads: 1`,
+    );
   const { module } = shared ? await kernelModule(base) : { module: await singleModule(base) };
   const memory = newKernelMemory(shared);
   const instance = new WA.Instance(module, { env: { memory } });

@@ -87,7 +87,10 @@ dispatchRegistry.register(
     routing: 'sparse',
     options: {
       capacityFactor: positive().describe('expert capacity as a multiple of the balanced load T * k / E'),
-      dropOrder: z.enum(DROP_ORDERS as [DropOrder, ...DropOrder[]]).default('weight').describe("overflow dropped: 'weight' lowest priority first (V-MoE batch-prioritised routing), 'sequence' latest tokens first (Switch Transformers)"),
+      dropOrder: z
+        .enum(DROP_ORDERS as [DropOrder, ...DropOrder[]])
+        .default('weight')
+        .describe("overflow dropped: 'weight' lowest priority first (V-MoE batch-prioritised routing), 'sequence' latest tokens first (Switch Transformers)"),
     },
     hfConfig: { capacity_factor: 'capacityFactor', capacity_drop_order: 'dropOrder' },
     configDefaults: { capacityFactor: 1.25 },

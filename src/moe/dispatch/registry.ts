@@ -51,7 +51,10 @@ export function dispatchSchema(spec: DispatchSpec): z.ZodType {
 
 /** The dispatches a config may name for sparse routing. */
 export function sparseDispatchNames(): string[] {
-  return dispatchRegistry.specs().filter((s) => s.routing === 'sparse').map((s) => s.name);
+  return dispatchRegistry
+    .specs()
+    .filter((s) => s.routing === 'sparse')
+    .map((s) => s.name);
 }
 
 /** The dispatch a router of this routing kind gets when neither the layer config nor its spec names one. */

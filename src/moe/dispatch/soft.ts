@@ -16,7 +16,10 @@ export function softDispatch(x: Tensor, routing: SoftRouting, experts: ExpertBan
   if (!Number.isInteger(S) || S < 1) throw new Error(`softDispatch: slotsPerExpert must be a positive integer, got ${S}`);
   if (x.ndim !== 2 || x.shape[1] !== experts.dModel) throw new Error(`softDispatch: x must be [T, ${experts.dModel}], got [${x.shape.join(', ')}]`);
   const T = x.shape[0];
-  for (const [name, m] of [['dispatch', routing.dispatch], ['combine', routing.combine]] as const) {
+  for (const [name, m] of [
+    ['dispatch', routing.dispatch],
+    ['combine', routing.combine],
+  ] as const) {
     if (m.ndim !== 2 || m.shape[0] !== T || m.shape[1] !== E * S) {
       throw new Error(`softDispatch: ${name} must be [T, E*S] = [${T}, ${E * S}], got [${m.shape.join(', ')}]`);
     }

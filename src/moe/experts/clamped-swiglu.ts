@@ -97,7 +97,7 @@ export class ClampedSwigluExperts extends Module implements ExpertBank {
       }
       g = Math.min(g, this.limit);
       u = Math.min(Math.max(u, -this.limit), this.limit);
-      act[j] = (u + 1) * g / (1 + Math.exp(-this.alpha * g));
+      act[j] = ((u + 1) * g) / (1 + Math.exp(-this.alpha * g));
     }
     const y = new Float64Array(d);
     for (let o = 0; o < d; o++) {

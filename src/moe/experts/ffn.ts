@@ -322,7 +322,7 @@ export function fineGrainedSegmentation(cfg: GranularityConfig, m: number): Gran
 const ffnOptions = {
   dFF: posInt().optional().describe('width of every expert (required unless sizes is given)'),
   sizes: z.array(posInt()).optional().describe('per-expert widths for heterogeneous experts (HMoE), one per expert'),
-  outputScale: positive().optional().describe('multiplier on the output projections\' init std (default 1)'),
+  outputScale: positive().optional().describe("multiplier on the output projections' init std (default 1)"),
 };
 
 function ffnSpec(activation: Activation, summary: string, paper: { authors: string; title: string; year: number }, hfHiddenAct: string) {

@@ -52,5 +52,16 @@ export const globalEntropyLoss: BalanceLossFn = (out, { numExperts, tokens }) =>
   return neg(reshape(rowEntropy(mean(out.probs, 0, true)), []));
 };
 
-lossRegistry.register({ name: 'entropy', summary: 'local entropy: mean per-token routing entropy, minimised', paper: { authors: 'Mustafa et al.', title: 'Multimodal Contrastive Learning with LIMoE: the Language-Image Mixture of Experts', year: 2022 }, fn: localEntropyLoss, configField: 'router_entropy_coef' });
-lossRegistry.register({ name: 'entropy-global', summary: 'global entropy: minus the entropy of the mean routing distribution', paper: { authors: 'Mustafa et al.', title: 'Multimodal Contrastive Learning with LIMoE: the Language-Image Mixture of Experts', year: 2022 }, fn: globalEntropyLoss });
+lossRegistry.register({
+  name: 'entropy',
+  summary: 'local entropy: mean per-token routing entropy, minimised',
+  paper: { authors: 'Mustafa et al.', title: 'Multimodal Contrastive Learning with LIMoE: the Language-Image Mixture of Experts', year: 2022 },
+  fn: localEntropyLoss,
+  configField: 'router_entropy_coef',
+});
+lossRegistry.register({
+  name: 'entropy-global',
+  summary: 'global entropy: minus the entropy of the mean routing distribution',
+  paper: { authors: 'Mustafa et al.', title: 'Multimodal Contrastive Learning with LIMoE: the Language-Image Mixture of Experts', year: 2022 },
+  fn: globalEntropyLoss,
+});

@@ -16,4 +16,10 @@ export const importanceLoss: BalanceLossFn = (out, { numExperts, tokens }) => {
   return cvSquared(columnSums(out.probs));
 };
 
-lossRegistry.register({ name: 'importance', summary: 'CV^2 of per-expert summed probabilities', paper: { authors: 'Shazeer et al.', title: 'Outrageously Large Neural Networks: The Sparsely-Gated Mixture-of-Experts Layer', year: 2017 }, fn: importanceLoss, configField: 'router_importance_coef' });
+lossRegistry.register({
+  name: 'importance',
+  summary: 'CV^2 of per-expert summed probabilities',
+  paper: { authors: 'Shazeer et al.', title: 'Outrageously Large Neural Networks: The Sparsely-Gated Mixture-of-Experts Layer', year: 2017 },
+  fn: importanceLoss,
+  configField: 'router_importance_coef',
+});

@@ -100,4 +100,9 @@ export const loadLoss: BalanceLossFn = (out, { numExperts, tokens }) => {
   return cvSquared(load);
 };
 
-lossRegistry.register({ name: 'load', summary: 'CV^2 of the smooth (noisy gating) or probability-weighted expert load', paper: { authors: 'Shazeer et al.', title: 'Outrageously Large Neural Networks: The Sparsely-Gated Mixture-of-Experts Layer', year: 2017 }, fn: loadLoss });
+lossRegistry.register({
+  name: 'load',
+  summary: 'CV^2 of the smooth (noisy gating) or probability-weighted expert load',
+  paper: { authors: 'Shazeer et al.', title: 'Outrageously Large Neural Networks: The Sparsely-Gated Mixture-of-Experts Layer', year: 2017 },
+  fn: loadLoss,
+});

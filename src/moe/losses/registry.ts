@@ -36,7 +36,10 @@ export function columnSums(x: Tensor): Tensor {
 
 /** Check that the [T, E] fields match the info the layer passes, naming the loss. */
 export function checkShapes(loss: string, out: RouterOutput, numExperts: number, tokens: number): void {
-  for (const [field, t] of [['probs', out.probs], ['logits', out.logits]] as const) {
+  for (const [field, t] of [
+    ['probs', out.probs],
+    ['logits', out.logits],
+  ] as const) {
     if (t.ndim !== 2 || t.shape[0] !== tokens || t.shape[1] !== numExperts) {
       throw new Error(`loss "${loss}": router ${field} has shape [${t.shape.join(', ')}], expected [${tokens}, ${numExperts}] (tokens, numExperts)`);
     }

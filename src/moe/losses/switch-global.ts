@@ -29,6 +29,14 @@ export function globalSwitchLoss(outs: readonly RouterOutput[], numExperts: numb
   }
   if (rows === 0) return zeroLoss();
   for (let e = 0; e < numExperts; e++) f[e] /= rows;
-  const P = mean(sparse.length === 1 ? sparse[0].probs : concat(sparse.map((o) => o.probs), 0), 0);
+  const P = mean(
+    sparse.length === 1
+      ? sparse[0].probs
+      : concat(
+          sparse.map((o) => o.probs),
+          0,
+        ),
+    0,
+  );
   return scale(sum(mul(P, new Tensor(f, [numExperts]))), numExperts);
 }

@@ -30,4 +30,10 @@ export const switchLoss: BalanceLossFn = (out, { numExperts, tokens }) => {
   return scale(sum(mul(P, new Tensor(f, [numExperts]))), numExperts);
 };
 
-lossRegistry.register({ name: 'switch', summary: 'E * sum_e f_e P_e load balancing', paper: { authors: 'Fedus et al.', title: 'Switch Transformers: Scaling to Trillion Parameter Models with Simple and Efficient Sparsity', year: 2021 }, fn: switchLoss, configField: 'router_aux_loss_coef' });
+lossRegistry.register({
+  name: 'switch',
+  summary: 'E * sum_e f_e P_e load balancing',
+  paper: { authors: 'Fedus et al.', title: 'Switch Transformers: Scaling to Trillion Parameter Models with Simple and Efficient Sparsity', year: 2021 },
+  fn: switchLoss,
+  configField: 'router_aux_loss_coef',
+});

@@ -16,4 +16,10 @@ export const zLoss: BalanceLossFn = (out, { numExperts, tokens }) => {
   return mean(square(logSumExp(out.logits, -1)));
 };
 
-lossRegistry.register({ name: 'zloss', summary: 'router z-loss mean(logsumexp(logits)^2)', paper: { authors: 'Zoph et al.', title: 'ST-MoE: Designing Stable and Transferable Sparse Expert Models', year: 2022 }, fn: zLoss, configField: 'router_z_loss_coef' });
+lossRegistry.register({
+  name: 'zloss',
+  summary: 'router z-loss mean(logsumexp(logits)^2)',
+  paper: { authors: 'Zoph et al.', title: 'ST-MoE: Designing Stable and Transferable Sparse Expert Models', year: 2022 },
+  fn: zLoss,
+  configField: 'router_z_loss_coef',
+});

@@ -86,7 +86,9 @@ export class GroupLimitedRouter extends Module implements Router {
         gscore[g] = variant === 'v3' ? m1 + (per > 1 ? m2 : 0) : m1;
         gorder[g] = g;
       }
-      const keep = Array.from(gorder).sort((a, c) => gscore[c] - gscore[a] || a - c).slice(0, topkGroup);
+      const keep = Array.from(gorder)
+        .sort((a, c) => gscore[c] - gscore[a] || a - c)
+        .slice(0, topkGroup);
       for (let g = 0; g < nGroup; g++) {
         if (keep.includes(g)) continue;
         for (let e = g * per; e < (g + 1) * per; e++) select[o + e] = 0;

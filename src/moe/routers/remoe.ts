@@ -39,10 +39,14 @@ import { routerRegistry, defineRouter, type ParsedRouterConfig } from './registr
 import { checkRouterInput, routerGate, gatherPairs } from './common.js';
 
 const options = {
-  targetK: num('a number in (0, numExperts]', (v) => v > 0).optional().describe('target active experts per token (default topK); the L1 coefficient adapts toward sparsity 1 - targetK / E'),
+  targetK: num('a number in (0, numExperts]', (v) => v > 0)
+    .optional()
+    .describe('target active experts per token (default topK); the L1 coefficient adapts toward sparsity 1 - targetK / E'),
   l1Init: positive().default(1e-8).describe('initial L1 coefficient lambda'),
-  alpha: num('a finite number > 1', (v) => v > 1).default(1.2).describe('lambda is multiplied or divided by alpha after each step'),
-  balancedL1: bool().default(false).describe('weight the L1 penalty per expert by its load (the paper\'s load-balancing variant)'),
+  alpha: num('a finite number > 1', (v) => v > 1)
+    .default(1.2)
+    .describe('lambda is multiplied or divided by alpha after each step'),
+  balancedL1: bool().default(false).describe("weight the L1 penalty per expert by its load (the paper's load-balancing variant)"),
 };
 
 export type ReMoERouterConfig = ParsedRouterConfig<typeof options>;

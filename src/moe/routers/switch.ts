@@ -24,7 +24,9 @@ import { checkRouterInput, routerGate, softmaxTopK, jitter } from './common.js';
 
 const options = {
   capacityFactor: positive('a positive number').default(1.25).describe('expert capacity factor of its default capacity-limited dispatch'),
-  jitterNoise: num('a number in [0, 1)', (v) => v >= 0 && v < 1).default(0).describe('multiplicative router-input jitter U(1 - eps, 1 + eps) in training (the paper used 1e-2)'),
+  jitterNoise: num('a number in [0, 1)', (v) => v >= 0 && v < 1)
+    .default(0)
+    .describe('multiplicative router-input jitter U(1 - eps, 1 + eps) in training (the paper used 1e-2)'),
 };
 
 export type SwitchRouterConfig = ParsedRouterConfig<typeof options>;
@@ -36,7 +38,6 @@ export class SwitchRouter extends Module implements Router {
   readonly capacityFactor: number;
   readonly jitterNoise: number;
   gate: Linear;
-
 
   constructor(cfg: SwitchRouterConfig, rng: Rng) {
     super();

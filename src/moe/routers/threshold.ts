@@ -35,7 +35,9 @@ import { checkRouterInput, routerGate, gatherPairs } from './common.js';
 import { cumulativeSelect, checkMaxK } from './top-p.js';
 
 const options = {
-  threshold: num('a number in (0, 1]', (v) => v > 0 && v <= 1).default(0.9).describe('experts are added until the cumulative probability exceeds it'),
+  threshold: num('a number in (0, 1]', (v) => v > 0 && v <= 1)
+    .default(0.9)
+    .describe('experts are added until the cumulative probability exceeds it'),
   maxK: posInt('an integer in [1, numExperts]').optional().describe('cap on experts per token (default numExperts)'),
 };
 

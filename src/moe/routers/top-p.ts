@@ -29,7 +29,9 @@ import { routerRegistry, defineRouter, type ParsedRouterConfig } from './registr
 import { checkRouterInput, routerGate, gatherPairs } from './common.js';
 
 const options = {
-  p: num('a number in (0, 1]', (v) => v > 0 && v <= 1).default(0.4).describe('cumulative probability to reach: the shortest descending prefix with cumsum >= p'),
+  p: num('a number in (0, 1]', (v) => v > 0 && v <= 1)
+    .default(0.4)
+    .describe('cumulative probability to reach: the shortest descending prefix with cumsum >= p'),
   maxK: posInt('an integer in [1, numExperts]').optional().describe('cap on experts per token (default numExperts)'),
   normalize: bool().default(false).describe('renormalise the chosen probabilities per token (the paper keeps them raw)'),
   dynamicLossCoef: nonNegative().default(1e-4).describe('coefficient of the dynamic (routing-entropy) loss; 0 disables it'),

@@ -37,10 +37,14 @@ function isSuffix(small: readonly number[], big: readonly number[]): boolean {
 
 function apply(kind: Kind, x: number, y: number): number {
   switch (kind) {
-    case 'add': return x + y;
-    case 'sub': return x - y;
-    case 'mul': return x * y;
-    default: return x / y;
+    case 'add':
+      return x + y;
+    case 'sub':
+      return x - y;
+    case 'mul':
+      return x * y;
+    default:
+      return x / y;
   }
 }
 
@@ -51,10 +55,17 @@ function forward(kind: Kind, a: Tensor, b: Tensor, outShape: number[]): Float32A
   const out = new Float32Array(n);
   if (ad.length === n && bd.length === n) {
     switch (kind) {
-      case 'add': for (let i = 0; i < n; i++) out[i] = ad[i] + bd[i]; break;
-      case 'sub': for (let i = 0; i < n; i++) out[i] = ad[i] - bd[i]; break;
-      case 'mul': for (let i = 0; i < n; i++) out[i] = ad[i] * bd[i]; break;
-      default: for (let i = 0; i < n; i++) out[i] = ad[i] / bd[i];
+      case 'add':
+        for (let i = 0; i < n; i++) out[i] = ad[i] + bd[i];
+        break;
+      case 'sub':
+        for (let i = 0; i < n; i++) out[i] = ad[i] - bd[i];
+        break;
+      case 'mul':
+        for (let i = 0; i < n; i++) out[i] = ad[i] * bd[i];
+        break;
+      default:
+        for (let i = 0; i < n; i++) out[i] = ad[i] / bd[i];
     }
     return out;
   }
@@ -159,16 +170,30 @@ function unary(x: Tensor, f: (v: number) => number, df: (x: number, y: number) =
 export const exp = (x: Tensor): Tensor => unary(x, Math.exp, (_x, y) => y);
 export const log = (x: Tensor): Tensor => unary(x, Math.log, (v) => 1 / v);
 export const sqrt = (x: Tensor): Tensor => unary(x, Math.sqrt, (_x, y) => 0.5 / y);
-export const square = (x: Tensor): Tensor => unary(x, (v) => v * v, (v) => 2 * v);
+export const square = (x: Tensor): Tensor =>
+  unary(
+    x,
+    (v) => v * v,
+    (v) => 2 * v,
+  );
 export const abs = (x: Tensor): Tensor => unary(x, Math.abs, (v) => (v > 0 ? 1 : v < 0 ? -1 : 0));
 export const tanh = (x: Tensor): Tensor => unary(x, Math.tanh, (_x, y) => 1 - y * y);
 export const sigmoid = (x: Tensor): Tensor => unary(x, sigmoidScalar, (_x, y) => y * (1 - y));
-export const relu = (x: Tensor): Tensor => unary(x, (v) => (v > 0 ? v : 0), (v) => (v > 0 ? 1 : 0));
+export const relu = (x: Tensor): Tensor =>
+  unary(
+    x,
+    (v) => (v > 0 ? v : 0),
+    (v) => (v > 0 ? 1 : 0),
+  );
 export const silu = (x: Tensor): Tensor =>
-  unary(x, (v) => v * sigmoidScalar(v), (v) => {
-    const s = sigmoidScalar(v);
-    return s * (1 + v * (1 - s));
-  });
+  unary(
+    x,
+    (v) => v * sigmoidScalar(v),
+    (v) => {
+      const s = sigmoidScalar(v);
+      return s * (1 + v * (1 - s));
+    },
+  );
 
 export function sigmoidScalar(v: number): number {
   // split by sign so exp never overflows
@@ -191,7 +216,12 @@ export const gelu = (x: Tensor): Tensor =>
   );
 
 /** x^p for a constant p. */
-export const pow = (x: Tensor, p: number): Tensor => unary(x, (v) => Math.pow(v, p), (v) => p * Math.pow(v, p - 1));
+export const pow = (x: Tensor, p: number): Tensor =>
+  unary(
+    x,
+    (v) => Math.pow(v, p),
+    (v) => p * Math.pow(v, p - 1),
+  );
 
 /** Multiply by a constant 0/1 (or any) mask of the same shape, outside the graph for the mask. */
 export function maskMul(x: Tensor, mask: Float32Array): Tensor {

@@ -9,9 +9,9 @@
  * - The two passes and the loss: this router declares `consistencyWeight` (option
  *   `consistency`); the trainer then averages the two passes' losses and adds
  *   consistency * the symmetric KL between their next-token distributions.
- * - Inference: one randomly chosen expert per token, as in the paper, but reproducible: the
- *   choice is a seeded hash of the token's hidden state, so it is independent of the batch and of
- *   the call order.
+ * - Inference: one randomly chosen expert per token, as in the paper, but reproducible: a seeded
+ *   hash of the token id (of the hidden state's sign pattern when no ids are given), so it is
+ *   independent of the batch and of the call order.
  * - Record: logits 0 and probs 1/E (the uniform routing distribution; constants: balancing
  *   losses have no gradient here, as the random routing is balanced in expectation).
  */
@@ -53,11 +53,18 @@ export class ThorRouter extends Module implements Router {
     this.seed = new StateBuffer(Float32Array.of(Math.floor(rng.next() * (1 << 24))), [1]);
   }
 
-  /** The inference expert of a hidden-state row: a seeded hash of its float32 bits. */
-  inferenceExpert(row: Float32Array): number {
-    const bits = new Uint32Array(row.buffer, row.byteOffset, row.length);
+  /**
+   * The inference expert of a token: a seeded hash of its id when ctx.tokenIds is given, else of
+   * the sign pattern of its hidden state (stable under small perturbations, unlike its bits).
+   */
+  inferenceExpert(row: Float32Array, id: number | undefined): number {
     let h = mix(this.seed.data[0] | 0);
-    for (let i = 0; i < bits.length; i++) h = mix((h ^ bits[i]) >>> 0);
+    if (id !== undefined) h = mix((h ^ id) >>> 0);
+    else for (let i = 0; i < row.length; i += 32) {
+      let bits = 0;
+      for (let j = i; j < Math.min(row.length, i + 32); j++) if (row[j] > 0) bits |= 1 << (j - i);
+      h = mix((h ^ bits) >>> 0);
+    }
     return h % this.numExperts;
   }
 
@@ -67,7 +74,7 @@ export class ThorRouter extends Module implements Router {
     const d = this.dModel;
     const expertIdx = new Int32Array(T);
     for (let t = 0; t < T; t++) {
-      expertIdx[t] = ctx.training ? Math.min(E - 1, Math.floor(ctx.rng.next() * E)) : this.inferenceExpert(x.data.slice(t * d, (t + 1) * d));
+      expertIdx[t] = ctx.training ? Math.min(E - 1, Math.floor(ctx.rng.next() * E)) : this.inferenceExpert(x.data.subarray(t * d, (t + 1) * d), ctx.tokenIds?.[t]);
     }
     return {
       logits: new Tensor(new Float32Array(T * E), [T, E]),

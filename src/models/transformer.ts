@@ -354,7 +354,8 @@ export class MoETransformerLM extends Module {
 
 /** Symmetric KL divergence between two passes' next-token distributions, mean over rows: (KL(p||q) + KL(q||p)) / 2. */
 export function symmetricKL(a: Tensor, b: Tensor): Tensor {
-  if (a.ndim !== 2 || a.shape[0] !== b.shape[0] || a.shape[1] !== b.shape[1]) throw new Error(`symmetricKL: logits must be two equal [rows, vocab] tensors, got [${a.shape.join(', ')}] and [${b.shape.join(', ')}]`);
+  if (a.ndim !== 2 || a.shape[0] !== b.shape[0] || a.shape[1] !== b.shape[1])
+    throw new Error(`symmetricKL: logits must be two equal [rows, vocab] tensors, got [${a.shape.join(', ')}] and [${b.shape.join(', ')}]`);
   const la = T.logSoftmax(a, -1);
   const lb = T.logSoftmax(b, -1);
   const d = T.sub(la, lb);

@@ -213,7 +213,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         ctx: { training: true, step, totalSteps: tr.steps, rng },
         dropoutRng: rng,
       });
-      let { loss, ce, auxLosses } = lmLoss(res, batch.targets);
+      const first = lmLoss(res, batch.targets);
+      let { loss, ce } = first;
+      const auxLosses = first.auxLosses;
       if (consistency > 0) {
         // a router asked for two passes (different randomness) and a consistency loss between them
         const res2 = model.forward(batch.inputs, batch.batchSize, batch.seqLen, { ctx: { training: true, step, totalSteps: tr.steps, rng }, dropoutRng: rng });

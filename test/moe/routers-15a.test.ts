@@ -188,8 +188,14 @@ test('gw-moe: uncertain tokens go to every expert in training only; confident to
   for (const ex of perToken(tr, 6)) assert.deepEqual(ex, [0, 1, 2, 3]);
   const w = perToken({ ...tr, expertIdx: Int32Array.from(tr.weights.data.map((_, i) => i)) }, 6);
   for (const idx of w) assertClose([idx.reduce((s, a) => s + tr.weights.data[a], 0)], [1], 1e-5, 0);
-  assert.ok(perToken(sparse(r.route(flat, ctx(true, 4))), 6).every((ex) => ex.length === 2), 'before startStep: top-k');
-  assert.ok(perToken(sparse(r.route(flat, ctx(false, 9))), 6).every((ex) => ex.length === 2), 'inference: top-k');
+  assert.ok(
+    perToken(sparse(r.route(flat, ctx(true, 4))), 6).every((ex) => ex.length === 2),
+    'before startStep: top-k',
+  );
+  assert.ok(
+    perToken(sparse(r.route(flat, ctx(false, 9))), 6).every((ex) => ex.length === 2),
+    'inference: top-k',
+  );
   const sharp = make({ type: 'gw-moe', threshold: 0.9 });
   for (const p of sharp.parameters()) for (let i = 0; i < p.size; i++) p.data[i] *= 200;
   const o = sharp.route(randn(new Rng(2), [6, 6], false), ctx(true, 0));
@@ -239,7 +245,10 @@ test('rmoe: the routing state flows from layer to layer (values and gradients)',
     'layer 2 routing depends on layer 1 input',
   );
   const alone = noGrad(() => r2.route(x2, ctx(false))).logits.data;
-  assert.ok(alone.some((v, i) => Math.abs(v - a[i]) > 1e-6), 'and differs from a fresh state');
+  assert.ok(
+    alone.some((v, i) => Math.abs(v - a[i]) > 1e-6),
+    'and differs from a fresh state',
+  );
   // gradients of layer 2's logits reach layer 1's GRU
   const x1 = randn(new Rng(6), [4, 6]);
   gradcheck('rmoe across layers', (xx) => run(xx).logits, [x1, ...r1.parameters()], { eps: 1e-3, atol: 2e-3, rtol: 2e-2 });

@@ -21,7 +21,11 @@ for (const name of ROUTERS) {
     assert.equal(steps.length, 4);
     assert.ok(steps.every((s) => Number.isFinite(s.loss)));
     assert.ok(Number.isFinite(r.finalEval.loss));
-    if (name === 'thor') assert.ok(steps.every((s) => s.aux.consistency > 0), 'two passes and a consistency loss every step');
+    if (name === 'thor')
+      assert.ok(
+        steps.every((s) => s.aux.consistency > 0),
+        'two passes and a consistency loss every step',
+      );
     else assert.equal(steps[0].aux.consistency, undefined);
     if (name === 'stablemoe') {
       for (const m of r.model.moeLayers()) assert.equal((m.router as StableMoERouter).stage2.data[0], 1, 'reached stage 2');

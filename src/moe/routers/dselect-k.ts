@@ -92,8 +92,7 @@ export class DSelectKRouter extends Module implements Router {
     let r: Tensor | null = null;
     for (let j = 0; j < m; j++) {
       const idx = new Int32Array(T * k * C);
-      for (let t = 0; t < T; t++)
-        for (let i = 0; i < k; i++) for (let c = 0; c < C; c++) idx[(t * k + i) * C + c] = ((c >> j) & 1 ? 0 : k * m) + i * m + j;
+      for (let t = 0; t < T; t++) for (let i = 0; i < k; i++) for (let c = 0; c < C; c++) idx[(t * k + i) * C + c] = ((c >> j) & 1 ? 0 : k * m) + i * m + j;
       const f = takeAlongLast(both, idx, k * C); // [T, k*C]
       r = r ? mul(r, f) : f;
     }
@@ -115,7 +114,12 @@ export class DSelectKRouter extends Module implements Router {
     const { w, r } = this.gates(x);
     const ti: number[] = [];
     const ei: number[] = [];
-    for (let t = 0; t < T; t++) for (let e = 0; e < E; e++) if (w.data[t * E + e] > 0) ti.push(t), ei.push(e);
+    for (let t = 0; t < T; t++)
+      for (let e = 0; e < E; e++)
+        if (w.data[t * E + e] > 0) {
+          ti.push(t);
+          ei.push(e);
+        }
     const weights = gatherPairs(w, Int32Array.from(ti), Int32Array.from(ei));
     const losses: Record<string, Tensor> = {};
     if (this.entropyCoef > 0) {

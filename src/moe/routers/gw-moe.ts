@@ -82,7 +82,10 @@ export class GwMoERouter extends Module implements Router {
     for (let t = 0; t < T; t++) {
       if (wide[t]) {
         n++;
-        for (let e = 0; e < E; e++) bt.push(t), be.push(e);
+        for (let e = 0; e < E; e++) {
+          bt.push(t);
+          be.push(e);
+        }
       } else for (let j = 0; j < k; j++) keep.push(t * k + j);
     }
     const ki = Int32Array.from(keep);

@@ -134,7 +134,10 @@ export class MaskMoERouter extends Module implements Router {
     for (let t = 0; t < T; t++) {
       // descending by probability, ties to the lower expert index
       const order = vis[t].slice().sort((a, b) => p[t * E + b] - p[t * E + a] || a - b);
-      for (const e of order.slice(0, Math.min(this.topK, order.length))) ti.push(t), ei.push(e);
+      for (const e of order.slice(0, Math.min(this.topK, order.length))) {
+        ti.push(t);
+        ei.push(e);
+      }
     }
     const tokenIdx = Int32Array.from(ti);
     const expertIdx = Int32Array.from(ei);

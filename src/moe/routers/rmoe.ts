@@ -94,7 +94,6 @@ function meanAbsDiff(a: Tensor, b: Tensor): number {
   return a.size ? s / a.size : 0;
 }
 
-
 routerRegistry.register(
   defineRouter({
     name: 'rmoe',

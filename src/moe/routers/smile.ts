@@ -21,9 +21,7 @@ import { routerRegistry, defineRouter, type ParsedRouterConfig } from './registr
 import { checkRouterInput, routerGate, selectTopK } from './common.js';
 
 const options = {
-  numGroups: posInt()
-    .optional()
-    .describe('groups (nodes) of experts: must divide numExperts with numExperts/numGroups >= topK (default: the divisor nearest sqrt(numExperts) that allows topK)'),
+  numGroups: posInt().optional().describe('groups (nodes) of experts: must divide numExperts with numExperts/numGroups >= topK (default: the divisor nearest sqrt(numExperts) that allows topK)'),
   normalize: bool().default(true).describe('renormalise the chosen experts’ probabilities to sum to 1'),
 };
 

@@ -60,11 +60,12 @@ export class ThorRouter extends Module implements Router {
   inferenceExpert(row: Float32Array, id: number | undefined): number {
     let h = mix(this.seed.data[0] | 0);
     if (id !== undefined) h = mix((h ^ id) >>> 0);
-    else for (let i = 0; i < row.length; i += 32) {
-      let bits = 0;
-      for (let j = i; j < Math.min(row.length, i + 32); j++) if (row[j] > 0) bits |= 1 << (j - i);
-      h = mix((h ^ bits) >>> 0);
-    }
+    else
+      for (let i = 0; i < row.length; i += 32) {
+        let bits = 0;
+        for (let j = i; j < Math.min(row.length, i + 32); j++) if (row[j] > 0) bits |= 1 << (j - i);
+        h = mix((h ^ bits) >>> 0);
+      }
     return h % this.numExperts;
   }
 

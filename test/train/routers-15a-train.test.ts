@@ -33,3 +33,23 @@ for (const name of ROUTERS) {
     }
   });
 }
+
+test('rmoe: inside the model each MoE layer after the first receives the previous layer’s routing state', async () => {
+  const { MoETransformerLM } = await import('../../src/models/transformer.js');
+  const { Rng } = await import('../../src/tensor/random.js');
+  const cfg = tinyConfig({ model: { hidden_size: 16, num_hidden_layers: 3, intermediate_size: 32, moe_intermediate_size: 16, router_type: 'rmoe' } });
+  const model = new MoETransformerLM(cfg.model, 1);
+  const seen: boolean[] = [];
+  for (const m of model.moeLayers()) {
+    const route = m.router.route.bind(m.router);
+    m.router.route = (x, ctx) => {
+      seen.push(ctx.state?.has('rmoe') ?? false);
+      return route(x, ctx);
+    };
+  }
+  const ids = Int32Array.from({ length: 8 }, (_, i) => i + 3);
+  model.forward(ids, 1, 8, { ctx: { training: false, step: 0, rng: new Rng(0) } });
+  model.forward(ids, 1, 8, { ctx: { training: false, step: 0, rng: new Rng(0) } });
+  // a fresh state per forward: the first layer starts from zeros each time
+  assert.deepEqual(seen, [false, true, true, false, true, true]);
+});

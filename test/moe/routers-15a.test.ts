@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import '../../src/kernels/index.js';
-import { Tensor, noGrad, sum, mul, reshape, concat } from '../../src/tensor/index.js';
+import { Tensor, noGrad, sum, mul, add } from '../../src/tensor/index.js';
 import { Rng } from '../../src/tensor/random.js';
 import { AdamW } from '../../src/nn/optim.js';
 import type { Router, RouterContext, RouterOutput, SparseRouting } from '../../src/moe/types.js';
@@ -52,8 +52,8 @@ test('stablemoe: after the switch step the assignment of a fixed input never cha
     assert.equal(o.metrics.stage, step < 4 ? 1 : 2);
     assert.equal('stablemoe-distill' in o.losses, step < 4);
     let loss = sum(mul(sparse(o).weights, new Tensor(coef, [24])));
-    for (const l of Object.values(o.losses)) loss = concat([reshape(loss, [1]), reshape(l, [1])], 0);
-    sum(loss).backward();
+    for (const l of Object.values(o.losses)) loss = add(loss, l);
+    loss.backward();
     opt.step();
     opt.zeroGrad();
     assignments.push(perToken(sparse(o), 12));
@@ -76,6 +76,20 @@ test('stablemoe: after the switch step the assignment of a fixed input never cha
   }
   const final = noGrad(() => fresh.route(x, ctx(true, 40, { tokenIds })));
   assert.ok(final.losses['stablemoe-distill'].item() < Math.log(4) * 0.8, `distillation loss fell: ${final.losses['stablemoe-distill'].item()}`);
+});
+
+test('stablemoe: the stage-1 balance loss weighs each assignment by its expert’s relative overload', () => {
+  const r = make<StableMoERouter>({ type: 'stablemoe', switchStep: 100, balanceCoef: 0.5, distillCoef: 0, topK: 1 });
+  const x = randn(new Rng(4), [10, 6], false);
+  const o = r.route(x, ctx(true, 0, { tokenIds: Int32Array.from({ length: 10 }, (_, i) => i) }));
+  const rt = sparse(o);
+  const load = [0, 0, 0, 0];
+  for (const e of rt.expertIdx) load[e]++;
+  let want = 0;
+  for (let a = 0; a < 10; a++) want += ((load[rt.expertIdx[a]] - 2.5) / 2.5) * rt.weights.data[a];
+  assertClose([o.losses['stablemoe-balance'].item()], [(0.5 * want) / 10], 1e-6, 1e-5);
+  assert.ok(!('stablemoe-distill' in o.losses));
+  for (let a = 0; a < 10; a++) assertClose([rt.weights.data[a]], [1 / (1 + Math.exp(-o.logits.data[a * 4 + rt.expertIdx[a]]))], 1e-6, 1e-5);
 });
 
 test('thor: training draws random experts (different per draw, all experts used); inference is deterministic; consistency is a symmetric KL', () => {

@@ -10,7 +10,10 @@
  *   `buckets` >= the vocabulary keeps ids apart).
  * - Stage 1 (training steps before the switch): top-k of s; weights sigmoid(s) of the chosen
  *   experts (the paper's gate); loss `stablemoe-distill` = distillCoef * mean cross-entropy of
- *   softmax(L[id]) against the backbone's top-1 expert (a constant target).
+ *   softmax(L[id]) against the backbone's top-1 expert (a constant target); loss
+ *   `stablemoe-balance` = balanceCoef / T * sum over assignments of (n_e - n)/n * sigmoid(s_te),
+ *   n_e the assignments of expert e and n their mean (the paper's balance loss: the scores of
+ *   overloaded experts are pushed down, of underloaded ones up).
  * - Stage 2 (from the switch step on, and in every forward once a training forward reached it):
  *   the top-k of L[id] (not differentiated, so L receives no gradient and stays frozen); weights
  *   sigmoid(s) at those experts, so the backbone still learns the gate values.
@@ -20,7 +23,7 @@
  */
 import { Tensor } from '../../tensor/tensor.js';
 import type { Rng } from '../../tensor/random.js';
-import { softmax, sigmoid, logSoftmax, reshape, takeAlongLast, embedding, scale, sum } from '../../tensor/index.js';
+import { softmax, sigmoid, logSoftmax, reshape, takeAlongLast, embedding, scale, sum, mul } from '../../tensor/index.js';
 import { Module, StateBuffer, Parameter } from '../../nn/module.js';
 import type { Linear } from '../../nn/layers.js';
 import type { Router, RouterContext, RouterOutput } from '../types.js';
@@ -34,6 +37,7 @@ const options = {
     .describe('stage 1 lasts this fraction of the planned steps (ctx.totalSteps), unless switchStep is set'),
   switchStep: posInt().optional().describe('training step at which the lightweight router is frozen (overrides switchFraction)'),
   distillCoef: nonNegative().default(1).describe('coefficient of the distillation loss in stage 1 (stablemoe-distill)'),
+  balanceCoef: nonNegative().default(0.3).describe('coefficient of the stage-1 balance loss (stablemoe-balance); 0 leaves balancing to router_losses'),
   buckets: posInt().default(8192).describe('rows of the lightweight token-id router (token id mod buckets); at least the vocabulary size keeps ids apart'),
 };
 
@@ -93,6 +97,13 @@ export class StableMoERouter extends Module implements Router {
       return { logits, probs, routing, losses, metrics: { stage: 2 } };
     }
     const { routing, indices } = selectTopK(gates, k, { select: logits.data });
+    if (ctx.training && this.cfg.balanceCoef > 0) {
+      const load = new Float64Array(E);
+      for (const e of routing.expertIdx) load[e]++;
+      const mean = (T * k) / E;
+      const over = Float32Array.from(routing.expertIdx, (e) => (load[e] - mean) / mean);
+      losses['stablemoe-balance'] = scale(sum(mul(routing.weights, new Tensor(over, [T * k]))), this.cfg.balanceCoef / T);
+    }
     if (ctx.training && this.cfg.distillCoef > 0) {
       // distil the backbone's top-1 choice into the token-id router
       const target = new Int32Array(T);

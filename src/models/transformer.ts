@@ -295,7 +295,7 @@ export class MoETransformerLM extends Module {
     const branch = (t: Tensor): Tensor => drop(rm === 1 ? t : T.scale(t, rm));
     let h = drop(em === 1 ? this.embed_tokens.forward(ids) : T.scale(this.embed_tokens.forward(ids), em));
     const aux: ForwardResult['aux'] = [];
-    const ctx: RouterContext = { ...opts.ctx, tokenIds: ids };
+    const ctx: RouterContext = { ...opts.ctx, tokenIds: ids, state: new Map() };
     this.layers.forEach((layer, i) => {
       const cache = opts.cache;
       const a = layer.self_attn.forward(layer.input_layernorm.forward(h), B, Tn, cache ? { k: cache.k[i], v: cache.v[i], offset: past } : undefined);
@@ -325,6 +325,11 @@ export class MoETransformerLM extends Module {
     return { logits, aux, losses };
   }
 
+  /** The largest two-pass consistency coefficient any router asks for (0: one pass per step). */
+  consistencyWeight(): number {
+    return Math.max(0, ...this.moeLayers().map((m) => m.router.consistencyWeight ?? 0));
+  }
+
   /** Let adaptive routers update after an optimizer step. */
   afterStep(): void {
     for (const m of this.moeLayers()) m.afterStep();
@@ -345,6 +350,17 @@ export class MoETransformerLM extends Module {
     }
     return Math.round(total);
   }
+}
+
+/** Symmetric KL divergence between two passes' next-token distributions, mean over rows: (KL(p||q) + KL(q||p)) / 2. */
+export function symmetricKL(a: Tensor, b: Tensor): Tensor {
+  if (a.ndim !== 2 || a.shape[0] !== b.shape[0] || a.shape[1] !== b.shape[1])
+    throw new Error(`symmetricKL: logits must be two equal [rows, vocab] tensors, got [${a.shape.join(', ')}] and [${b.shape.join(', ')}]`);
+  const la = T.logSoftmax(a, -1);
+  const lb = T.logSoftmax(b, -1);
+  const d = T.sub(la, lb);
+  const kl = T.sum(T.mul(T.sub(T.exp(la), T.exp(lb)), d));
+  return T.scale(kl, 0.5 / a.shape[0]);
 }
 
 /** Cross-entropy plus every MoE layer's (already scaled) losses. */

@@ -163,7 +163,7 @@ export class MoELayer extends Module {
     }
     const T = x.shape[0];
     const E = this.numExperts;
-    const out = this.router.route(x, ctx);
+    const out = this.router.route(x, { ...ctx, experts: this.experts });
     const d = this.specs.dispatch;
     if (out.routing.kind !== d.routing)
       throw new Error(`MoELayer.forward: router "${this.specs.router.name}" returned ${out.routing.kind} routing; dispatch "${d.name}" consumes ${d.routing} routing`);

@@ -3,7 +3,7 @@
  * Qwen2-MoE / DeepSeek configs where the concept exists, so import/export maps directly.
  * Validated with zod: unknown fields and invalid values fail with the field's path named.
  */
-import { z, formatIssues, knownKeys, pathString, statement, ConfigError } from '../tensor/validate.js';
+import { z, formatIssues, knownKeys, pathString, statement, ConfigError, oneLine, checkJsonDepth } from '../tensor/validate.js';
 import { routerRegistry } from '../moe/routers/index.js';
 import { lossRegistry } from '../moe/losses/index.js';
 import { sparseDispatchNames } from '../moe/dispatch/index.js';
@@ -236,8 +236,9 @@ export function formatZodError(err: z.ZodError, where: string, input?: unknown, 
 }
 
 function parseWith<T extends z.ZodType>(schema: T, value: unknown, where: string): z.output<T> {
+  checkJsonDepth(value, where);
   const r = schema.safeParse(value);
-  if (!r.success) throw new ConfigError(formatZodError(r.error, where, value, schema));
+  if (!r.success) throw new ConfigError(oneLine(formatZodError(r.error, where, value, schema), 3000));
   return r.data;
 }
 
@@ -255,7 +256,7 @@ export function parseRunConfigText(text: string, path: string): RunConfig {
   try {
     v = JSON.parse(text);
   } catch (e) {
-    throw new ConfigError(`config ${path} is not valid JSON: ${(e as Error).message}`);
+    throw new ConfigError(`config ${path} is not valid JSON: ${oneLine((e as Error).message)}`);
   }
   return parseRunConfig(v, `config ${path}`);
 }

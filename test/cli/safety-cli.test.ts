@@ -132,6 +132,8 @@ test('--threads is bounded for every backend; FIFOs and devices as config or dat
     [['train', '--config', '/dev/zero', '--steps', '1'], /config \/dev\/zero is a character device/],
     [['train', '--data', fifo, '--steps', '1', '--out', path.join(dir, 'o1')], /corpus file .*pipe is a FIFO/],
     [['train', '--data', '/dev/zero', '--steps', '1', '--out', path.join(dir, 'o2')], /corpus file \/dev\/zero is a character device/],
+    [['bench-routers', '--config', fifo, '--out', path.join(dir, 'b1')], /config .*pipe is a FIFO \(named pipe\), expected a regular file/],
+    [['bench-routers', '--config', '/dev/zero', '--out', path.join(dir, 'b2')], /config \/dev\/zero is a character device/],
   ] as const) {
     const x = run([...args]);
     assert.notEqual(x.code, 0, args.join(' '));

@@ -12,7 +12,7 @@ import { Rng } from '../../src/tensor/random.js';
 import * as T from '../../src/tensor/index.js';
 import { parseModelConfig, parseRunConfig, type ModelConfig } from '../../src/models/config.js';
 import { MoETransformerLM, lmLoss } from '../../src/models/transformer.js';
-import { attentionRegistry, buildAttention, MixtureOfAttentionHeads, MixtureOfHeadAttention, evalContext } from '../../src/models/attention/index.js';
+import { attentionRegistry, buildAttention, MixtureOfAttentionHeads, MixtureOfHeadAttention, SwitchHeadAttention, evalContext } from '../../src/models/attention/index.js';
 import { repeatHeads } from '../../src/models/mla.js';
 import { TrainSession } from '../../src/train/session.js';
 import { checkpointFromBytes } from '../../src/io/checkpoint-bytes.js';
@@ -23,7 +23,7 @@ const tiny = (extra: Record<string, unknown>): ModelConfig =>
   parseModelConfig({ hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 4, num_local_experts: 0, intermediate_size: 8, vocab_size: 16, ...extra });
 
 test('attention kinds are registered with a paper, and the model config selects them by name with clear errors', () => {
-  for (const k of ['standard', 'mla', 'moa', 'moh']) assert.ok(attentionRegistry.has(k), k);
+  for (const k of ['standard', 'mla', 'moa', 'moh', 'switchhead']) assert.ok(attentionRegistry.has(k), k);
   for (const s of attentionRegistry.specs()) assert.ok(s.paper, s.name);
   assert.throws(() => buildAttention(tiny({ attention_type: 'nope' }), new Rng(0), 0), /attention_type must be one of .*moa.*standard.*got "nope"/);
   assert.throws(() => buildAttention(tiny({ attention_type: 'moa', attention_options: { topK: 9, numExperts: 4 } }), new Rng(0), 0), /attention_options\.topK must be at most numExperts \(4\)/);
@@ -82,12 +82,12 @@ test('MoA: the sparse grouped path equals the gate-weighted sum of every expert 
   }
 });
 
-test('MoA: gradients of the expert projections, shared keys/values and input match finite differences', () => {
+test('MoA: gradients of the expert projections, shared keys/values, router and input match finite differences', () => {
   const cfg = tiny({ attention_type: 'moa', attention_options: { numExperts: 4, topK: 2, headDim: 2 }, hidden_size: 4, num_attention_heads: 2 });
   const m = buildAttention(cfg, new Rng(5), 0) as MixtureOfAttentionHeads;
   for (const p of m.parameters()) p.data.forEach((_, i, a) => (a[i] *= 8)); // unit-scale weights so gradients are well above float32 noise
   const x = randn(new Rng(6), [6, 4]);
-  const params = [m.q_experts, m.o_experts, m.k_proj.weight, m.v_proj.weight];
+  const params = [m.q_experts, m.o_experts, m.k_proj.weight, m.v_proj.weight, ...m.router.parameters()];
   const r = gradcheck('moa', (xi) => m.forward(xi, 2, 3).y, [x, ...params]);
   assert.ok(r.checked > 60);
 });
@@ -176,8 +176,9 @@ const TEXT = 'First Citizen:\nBefore we proceed any further, hear me speak.\n'.r
 for (const [kind, options] of [
   ['moa', { numExperts: 6, topK: 2 }],
   ['moh', { sharedHeads: 1, topK: 2 }],
+  ['switchhead', { numExperts: 4, topK: 2 }],
 ] as const) {
-  test(`a ${kind} model trains (loss falls, its head-balancing loss in the total), checkpoints and generates the same text after loading`, () => {
+  test(`a ${kind} model (with MoE FFNs) trains (loss falls, its head-balancing loss in the total), checkpoints and generates the same text after loading`, () => {
     const cfg = parseRunConfig({
       model: { hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 4, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 16, attention_type: kind, attention_options: options },
       training: { steps: 12, batch_size: 2, seq_len: 16, warmup_steps: 1, lr: 1e-2 },
@@ -188,7 +189,8 @@ for (const [kind, options] of [
     const ids = Int32Array.from({ length: 32 }, (_, i) => TEXT.charCodeAt(i) % 256);
     const res = model.forward(ids, 2, 16, { ctx: { training: false, step: 0, rng: new Rng(0) } });
     const { auxLosses } = lmLoss(res, ids);
-    assert.ok(auxLosses['attention.switch'] > 0, `attention.switch in the loss, got ${JSON.stringify(auxLosses)}`);
+    const balance = kind === 'switchhead' ? 'attention.value.entropy-global' : 'attention.switch';
+    assert.ok(Number.isFinite(auxLosses[balance]) && auxLosses[balance] !== 0, `attention.switch in the loss, got ${JSON.stringify(auxLosses)}`);
     const first = s.trainStep().loss;
     let last = first;
     for (let i = 0; i < 11; i++) last = s.trainStep().loss;
@@ -200,3 +202,79 @@ for (const [kind, options] of [
     assert.equal(text(loaded), text({ ...loaded, model: s.model }));
   });
 }
+
+/** Dense top-k gates [n, H, E] of sigmoid(x W): the chosen experts' scores, 0 elsewhere. */
+function denseGates(scores: Float32Array, n: number, H: number, E: number, k: number): Float64Array {
+  const g = new Float64Array(n * H * E);
+  for (let r = 0; r < n * H; r++) {
+    const row = Array.from(scores.subarray(r * E, r * E + E));
+    const order = row.map((v, e) => [v, e]).sort((a, b) => b[0] - a[0]);
+    for (let i = 0; i < k; i++) g[r * E + order[i][1]] = order[i][0];
+  }
+  return g;
+}
+
+test('SwitchHead: value and output mixtures equal the dense gate-weighted sums over every (head, expert) projection', () => {
+  const cfg = tiny({ attention_type: 'switchhead', num_attention_heads: 2, attention_options: { numExperts: 3, topK: 2 } });
+  const m = buildAttention(cfg, new Rng(21), 0) as SwitchHeadAttention;
+  assert.ok(m instanceof SwitchHeadAttention);
+  const B = 2;
+  const Tn = 4;
+  const n = B * Tn;
+  const [H, E, dh, d] = [2, 3, 4, 8];
+  const x = randn(new Rng(22), [n, d], false);
+  noGrad(() => {
+    const gv = denseGates(T.sigmoid(m.v_router.forward(x)).data, n, H, E, 2);
+    const go = denseGates(T.sigmoid(m.o_router.forward(x)).data, n, H, E, 2);
+    const V = m.v_experts.data;
+    const O = m.o_experts.data;
+    const v = new Float32Array(n * H * dh); // [n, H*dh]
+    for (let t = 0; t < n; t++)
+      for (let h = 0; h < H; h++)
+        for (let e = 0; e < E; e++)
+          for (let c = 0; c < dh; c++) {
+            let s = 0;
+            for (let i = 0; i < d; i++) s += x.data[t * d + i] * V[((h * E + e) * d + i) * dh + c];
+            v[t * H * dh + h * dh + c] += gv[(t * H + h) * E + e] * s;
+          }
+    const rope = { offset: 0, theta: cfg.rope_theta };
+    const q = T.splitHeads(m.q_proj.forward(x), B, Tn, H, rope);
+    const k = T.splitHeads(m.k_proj.forward(x), B, Tn, H, rope);
+    const att = T.mergeHeads(T.causalAttention(q, k, T.splitHeads(new Tensor(v, [n, H * dh]), B, Tn, H))).data;
+    const want = new Float64Array(n * d);
+    for (let t = 0; t < n; t++)
+      for (let h = 0; h < H; h++)
+        for (let e = 0; e < E; e++)
+          for (let j = 0; j < d; j++) {
+            let s = 0;
+            for (let c = 0; c < dh; c++) s += att[t * H * dh + h * dh + c] * O[((h * E + e) * dh + c) * d + j];
+            want[t * d + j] += go[(t * H + h) * E + e] * s;
+          }
+    assertClose(m.forward(x, B, Tn).y.data, want, 1e-6, 1e-4, 'SwitchHead output');
+  });
+});
+
+test('SwitchHead: gradients of q/k, both expert banks, both routers and the input match finite differences', () => {
+  const cfg = tiny({ attention_type: 'switchhead', hidden_size: 4, num_attention_heads: 2, attention_options: { numExperts: 3, topK: 1, headDim: 2 } });
+  // a seed whose top-1 selections are not within eps of a tie (finite differences are undefined across a switch)
+  const m = buildAttention(cfg, new Rng(30), 0) as SwitchHeadAttention;
+  for (const p of m.parameters()) p.data.forEach((_, i, a) => (a[i] *= 10));
+  const x = randn(new Rng(24), [5, 4]);
+  gradcheck('switchhead', (xi) => m.forward(xi, 1, 5).y, [x, m.q_proj.weight, m.k_proj.weight, m.v_experts, m.o_experts, m.v_router.weight, m.o_router.weight]);
+});
+
+test('SwitchHead: KV-cached decoding equals the full forward', () => {
+  const m = buildAttention(tiny({ attention_type: 'switchhead', num_attention_heads: 2, attention_options: { numExperts: 4, topK: 2 } }), new Rng(25), 0);
+  const x = randn(new Rng(26), [5, 8], false);
+  noGrad(() => {
+    const full = m.forward(x, 1, 5).y.data;
+    let k: Tensor | undefined;
+    let v: Tensor | undefined;
+    for (let t = 0; t < 5; t++) {
+      const r = m.forward(T.slice(x, 0, t, t + 1), 1, 1, { k, v, offset: t });
+      k = r.k;
+      v = r.v;
+      assertClose(r.y.data, full.subarray(t * 8, (t + 1) * 8), 1e-5, 1e-4, `position ${t}`);
+    }
+  });
+});

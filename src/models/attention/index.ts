@@ -2,3 +2,4 @@
 export * from './registry.js';
 export * from './moa.js';
 export * from './moh.js';
+export * from './switchhead.js';

@@ -78,7 +78,13 @@ test('MoA: the sparse grouped path equals the gate-weighted sum of every expert 
   if (unused !== undefined) {
     const off = unused * 8 * 4;
     m.q_experts.data.fill(7, off, off + 32);
-    assertClose(noGrad(() => m.forward(x, B, Tn).y.data), fast, 0, 0, 'output after changing an unchosen head');
+    assertClose(
+      noGrad(() => m.forward(x, B, Tn).y.data),
+      fast,
+      0,
+      0,
+      'output after changing an unchosen head',
+    );
   }
 });
 
@@ -180,7 +186,16 @@ for (const [kind, options] of [
 ] as const) {
   test(`a ${kind} model (with MoE FFNs) trains (loss falls, its head-balancing loss in the total), checkpoints and generates the same text after loading`, () => {
     const cfg = parseRunConfig({
-      model: { hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 4, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 16, attention_type: kind, attention_options: options },
+      model: {
+        hidden_size: 16,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_local_experts: 4,
+        num_experts_per_tok: 2,
+        moe_intermediate_size: 16,
+        attention_type: kind,
+        attention_options: options,
+      },
       training: { steps: 12, batch_size: 2, seq_len: 16, warmup_steps: 1, lr: 1e-2 },
       data: { sources: ['shakespeare'] },
     });

@@ -33,12 +33,28 @@ test('moduleformer-mi = -H(mean p) + mean H(p) and load-concentration = H(mean p
 test('their extremes: MI loss is -log E for balanced one-hot routing and load concentration is 0 when every token picks one expert', () => {
   const E = 4;
   const oneHot = (rows: number[]) => new Tensor(Float32Array.from(rows.flatMap((e) => Array.from({ length: E }, (_, j) => (j === e ? 30 : -30)))), [rows.length, E]);
-  const balanced = lossRegistry.get('moduleformer-mi')(out(oneHot([0, 1, 2, 3])), info(4, E)).item();
+  const balanced = lossRegistry
+    .get('moduleformer-mi')(out(oneHot([0, 1, 2, 3])), info(4, E))
+    .item();
   assert.ok(Math.abs(balanced + Math.log(E)) < 1e-4, `balanced ${balanced}`);
-  const collapsed = lossRegistry.get('moduleformer-mi')(out(oneHot([2, 2, 2, 2])), info(4, E)).item();
+  const collapsed = lossRegistry
+    .get('moduleformer-mi')(out(oneHot([2, 2, 2, 2])), info(4, E))
+    .item();
   assert.ok(Math.abs(collapsed) < 1e-4, `collapsed MI loss ${collapsed}`);
-  assert.ok(Math.abs(lossRegistry.get('load-concentration')(out(oneHot([1, 1, 1, 1])), info(4, E)).item()) < 1e-4);
-  assert.ok(Math.abs(lossRegistry.get('load-concentration')(out(oneHot([0, 1, 2, 3])), info(4, E)).item() - Math.log(E)) < 1e-4);
+  assert.ok(
+    Math.abs(
+      lossRegistry
+        .get('load-concentration')(out(oneHot([1, 1, 1, 1])), info(4, E))
+        .item(),
+    ) < 1e-4,
+  );
+  assert.ok(
+    Math.abs(
+      lossRegistry
+        .get('load-concentration')(out(oneHot([0, 1, 2, 3])), info(4, E))
+        .item() - Math.log(E),
+    ) < 1e-4,
+  );
 });
 
 test('both losses: gradients w.r.t. the router logits match finite differences; soft routing gives 0; bad shapes name the loss', () => {

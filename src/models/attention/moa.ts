@@ -41,12 +41,16 @@ const options = {
   numExperts: posInt().default(8).describe('attention experts (heads) in the pool'),
   topK: posInt().default(2).describe('heads each token uses'),
   headDim: posInt().optional().describe('width of each head (default head_dim of the model); must be even (RoPE)'),
-  router: z.looseObject({ type: z.string({ error: 'must be a string' }) }).default({ type: 'topk' }).describe('a sparse router from the router registry and its options'),
+  router: z
+    .looseObject({ type: z.string({ error: 'must be a string' }) })
+    .default({ type: 'topk' })
+    .describe('a sparse router from the router registry and its options'),
   losses: z.record(z.string(), nonNegative('a finite non-negative coefficient')).default({ switch: 0.01 }).describe('balancing losses of the head router: loss name -> coefficient'),
 };
 
 type MoAOptions = z.output<z.ZodObject<typeof options>>;
 
+/** MoA: top-k of E attention heads per token (own query/output projections, shared keys/values). */
 export class MixtureOfAttentionHeads extends Module implements AttentionModule {
   router: Router;
   /** Per-expert query projections [E, d, dh]. */
@@ -75,7 +79,8 @@ export class MixtureOfAttentionHeads extends Module implements AttentionModule {
     const built = buildRouter({ ...routerOpts, type, dModel: d, numExperts: E, topK: opts.topK }, rng);
     if (built.spec.traits.routing !== 'sparse') throw new ConfigError(`model config: attention_options.router.type must be a sparse router (MoA picks heads per token), "${type}" routes softly`);
     this.router = built.router;
-    for (const name of Object.keys(opts.losses)) if (!lossRegistry.has(name)) throw new ConfigError(`model config: attention_options.losses: unknown loss "${name}": expected one of ${lossRegistry.names().join(', ')}`);
+    for (const name of Object.keys(opts.losses))
+      if (!lossRegistry.has(name)) throw new ConfigError(`model config: attention_options.losses: unknown loss "${name}": expected one of ${lossRegistry.names().join(', ')}`);
     this.lossCoefs = opts.losses;
     const std = cfg.initializer_range;
     this.q_experts = param([E, d, dh], { normal: std }, rng);

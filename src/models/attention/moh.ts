@@ -32,6 +32,7 @@ const options = {
 
 type MoHOptions = z.output<z.ZodObject<typeof options>>;
 
+/** MoH: shared heads plus top-k routed heads per token, head outputs summed with router weights. */
 export class MixtureOfHeadAttention extends Module implements AttentionModule {
   q_proj: Linear;
   k_proj: Linear;
@@ -63,7 +64,8 @@ export class MixtureOfHeadAttention extends Module implements AttentionModule {
     const dh = (this.headDim = headDimOf(cfg));
     this.sharedHeads = opts.sharedHeads;
     this.topK = opts.topK;
-    for (const name of Object.keys(opts.losses)) if (!lossRegistry.has(name)) throw new ConfigError(`model config: attention_options.losses: unknown loss "${name}": expected one of ${lossRegistry.names().join(', ')}`);
+    for (const name of Object.keys(opts.losses))
+      if (!lossRegistry.has(name)) throw new ConfigError(`model config: attention_options.losses: unknown loss "${name}": expected one of ${lossRegistry.names().join(', ')}`);
     this.lossCoefs = opts.losses;
     const std = cfg.initializer_range;
     const bias = cfg.attention_bias || cfg.qkv_bias;
@@ -104,7 +106,10 @@ export class MixtureOfHeadAttention extends Module implements AttentionModule {
       routedG = T.mul(routedG, a2);
       gates = T.concat([sharedG, routedG], 1);
     } else gates = routedG;
-    const weights = T.gatherRows(T.reshape(probs, [n * Hr, 1]), Int32Array.from(top, (h, i) => tokenIdx[i] * Hr + h));
+    const weights = T.gatherRows(
+      T.reshape(probs, [n * Hr, 1]),
+      Int32Array.from(top, (h, i) => tokenIdx[i] * Hr + h),
+    );
     const routed: RouterOutput = { logits, probs, routing: { kind: 'sparse', tokenIdx, expertIdx: top, weights: T.reshape(weights, [n * this.topK]) }, losses: {}, metrics: {} };
     return { gates, routed };
   }

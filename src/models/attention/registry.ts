@@ -33,9 +33,12 @@ export interface AttentionModule extends Module {
   forward(x: Tensor, B: number, Tn: number, cache?: AttentionCacheEntry, ctx?: RouterContext): AttentionResult;
 }
 
+/** The zod shape of an attention kind's options. */
 export type AttentionOptionShape = Record<string, z.ZodType>;
+/** An attention kind's options after parsing (defaults applied). */
 export type ParsedAttentionOptions<S extends AttentionOptionShape> = z.output<z.ZodObject<S>>;
 
+/** One attention kind: factory, summary, paper and a strict options schema. */
 export interface AttentionSpec<S extends AttentionOptionShape = AttentionOptionShape> extends EntrySpec {
   options: S;
   /** Rules across options or against the model config (hidden_size, heads). */

@@ -56,6 +56,7 @@ function selectPerHead(scores: Tensor, n: number, H: number, E: number, k: numbe
   return { rowIdx, expertIdx, tokenIdx, weights };
 }
 
+/** SwitchHead: per-head MoE value and output projections with sigmoid top-k routers. */
 export class SwitchHeadAttention extends Module implements AttentionModule {
   q_proj: Linear;
   k_proj: Linear;
@@ -83,7 +84,8 @@ export class SwitchHeadAttention extends Module implements AttentionModule {
     const E = (this.numExperts = opts.numExperts);
     this.topK = opts.topK;
     const dh = (this.headDim = opts.headDim ?? headDimOf(cfg));
-    for (const name of Object.keys(opts.losses)) if (!lossRegistry.has(name)) throw new ConfigError(`model config: attention_options.losses: unknown loss "${name}": expected one of ${lossRegistry.names().join(', ')}`);
+    for (const name of Object.keys(opts.losses))
+      if (!lossRegistry.has(name)) throw new ConfigError(`model config: attention_options.losses: unknown loss "${name}": expected one of ${lossRegistry.names().join(', ')}`);
     this.lossCoefs = opts.losses;
     const std = cfg.initializer_range;
     this.q_proj = new Linear(d, H * dh, rng, { std });
@@ -103,7 +105,8 @@ export class SwitchHeadAttention extends Module implements AttentionModule {
     const per = H === 1 ? [logits] : T.split(logits, new Array<number>(H).fill(E), 1);
     per.forEach((lh) => {
       const out: RouterOutput = { logits: lh, probs: T.softmax(lh, -1), routing: { kind: 'sparse', tokenIdx: sel.tokenIdx, expertIdx: sel.expertIdx, weights: sel.weights }, losses: {}, metrics: {} };
-      for (const [name, l] of Object.entries(headRouterLosses(out, this.lossCoefs, E, n, this.topK))) losses[`${prefix}.${name}`] = losses[`${prefix}.${name}`] ? T.add(losses[`${prefix}.${name}`], l) : l;
+      for (const [name, l] of Object.entries(headRouterLosses(out, this.lossCoefs, E, n, this.topK)))
+        losses[`${prefix}.${name}`] = losses[`${prefix}.${name}`] ? T.add(losses[`${prefix}.${name}`], l) : l;
     });
     return losses;
   }
@@ -151,7 +154,8 @@ attentionRegistry.register(
     },
     create: (c, o, rng) => {
       rejectUnsupported('switchhead', c);
-      if (c.num_key_value_heads !== undefined && c.num_key_value_heads !== c.num_attention_heads) throw new ConfigError('model config: attention_type "switchhead" has one key per head; unset num_key_value_heads');
+      if (c.num_key_value_heads !== undefined && c.num_key_value_heads !== c.num_attention_heads)
+        throw new ConfigError('model config: attention_type "switchhead" has one key per head; unset num_key_value_heads');
       return new SwitchHeadAttention(c, o, rng);
     },
   }),

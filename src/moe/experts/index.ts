@@ -2,3 +2,4 @@
 export * from './registry.js';
 export * from './ffn.js';
 export * from './clamped-swiglu.js';
+export * from './nested.js';

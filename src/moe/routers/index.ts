@@ -18,3 +18,4 @@ import './hash.js';
 import './dense-to-sparse.js';
 import './group-limited.js';
 import './biased-topk.js';
+import './nested-budget.js';

@@ -17,7 +17,11 @@ test('nested widths halve down from dFF; expert e is the full FFN restricted to 
   assert.deepEqual(nestedWidths(4, 64), [8, 16, 32, 64]);
   const bank = expertRegistry.get('nested')({ numExperts: 3, dModel: 6, dFF: 8 }, new Rng(1)) as NestedExperts;
   assert.deepEqual(bank.widths, [2, 4, 8]);
-  assert.equal(bank.parameters().reduce((s, p) => s + p.size, 0), 3 * 6 * 8, 'one FFN of parameters for all experts');
+  assert.equal(
+    bank.parameters().reduce((s, p) => s + p.size, 0),
+    3 * 6 * 8,
+    'one FFN of parameters for all experts',
+  );
   const x = randn(new Rng(2), [3, 6], false);
   noGrad(() => {
     const small = bank.forwardGrouped(x, Int32Array.from([3, 0, 0])).data;
@@ -28,7 +32,7 @@ test('nested widths halve down from dFF; expert e is the full FFN restricted to 
   assert.equal(bank.flopsPerToken(2), 4 * bank.flopsPerToken(0));
 });
 
-test('a token routed to a small expert sends gradient only into that expert\'s hidden units', () => {
+test("a token routed to a small expert sends gradient only into that expert's hidden units", () => {
   const bank = expertRegistry.get('nested')({ numExperts: 2, dModel: 4, dFF: 6, widths: [2, 6] }, new Rng(3)) as NestedExperts;
   const x = randn(new Rng(4), [2, 4]);
   T.sum(bank.forwardGrouped(x, Int32Array.from([2, 0]))).backward();
@@ -49,7 +53,11 @@ test('expert preferred routing: fixed shares per batch, the largest expert takes
   const out = noGrad(() => router.route(x, { training: false, step: 0, rng: new Rng(0) }));
   if (out.routing.kind !== 'sparse') throw new Error('sparse routing expected');
   const { tokenIdx, expertIdx } = out.routing;
-  assert.deepEqual([...tokenIdx].sort((a, b) => a - b), [...Array(12).keys()], 'every token exactly once');
+  assert.deepEqual(
+    [...tokenIdx].sort((a, b) => a - b),
+    [...Array(12).keys()],
+    'every token exactly once',
+  );
   const count = [0, 0, 0];
   for (const e of expertIdx) count[e]++;
   assert.deepEqual(count, [6, 3, 3]);
@@ -58,7 +66,10 @@ test('expert preferred routing: fixed shares per batch, the largest expert takes
   const byPref = [...Array(12).keys()].sort((s, t) => p[t * 3 + 2] - p[s * 3 + 2]).slice(0, 3);
   const largest = [...tokenIdx].filter((_, a) => expertIdx[a] === 2);
   assert.deepEqual(largest.sort(), byPref.sort());
-  assert.throws(() => routerRegistry.get('nested-budget')({ type: 'nested-budget', dModel: 8, numExperts: 3, topK: 1, capacities: [1, 1] }, new Rng(0)), /capacities must have one share per expert \(3\)/);
+  assert.throws(
+    () => routerRegistry.get('nested-budget')({ type: 'nested-budget', dModel: 8, numExperts: 3, topK: 1, capacities: [1, 1] }, new Rng(0)),
+    /capacities must have one share per expert \(3\)/,
+  );
 });
 
 test('the compute of a nested MoE layer is fixed by the budget, whatever the input', () => {
@@ -74,7 +85,17 @@ test('the compute of a nested MoE layer is fixed by the budget, whatever the inp
 test('a MoNE model (nested experts, nested-budget router) trains from a config', () => {
   const TEXT = 'First Citizen:\nBefore we proceed any further, hear me speak.\n'.repeat(40);
   const cfg = parseRunConfig({
-    model: { hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, num_local_experts: 3, num_experts_per_tok: 1, moe_intermediate_size: 32, expert_type: 'nested', router_type: 'nested-budget', router_options: { capacities: [0.5, 0.25, 0.25] } },
+    model: {
+      hidden_size: 16,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      num_local_experts: 3,
+      num_experts_per_tok: 1,
+      moe_intermediate_size: 32,
+      expert_type: 'nested',
+      router_type: 'nested-budget',
+      router_options: { capacities: [0.5, 0.25, 0.25] },
+    },
     training: { steps: 10, batch_size: 2, seq_len: 16, warmup_steps: 1, lr: 1e-2 },
     data: { sources: ['shakespeare'] },
   });

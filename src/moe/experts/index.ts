@@ -3,3 +3,4 @@ export * from './registry.js';
 export * from './ffn.js';
 export * from './clamped-swiglu.js';
 export * from './nested.js';
+export * from './mpo.js';

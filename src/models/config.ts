@@ -91,6 +91,8 @@ export const ModelConfigSchema = z
     router_jitter_noise: nonNeg.default(0),
     n_shared_experts: nonNegInt.default(0),
     shared_expert_intermediate_size: posInt.optional(),
+    /** MH-MoE sub-tokens per token: each MoE layer routes hidden_size / moe_sub_tokens wide sub-tokens (Wu et al. 2024). */
+    moe_sub_tokens: posInt.optional(),
     /** Heterogeneous expert widths (HMoE); overrides moe_intermediate_size per expert. */
     expert_sizes: z.array(posInt).optional(),
     /** A routerRegistry name. */

@@ -208,6 +208,7 @@ export function moeLayerConfig(c: ModelConfig): MoELayerConfig {
     },
     router: { type: c.router_type, ...routerOpts },
     ...(dispatch ? { dispatch } : {}),
+    ...(c.moe_sub_tokens !== undefined ? { subTokens: c.moe_sub_tokens } : {}),
     ...(c.n_shared_experts > 0 && !c.shared_expert_gate ? { sharedExperts: { count: c.n_shared_experts, dFF: c.shared_expert_intermediate_size ?? c.moe_intermediate_size } } : {}),
     losses,
   };

@@ -48,6 +48,10 @@ export const ModelConfigSchema = z
     layer_types: z.array(z.enum(['full_attention', 'sliding_attention'])).optional(),
     /** A learned per-head attention sink logit in every layer (GPT-OSS `self_attn.sinks`). */
     attention_sinks: z.boolean().default(false),
+    /** An attention kind from attentionRegistry (default: 'mla' with kv_lora_rank, else 'standard'); e.g. 'moa', 'moh'. */
+    attention_type: z.string().optional(),
+    /** The attention kind's own options (validated by its schema when the model is built). */
+    attention_options: z.record(z.string(), z.unknown()).optional(),
     /** Routed expert type (default: the one hidden_act selects) and its options, e.g. 'clamped-swiglu' { limit }. */
     expert_type: z.string().optional(),
     expert_options: z.record(z.string(), z.unknown()).default({}),
@@ -87,6 +91,8 @@ export const ModelConfigSchema = z
     router_jitter_noise: nonNeg.default(0),
     n_shared_experts: nonNegInt.default(0),
     shared_expert_intermediate_size: posInt.optional(),
+    /** MH-MoE sub-tokens per token: each MoE layer routes hidden_size / moe_sub_tokens wide sub-tokens (Wu et al. 2024). */
+    moe_sub_tokens: posInt.optional(),
     /** Heterogeneous expert widths (HMoE); overrides moe_intermediate_size per expert. */
     expert_sizes: z.array(posInt).optional(),
     /** A routerRegistry name. */

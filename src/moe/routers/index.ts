@@ -28,3 +28,4 @@ import './maskmoe.js';
 import './rmoe.js';
 import './cartesian.js';
 import './smile.js';
+import './nested-budget.js';

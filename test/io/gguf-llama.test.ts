@@ -13,7 +13,8 @@ import { MoETransformerLM } from '../../src/models/transformer.js';
 import { parseModelConfig } from '../../src/models/config.js';
 import { ByteTokenizer, BpeTokenizer, type Tokenizer } from '../../src/data/tokenizer/index.js';
 import { loadCorpus } from '../../src/data/corpus.js';
-import { exportGGUF, fromGGUF, type GGUFQuant } from '../../src/io/gguf/index.js';
+import { exportGGUF, fromGGUF, type GGUFQuant, type ArchName } from '../../src/io/gguf/index.js';
+import { Rng } from '../../src/tensor/random.js';
 import { generate, loadModelForInference } from '../../src/infer/index.js';
 import { train } from '../../src/train/trainer.js';
 import { tmpDir, tinyConfig } from '../train/helpers.js';
@@ -96,31 +97,46 @@ function randomModel(over: object, seed: number): MoETransformerLM {
   const m = new MoETransformerLM(cfg, seed);
   // the default init gives near-uniform logits; scale up so the comparison has something to resolve
   for (const [n, t] of m.stateDict()) if (!n.includes('norm')) for (let i = 0; i < t.data.length; i++) t.data[i] *= 3;
+  // biases and q/k norm gains start at 0 / 1: give them values so a dropped or misplaced one shows
+  const rng = new Rng(seed + 1);
+  for (const [n, t] of m.stateDict()) if (n.endsWith('.bias') || n.includes('q_norm') || n.includes('k_norm')) for (let i = 0; i < t.data.length; i++) t.data[i] += 0.5 * rng.normal();
   m.eval();
   return m;
 }
 
 const PROMPT = 'ROMEO:\nWhat light through yonder window breaks?';
 
-const fixtures: [string, object][] = [
-  ['llama (Mixtral-style renormalised top-k)', {}],
-  ['llama dense (no experts)', { num_local_experts: 0 }],
-  ['llama untied head', { tie_word_embeddings: false }],
-  ['bailingmoe (top-k not renormalised)', { norm_topk_prob: false }],
-  ['bailingmoe (shared expert, renormalised)', { n_shared_experts: 2, norm_topk_prob: true }],
+const fixtures: [string, object, string][] = [
+  ['llama (Mixtral-style renormalised top-k)', {}, 'llama'],
+  ['llama dense (no experts)', { num_local_experts: 0 }, 'llama'],
+  ['llama untied head', { tie_word_embeddings: false }, 'llama'],
+  ['llama grouped-query attention', { num_key_value_heads: 2 }, 'llama'],
+  ['bailingmoe (top-k not renormalised)', { norm_topk_prob: false }, 'bailingmoe'],
+  ['bailingmoe (shared expert, renormalised)', { n_shared_experts: 2, norm_topk_prob: true }, 'bailingmoe'],
+  [
+    'qwen2moe (q/k/v biases, sigmoid-gated shared expert, not renormalised)',
+    { qkv_bias: true, norm_topk_prob: false, n_shared_experts: 1, shared_expert_gate: true, shared_expert_intermediate_size: 96 },
+    'qwen2moe',
+  ],
+  ['qwen2moe (no shared expert)', { qkv_bias: true, norm_topk_prob: false, num_key_value_heads: 2 }, 'qwen2moe'],
+  ['qwen3moe (per-head q/k norm, GQA, head_dim != hidden/heads, renormalised)', { qk_norm: 'head', num_key_value_heads: 2, head_dim: 32 }, 'qwen3moe'],
+  ['olmoe (q/k norm over the projection, not renormalised)', { qk_norm: 'full', norm_topk_prob: false }, 'olmoe'],
 ];
 
-for (const [name, over] of fixtures) {
+for (const [name, over, arch] of fixtures) {
   test(`llama.cpp gives the same f32 next-token distribution: ${name}`, async () => {
     const model = randomModel(over, 7);
     const tok = new ByteTokenizer();
     const file = path.join(dir, `${name.replace(/\W+/g, '_')}.gguf`);
-    const rep = exportGGUF(model, tok, file, { quant: 'f32' });
-    const expectArch = 'n_shared_experts' in over || 'norm_topk_prob' in over ? 'bailingmoe' : 'llama';
-    assert.equal(rep.arch, expectArch);
+    const rep = exportGGUF(model, tok, file, { quant: 'f32', arch: arch as ArchName });
+    assert.equal(rep.arch, arch);
     const ids = Array.from(tok.encode(PROMPT));
-    const { diff, scale } = compare(ourLogits(model, ids), await llamaLogProbs(await load(file), ids, 256));
+    const ours = ourLogits(model, ids);
+    const { diff, scale } = compare(ours, await llamaLogProbs(await load(file), ids, 256));
     assert.ok(diff <= 1e-3 * scale, `max log-prob difference ${diff} > 1e-3 x max |logit| ${scale}`);
+    // and the file read back by moe-ts is the same model
+    const back = ourLogits(fromGGUF(file).model, ids);
+    assert.deepEqual(back, ours);
   });
 }
 

@@ -214,14 +214,33 @@ test('export then fromGGUF gives the same model (f32 exactly; f16 and q8_0 withi
     ['untied', { tie_word_embeddings: false }],
     ['bailingmoe shared', { n_shared_experts: 1, norm_topk_prob: false }],
     ['bailingmoe', { norm_topk_prob: false }],
+    ['qwen2moe', { norm_topk_prob: false, qkv_bias: true, n_shared_experts: 1, shared_expert_gate: true, shared_expert_intermediate_size: 64, num_key_value_heads: 1 }],
+    ['qwen3moe', { qk_norm: 'head', num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16 }],
+    ['olmoe', { qk_norm: 'full', norm_topk_prob: false }],
   ];
   for (const [name, over] of variants) {
     const m = model(over);
+    // non-zero biases (they start at 0, which import reads as "no biases")
+    for (const [n, t] of m.stateDict()) if (n.endsWith('.bias')) t.data.forEach((_, i) => (t.data[i] = 0.01 * (i + 1)));
     const file = path.join(dir, `rt-${name.replace(/\W/g, '_')}.gguf`);
-    const rep = exportGGUF(m, tok, file, { quant: 'f32' });
+    const rep = exportGGUF(m, tok, file, { quant: 'f32', arch: name.startsWith('q') || name.startsWith('o') ? (name as 'olmoe') : 'auto' });
     const g = fromGGUF(file);
     assert.equal(g.arch, rep.arch);
-    for (const k of ['num_local_experts', 'n_shared_experts', 'norm_topk_prob', 'tie_word_embeddings', 'hidden_size', 'rope_theta'] as const) {
+    assert.equal(rep.arch, name === 'dense' || name === 'untied' ? 'llama' : name.split(' ')[0]);
+    for (const k of [
+      'num_local_experts',
+      'n_shared_experts',
+      'norm_topk_prob',
+      'tie_word_embeddings',
+      'hidden_size',
+      'rope_theta',
+      'qk_norm',
+      'qkv_bias',
+      'shared_expert_gate',
+      'shared_expert_intermediate_size',
+      'num_key_value_heads',
+      'head_dim',
+    ] as const) {
       assert.deepEqual(g.config[k], m.config[k], `${name}: ${k}`);
     }
     for (const [n, t] of m.stateDict()) assert.deepEqual(g.model.stateDict().get(n)!.data, t.data, `${name}: ${n}`);
@@ -278,9 +297,17 @@ test('a model no llama.cpp architecture computes is refused with the mismatch na
     [{ router_type: 'soft' }, undefined, /router "soft"/],
     [{ decoder_sparse_step: 2, intermediate_size: 64 }, undefined, /llama: llama needs every layer MoE or none; decoder_sparse_step is 2.*bailingmoe: bailingmoe needs every layer MoE/],
     [{ norm_topk_prob: false }, 'llama', /architecture llama does not compute this model: llama renormalises the top-k weights/],
-    [{ n_shared_experts: 1 }, 'qwen2moe', /qwen2moe multiplies its shared expert by a sigmoid gate/],
-    [{}, 'qwen3moe', /qwen3moe applies per-head RMSNorm to q and k/],
-    [{}, 'deepseek2', /multi-head latent attention/],
+    [{ n_shared_experts: 1, norm_topk_prob: false }, 'qwen2moe', /qwen2moe multiplies its shared expert by a sigmoid gate \(ffn_gate_inp_shexp\); this model's shared experts are ungated/],
+    [{}, 'qwen2moe', /qwen2moe keeps the raw top-k softmax probabilities; this model renormalises them/],
+    [{}, 'qwen3moe', /qwen3moe applies a per-head q\/k RMSNorm .*; this model has no q\/k norm \(qk_norm "none"\)/],
+    [{ qk_norm: 'head', norm_topk_prob: false }, 'qwen3moe', /qwen3moe renormalises the top-k weights/],
+    [{ qk_norm: 'head' }, 'olmoe', /olmoe applies a q\/k RMSNorm over the whole projection .*qk_norm "head"/],
+    [{ qk_norm: 'full', norm_topk_prob: false, num_key_value_heads: 1 }, 'olmoe', /olmoe normalises k over n_embd: grouped-query attention/],
+    [{ qk_norm: 'head', first_k_dense_replace: 1 }, 'qwen3moe', /qwen3moe needs every layer MoE; first_k_dense_replace is 1/],
+    [{ qk_norm: 'head', mlp_only_layers: [1] }, undefined, /qwen3moe: qwen3moe needs every layer MoE; mlp_only_layers is \[1\]/],
+    [{ qkv_bias: true }, 'llama', /llama has no q\/k\/v biases; this model has them/],
+    [{ num_local_experts: 0 }, 'qwen3moe', /qwen3moe needs experts/],
+    [{}, 'deepseek2', /deepseek2 export is not implemented yet: it needs multi-head latent attention/],
     [{ hidden_act: 'gelu' }, undefined, /hidden_act "gelu"/],
     [{ dispatch: 'capacity' }, undefined, /capacity dispatch drops tokens/],
     [{ expert_sizes: [32, 32, 64, 64] }, undefined, /heterogeneous expert widths/],

@@ -328,7 +328,6 @@ export function fromGGUF(path: string): GGUFModel {
     if (headDim * H !== d) cfgIn.head_dim = headDim;
     if (E > 0) {
       Object.assign(cfgIn, { num_experts_per_tok: K, moe_intermediate_size: moeFF, n_shared_experts: nShared });
-      if (nShared && arch === 'bailingmoe') cfgIn.shared_expert_intermediate_size = moeFF;
       if (nShared && arch === 'qwen2moe') Object.assign(cfgIn, { shared_expert_intermediate_size: sharedFF, shared_expert_gate: true });
     } else cfgIn.intermediate_size = ff;
     let config: ModelConfig;

@@ -11,7 +11,9 @@ import { initBackend } from '../../src/kernels/index.js';
 import { noGrad } from '../../src/tensor/tensor.js';
 import { MoETransformerLM } from '../../src/models/transformer.js';
 import { parseModelConfig } from '../../src/models/config.js';
-import { ByteTokenizer, BpeTokenizer, type Tokenizer } from '../../src/data/tokenizer/index.js';
+import { ByteTokenizer, BpeTokenizer, HfTokenizer, type Tokenizer } from '../../src/data/tokenizer/index.js';
+import * as fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { loadCorpus } from '../../src/data/corpus.js';
 import { exportGGUF, fromGGUF, type GGUFQuant, type ArchName } from '../../src/io/gguf/index.js';
 import { Rng } from '../../src/tensor/random.js';
@@ -248,7 +250,11 @@ test("llama.cpp's tokenisation equals moe-ts's (byte and trained BPE tokenizers)
   const strings = ['ROMEO: What light?', '  two  spaces\tand tab\n\nnewlines', "it's we'll they'd 12345", 'unicode: café – 日本語 🙂'];
   const { tokenizer: bpe } = await trainedModel();
   const small = BpeTokenizer.train(loadCorpus('shakespeare').slice(0, 20000), { vocabSize: 300 });
-  for (const tok of [new ByteTokenizer(), bpe, small]) {
+  const fix = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures/tokenizers/bytelevel-chatml');
+  const readJson = (f: string): Record<string, unknown> => JSON.parse(fs.readFileSync(path.join(fix, f), 'utf8')) as Record<string, unknown>;
+  // a Hugging Face byte-level BPE tokenizer (Qwen2 split, added special tokens): written with its own ids and merges
+  const hf = new HfTokenizer({ tokenizer: readJson('tokenizer.json'), config: readJson('tokenizer_config.json') });
+  for (const tok of [new ByteTokenizer(), bpe, small, hf]) {
     const file = path.join(dir, `tok-${tok.name}.gguf`);
     exportGGUF(randomModel({ vocab_size: tok.vocabSize, num_hidden_layers: 1 }, 1), tok, file, { quant: 'f32' });
     const m = await load(file);

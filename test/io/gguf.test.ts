@@ -8,7 +8,8 @@ import { Rng } from '../../src/tensor/random.js';
 import { f16BitsToF32 } from '../../src/tensor/dtype.js';
 import { MoETransformerLM } from '../../src/models/transformer.js';
 import { parseModelConfig } from '../../src/models/config.js';
-import { ByteTokenizer } from '../../src/data/tokenizer/index.js';
+import { ByteTokenizer, HfTokenizer } from '../../src/data/tokenizer/index.js';
+import { fileURLToPath } from 'node:url';
 import {
   GGUFFile,
   GGUFError,
@@ -20,6 +21,7 @@ import {
   fromGGUF,
   permuteRopeRows,
   isGGUFFile,
+  tokenizerMetadata,
   gguf,
   ggufArray,
   type GGUFValue,
@@ -323,4 +325,25 @@ test('a model no llama.cpp architecture computes is refused with the mismatch na
     );
   }
   assert.ok(!fs.existsSync(file), 'nothing written');
+});
+
+test('Hugging Face tokenizers: byte-level BPE keeps its ids and round-trips; SentencePiece-style ones are refused by name', () => {
+  const fix = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures/tokenizers');
+  const load = (n: string): HfTokenizer =>
+    new HfTokenizer({ tokenizer: JSON.parse(fs.readFileSync(path.join(fix, n, 'tokenizer.json'), 'utf8')), config: JSON.parse(fs.readFileSync(path.join(fix, n, 'tokenizer_config.json'), 'utf8')) });
+  const hf = load('bytelevel-chatml');
+  const meta = new Map(tokenizerMetadata(hf).entries);
+  assert.equal(meta.get('tokenizer.ggml.pre')!.value, 'qwen2');
+  const tokens = meta.get('tokenizer.ggml.tokens')!.value as string[];
+  assert.equal(tokens.length, hf.vocabSize);
+  const eos = meta.get('tokenizer.ggml.eos_token_id')!.value as number;
+  assert.equal(tokens[eos], '<|im_end|>');
+  assert.equal((meta.get('tokenizer.ggml.token_type')!.value as number[])[eos], 3, 'special added tokens are control tokens');
+  const file = path.join(dir, 'hf-tok.gguf');
+  const m = model({ vocab_size: hf.vocabSize });
+  exportGGUF(m, hf, file);
+  const g = fromGGUF(file);
+  assert.deepEqual(g.tokenizer.toJSON(), hf.toJSON());
+  assert.deepEqual(Array.from(g.tokenizer.encode('hello <|im_end|> world')), Array.from(hf.encode('hello <|im_end|> world')));
+  assert.throws(() => exportGGUF(model({ vocab_size: 277 }), load('spm-metaspace'), file), /gguf export: Hugging Face tokenizer model "BPE" with byte_fallback has no llama\.cpp mapping here/);
 });

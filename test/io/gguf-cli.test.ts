@@ -26,7 +26,7 @@ after(async () => {
   await llama?.dispose();
 });
 
-test('train -> convert --to gguf --quant q8_0 -> llama.cpp greedy text == moe-ts generate --model file.gguf; chat --model file.gguf', async () => {
+test('train -> convert --to gguf --quant q8_0 -> llama.cpp greedy text == moe-ts generate --model file.gguf; eval and chat --model file.gguf', async () => {
   const dir = tmpDir('gguf-cli');
   const cfg = {
     model: { hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 2, max_position_embeddings: 128, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 64 },
@@ -65,6 +65,16 @@ test('train -> convert --to gguf --quant q8_0 -> llama.cpp greedy text == moe-ts
   } finally {
     await m.dispose();
   }
+
+  // eval --model file.gguf: the loss of the run's checkpoint up to q8_0 rounding
+  const evalJson = (args: string[]): { loss: number } => {
+    const r = run(['eval', ...args, '--data', 'shakespeare', '--batches', '2', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as { loss: number };
+  };
+  const lossGguf = evalJson(['--model', file]).loss;
+  const lossRun = evalJson(['--ckpt', runDir]).loss;
+  assert.ok(Number.isFinite(lossGguf) && Math.abs(lossGguf - lossRun) < 0.02 * lossRun, `eval loss of the q8_0 file ${lossGguf} vs the run ${lossRun}`);
 
   // chat --model file.gguf: the replies of a ChatSession on the same file
   const ch = run(['chat', '--model', file, '--max-tokens', '10', '--temperature', '0'], 'hello\nwho are you\n');

@@ -12,7 +12,9 @@ import type { ModelConfig } from '../../models/config.js';
 import { ModelConfigSchema } from '../../models/config.js';
 import { gguf, type GGUFValue } from './format.js';
 
+/** A llama.cpp architecture moe-ts knows (general.architecture). */
 export type ArchName = 'llama' | 'bailingmoe' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'deepseek2';
+/** Every ArchName, in the order export tries them. */
 export const ARCH_NAMES: readonly ArchName[] = ['llama', 'bailingmoe', 'qwen2moe', 'qwen3moe', 'olmoe', 'deepseek2'];
 
 /** Routing as llama.cpp's build_moe_ffn sees it. */
@@ -94,6 +96,7 @@ export function sharedWidth(c: ModelConfig): number {
   return c.n_shared_experts * (c.shared_expert_intermediate_size ?? c.moe_intermediate_size);
 }
 
+/** How a model maps to one llama.cpp architecture: layouts, mismatches that rule it out, hyperparameter keys. */
 export interface ArchSpec {
   name: ArchName;
   /** llama.cpp rotates adjacent pairs (LLAMA_ROPE_TYPE_NORM): q/k rows are permuted from moe-ts's half-split pairs. */
@@ -151,6 +154,7 @@ function needsExperts(c: ModelConfig, A: string): string[] {
   return c.num_local_experts === 0 ? [`${A} needs experts (num_local_experts is 0)`] : [];
 }
 
+/** The llama.cpp architectures by name. */
 export const ARCHS: Record<ArchName, ArchSpec> = {
   // Mixtral-style: softmax top-k, renormalised (build_moe_ffn norm_w = true), every layer MoE (or none), no shared experts
   llama: {

@@ -17,12 +17,15 @@ import { GGUFFile, GGUFError } from './reader.js';
 import { ARCHS, chooseArch, sharedWidth, type ArchName, type ArchSpec } from './arch.js';
 import { tokenizerMetadata, tokenizerFromGGUF } from './tokenizer.js';
 
+/** Tensor type of an exported GGUF file's weights (norms, biases and routers stay f32). */
 export type GGUFQuant = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
+/** Every GGUFQuant, in the order the CLI lists them. */
 export const GGUF_QUANTS: readonly GGUFQuant[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'];
 const QUANT_TYPE: Record<GGUFQuant, GGMLWritableType> = { f32: 'F32', f16: 'F16', bf16: 'BF16', q8_0: 'Q8_0', q4_0: 'Q4_0' };
 /** general.file_type (llama_ftype). */
 const FILE_TYPE: Record<GGUFQuant, number> = { f32: 0, f16: 1, q4_0: 2, q8_0: 7, bf16: 32 };
 
+/** Options of exportGGUF: quantisation, architecture (auto: the first that computes the model), name, strict quantisation. */
 export interface GGUFExportOptions {
   quant?: GGUFQuant;
   arch?: ArchName | 'auto';
@@ -32,6 +35,7 @@ export interface GGUFExportOptions {
   strictQuant?: boolean;
 }
 
+/** What exportGGUF wrote: file, architecture, quantisation, size, vocabulary and tensors kept as f16. */
 export interface GGUFExportReport {
   path: string;
   arch: ArchName;
@@ -225,6 +229,7 @@ export function exportGGUF(model: MoETransformerLM, tokenizer: Tokenizer, path: 
   return { path, arch: A, quant, bytes, tensors: tensors.length, vocab: Vg, fallbacks };
 }
 
+/** A model read by fromGGUF, with its tokenizer, config, architecture and the stored tensor types and bytes. */
 export interface GGUFModel {
   model: MoETransformerLM;
   tokenizer: Tokenizer;

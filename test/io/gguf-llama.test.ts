@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { loadCorpus } from '../../src/data/corpus.js';
 import { exportGGUF, fromGGUF, type GGUFQuant, type ArchName } from '../../src/io/gguf/index.js';
 import { Rng } from '../../src/tensor/random.js';
+import { fromPretrained } from '../../src/io/hf/pretrained.js';
 import { generate, loadModelForInference } from '../../src/infer/index.js';
 import { train } from '../../src/train/trainer.js';
 import { tmpDir, tinyConfig } from '../train/helpers.js';
@@ -139,6 +140,38 @@ for (const [name, over, arch] of fixtures) {
     // and the file read back by moe-ts is the same model
     const back = ourLogits(fromGGUF(file).model, ids);
     assert.deepEqual(back, ours);
+  });
+}
+
+// Hugging Face fixtures read with fromPretrained (the io/hf tests check them against transformers): the export of what moe-ts
+// reads from a real config. Their vocabulary (48) is below the byte tokenizer's 256, so the embedding and head are padded with
+// extra rows the prompt never uses; ids < 48 see exactly the fixture's model.
+for (const [fixture, arch] of [
+  ['mixtral', 'llama'],
+  ['olmoe', 'olmoe'],
+] as const) {
+  test(`llama.cpp gives the same f32 next-token distribution: Hugging Face ${fixture} fixture (fromPretrained) as ${arch}`, async () => {
+    const hf = fromPretrained(path.join(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures/hf', fixture)).model;
+    const V = 256;
+    const model = new MoETransformerLM(parseModelConfig({ ...hf.config, vocab_size: V }), 5);
+    const state = new Map(hf.stateDict());
+    const rng = new Rng(3);
+    for (const n of ['embed_tokens.weight', 'lm_head.weight']) {
+      const t = state.get(n);
+      if (!t) continue;
+      const data = rng.fillNormal(new Float32Array(V * t.shape[1])).map((x) => 0.02 * x);
+      data.set(t.data);
+      state.set(n, { data, shape: [V, t.shape[1]] });
+    }
+    model.loadStateDict(state);
+    model.eval();
+    const file = path.join(dir, `hf-${fixture}.gguf`);
+    assert.equal(exportGGUF(model, new ByteTokenizer(), file, { quant: 'f32' }).arch, arch);
+    const ids = [1, 7, 30, 2, 47, 11, 5, 19];
+    const ours = ourLogits(model, ids);
+    assert.deepEqual(ours.slice(0, 48), ourLogits(hf, ids), 'padding changes nothing for ids < 48');
+    const { diff, scale } = compare(ours, await llamaLogProbs(await load(file), ids, V));
+    assert.ok(diff <= 1e-3 * scale, `max log-prob difference ${diff} > 1e-3 x max |logit| ${scale}`);
   });
 }
 

@@ -62,6 +62,10 @@ const KNOWN_FIELDS = new Set([
   'router_entropy_coef',
   'router_importance_coef',
   'hidden_dropout',
+  'aux_loss_normalization',
+  'router_losses',
+  'router_jitter_noise',
+  'capacity_drop_order',
 ]);
 
 let defaults: Record<string, unknown> | null = null;

@@ -114,6 +114,8 @@ const fixtures: [string, object, string][] = [
   ['llama dense (no experts)', { num_local_experts: 0 }, 'llama'],
   ['llama untied head', { tie_word_embeddings: false }, 'llama'],
   ['llama grouped-query attention', { num_key_value_heads: 2 }, 'llama'],
+  ['llama llama3 RoPE scaling (rope_freqs factors)', { rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8 } }, 'llama'],
+  ['llama linear RoPE scaling', { rope_scaling: { rope_type: 'linear', factor: 4 } }, 'llama'],
   ['bailingmoe (top-k not renormalised)', { norm_topk_prob: false }, 'bailingmoe'],
   ['bailingmoe (shared expert, renormalised)', { n_shared_experts: 2, norm_topk_prob: true }, 'bailingmoe'],
   [
@@ -149,6 +151,7 @@ for (const [name, over, arch] of fixtures) {
 for (const [fixture, arch] of [
   ['mixtral', 'llama'],
   ['olmoe', 'olmoe'],
+  ['llama', 'llama'],
 ] as const) {
   test(`llama.cpp gives the same f32 next-token distribution: Hugging Face ${fixture} fixture (fromPretrained) as ${arch}`, async () => {
     const hf = fromPretrained(path.join(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures/hf', fixture)).model;

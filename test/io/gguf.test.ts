@@ -219,6 +219,7 @@ test('export then fromGGUF gives the same model (f32 exactly; f16 and q8_0 withi
     ['qwen2moe', { norm_topk_prob: false, qkv_bias: true, n_shared_experts: 1, shared_expert_gate: true, shared_expert_intermediate_size: 64, num_key_value_heads: 1 }],
     ['qwen3moe', { qk_norm: 'head', num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16 }],
     ['olmoe', { qk_norm: 'full', norm_topk_prob: false }],
+    ['llama3 rope', { rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8 } }],
   ];
   for (const [name, over] of variants) {
     const m = model(over);
@@ -228,7 +229,7 @@ test('export then fromGGUF gives the same model (f32 exactly; f16 and q8_0 withi
     const rep = exportGGUF(m, tok, file, { quant: 'f32', arch: name.startsWith('q') || name.startsWith('o') ? (name as 'olmoe') : 'auto' });
     const g = fromGGUF(file);
     assert.equal(g.arch, rep.arch);
-    assert.equal(rep.arch, name === 'dense' || name === 'untied' ? 'llama' : name.split(' ')[0]);
+    assert.equal(rep.arch, name === 'dense' || name === 'untied' || name === 'llama3 rope' ? 'llama' : name.split(' ')[0]);
     for (const k of [
       'num_local_experts',
       'n_shared_experts',
@@ -242,6 +243,7 @@ test('export then fromGGUF gives the same model (f32 exactly; f16 and q8_0 withi
       'shared_expert_intermediate_size',
       'num_key_value_heads',
       'head_dim',
+      'rope_scaling',
     ] as const) {
       assert.deepEqual(g.config[k], m.config[k], `${name}: ${k}`);
     }
@@ -309,6 +311,7 @@ test('a model no llama.cpp architecture computes is refused with the mismatch na
     [{ qk_norm: 'head', mlp_only_layers: [1] }, undefined, /qwen3moe: qwen3moe needs every layer MoE; mlp_only_layers is \[1\]/],
     [{ qkv_bias: true }, 'llama', /llama has no q\/k\/v biases; this model has them/],
     [{ num_local_experts: 0 }, 'qwen3moe', /qwen3moe needs experts/],
+    [{ qk_norm: 'head', rope_scaling: { rope_type: 'yarn', factor: 4 } }, 'qwen3moe', /rope_scaling yarn: not written for qwen3moe yet/],
     [{}, 'deepseek2', /deepseek2 export is not implemented yet: it needs multi-head latent attention/],
     [{ hidden_act: 'gelu' }, undefined, /hidden_act "gelu"/],
     [{ dispatch: 'capacity' }, undefined, /capacity dispatch drops tokens/],

@@ -66,6 +66,7 @@ const KNOWN_FIELDS = new Set([
   'router_losses',
   'router_jitter_noise',
   'capacity_drop_order',
+  'rope_scaling',
 ]);
 
 let defaults: Record<string, unknown> | null = null;
@@ -137,6 +138,12 @@ function layoutMismatches(c: ModelConfig, spec: Pick<ArchSpec, 'name' | 'qkNorm'
     if (c.decoder_sparse_step !== 1) out.push(`${A} needs every layer MoE; decoder_sparse_step is ${c.decoder_sparse_step}`);
     if (c.mlp_only_layers.length) out.push(`${A} needs every layer MoE; mlp_only_layers is ${JSON.stringify(c.mlp_only_layers)}`);
     if (c.first_k_dense_replace) out.push(`${A} needs every layer MoE; first_k_dense_replace is ${c.first_k_dense_replace}`);
+  }
+  const rs = c.rope_scaling as Record<string, unknown> | undefined;
+  const rt = (rs?.rope_type ?? rs?.type ?? 'default') as string;
+  // linear and llama3 scaling are per-frequency factors: llama's optional rope_freqs tensor; YaRN also rescales attention
+  if (rs && rt !== 'default' && !(A === 'llama' && (rt === 'linear' || rt === 'llama3'))) {
+    out.push(`rope_scaling ${rt}: not written for ${A} yet (only llama's rope_freqs factors, for linear and llama3 scaling)`);
   }
   if (c.shared_expert_gate && c.n_shared_experts > 0 && spec.name !== 'qwen2moe') out.push(`${A} has no sigmoid-gated shared expert (shared_expert_gate)`);
   return out;

@@ -16,6 +16,7 @@ import { writeGGUFSync, type GGUFTensorInput } from './writer.js';
 import { GGUFFile, GGUFError } from './reader.js';
 import { ARCHS, chooseArch, sharedWidth, type ArchName, type ArchSpec } from './arch.js';
 import { tokenizerMetadata, tokenizerFromGGUF } from './tokenizer.js';
+import { ropeParams } from '../../models/rope.js';
 
 /** Tensor type of an exported GGUF file's weights (norms, biases and routers stay f32). */
 export type GGUFQuant = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
@@ -79,6 +80,17 @@ function padRows(w: Float32Array, rows: number, cols: number, toRows: number): F
   const out = new Float32Array(toRows * cols);
   out.set(w.subarray(0, rows * cols));
   return out;
+}
+
+const ROPE_SCALING_KEY = 'moe-ts.rope_scaling';
+
+/** llama.cpp's rope_freqs factors (theta_i divided by factor_i) for linear/llama3 RoPE scaling; null without scaling. */
+function ropeFreqFactors(c: ModelConfig, headDim: number): Float32Array | null {
+  const rs = c.rope_scaling as Record<string, unknown> | undefined;
+  if (!rs || (rs.rope_type ?? rs.type ?? 'default') === 'default') return null;
+  const plain = ropeParams({ ...c, rope_scaling: undefined }, headDim).invFreq;
+  const scaled = ropeParams(c, headDim).invFreq;
+  return plain.map((f, i) => f / scaled[i]);
 }
 
 /** Write `model` with `tokenizer` as a GGUF file llama.cpp runs. */
@@ -201,6 +213,8 @@ export function exportGGUF(model: MoETransformerLM, tokenizer: Tokenizer, path: 
       add(`${b}ffn_down.weight`, [g.shape[0], d], get(`${p}mlp.down_proj.weight`).data);
     }
   }
+  const scaled = ropeFreqFactors(c, headDim);
+  if (scaled) add('rope_freqs.weight', [headDim / 2], scaled, 'norm');
   const unmapped = [...state.keys()].filter((n) => !used.has(n));
   if (unmapped.length) throw new Error(`gguf export: tensors with no ${spec.name} mapping: ${unmapped.join(', ')}`);
 
@@ -224,6 +238,8 @@ export function exportGGUF(model: MoETransformerLM, tokenizer: Tokenizer, path: 
     [`${A}.rope.freq_base`, gguf('f32', c.rope_theta)],
   ]);
   for (const [k, v] of spec.hparams(c)) meta.set(`${A}.${k}`, v);
+  // the scaling the factors came from, so import gets the config back (llama.cpp only reads the factors)
+  if (scaled) meta.set(ROPE_SCALING_KEY, gguf('string', JSON.stringify(c.rope_scaling)));
   for (const [k, v] of tok.entries) meta.set(k, v);
   const bytes = writeGGUFSync(path, meta, tensors);
   return { path, arch: A, quant, bytes, tensors: tensors.length, vocab: Vg, fallbacks };
@@ -329,6 +345,14 @@ export function fromGGUF(path: string): GGUFModel {
       qk_norm: spec.qkNorm,
       qkv_bias: qkvBias,
     };
+    if (f.tensors.has('rope_freqs.weight')) {
+      if (arch !== 'llama' || !f.has(ROPE_SCALING_KEY)) throw new GGUFError(`${where}: rope_freqs.weight without ${ROPE_SCALING_KEY}: per-frequency RoPE factors map to no moe-ts rope_scaling`);
+      try {
+        cfgIn.rope_scaling = JSON.parse(f.getString(ROPE_SCALING_KEY)) as unknown;
+      } catch (e) {
+        throw new GGUFError(`${where}: ${ROPE_SCALING_KEY} is not valid JSON: ${(e as Error).message}`);
+      }
+    }
     if (Hkv !== H) cfgIn.num_key_value_heads = Hkv;
     if (headDim * H !== d) cfgIn.head_dim = headDim;
     if (E > 0) {
@@ -349,6 +373,17 @@ export function fromGGUF(path: string): GGUFModel {
       used.add(name);
       return f.readFloat32(name);
     };
+    if (cfgIn.rope_scaling !== undefined) {
+      // the stored factors must be what the stored scaling gives, or llama.cpp and moe-ts would rotate differently
+      let want: Float32Array | null;
+      try {
+        want = ropeFreqFactors(config, headDim);
+      } catch (e) {
+        throw new GGUFError(`${where}: ${ROPE_SCALING_KEY}: ${(e as Error).message}`);
+      }
+      const got = read('rope_freqs.weight', [headDim / 2]);
+      if (!want || want.some((x, i) => Math.abs(x - got[i]) > 1e-6 * Math.abs(x))) throw new GGUFError(`${where}: rope_freqs.weight differs from the factors of ${ROPE_SCALING_KEY}`);
+    }
     const put = (name: string, shape: number[], data: Float32Array): void => void state.set(name, { data, shape });
     used.add('token_embd.weight');
     put('embed_tokens.weight', [V, d], embRaw.slice(0, V * d));

@@ -11,6 +11,7 @@
 import type { ModelConfig } from '../../models/config.js';
 import { ModelConfigSchema } from '../../models/config.js';
 import { gguf, type GGUFValue } from './format.js';
+import { moeLayerConfig } from '../../models/transformer.js';
 
 /** A llama.cpp architecture moe-ts knows (general.architecture). */
 export type ArchName = 'llama' | 'bailingmoe' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'deepseek2';
@@ -54,6 +55,12 @@ const KNOWN_FIELDS = new Set([
   'shared_expert_gate',
   'mlp_only_layers',
   'first_k_dense_replace',
+  // multi-head latent attention: deepseek2 only (the other architectures rule it out)
+  'kv_lora_rank',
+  'q_lora_rank',
+  'qk_nope_head_dim',
+  'qk_rope_head_dim',
+  'v_head_dim',
   // training-only: no effect on the forward pass in eval mode
   'initializer_range',
   'capacity_factor',
@@ -80,10 +87,10 @@ export function commonMismatches(c: ModelConfig): string[] {
   }
   if (c.hidden_act !== 'silu') out.push(`hidden_act "${c.hidden_act}": llama.cpp's MoE architectures use SwiGLU (silu) FFNs`);
   if (c.num_local_experts > 0) {
-    if (c.router_type !== 'topk') {
+    if (c.router_type !== 'topk' && c.router_type !== 'group-limited') {
       out.push(`router "${c.router_type}": llama.cpp routes by softmax top-k token choice only (expert choice, hash, soft, threshold and dynamic-k routers have no llama.cpp graph)`);
     }
-    const known = new Set(['normalize', 'noisyGating']);
+    const known = new Set(c.router_type === 'group-limited' ? ['variant', 'nGroup', 'topkGroup', 'normalize', 'routedScaling', 'biasUpdateRate'] : ['normalize', 'noisyGating']);
     for (const k of Object.keys(c.router_options)) if (!known.has(k)) out.push(`router option ${k} has no GGUF mapping`);
     if (c.dispatch === 'capacity') out.push("capacity dispatch drops tokens over an expert's capacity; llama.cpp never drops tokens");
     if (c.expert_sizes) out.push('heterogeneous expert widths (expert_sizes): llama.cpp stacks experts of one width');
@@ -125,6 +132,10 @@ export interface ArchSpec {
 function layoutMismatches(c: ModelConfig, spec: Pick<ArchSpec, 'name' | 'qkNorm' | 'qkvBias'>, o: { everyLayerMoE: boolean; headDimFree: boolean }): string[] {
   const out: string[] = [];
   const A = spec.name;
+  if (A !== 'deepseek2') {
+    if (c.kv_lora_rank !== undefined) out.push(`${A} has no multi-head latent attention (kv_lora_rank); deepseek2 does`);
+    if (c.num_local_experts > 0 && c.router_type === 'group-limited') out.push(`router "group-limited": ${A} routes by plain top-k; deepseek2 has group-limited routing`);
+  }
   if (c.qk_norm !== spec.qkNorm) {
     const what = { none: 'no q/k norm', head: 'a per-head q/k RMSNorm (attn_q_norm/attn_k_norm of head_dim)', full: 'a q/k RMSNorm over the whole projection (attn_q_norm/attn_k_norm of n_embd)' };
     out.push(`${A} applies ${what[spec.qkNorm]}; this model has ${what[c.qk_norm]} (qk_norm "${c.qk_norm}")`);
@@ -151,7 +162,36 @@ function layoutMismatches(c: ModelConfig, spec: Pick<ArchSpec, 'name' | 'qkNorm'
 
 const u32 = (v: number): GGUFValue => gguf('u32', v);
 
-const notYet = (what: string) => (): string[] => [what];
+/** deepseek2 routing as llama.cpp's build_moe_ffn computes it. */
+export interface DeepseekRouting {
+  /** expert_gating_func sigmoid (2) rather than softmax (1). */
+  sigmoid: boolean;
+  /** A selection bias (exp_probs_b, the V3 e_score_correction_bias). */
+  bias: boolean;
+  normalize: boolean;
+  scale: number;
+  groups: number;
+  groupsUsed: number;
+}
+
+/** How a model's router maps to deepseek2's, or why it does not. */
+export function deepseekRouting(c: ModelConfig): DeepseekRouting | string {
+  if (c.router_type === 'topk') return { sigmoid: false, bias: false, normalize: routingOf(c).normalize, scale: 1, groups: 1, groupsUsed: 1 };
+  // the options as the model's router sees them (router_options plus routed_scaling_factor), with the router's defaults
+  const o = moeLayerConfig(c).router as Record<string, unknown>;
+  const variant = (o.variant ?? 'v3') as string;
+  const nGroup = (o.nGroup ?? 1) as number;
+  const topkGroup = (o.topkGroup ?? 1) as number;
+  const normalize = (o.normalize ?? true) as boolean;
+  const routed = (o.routedScaling ?? 1) as number;
+  const groups = { groups: nGroup, groupsUsed: nGroup > 1 ? topkGroup : 1 };
+  if (nGroup > 1 && c.num_local_experts / nGroup < 2) return `deepseek2 scores a group by its two best experts; this model's groups have ${c.num_local_experts / nGroup} expert`;
+  if (variant === 'v3') return { sigmoid: true, bias: true, normalize, scale: routed, ...groups };
+  if (nGroup > 1) return 'group-limited v2 scores a group by its best softmax probability; llama.cpp by the sum of its two best (router_options.nGroup must be 1)';
+  // v2 renormalises only with k > 1, and then ignores routedScaling
+  const renorm = normalize && c.num_experts_per_tok > 1;
+  return { sigmoid: false, bias: false, normalize: renorm, scale: renorm ? 1 : routed, ...groups };
+}
 
 /** The expert keys the Qwen/OLMoE/DeepSeek loaders read. */
 const expertKeys = (c: ModelConfig): [string, GGUFValue][] => [
@@ -284,16 +324,62 @@ export const ARCHS: Record<ArchName, ArchSpec> = {
     },
     hparams: expertKeys,
   },
+  // DeepSeek-V2/V3: multi-head latent attention (split attn_k_b/attn_v_b, MQA over the latent), adjacent-pair RoPE on the
+  // qk_rope_head_dim part, leading dense layers, ungated shared experts, softmax or sigmoid (+ selection bias) top-k with
+  // group-limited selection (a group's score: the sum of its two best), expert_weights_norm then expert_weights_scale
   deepseek2: {
     name: 'deepseek2',
     ropeAdjacent: true,
     outputRequired: true,
-    shared: null,
+    shared: 'ungated',
     qkNorm: 'none',
     qkvBias: false,
     allowsDense: false,
-    mismatches: notYet('deepseek2 export is not implemented yet: it needs multi-head latent attention (kv_lora_rank) and group-limited sigmoid routing, which the moe-ts exporter does not write'),
-    hparams: () => [],
+    mismatches(c) {
+      const A = 'deepseek2';
+      const out = [...needsExperts(c, A), ...layoutMismatches(c, this, { everyLayerMoE: false, headDimFree: true })];
+      if (c.kv_lora_rank === undefined) out.push(`${A} computes multi-head latent attention; this model has standard attention (kv_lora_rank unset)`);
+      if (c.attention_type !== undefined && c.attention_type !== 'mla') out.push(`${A} computes multi-head latent attention; this model's attention_type is "${c.attention_type}"`);
+      if (c.num_local_experts === 0) return out;
+      if (c.decoder_sparse_step !== 1) out.push(`${A} needs every layer after the leading dense ones MoE; decoder_sparse_step is ${c.decoder_sparse_step}`);
+      if (c.mlp_only_layers.length) out.push(`${A} needs every layer after the leading dense ones MoE; mlp_only_layers is ${JSON.stringify(c.mlp_only_layers)}`);
+      if (c.first_k_dense_replace >= c.num_hidden_layers) out.push(`${A} needs at least one MoE layer; first_k_dense_replace is ${c.first_k_dense_replace}`);
+      const sw = sharedWidth(c);
+      if (sw % c.moe_intermediate_size !== 0) out.push(`${A}'s shared experts are n x the expert width ${c.moe_intermediate_size}; this model's shared width is ${sw}`);
+      const r = deepseekRouting(c);
+      if (typeof r === 'string') out.push(r);
+      return out;
+    },
+    hparams(c) {
+      const r = deepseekRouting(c) as DeepseekRouting;
+      const rank = c.kv_lora_rank!;
+      const rope = c.qk_rope_head_dim!;
+      const sw = sharedWidth(c);
+      return [
+        // MLA runs as MQA over the latent: one kv head of width rank + rope (keys) and rank (values); the per-head widths are the _mla keys
+        ['attention.head_count_kv', u32(1)],
+        ['attention.key_length', u32(rank + rope)],
+        ['attention.value_length', u32(rank)],
+        ['attention.key_length_mla', u32(c.qk_nope_head_dim! + rope)],
+        ['attention.value_length_mla', u32(c.v_head_dim!)],
+        // 0 selects the uncompressed attn_q path (the key is required unless llama.cpp thinks the model is a "lite" one)
+        ['attention.q_lora_rank', u32(c.q_lora_rank ?? 0)],
+        ['attention.kv_lora_rank', u32(rank)],
+        ['rope.dimension_count', u32(rope)],
+        ['feed_forward_length', u32(c.first_k_dense_replace > 0 ? c.intermediate_size : c.moe_intermediate_size)],
+        ['leading_dense_block_count', u32(c.first_k_dense_replace)],
+        ['expert_count', u32(c.num_local_experts)],
+        ['expert_used_count', u32(c.num_experts_per_tok)],
+        ['expert_feed_forward_length', u32(c.moe_intermediate_size)],
+        // no shared experts: one all-zero shared expert (adds exactly 0), as the arch requires its tensors
+        ['expert_shared_count', u32(Math.max(1, sw / c.moe_intermediate_size))],
+        ['expert_weights_norm', gguf('bool', r.normalize)],
+        ['expert_weights_scale', gguf('f32', r.scale)],
+        ['expert_gating_func', u32(r.sigmoid ? 2 : 1)],
+        ['expert_group_count', u32(r.groups)],
+        ['expert_group_used_count', u32(r.groupsUsed)],
+      ];
+    },
   },
 };
 

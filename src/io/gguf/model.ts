@@ -135,38 +135,80 @@ export function exportGGUF(model: MoETransformerLM, tokenizer: Tokenizer, path: 
   if (!c.tie_word_embeddings) add('output.weight', [d, Vg], padRows(get('lm_head.weight').data, V, d, Vg));
   else if (spec.outputRequired) add('output.weight', [d, Vg], padRows(emb, V, d, Vg));
 
+  /** Multi-head latent attention as deepseek2's split form: q (or q_a/q_a_norm/q_b), kv_a_mqa, kv_a_norm, k_b, v_b, output. */
+  const addMLA = (p: string, b: string): void => {
+    const nope = c.qk_nope_head_dim!;
+    const rope = c.qk_rope_head_dim!;
+    const vd = c.v_head_dim!;
+    const rank = c.kv_lora_rank!;
+    const qk = nope + rope;
+    // RoPE rows: moe-ts rotates (i, i + rope/2), llama.cpp's deepseek2 adjacent pairs; permute each head's rope block
+    const ropeBlocks = (w: Float32Array, cols: number, rowsPer: number, first: number, blocks: number): Float32Array => {
+      const out = w.slice();
+      for (let h = 0; h < blocks; h++) {
+        const o = (h * rowsPer + first) * cols;
+        out.set(permuteRopeRows(w.subarray(o, o + rope * cols), rope, cols, rope), o);
+      }
+      return out;
+    };
+    const sa = `${p}self_attn.`;
+    if (c.q_lora_rank) {
+      const qa = get(`${sa}q_a_proj.weight`);
+      add(`${b}attn_q_a.weight`, [d, c.q_lora_rank], qa.data);
+      add(`${b}attn_q_a_norm.weight`, [c.q_lora_rank], get(`${sa}q_a_layernorm.weight`).data, 'norm');
+      add(`${b}attn_q_b.weight`, [c.q_lora_rank, H * qk], ropeBlocks(get(`${sa}q_b_proj.weight`).data, c.q_lora_rank, qk, nope, H));
+    } else add(`${b}attn_q.weight`, [d, H * qk], ropeBlocks(get(`${sa}q_proj.weight`).data, d, qk, nope, H));
+    add(`${b}attn_kv_a_mqa.weight`, [d, rank + rope], ropeBlocks(get(`${sa}kv_a_proj_with_mqa.weight`).data, d, rank + rope, rank, 1));
+    add(`${b}attn_kv_a_norm.weight`, [rank], get(`${sa}kv_a_layernorm.weight`).data, 'norm');
+    // kv_b [H * (nope + v), rank]: per head, k_b {nope, rank} is the k rows transposed, v_b {rank, v} the v rows as they are
+    const kvb = get(`${sa}kv_b_proj.weight`).data;
+    const kb = new Float32Array(H * rank * nope);
+    const vb = new Float32Array(H * vd * rank);
+    for (let h = 0; h < H; h++) {
+      const o = h * (nope + vd) * rank;
+      for (let n = 0; n < nope; n++) for (let r = 0; r < rank; r++) kb[(h * rank + r) * nope + n] = kvb[o + n * rank + r];
+      vb.set(kvb.subarray(o + nope * rank, o + (nope + vd) * rank), h * vd * rank);
+    }
+    add(`${b}attn_k_b.weight`, [nope, rank, H], kb);
+    add(`${b}attn_v_b.weight`, [rank, vd, H], vb);
+    add(`${b}attn_output.weight`, [H * vd, d], get(`${sa}o_proj.weight`).data);
+  };
+
   let headDim = d / H;
   let headsKv = H;
   for (let i = 0; i < c.num_hidden_layers; i++) {
     const p = `layers.${i}.`;
     const b = `blk.${i}.`;
     add(`${b}attn_norm.weight`, [d], get(`${p}input_layernorm.weight`).data, 'norm');
-    const q = get(`${p}self_attn.q_proj.weight`);
-    const k = get(`${p}self_attn.k_proj.weight`);
-    const v = get(`${p}self_attn.v_proj.weight`);
-    const o = get(`${p}self_attn.o_proj.weight`);
-    headDim = q.shape[0] / H;
-    headsKv = k.shape[0] / headDim;
-    const rope = (w: { data: Float32Array; shape: readonly number[] }): Float32Array => (spec.ropeAdjacent ? permuteRopeRows(w.data, w.shape[0], w.shape[1], headDim) : w.data);
-    add(`${b}attn_q.weight`, [d, q.shape[0]], rope(q));
-    add(`${b}attn_k.weight`, [d, k.shape[0]], rope(k));
-    add(`${b}attn_v.weight`, [d, v.shape[0]], v.data);
-    add(`${b}attn_output.weight`, [o.shape[1], d], o.data);
-    if (spec.qkvBias) {
-      // zeros when the model has none: the graph adds them either way
-      for (const [n, rows] of [
-        ['q', q.shape[0]],
-        ['k', k.shape[0]],
-        ['v', v.shape[0]],
-      ] as const) {
-        const bias = state.has(`${p}self_attn.${n}_proj.bias`) ? get(`${p}self_attn.${n}_proj.bias`).data : new Float32Array(rows);
-        add(`${b}attn_${n}.bias`, [rows], bias, 'norm');
+    if (spec.name === 'deepseek2') addMLA(p, b);
+    else {
+      const q = get(`${p}self_attn.q_proj.weight`);
+      const k = get(`${p}self_attn.k_proj.weight`);
+      const v = get(`${p}self_attn.v_proj.weight`);
+      const o = get(`${p}self_attn.o_proj.weight`);
+      headDim = q.shape[0] / H;
+      headsKv = k.shape[0] / headDim;
+      const rope = (w: { data: Float32Array; shape: readonly number[] }): Float32Array => (spec.ropeAdjacent ? permuteRopeRows(w.data, w.shape[0], w.shape[1], headDim) : w.data);
+      add(`${b}attn_q.weight`, [d, q.shape[0]], rope(q));
+      add(`${b}attn_k.weight`, [d, k.shape[0]], rope(k));
+      add(`${b}attn_v.weight`, [d, v.shape[0]], v.data);
+      add(`${b}attn_output.weight`, [o.shape[1], d], o.data);
+      if (spec.qkvBias) {
+        // zeros when the model has none: the graph adds them either way
+        for (const [n, rows] of [
+          ['q', q.shape[0]],
+          ['k', k.shape[0]],
+          ['v', v.shape[0]],
+        ] as const) {
+          const bias = state.has(`${p}self_attn.${n}_proj.bias`) ? get(`${p}self_attn.${n}_proj.bias`).data : new Float32Array(rows);
+          add(`${b}attn_${n}.bias`, [rows], bias, 'norm');
+        }
       }
-    }
-    if (spec.qkNorm !== 'none') {
-      for (const n of ['q', 'k'] as const) {
-        const w = get(`${p}self_attn.${n}_norm.weight`);
-        add(`${b}attn_${n}_norm.weight`, [w.shape[0]], w.data, 'norm');
+      if (spec.qkNorm !== 'none') {
+        for (const n of ['q', 'k'] as const) {
+          const w = get(`${p}self_attn.${n}_norm.weight`);
+          add(`${b}attn_${n}_norm.weight`, [w.shape[0]], w.data, 'norm');
+        }
       }
     }
     add(`${b}ffn_norm.weight`, [d], get(`${p}post_attention_layernorm.weight`).data, 'norm');
@@ -175,6 +217,7 @@ export function exportGGUF(model: MoETransformerLM, tokenizer: Tokenizer, path: 
       const E = c.num_local_experts;
       const f = c.moe_intermediate_size;
       add(`${b}ffn_gate_inp.weight`, [d, E], get(`${p}block_sparse_moe.router.gate.weight`).data, 'router');
+      if (state.has(`${p}block_sparse_moe.router.e_score_correction_bias`)) add(`${b}exp_probs_b.bias`, [E], get(`${p}block_sparse_moe.router.e_score_correction_bias`).data, 'norm');
       add(`${b}ffn_gate_exps.weight`, [d, f, E], transposeBlocks(get(`${p}block_sparse_moe.experts.w1`).data, E, d, f));
       add(`${b}ffn_up_exps.weight`, [d, f, E], transposeBlocks(get(`${p}block_sparse_moe.experts.w3`).data, E, d, f));
       add(`${b}ffn_down_exps.weight`, [f, d, E], transposeBlocks(get(`${p}block_sparse_moe.experts.w2`).data, E, f, d));

@@ -301,8 +301,8 @@ export interface GGUFModel {
   rawTensor(name: string): Uint8Array;
 }
 
-/** The architectures fromGGUF reads (deepseek2 is not: moe-ts does not write it yet). */
-export const GGUF_IMPORT_ARCHS: readonly ArchName[] = ['llama', 'bailingmoe', 'qwen2moe', 'qwen3moe', 'olmoe'];
+/** The architectures fromGGUF reads. */
+export const GGUF_IMPORT_ARCHS: readonly ArchName[] = ['llama', 'bailingmoe', 'qwen2moe', 'qwen3moe', 'olmoe', 'deepseek2'];
 
 /**
  * Load a GGUF file of one of the architectures in GGUF_IMPORT_ARCHS as a moe-ts model in eval
@@ -319,6 +319,10 @@ export function fromGGUF(path: string): GGUFModel {
     if (!spec || !GGUF_IMPORT_ARCHS.includes(arch)) throw new GGUFError(`${where}: general.architecture "${arch}" cannot be imported (supported: ${GGUF_IMPORT_ARCHS.join(', ')})`);
     const key = (k: string): string => `${arch}.${k}`;
     const tokenizer = tokenizerFromGGUF(f);
+    if (arch === 'deepseek2') {
+      const r = readDeepseek2(f, where, tokenizer);
+      return finishImport(f, path, where, arch, tokenizer, r.config, r.state, r.used);
+    }
     const d = f.getInt(key('embedding_length'));
     const L = f.getInt(key('block_count'));
     const H = f.getInt(key('attention.head_count'));
@@ -493,33 +497,205 @@ export function fromGGUF(path: string): GGUFModel {
         put(`${p}mlp.down_proj.weight`, [d, ff], read(`${b}ffn_down.weight`, [ff, d]));
       }
     }
-    const extra = [...f.tensors.keys()].filter((n) => !used.has(n));
-    if (extra.length) throw new GGUFError(`${where}: tensors moe-ts does not know how to use: ${extra.slice(0, 5).join(', ')}${extra.length > 5 ? ` (+${extra.length - 5} more)` : ''}`);
-    const model = new MoETransformerLM(config, 0);
-    try {
-      model.loadStateDict(state);
-    } catch (e) {
-      throw new GGUFError(`${where}: ${(e as Error).message}`);
-    }
-    model.eval();
-    const types = new Map([...f.tensors.values()].map((t) => [t.name, t.type.name]));
-    return {
-      model,
-      tokenizer,
-      config,
-      arch,
-      path,
-      types,
-      rawTensor: (name) => {
-        const g = GGUFFile.open(path);
-        try {
-          return g.readRaw(name);
-        } finally {
-          g.close();
-        }
-      },
-    };
+    return finishImport(f, path, where, arch, tokenizer, config, state, used);
   } finally {
     f.close();
   }
+}
+
+/** Build the model from an imported state dict: every tensor of the file must have been used. */
+function finishImport(f: GGUFFile, path: string, where: string, arch: ArchName, tokenizer: Tokenizer, config: ModelConfig, state: StateDict, used: Set<string>): GGUFModel {
+  const extra = [...f.tensors.keys()].filter((n) => !used.has(n));
+  if (extra.length) throw new GGUFError(`${where}: tensors moe-ts does not know how to use: ${extra.slice(0, 5).join(', ')}${extra.length > 5 ? ` (+${extra.length - 5} more)` : ''}`);
+  const model = new MoETransformerLM(config, 0);
+  try {
+    model.loadStateDict(state);
+  } catch (e) {
+    throw new GGUFError(`${where}: ${(e as Error).message}`);
+  }
+  model.eval();
+  const types = new Map([...f.tensors.values()].map((t) => [t.name, t.type.name]));
+  return {
+    model,
+    tokenizer,
+    config,
+    arch,
+    path,
+    types,
+    rawTensor: (name) => {
+      const g = GGUFFile.open(path);
+      try {
+        return g.readRaw(name);
+      } finally {
+        g.close();
+      }
+    },
+  };
+}
+
+/**
+ * deepseek2 hyperparameters and tensors as a moe-ts MLA model: the split attn_k_b/attn_v_b form moe-ts writes, or the
+ * legacy attn_kv_b one (no key_length_mla); the router as what build_moe_ffn computes (topk, group-limited v2 or v3).
+ */
+function readDeepseek2(f: GGUFFile, where: string, tokenizer: Tokenizer): { config: ModelConfig; state: StateDict; used: Set<string> } {
+  const key = (k: string): string => `deepseek2.${k}`;
+  const d = f.getInt(key('embedding_length'));
+  const L = f.getInt(key('block_count'));
+  const H = f.getInt(key('attention.head_count'));
+  const rank = f.getInt(key('attention.kv_lora_rank'));
+  const qLora = f.getInt(key('attention.q_lora_rank'), 0);
+  const rope = f.getInt(key('rope.dimension_count'));
+  const split = f.has(key('attention.key_length_mla'));
+  const qk = split ? f.getInt(key('attention.key_length_mla')) : f.getInt(key('attention.key_length'));
+  const vd = split ? f.getInt(key('attention.value_length_mla')) : f.getInt(key('attention.value_length'));
+  const nope = qk - rope;
+  if (rope <= 0 || rope % 2 !== 0 || nope <= 0) throw new GGUFError(`${where}: ${key('rope.dimension_count')} ${rope} must be even, positive and below the key length ${qk}`);
+  if (vd > qk) throw new GGUFError(`${where}: value length ${vd} > key length ${qk} (moe-ts MLA needs v_head_dim <= qk_nope_head_dim + qk_rope_head_dim)`);
+  const scaling = f.getString(key('rope.scaling.type'), 'none');
+  if (scaling !== 'none') throw new GGUFError(`${where}: ${key('rope.scaling.type')} "${scaling}" is not supported for deepseek2 yet`);
+  if (f.getFloat(key('attention.temperature_scale'), 0) !== 0) throw new GGUFError(`${where}: ${key('attention.temperature_scale')}: attention temperature tuning is not supported`);
+  const E = f.getInt(key('expert_count'), 0);
+  const K = f.getInt(key('expert_used_count'), 0);
+  if (E === 0 || K === 0) throw new GGUFError(`${where}: ${key('expert_count')} ${E} / expert_used_count ${K}: deepseek2 needs experts`);
+  const lead = f.getInt(key('leading_dense_block_count'), 0);
+  if (lead >= L) throw new GGUFError(`${where}: ${key('leading_dense_block_count')} ${lead}: no MoE layer left of ${L}`);
+  const moeFF = f.getInt(key('expert_feed_forward_length'));
+  const ff = f.getInt(key('feed_forward_length'), moeFF);
+  const sc = f.getInt(key('expert_shared_count'));
+  const sw = sc * moeFF;
+  // the exporter's all-zero placeholder for "no shared experts"
+  const nShared = sc > 0 && !f.readFloat32(`blk.${lead}.ffn_down_shexp.weight`).every((x) => x === 0) ? sc : 0;
+  const gating = f.getInt(key('expert_gating_func'), 1);
+  const norm = f.getBool(key('expert_weights_norm'), false);
+  const rawScale = f.getFloat(key('expert_weights_scale'), 0);
+  const scale = rawScale === 0 ? 1 : rawScale; // 0: unset, llama.cpp does not scale
+  const groups = f.getInt(key('expert_group_count'), 0);
+  const groupsUsed = f.getInt(key('expert_group_used_count'), 0);
+  const grouped = groups > 1;
+  if (grouped && (E % groups !== 0 || E / groups < 2 || groupsUsed < 1 || groupsUsed > groups)) {
+    throw new GGUFError(`${where}: ${key('expert_group_count')} ${groups} / expert_group_used_count ${groupsUsed} do not fit ${E} experts`);
+  }
+  const hasBias = f.tensors.has(`blk.${lead}.exp_probs_b.bias`);
+  const cfgRouter: Record<string, unknown> = {};
+  if (gating === 2) {
+    Object.assign(cfgRouter, {
+      router_type: 'group-limited',
+      router_options: { variant: 'v3', normalize: norm, routedScaling: scale, ...(grouped ? { nGroup: groups, topkGroup: groupsUsed } : {}) },
+    });
+  } else if (gating === 1) {
+    if (grouped) throw new GGUFError(`${where}: ${key('expert_group_count')} ${groups} with softmax gating: llama.cpp scores groups by their two best, no moe-ts router does`);
+    if (hasBias) throw new GGUFError(`${where}: blk.${lead}.exp_probs_b.bias with softmax gating: no moe-ts router adds a selection bias to softmax scores`);
+    if (scale === 1) Object.assign(cfgRouter, { router_type: 'topk', norm_topk_prob: norm });
+    else if (!norm) Object.assign(cfgRouter, { router_type: 'group-limited', router_options: { variant: 'v2', normalize: false, routedScaling: scale } });
+    else throw new GGUFError(`${where}: ${key('expert_weights_scale')} ${scale} with expert_weights_norm and softmax gating: no moe-ts router scales renormalised softmax weights`);
+  } else throw new GGUFError(`${where}: ${key('expert_gating_func')} ${gating} is not supported (1 softmax, 2 sigmoid)`);
+  const emb = f.tensor('token_embd.weight');
+  const V = tokenizer.vocabSize;
+  if (emb.ne[0] !== d || emb.ne[1] < V) throw new GGUFError(`${where}: token_embd.weight is [${emb.ne.join(', ')}], expected [${d}, >= ${V}]`);
+  let tie = !f.tensors.has('output.weight');
+  const outRaw = tie ? null : f.readFloat32('output.weight');
+  const embRaw = f.readFloat32('token_embd.weight');
+  if (outRaw && outRaw.length === embRaw.length && outRaw.every((x, i) => x === embRaw[i])) tie = true;
+  const cfgIn: Record<string, unknown> = {
+    vocab_size: V,
+    hidden_size: d,
+    num_hidden_layers: L,
+    num_attention_heads: H,
+    max_position_embeddings: f.getInt(key('context_length')),
+    rope_theta: f.getFloat(key('rope.freq_base'), 10000),
+    rms_norm_eps: f.getFloat(key('attention.layer_norm_rms_epsilon')),
+    tie_word_embeddings: tie,
+    kv_lora_rank: rank,
+    ...(qLora > 0 ? { q_lora_rank: qLora } : {}),
+    qk_nope_head_dim: nope,
+    qk_rope_head_dim: rope,
+    v_head_dim: vd,
+    num_local_experts: E,
+    num_experts_per_tok: K,
+    moe_intermediate_size: moeFF,
+    intermediate_size: lead > 0 ? ff : moeFF,
+    first_k_dense_replace: lead,
+    n_shared_experts: nShared,
+    ...cfgRouter,
+  };
+  let config: ModelConfig;
+  try {
+    config = parseModelConfig(cfgIn, `${where} hyperparameters`);
+  } catch (e) {
+    throw new GGUFError((e as Error).message);
+  }
+  const state: StateDict = new Map();
+  const used = new Set<string>(['token_embd.weight']);
+  const read = (name: string, ne: number[]): Float32Array => {
+    const t = f.tensor(name);
+    if (t.ne.length !== ne.length || t.ne.some((x, i) => x !== ne[i])) throw new GGUFError(`${where}: tensor ${name} is [${t.ne.join(', ')}], expected [${ne.join(', ')}]`);
+    used.add(name);
+    return f.readFloat32(name);
+  };
+  const put = (name: string, shape: number[], data: Float32Array): void => void state.set(name, { data, shape });
+  // llama.cpp's adjacent RoPE pairs back to moe-ts's (i, i + rope/2) in each rope block
+  const unrope = (w: Float32Array, cols: number, rowsPer: number, first: number, blocks: number): Float32Array => {
+    const out = w.slice();
+    for (let h = 0; h < blocks; h++) {
+      const o = (h * rowsPer + first) * cols;
+      out.set(permuteRopeRows(w.subarray(o, o + rope * cols), rope, cols, rope, true), o);
+    }
+    return out;
+  };
+  put('embed_tokens.weight', [V, d], embRaw.slice(0, V * d));
+  put('norm.weight', [d], read('output_norm.weight', [d]));
+  if (outRaw) used.add('output.weight');
+  if (!tie) put('lm_head.weight', [V, d], outRaw!.slice(0, V * d));
+  for (let i = 0; i < L; i++) {
+    const p = `layers.${i}.`;
+    const sa = `${p}self_attn.`;
+    const b = `blk.${i}.`;
+    put(`${p}input_layernorm.weight`, [d], read(`${b}attn_norm.weight`, [d]));
+    if (qLora > 0) {
+      put(`${sa}q_a_proj.weight`, [qLora, d], read(`${b}attn_q_a.weight`, [d, qLora]));
+      put(`${sa}q_a_layernorm.weight`, [qLora], read(`${b}attn_q_a_norm.weight`, [qLora]));
+      put(`${sa}q_b_proj.weight`, [H * qk, qLora], unrope(read(`${b}attn_q_b.weight`, [qLora, H * qk]), qLora, qk, nope, H));
+    } else put(`${sa}q_proj.weight`, [H * qk, d], unrope(read(`${b}attn_q.weight`, [d, H * qk]), d, qk, nope, H));
+    put(`${sa}kv_a_proj_with_mqa.weight`, [rank + rope, d], unrope(read(`${b}attn_kv_a_mqa.weight`, [d, rank + rope]), d, rank + rope, rank, 1));
+    put(`${sa}kv_a_layernorm.weight`, [rank], read(`${b}attn_kv_a_norm.weight`, [rank]));
+    let kvb: Float32Array;
+    if (split) {
+      const kb = read(`${b}attn_k_b.weight`, [nope, rank, H]);
+      const vb = read(`${b}attn_v_b.weight`, [rank, vd, H]);
+      kvb = new Float32Array(H * (nope + vd) * rank);
+      for (let h = 0; h < H; h++) {
+        const o = h * (nope + vd) * rank;
+        for (let n = 0; n < nope; n++) for (let r = 0; r < rank; r++) kvb[o + n * rank + r] = kb[(h * rank + r) * nope + n];
+        kvb.set(vb.subarray(h * vd * rank, (h + 1) * vd * rank), o + nope * rank);
+      }
+    } else kvb = read(`${b}attn_kv_b.weight`, [rank, H * (nope + vd)]);
+    put(`${sa}kv_b_proj.weight`, [H * (nope + vd), rank], kvb);
+    put(`${sa}o_proj.weight`, [d, H * vd], read(`${b}attn_output.weight`, [H * vd, d]));
+    put(`${p}post_attention_layernorm.weight`, [d], read(`${b}ffn_norm.weight`, [d]));
+    if (i < lead) {
+      put(`${p}mlp.gate_proj.weight`, [ff, d], read(`${b}ffn_gate.weight`, [d, ff]));
+      put(`${p}mlp.up_proj.weight`, [ff, d], read(`${b}ffn_up.weight`, [d, ff]));
+      put(`${p}mlp.down_proj.weight`, [d, ff], read(`${b}ffn_down.weight`, [ff, d]));
+      continue;
+    }
+    const m = `${p}block_sparse_moe.`;
+    put(`${m}router.gate.weight`, [E, d], read(`${b}ffn_gate_inp.weight`, [d, E]));
+    if (f.tensors.has(`${b}exp_probs_b.bias`)) put(`${m}router.e_score_correction_bias`, [E], read(`${b}exp_probs_b.bias`, [E]));
+    put(`${m}experts.w1`, [E, d, moeFF], transposeBlocks(read(`${b}ffn_gate_exps.weight`, [d, moeFF, E]), E, moeFF, d));
+    put(`${m}experts.w3`, [E, d, moeFF], transposeBlocks(read(`${b}ffn_up_exps.weight`, [d, moeFF, E]), E, moeFF, d));
+    put(`${m}experts.w2`, [E, moeFF, d], transposeBlocks(read(`${b}ffn_down_exps.weight`, [moeFF, d, E]), E, d, moeFF));
+    if (sw > 0) {
+      const g = read(`${b}ffn_gate_shexp.weight`, [d, sw]);
+      const u = read(`${b}ffn_up_shexp.weight`, [d, sw]);
+      const dn = read(`${b}ffn_down_shexp.weight`, [sw, d]);
+      if (!nShared) {
+        if (!dn.every((x) => x === 0)) throw new GGUFError(`${where}: ${b}ffn_down_shexp.weight is non-zero but blk.${lead}'s is zero (shared experts in some layers only are not supported)`);
+      } else {
+        put(`${m}shared.w1`, [d, sw], transposeBlocks(g, 1, sw, d));
+        put(`${m}shared.w3`, [d, sw], transposeBlocks(u, 1, sw, d));
+        put(`${m}shared.w2`, [sw, d], transposeBlocks(dn, 1, d, sw));
+      }
+    }
+  }
+  return { config, state, used };
 }

@@ -293,6 +293,7 @@ test('q/k rows: the RoPE pair permutation is undone on import', () => {
 });
 
 test('a model no llama.cpp architecture computes is refused with the mismatch named', () => {
+  const MLA = { kv_lora_rank: 32, qk_nope_head_dim: 16, qk_rope_head_dim: 8, v_head_dim: 16 };
   const tok = new ByteTokenizer();
   const file = path.join(dir, 'refused.gguf');
   const cases: [object, string | undefined, RegExp][] = [
@@ -312,7 +313,14 @@ test('a model no llama.cpp architecture computes is refused with the mismatch na
     [{ qkv_bias: true }, 'llama', /llama has no q\/k\/v biases; this model has them/],
     [{ num_local_experts: 0 }, 'qwen3moe', /qwen3moe needs experts/],
     [{ qk_norm: 'head', rope_scaling: { rope_type: 'yarn', factor: 4 } }, 'qwen3moe', /rope_scaling yarn: not written for qwen3moe yet/],
-    [{}, 'deepseek2', /deepseek2 export is not implemented yet: it needs multi-head latent attention/],
+    [{}, 'deepseek2', /deepseek2 computes multi-head latent attention; this model has standard attention \(kv_lora_rank unset\)/],
+    [MLA, 'llama', /architecture llama does not compute this model: llama has no multi-head latent attention \(kv_lora_rank\); deepseek2 does/],
+    [{ ...MLA, router_type: 'group-limited' }, 'qwen3moe', /router "group-limited": qwen3moe routes by plain top-k/],
+    [{ ...MLA, router_type: 'group-limited', router_options: { variant: 'v2', nGroup: 2 } }, undefined, /deepseek2: group-limited v2 scores a group by its best softmax probability; llama.cpp by the sum of its two best/],
+    [{ ...MLA, router_type: 'group-limited', router_options: { nGroup: 4, topkGroup: 2 } }, 'deepseek2', /deepseek2 scores a group by its two best experts; this model's groups have 1 expert/],
+    [{ ...MLA, n_shared_experts: 1, shared_expert_intermediate_size: 48 }, 'deepseek2', /deepseek2's shared experts are n x the expert width 32; this model's shared width is 48/],
+    [{ ...MLA, first_k_dense_replace: 2, intermediate_size: 64 }, 'deepseek2', /deepseek2 needs at least one MoE layer; first_k_dense_replace is 2/],
+    [{ ...MLA, rope_scaling: { rope_type: 'yarn', factor: 4 } }, 'deepseek2', /rope_scaling yarn: not written for deepseek2 yet/],
     [{ hidden_act: 'gelu' }, undefined, /hidden_act "gelu"/],
     [{ dispatch: 'capacity' }, undefined, /capacity dispatch drops tokens/],
     [{ expert_sizes: [32, 32, 64, 64] }, undefined, /heterogeneous expert widths/],

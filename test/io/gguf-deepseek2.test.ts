@@ -13,7 +13,7 @@ import { noGrad } from '../../src/tensor/tensor.js';
 import { MoETransformerLM } from '../../src/models/transformer.js';
 import { parseModelConfig } from '../../src/models/config.js';
 import { ByteTokenizer } from '../../src/data/tokenizer/index.js';
-import { exportGGUF, fromGGUF, type GGUFQuant } from '../../src/io/gguf/index.js';
+import { exportGGUF, fromGGUF, GGUFFile, writeGGUFSync, gguf, encodeTensor, type GGUFQuant, type GGUFTensorInput, type GGUFValue } from '../../src/io/gguf/index.js';
 import { Rng } from '../../src/tensor/random.js';
 import { generate } from '../../src/infer/index.js';
 import { tmpDir } from '../train/helpers.js';
@@ -171,3 +171,80 @@ for (const [name, over] of [fixtures[0], fixtures[2]]) {
     }
   });
 }
+
+/** Rewrite an exported file with its metadata and tensors edited (tensors as float32 values, ggml ne). */
+function rewrite(src: string, dst: string, edit: (meta: Map<string, GGUFValue>, t: Map<string, { ne: number[]; data: Float32Array }>) => void): void {
+  const f = GGUFFile.open(src);
+  const meta = new Map(f.metadata);
+  const t = new Map([...f.tensors.values()].map((i) => [i.name, { ne: [...i.ne], data: f.readFloat32(i.name) }]));
+  f.close();
+  edit(meta, t);
+  const tensors: GGUFTensorInput[] = [...t].map(([name, { ne, data }]) => ({ name, ne, type: 'F32', data: encodeTensor(data, 'F32', ne[0]) }));
+  writeGGUFSync(dst, meta, tensors);
+}
+
+test('llama.cpp deepseek2: the legacy unsplit attn_kv_b form (no key_length_mla) loads in llama.cpp and moe-ts alike', async () => {
+  const model = randomModel(fixtures[2][1], 5);
+  const tok = new ByteTokenizer();
+  const file = path.join(dir, 'split.gguf');
+  exportGGUF(model, tok, file);
+  const legacy = path.join(dir, 'legacy.gguf');
+  const { kv_lora_rank: rank, qk_nope_head_dim: nope, v_head_dim: vd } = MLA;
+  const H = model.config.num_attention_heads;
+  rewrite(file, legacy, (meta, t) => {
+    meta.delete('deepseek2.attention.key_length_mla');
+    meta.delete('deepseek2.attention.value_length_mla');
+    meta.set('deepseek2.attention.key_length', gguf('u32', MLA.qk_nope_head_dim + MLA.qk_rope_head_dim));
+    meta.set('deepseek2.attention.value_length', gguf('u32', vd));
+    meta.set('deepseek2.attention.head_count_kv', gguf('u32', H));
+    for (let i = 0; i < model.config.num_hidden_layers; i++) {
+      const kb = t.get(`blk.${i}.attn_k_b.weight`)!.data;
+      const vb = t.get(`blk.${i}.attn_v_b.weight`)!.data;
+      const kv = new Float32Array(H * (nope + vd) * rank);
+      for (let h = 0; h < H; h++) {
+        const o = h * (nope + vd) * rank;
+        for (let n = 0; n < nope; n++) for (let r = 0; r < rank; r++) kv[o + n * rank + r] = kb[(h * rank + r) * nope + n];
+        kv.set(vb.subarray(h * vd * rank, (h + 1) * vd * rank), o + nope * rank);
+      }
+      t.delete(`blk.${i}.attn_k_b.weight`);
+      t.delete(`blk.${i}.attn_v_b.weight`);
+      t.set(`blk.${i}.attn_kv_b.weight`, { ne: [rank, H * (nope + vd)], data: kv });
+    }
+  });
+  const ids = Array.from(tok.encode(PROMPT));
+  const ours = ourLogits(model, ids);
+  assert.deepEqual(ourLogits(fromGGUF(legacy).model, ids), ours);
+  const { diff, scale } = compare(ours, await llamaLogProbs(await load(legacy), ids, 256));
+  assert.ok(diff <= 1e-3 * scale, `legacy form: max log-prob difference ${diff} > 1e-3 x max |logit| ${scale}`);
+});
+
+test('deepseek2 import: what moe-ts cannot compute is a one-line error naming the field', () => {
+  const tok = new ByteTokenizer();
+  const v2 = path.join(dir, 'v2.gguf');
+  exportGGUF(randomModel(fixtures[0][1], 3), tok, v2);
+  const v3 = path.join(dir, 'v3.gguf');
+  exportGGUF(randomModel(fixtures[2][1], 3), tok, v3);
+  const bad = path.join(dir, 'bad.gguf');
+  const cases: [string, (meta: Map<string, GGUFValue>, t: Map<string, { ne: number[]; data: Float32Array }>) => void, RegExp][] = [
+    [v2, (m) => m.set('deepseek2.expert_gating_func', gguf('u32', 3)), /deepseek2\.expert_gating_func 3 is not supported/],
+    [v2, (m) => m.set('deepseek2.expert_weights_scale', gguf('f32', 2)), /deepseek2\.expert_weights_scale 2 with expert_weights_norm and softmax gating/],
+    [v2, (m) => m.set('deepseek2.expert_group_count', gguf('u32', 2)).set('deepseek2.expert_group_used_count', gguf('u32', 1)), /deepseek2\.expert_group_count 2 with softmax gating/],
+    [v2, (_, t) => t.set('blk.0.exp_probs_b.bias', { ne: [8], data: new Float32Array(8) }), /blk\.0\.exp_probs_b\.bias with softmax gating/],
+    [v3, (m) => m.set('deepseek2.expert_group_count', gguf('u32', 3)), /deepseek2\.expert_group_count 3 \/ expert_group_used_count 2 do not fit 8 experts/],
+    [v3, (m) => m.set('deepseek2.rope.scaling.type', gguf('string', 'yarn')), /deepseek2\.rope\.scaling\.type "yarn" is not supported/],
+    [v3, (m) => m.set('deepseek2.leading_dense_block_count', gguf('u32', 3)), /deepseek2\.leading_dense_block_count 3: no MoE layer left of 3/],
+    [v3, (m) => m.set('deepseek2.attention.kv_lora_rank', gguf('u32', 16)), /tensor blk\.0\.attn_kv_a_mqa\.weight is \[64, 40\], expected \[64, 24\]/],
+    [v3, (_, t) => t.set('blk.1.attn_q.weight', { ne: [64, 96], data: new Float32Array(64 * 96) }), /tensors moe-ts does not know how to use: blk\.1\.attn_q\.weight/],
+  ];
+  for (const [src, edit, re] of cases) {
+    rewrite(src, bad, edit);
+    assert.throws(
+      () => fromGGUF(bad),
+      (e: Error) => {
+        assert.match(e.message, re);
+        assert.ok(!e.message.includes('\n'), e.message);
+        return true;
+      },
+    );
+  }
+});

@@ -316,7 +316,11 @@ test('a model no llama.cpp architecture computes is refused with the mismatch na
     [{}, 'deepseek2', /deepseek2 computes multi-head latent attention; this model has standard attention \(kv_lora_rank unset\)/],
     [MLA, 'llama', /architecture llama does not compute this model: llama has no multi-head latent attention \(kv_lora_rank\); deepseek2 does/],
     [{ ...MLA, router_type: 'group-limited' }, 'qwen3moe', /router "group-limited": qwen3moe routes by plain top-k/],
-    [{ ...MLA, router_type: 'group-limited', router_options: { variant: 'v2', nGroup: 2 } }, undefined, /deepseek2: group-limited v2 scores a group by its best softmax probability; llama.cpp by the sum of its two best/],
+    [
+      { ...MLA, router_type: 'group-limited', router_options: { variant: 'v2', nGroup: 2 } },
+      undefined,
+      /deepseek2: group-limited v2 scores a group by its best softmax probability; llama.cpp by the sum of its two best/,
+    ],
     [{ ...MLA, router_type: 'group-limited', router_options: { nGroup: 4, topkGroup: 2 } }, 'deepseek2', /deepseek2 scores a group by its two best experts; this model's groups have 1 expert/],
     [{ ...MLA, n_shared_experts: 1, shared_expert_intermediate_size: 48 }, 'deepseek2', /deepseek2's shared experts are n x the expert width 32; this model's shared width is 48/],
     [{ ...MLA, first_k_dense_replace: 2, intermediate_size: 64 }, 'deepseek2', /deepseek2 needs at least one MoE layer; first_k_dense_replace is 2/],

@@ -328,7 +328,7 @@ export function buildProgram(): Command {
     .argument('<out>', 'output file or directory')
     .requiredOption('--to <format>', 'target format: gguf, hf')
     .option('--quant <type>', 'gguf: tensor type f32, f16, bf16, q8_0, q4_0 (norms and routers stay f32; rows not a multiple of 32 fall back to f16)')
-    .option('--arch <name>', 'gguf: llama.cpp architecture (default auto: the first that computes the model: llama, bailingmoe, qwen2moe, qwen3moe, olmoe)')
+    .option('--arch <name>', 'gguf: llama.cpp architecture (default auto: the first that computes the model: llama, bailingmoe, qwen2moe, qwen3moe, olmoe, deepseek2)')
     .option('--dtype <dtype>', 'hf: weight dtype float32 (default), bfloat16, float16')
     .option('--overwrite', 'replace <out> if it exists')
     .action(async (src: string, out: string, o) => {

@@ -17,6 +17,8 @@ import { exportGGUF, fromGGUF, GGUFFile, writeGGUFSync, gguf, encodeTensor, type
 import { Rng } from '../../src/tensor/random.js';
 import { generate } from '../../src/infer/index.js';
 import { tmpDir } from '../train/helpers.js';
+import { fromPretrained } from '../../src/io/hf/pretrained.js';
+import { fileURLToPath } from 'node:url';
 
 let llama: Llama;
 const dir = tmpDir('gguf-deepseek2');
@@ -247,4 +249,45 @@ test('deepseek2 import: what moe-ts cannot compute is a one-line error naming th
       },
     );
   }
+});
+
+// the Hugging Face fixtures read with fromPretrained (the io/hf tests check them against transformers); vocabulary 48 padded to 256
+const hfDir = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures/hf');
+
+test('llama.cpp deepseek2: the Hugging Face DeepSeek-V3 fixture (fromPretrained, without its YaRN scaling) gives the same f32 next-token distribution', async () => {
+  const hf0 = fromPretrained(path.join(hfDir, 'deepseek_v3')).model;
+  // YaRN is not written for deepseek2 yet: the fixture's weights and routing with its rope_scaling dropped
+  const hf = new MoETransformerLM(parseModelConfig({ ...hf0.config, rope_scaling: undefined }), 5);
+  hf.loadStateDict(hf0.stateDict());
+  hf.eval();
+  const V = 256;
+  const model = new MoETransformerLM(parseModelConfig({ ...hf.config, vocab_size: V }), 5);
+  const state = new Map(hf.stateDict());
+  const rng = new Rng(3);
+  for (const n of ['embed_tokens.weight', 'lm_head.weight']) {
+    const t = state.get(n);
+    if (!t) continue;
+    const data = rng.fillNormal(new Float32Array(V * t.shape[1])).map((x) => 0.02 * x);
+    data.set(t.data);
+    state.set(n, { data, shape: [V, t.shape[1]] });
+  }
+  model.loadStateDict(state);
+  model.eval();
+  const file = path.join(dir, 'hf-deepseek_v3.gguf');
+  assert.equal(exportGGUF(model, new ByteTokenizer(), file).arch, 'deepseek2');
+  const ids = [1, 7, 30, 2, 47, 11, 5, 19];
+  const ours = ourLogits(model, ids);
+  assert.deepEqual(ours.slice(0, 48), ourLogits(hf, ids), 'padding changes nothing for ids < 48');
+  const { diff, scale } = compare(ours, await llamaLogProbs(await load(file), ids, V));
+  assert.ok(diff <= 1e-3 * scale, `max log-prob difference ${diff} > 1e-3 x max |logit| ${scale}`);
+  assert.deepEqual(ourLogits(fromGGUF(file).model, ids), ours);
+});
+
+test('deepseek2 export: the Hugging Face DeepSeek-V2 fixture (group_limited_greedy over 4 groups) is refused, naming why', () => {
+  const hf = fromPretrained(path.join(hfDir, 'deepseek_v2')).model;
+  const model = new MoETransformerLM(parseModelConfig({ ...hf.config, vocab_size: 256 }), 5);
+  assert.throws(
+    () => exportGGUF(model, new ByteTokenizer(), path.join(dir, 'hf-v2.gguf')),
+    /deepseek2: group-limited v2 scores a group by its best softmax probability; llama\.cpp by the sum of its two best/,
+  );
 });

@@ -233,7 +233,8 @@ test('deepseek2 import: what moe-ts cannot compute is a one-line error naming th
     [v2, (m) => m.set('deepseek2.expert_group_count', gguf('u32', 2)).set('deepseek2.expert_group_used_count', gguf('u32', 1)), /deepseek2\.expert_group_count 2 with softmax gating/],
     [v2, (_, t) => t.set('blk.0.exp_probs_b.bias', { ne: [8], data: new Float32Array(8) }), /blk\.0\.exp_probs_b\.bias with softmax gating/],
     [v3, (m) => m.set('deepseek2.expert_group_count', gguf('u32', 3)), /deepseek2\.expert_group_count 3 \/ expert_group_used_count 2 do not fit 8 experts/],
-    [v3, (m) => m.set('deepseek2.rope.scaling.type', gguf('string', 'yarn')), /deepseek2\.rope\.scaling\.type "yarn" is not supported/],
+    [v3, (m) => m.set('deepseek2.rope.scaling.type', gguf('string', 'linear')), /deepseek2\.rope\.scaling\.type "linear" is not supported for deepseek2 \(only yarn\)/],
+    [v3, (m) => m.set('deepseek2.rope.scaling.type', gguf('string', 'yarn')), /deepseek2\.rope\.scaling\.factor/],
     [v3, (m) => m.set('deepseek2.leading_dense_block_count', gguf('u32', 3)), /deepseek2\.leading_dense_block_count 3: no MoE layer left of 3/],
     [v3, (m) => m.set('deepseek2.attention.kv_lora_rank', gguf('u32', 16)), /tensor blk\.0\.attn_kv_a_mqa\.weight is \[64, 40\], expected \[64, 24\]/],
     [v3, (_, t) => t.set('blk.1.attn_q.weight', { ne: [64, 96], data: new Float32Array(64 * 96) }), /tensors moe-ts does not know how to use: blk\.1\.attn_q\.weight/],
@@ -254,12 +255,8 @@ test('deepseek2 import: what moe-ts cannot compute is a one-line error naming th
 // the Hugging Face fixtures read with fromPretrained (the io/hf tests check them against transformers); vocabulary 48 padded to 256
 const hfDir = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures/hf');
 
-test('llama.cpp deepseek2: the Hugging Face DeepSeek-V3 fixture (fromPretrained, without its YaRN scaling) gives the same f32 next-token distribution', async () => {
-  const hf0 = fromPretrained(path.join(hfDir, 'deepseek_v3')).model;
-  // YaRN is not written for deepseek2 yet: the fixture's weights and routing with its rope_scaling dropped
-  const hf = new MoETransformerLM(parseModelConfig({ ...hf0.config, rope_scaling: undefined }), 5);
-  hf.loadStateDict(hf0.stateDict());
-  hf.eval();
+test('llama.cpp deepseek2: the Hugging Face DeepSeek-V3 fixture (fromPretrained, YaRN RoPE scaling) gives the same f32 next-token distribution', async () => {
+  const hf = fromPretrained(path.join(hfDir, 'deepseek_v3')).model;
   const V = 256;
   const model = new MoETransformerLM(parseModelConfig({ ...hf.config, vocab_size: V }), 5);
   const state = new Map(hf.stateDict());
@@ -281,6 +278,11 @@ test('llama.cpp deepseek2: the Hugging Face DeepSeek-V3 fixture (fromPretrained,
   const { diff, scale } = compare(ours, await llamaLogProbs(await load(file), ids, V));
   assert.ok(diff <= 1e-3 * scale, `max log-prob difference ${diff} > 1e-3 x max |logit| ${scale}`);
   assert.deepEqual(ourLogits(fromGGUF(file).model, ids), ours);
+  // the YaRN keys matter: without the score scale (yarn_log_multiplier 0) llama.cpp computes something else
+  const noMscale = path.join(dir, 'hf-deepseek_v3-no-mscale.gguf');
+  rewrite(file, noMscale, (meta) => meta.set('deepseek2.rope.scaling.yarn_log_multiplier', gguf('f32', 0)));
+  const off = compare(ours, await llamaLogProbs(await load(noMscale), ids, V));
+  assert.ok(off.diff > 1e-2 * off.scale, `yarn_log_multiplier 0 should change llama.cpp's output (diff ${off.diff})`);
 });
 
 test('deepseek2 export: the Hugging Face DeepSeek-V2 fixture (group_limited_greedy over 4 groups) is refused, naming why', () => {

@@ -153,7 +153,7 @@ function layoutMismatches(c: ModelConfig, spec: Pick<ArchSpec, 'name' | 'qkNorm'
   const rs = c.rope_scaling as Record<string, unknown> | undefined;
   const rt = (rs?.rope_type ?? rs?.type ?? 'default') as string;
   // linear and llama3 scaling are per-frequency factors: llama's optional rope_freqs tensor; YaRN also rescales attention
-  if (rs && rt !== 'default' && !(A === 'llama' && (rt === 'linear' || rt === 'llama3'))) {
+  if (rs && rt !== 'default' && !(A === 'llama' && (rt === 'linear' || rt === 'llama3')) && !(A === 'deepseek2' && rt === 'yarn')) {
     out.push(`rope_scaling ${rt}: not written for ${A} yet (only llama's rope_freqs factors, for linear and llama3 scaling)`);
   }
   if (c.shared_expert_gate && c.n_shared_experts > 0 && spec.name !== 'qwen2moe') out.push(`${A} has no sigmoid-gated shared expert (shared_expert_gate)`);
@@ -161,6 +161,38 @@ function layoutMismatches(c: ModelConfig, spec: Pick<ArchSpec, 'name' | 'qkNorm'
 }
 
 const u32 = (v: number): GGUFValue => gguf('u32', v);
+
+/** The YaRN scaling deepseek2 writes: DeepSeek's form, mscale = mscale_all_dim (cos/sin unscaled, scores times mscale^2). */
+function yarnOf(c: ModelConfig): Record<string, unknown> | null {
+  const rs = c.rope_scaling as Record<string, unknown> | undefined;
+  return rs && (rs.rope_type ?? rs.type) === 'yarn' ? rs : null;
+}
+
+function yarnMismatches(c: ModelConfig): string[] {
+  const rs = yarnOf(c);
+  if (!rs) return [];
+  const out: string[] = [];
+  if (typeof rs.mscale !== 'number' || rs.mscale !== rs.mscale_all_dim)
+    out.push(`rope_scaling yarn: deepseek2 is written only with mscale = mscale_all_dim (this model: ${String(rs.mscale)}, ${String(rs.mscale_all_dim)})`);
+  if (rs.attention_factor !== undefined && rs.attention_factor !== null) out.push('rope_scaling yarn: attention_factor has no deepseek2 mapping');
+  if (rs.truncate === false) out.push('rope_scaling yarn: truncate false has no deepseek2 mapping');
+  return out;
+}
+
+function yarnKeys(c: ModelConfig): [string, GGUFValue][] {
+  const rs = yarnOf(c);
+  if (!rs) return [];
+  const num = (k: string, d: number): number => (typeof rs[k] === 'number' ? (rs[k] as number) : d);
+  return [
+    ['rope.scaling.type', gguf('string', 'yarn')],
+    ['rope.scaling.factor', gguf('f32', num('factor', 1))],
+    ['rope.scaling.original_context_length', u32(num('original_max_position_embeddings', c.max_position_embeddings))],
+    // llama.cpp's converter writes 0.1 x mscale_all_dim (its loader divides by 0.1 again)
+    ['rope.scaling.yarn_log_multiplier', gguf('f32', 0.1 * num('mscale_all_dim', 0))],
+    ['rope.scaling.yarn_beta_fast', gguf('f32', num('beta_fast', 32))],
+    ['rope.scaling.yarn_beta_slow', gguf('f32', num('beta_slow', 1))],
+  ];
+}
 
 /** deepseek2 routing as llama.cpp's build_moe_ffn computes it. */
 export interface DeepseekRouting {
@@ -348,6 +380,7 @@ export const ARCHS: Record<ArchName, ArchSpec> = {
       if (sw % c.moe_intermediate_size !== 0) out.push(`${A}'s shared experts are n x the expert width ${c.moe_intermediate_size}; this model's shared width is ${sw}`);
       const r = deepseekRouting(c);
       if (typeof r === 'string') out.push(r);
+      out.push(...yarnMismatches(c));
       return out;
     },
     hparams(c) {
@@ -378,6 +411,7 @@ export const ARCHS: Record<ArchName, ArchSpec> = {
         ['expert_gating_func', u32(r.sigmoid ? 2 : 1)],
         ['expert_group_count', u32(r.groups)],
         ['expert_group_used_count', u32(r.groupsUsed)],
+        ...yarnKeys(c),
       ];
     },
   },

@@ -256,7 +256,7 @@ export function exportGGUF(model: MoETransformerLM, tokenizer: Tokenizer, path: 
       add(`${b}ffn_down.weight`, [g.shape[0], d], get(`${p}mlp.down_proj.weight`).data);
     }
   }
-  const scaled = ropeFreqFactors(c, headDim);
+  const scaled = spec.name === 'llama' ? ropeFreqFactors(c, headDim) : null;
   if (scaled) add('rope_freqs.weight', [headDim / 2], scaled, 'norm');
   const unmapped = [...state.keys()].filter((n) => !used.has(n));
   if (unmapped.length) throw new Error(`gguf export: tensors with no ${spec.name} mapping: ${unmapped.join(', ')}`);
@@ -552,7 +552,21 @@ function readDeepseek2(f: GGUFFile, where: string, tokenizer: Tokenizer): { conf
   if (rope <= 0 || rope % 2 !== 0 || nope <= 0) throw new GGUFError(`${where}: ${key('rope.dimension_count')} ${rope} must be even, positive and below the key length ${qk}`);
   if (vd > qk) throw new GGUFError(`${where}: value length ${vd} > key length ${qk} (moe-ts MLA needs v_head_dim <= qk_nope_head_dim + qk_rope_head_dim)`);
   const scaling = f.getString(key('rope.scaling.type'), 'none');
-  if (scaling !== 'none') throw new GGUFError(`${where}: ${key('rope.scaling.type')} "${scaling}" is not supported for deepseek2 yet`);
+  let ropeScaling: Record<string, unknown> | undefined;
+  if (scaling === 'yarn') {
+    // what the exporter writes: DeepSeek's YaRN with mscale = mscale_all_dim = yarn_log_multiplier / 0.1
+    const m = Math.round(f.getFloat(key('rope.scaling.yarn_log_multiplier'), 0) * 1e6) / 1e5;
+    ropeScaling = {
+      type: 'yarn',
+      factor: f.getFloat(key('rope.scaling.factor')),
+      original_max_position_embeddings: f.getInt(key('rope.scaling.original_context_length')),
+      beta_fast: f.getFloat(key('rope.scaling.yarn_beta_fast'), 32),
+      beta_slow: f.getFloat(key('rope.scaling.yarn_beta_slow'), 1),
+      mscale: m,
+      mscale_all_dim: m,
+    };
+    for (const k of ['attn_factor', 'yarn_ext_factor', 'yarn_attn_factor']) if (f.has(key(`rope.scaling.${k}`))) throw new GGUFError(`${where}: ${key(`rope.scaling.${k}`)} is not supported`);
+  } else if (scaling !== 'none') throw new GGUFError(`${where}: ${key('rope.scaling.type')} "${scaling}" is not supported for deepseek2 (only yarn)`);
   if (f.getFloat(key('attention.temperature_scale'), 0) !== 0) throw new GGUFError(`${where}: ${key('attention.temperature_scale')}: attention temperature tuning is not supported`);
   const E = f.getInt(key('expert_count'), 0);
   const K = f.getInt(key('expert_used_count'), 0);
@@ -617,6 +631,7 @@ function readDeepseek2(f: GGUFFile, where: string, tokenizer: Tokenizer): { conf
     first_k_dense_replace: lead,
     n_shared_experts: nShared,
     ...cfgRouter,
+    ...(ropeScaling ? { rope_scaling: ropeScaling } : {}),
   };
   let config: ModelConfig;
   try {

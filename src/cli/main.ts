@@ -118,7 +118,7 @@ export function buildProgram(): Command {
     .option('--quiet', 'no progress output')
     .addOption(backendOption())
     .addOption(threadsOption())
-    .option('--model <dir>', 'fine-tune a Hugging Face model directory (its config replaces the "model" section)')
+    .option('--model <dir>', 'fine-tune a Hugging Face model directory or a moe-ts run/checkpoint (e.g. from `moe-ts upcycle`); its config replaces the "model" section')
     .action(async (o) => {
       if (o.resume && !o.out) throw new ConfigError('--resume needs --out <dir> naming the run to continue');
       if (o.resume && o.overwrite) throw new ConfigError('--resume continues the run in --out and --overwrite replaces it: choose one');
@@ -141,8 +141,12 @@ export function buildProgram(): Command {
         cfg = readConfig(o.config);
         if (o.model) {
           if (o.dense) throw new ConfigError('--dense and --model cannot be combined (the loaded model fixes the architecture)');
-          const { fromPretrainedWithTokenizer } = await import('../io/hf/pretrained.js');
-          const p = fromPretrainedWithTokenizer(o.model);
+          // a Hugging Face directory, or a moe-ts run/checkpoint (e.g. made by `moe-ts upcycle`): new run, its weights
+          const { loadModelForInference } = await import('../infer/generate.js');
+          const p = await loadForCommand(o, (q) => {
+            const m = loadModelForInference(q);
+            return { model: m.model, tokenizer: m.tokenizer, config: m.config.model };
+          });
           init = { model: p.model, tokenizer: p.tokenizer };
           // a window longer than the model's positions cannot train
           cfg = { ...cfg, model: p.config, training: { ...cfg.training, seq_len: Math.min(cfg.training.seq_len, p.config.max_position_embeddings) } };
@@ -328,6 +332,57 @@ export function buildProgram(): Command {
       const given = ['quant', 'arch', 'dtype'].filter((k) => o[k] !== undefined);
       await withBackend({ backend: 'js' }, async () => {
         process.stdout.write(convertCommand(src, out, o.to, o, given) + '\n');
+      });
+    });
+
+  program
+    .command('upcycle')
+    .description(
+      'build an MoE from a dense model: copies of its FFN (sparse upcycling), its FFN split into experts, or several dense models one expert each; writes a run directory + upcycle.md/json (before/after)',
+    )
+    .argument('<dense...>', 'dense model(s): moe-ts run/checkpoint directories, Hugging Face directories or .gguf files')
+    .requiredOption('--out <dir>', 'run directory to write (train --model <dir> continues training it)')
+    .addOption(
+      new Option('--method <m>', 'copy (sparse upcycling), split-random, split-clustered (FFN splitting), mix (one expert per dense model)')
+        .choices(['copy', 'split-random', 'split-clustered', 'mix'])
+        .default('copy'),
+    )
+    .option('--experts <n>', 'routed experts (copy/split; mix: one per model)', intArg('--experts'))
+    .option('--top-k <k>', 'experts per token (default 2)', intArg('--top-k'))
+    .option(
+      '--noise <s>',
+      'copy: Gaussian noise on each expert weight, as a fraction of its std (default 0: exact copies)',
+      floatArg('--noise', (x) => x >= 0, '>= 0'),
+    )
+    .option('--shared <n>', 'split: shared experts from the most active neurons (CMoE)', intArg('--shared', 0))
+    .option('--calibration <n>', 'split: calibration windows per domain (default 8)', intArg('--calibration'))
+    .option('--router <name>', 'router of the new MoE (default topk)')
+    .option('--data <sources...>', 'corpora for the before/after table and calibration (default: shakespeare wikitext linux)')
+    .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
+    .option('--seed <n>', 'seed of router init, noise and random splits', intArg('--seed', 0), 0)
+    .option('--overwrite', 'replace a run already in --out')
+    .addOption(backendOption())
+    .addOption(threadsOption())
+    .action(async (dense: string[], o) => {
+      const { runUpcycle } = await import('../adapt/upcycle.js');
+      const { formatAdaptTable } = await import('../adapt/common.js');
+      await withBackend(o, async () => {
+        const r = runUpcycle({
+          models: dense,
+          out: o.out,
+          method: o.method,
+          numExperts: o.experts,
+          topK: o.topK,
+          noise: o.noise,
+          sharedExperts: o.shared,
+          calibration: o.calibration,
+          router: o.router,
+          sources: o.data,
+          batches: o.batches,
+          seed: o.seed,
+          overwrite: Boolean(o.overwrite),
+        });
+        process.stdout.write(formatAdaptTable(r) + `\nrun: ${o.out} (checkpoint ${r.checkpoint}); table: ${r.files.md}, ${r.files.json}\n`);
       });
     });
 

@@ -8,6 +8,7 @@ import { parseModelConfig, ConfigError, type ModelConfig } from '../models/confi
 import { adapterState, loadPartialState, mergeSharedAdapters } from '../models/lora-experts.js';
 import { readSafetensorsSync, writeSafetensorsSync, type TensorEntry } from '../io/safetensors.js';
 import { entryToFloat32 } from '../io/quant.js';
+import { loadAnyModel, adaptDataset, measureModel, prepareOutDir, saveModelRun, writeAdaptReport, type AdaptReport, type MeasureOptions } from './common.js';
 
 /** Adapter file name a `train --peft` run writes next to its checkpoints. */
 export const ADAPTERS_FILE = 'adapters.safetensors';
@@ -52,4 +53,30 @@ export function mergeAdapters(model: MoETransformerLM): MoETransformerLM {
   mergeSharedAdapters(copy.layers);
   plain.loadStateDict(copy.stateDict());
   return plain.train(model.training);
+}
+
+/** `moe-ts peft merge`: a PEFT run into a plain run directory, with the before/after table (the losses agree when the merge is exact). */
+export function runPeftMerge(o: { run: string; out: string; overwrite?: boolean } & MeasureOptions): AdaptReport & { files: { md: string; json: string } } {
+  const src = loadAnyModel(o.run);
+  const merged = mergeAdapters(src.model).eval();
+  const { data } = adaptDataset(src, o);
+  const batches = o.batches ?? src.config.training.eval_batches;
+  const rows = [measureModel('base + adapters (before)', src.model, data, batches), measureModel('merged (after)', merged, data, batches)];
+  prepareOutDir(o.out, Boolean(o.overwrite));
+  saveModelRun(o.out, merged, src.tokenizer, src.config);
+  const report: AdaptReport = { command: 'peft merge', summary: `Shared LoRA adapters of ${o.run} folded into the base weights (W + (alpha/r) A B, exact).`, rows };
+  return { ...report, files: writeAdaptReport(o.out, 'peft-merge', report) };
+}
+
+/** `moe-ts peft attach`: a base model plus an adapter file into one run directory. */
+export function runPeftAttach(o: { base: string; adapters: string; out: string; overwrite?: boolean } & MeasureOptions): AdaptReport & { files: { md: string; json: string } } {
+  const src = loadAnyModel(o.base);
+  const model = attachAdapters(src.model, o.adapters).eval();
+  const { data } = adaptDataset(src, o);
+  const batches = o.batches ?? src.config.training.eval_batches;
+  const rows = [measureModel('base (before)', src.model, data, batches), measureModel('base + adapters (after)', model, data, batches)];
+  prepareOutDir(o.out, Boolean(o.overwrite));
+  saveModelRun(o.out, model, src.tokenizer, src.config);
+  const report: AdaptReport = { command: 'peft attach', summary: `Adapters ${o.adapters} attached to the base ${o.base}.`, rows };
+  return { ...report, files: writeAdaptReport(o.out, 'peft-attach', report) };
 }

@@ -118,6 +118,18 @@ export function buildProgram(): Command {
     .option('--quiet', 'no progress output')
     .addOption(backendOption())
     .addOption(threadsOption())
+    .addOption(new Option('--peft <type>', 'parameter-efficient fine-tuning of --model: lora-experts (the base stays frozen; writes <out>/adapters.safetensors)').choices(['lora-experts']))
+    .option('--lora-experts <n>', 'peft: routed LoRA experts per targeted layer (default 4; 0 with --lora-shared: shared adapters only)', intArg('--lora-experts', 0))
+    .option('--lora-top-k <k>', 'peft: experts mixed per token (default: all, soft gates)', intArg('--lora-top-k'))
+    .option('--lora-rank <r>', 'peft: rank of each adapter (default 8)', intArg('--lora-rank'))
+    .option(
+      '--lora-alpha <a>',
+      'peft: adapter scale alpha (output times alpha/rank; default 16)',
+      floatArg('--lora-alpha', (x) => x > 0, '> 0'),
+    )
+    .option('--lora-shared <n>', 'peft: always-on shared adapters (PERFT shared; default 0)', intArg('--lora-shared', 0))
+    .option('--lora-experts-per-layer <list>', 'peft: comma-separated routed experts per decoder layer (MoLA), e.g. 0,2,4,8')
+    .option('--lora-targets <list>', 'peft: comma-separated linear layers: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj (default q_proj,v_proj,o_proj)')
     .option('--model <dir>', 'fine-tune a Hugging Face model directory or a moe-ts run/checkpoint (e.g. from `moe-ts upcycle`); its config replaces the "model" section')
     .action(async (o) => {
       if (o.resume && !o.out) throw new ConfigError('--resume needs --out <dir> naming the run to continue');
@@ -150,6 +162,21 @@ export function buildProgram(): Command {
           init = { model: p.model, tokenizer: p.tokenizer };
           // a window longer than the model's positions cannot train
           cfg = { ...cfg, model: p.config, training: { ...cfg.training, seq_len: Math.min(cfg.training.seq_len, p.config.max_position_embeddings) } };
+        }
+        if (o.peft) {
+          if (!o.model) throw new ConfigError('--peft needs --model <base> (the frozen model the adapters are trained on)');
+          const list = (v: string | undefined, f: (x: string) => unknown) => (v === undefined ? undefined : v.split(',').map((x) => f(x.trim())));
+          const peft = {
+            type: o.peft,
+            ...(o.loraExperts !== undefined ? { experts: o.loraExperts } : {}),
+            ...(o.loraTopK !== undefined ? { top_k: o.loraTopK } : {}),
+            ...(o.loraRank !== undefined ? { rank: o.loraRank } : {}),
+            ...(o.loraAlpha !== undefined ? { alpha: o.loraAlpha } : {}),
+            ...(o.loraShared !== undefined ? { shared: o.loraShared } : {}),
+            ...(o.loraExpertsPerLayer !== undefined ? { experts_per_layer: list(o.loraExpertsPerLayer, intArg('--lora-experts-per-layer', 0)) } : {}),
+            ...(o.loraTargets !== undefined ? { targets: list(o.loraTargets, String) } : {}),
+          };
+          cfg = { ...cfg, model: { ...cfg.model, peft } as RunConfig['model'] };
         }
         if (o.data) cfg = { ...cfg, data: { ...cfg.data, sources: o.data, weights: undefined } };
         if (o.steps) cfg = { ...cfg, training: { ...cfg.training, steps: o.steps } };
@@ -194,6 +221,11 @@ export function buildProgram(): Command {
           });
           progress.stop();
           const f = res.finalEval;
+          if (res.model.config.peft) {
+            const { saveAdapters, ADAPTERS_FILE } = await import('../adapt/peft.js');
+            const n = saveAdapters(res.model, path.join(out, ADAPTERS_FILE));
+            process.stdout.write(`adapters: ${n} tensors in ${path.join(out, ADAPTERS_FILE)} (base ${o.model} unchanged; moe-ts peft attach/merge)\n`);
+          }
           process.stdout.write(`done: ${res.steps} steps, val loss ${f.loss.toFixed(4)} (ppl ${f.perplexity.toFixed(2)}), ${Math.round(res.tokensPerSec)} tokens/s; results in ${out}\n`);
         });
       } catch (e) {
@@ -383,6 +415,41 @@ export function buildProgram(): Command {
           overwrite: Boolean(o.overwrite),
         });
         process.stdout.write(formatAdaptTable(r) + `\nrun: ${o.out} (checkpoint ${r.checkpoint}); table: ${r.files.md}, ${r.files.json}\n`);
+      });
+    });
+
+  const peft = program.command('peft').description('LoRA-expert adapters apart from their base: attach an adapter file to a base, or merge shared adapters into the base weights');
+  peft
+    .command('attach')
+    .description('a base model + an adapters.safetensors (from train --peft) into one run directory, with a before/after table')
+    .argument('<base>', 'the base model (run/checkpoint directory, Hugging Face directory, .gguf)')
+    .argument('<adapters>', 'adapter file written by train --peft')
+    .requiredOption('--out <dir>', 'run directory to write')
+    .option('--data <sources...>', 'corpora for the table (default: shakespeare wikitext linux)')
+    .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
+    .option('--overwrite', 'replace a run already in --out')
+    .action(async (base: string, adapters: string, o) => {
+      const { runPeftAttach } = await import('../adapt/peft.js');
+      const { formatAdaptTable } = await import('../adapt/common.js');
+      await withBackend({ backend: process.env.MOE_BACKEND ?? 'auto' }, async () => {
+        const r = runPeftAttach({ base, adapters, out: o.out, sources: o.data, batches: o.batches, overwrite: Boolean(o.overwrite) });
+        process.stdout.write(formatAdaptTable(r) + `\nrun: ${o.out}; table: ${r.files.md}\n`);
+      });
+    });
+  peft
+    .command('merge')
+    .description('fold shared LoRA adapters into the base weights (exact; routed LoRA experts cannot merge) and write a plain run directory')
+    .argument('<run>', 'a train --peft run (or a peft attach output)')
+    .requiredOption('--out <dir>', 'run directory to write')
+    .option('--data <sources...>', 'corpora for the table (default: shakespeare wikitext linux)')
+    .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
+    .option('--overwrite', 'replace a run already in --out')
+    .action(async (run: string, o) => {
+      const { runPeftMerge } = await import('../adapt/peft.js');
+      const { formatAdaptTable } = await import('../adapt/common.js');
+      await withBackend({ backend: process.env.MOE_BACKEND ?? 'auto' }, async () => {
+        const r = runPeftMerge({ run, out: o.out, sources: o.data, batches: o.batches, overwrite: Boolean(o.overwrite) });
+        process.stdout.write(formatAdaptTable(r) + `\nrun: ${o.out}; table: ${r.files.md}\n`);
       });
     });
 

@@ -173,7 +173,14 @@ export function buildProgram(): Command {
             ...(o.loraRank !== undefined ? { rank: o.loraRank } : {}),
             ...(o.loraAlpha !== undefined ? { alpha: o.loraAlpha } : {}),
             ...(o.loraShared !== undefined ? { shared: o.loraShared } : {}),
-            ...(o.loraExpertsPerLayer !== undefined ? { experts_per_layer: list(o.loraExpertsPerLayer, intArg('--lora-experts-per-layer', 0)) } : {}),
+            ...(o.loraExpertsPerLayer !== undefined
+              ? {
+                  experts_per_layer: list(o.loraExpertsPerLayer, (x) => {
+                    if (!/^\d+$/.test(x)) throw new ConfigError(`--lora-experts-per-layer must be comma-separated integers >= 0, got "${x}"`);
+                    return Number(x);
+                  }),
+                }
+              : {}),
             ...(o.loraTargets !== undefined ? { targets: list(o.loraTargets, String) } : {}),
           };
           cfg = { ...cfg, model: { ...cfg.model, peft } as RunConfig['model'] };
@@ -415,6 +422,39 @@ export function buildProgram(): Command {
           overwrite: Boolean(o.overwrite),
         });
         process.stdout.write(formatAdaptTable(r) + `\nrun: ${o.out} (checkpoint ${r.checkpoint}); table: ${r.files.md}, ${r.files.json}\n`);
+      });
+    });
+
+  program
+    .command('prune')
+    .description('drop the least-used experts of every MoE layer (router statistics on calibration text); table of loss per pruned fraction; writes the pruned run')
+    .argument('<model>', 'an MoE model: run/checkpoint directory, Hugging Face directory or .gguf file')
+    .requiredOption('--out <dir>', 'run directory for the pruned model (the --save fraction)')
+    .option('--fractions <list>', 'comma-separated fractions of experts to prune, each in [0, 1)', '0.25,0.5')
+    .option(
+      '--save <f>',
+      'which fraction to save (default: the largest)',
+      floatArg('--save', (x) => x >= 0 && x < 1, 'in [0, 1)'),
+    )
+    .option('--calibration <n>', 'calibration windows per domain (default 8)', intArg('--calibration'))
+    .option('--data <sources...>', 'corpora for calibration and the table (default: shakespeare wikitext linux)')
+    .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
+    .option('--overwrite', 'replace a run already in --out')
+    .addOption(backendOption())
+    .addOption(threadsOption())
+    .action(async (model: string, o) => {
+      const fractions = String(o.fractions)
+        .split(',')
+        .map((v) => {
+          const x = v.trim() === '' ? NaN : Number(v);
+          if (!(x >= 0 && x < 1)) throw new ConfigError(`--fractions must be a comma-separated list of numbers in [0, 1), got "${v}"`);
+          return x;
+        });
+      const { runPrune } = await import('../adapt/prune.js');
+      const { formatAdaptTable } = await import('../adapt/common.js');
+      await withBackend(o, async () => {
+        const r = runPrune({ model, out: o.out, fractions, save: o.save, calibration: o.calibration, sources: o.data, batches: o.batches, overwrite: Boolean(o.overwrite) });
+        process.stdout.write(formatAdaptTable(r) + `\nrun: ${o.out}; table: ${r.files.md}, ${r.files.json}\n`);
       });
     });
 

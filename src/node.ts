@@ -35,3 +35,5 @@ export * from './train/session.js';
 export { inferenceModelFromCheckpoint } from './infer/generate.js';
 export * from './adapt/common.js';
 export * from './adapt/upcycle.js';
+export * from './adapt/peft.js';
+export * from './adapt/prune.js';

@@ -33,6 +33,10 @@ export { ARCHS as HF_ARCHITECTURES, archForModel, type ArchSpec } from './io/hf/
 export * from './io/checkpoint-bytes.js';
 export * from './train/session.js';
 export { inferenceModelFromCheckpoint } from './infer/generate.js';
+export * from './adapt/common.js';
+export * from './adapt/upcycle.js';
+export * from './adapt/peft.js';
+export * from './adapt/prune.js';
 export {
   exportGGUF,
   fromGGUF,

@@ -1,6 +1,6 @@
 /**
  * The fast decode path: a model's weights extracted once into plain arrays (float32 or q8_0/q4_0
- * QuantMatrix blocks), a preallocated KV cache ([kvHeads, capacity, headDim] per layer, written
+ * PreparedMatrix blocks), a preallocated KV cache ([kvHeads, capacity, headDim] per layer, written
  * in place: no concatenation per token), matrix-vector kernels for one token and row-batched ones
  * for the prompt, and no autograd tensors on the hot path. The eager `model.forward` stays the
  * reference; `DecodeEngine.unsupported(model)` names what this path does not cover (then
@@ -14,7 +14,7 @@
  */
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { Rng } from '../tensor/random.js';
-import { qmatmul, quantizeMatrix, quantBytes, QUANT_FORMATS, type QuantFormat, type QuantMatrix } from '../kernels/quant.js';
+import { quantizeMatrix, QUANT_FORMATS, jsQuantKernels, type QuantFormat, type PreparedMatrix, type QuantKernels } from '../kernels/quant.js';
 import { Attention, type MoETransformerLM, type DecoderLayer } from '../models/transformer.js';
 import { ropeParams } from '../models/rope.js';
 import { headDimOf, kvHeadsOf } from '../models/config.js';
@@ -29,13 +29,15 @@ export interface DecodeEngineOptions {
   capacity?: number;
   /** Seeds the router context's Rng (routers are deterministic in eval mode). */
   seed?: number;
+  /** Kernels of the products (default the js reference; `WasmQuantKernels` from moe-ts/node is the SIMD one). */
+  kernels?: QuantKernels;
 }
 
 interface AttnW {
-  q: QuantMatrix;
-  k: QuantMatrix;
-  v: QuantMatrix;
-  o: QuantMatrix;
+  q: PreparedMatrix;
+  k: PreparedMatrix;
+  v: PreparedMatrix;
+  o: PreparedMatrix;
   qb: Float32Array | null;
   kb: Float32Array | null;
   vb: Float32Array | null;
@@ -49,13 +51,13 @@ interface AttnW {
 }
 
 interface Expert {
-  w1: QuantMatrix;
-  w3: QuantMatrix | null;
-  w2: QuantMatrix;
+  w1: PreparedMatrix;
+  w3: PreparedMatrix | null;
+  w2: PreparedMatrix;
 }
 
 type FFN =
-  | { kind: 'dense'; gate: QuantMatrix | null; up: QuantMatrix; down: QuantMatrix; silu: boolean }
+  | { kind: 'dense'; gate: PreparedMatrix | null; up: PreparedMatrix; down: PreparedMatrix; silu: boolean }
   | { kind: 'moe'; layer: DecoderLayer; experts: Expert[]; silu: boolean; dFF: number }
   | { kind: 'module'; layer: DecoderLayer };
 
@@ -95,7 +97,7 @@ export class DecodeEngine {
   private readonly Dh: number;
   private readonly V: number;
   private readonly embed: Float32Array;
-  private readonly head: QuantMatrix;
+  private readonly head: PreparedMatrix;
   private readonly finalNorm: Float32Array;
   private readonly attn: AttnW[] = [];
   private readonly ffn: FFN[] = [];
@@ -105,6 +107,7 @@ export class DecodeEngine {
   private readonly sin: Float32Array;
   private readonly scoreScale: number;
   private readonly ctx: Omit<RouterContext, 'tokenIds'>;
+  private readonly kern: QuantKernels;
   /** Bytes of weights held (quantised where quantised) plus the KV cache. */
   readonly weightBytes: number;
   readonly kvBytes: number;
@@ -141,9 +144,10 @@ export class DecodeEngine {
     }
     this.ctx = { training: false, step: 0, rng: new Rng((opts.seed ?? 0) ^ 0x5bd1e995) };
     let bytes = 0;
-    const q = (w: Float32Array, rows: number, cols: number, fmt: QuantFormat = quant): QuantMatrix => {
-      const m = quantizeMatrix(w, rows, cols, cols % 32 === 0 ? fmt : 'f32');
-      bytes += quantBytes(m.format, rows, cols);
+    const kern = (this.kern = opts.kernels ?? jsQuantKernels);
+    const q = (w: Float32Array, rows: number, cols: number, fmt: QuantFormat = quant): PreparedMatrix => {
+      const m = kern.prepare(quantizeMatrix(w, rows, cols, cols % 32 === 0 ? fmt : 'f32'));
+      bytes += m.bytes;
       return m;
     };
     const lin = (l: { weight: Tensor; bias: Tensor | null; inFeatures: number; outFeatures: number }) => ({ w: q(l.weight.data, l.outFeatures, l.inFeatures), b: l.bias ? l.bias.data.slice() : null });
@@ -193,8 +197,8 @@ export class DecodeEngine {
 
   private compileFFN(
     layer: DecoderLayer,
-    q: (w: Float32Array, rows: number, cols: number) => QuantMatrix,
-    lin: (l: { weight: Tensor; bias: Tensor | null; inFeatures: number; outFeatures: number }) => { w: QuantMatrix; b: Float32Array | null },
+    q: (w: Float32Array, rows: number, cols: number) => PreparedMatrix,
+    lin: (l: { weight: Tensor; bias: Tensor | null; inFeatures: number; outFeatures: number }) => { w: PreparedMatrix; b: Float32Array | null },
   ): FFN {
     if (layer.mlp) {
       const m = layer.mlp;
@@ -281,9 +285,9 @@ export class DecodeEngine {
       for (let li = 0; li < this.attn.length; li++) {
         const A = this.attn[li];
         this.rmsNorm(h, n, d, this.norms1[li], xn);
-        qmatmul(A.q, xn, n, qb);
-        qmatmul(A.k, xn, n, kb);
-        qmatmul(A.v, xn, n, vb);
+        this.kern.matmul(A.q, xn, n, qb);
+        this.kern.matmul(A.k, xn, n, kb);
+        this.kern.matmul(A.v, xn, n, vb);
         if (A.qb) for (let t = 0; t < n; t++) for (let j = 0; j < qd; j++) qb[t * qd + j] += A.qb[j];
         if (A.kb) for (let t = 0; t < n; t++) for (let j = 0; j < kvd; j++) kb[t * kvd + j] += A.kb[j];
         if (A.vb) for (let t = 0; t < n; t++) for (let j = 0; j < kvd; j++) vb[t * kvd + j] += A.vb[j];
@@ -338,7 +342,7 @@ export class DecodeEngine {
             }
           }
         }
-        qmatmul(A.o, ob, n, yb);
+        this.kern.matmul(A.o, ob, n, yb);
         if (A.ob) for (let t = 0; t < n; t++) for (let j = 0; j < d; j++) yb[t * d + j] += A.ob[j];
         for (let i = 0; i < n * d; i++) h[i] += rm * yb[i];
         this.rmsNorm(h, n, d, this.norms2[li], xn);
@@ -351,7 +355,7 @@ export class DecodeEngine {
     const fin = new Float32Array(d);
     this.rmsNorm(last, 1, d, this.finalNorm, fin);
     const logits = new Float32Array(this.V);
-    qmatmul(this.head, fin, 1, logits);
+    this.kern.matmul(this.head, fin, 1, logits);
     if (c.logits_scaling !== 1) for (let i = 0; i < this.V; i++) logits[i] /= c.logits_scaling;
     return logits;
   }
@@ -364,11 +368,11 @@ export class DecodeEngine {
       const g = new Float32Array(n * F);
       const u = f.gate ? new Float32Array(n * F) : null;
       if (f.gate) {
-        qmatmul(f.gate, x, n, g);
-        qmatmul(f.up, x, n, u!);
-      } else qmatmul(f.up, x, n, g);
+        this.kern.matmul(f.gate, x, n, g);
+        this.kern.matmul(f.up, x, n, u!);
+      } else this.kern.matmul(f.up, x, n, g);
       act(f.silu, g, u, n * F);
-      qmatmul(f.down, g, n, y);
+      this.kern.matmul(f.down, g, n, y);
       return;
     }
     const xt = new Tensor(x.slice(0, n * d), [n, d]);
@@ -396,11 +400,11 @@ export class DecodeEngine {
       const ex = f.experts[e];
       const g = new Float32Array(m * F);
       const u = ex.w3 ? new Float32Array(m * F) : null;
-      qmatmul(ex.w1, xe, m, g);
-      if (ex.w3) qmatmul(ex.w3, xe, m, u!);
+      this.kern.matmul(ex.w1, xe, m, g);
+      if (ex.w3) this.kern.matmul(ex.w3, xe, m, u!);
       act(f.silu, g, u, m * F);
       const ye = new Float32Array(m * d);
-      qmatmul(ex.w2, g, m, ye);
+      this.kern.matmul(ex.w2, g, m, ye);
       for (let i = 0; i < m; i++) {
         const t = r.tokenIdx[as[i]];
         const wi = w[as[i]];

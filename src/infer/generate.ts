@@ -15,7 +15,7 @@ import { fromGGUF, isGGUFFile } from '../io/gguf/index.js';
 import { Sampler, type SamplingOptions } from './sampling.js';
 import { tokenExperts } from '../moe/trace.js';
 import { DecodeEngine } from './decode.js';
-import type { QuantFormat } from '../kernels/quant.js';
+import type { QuantFormat, QuantKernels } from '../kernels/quant.js';
 
 /**
  * What happens when the next step would go past max_position_embeddings:
@@ -55,6 +55,8 @@ export interface GenerateOptions extends SamplingOptions {
   engine?: 'auto' | 'fast' | 'eager' | DecodeEngine;
   /** Weight format of the fast path (default f32); ignored by the eager path. */
   quant?: QuantFormat;
+  /** Kernels of the fast path (default the js reference; moe-ts/node's WasmQuantKernels is SIMD). */
+  kernels?: QuantKernels;
 }
 
 /** One token's routing: its experts and combine weights per MoE layer (highest weight first). */
@@ -163,7 +165,7 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
   let engine: DecodeEngine | null = null;
   if (want instanceof DecodeEngine) engine = opts.traceRouting ? null : want;
   else if (want === 'fast' || (want === 'auto' && !opts.traceRouting && model instanceof MoETransformerLM && DecodeEngine.unsupported(model) === null)) {
-    engine = new DecodeEngine(model, { quant: opts.quant, seed });
+    engine = new DecodeEngine(model, { quant: opts.quant, seed, ...(opts.kernels ? { kernels: opts.kernels } : {}) });
   }
   engine?.reset();
   const compileMs = want instanceof DecodeEngine ? 0 : performance.now() - tc;

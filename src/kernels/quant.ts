@@ -245,3 +245,29 @@ export function qmatmul(w: QuantMatrix, x: Float32Array, n: number, out: Float32
   }
   return out;
 }
+
+/** A QuantMatrix taken over by a QuantKernels implementation (e.g. copied into wasm memory). */
+export interface PreparedMatrix {
+  format: QuantFormat;
+  rows: number;
+  cols: number;
+  /** Bytes the prepared copy holds. */
+  bytes: number;
+  /** The implementation's own handle (the js kernels: the QuantMatrix itself). */
+  ref: unknown;
+}
+
+/** A backend for quantised products: weights are prepared once, then multiplied many times. */
+export interface QuantKernels {
+  readonly name: string;
+  prepare(m: QuantMatrix): PreparedMatrix;
+  /** out[t * ldo + r] (+)= sum_c W[r, c] x[t * cols + c], as qmatmul. */
+  matmul(w: PreparedMatrix, x: Float32Array, n: number, out: Float32Array, opts?: { accumulate?: boolean; ldo?: number }): Float32Array;
+}
+
+/** The js reference QuantKernels (qmatmul on the matrices as they are). */
+export const jsQuantKernels: QuantKernels = {
+  name: 'js',
+  prepare: (m) => ({ format: m.format, rows: m.rows, cols: m.cols, bytes: m.data.byteLength, ref: m }),
+  matmul: (w, x, n, out, opts) => qmatmul(w.ref as QuantMatrix, x, n, out, opts),
+};

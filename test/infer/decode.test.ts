@@ -116,3 +116,16 @@ test('DecodeEngine errors: capacity, bad ids, unsupported models, bad quant', ()
   assert.throws(() => generate(m, new ByteTokenizer(), 'a', { maxNewTokens: 2, engine: 'fast', traceRouting: true }), /traceRouting needs the eager engine/);
   assert.throws(() => generate(m, new ByteTokenizer(), 'a', { maxNewTokens: 2, engine: 'turbo' as never }), /engine must be/);
 });
+
+test('DecodeEngine on the wasm quant kernels gives the js kernels logits and the same greedy text', async () => {
+  const { WasmQuantKernels } = await import('../../src/kernels/wasm/quant.js');
+  const m = model();
+  for (const quant of ['f32', 'q8_0', 'q4_0'] as const) {
+    const js = new DecodeEngine(m, { quant }).forward(IDS);
+    const wa = new DecodeEngine(m, { quant, kernels: new WasmQuantKernels() }).forward(IDS);
+    assert.ok(maxDiff(js, wa) < 1e-3, `${quant}: ${maxDiff(js, wa)}`);
+  }
+  const tok = new ByteTokenizer();
+  const opts = { maxNewTokens: 20, temperature: 0 } as const;
+  assert.deepEqual(generate(m, tok, 'hi', { ...opts, engine: 'fast', kernels: new WasmQuantKernels() }).ids, generate(m, tok, 'hi', { ...opts, engine: 'eager' }).ids);
+});

@@ -100,3 +100,26 @@ test('quantised matrices reject malformed shapes and data with one-line errors',
   assert.throws(() => quantMatrixFromBlocks('q4_0', 2, 32, new Uint8Array(35)), /needs 36 bytes, got 35/);
   assert.throws(() => qmatmul(quantizeMatrix(new Float32Array(64), 2, 32, 'q8_0'), new Float32Array(31), 1, new Float32Array(2)), /x has 31 values/);
 });
+
+test('wasm SIMD quant kernels match the js reference (f32, q8_0, q4_0; batches, strides, accumulate)', async () => {
+  const { WasmQuantKernels } = await import('../../src/kernels/wasm/quant.js');
+  const wk = new WasmQuantKernels();
+  const rows = 40;
+  const cols = 96;
+  const w = rand(rows * cols, 7);
+  for (const fmt of ['f32', 'q8_0', 'q4_0'] as const) {
+    const m = quantizeMatrix(w, rows, cols, fmt);
+    const p = wk.prepare(m);
+    for (const n of [1, 5]) {
+      const x = rand(n * cols, 8 + n, 3);
+      const ref = qmatmul(m, x, n, new Float32Array(n * rows));
+      const got = wk.matmul(p, x, n, new Float32Array(n * rows));
+      for (let i = 0; i < ref.length; i++) assert.ok(Math.abs(got[i] - ref[i]) <= 1e-5 * (1 + Math.abs(ref[i])), `${fmt} n=${n} [${i}] ${got[i]} vs ${ref[i]}`);
+      const base = rand(n * (rows + 3), 9);
+      const refAcc = qmatmul(m, x, n, base.slice(), { accumulate: true, ldo: rows + 3 });
+      const gotAcc = wk.matmul(p, x, n, base.slice(), { accumulate: true, ldo: rows + 3 });
+      for (let i = 0; i < refAcc.length; i++) assert.ok(Math.abs(gotAcc[i] - refAcc[i]) <= 1e-5 * (1 + Math.abs(refAcc[i])), `${fmt} acc [${i}]`);
+    }
+  }
+  assert.ok(wk.preparedBytes > 0);
+});

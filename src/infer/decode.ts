@@ -280,7 +280,6 @@ export class DecodeEngine {
     const yb = new Float32Array(n * d);
     const past = this.length;
     const rm = c.residual_multiplier;
-    const scores = new Float32Array(past + n);
     noGrad(() => {
       for (let li = 0; li < this.attn.length; li++) {
         const A = this.attn[li];
@@ -310,38 +309,7 @@ export class DecodeEngine {
             A.V.set(vb.subarray(t * kvd + g * Dh, t * kvd + (g + 1) * Dh), dst);
           }
         }
-        const rep = H / KV;
-        for (let t = 0; t < n; t++) {
-          const len = past + t + 1;
-          for (let hh = 0; hh < H; hh++) {
-            const g = Math.floor(hh / rep);
-            const qo = t * qd + hh * Dh;
-            const kbase = g * this.capacity * Dh;
-            let m = -Infinity;
-            for (let j = 0; j < len; j++) {
-              const ko = kbase + j * Dh;
-              let s = 0;
-              for (let i = 0; i < Dh; i++) s += qb[qo + i] * A.K[ko + i];
-              s *= this.scoreScale;
-              scores[j] = s;
-              if (s > m) m = s;
-            }
-            let sum = 0;
-            for (let j = 0; j < len; j++) {
-              const e = Math.exp(scores[j] - m);
-              scores[j] = e;
-              sum += e;
-            }
-            const inv = 1 / sum;
-            const oo = t * qd + hh * Dh;
-            ob.fill(0, oo, oo + Dh);
-            for (let j = 0; j < len; j++) {
-              const p = scores[j] * inv;
-              const vo = kbase + j * Dh;
-              for (let i = 0; i < Dh; i++) ob[oo + i] += p * A.V[vo + i];
-            }
-          }
-        }
+        this.attend(A.K, A.V, qb, ob, n, past);
         this.kern.matmul(A.o, ob, n, yb);
         if (A.ob) for (let t = 0; t < n; t++) for (let j = 0; j < d; j++) yb[t * d + j] += A.ob[j];
         for (let i = 0; i < n * d; i++) h[i] += rm * yb[i];
@@ -358,6 +326,46 @@ export class DecodeEngine {
     this.kern.matmul(this.head, fin, 1, logits);
     if (c.logits_scaling !== 1) for (let i = 0; i < this.V; i++) logits[i] /= c.logits_scaling;
     return logits;
+  }
+
+  /** Causal attention of n queries qb [n, H*Dh] at positions past.. over the cache, into ob. */
+  private attend(K: Float32Array, Vc: Float32Array, qb: Float32Array, ob: Float32Array, n: number, past: number): void {
+    const H = this.H;
+    const Dh = this.Dh;
+    const qd = H * Dh;
+    const rep = H / this.KV;
+    const cap = this.capacity;
+    const scale = this.scoreScale;
+    const scores = new Float32Array(past + n);
+    for (let t = 0; t < n; t++) {
+      const len = past + t + 1;
+      for (let hh = 0; hh < H; hh++) {
+        const kbase = Math.floor(hh / rep) * cap * Dh;
+        const qo = t * qd + hh * Dh;
+        let m = -Infinity;
+        for (let j = 0; j < len; j++) {
+          const ko = kbase + j * Dh;
+          let s = 0;
+          for (let i = 0; i < Dh; i++) s += qb[qo + i] * K[ko + i];
+          s *= scale;
+          scores[j] = s;
+          if (s > m) m = s;
+        }
+        let sum = 0;
+        for (let j = 0; j < len; j++) {
+          const e = Math.exp(scores[j] - m);
+          scores[j] = e;
+          sum += e;
+        }
+        const inv = 1 / sum;
+        ob.fill(0, qo, qo + Dh);
+        for (let j = 0; j < len; j++) {
+          const p = scores[j] * inv;
+          const vo = kbase + j * Dh;
+          for (let i = 0; i < Dh; i++) ob[qo + i] += p * Vc[vo + i];
+        }
+      }
+    }
   }
 
   /** y [n, d] = FFN(x [n, d]). */

@@ -258,9 +258,9 @@ export class DecodeEngine {
 
   /**
    * Feed `ids` (a prompt batch or one token) after the cached ones; returns the logits [V] of the
-   * last position (a fresh array).
+   * last position (a fresh array), or with `all` those of every position [n, V].
    */
-  forward(ids: Int32Array): Float32Array {
+  forward(ids: Int32Array, all = false): Float32Array {
     const n = ids.length;
     const c = this.model.config;
     if (n === 0) throw new Error('DecodeEngine.forward: no token ids');
@@ -319,12 +319,12 @@ export class DecodeEngine {
       }
     });
     this.length += n;
-    const last = h.subarray((n - 1) * d, n * d);
-    const fin = new Float32Array(d);
-    this.rmsNorm(last, 1, d, this.finalNorm, fin);
-    const logits = new Float32Array(this.V);
-    this.kern.matmul(this.head, fin, 1, logits);
-    if (c.logits_scaling !== 1) for (let i = 0; i < this.V; i++) logits[i] /= c.logits_scaling;
+    const rows = all ? n : 1;
+    const fin = new Float32Array(rows * d);
+    this.rmsNorm(h.subarray((n - rows) * d, n * d), rows, d, this.finalNorm, fin);
+    const logits = new Float32Array(rows * this.V);
+    this.kern.matmul(this.head, fin, rows, logits);
+    if (c.logits_scaling !== 1) for (let i = 0; i < logits.length; i++) logits[i] /= c.logits_scaling;
     return logits;
   }
 

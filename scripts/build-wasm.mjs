@@ -38,7 +38,26 @@ for (const v of variants) {
 // quantised matrix kernels (src/kernels/wasm/quant.ts loads them): single-threaded, unshared memory
 {
   const qsrc = join(root, 'src/kernels/wasm/assembly/quant.ts');
-  const args = [qsrc, '-O3', '--noAssert', '--runtime', 'stub', '--importMemory', '--initialMemory', '32', '--maximumMemory', '65536', '--uncheckedBehavior', 'always', '--use', 'abort=', '--enable', 'simd', '--outFile', join(outDir, 'quant.wasm')];
+  const args = [
+    qsrc,
+    '-O3',
+    '--noAssert',
+    '--runtime',
+    'stub',
+    '--importMemory',
+    '--initialMemory',
+    '32',
+    '--maximumMemory',
+    '65536',
+    '--uncheckedBehavior',
+    'always',
+    '--use',
+    'abort=',
+    '--enable',
+    'simd',
+    '--outFile',
+    join(outDir, 'quant.wasm'),
+  ];
   if (process.argv.includes('--wat')) args.push('--textFile', join(outDir, 'quant.wat'));
   const { error, stderr } = await asc.main(args);
   if (error) {

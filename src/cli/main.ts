@@ -351,7 +351,10 @@ export function buildProgram(): Command {
       if (o.json) process.stdout.write(JSON.stringify({ data: o.data, results: r }, null, 2) + '\n');
       else {
         process.stdout.write(`validation loss on ${o.data} (${r[0].tokens} tokens):\n`);
-        for (const x of r) process.stdout.write(`  ${x.quant.padEnd(5)} loss ${x.loss.toFixed(4)}  (${(x.loss - r[0].loss >= 0 ? '+' : '') + (x.loss - r[0].loss).toFixed(4)} vs f32)  weights ${(x.weightBytes / 1e6).toFixed(2)} MB\n`);
+        for (const x of r)
+          process.stdout.write(
+            `  ${x.quant.padEnd(5)} loss ${x.loss.toFixed(4)}  (${(x.loss - r[0].loss >= 0 ? '+' : '') + (x.loss - r[0].loss).toFixed(4)} vs f32)  weights ${(x.weightBytes / 1e6).toFixed(2)} MB\n`,
+          );
       }
       if (o.out) {
         const { exportGGUF } = await import('../io/gguf/index.js');

@@ -10,7 +10,19 @@ import { generate } from '../../src/infer/index.js';
 import { DecodeEngine } from '../../src/infer/decode.js';
 
 function model(extra: Record<string, unknown> = {}, seed = 3): MoETransformerLM {
-  const cfg = parseModelConfig({ vocab_size: 256, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 96, moe_intermediate_size: 64, num_local_experts: 4, num_experts_per_tok: 2, max_position_embeddings: 64, initializer_range: 0.2, ...extra });
+  const cfg = parseModelConfig({
+    vocab_size: 256,
+    hidden_size: 64,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    intermediate_size: 96,
+    moe_intermediate_size: 64,
+    num_local_experts: 4,
+    num_experts_per_tok: 2,
+    max_position_embeddings: 64,
+    initializer_range: 0.2,
+    ...extra,
+  });
   return new MoETransformerLM(cfg, seed).eval();
 }
 
@@ -39,8 +51,14 @@ const CHUNKS = [7, 1, 1, 5, 1, 1, 1, 1, 1, 1];
 
 for (const [name, extra] of [
   ['MoE top-k, tied head', {}],
-  ['GQA, qk_norm head, biases, untied head, dense layer, shared experts', { num_key_value_heads: 2, qk_norm: 'head', qkv_bias: true, tie_word_embeddings: false, first_k_dense_replace: 1, n_shared_experts: 1 }],
-  ['qk_norm full, gelu, multipliers, rope scaling', { qk_norm: 'full', hidden_act: 'gelu', embedding_multiplier: 2, residual_multiplier: 0.7, logits_scaling: 1.5, attention_multiplier: 0.2, rope_scaling: { rope_type: 'linear', factor: 2 } }],
+  [
+    'GQA, qk_norm head, biases, untied head, dense layer, shared experts',
+    { num_key_value_heads: 2, qk_norm: 'head', qkv_bias: true, tie_word_embeddings: false, first_k_dense_replace: 1, n_shared_experts: 1 },
+  ],
+  [
+    'qk_norm full, gelu, multipliers, rope scaling',
+    { qk_norm: 'full', hidden_act: 'gelu', embedding_multiplier: 2, residual_multiplier: 0.7, logits_scaling: 1.5, attention_multiplier: 0.2, rope_scaling: { rope_type: 'linear', factor: 2 } },
+  ],
   ['capacity dispatch (runs the layer module)', { dispatch: 'capacity' }],
 ] as const) {
   test(`DecodeEngine f32 gives the eager cached logits: ${name}`, () => {

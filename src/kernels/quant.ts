@@ -23,7 +23,7 @@ export const QBLOCK = 32;
 /** Bytes per block of each block format (ggml's type sizes). */
 export const QBLOCK_BYTES: Readonly<Record<'q8_0' | 'q4_0', number>> = { q8_0: 34, q4_0: 18 };
 
-/** A [rows, cols] weight in one of the QuantFormats (f32: Float32Array; blocks: ggml bytes). */
+/** A [rows, cols] weight in one of the QuantFormats: a Float32Array for f32, ggml block bytes otherwise. */
 export interface QuantMatrix {
   format: QuantFormat;
   rows: number;
@@ -100,7 +100,7 @@ export function quantizeMatrix(w: Float32Array, rows: number, cols: number, form
   return { format, rows, cols, data: out };
 }
 
-/** Wrap ggml block bytes (e.g. a GGUF tensor's data, ne0 = cols) as a QuantMatrix; checks the length. */
+/** Wrap ggml block bytes, such as a GGUF tensor's data with ne0 = cols, as a QuantMatrix; checks the length. */
 export function quantMatrixFromBlocks(format: QuantFormat, rows: number, cols: number, bytes: Uint8Array | Float32Array): QuantMatrix {
   checkShape('quantMatrixFromBlocks', format, rows, cols);
   if (format === 'f32') {
@@ -246,7 +246,7 @@ export function qmatmul(w: QuantMatrix, x: Float32Array, n: number, out: Float32
   return out;
 }
 
-/** A QuantMatrix taken over by a QuantKernels implementation (e.g. copied into wasm memory). */
+/** A QuantMatrix taken over by a QuantKernels implementation, such as a copy in wasm memory. */
 export interface PreparedMatrix {
   format: QuantFormat;
   rows: number;

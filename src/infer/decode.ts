@@ -78,7 +78,7 @@ function transpose(src: Float32Array, off: number, r: number, c: number): Float3
 /** Why the fast path cannot run `model` (null: it can). */
 function unsupportedReason(model: MoETransformerLM): string | null {
   for (const l of model.layers) {
-    if (!(l.self_attn instanceof Attention)) return `layer ${l.index}: multi-head latent attention`;
+    if (!(l.self_attn instanceof Attention)) return `layer ${l.index}: attention of type ${l.self_attn.constructor.name}`;
     if (l.self_attn.sinks) return `layer ${l.index}: attention sinks`;
     if (l.self_attn.window !== undefined) return `layer ${l.index}: sliding-window attention`;
   }
@@ -219,6 +219,34 @@ export class DecodeEngine {
       });
     }
     return { kind: 'moe', layer, experts, silu: ex.activation === 'swiglu', dFF: f };
+  }
+
+  /**
+   * Largest |logit difference| between this engine and the eager model.forward on a few tokens,
+   * relative to the logit scale (the cache is reset afterwards). A guard for model features this
+   * path does not know of: generate's 'auto' uses the eager path when an f32 engine is off.
+   */
+  selfCheck(tokens = 4): number {
+    const n = Math.min(tokens, this.capacity);
+    const ids = Int32Array.from({ length: n }, (_, i) => (i * 31 + 7) % this.V);
+    const was = this.model.training;
+    this.model.eval();
+    let ref: Float32Array;
+    try {
+      ref = noGrad(() => this.model.forward(ids, 1, n, { ctx: { ...this.ctx, rng: new Rng(0) } }).logits.data);
+    } finally {
+      this.model.train(was);
+    }
+    this.reset();
+    const got = this.forward(ids, true);
+    this.reset();
+    let diff = 0;
+    let scale = 0;
+    for (let i = 0; i < got.length; i++) {
+      diff = Math.max(diff, Math.abs(got[i] - ref[i]));
+      scale = Math.max(scale, Math.abs(ref[i]));
+    }
+    return Number.isNaN(diff) ? Infinity : diff / (1 + scale);
   }
 
   /** Empty the KV cache (the weights stay). */

@@ -166,6 +166,8 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
   if (want instanceof DecodeEngine) engine = opts.traceRouting ? null : want;
   else if (want === 'fast' || (want === 'auto' && !opts.traceRouting && model instanceof MoETransformerLM && DecodeEngine.unsupported(model) === null)) {
     engine = new DecodeEngine(model, { quant: opts.quant, seed, ...(opts.kernels ? { kernels: opts.kernels } : {}) });
+    // a model feature the fast path does not know of shows up as different logits: stay eager then
+    if (want === 'auto' && engine.quant === 'f32' && !(engine.selfCheck() < 1e-3)) engine = null;
   }
   engine?.reset();
   const compileMs = want instanceof DecodeEngine ? 0 : performance.now() - tc;

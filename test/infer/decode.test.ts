@@ -1,7 +1,7 @@
 /** The fast decode path against the eager reference: same logits, same greedy text, quantised quality. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { noGrad } from '../../src/index.js';
+import { noGrad, scale } from '../../src/index.js';
 import { Rng } from '../../src/tensor/random.js';
 import { MoETransformerLM } from '../../src/models/transformer.js';
 import { parseModelConfig } from '../../src/models/config.js';
@@ -146,4 +146,19 @@ test('DecodeEngine on the wasm quant kernels gives the js kernels logits and the
   const tok = new ByteTokenizer();
   const opts = { maxNewTokens: 20, temperature: 0 } as const;
   assert.deepEqual(generate(m, tok, 'hi', { ...opts, engine: 'fast', kernels: new WasmQuantKernels() }).ids, generate(m, tok, 'hi', { ...opts, engine: 'eager' }).ids);
+});
+
+test('selfCheck catches a model the fast path does not know of, and auto then stays eager', () => {
+  const m = model();
+  const eng = new DecodeEngine(m);
+  assert.ok(eng.selfCheck() < 1e-5, `plain model: ${eng.selfCheck()}`);
+  // a layer whose FFN does something the engine does not model (e.g. a future layer kind)
+  const layer = m.layers[1];
+  const orig = layer.ffn.bind(layer);
+  layer.ffn = (n, ctx, j) => {
+    const r = orig(n, ctx, j);
+    return { ...r, y: scale(r.y, 3) };
+  };
+  assert.ok(eng.selfCheck() > 1e-3, `patched model: ${eng.selfCheck()}`);
+  assert.equal(generate(m, new ByteTokenizer(), 'ab', { maxNewTokens: 3 }).engine, 'eager');
 });

@@ -3,7 +3,8 @@
  * files, in the same run: prompt tokens/s (64-token prompt, one batch) and decode tokens/s
  * (greedy, one token per step) for f32 / q8_0 / q4_0, at 1 and 2 threads for llama.cpp (moe-ts's
  * fast path is single-threaded). Shapes: the default model config, and one realistic MoE layer
- * (64 experts, top-8, d 1024, expert width 512, GQA 16/4 heads of 64) with random weights.
+ * (64 experts, top-8, d 1024, expert width 512, 16 heads of 64; GQA and qk-norm have no GGUF
+ * mapping in the exporter yet) with random weights.
  * Each moe-ts row is also given as a ratio to llama.cpp's better thread count on the same file
  * and format. The load average is recorded with every row: rows measured on a busy machine
  * compare badly with each other, but the ratios within one row pair are measured back to back.
@@ -52,13 +53,10 @@ export const CASES: readonly Case[] = [
       hidden_size: 1024,
       num_hidden_layers: 1,
       num_attention_heads: 16,
-      num_key_value_heads: 4,
-      head_dim: 64,
       num_local_experts: 64,
       num_experts_per_tok: 8,
       moe_intermediate_size: 512,
       max_position_embeddings: 256,
-      qk_norm: 'head',
     },
     quants: ['q8_0', 'q4_0'],
   },

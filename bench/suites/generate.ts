@@ -3,8 +3,8 @@
  * files, in the same run: prompt tokens/s (64-token prompt, one batch) and decode tokens/s
  * (greedy, one token per step) for f32 / q8_0 / q4_0, at 1 and 2 threads for llama.cpp (moe-ts's
  * fast path is single-threaded). Shapes: the default model config, and one realistic MoE layer
- * (64 experts, top-8, d 1024, expert width 512, 16 heads of 64; GQA and qk-norm have no GGUF
- * mapping in the exporter yet) with random weights.
+ * (64 experts, top-8, d 1024, expert width 512, 16 heads of 64, Mixtral-style attention; a
+ * Qwen3-style GQA + qk-norm shape is a candidate now that the exporter maps qwen3moe) with random weights.
  * Each moe-ts row is also given as a ratio to llama.cpp's better thread count on the same file
  * and format. The load average is recorded with every row: rows measured on a busy machine
  * compare badly with each other, but the ratios within one row pair are measured back to back.

@@ -46,4 +46,23 @@ export type { ChatMessage, ChatOptions, ChatReply, ChatTemplateOptions } from '.
 export * from './data/dataset.js';
 export * from './train/evaluate.js';
 export * from './infer/sampling.js';
+export { DecodeEngine, type DecodeEngineOptions } from './infer/decode.js';
+export { quantizedLoss, type QuantLoss } from './infer/quality.js';
+export {
+  quantizeMatrix,
+  dequantizeMatrix,
+  quantMatrixFromBlocks,
+  quantizeRowsQ8,
+  qmatmul,
+  quantBytes,
+  jsQuantKernels,
+  QUANT_FORMATS,
+  QBLOCK,
+  QBLOCK_BYTES,
+  type QuantFormat,
+  type QuantMatrix,
+  type Q8Rows,
+  type PreparedMatrix,
+  type QuantKernels,
+} from './kernels/quant.js';
 export { generate, type GenerateOptions, type GenerateResult, type StopReason, type ContextOverflow, type InferenceModel } from './infer/generate.js';

@@ -16,6 +16,7 @@ export * from './io/hf-tokenizer.js';
 export * from './io/checkpoint.js';
 export * from './train/trainer.js';
 export { loadModelForInference } from './infer/generate.js';
+export { WasmQuantKernels } from './kernels/wasm/quant.js';
 export * from './io/safetensors-index.js';
 export * from './io/quant.js';
 export {

@@ -268,10 +268,18 @@ export function buildProgram(): Command {
     .addOption(allowNonFiniteOption())
     .option('--show-routing', 'after the text, show which experts each token used in each MoE layer (coloured on a terminal)')
     .option('--json', 'print one JSON object (text, token ids, and with --show-routing the routing per token) instead of streaming text')
+    .option('--engine <e>', 'auto (fast decode path where the model is supported), fast, or eager (the reference forward)', 'auto')
+    .option('--quant <q>', 'weight format of the fast path: f32, q8_0 or q4_0 (ggml blocks; activations quantised per block)', 'f32')
     .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {
       const { loadModelForInference, generate } = await import('../infer/index.js');
+      const { QUANT_FORMATS } = await import('../kernels/quant.js');
+      if (!['auto', 'fast', 'eager'].includes(o.engine)) throw new Error(`--engine must be auto, fast or eager, got "${o.engine}"`);
+      if (!(QUANT_FORMATS as readonly string[]).includes(o.quant)) throw new Error(`--quant must be one of ${QUANT_FORMATS.join(', ')}, got "${o.quant}"`);
+      if (o.quant !== 'f32' && o.engine === 'eager') throw new Error('--quant needs the fast engine (--engine auto or fast)');
+      // the fast path's products run on wasm SIMD unless the js backend was asked for
+      const kernels = o.backend === 'js' ? undefined : new (await import('../kernels/wasm/quant.js')).WasmQuantKernels();
       await withBackend(o, async () => {
         const { model, tokenizer } = await loadForCommand(o, (p) => loadModelForInference(p, { allowNonFinite: Boolean(o.allowNonFinite) }));
         if (!o.json) process.stdout.write(o.prompt);
@@ -285,6 +293,9 @@ export function buildProgram(): Command {
           addSpecialTokens: true,
           ...(tokenizer.special ? { stopTokenIds: tokenizer.special.stopIds } : {}),
           traceRouting: Boolean(o.showRouting),
+          engine: o.engine,
+          quant: o.quant,
+          ...(kernels ? { kernels } : {}),
           onText: o.json ? undefined : (s: string) => process.stdout.write(s),
         });
         if (o.json) {
@@ -297,7 +308,9 @@ export function buildProgram(): Command {
           const { formatRouting, useColor } = await import('./routing-view.js');
           process.stdout.write('\n' + formatRouting(r.routing, { color: useColor(process.stdout), numExperts: model.config.num_local_experts, title: 'routing per token:' }));
         }
-        process.stderr.write(`[${r.ids.length} tokens, ${Math.round(r.tokensPerSec)} tokens/s]\n`);
+        process.stderr.write(
+          `[${r.ids.length} tokens, ${Math.round(r.tokensPerSec)} tokens/s; prompt ${r.promptTokens} tokens at ${Math.round(r.promptTokensPerSec)} tokens/s, decode ${Math.round(r.decodeTokensPerSec)} tokens/s; ${r.engine}]\n`,
+        );
       });
     });
 
@@ -362,6 +375,43 @@ export function buildProgram(): Command {
             process.stdout.write('\n' + formatRouting(t.tokens, { color: useColor(process.stdout), numExperts: E, title: `routing per token, ${t.domain} (first validation window):` }));
         }
       });
+    });
+
+  program
+    .command('quantize')
+    .description('loss of the q8_0 / q4_0 fast path vs f32 on validation text; with --out also writes the model as a quantised GGUF file')
+    .option('--ckpt <dir>', 'run directory or checkpoint directory')
+    .option('--model <path>', 'a moe-ts run/checkpoint directory or a .gguf file')
+    .option('--quant <q...>', 'formats to report (f32 is always included)', ['q8_0', 'q4_0'])
+    .option('--data <source>', 'corpus whose validation split is scored (a name or a path)', 'shakespeare')
+    .option('--tokens <n>', 'validation tokens scored at most', intArg('--tokens', 2), 4096)
+    .option('--out <file.gguf>', 'write the model as GGUF in the first --quant format')
+    .option('--json', 'print JSON instead of a table')
+    .action(async (o) => {
+      const { loadModelForInference, quantizedLoss } = await import('../infer/index.js');
+      const { QUANT_FORMATS } = await import('../kernels/quant.js');
+      const { loadCorpusSplits } = await import('../data/corpus.js');
+      const { WasmQuantKernels } = await import('../kernels/wasm/quant.js');
+      for (const q of o.quant) if (!(QUANT_FORMATS as readonly string[]).includes(q)) throw new Error(`--quant must be among ${QUANT_FORMATS.join(', ')}, got "${q}"`);
+      const { model, tokenizer } = await loadForCommand(o, (p) => loadModelForInference(p));
+      const c = loadCorpusSplits(o.data);
+      // the held-out part: the corpus's validation file, else the tail the trainer holds out (10%)
+      const text = c.valid ?? c.train.slice(Math.floor(c.train.length * 0.9));
+      const quants = ['f32', ...o.quant.filter((q: string) => q !== 'f32')];
+      const r = quantizedLoss(model, tokenizer, text, { quants, maxTokens: o.tokens, kernels: new WasmQuantKernels() });
+      if (o.json) process.stdout.write(JSON.stringify({ data: o.data, results: r }, null, 2) + '\n');
+      else {
+        process.stdout.write(`validation loss on ${o.data} (${r[0].tokens} tokens):\n`);
+        for (const x of r)
+          process.stdout.write(
+            `  ${x.quant.padEnd(5)} loss ${x.loss.toFixed(4)}  (${(x.loss - r[0].loss >= 0 ? '+' : '') + (x.loss - r[0].loss).toFixed(4)} vs f32)  weights ${(x.weightBytes / 1e6).toFixed(2)} MB\n`,
+          );
+      }
+      if (o.out) {
+        const { exportGGUF } = await import('../io/gguf/index.js');
+        const rep = exportGGUF(model, tokenizer, o.out, { quant: o.quant[0] });
+        process.stderr.write(`wrote ${o.out}: ${rep.arch}, ${rep.quant}, ${(rep.bytes / 1e6).toFixed(2)} MB\n`);
+      }
     });
 
   program

@@ -300,6 +300,8 @@ export class DecodeEngine {
     const h = new Float32Array(n * d);
     const em = c.embedding_multiplier;
     for (let t = 0; t < n; t++) for (let j = 0; j < d; j++) h[t * d + j] = this.embed[ids[t] * d + j] * em;
+    // one router context per forward: routers that carry state from layer to layer (RMoE) share it
+    const ctx: RouterContext = { ...this.ctx, tokenIds: ids, state: new Map() };
     const xn = new Float32Array(n * d);
     const qb = new Float32Array(n * qd);
     const kb = new Float32Array(n * kvd);
@@ -342,7 +344,7 @@ export class DecodeEngine {
         if (A.ob) for (let t = 0; t < n; t++) for (let j = 0; j < d; j++) yb[t * d + j] += A.ob[j];
         for (let i = 0; i < n * d; i++) h[i] += rm * yb[i];
         this.rmsNorm(h, n, d, this.norms2[li], xn);
-        this.runFFN(this.ffn[li], xn, n, ids, yb);
+        this.runFFN(this.ffn[li], xn, n, ctx, yb);
         for (let i = 0; i < n * d; i++) h[i] += rm * yb[i];
       }
     });
@@ -397,7 +399,7 @@ export class DecodeEngine {
   }
 
   /** y [n, d] = FFN(x [n, d]). */
-  private runFFN(f: FFN, x: Float32Array, n: number, ids: Int32Array, y: Float32Array): void {
+  private runFFN(f: FFN, x: Float32Array, n: number, ctx: RouterContext, y: Float32Array): void {
     const d = this.d;
     if (f.kind === 'dense') {
       const F = f.up.rows;
@@ -412,7 +414,6 @@ export class DecodeEngine {
       return;
     }
     const xt = new Tensor(x.slice(0, n * d), [n, d]);
-    const ctx: RouterContext = { ...this.ctx, tokenIds: ids };
     if (f.kind === 'module') {
       y.set(f.layer.ffn(xt, ctx, 0).y.data);
       return;

@@ -3,7 +3,7 @@
  * Qwen2-MoE / DeepSeek configs where the concept exists, so import/export maps directly.
  * Validated with zod: unknown fields and invalid values fail with the field's path named.
  */
-import { z, formatIssues, knownKeys, pathString, statement, ConfigError } from '../tensor/validate.js';
+import { z, formatIssues, knownKeys, pathString, statement, ConfigError, oneLine, checkJsonDepth } from '../tensor/validate.js';
 import { routerRegistry } from '../moe/routers/index.js';
 import { lossRegistry } from '../moe/losses/index.js';
 import { sparseDispatchNames } from '../moe/dispatch/index.js';
@@ -18,8 +18,8 @@ export const ModelConfigSchema = z
   .object({
     model_type: z.literal('moe-ts').default('moe-ts'),
     vocab_size: posInt.default(256),
-    // defaults: the measured setup closest to the MoE beating its FLOP-matched dense baseline
-    // within a few CPU minutes (docs/results.md has the sweep)
+    // defaults: the measured setup where the MoE leads its FLOP-matched dense baseline within a
+    // few CPU minutes (one seed so far; docs/results.md has the sweep)
     hidden_size: posInt.default(64),
     num_hidden_layers: posInt.default(2),
     num_attention_heads: posInt.default(4),
@@ -50,6 +50,10 @@ export const ModelConfigSchema = z
     layer_types: z.array(z.enum(['full_attention', 'sliding_attention'])).optional(),
     /** A learned per-head attention sink logit in every layer (GPT-OSS `self_attn.sinks`). */
     attention_sinks: z.boolean().default(false),
+    /** An attention kind from attentionRegistry (default: 'mla' with kv_lora_rank, else 'standard'); e.g. 'moa', 'moh'. */
+    attention_type: z.string().optional(),
+    /** The attention kind's own options (validated by its schema when the model is built). */
+    attention_options: z.record(z.string(), z.unknown()).optional(),
     /** Routed expert type (default: the one hidden_act selects) and its options, e.g. 'clamped-swiglu' { limit }. */
     expert_type: z.string().optional(),
     expert_options: z.record(z.string(), z.unknown()).default({}),
@@ -89,6 +93,8 @@ export const ModelConfigSchema = z
     router_jitter_noise: nonNeg.default(0),
     n_shared_experts: nonNegInt.default(0),
     shared_expert_intermediate_size: posInt.optional(),
+    /** MH-MoE sub-tokens per token: each MoE layer routes hidden_size / moe_sub_tokens wide sub-tokens (Wu et al. 2024). */
+    moe_sub_tokens: posInt.optional(),
     /** Heterogeneous expert widths (HMoE); overrides moe_intermediate_size per expert. */
     expert_sizes: z.array(posInt).optional(),
     /** A routerRegistry name. */
@@ -117,6 +123,26 @@ export const ModelConfigSchema = z
     /** Any registered balancing loss by name -> coefficient; overrides the coefficient fields above for the same loss. */
     router_losses: z.record(z.string(), nonNeg).default({}),
     hidden_dropout: z.number().min(0).lt(1).default(0),
+    /**
+     * Parameter-efficient fine-tuning: LoRA experts on the targeted linear layers of a frozen base
+     * (src/models/lora-experts.ts; only the adapters train). Absent: a plain model.
+     */
+    peft: z
+      .object({
+        type: z.literal('lora-experts'),
+        experts: nonNegInt.default(4),
+        top_k: posInt.optional(),
+        rank: posInt.default(8),
+        alpha: z.number().positive().default(16),
+        shared: nonNegInt.default(0),
+        experts_per_layer: z.array(nonNegInt).optional(),
+        targets: z
+          .array(z.enum(['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']))
+          .min(1)
+          .default(['q_proj', 'v_proj', 'o_proj']),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -159,6 +185,12 @@ export const ModelConfigSchema = z
     if (c.dispatch !== undefined && !sparseDispatchNames().includes(c.dispatch)) ctx.addIssue({ code: 'custom', path: ['dispatch'], message: `must be one of ${sparseDispatchNames().join(', ')}` });
     for (const name of Object.keys(c.router_losses)) {
       if (!lossRegistry.has(name)) ctx.addIssue({ code: 'custom', path: ['router_losses', name], ...statement(`unknown loss "${name}": expected one of ${lossRegistry.names().join(', ')}`) });
+    }
+    if (c.peft?.experts_per_layer && c.peft.experts_per_layer.length !== c.num_hidden_layers) {
+      ctx.addIssue({ code: 'custom', path: ['peft', 'experts_per_layer'], message: `needs one entry per layer (${c.num_hidden_layers}), got ${c.peft.experts_per_layer.length}` });
+    }
+    if (c.peft && c.peft.experts === 0 && c.peft.shared === 0 && !c.peft.experts_per_layer?.some((n) => n > 0)) {
+      ctx.addIssue({ code: 'custom', path: ['peft', 'experts'], message: 'must be positive (or peft.shared), else there is nothing to train' });
     }
     if (c.expert_sizes && c.expert_sizes.length !== c.num_local_experts) {
       ctx.addIssue({ code: 'custom', path: ['expert_sizes'], message: `needs one width per expert (${c.num_local_experts}), got ${c.expert_sizes.length}` });
@@ -239,8 +271,9 @@ export function formatZodError(err: z.ZodError, where: string, input?: unknown, 
 }
 
 function parseWith<T extends z.ZodType>(schema: T, value: unknown, where: string): z.output<T> {
+  checkJsonDepth(value, where);
   const r = schema.safeParse(value);
-  if (!r.success) throw new ConfigError(formatZodError(r.error, where, value, schema));
+  if (!r.success) throw new ConfigError(oneLine(formatZodError(r.error, where, value, schema), 3000));
   return r.data;
 }
 
@@ -258,7 +291,7 @@ export function parseRunConfigText(text: string, path: string): RunConfig {
   try {
     v = JSON.parse(text);
   } catch (e) {
-    throw new ConfigError(`config ${path} is not valid JSON: ${(e as Error).message}`);
+    throw new ConfigError(`config ${path} is not valid JSON: ${oneLine((e as Error).message)}`);
   }
   return parseRunConfig(v, `config ${path}`);
 }

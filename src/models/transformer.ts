@@ -18,6 +18,8 @@ import { type ModelConfig, isMoELayer, headDimOf, kvHeadsOf, ConfigError } from 
 import { ropeParams, type RopeParams } from './rope.js';
 import { MLAttention, repeatHeads } from './mla.js';
 import { checkMemory } from './memory.js';
+import { attachLoraExperts } from './lora-experts.js';
+import { attentionRegistry, buildAttention, defineAttention, type AttentionModule } from './attention/index.js';
 
 /** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
 export interface KVCache {
@@ -112,6 +114,28 @@ export class Attention extends Module {
   }
 }
 
+attentionRegistry.register(
+  defineAttention({
+    name: 'standard',
+    summary: 'causal multi-head attention with RoPE (GQA, qk_norm, sliding window and sinks from the model config)',
+    paper: { authors: 'Vaswani et al.', title: 'Attention Is All You Need', year: 2017 },
+    options: {},
+    create: (c, _o, rng, layer) => new Attention(c, rng, layer),
+  }),
+);
+attentionRegistry.register(
+  defineAttention({
+    name: 'mla',
+    summary: 'multi-head latent attention: keys and values from a compressed latent (kv_lora_rank)',
+    paper: { authors: 'DeepSeek-AI', title: 'DeepSeek-V2: A Strong, Economical, and Efficient Mixture-of-Experts Language Model', year: 2024 },
+    options: {},
+    create: (c, _o, rng) => {
+      if (c.kv_lora_rank === undefined) throw new ConfigError('model config: attention_type "mla" needs kv_lora_rank (and qk_nope_head_dim, qk_rope_head_dim, v_head_dim)');
+      return new MLAttention(c, rng);
+    },
+  }),
+);
+
 /** Residual-branch output scaling (GPT-2): keeps the residual stream's scale stable with depth. */
 export function outputScale(c: ModelConfig): number {
   return 1 / Math.sqrt(2 * c.num_hidden_layers);
@@ -185,6 +209,7 @@ export function moeLayerConfig(c: ModelConfig): MoELayerConfig {
     },
     router: { type: c.router_type, ...routerOpts },
     ...(dispatch ? { dispatch } : {}),
+    ...(c.moe_sub_tokens !== undefined ? { subTokens: c.moe_sub_tokens } : {}),
     ...(c.n_shared_experts > 0 && !c.shared_expert_gate ? { sharedExperts: { count: c.n_shared_experts, dFF: c.shared_expert_intermediate_size ?? c.moe_intermediate_size } } : {}),
     losses,
   };
@@ -192,7 +217,7 @@ export function moeLayerConfig(c: ModelConfig): MoELayerConfig {
 
 export class DecoderLayer extends Module {
   input_layernorm: RMSNorm;
-  self_attn: Attention | MLAttention;
+  self_attn: AttentionModule;
   post_attention_layernorm: RMSNorm;
   mlp: DenseFFN | null;
   block_sparse_moe: MoELayer | null;
@@ -207,7 +232,7 @@ export class DecoderLayer extends Module {
     super();
     const d = cfg.hidden_size;
     this.input_layernorm = new RMSNorm(d, cfg.rms_norm_eps);
-    this.self_attn = cfg.kv_lora_rank !== undefined ? new MLAttention(cfg, rng) : new Attention(cfg, rng, index);
+    this.self_attn = buildAttention(cfg, rng, index);
     this.post_attention_layernorm = new RMSNorm(d, cfg.rms_norm_eps);
     if (isMoELayer(cfg, index)) {
       this.mlp = null;
@@ -271,6 +296,8 @@ export class MoETransformerLM extends Module {
     for (let i = 0; i < c.num_hidden_layers; i++) this.layers.push(new DecoderLayer(c, i, rng));
     this.norm = new RMSNorm(c.hidden_size, c.rms_norm_eps);
     this.lm_head = c.tie_word_embeddings ? null : new Linear(c.hidden_size, c.vocab_size, rng, { std: c.initializer_range });
+    // adapters after the base (own RNG stream): the base init is the same with or without them
+    if (c.peft) attachLoraExperts(this.layers, c.peft, new Rng(seed ^ 0x10a4));
   }
 
   moeLayers(): MoELayer[] {
@@ -295,10 +322,13 @@ export class MoETransformerLM extends Module {
     const branch = (t: Tensor): Tensor => drop(rm === 1 ? t : T.scale(t, rm));
     let h = drop(em === 1 ? this.embed_tokens.forward(ids) : T.scale(this.embed_tokens.forward(ids), em));
     const aux: ForwardResult['aux'] = [];
-    const ctx: RouterContext = { ...opts.ctx, tokenIds: ids };
+    const ctx: RouterContext = { ...opts.ctx, tokenIds: ids, state: new Map() };
+    const attnLosses: Record<string, Tensor> = {};
     this.layers.forEach((layer, i) => {
       const cache = opts.cache;
-      const a = layer.self_attn.forward(layer.input_layernorm.forward(h), B, Tn, cache ? { k: cache.k[i], v: cache.v[i], offset: past } : undefined);
+      const a = layer.self_attn.forward(layer.input_layernorm.forward(h), B, Tn, cache ? { k: cache.k[i], v: cache.v[i], offset: past } : undefined, ctx);
+      // attention experts' balancing losses, summed over layers under one name each
+      for (const [name, l] of Object.entries(a.losses ?? {})) attnLosses[`attention.${name}`] = attnLosses[`attention.${name}`] ? T.add(attnLosses[`attention.${name}`], l) : l;
       if (cache) {
         cache.k[i] = a.k;
         cache.v[i] = a.v;
@@ -309,7 +339,7 @@ export class MoETransformerLM extends Module {
       h = T.add(h, branch(r.y));
     });
     if (opts.cache) opts.cache.length = past + Tn;
-    const losses: Record<string, Tensor> = {};
+    const losses: Record<string, Tensor> = { ...attnLosses };
     if (c.aux_loss_normalization === 'all-layers-tokens' && c.router_aux_loss_coef > 0 && aux.length > 0) {
       losses.switch = T.scale(
         globalSwitchLoss(
@@ -323,6 +353,11 @@ export class MoETransformerLM extends Module {
     let logits = this.lm_head ? this.lm_head.forward(h) : T.linear(h, this.embed_tokens.weight);
     if (c.logits_scaling !== 1) logits = T.scale(logits, 1 / c.logits_scaling);
     return { logits, aux, losses };
+  }
+
+  /** The largest two-pass consistency coefficient any router asks for (0: one pass per step). */
+  consistencyWeight(): number {
+    return Math.max(0, ...this.moeLayers().map((m) => m.router.consistencyWeight ?? 0));
   }
 
   /** Let adaptive routers update after an optimizer step. */
@@ -345,6 +380,17 @@ export class MoETransformerLM extends Module {
     }
     return Math.round(total);
   }
+}
+
+/** Symmetric KL divergence between two passes' next-token distributions, mean over rows: (KL(p||q) + KL(q||p)) / 2. */
+export function symmetricKL(a: Tensor, b: Tensor): Tensor {
+  if (a.ndim !== 2 || a.shape[0] !== b.shape[0] || a.shape[1] !== b.shape[1])
+    throw new Error(`symmetricKL: logits must be two equal [rows, vocab] tensors, got [${a.shape.join(', ')}] and [${b.shape.join(', ')}]`);
+  const la = T.logSoftmax(a, -1);
+  const lb = T.logSoftmax(b, -1);
+  const d = T.sub(la, lb);
+  const kl = T.sum(T.mul(T.sub(T.exp(la), T.exp(lb)), d));
+  return T.scale(kl, 0.5 / a.shape[0]);
 }
 
 /** Cross-entropy plus every MoE layer's (already scaled) losses. */

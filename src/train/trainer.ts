@@ -7,8 +7,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Rng } from '../tensor/random.js';
+import { add, scale } from '../tensor/index.js';
 import { AdamW, clipGradNorm, type Parameter } from '../nn/index.js';
-import { MoETransformerLM, lmLoss } from '../models/transformer.js';
+import { MoETransformerLM, lmLoss, symmetricKL } from '../models/transformer.js';
 import { parseModelConfig, type RunConfig } from '../models/config.js';
 import { buildTokenizer, buildDataset } from '../data/build.js';
 import { loadCorpusSplits } from '../data/corpus.js';
@@ -17,6 +18,7 @@ import { saveTokenizer } from '../io/tokenizer.js';
 import { writeJsonAtomicSync } from '../io/atomic.js';
 import { evaluate, type EvalResult } from './evaluate.js';
 import { TrainingDivergedError, lrAt, meanOf as mean, type StepMetrics } from './session.js';
+import { isAdapterTensor, loadPartialState } from '../models/lora-experts.js';
 import { saveCheckpoint, loadCheckpoint, configDiff, cleanStaleTemps, firstNonFinite, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError } from '../io/checkpoint.js';
 import { checkRunMemory } from '../models/memory.js';
 import { prepareFreshRunDir, truncateLog, appendLine } from './run-dir.js';
@@ -116,7 +118,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const data = buildDataset(cfg, tokenizer!, texts);
   const tr = cfg.training;
   const model = new MoETransformerLM(cfg.model, tr.seed);
-  const params = model.parameters();
+  // PEFT: the base stays frozen; only adapter tensors (and so their routers) reach the optimizer
+  const params = cfg.model.peft ? model.namedParameters().flatMap(([n, p]) => (isAdapterTensor(n) ? [p] : [])) : model.parameters();
+  const consistency = model.consistencyWeight();
   const noDecay = new Set<Parameter>(
     model
       .namedParameters()
@@ -143,7 +147,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     // the config actually in force (with any overrides) is what the run's config.json says
     writeJsonAtomicSync(path.join(out, 'config.json'), cfg);
   } else {
-    if (opts.init) model.loadStateDict(opts.init.model.stateDict());
+    // a base without adapters into a PEFT model: base tensors by name, adapters keep their (identity) init
+    if (opts.init && cfg.model.peft && !opts.init.model.config.peft) loadPartialState(model, opts.init.model.stateDict(), 'base', 'train --peft');
+    else if (opts.init) model.loadStateDict(opts.init.model.stateDict());
     writeJsonAtomicSync(path.join(out, 'config.json'), cfg);
     saveTokenizer(path.join(out, 'tokenizer.json'), tokenizer!);
   }
@@ -211,7 +217,19 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         ctx: { training: true, step, totalSteps: tr.steps, rng },
         dropoutRng: rng,
       });
-      const { loss, ce, auxLosses } = lmLoss(res, batch.targets);
+      const first = lmLoss(res, batch.targets);
+      let { loss, ce } = first;
+      const auxLosses = first.auxLosses;
+      if (consistency > 0) {
+        // a router asked for two passes (different randomness) and a consistency loss between them
+        const res2 = model.forward(batch.inputs, batch.batchSize, batch.seqLen, { ctx: { training: true, step, totalSteps: tr.steps, rng }, dropoutRng: rng });
+        const second = lmLoss(res2, batch.targets);
+        const kl = symmetricKL(res.logits, res2.logits);
+        loss = add(scale(add(loss, second.loss), 0.5), scale(kl, consistency));
+        ce = scale(add(ce, second.ce), 0.5);
+        for (const [k, v] of Object.entries(second.auxLosses)) auxLosses[k] = ((auxLosses[k] ?? 0) + v) / 2;
+        auxLosses.consistency = consistency * kl.item();
+      }
       const lv = loss.item();
       if (!Number.isFinite(lv)) {
         throw new TrainingDivergedError(

@@ -84,7 +84,7 @@ export class Attention extends Module {
   }
 
   /** x [B*T, d] -> [B*T, d]; with a cache, keys/values of earlier positions are reused and extended. */
-  forward(x: Tensor, B: number, Tn: number, cache?: { k: Tensor | undefined; v: Tensor | undefined; offset: number }): { y: Tensor; k: Tensor; v: Tensor } {
+  forward(x: Tensor, B: number, Tn: number, cache?: { k: Tensor | undefined; v: Tensor | undefined; offset: number }): { y: Tensor; k: Tensor; v: Tensor; q?: Tensor } {
     const H = this.heads;
     const KV = this.kvHeads;
     const rope = { offset: cache?.offset ?? 0, theta: this.cfg.rope_theta, ...(this.rope ? { invFreq: this.rope.invFreq, scale: this.rope.scale } : {}) };
@@ -108,8 +108,48 @@ export class Attention extends Module {
       this.sinks || this.window !== undefined
         ? T.windowedAttention(qs, this.repeatKV(k), this.repeatKV(v), { window: this.window, sinks: this.sinks })
         : T.causalAttention(qs, this.repeatKV(k), this.repeatKV(v));
-    return { y: this.o_proj.forward(T.mergeHeads(o)), k, v };
+    return { y: this.o_proj.forward(T.mergeHeads(o)), k, v, q: qs };
   }
+}
+
+/**
+ * Token importance from causal attention (DA-MoE): for each new token j, the mean over heads and
+ * over the queries i >= j of the softmax weight a_ij = softmax_j(q_i k_j / sqrt(Dh)), computed
+ * plainly without gradients. q [B, H, Tn, Dh] are the new queries, k [B, H, past + Tn, Dh] all keys
+ * (query i sits at position past + i). Returns [B * Tn]; a token no new query sees after it (the
+ * last one) still gets its own self-weight. Sliding windows and sinks are ignored (an estimate).
+ */
+export function attentionImportance(q: Tensor, k: Tensor, past: number): Float32Array {
+  const [B, H, Tn, Dh] = q.shape;
+  const S = k.shape[2];
+  const out = new Float32Array(B * Tn);
+  const cnt = new Float32Array(B * Tn);
+  const qd = q.data;
+  const kd = k.data;
+  const sc = 1 / Math.sqrt(Dh);
+  const w = new Float64Array(S);
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < H; h++)
+      for (let i = 0; i < Tn; i++) {
+        const qo = ((b * H + h) * Tn + i) * Dh;
+        const last = past + i;
+        let m = -Infinity;
+        for (let j = 0; j <= last; j++) {
+          const ko = ((b * H + h) * S + j) * Dh;
+          let s = 0;
+          for (let d = 0; d < Dh; d++) s += qd[qo + d] * kd[ko + d];
+          w[j] = s * sc;
+          if (w[j] > m) m = w[j];
+        }
+        let z = 0;
+        for (let j = 0; j <= last; j++) z += w[j] = Math.exp(w[j] - m);
+        for (let j = past; j <= last; j++) {
+          out[b * Tn + j - past] += w[j] / z;
+          cnt[b * Tn + j - past]++;
+        }
+      }
+  for (let i = 0; i < out.length; i++) out[i] = cnt[i] > 0 ? out[i] / cnt[i] : 0;
+  return out;
 }
 
 /** Residual-branch output scaling (GPT-2): keeps the residual stream's scale stable with depth. */
@@ -295,7 +335,8 @@ export class MoETransformerLM extends Module {
     const branch = (t: Tensor): Tensor => drop(rm === 1 ? t : T.scale(t, rm));
     let h = drop(em === 1 ? this.embed_tokens.forward(ids) : T.scale(this.embed_tokens.forward(ids), em));
     const aux: ForwardResult['aux'] = [];
-    const ctx: RouterContext = { ...opts.ctx, tokenIds: ids };
+    // generic router context: the batch layout and the shared embeddings (SpeechMoE-style routers read them)
+    const ctx: RouterContext = { ...opts.ctx, tokenIds: ids, batchShape: { batch: B, seqLen: Tn }, embeddings: h };
     this.layers.forEach((layer, i) => {
       const cache = opts.cache;
       const a = layer.self_attn.forward(layer.input_layernorm.forward(h), B, Tn, cache ? { k: cache.k[i], v: cache.v[i], offset: past } : undefined);
@@ -304,7 +345,11 @@ export class MoETransformerLM extends Module {
         cache.v[i] = a.v;
       }
       h = T.add(h, branch(a.y));
-      const r = layer.ffn(layer.post_attention_layernorm.forward(h), ctx, c.router_jitter_noise);
+      // attention-derived token importance, only for routers that declare they read it (DA-MoE)
+      const aq = (a as { q?: Tensor }).q;
+      const wantsImportance = aq !== undefined && layer.block_sparse_moe?.specs.router.traits.context?.includes('tokenImportance');
+      const lctx = wantsImportance ? { ...ctx, tokenImportance: attentionImportance(aq!, T.noGrad(() => repeatHeads(a.k, layer.self_attn.heads)), past) } : ctx;
+      const r = layer.ffn(layer.post_attention_layernorm.forward(h), lctx, c.router_jitter_noise);
       if (r.aux) aux.push({ layer: i, aux: r.aux });
       h = T.add(h, branch(r.y));
     });

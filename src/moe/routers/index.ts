@@ -27,3 +27,5 @@ import './base-layer.js';
 import './mixture-of-tokens.js';
 import './speechmoe.js';
 import './da-moe.js';
+import './moec.js';
+import './output-masking.js';

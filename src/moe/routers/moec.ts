@@ -6,7 +6,7 @@
  * within a cluster instead of over-fitting one expert.
  * Paper: Xie et al., "MoEC: Mixture of Expert Clusters", 2022.
  *
- * Clusters: runs of `clusterSize` adjacent experts (numExperts must be a multiple). Router loss
+ * Clusters: runs of `clusterSize` adjacent experts (the last one smaller if needed). Router loss
  * 'cluster' (times varianceCoef) = mean over tokens of [mean over clusters of the variance of p
  * within the cluster] - [variance over clusters of the cluster-mean p]: low intra-cluster and high
  * inter-cluster variance. Expert dropout (training only): each (token, expert) is masked with
@@ -15,7 +15,8 @@
  */
 import type { Tensor } from '../../tensor/tensor.js';
 import type { Rng } from '../../tensor/random.js';
-import { softmax, reshape, mean, sub, square, scale } from '../../tensor/index.js';
+import { softmax, scale } from '../../tensor/index.js';
+import { result, accumulateGrad } from '../../tensor/tensor.js';
 import { Module } from '../../nn/module.js';
 import type { Linear } from '../../nn/layers.js';
 import type { Router, RouterContext, RouterOutput } from '../types.js';
@@ -24,7 +25,7 @@ import { routerRegistry, defineRouter, type ParsedRouterConfig } from './registr
 import { checkRouterInput, routerGate, selectTopK } from './common.js';
 
 const options = {
-  clusterSize: posInt().default(2).describe('experts per cluster (adjacent experts; numExperts must be a multiple)'),
+  clusterSize: posInt().default(2).describe('experts per cluster (adjacent experts; the last cluster takes the remainder)'),
   varianceCoef: nonNegative().default(0.01).describe('coefficient of the cluster variance constraint (router loss "cluster")'),
   expertDropout: num('a number in [0, 1)', (v) => v >= 0 && v < 1)
     .default(0.1)
@@ -34,15 +35,47 @@ const options = {
 
 export type MoECRouterConfig = ParsedRouterConfig<typeof options>;
 
-/** The MoEC constraint on probs [T, E] with clusters of c adjacent experts (differentiable). */
+/**
+ * The MoEC constraint on probs [T, E] with clusters of c adjacent experts (the last one smaller when
+ * c does not divide E): mean over tokens of (mean intra-cluster variance - variance of the cluster
+ * means). Differentiable: d/dp_e = 2 / (C n_c) ((p_e - m_c) - (m_c - M)) / T (the mean terms'
+ * own derivatives cancel).
+ */
 export function clusterVarianceLoss(probs: Tensor, c: number): Tensor {
   const [T, E] = probs.shape;
-  const p = reshape(probs, [T, E / c, c]);
-  const cm = mean(p, -1, true);
-  const intra = mean(square(sub(p, cm)));
-  const cmeans = reshape(cm, [T, E / c]);
-  const inter = mean(square(sub(cmeans, mean(cmeans, -1, true))));
-  return sub(intra, inter);
+  const C = Math.ceil(E / c);
+  const p = probs.data;
+  const m = new Float64Array(T * C);
+  const M = new Float64Array(T);
+  let total = 0;
+  for (let t = 0; t < T; t++) {
+    let intra = 0;
+    for (let k = 0; k < C; k++) {
+      const lo = k * c;
+      const hi = Math.min(E, lo + c);
+      let s = 0;
+      for (let e = lo; e < hi; e++) s += p[t * E + e];
+      const mc = (m[t * C + k] = s / (hi - lo));
+      let v = 0;
+      for (let e = lo; e < hi; e++) v += (p[t * E + e] - mc) ** 2;
+      intra += v / (hi - lo);
+      M[t] += mc / C;
+    }
+    let inter = 0;
+    for (let k = 0; k < C; k++) inter += (m[t * C + k] - M[t]) ** 2;
+    total += (intra - inter) / C;
+  }
+  return result(new Float32Array([T > 0 ? total / T : 0]), [], [probs], (g) => {
+    const gp = new Float32Array(T * E);
+    for (let t = 0; t < T; t++)
+      for (let k = 0; k < C; k++) {
+        const lo = k * c;
+        const hi = Math.min(E, lo + c);
+        const mc = m[t * C + k];
+        for (let e = lo; e < hi; e++) gp[t * E + e] = (g[0] * 2 * (p[t * E + e] - mc - (mc - M[t]))) / (C * (hi - lo) * T);
+      }
+    accumulateGrad(probs, gp, true);
+  });
 }
 
 export class MoECRouter extends Module implements Router {
@@ -95,7 +128,7 @@ routerRegistry.register(
     paper: { authors: 'Xie et al.', title: 'MoEC: Mixture of Expert Clusters', year: 2022 },
     options,
     refine: (c, issue) => {
-      if (c.numExperts % c.clusterSize !== 0) issue('clusterSize', `must divide numExperts=${c.numExperts}`);
+      if (c.clusterSize > c.numExperts) issue('clusterSize', `must be an integer in [1, numExperts=${c.numExperts}]`);
     },
     traits: { routing: 'sparse', expertsPerToken: 'k', inferenceDiffers: 'training masks random experts before top-k (expert dropout); inference does not' },
     create: (cfg, rng) => new MoECRouter(cfg, rng),

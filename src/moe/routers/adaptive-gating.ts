@@ -55,7 +55,7 @@ export class AdaptiveGatingRouter extends Module implements Router {
     const { threshold, warmupSteps } = this.cfg;
     if (!ctx.training || warmupSteps === 0) return threshold;
     const r = Math.min(1, ctx.step / warmupSteps);
-    return 1 + (threshold - 1) * r;
+    return r >= 1 ? threshold : 1 + (threshold - 1) * r;
   }
 
   route(x: Tensor, ctx: RouterContext): RouterOutput {

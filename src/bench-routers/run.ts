@@ -169,6 +169,38 @@ export interface Plan {
   fingerprint: string;
 }
 
+/** Time budget of the whole default benchmark (every registered router + dense, all seeds) on 2 cores. */
+export const DEFAULT_BUDGET_SECONDS = 30 * 60;
+
+/**
+ * Seconds per training step (its share of evaluations and checkpoints included) of one model of
+ * the default preset on 2 cores, by kind: derived from measured CPU time per model (see
+ * docs/bench-routers.md, "Default seeds"). Soft routing (Soft MoE, Mixture of Tokens) pays its
+ * [tokens x slots] dispatch and combine matmuls.
+ */
+export const STEP_SECONDS = { dense: 0.05, sparse: 0.14, soft: 0.4 } as const;
+
+/** Estimated seconds to train every plan once (one seed) on 2 cores, scaled from the default preset by tokens per step and FFN width. */
+export function estimateSeedSeconds(plans: readonly Plan[]): number {
+  const d = DEFAULT_PRESET;
+  let total = 0;
+  for (const p of plans) {
+    const m = p.config.model;
+    const tr = p.config.training;
+    const tokens = (tr.batch_size * tr.seq_len) / (d.training.batch_size * d.training.seq_len);
+    const width = (m.hidden_size * m.num_hidden_layers) / (d.model.hidden_size * d.model.num_hidden_layers);
+    const kind = p.kind === 'dense' ? 'dense' : routerRegistry.find(m.router_type)?.traits.routing === 'soft' ? 'soft' : 'sparse';
+    total += tr.steps * STEP_SECONDS[kind] * tokens * width;
+  }
+  return total;
+}
+
+/** The default seed count: as many seeds (1 to 3) as fit in the budget by estimateSeedSeconds. */
+export function defaultSeedCount(plans: readonly Plan[], budgetSeconds = DEFAULT_BUDGET_SECONDS): number {
+  const one = estimateSeedSeconds(plans);
+  return Math.max(1, Math.min(3, Math.floor(budgetSeconds / Math.max(one, 1e-9))));
+}
+
 /** The seeds of a benchmark: the config's seed and the next n - 1. */
 export function seedList(config: RunConfig, n = 1): number[] {
   if (!Number.isInteger(n) || n < 1) throw new ConfigError(`bench-routers: --seeds must be an integer >= 1, got ${n}`);
@@ -502,5 +534,15 @@ export async function benchRoutersCommand(
     .filter(Boolean);
   if (o.routers !== undefined && !routers?.length) throw new ConfigError('--routers: expected a comma-separated list of router names');
   const out = o.out ?? (o.quick ? 'runs/bench-routers-quick' : 'runs/bench-routers');
-  return benchRouters({ config, routers, routerOptions, outDir: out, backend, log, seeds: o.seeds });
+  // the default preset's seeds: as many as the 30-minute estimate allows; --quick, --config and --steps runs default to one
+  let seeds = o.seeds;
+  if (seeds === undefined) {
+    if (o.quick || o.config || o.steps !== undefined) seeds = 1;
+    else {
+      const plans = planBenchmark({ config, routers, routerOptions });
+      seeds = defaultSeedCount(plans);
+      log(`bench-routers: estimated ${Math.round(estimateSeedSeconds(plans) / 60)} min per seed on 2 cores: ${seeds} seed${seeds > 1 ? 's' : ''} (budget ${DEFAULT_BUDGET_SECONDS / 60} min; --seeds overrides)`);
+    }
+  }
+  return benchRouters({ config, routers, routerOptions, outDir: out, backend, log, seeds });
 }

@@ -13,6 +13,7 @@ import { mean, sum, square, sqrt, div, addScalar, scale, abs } from '../../tenso
 import type { BalanceLossFn } from '../types.js';
 import { lossRegistry, zeroLoss, checkShapes } from './registry.js';
 
+/** SpeechMoE's sparsity loss: mean L1 norm of the L2-normalised routing distribution (1 one-hot .. sqrt(E) uniform). */
 export const l1SparsityLoss: BalanceLossFn = (out, { numExperts, tokens }) => {
   if (out.routing.kind !== 'sparse') return zeroLoss();
   checkShapes('l1-sparsity', out, numExperts, tokens);
@@ -22,6 +23,7 @@ export const l1SparsityLoss: BalanceLossFn = (out, { numExperts, tokens }) => {
   return mean(sum(abs(unit), -1));
 };
 
+/** SpeechMoE's mean importance loss: E * sum_e (mean_t p_te)^2 (1 balanced .. E collapsed). */
 export const meanImportanceLoss: BalanceLossFn = (out, { numExperts, tokens }) => {
   if (out.routing.kind !== 'sparse') return zeroLoss();
   checkShapes('mean-importance', out, numExperts, tokens);

@@ -541,7 +541,9 @@ export async function benchRoutersCommand(
     else {
       const plans = planBenchmark({ config, routers, routerOptions });
       seeds = defaultSeedCount(plans);
-      log(`bench-routers: estimated ${Math.round(estimateSeedSeconds(plans) / 60)} min per seed on 2 cores: ${seeds} seed${seeds > 1 ? 's' : ''} (budget ${DEFAULT_BUDGET_SECONDS / 60} min; --seeds overrides)`);
+      log(
+        `bench-routers: estimated ${Math.round(estimateSeedSeconds(plans) / 60)} min per seed on 2 cores: ${seeds} seed${seeds > 1 ? 's' : ''} (budget ${DEFAULT_BUDGET_SECONDS / 60} min; --seeds overrides)`,
+      );
     }
   }
   return benchRouters({ config, routers, routerOptions, outDir: out, backend, log, seeds });

@@ -348,7 +348,16 @@ export class MoETransformerLM extends Module {
       // attention-derived token importance, only for routers that declare they read it (DA-MoE)
       const aq = (a as { q?: Tensor }).q;
       const wantsImportance = aq !== undefined && layer.block_sparse_moe?.specs.router.traits.context?.includes('tokenImportance');
-      const lctx = wantsImportance ? { ...ctx, tokenImportance: attentionImportance(aq!, T.noGrad(() => repeatHeads(a.k, layer.self_attn.heads)), past) } : ctx;
+      const lctx = wantsImportance
+        ? {
+            ...ctx,
+            tokenImportance: attentionImportance(
+              aq!,
+              T.noGrad(() => repeatHeads(a.k, layer.self_attn.heads)),
+              past,
+            ),
+          }
+        : ctx;
       const r = layer.ffn(layer.post_attention_layernorm.forward(h), lctx, c.router_jitter_noise);
       if (r.aux) aux.push({ layer: i, aux: r.aux });
       h = T.add(h, branch(r.y));

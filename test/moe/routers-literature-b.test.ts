@@ -44,7 +44,15 @@ test('cosine: routing is invariant to the scale of x, |logits| <= 1/tau, and the
   const r = make<CosineRouter>('cosine', { dim: 3, temperature: 0.5 });
   const x = randn(new Rng(2), [7, 6], false);
   const a = noGrad(() => r.route(x, ctx()));
-  const b = noGrad(() => r.route(new Tensor(x.data.map((v) => v * 13), x.shape), ctx()));
+  const b = noGrad(() =>
+    r.route(
+      new Tensor(
+        x.data.map((v) => v * 13),
+        x.shape,
+      ),
+      ctx(),
+    ),
+  );
   assert.deepEqual(Array.from(sparse(b).expertIdx), Array.from(sparse(a).expertIdx));
   assertClose(b.logits.data, a.logits.data, 1e-4, 1e-4, 'scale-invariant logits');
   for (const v of a.logits.data) assert.ok(Math.abs(v) <= 2 + 1e-4);
@@ -261,7 +269,17 @@ test('DA-MoE: more attention, more experts (mean topK per sequence); the model s
   const got = attentionImportance(q, kk, 0);
   assertClose(got, [(1 + 1 / 2 + 1 / 3) / 3, (1 / 2 + 1 / 3) / 2, 1 / 3], 1e-6, 1e-6, 'uniform attention importance');
   const model = new MoETransformerLM(
-    parseModelConfig({ vocab_size: 32, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 8, router_type: 'da-moe', max_position_embeddings: 16 }),
+    parseModelConfig({
+      vocab_size: 32,
+      hidden_size: 16,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      num_local_experts: 4,
+      num_experts_per_tok: 2,
+      moe_intermediate_size: 8,
+      router_type: 'da-moe',
+      max_position_embeddings: 16,
+    }),
     1,
   );
   const ids = Int32Array.from({ length: 16 }, (_, i) => (i * 5) % 32);
@@ -277,7 +295,10 @@ test('null experts: topK above the number of real experts is accepted by the lay
   const sets = perToken(sparse(o.aux.router), 9);
   for (const s of sets) assert.ok(s.length >= 1 && s.length <= 2 && new Set(s).size === s.length);
   assert.throws(() => new MoELayer({ dModel: 6, numExperts: 2, topK: 3, experts: { type: 'swiglu', dFF: 4 }, router: { type: 'topk' } }), /topK must be at most numExperts/);
-  assert.throws(() => new MoELayer({ dModel: 6, numExperts: 2, topK: 5, experts: { type: 'swiglu', dFF: 4 }, router: { type: 'null-experts', numNull: 2 } }), /topK must be an integer in \[1, numExperts \+ numNull = 4\]/);
+  assert.throws(
+    () => new MoELayer({ dModel: 6, numExperts: 2, topK: 5, experts: { type: 'swiglu', dFF: 4 }, router: { type: 'null-experts', numNull: 2 } }),
+    /topK must be an integer in \[1, numExperts \+ numNull = 4\]/,
+  );
   parseModelConfig({ num_local_experts: 2, num_experts_per_tok: 3, router_type: 'null-experts' });
 });
 
@@ -289,11 +310,61 @@ test('SpeechMoE losses: l1-sparsity is 1 for one-hot and sqrt(E) for uniform rou
   const l1 = lossRegistry.get('l1-sparsity');
   const mi = lossRegistry.get('mean-importance');
   const info = { numExperts: 4, tokens: 2, topK: 1 };
-  assert.ok(Math.abs(l1(rec([[1, 0, 0, 0], [0, 1, 0, 0]]), info).item() - 1) < 1e-6);
-  assert.ok(Math.abs(l1(rec([[0.25, 0.25, 0.25, 0.25], [0.25, 0.25, 0.25, 0.25]]), info).item() - 2) < 1e-6);
-  assert.ok(Math.abs(mi(rec([[1, 0, 0, 0], [0, 1, 0, 0]]), info).item() - 2) < 1e-6);
-  assert.ok(Math.abs(mi(rec([[0.25, 0.25, 0.25, 0.25], [0.25, 0.25, 0.25, 0.25]]), info).item() - 1) < 1e-6);
-  assert.ok(Math.abs(mi(rec([[1, 0, 0, 0], [1, 0, 0, 0]]), info).item() - 4) < 1e-6);
+  assert.ok(
+    Math.abs(
+      l1(
+        rec([
+          [1, 0, 0, 0],
+          [0, 1, 0, 0],
+        ]),
+        info,
+      ).item() - 1,
+    ) < 1e-6,
+  );
+  assert.ok(
+    Math.abs(
+      l1(
+        rec([
+          [0.25, 0.25, 0.25, 0.25],
+          [0.25, 0.25, 0.25, 0.25],
+        ]),
+        info,
+      ).item() - 2,
+    ) < 1e-6,
+  );
+  assert.ok(
+    Math.abs(
+      mi(
+        rec([
+          [1, 0, 0, 0],
+          [0, 1, 0, 0],
+        ]),
+        info,
+      ).item() - 2,
+    ) < 1e-6,
+  );
+  assert.ok(
+    Math.abs(
+      mi(
+        rec([
+          [0.25, 0.25, 0.25, 0.25],
+          [0.25, 0.25, 0.25, 0.25],
+        ]),
+        info,
+      ).item() - 1,
+    ) < 1e-6,
+  );
+  assert.ok(
+    Math.abs(
+      mi(
+        rec([
+          [1, 0, 0, 0],
+          [1, 0, 0, 0],
+        ]),
+        info,
+      ).item() - 4,
+    ) < 1e-6,
+  );
   for (const fn of [l1, mi]) {
     const p = new Tensor(Float32Array.from([0.1, 0.5, 0.3, 0.1, 0.4, 0.2, 0.2, 0.2]), [2, 4], true);
     gradcheck('speechmoe loss', (pp) => fn({ ...rec([[0]]), probs: pp, logits: pp }, info), [p], { eps: 1e-3 });
@@ -331,7 +402,17 @@ test('every new router trains inside the model: loss decreases over a few steps 
   const { AdamW } = await import('../../src/nn/index.js');
   for (const type of ['cosine', 'adaptive-gating', 'smoe-dropout', 'dynmoe', 'vqmoe', 'base-layer', 'mixture-of-tokens', 'speechmoe', 'da-moe', 'moec', 'output-masking']) {
     const model = new MoETransformerLM(
-      parseModelConfig({ vocab_size: 16, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 8, router_type: type, max_position_embeddings: 8 }),
+      parseModelConfig({
+        vocab_size: 16,
+        hidden_size: 16,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        num_local_experts: 4,
+        num_experts_per_tok: 2,
+        moe_intermediate_size: 8,
+        router_type: type,
+        max_position_embeddings: 8,
+      }),
       2,
     );
     const opt = new AdamW(model.parameters(), { lr: 0.01 });

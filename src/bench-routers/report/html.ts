@@ -336,11 +336,9 @@ function routerTable(runs: RunRecord[], byName: Map<string, RouterAnalysis>, top
     const spec = typeof r.model.router_type === 'string' ? routerRegistry.find(r.model.router_type) : undefined;
     const an = byName.get(r.name);
     const t = spec?.traits;
-    const caveats = [
-      t?.batchDependent ? `batch-dependent: ${t.batchDependent}` : '',
-      t?.inferenceDiffers ? `inference differs from training: ${t.inferenceDiffers}` : '',
-      t?.usageCaveat ?? '',
-    ].filter((c) => c.length > 0);
+    const caveats = [t?.batchDependent ? `batch-dependent: ${t.batchDependent}` : '', t?.inferenceDiffers ? `inference differs from training: ${t.inferenceDiffers}` : '', t?.usageCaveat ?? ''].filter(
+      (c) => c.length > 0,
+    );
     const ept = an?.meanExpertsPerToken ?? null;
     const rel = t?.routing === 'soft' ? html`<span class="muted">per slot (soft)</span>` : ept === null ? '—' : `${(ept / topK).toFixed(2)}×`;
     return html`<tr data-router="${r.name}">

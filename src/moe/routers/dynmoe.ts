@@ -32,9 +32,7 @@ import { normalizePerToken } from './variable-k.js';
 
 const options = {
   removeAfter: nonNegInt().default(50).describe('training steps without tokens after which an expert leaves the pool (0: never remove)'),
-  addExperts: nonNegInt()
-    .default(1)
-    .describe('1: re-activate a free slot when tokens found no expert in a step; 0: never add'),
+  addExperts: nonNegInt().default(1).describe('1: re-activate a free slot when tokens found no expert in a step; 0: never add'),
 };
 
 export type DynMoERouterConfig = ParsedRouterConfig<typeof options>;

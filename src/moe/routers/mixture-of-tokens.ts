@@ -33,9 +33,7 @@ import { checkRouterInput, routerGate } from './common.js';
 const options = {
   groupSize: posInt().default(32).describe('tokens per group (from different sequences at one position) mixed by each expert'),
   temperature: positive().default(1).describe('softmax temperature of the mixing weights over a group'),
-  transitionSteps: nonNegInt()
-    .default(0)
-    .describe('transition tuning: the last N training steps and eval route sparse top-k token choice (0: always mix)'),
+  transitionSteps: nonNegInt().default(0).describe('transition tuning: the last N training steps and eval route sparse top-k token choice (0: always mix)'),
 };
 
 export type MixtureOfTokensRouterConfig = ParsedRouterConfig<typeof options>;

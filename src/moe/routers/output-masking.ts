@@ -57,7 +57,12 @@ export class OutputMaskingRouter extends Module implements Router {
     return {
       logits,
       probs,
-      routing: { kind: 'sparse', tokenIdx: routing.tokenIdx.filter((_, a) => u[routing.tokenIdx[a]] >= this.cfg.maskRate), expertIdx: routing.expertIdx.filter((_, a) => u[routing.tokenIdx[a]] >= this.cfg.maskRate), weights: indexSelect(routing.weights, idx) },
+      routing: {
+        kind: 'sparse',
+        tokenIdx: routing.tokenIdx.filter((_, a) => u[routing.tokenIdx[a]] >= this.cfg.maskRate),
+        expertIdx: routing.expertIdx.filter((_, a) => u[routing.tokenIdx[a]] >= this.cfg.maskRate),
+        weights: indexSelect(routing.weights, idx),
+      },
       losses: {},
       metrics: { maskedFraction: T > 0 ? masked / T : 0 },
     };

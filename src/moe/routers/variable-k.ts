@@ -25,7 +25,11 @@ export function normalizePerToken(weights: Tensor, tokenIdx: Int32Array, T: numb
   const fix = new Float32Array(T * m);
   for (let t = 0; t < T; t++) if (count[t] === 0) fix[t * m] = 1;
   const rows = normalizeRows(addConst(reshape(padded, [T, m]), fix));
-  return gatherPairs(rows, tokenIdx, Int32Array.from(slot, (s) => s % m));
+  return gatherPairs(
+    rows,
+    tokenIdx,
+    Int32Array.from(slot, (s) => s % m),
+  );
 }
 
 /** [A] -> [n] with out[slot[a]] = w[a], zeros elsewhere (differentiable). */
@@ -45,4 +49,3 @@ function addConst(x: Tensor, c: Float32Array): Tensor {
   for (let i = 0; i < out.length; i++) out[i] = x.data[i] + c[i];
   return result(out, x.shape, [x], (g) => accumulateGrad(x, g, false));
 }
-

@@ -173,12 +173,14 @@ export interface Plan {
 export const DEFAULT_BUDGET_SECONDS = 30 * 60;
 
 /**
- * Seconds per training step (its share of evaluations and checkpoints included) of one model of
- * the default preset on 2 cores, by kind: derived from measured CPU time per model (see
- * docs/bench-routers.md, "Default seeds"). Soft routing (Soft MoE, Mixture of Tokens) pays its
- * [tokens x slots] dispatch and combine matmuls.
+ * CPU seconds per training step (its share of evaluations and checkpoints included) of one model
+ * of the default preset, by kind, measured with process.cpuUsage() over 50-step runs (see
+ * docs/bench-routers.md, "Default seeds"): dense 0.058, topk 0.138, speechmoe 0.182, smoe-dropout
+ * 0.186, dynmoe 0.274 (variable experts per token), mixture-of-tokens 0.302 (soft routing pays its
+ * [tokens x slots] dispatch and combine matmuls; Soft MoE more). Used as wall seconds on 2 cores:
+ * conservative, as if the second core added nothing.
  */
-export const STEP_SECONDS = { dense: 0.05, sparse: 0.14, soft: 0.4 } as const;
+export const STEP_SECONDS = { dense: 0.06, sparse: 0.15, variable: 0.28, soft: 0.45 } as const;
 
 /** Estimated seconds to train every plan once (one seed) on 2 cores, scaled from the default preset by tokens per step and FFN width. */
 export function estimateSeedSeconds(plans: readonly Plan[]): number {
@@ -189,16 +191,25 @@ export function estimateSeedSeconds(plans: readonly Plan[]): number {
     const tr = p.config.training;
     const tokens = (tr.batch_size * tr.seq_len) / (d.training.batch_size * d.training.seq_len);
     const width = (m.hidden_size * m.num_hidden_layers) / (d.model.hidden_size * d.model.num_hidden_layers);
-    const kind = p.kind === 'dense' ? 'dense' : routerRegistry.find(m.router_type)?.traits.routing === 'soft' ? 'soft' : 'sparse';
+    const t = routerRegistry.find(m.router_type)?.traits;
+    const kind = p.kind === 'dense' ? 'dense' : t?.routing === 'soft' ? 'soft' : t?.expertsPerToken === 'variable' ? 'variable' : 'sparse';
     total += tr.steps * STEP_SECONDS[kind] * tokens * width;
   }
   return total;
 }
 
-/** The default seed count: as many seeds (1 to 3) as fit in the budget by estimateSeedSeconds. */
-export function defaultSeedCount(plans: readonly Plan[], budgetSeconds = DEFAULT_BUDGET_SECONDS): number {
-  const one = estimateSeedSeconds(plans);
-  return Math.max(1, Math.min(3, Math.floor(budgetSeconds / Math.max(one, 1e-9))));
+/** Seeds of the default run: two, the fewest that give every router a mean and an interval. */
+export const DEFAULT_SEEDS = 2;
+
+/**
+ * Steps of the default run: the preset's, or fewer (a multiple of 25, at least 50) so that
+ * DEFAULT_SEEDS seeds of every planned model fit the budget by estimateSeedSeconds.
+ */
+export function defaultSteps(plans: readonly Plan[], budgetSeconds = DEFAULT_BUDGET_SECONDS, seeds = DEFAULT_SEEDS): number {
+  const steps = plans[0]?.config.training.steps ?? DEFAULT_PRESET.training.steps;
+  const perStep = estimateSeedSeconds(plans) / steps;
+  const fit = Math.floor(budgetSeconds / (seeds * Math.max(perStep, 1e-9)) / 25) * 25;
+  return Math.max(50, Math.min(steps, fit));
 }
 
 /** The seeds of a benchmark: the config's seed and the next n - 1. */
@@ -534,17 +545,21 @@ export async function benchRoutersCommand(
     .filter(Boolean);
   if (o.routers !== undefined && !routers?.length) throw new ConfigError('--routers: expected a comma-separated list of router names');
   const out = o.out ?? (o.quick ? 'runs/bench-routers-quick' : 'runs/bench-routers');
-  // the default preset's seeds: as many as the 30-minute estimate allows; --quick, --config and --steps runs default to one
+  // the default run (no --seeds, --steps, --config, --quick): DEFAULT_SEEDS seeds, and the preset's
+  // steps cut so that the estimate stays within the 30-minute budget; other runs default to one seed
   let seeds = o.seeds;
+  let cfg = config;
   if (seeds === undefined) {
     if (o.quick || o.config || o.steps !== undefined) seeds = 1;
     else {
-      const plans = planBenchmark({ config, routers, routerOptions });
-      seeds = defaultSeedCount(plans);
+      seeds = DEFAULT_SEEDS;
+      const steps = defaultSteps(planBenchmark({ config, routers, routerOptions }));
+      if (steps !== config.training.steps) cfg = buildBenchConfig({ steps, data: o.data, seed: o.seed }).config;
+      const est = estimateSeedSeconds(planBenchmark({ config: cfg, routers, routerOptions }));
       log(
-        `bench-routers: estimated ${Math.round(estimateSeedSeconds(plans) / 60)} min per seed on 2 cores: ${seeds} seed${seeds > 1 ? 's' : ''} (budget ${DEFAULT_BUDGET_SECONDS / 60} min; --seeds overrides)`,
+        `bench-routers: default run: ${seeds} seeds x ${cfg.training.steps} steps, estimated ${Math.round((seeds * est) / 60)} min on 2 cores (budget ${DEFAULT_BUDGET_SECONDS / 60} min; --seeds / --steps override)`,
       );
     }
   }
-  return benchRouters({ config, routers, routerOptions, outDir: out, backend, log, seeds });
+  return benchRouters({ config: cfg, routers, routerOptions, outDir: out, backend, log, seeds });
 }

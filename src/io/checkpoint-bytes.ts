@@ -10,6 +10,8 @@ import type { StateDict } from '../nn/module.js';
 import type { TokenizerJSON } from '../data/tokenizer/types.js';
 import type { DatasetState } from '../data/dataset.js';
 import { parseRunConfig, type RunConfig } from '../models/config.js';
+import { loadTokenizer } from '../data/tokenizer/index.js';
+import { z, pathString } from '../tensor/validate.js';
 
 export const CHECKPOINT_FORMAT = 'moe-ts-checkpoint';
 export const CHECKPOINT_VERSION = 1;
@@ -35,23 +37,55 @@ export class CheckpointError extends Error {}
 /** Checkpoint tensors by name, as float32. */
 export type TensorData = Map<string, { data: Float32Array; shape: number[] }>;
 
+const u32 = z.number().refine((x) => Number.isSafeInteger(x) && x >= 0 && x <= 0xffffffff);
+const rng = z
+  .array(u32)
+  .length(4)
+  .refine((v) => v.some((x) => x !== 0));
+const step = z.number().refine((x) => Number.isSafeInteger(x) && x >= 0, { error: 'must be a non-negative integer' });
+const historyEntry = z.looseObject({
+  step,
+  tokensSeen: z.number(),
+  result: z.looseObject({ loss: z.number(), perplexity: z.number(), domains: z.array(z.looseObject({ domain: z.string(), loss: z.number() })) }),
+});
+// state.json's fields; config and tokenizer are checked by their own parsers (their own messages).
+// Rules are whole phrases because a state file is read by people debugging a run, not edited.
+const STATE_FIELDS = {
+  step: ['must be a non-negative integer', step],
+  optimizerStep: ['must be a non-negative integer', step],
+  tokenizer: ['missing or not an object', z.looseObject({})],
+  dataState: ['must be {rng: four 32-bit integers, step: integer >= 0}', z.looseObject({ rng, step })],
+  rngState: ['must be four 32-bit unsigned integers, not all zero', rng],
+} as const;
+
 /** Validate a parsed state.json; `where` names the source in errors. */
 export function parseTrainerState(value: unknown, where: string): TrainerState {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new CheckpointError(`${where}: checkpoint state must be a JSON object`);
   const raw = value as Record<string, unknown>;
   if (raw.format !== CHECKPOINT_FORMAT) throw new CheckpointError(`${where}: field format is ${JSON.stringify(raw.format)}, expected "${CHECKPOINT_FORMAT}"`);
   if (raw.version !== CHECKPOINT_VERSION) throw new CheckpointError(`${where}: unsupported checkpoint version ${JSON.stringify(raw.version)}`);
-  if (!Number.isInteger(raw.step) || (raw.step as number) < 0) throw new CheckpointError(`${where}: field step must be a non-negative integer`);
+  for (const [field, [rule, schema]] of Object.entries(STATE_FIELDS)) {
+    if (!schema.safeParse(raw[field]).success) throw new CheckpointError(`${where}: field ${field} ${rule}`);
+  }
   let config: RunConfig;
   try {
     config = parseRunConfig(raw.config, `${where} field config`);
   } catch (e) {
     throw new CheckpointError((e as Error).message);
   }
-  if (typeof raw.tokenizer !== 'object' || raw.tokenizer === null) throw new CheckpointError(`${where}: field tokenizer missing`);
-  const ds = raw.dataState as DatasetState | undefined;
-  if (!ds || !Array.isArray(ds.rng)) throw new CheckpointError(`${where}: field dataState missing or malformed`);
-  if (!Array.isArray(raw.rngState)) throw new CheckpointError(`${where}: field rngState missing`);
+  try {
+    loadTokenizer(raw.tokenizer as TokenizerJSON);
+  } catch (e) {
+    throw new CheckpointError(`${where} field tokenizer: ${(e as Error).message}`);
+  }
+  if (raw.history !== undefined) {
+    if (!Array.isArray(raw.history)) throw new CheckpointError(`${where}: field history must be an array`);
+    raw.history.forEach((h, i) => {
+      const r = historyEntry.safeParse(h);
+      if (!r.success)
+        throw new CheckpointError(`${where}: field ${pathString(['history', i, ...r.error.issues[0].path])} must be {step, tokensSeen, result: {loss, perplexity, domains: [{domain, loss}]}}`);
+    });
+  }
   return { ...(raw as unknown as TrainerState), config };
 }
 

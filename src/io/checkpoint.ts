@@ -10,12 +10,10 @@ import * as path from 'node:path';
 import { readSafetensorsSync, writeSafetensorsSync, type TensorEntry } from './safetensors.js';
 import { writeJsonAtomicSync } from './atomic.js';
 import { readJsonFileSync, readRegularFileSync, assertRegularFile, FILE_LIMITS } from '../data/files.js';
-import { parseRunConfig, type RunConfig } from '../models/config.js';
-import { loadTokenizer } from '../data/tokenizer/index.js';
 import { toFloat32 } from '../tensor/dtype.js';
 import type { StateDict } from '../nn/module.js';
 import type { AdamWState } from '../nn/optim.js';
-import { CheckpointError, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkpointFromBytes, type TrainerState } from './checkpoint-bytes.js';
+import { CheckpointError, checkpointFromBytes, parseTrainerState, type TrainerState } from './checkpoint-bytes.js';
 
 export { CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, type TrainerState } from './checkpoint-bytes.js';
 
@@ -201,34 +199,6 @@ export function resolveCheckpointDir(p: string): string {
   return dir;
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function isNonNegInt(v: unknown): v is number {
-  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
-}
-
-function isRngState(v: unknown): boolean {
-  return Array.isArray(v) && v.length === 4 && v.every((x) => isNonNegInt(x) && x <= 0xffffffff) && v.some((x) => x !== 0);
-}
-
-function checkHistory(file: string, h: unknown): void {
-  if (h === undefined) return;
-  if (!Array.isArray(h)) throw new CheckpointError(`${file}: field history must be an array`);
-  h.forEach((r, i) => {
-    const where = `${file}: field history[${i}]`;
-    if (!isObject(r) || !isNonNegInt(r.step) || typeof r.tokensSeen !== 'number') throw new CheckpointError(`${where} must be {step, tokensSeen, result}`);
-    const res = r.result;
-    if (!isObject(res) || typeof res.loss !== 'number' || typeof res.perplexity !== 'number' || !Array.isArray(res.domains)) {
-      throw new CheckpointError(`${where}.result must hold loss, perplexity and domains`);
-    }
-    res.domains.forEach((d, j) => {
-      if (!isObject(d) || typeof d.domain !== 'string' || typeof d.loss !== 'number') throw new CheckpointError(`${where}.result.domains[${j}] must be {domain, loss, ...}`);
-    });
-  });
-}
-
 function readState(dir: string): TrainerState {
   const file = path.join(dir, 'state.json');
   let v: unknown;
@@ -237,28 +207,7 @@ function readState(dir: string): TrainerState {
   } catch (e) {
     throw new CheckpointError((e as Error).message);
   }
-  const raw = v as Record<string, unknown>;
-  if (raw.format !== CHECKPOINT_FORMAT) throw new CheckpointError(`${file}: field format is ${JSON.stringify(raw.format)}, expected "${CHECKPOINT_FORMAT}"`);
-  if (raw.version !== CHECKPOINT_VERSION) throw new CheckpointError(`${file}: unsupported checkpoint version ${JSON.stringify(raw.version)}`);
-  if (!isNonNegInt(raw.step)) throw new CheckpointError(`${file}: field step must be a non-negative integer`);
-  if (!isNonNegInt(raw.optimizerStep)) throw new CheckpointError(`${file}: field optimizerStep must be a non-negative integer`);
-  let config: RunConfig;
-  try {
-    config = parseRunConfig(raw.config, `${file} field config`);
-  } catch (e) {
-    throw new CheckpointError((e as Error).message);
-  }
-  if (!isObject(raw.tokenizer)) throw new CheckpointError(`${file}: field tokenizer missing or not an object`);
-  try {
-    loadTokenizer(raw.tokenizer);
-  } catch (e) {
-    throw new CheckpointError(`${file} field tokenizer: ${(e as Error).message}`);
-  }
-  const ds = raw.dataState;
-  if (!isObject(ds) || !isRngState(ds.rng) || !isNonNegInt(ds.step)) throw new CheckpointError(`${file}: field dataState must be {rng: four 32-bit integers, step: integer >= 0}`);
-  if (!isRngState(raw.rngState)) throw new CheckpointError(`${file}: field rngState must be four 32-bit unsigned integers, not all zero`);
-  checkHistory(file, raw.history);
-  return { ...(raw as unknown as TrainerState), config };
+  return parseTrainerState(v, file);
 }
 
 /** Options of loadCheckpoint. */

@@ -8,6 +8,11 @@ import { z } from 'zod';
 
 export { z };
 
+/** A JSON object (not null, not an array): the one guard for hand-read external formats (tokenizer.json, HF configs) on hot paths where a schema parse would cost. */
+export function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
 /** Errors of user-supplied configuration (config files, layer/router options, flags). */
 export class ConfigError extends Error {}
 

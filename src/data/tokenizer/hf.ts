@@ -7,6 +7,7 @@
  * stream of a continuation concatenates to what decode gives for the whole sequence.
  */
 import { Tokenizer as HfLibTokenizer } from '@huggingface/tokenizers';
+import { isRecord } from '../../tensor/validate.js';
 import { checkId, type HfTokenizerFiles, type SpecialToken, type SpecialTokens, type Tokenizer, type TokenizerJSON } from './types.js';
 import { CHAR_BYTES } from './byte-level.js';
 
@@ -41,10 +42,6 @@ export interface HfEncodeOptions {
 const utf8 = new TextEncoder();
 const BYTE_FALLBACK = /^<0x([0-9A-Fa-f]{2})>$/;
 
-function isObject(x: unknown): x is Record<string, unknown> {
-  return typeof x === 'object' && x !== null && !Array.isArray(x);
-}
-
 function checkTokenId(id: unknown, where: string): number {
   if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= MAX_HF_VOCAB) {
     throw new Error(`${where} must be an integer id in [0, ${MAX_HF_VOCAB}), got ${JSON.stringify(id)}`);
@@ -65,13 +62,13 @@ function maxId(tj: Record<string, unknown>, src: string): number {
     max = vocab.length - 1;
     if (vocab.length > MAX_HF_VOCAB) throw new Error(`${src}: field model.vocab has ${vocab.length} entries, more than ${MAX_HF_VOCAB}`);
   } else {
-    if (!isObject(vocab)) throw new Error(`${src}: field model.vocab must be an object mapping token text to id`);
+    if (!isRecord(vocab)) throw new Error(`${src}: field model.vocab must be an object mapping token text to id`);
     for (const [k, v] of Object.entries(vocab)) max = Math.max(max, checkTokenId(v, `${src}: field model.vocab[${JSON.stringify(k)}]`));
   }
   const added = tj.added_tokens ?? [];
   if (!Array.isArray(added)) throw new Error(`${src}: field added_tokens must be an array`);
   added.forEach((t, i) => {
-    if (!isObject(t) || typeof t.content !== 'string') throw new Error(`${src}: field added_tokens[${i}] must be an object with a string content`);
+    if (!isRecord(t) || typeof t.content !== 'string') throw new Error(`${src}: field added_tokens[${i}] must be an object with a string content`);
     max = Math.max(max, checkTokenId(t.id, `${src}: field added_tokens[${i}].id`));
   });
   if (max < 0) throw new Error(`${src}: the vocabulary is empty`);
@@ -82,7 +79,7 @@ function maxId(tj: Record<string, unknown>, src: string): number {
 function tokenContent(v: unknown, field: string, src: string): string | undefined {
   if (v === undefined || v === null) return undefined;
   if (typeof v === 'string') return v;
-  if (isObject(v) && typeof v.content === 'string') return v.content;
+  if (isRecord(v) && typeof v.content === 'string') return v.content;
   throw new Error(`${src}: field ${field} must be a string or {"content": ...}, got ${JSON.stringify(v)}`);
 }
 
@@ -90,7 +87,7 @@ function tokenContent(v: unknown, field: string, src: string): string | undefine
 function pickTemplate(v: unknown, src: string): string | undefined {
   if (v === undefined || v === null) return undefined;
   if (typeof v === 'string') return v;
-  if (Array.isArray(v) && v.every((t) => isObject(t) && typeof t.name === 'string' && typeof t.template === 'string')) {
+  if (Array.isArray(v) && v.every((t) => isRecord(t) && typeof t.name === 'string' && typeof t.template === 'string')) {
     const list = v as { name: string; template: string }[];
     return (list.find((t) => t.name === 'default') ?? list[0])?.template;
   }
@@ -104,7 +101,7 @@ type Piece = string | Uint8Array;
  * first token's leading space, joins across tokens): the bytes it adds after earlier tokens.
  */
 function decodePiece(cfg: unknown, piece: Piece, added: boolean, state: { fused: boolean }): Piece {
-  if (!isObject(cfg)) return piece;
+  if (!isRecord(cfg)) return piece;
   if (cfg.type === 'Sequence') {
     for (const d of (cfg.decoders as unknown[]) ?? []) piece = decodePiece(d, piece, added, state);
     return piece;
@@ -175,9 +172,9 @@ export class HfTokenizer implements Tokenizer {
     const csrc = opts.configSource ?? 'tokenizer_config.json';
     const tj = files.tokenizer;
     const cfg = files.config ?? {};
-    if (!isObject(tj)) throw new Error(`${tsrc}: expected a JSON object`);
-    if (!isObject(cfg)) throw new Error(`${csrc}: expected a JSON object`);
-    if (!isObject(tj.model)) throw new Error(`${tsrc}: field model missing or not an object`);
+    if (!isRecord(tj)) throw new Error(`${tsrc}: expected a JSON object`);
+    if (!isRecord(cfg)) throw new Error(`${csrc}: expected a JSON object`);
+    if (!isRecord(tj.model)) throw new Error(`${tsrc}: field model missing or not an object`);
     if (typeof tj.model.type !== 'string') throw new Error(`${tsrc}: field model.type missing (BPE, WordPiece or Unigram)`);
     const V = maxId(tj, tsrc) + 1;
     this.files = { tokenizer: tj, config: cfg };
@@ -299,8 +296,8 @@ export class HfTokenizer implements Tokenizer {
   /** From toJSON() (a moe-ts checkpoint's state.json); errors name the field. */
   static fromJSON(json: Record<string, unknown>): HfTokenizer {
     if (json.version !== 1) throw new Error(`tokenizer JSON: field version must be 1 for type "hf", got ${JSON.stringify(json.version)}`);
-    if (!isObject(json.tokenizer)) throw new Error('tokenizer JSON: field tokenizer must be the tokenizer.json object');
-    if (json.config !== undefined && !isObject(json.config)) throw new Error('tokenizer JSON: field config must be the tokenizer_config.json object');
+    if (!isRecord(json.tokenizer)) throw new Error('tokenizer JSON: field tokenizer must be the tokenizer.json object');
+    if (json.config !== undefined && !isRecord(json.config)) throw new Error('tokenizer JSON: field config must be the tokenizer_config.json object');
     if (json.stop_ids !== undefined && !Array.isArray(json.stop_ids)) throw new Error('tokenizer JSON: field stop_ids must be an array of ids');
     const tok = new HfTokenizer(
       { tokenizer: json.tokenizer, config: (json.config as Record<string, unknown>) ?? {} },

@@ -32,6 +32,7 @@ export * from './nn/index.js';
 export * from './moe/index.js';
 export * from './models/config.js';
 export * from './models/transformer.js';
+export * from './models/attention/index.js';
 // names, not `export *`: these modules also hold Node-only loaders, exported from moe-ts/node
 export { loadTokenizer, createStreamDecoder, ByteTokenizer, BpeTokenizer, GPT2_PATTERN, MAX_BPE_VOCAB } from './data/tokenizer/index.js';
 export type { Tokenizer, TokenizerJSON, BpeJSON, BpeTrainOptions } from './data/tokenizer/index.js';

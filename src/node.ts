@@ -33,3 +33,33 @@ export { ARCHS as HF_ARCHITECTURES, archForModel, type ArchSpec } from './io/hf/
 export * from './io/checkpoint-bytes.js';
 export * from './train/session.js';
 export { inferenceModelFromCheckpoint } from './infer/generate.js';
+export {
+  exportGGUF,
+  fromGGUF,
+  GGUF_QUANTS,
+  GGUF_IMPORT_ARCHS,
+  GGUFFile,
+  GGUFError,
+  withGGUF,
+  isGGUFFile,
+  writeGGUFSync,
+  serializeGGUF,
+  gguf,
+  ggufArray,
+  encodeTensor as encodeGGMLTensor,
+  decodeTensor as decodeGGMLTensor,
+  ARCHS as GGUF_ARCHITECTURES,
+  ARCH_NAMES as GGUF_ARCH_NAMES,
+  chooseArch as chooseGGUFArch,
+  tokenizerMetadata as ggufTokenizerMetadata,
+  tokenizerFromGGUF,
+  type GGUFQuant,
+  type GGUFExportOptions,
+  type GGUFExportReport,
+  type GGUFModel,
+  type GGUFTensorInfo,
+  type GGUFTensorInput,
+  type GGUFValue,
+  type ArchName as GGUFArchName,
+  type ArchSpec as GGUFArchSpec,
+} from './io/gguf/index.js';

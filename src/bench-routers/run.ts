@@ -22,6 +22,7 @@ import { parseRunConfig, matchedDenseConfig, formatZodError, ConfigError, type R
 import { z } from '../tensor/validate.js';
 import { MoETransformerLM } from '../models/transformer.js';
 import { loadCorpusSplits } from '../data/corpus.js';
+import { readJsonFileSync, FILE_LIMITS } from '../data/files.js';
 import { routerRegistry } from '../moe/routers/index.js';
 import { writeFileAtomicSync, writeJsonAtomicSync } from '../io/atomic.js';
 import { aggregateIntervals, unigramBaseline, type StepSample, type UnigramBaseline } from './metrics.js';
@@ -526,16 +527,11 @@ export async function benchRoutersCommand(
 ): Promise<BenchRoutersResult> {
   let file: BenchConfigInput['file'];
   if (o.config) {
-    let text: string;
+    // bounded like every user file: regular files only (a FIFO or /dev/zero is refused, not read), size-limited
     try {
-      text = fs.readFileSync(o.config, 'utf8');
+      file = { value: readJsonFileSync(o.config, { what: 'config', maxBytes: FILE_LIMITS.config, object: true }), path: o.config };
     } catch (e) {
-      throw new ConfigError(`cannot read config ${o.config}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-    try {
-      file = { value: JSON.parse(text), path: o.config };
-    } catch (e) {
-      throw new ConfigError(`config ${o.config} is not valid JSON: ${(e as Error).message}`);
+      throw new ConfigError((e as Error).message);
     }
   }
   const { config, routerOptions } = buildBenchConfig({ quick: o.quick, file, steps: o.steps, data: o.data, seed: o.seed });

@@ -238,6 +238,9 @@ export function buildProgram(): Command {
           topK: o.topK,
           topP: o.topP,
           seed: o.seed,
+          // as transformers: the tokenizer's post-processor (e.g. <s>) on the prompt, stop at its eos / generation_config ids
+          addSpecialTokens: true,
+          ...(tokenizer.special ? { stopTokenIds: tokenizer.special.stopIds } : {}),
           traceRouting: Boolean(o.showRouting),
           onText: o.json ? undefined : (s: string) => process.stdout.write(s),
         });
@@ -258,7 +261,8 @@ export function buildProgram(): Command {
   program
     .command('chat')
     .description('chat with a model: one line per user turn (interactive or piped), replies streamed, the conversation kept (/reset, /exit)')
-    .requiredOption('--ckpt <dir>', 'run directory or checkpoint directory')
+    .option('--ckpt <dir>', 'run directory or checkpoint directory')
+    .option('--model <path>', 'a model: a Hugging Face model directory (with its tokenizer files), a moe-ts run/checkpoint directory or a .gguf file')
     .option('--system <text>', 'system message opening the conversation')
     .option('--template <file>', "Jinja chat template overriding the model's (moe-ts byte/BPE tokenizers default to <|role|> lines)")
     .option('--max-tokens <n>', 'reply length limit in tokens', intArg('--max-tokens'), 256)
@@ -280,7 +284,11 @@ export function buildProgram(): Command {
     .addOption(threadsOption())
     .action(async (o) => {
       const { chatCommand } = await import('./chat-command.js');
-      await withBackend(o, () => chatCommand(o));
+      const { loadModelForInference } = await import('../infer/index.js');
+      await withBackend(o, async () => {
+        const loaded = await loadForCommand(o, (p) => loadModelForInference(p));
+        await chatCommand(o, undefined, () => loaded);
+      });
     });
 
   program
@@ -320,7 +328,7 @@ export function buildProgram(): Command {
     .argument('<out>', 'output file or directory')
     .requiredOption('--to <format>', 'target format: gguf, hf')
     .option('--quant <type>', 'gguf: tensor type f32, f16, bf16, q8_0, q4_0 (norms and routers stay f32; rows not a multiple of 32 fall back to f16)')
-    .option('--arch <name>', 'gguf: llama.cpp architecture (default auto: the first that computes the model: llama, bailingmoe)')
+    .option('--arch <name>', 'gguf: llama.cpp architecture (default auto: the first that computes the model: llama, bailingmoe, qwen2moe, qwen3moe, olmoe)')
     .option('--dtype <dtype>', 'hf: weight dtype float32 (default), bfloat16, float16')
     .option('--overwrite', 'replace <out> if it exists')
     .action(async (src: string, out: string, o) => {

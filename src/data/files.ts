@@ -6,6 +6,7 @@
  * data, io and cli can all use it.
  */
 import * as fs from 'node:fs';
+import { oneLine, checkJsonDepth } from '../tensor/validate.js';
 
 export class FileReadError extends Error {}
 
@@ -94,7 +95,12 @@ export function readJsonFileSync(file: string, opts: ReadFileOptions & { object?
   try {
     v = JSON.parse(text);
   } catch (e) {
-    throw new FileReadError(`${opts.what} ${file} is not valid JSON: ${(e as Error).message}`);
+    throw new FileReadError(`${opts.what} ${file} is not valid JSON: ${oneLine((e as Error).message)}`);
+  }
+  try {
+    checkJsonDepth(v, `${opts.what} ${file}`);
+  } catch (e) {
+    throw new FileReadError((e as Error).message);
   }
   if (opts.object && (typeof v !== 'object' || v === null || Array.isArray(v))) {
     throw new FileReadError(`${opts.what} ${file}: expected a JSON object, got ${v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v}`);

@@ -19,15 +19,22 @@ function toBytes(data: string | Uint8Array): Uint8Array {
   return typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
 }
 
-function fsyncDirSync(dir: string): void {
+/** fsync a directory so a rename in it is durable; best effort (some file systems refuse it, and the files themselves are synced). */
+export function fsyncDirSync(dir: string): void {
   let fd: number | undefined;
   try {
     fd = fs.openSync(dir, 'r');
     fs.fsyncSync(fd);
   } catch {
-    // some platforms/file systems refuse fsync on directories; the data itself is already synced
+    // refused on this platform/file system
   } finally {
-    if (fd !== undefined) fs.closeSync(fd);
+    if (fd !== undefined) {
+      try {
+        fs.closeSync(fd);
+      } catch {
+        /* nothing to recover */
+      }
+    }
   }
 }
 

@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readSafetensorsSync, writeSafetensorsSync, type TensorEntry } from './safetensors.js';
-import { writeJsonAtomicSync } from './atomic.js';
+import { fsyncDirSync, writeJsonAtomicSync } from './atomic.js';
 import { readJsonFileSync, readRegularFileSync, assertRegularFile, FILE_LIMITS } from '../data/files.js';
 import { toFloat32 } from '../tensor/dtype.js';
 import type { StateDict } from '../nn/module.js';
@@ -76,24 +76,6 @@ export function cleanStaleTemps(runDir: string): string[] {
   return removed;
 }
 
-function fsyncDir(dir: string): void {
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(dir, 'r');
-    fs.fsyncSync(fd);
-  } catch {
-    // not supported everywhere; the files themselves are synced
-  } finally {
-    if (fd !== undefined) {
-      try {
-        fs.closeSync(fd);
-      } catch {
-        /* ignore */
-      }
-    }
-  }
-}
-
 /** The checkpoint directories of a run, oldest first (by step, then by save of the same step). */
 export function listCheckpoints(runDir: string): { name: string; step: number; seq: number }[] {
   let names: string[];
@@ -137,7 +119,7 @@ export function saveCheckpoint(runDir: string, ck: { state: TrainerState; model:
     writeJsonAtomicSync(path.join(tmp, 'state.json'), ck.state);
     fs.renameSync(tmp, final);
     tmp = undefined;
-    fsyncDir(root);
+    fsyncDirSync(root);
     writeJsonAtomicSync(path.join(runDir, 'latest.json'), { checkpoint: path.join('checkpoints', name), step: ck.state.step });
     prune(runDir, name, keep);
     return final;

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { HfTokenizer } from '../data/tokenizer/hf.js';
 import type { Tokenizer } from '../data/tokenizer/types.js';
 import { writeFileAtomicSync, writeJsonAtomicSync } from './atomic.js';
+import { oneLine, checkJsonDepth } from '../tensor/validate.js';
 
 /** Upper bounds per file (a 256k-token vocabulary's tokenizer.json is ~20 MB). */
 const MAX_TOKENIZER_JSON = 256 * 1024 * 1024;
@@ -40,8 +41,9 @@ function parseObject(file: string, text: string): Record<string, unknown> {
   try {
     v = JSON.parse(text);
   } catch (e) {
-    throw new Error(`${file}: not valid JSON: ${(e as Error).message}`);
+    throw new Error(`${file}: not valid JSON: ${oneLine((e as Error).message)}`);
   }
+  checkJsonDepth(v, file);
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${file}: expected a JSON object`);
   return v as Record<string, unknown>;
 }
@@ -81,7 +83,7 @@ export function loadHfTokenizerFiles(dir: string): HfTokenizer {
   try {
     return new HfTokenizer({ tokenizer, config }, { tokenizerSource: tFile, configSource: cFile, extraStopIds });
   } catch (e) {
-    const msg = (e as Error).message;
+    const msg = oneLine((e as Error).message, 1000);
     throw new Error(msg.includes(dir) ? msg : `${dir}: ${msg}`);
   }
 }

@@ -3,7 +3,7 @@
  * Qwen2-MoE / DeepSeek configs where the concept exists, so import/export maps directly.
  * Validated with zod: unknown fields and invalid values fail with the field's path named.
  */
-import { z, formatIssues, knownKeys, pathString, statement, ConfigError } from '../tensor/validate.js';
+import { z, formatIssues, knownKeys, pathString, statement, ConfigError, oneLine, checkJsonDepth } from '../tensor/validate.js';
 import { routerRegistry } from '../moe/routers/index.js';
 import { lossRegistry } from '../moe/losses/index.js';
 import { sparseDispatchNames } from '../moe/dispatch/index.js';
@@ -48,6 +48,10 @@ export const ModelConfigSchema = z
     layer_types: z.array(z.enum(['full_attention', 'sliding_attention'])).optional(),
     /** A learned per-head attention sink logit in every layer (GPT-OSS `self_attn.sinks`). */
     attention_sinks: z.boolean().default(false),
+    /** An attention kind from attentionRegistry (default: 'mla' with kv_lora_rank, else 'standard'); e.g. 'moa', 'moh'. */
+    attention_type: z.string().optional(),
+    /** The attention kind's own options (validated by its schema when the model is built). */
+    attention_options: z.record(z.string(), z.unknown()).optional(),
     /** Routed expert type (default: the one hidden_act selects) and its options, e.g. 'clamped-swiglu' { limit }. */
     expert_type: z.string().optional(),
     expert_options: z.record(z.string(), z.unknown()).default({}),
@@ -87,6 +91,8 @@ export const ModelConfigSchema = z
     router_jitter_noise: nonNeg.default(0),
     n_shared_experts: nonNegInt.default(0),
     shared_expert_intermediate_size: posInt.optional(),
+    /** MH-MoE sub-tokens per token: each MoE layer routes hidden_size / moe_sub_tokens wide sub-tokens (Wu et al. 2024). */
+    moe_sub_tokens: posInt.optional(),
     /** Heterogeneous expert widths (HMoE); overrides moe_intermediate_size per expert. */
     expert_sizes: z.array(posInt).optional(),
     /** A routerRegistry name. */
@@ -237,8 +243,9 @@ export function formatZodError(err: z.ZodError, where: string, input?: unknown, 
 }
 
 function parseWith<T extends z.ZodType>(schema: T, value: unknown, where: string): z.output<T> {
+  checkJsonDepth(value, where);
   const r = schema.safeParse(value);
-  if (!r.success) throw new ConfigError(formatZodError(r.error, where, value, schema));
+  if (!r.success) throw new ConfigError(oneLine(formatZodError(r.error, where, value, schema), 3000));
   return r.data;
 }
 
@@ -256,7 +263,7 @@ export function parseRunConfigText(text: string, path: string): RunConfig {
   try {
     v = JSON.parse(text);
   } catch (e) {
-    throw new ConfigError(`config ${path} is not valid JSON: ${(e as Error).message}`);
+    throw new ConfigError(`config ${path} is not valid JSON: ${oneLine((e as Error).message)}`);
   }
   return parseRunConfig(v, `config ${path}`);
 }

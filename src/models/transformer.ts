@@ -18,6 +18,7 @@ import { type ModelConfig, isMoELayer, headDimOf, kvHeadsOf, ConfigError } from 
 import { ropeParams, type RopeParams } from './rope.js';
 import { MLAttention, repeatHeads } from './mla.js';
 import { checkMemory } from './memory.js';
+import { attentionRegistry, buildAttention, defineAttention, type AttentionModule } from './attention/index.js';
 
 /** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
 export interface KVCache {
@@ -151,6 +152,27 @@ export function attentionImportance(q: Tensor, k: Tensor, past: number): Float32
   for (let i = 0; i < out.length; i++) out[i] = cnt[i] > 0 ? out[i] / cnt[i] : 0;
   return out;
 }
+attentionRegistry.register(
+  defineAttention({
+    name: 'standard',
+    summary: 'causal multi-head attention with RoPE (GQA, qk_norm, sliding window and sinks from the model config)',
+    paper: { authors: 'Vaswani et al.', title: 'Attention Is All You Need', year: 2017 },
+    options: {},
+    create: (c, _o, rng, layer) => new Attention(c, rng, layer),
+  }),
+);
+attentionRegistry.register(
+  defineAttention({
+    name: 'mla',
+    summary: 'multi-head latent attention: keys and values from a compressed latent (kv_lora_rank)',
+    paper: { authors: 'DeepSeek-AI', title: 'DeepSeek-V2: A Strong, Economical, and Efficient Mixture-of-Experts Language Model', year: 2024 },
+    options: {},
+    create: (c, _o, rng) => {
+      if (c.kv_lora_rank === undefined) throw new ConfigError('model config: attention_type "mla" needs kv_lora_rank (and qk_nope_head_dim, qk_rope_head_dim, v_head_dim)');
+      return new MLAttention(c, rng);
+    },
+  }),
+);
 
 /** Residual-branch output scaling (GPT-2): keeps the residual stream's scale stable with depth. */
 export function outputScale(c: ModelConfig): number {
@@ -225,6 +247,7 @@ export function moeLayerConfig(c: ModelConfig): MoELayerConfig {
     },
     router: { type: c.router_type, ...routerOpts },
     ...(dispatch ? { dispatch } : {}),
+    ...(c.moe_sub_tokens !== undefined ? { subTokens: c.moe_sub_tokens } : {}),
     ...(c.n_shared_experts > 0 && !c.shared_expert_gate ? { sharedExperts: { count: c.n_shared_experts, dFF: c.shared_expert_intermediate_size ?? c.moe_intermediate_size } } : {}),
     losses,
   };
@@ -232,7 +255,7 @@ export function moeLayerConfig(c: ModelConfig): MoELayerConfig {
 
 export class DecoderLayer extends Module {
   input_layernorm: RMSNorm;
-  self_attn: Attention | MLAttention;
+  self_attn: AttentionModule;
   post_attention_layernorm: RMSNorm;
   mlp: DenseFFN | null;
   block_sparse_moe: MoELayer | null;
@@ -247,7 +270,7 @@ export class DecoderLayer extends Module {
     super();
     const d = cfg.hidden_size;
     this.input_layernorm = new RMSNorm(d, cfg.rms_norm_eps);
-    this.self_attn = cfg.kv_lora_rank !== undefined ? new MLAttention(cfg, rng) : new Attention(cfg, rng, index);
+    this.self_attn = buildAttention(cfg, rng, index);
     this.post_attention_layernorm = new RMSNorm(d, cfg.rms_norm_eps);
     if (isMoELayer(cfg, index)) {
       this.mlp = null;
@@ -336,10 +359,13 @@ export class MoETransformerLM extends Module {
     let h = drop(em === 1 ? this.embed_tokens.forward(ids) : T.scale(this.embed_tokens.forward(ids), em));
     const aux: ForwardResult['aux'] = [];
     // generic router context: the batch layout and the shared embeddings (SpeechMoE-style routers read them)
-    const ctx: RouterContext = { ...opts.ctx, tokenIds: ids, batchShape: { batch: B, seqLen: Tn }, embeddings: h };
+    const ctx: RouterContext = { ...opts.ctx, tokenIds: ids, state: new Map(), batchShape: { batch: B, seqLen: Tn }, embeddings: h };
+    const attnLosses: Record<string, Tensor> = {};
     this.layers.forEach((layer, i) => {
       const cache = opts.cache;
-      const a = layer.self_attn.forward(layer.input_layernorm.forward(h), B, Tn, cache ? { k: cache.k[i], v: cache.v[i], offset: past } : undefined);
+      const a = layer.self_attn.forward(layer.input_layernorm.forward(h), B, Tn, cache ? { k: cache.k[i], v: cache.v[i], offset: past } : undefined, ctx);
+      // attention experts' balancing losses, summed over layers under one name each
+      for (const [name, l] of Object.entries(a.losses ?? {})) attnLosses[`attention.${name}`] = attnLosses[`attention.${name}`] ? T.add(attnLosses[`attention.${name}`], l) : l;
       if (cache) {
         cache.k[i] = a.k;
         cache.v[i] = a.v;
@@ -347,13 +373,15 @@ export class MoETransformerLM extends Module {
       h = T.add(h, branch(a.y));
       // attention-derived token importance, only for routers that declare they read it (DA-MoE)
       const aq = (a as { q?: Tensor }).q;
-      const wantsImportance = aq !== undefined && layer.block_sparse_moe?.specs.router.traits.context?.includes('tokenImportance');
+      const heads = (layer.self_attn as { heads?: number }).heads;
+      // only attention modules that expose their queries and head count (the standard one) give importance
+      const wantsImportance = aq !== undefined && heads !== undefined && aq.ndim === 4 && layer.block_sparse_moe?.specs.router.traits.context?.includes('tokenImportance');
       const lctx = wantsImportance
         ? {
             ...ctx,
             tokenImportance: attentionImportance(
-              aq!,
-              T.noGrad(() => repeatHeads(a.k, layer.self_attn.heads)),
+              aq,
+              T.noGrad(() => repeatHeads(a.k, heads)),
               past,
             ),
           }
@@ -363,7 +391,7 @@ export class MoETransformerLM extends Module {
       h = T.add(h, branch(r.y));
     });
     if (opts.cache) opts.cache.length = past + Tn;
-    const losses: Record<string, Tensor> = {};
+    const losses: Record<string, Tensor> = { ...attnLosses };
     if (c.aux_loss_normalization === 'all-layers-tokens' && c.router_aux_loss_coef > 0 && aux.length > 0) {
       losses.switch = T.scale(
         globalSwitchLoss(
@@ -377,6 +405,11 @@ export class MoETransformerLM extends Module {
     let logits = this.lm_head ? this.lm_head.forward(h) : T.linear(h, this.embed_tokens.weight);
     if (c.logits_scaling !== 1) logits = T.scale(logits, 1 / c.logits_scaling);
     return { logits, aux, losses };
+  }
+
+  /** The largest two-pass consistency coefficient any router asks for (0: one pass per step). */
+  consistencyWeight(): number {
+    return Math.max(0, ...this.moeLayers().map((m) => m.router.consistencyWeight ?? 0));
   }
 
   /** Let adaptive routers update after an optimizer step. */
@@ -400,6 +433,17 @@ export class MoETransformerLM extends Module {
     }
     return Math.round(total);
   }
+}
+
+/** Symmetric KL divergence between two passes' next-token distributions, mean over rows: (KL(p||q) + KL(q||p)) / 2. */
+export function symmetricKL(a: Tensor, b: Tensor): Tensor {
+  if (a.ndim !== 2 || a.shape[0] !== b.shape[0] || a.shape[1] !== b.shape[1])
+    throw new Error(`symmetricKL: logits must be two equal [rows, vocab] tensors, got [${a.shape.join(', ')}] and [${b.shape.join(', ')}]`);
+  const la = T.logSoftmax(a, -1);
+  const lb = T.logSoftmax(b, -1);
+  const d = T.sub(la, lb);
+  const kl = T.sum(T.mul(T.sub(T.exp(la), T.exp(lb)), d));
+  return T.scale(kl, 0.5 / a.shape[0]);
 }
 
 /** Cross-entropy plus every MoE layer's (already scaled) losses. */

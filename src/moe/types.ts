@@ -35,6 +35,13 @@ export interface RouterContext {
    * 'tokenImportance' in `context`; absent: routers treat every token alike.
    */
   tokenImportance?: Float32Array;
+  /** The layer's experts (MoELayer.forward sets it), for routers that rank experts by their own response. */
+  experts?: ExpertBank;
+  /**
+   * Scratch shared by the layers of one model forward (the model makes a fresh Map per forward),
+   * for routing state carried from layer to layer; each router keys it by its own name.
+   */
+  state?: Map<string, unknown>;
 }
 
 /**
@@ -95,6 +102,12 @@ export interface Router extends Module {
    * outside gradients (aux-loss-free bias, ReMoE's adaptive L1 coefficient).
    */
   afterStep?(load: Float64Array): void;
+  /**
+   * Coefficient of a two-pass consistency loss (absent or 0: none). The trainer then runs each
+   * training step twice with different randomness and adds coef * the symmetric KL divergence
+   * between the two passes' next-token distributions (THOR's stochastic-expert consistency).
+   */
+  readonly consistencyWeight?: number;
 }
 
 /** Experts computed on rows grouped contiguously by expert (sizes[e] rows for expert e). */

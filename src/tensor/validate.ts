@@ -209,3 +209,30 @@ export function orList(xs: readonly string[]): string {
 export function checkValue<T extends z.ZodType>(schema: T, value: unknown, where: string, field: string): z.output<T> {
   return parseOrThrow(schema, value, { where, label: (p) => (p.length ? `${field}.${pathString(p)}` : field) });
 }
+
+/**
+ * `text` safe for a one-line error message: control characters (newlines, escapes) written as
+ * \n / \xNN, and cut to `max` characters (JSON.parse messages quote the offending file text).
+ */
+export function oneLine(text: string, max = 400): string {
+  // eslint-disable-next-line no-control-regex -- control characters are what this removes
+  const s = text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => (c === '\n' ? '\\n' : c === '\t' ? '\\t' : c === '\r' ? '\\r' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
+  return s.length > max ? `${s.slice(0, max)}...` : s;
+}
+
+/** Deepest nesting a JSON document from a file may have (configs, tokenizers, checkpoint state need under 10). */
+export const MAX_JSON_DEPTH = 64;
+
+/**
+ * Throw ConfigError when parsed JSON nests deeper than `max` (checked iteratively, so the check
+ * cannot itself overflow the stack); the recursive validators after it then cannot either.
+ */
+export function checkJsonDepth(value: unknown, where: string, max = MAX_JSON_DEPTH): void {
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, d] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (d >= max) throw new ConfigError(`${where}: nested more than ${max} levels deep`);
+    for (const x of Array.isArray(v) ? v : Object.values(v)) if (x !== null && typeof x === 'object') stack.push([x, d + 1]);
+  }
+}

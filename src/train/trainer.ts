@@ -7,8 +7,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Rng } from '../tensor/random.js';
+import { add, scale } from '../tensor/index.js';
 import { AdamW, clipGradNorm, type Parameter } from '../nn/index.js';
-import { MoETransformerLM, lmLoss } from '../models/transformer.js';
+import { MoETransformerLM, lmLoss, symmetricKL } from '../models/transformer.js';
 import { parseModelConfig, type RunConfig } from '../models/config.js';
 import { buildTokenizer, buildDataset } from '../data/build.js';
 import { loadCorpusSplits } from '../data/corpus.js';
@@ -117,6 +118,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const tr = cfg.training;
   const model = new MoETransformerLM(cfg.model, tr.seed);
   const params = model.parameters();
+  const consistency = model.consistencyWeight();
   const noDecay = new Set<Parameter>(
     model
       .namedParameters()
@@ -211,7 +213,19 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         ctx: { training: true, step, totalSteps: tr.steps, rng },
         dropoutRng: rng,
       });
-      const { loss, ce, auxLosses } = lmLoss(res, batch.targets);
+      const first = lmLoss(res, batch.targets);
+      let { loss, ce } = first;
+      const auxLosses = first.auxLosses;
+      if (consistency > 0) {
+        // a router asked for two passes (different randomness) and a consistency loss between them
+        const res2 = model.forward(batch.inputs, batch.batchSize, batch.seqLen, { ctx: { training: true, step, totalSteps: tr.steps, rng }, dropoutRng: rng });
+        const second = lmLoss(res2, batch.targets);
+        const kl = symmetricKL(res.logits, res2.logits);
+        loss = add(scale(add(loss, second.loss), 0.5), scale(kl, consistency));
+        ce = scale(add(ce, second.ce), 0.5);
+        for (const [k, v] of Object.entries(second.auxLosses)) auxLosses[k] = ((auxLosses[k] ?? 0) + v) / 2;
+        auxLosses.consistency = consistency * kl.item();
+      }
       const lv = loss.item();
       if (!Number.isFinite(lv)) {
         throw new TrainingDivergedError(

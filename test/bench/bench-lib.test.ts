@@ -192,7 +192,8 @@ test('runIsolated: result and partial values come back; a hung child is killed; 
       assert.ok(g.value.arr instanceof Float32Array);
     }
     assert.deepEqual(g.partial, [{ i: 1 }, { i: 2 }]);
-    const h = await runIsolated(url, 'hang', {}, { timeoutMs: 1500 });
+    // long enough for a child process to start on a loaded 2-core CI machine before it blocks
+    const h = await runIsolated(url, 'hang', {}, { timeoutMs: 8000 });
     assert.equal(h.ok, false);
     if (!h.ok) assert.equal(h.reason, 'timeout');
     assert.deepEqual(h.partial, ['started']);

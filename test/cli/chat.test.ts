@@ -64,7 +64,7 @@ test('chat through stdin: streamed replies match ChatSession, multi-turn history
   assert.match(tc.stderr, new RegExp(`\\[turn 1: prompt ${Buffer.byteLength('u: hi\na: ')} tokens, reply 3 tokens`));
 
   const bad: [string[], RegExp][] = [
-    [['chat'], /required option '--ckpt <dir>' not specified/],
+    [['chat'], /--model <path> \(or --ckpt <dir>\) is required/],
     [['chat', '--ckpt', out, '--template', path.join(dir, 'none.jinja')], /--template .*none\.jinja: cannot read: ENOENT/],
     [['chat', '--ckpt', out, '--top-p', '0'], /--top-p must be in \(0, 1\]/],
     [['chat', '--ckpt', path.join(dir, 'nothing')], /checkpoint not found/],

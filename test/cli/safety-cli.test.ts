@@ -67,22 +67,24 @@ test('Ctrl-C saves a checkpoint, prints how to resume, exits 130; the run resume
   const cfg = path.join(dir, 'cfg.json');
   fs.writeFileSync(cfg, JSON.stringify(tiny));
   const out = path.join(dir, 'run');
-  const child = spawn(process.execPath, [cli, 'train', '--config', cfg, '--steps', '100000', '--out', out], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [cli, 'train', '--config', cfg, '--steps', '2000', '--out', out], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   const started = new Promise<void>((resolve) => {
     child.stderr.on('data', (d: Buffer) => {
       stderr += d.toString();
-      if (/step \d+\/100000/.test(stderr)) resolve();
+      if (/step \d+\/2000/.test(stderr)) resolve();
     });
   });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const deadline = setTimeout(() => child.kill('SIGKILL'), 60_000);
-  await started;
+  // without a TTY progress prints every steps/20 = 100 steps; a loaded machine may take a while to get there
+  const deadline = setTimeout(() => child.kill('SIGKILL'), 150_000);
+  // a child that dies (or is killed by the deadline) before printing progress fails the assertions below, not the event loop
+  await Promise.race([started, exited]);
   child.kill('SIGINT');
   const code = await exited;
   clearTimeout(deadline);
   assert.equal(code, 130, stderr);
-  const m = /interrupted at step (\d+) of 100000; checkpoint saved in .*run\. Continue with: moe-ts train --out .*run --resume/.exec(stderr);
+  const m = /interrupted at step (\d+) of 2000; checkpoint saved in .*run\. Continue with: moe-ts train --out .*run --resume/.exec(stderr);
   assert.ok(m, stderr);
   const latest = JSON.parse(fs.readFileSync(path.join(out, 'latest.json'), 'utf8'));
   assert.equal(latest.step, Number(m[1]));
@@ -130,6 +132,8 @@ test('--threads is bounded for every backend; FIFOs and devices as config or dat
     [['train', '--config', '/dev/zero', '--steps', '1'], /config \/dev\/zero is a character device/],
     [['train', '--data', fifo, '--steps', '1', '--out', path.join(dir, 'o1')], /corpus file .*pipe is a FIFO/],
     [['train', '--data', '/dev/zero', '--steps', '1', '--out', path.join(dir, 'o2')], /corpus file \/dev\/zero is a character device/],
+    [['bench-routers', '--config', fifo, '--out', path.join(dir, 'b1')], /config .*pipe is a FIFO \(named pipe\), expected a regular file/],
+    [['bench-routers', '--config', '/dev/zero', '--out', path.join(dir, 'b2')], /config \/dev\/zero is a character device/],
   ] as const) {
     const x = run([...args]);
     assert.notEqual(x.code, 0, args.join(' '));

@@ -23,6 +23,8 @@ test('convert --to hf, then generate/eval/train --model on the exported director
   const c = run(['convert', run1, hf, '--to', 'hf']);
   assert.equal(c.code, 0, c.stderr);
   assert.equal(JSON.parse(fs.readFileSync(path.join(hf, 'config.json'), 'utf8')).model_type, 'mixtral');
+  // the tokenizer travels in the Hugging Face form too
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) assert.ok(fs.existsSync(path.join(hf, f)), f);
   assert.notEqual(run(['convert', run1, hf, '--to', 'hf']).code, 0, 'refuses to overwrite without --overwrite');
   const a = run(['generate', '--ckpt', run1, '--prompt', 'RO', '--max-tokens', '8', '--temperature', '0']);
   const b = run(['generate', '--model', hf, '--prompt', 'RO', '--max-tokens', '8', '--temperature', '0']);

@@ -1,5 +1,6 @@
 /** Tokenizer registry: load/save by JSON, plus streaming decode for generation. */
 import { readRegularTextFileSync, FILE_LIMITS } from '../files.js';
+import { oneLine, checkJsonDepth } from '../../tensor/validate.js';
 import { BpeTokenizer } from './bpe.js';
 import { ByteTokenizer } from './byte.js';
 import { HfTokenizer } from './hf.js';
@@ -28,14 +29,15 @@ export function loadTokenizer(json: unknown): Tokenizer {
     try {
       obj = JSON.parse(json);
     } catch (e) {
-      throw new Error(`tokenizer JSON: not valid JSON: ${(e as Error).message}`);
+      throw new Error(`tokenizer JSON: not valid JSON: ${oneLine((e as Error).message)}`);
     }
   }
+  checkJsonDepth(obj, 'tokenizer JSON');
   if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new Error('tokenizer JSON: expected an object with a "type" field');
   const o = obj as Record<string, unknown>;
   if (typeof o.type !== 'string') throw new Error('tokenizer JSON: field type missing or not a string');
   if (!Object.prototype.hasOwnProperty.call(LOADERS, o.type)) {
-    throw new Error(`tokenizer JSON: unknown type "${o.type}" (field type; known: ${Object.keys(LOADERS).join(', ')})`);
+    throw new Error(`tokenizer JSON: unknown type ${oneLine(JSON.stringify(o.type), 100)} (field type; known: ${Object.keys(LOADERS).join(', ')})`);
   }
   return LOADERS[o.type](o);
 }
@@ -45,7 +47,7 @@ export function loadTokenizerFile(path: string): Tokenizer {
   try {
     return loadTokenizer(text);
   } catch (e) {
-    throw new Error(`tokenizer file ${path}: ${(e as Error).message}`);
+    throw new Error(`tokenizer file ${path}: ${oneLine((e as Error).message, 1000)}`);
   }
 }
 

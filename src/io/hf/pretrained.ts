@@ -5,7 +5,7 @@
  * held twice); `savePretrained(model, dir)` writes config.json, safetensors in the per-expert
  * layout (sharded above a size, with the index) and `{"format": "pt"}` metadata.
  */
-import { loadHfTokenizerFiles } from '../hf-tokenizer.js';
+import { loadHfTokenizerFiles, saveHfTokenizerFiles, HF_TOKENIZER_FILES } from '../hf-tokenizer.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { MoETransformerLM } from '../../models/transformer.js';
@@ -490,12 +490,23 @@ export function savePretrained(model: MoETransformerLM, dir: string, opts: SaveP
 /** The moe-ts tokenizer savePretrained writes next to the weights (HF tokenizer.json is the tokenizers integration's). */
 export const MOE_TS_TOKENIZER_FILE = 'moe-ts-tokenizer.json';
 
-/** savePretrained plus the moe-ts tokenizer file, so `--model DIR` works on an exported moe-ts model. */
+/**
+ * savePretrained plus the tokenizer: Hugging Face tokenizer.json + tokenizer_config.json (what
+ * transformers and @huggingface/tokenizers read) when the tokenizer has that form, and the moe-ts
+ * tokenizer file (exact, read first by fromPretrainedWithTokenizer) so `--model DIR` works on it.
+ */
 export function savePretrainedWithTokenizer(model: MoETransformerLM, tokenizer: Tokenizer, dir: string, opts: SavePretrainedOptions = {}): string[] {
   if (tokenizer.vocabSize > model.config.vocab_size) throw new HfFormatError(`tokenizer has ${tokenizer.vocabSize} tokens, model vocab_size is ${model.config.vocab_size}`);
+  const hfFiles = tokenizer.toHuggingFace ? [...HF_TOKENIZER_FILES] : [];
+  if (!opts.overwrite) {
+    // checked before any weight is written, so a refusal leaves the directory as it was
+    const clash = [...hfFiles, MOE_TS_TOKENIZER_FILE].find((f) => fs.existsSync(path.join(dir, f)));
+    if (clash) throw new HfFormatError(`${path.join(dir, clash)} already exists; pass overwrite to replace it`);
+  }
   const files = savePretrained(model, dir, opts);
+  if (hfFiles.length > 0) saveHfTokenizerFiles(tokenizer, dir, { overwrite: true });
   saveTokenizer(path.join(dir, MOE_TS_TOKENIZER_FILE), tokenizer);
-  return [...files, MOE_TS_TOKENIZER_FILE];
+  return [...files, ...hfFiles, MOE_TS_TOKENIZER_FILE];
 }
 
 /**

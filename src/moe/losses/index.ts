@@ -6,3 +6,4 @@ export { loadLoss, smoothLoadProbs, normalCdf } from './load.js';
 export { zLoss } from './zloss.js';
 export { localEntropyLoss, globalEntropyLoss, rowEntropy } from './entropy.js';
 export { l1SparsityLoss, meanImportanceLoss } from './speechmoe.js';
+export { moduleFormerMILoss, loadConcentrationLoss } from './moduleformer.js';

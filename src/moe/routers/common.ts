@@ -18,7 +18,7 @@
 import { Tensor, result, accumulateGrad } from '../../tensor/tensor.js';
 import type { Rng } from '../../tensor/random.js';
 import { formatShape } from '../../tensor/shape.js';
-import { softmax, sum, div, scale, reshape, takeAlongLast, topkIndices, maskMul } from '../../tensor/index.js';
+import { softmax, sum, div, scale, reshape, takeAlongLast, topkIndices, maskMul, scatterAdd, gatherRows } from '../../tensor/index.js';
 import { Linear } from '../../nn/layers.js';
 import type { SparseRouting, RouterOutput } from '../types.js';
 
@@ -72,6 +72,16 @@ export function softplus(x: Tensor): Tensor {
 export function normalizeRows(x: Tensor, factor = 1): Tensor {
   const y = div(x, sum(x, -1, true));
   return factor === 1 ? y : scale(y, factor);
+}
+
+/** Assignment weights [A] divided by the sum of their token's weights (tokens with a variable number of assignments). */
+export function normalizeRowsVariable(weights: Tensor, tokenIdx: Int32Array, tokens: number): Tensor {
+  const A = tokenIdx.length;
+  if (weights.size !== A) throw new Error(`normalizeRowsVariable: ${weights.size} weights for ${A} assignments`);
+  if (A === 0) return weights;
+  const w = reshape(weights, [A, 1]);
+  const sums = gatherRows(scatterAdd(w, tokenIdx, tokens), tokenIdx);
+  return reshape(div(w, sums), [A]);
 }
 
 /**

@@ -121,6 +121,26 @@ export const ModelConfigSchema = z
     /** Any registered balancing loss by name -> coefficient; overrides the coefficient fields above for the same loss. */
     router_losses: z.record(z.string(), nonNeg).default({}),
     hidden_dropout: z.number().min(0).lt(1).default(0),
+    /**
+     * Parameter-efficient fine-tuning: LoRA experts on the targeted linear layers of a frozen base
+     * (src/models/lora-experts.ts; only the adapters train). Absent: a plain model.
+     */
+    peft: z
+      .object({
+        type: z.literal('lora-experts'),
+        experts: nonNegInt.default(4),
+        top_k: posInt.optional(),
+        rank: posInt.default(8),
+        alpha: z.number().positive().default(16),
+        shared: nonNegInt.default(0),
+        experts_per_layer: z.array(nonNegInt).optional(),
+        targets: z
+          .array(z.enum(['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']))
+          .min(1)
+          .default(['q_proj', 'v_proj', 'o_proj']),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -164,6 +184,12 @@ export const ModelConfigSchema = z
     if (c.dispatch !== undefined && !sparseDispatchNames().includes(c.dispatch)) ctx.addIssue({ code: 'custom', path: ['dispatch'], message: `must be one of ${sparseDispatchNames().join(', ')}` });
     for (const name of Object.keys(c.router_losses)) {
       if (!lossRegistry.has(name)) ctx.addIssue({ code: 'custom', path: ['router_losses', name], ...statement(`unknown loss "${name}": expected one of ${lossRegistry.names().join(', ')}`) });
+    }
+    if (c.peft?.experts_per_layer && c.peft.experts_per_layer.length !== c.num_hidden_layers) {
+      ctx.addIssue({ code: 'custom', path: ['peft', 'experts_per_layer'], message: `needs one entry per layer (${c.num_hidden_layers}), got ${c.peft.experts_per_layer.length}` });
+    }
+    if (c.peft && c.peft.experts === 0 && c.peft.shared === 0 && !c.peft.experts_per_layer?.some((n) => n > 0)) {
+      ctx.addIssue({ code: 'custom', path: ['peft', 'experts'], message: 'must be positive (or peft.shared), else there is nothing to train' });
     }
     if (c.expert_sizes && c.expert_sizes.length !== c.num_local_experts) {
       ctx.addIssue({ code: 'custom', path: ['expert_sizes'], message: `needs one width per expert (${c.num_local_experts}), got ${c.expert_sizes.length}` });

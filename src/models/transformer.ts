@@ -18,6 +18,7 @@ import { type ModelConfig, isMoELayer, headDimOf, kvHeadsOf, ConfigError } from 
 import { ropeParams, type RopeParams } from './rope.js';
 import { MLAttention, repeatHeads } from './mla.js';
 import { checkMemory } from './memory.js';
+import { attachLoraExperts } from './lora-experts.js';
 import { attentionRegistry, buildAttention, defineAttention, type AttentionModule } from './attention/index.js';
 
 /** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
@@ -334,6 +335,8 @@ export class MoETransformerLM extends Module {
     for (let i = 0; i < c.num_hidden_layers; i++) this.layers.push(new DecoderLayer(c, i, rng));
     this.norm = new RMSNorm(c.hidden_size, c.rms_norm_eps);
     this.lm_head = c.tie_word_embeddings ? null : new Linear(c.hidden_size, c.vocab_size, rng, { std: c.initializer_range });
+    // adapters after the base (own RNG stream): the base init is the same with or without them
+    if (c.peft) attachLoraExperts(this.layers, c.peft, new Rng(seed ^ 0x10a4));
   }
 
   moeLayers(): MoELayer[] {

@@ -561,7 +561,11 @@ export function buildProgram(): Command {
     .option('--quick', 'tiny models and few steps: a smoke run of every router in a few minutes')
     .option('--config <file>', 'JSON overriding the preset: "model", "training", "data" sections, and "bench": {"router_options": {"<router>": {...}}}')
     .option('--seed <n>', 'random seed shared by all models', intArg('--seed', 0))
-    .option('--seeds <n>', 'train every model with n seeds (seed, seed+1, ...) and report mean ± std (default 1)', intArg('--seeds'))
+    .option(
+      '--seeds <n>',
+      'train every model with n seeds (seed, seed+1, ...) and report mean ± std (default: as many, up to 3, as fit an estimated 30 minutes on 2 cores; 1 with --quick)',
+      intArg('--seeds'),
+    )
     .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {

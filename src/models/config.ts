@@ -178,7 +178,8 @@ export const ModelConfigSchema = z
         ctx.addIssue({ code: 'custom', path: ['rope_scaling', 'rope_type'], message: `rope type ${JSON.stringify(t)} is not supported (supported: default, linear, llama3, yarn)` });
       }
     }
-    if (c.num_local_experts > 0 && c.num_experts_per_tok > c.num_local_experts) {
+    // routers that check k themselves (null experts: k counts zero-compute experts too) may exceed it
+    if (c.num_local_experts > 0 && c.num_experts_per_tok > c.num_local_experts && routerRegistry.find(c.router_type)?.checkTopK !== false) {
       ctx.addIssue({ code: 'custom', path: ['num_experts_per_tok'], message: `cannot exceed num_local_experts (${c.num_local_experts})` });
     }
     if (!routerRegistry.has(c.router_type)) ctx.addIssue({ code: 'custom', path: ['router_type'], message: `must be one of ${routerRegistry.names().join(', ')}` });

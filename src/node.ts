@@ -16,6 +16,7 @@ export * from './io/hf-tokenizer.js';
 export * from './io/checkpoint.js';
 export * from './train/trainer.js';
 export { loadModelForInference } from './infer/generate.js';
+export { WasmQuantKernels } from './kernels/wasm/quant.js';
 export * from './io/safetensors-index.js';
 export * from './io/quant.js';
 export {
@@ -33,6 +34,10 @@ export { ARCHS as HF_ARCHITECTURES, archForModel, type ArchSpec } from './io/hf/
 export * from './io/checkpoint-bytes.js';
 export * from './train/session.js';
 export { inferenceModelFromCheckpoint } from './infer/generate.js';
+export * from './adapt/common.js';
+export * from './adapt/upcycle.js';
+export * from './adapt/peft.js';
+export * from './adapt/prune.js';
 export {
   exportGGUF,
   fromGGUF,

@@ -70,7 +70,8 @@ const LayerSchema = z
   .strict()
   .superRefine((c, ctx) => {
     const issue = (path: (string | number)[], message: string | ReturnType<typeof statement>) => ctx.addIssue({ code: 'custom', path, ...(typeof message === 'string' ? { message } : message) });
-    if (c.topK > c.numExperts) issue(['topK'], `must be at most numExperts (${c.numExperts})`);
+    // a router that checks topK itself (checkTopK: false, e.g. null experts: k over real + null experts) may exceed numExperts
+    if (c.topK > c.numExperts && routerRegistry.find(c.router.type)?.checkTopK !== false) issue(['topK'], `must be at most numExperts (${c.numExperts})`);
     if (c.subTokens !== undefined && c.dModel % c.subTokens !== 0) issue(['subTokens'], `must divide dModel (${c.dModel})`);
     if (!expertRegistry.has(c.experts.type)) issue(['experts', 'type'], `must be one of ${expertRegistry.names().join(', ')}`);
     for (const k of ['numExperts', 'dModel']) if (k in c.experts) issue(['experts', k], `is taken from config.${k}; remove it from the expert options`);

@@ -324,6 +324,12 @@ test('a model no llama.cpp architecture computes is refused with the mismatch na
     [{ ...MLA, router_type: 'group-limited', router_options: { nGroup: 4, topkGroup: 2 } }, 'deepseek2', /deepseek2 scores a group by its two best experts; this model's groups have 1 expert/],
     [{ ...MLA, n_shared_experts: 1, shared_expert_intermediate_size: 48 }, 'deepseek2', /deepseek2's shared experts are n x the expert width 32; this model's shared width is 48/],
     [{ ...MLA, first_k_dense_replace: 2, intermediate_size: 64 }, 'deepseek2', /deepseek2 needs at least one MoE layer; first_k_dense_replace is 2/],
+    [
+      { ...MLA, attention_type: 'mla', router_type: 'group-limited', router_options: { variant: 'v2', nGroup: 2 } },
+      'deepseek2',
+      /architecture deepseek2 does not compute this model: group-limited v2/,
+    ],
+    [{ attention_type: 'moa' }, 'llama', /attention_type "moa": llama computes standard attention/],
     [{ ...MLA, rope_scaling: { rope_type: 'yarn', factor: 4 } }, 'deepseek2', /rope_scaling yarn: deepseek2 is written only with mscale = mscale_all_dim \(this model: undefined, undefined\)/],
     [{ hidden_act: 'gelu' }, undefined, /hidden_act "gelu"/],
     [{ dispatch: 'capacity' }, undefined, /capacity dispatch drops tokens/],

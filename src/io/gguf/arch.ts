@@ -61,6 +61,7 @@ const KNOWN_FIELDS = new Set([
   'qk_nope_head_dim',
   'qk_rope_head_dim',
   'v_head_dim',
+  'attention_type',
   // training-only: no effect on the forward pass in eval mode
   'initializer_range',
   'capacity_factor',
@@ -133,6 +134,7 @@ function layoutMismatches(c: ModelConfig, spec: Pick<ArchSpec, 'name' | 'qkNorm'
   const out: string[] = [];
   const A = spec.name;
   if (A !== 'deepseek2') {
+    if (c.attention_type !== undefined && c.attention_type !== 'standard') out.push(`attention_type "${c.attention_type}": ${A} computes standard attention`);
     if (c.kv_lora_rank !== undefined) out.push(`${A} has no multi-head latent attention (kv_lora_rank); deepseek2 does`);
     if (c.num_local_experts > 0 && c.router_type === 'group-limited') out.push(`router "group-limited": ${A} routes by plain top-k; deepseek2 has group-limited routing`);
   }

@@ -46,6 +46,13 @@ export const ModelConfigSchema = z
     sliding_window: posInt.optional(),
     /** Per layer 'full_attention' or 'sliding_attention' (GPT-OSS alternates them). */
     layer_types: z.array(z.enum(['full_attention', 'sliding_attention'])).optional(),
+    /** A registered attention kind (src/models/moa.ts, e.g. 'moa') instead of the built-in multi-head attention, with its options. */
+    attention_type: z.string().optional(),
+    attention_options: z.record(z.string(), z.unknown()).default({}),
+    /** A learned bias [hidden_size] added to every MoE layer's output (JetMoE's MoE bias). */
+    moe_output_bias: z.boolean().default(false),
+    /** Epsilon of the per-layer RMSNorms (default rms_norm_eps; JetMoE's blocks keep 1e-6 whatever rms_norm_eps says). */
+    layer_norm_eps: z.number().positive().optional(),
     /** A learned per-head attention sink logit in every layer (GPT-OSS `self_attn.sinks`). */
     attention_sinks: z.boolean().default(false),
     /** Routed expert type (default: the one hidden_act selects) and its options, e.g. 'clamped-swiglu' { limit }. */

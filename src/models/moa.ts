@@ -45,6 +45,8 @@ export interface AttentionSpec extends EntrySpec {
   paper: Paper;
   options: z.ZodObject;
   create(cfg: ModelConfig, options: Record<string, unknown>, rng: Rng, layerIndex: number): AttentionBlock;
+  /** Parameters of one block plus its two layer norms (the memory estimate, before anything is allocated). */
+  parameters(cfg: ModelConfig): number;
 }
 
 /** The registered attention kinds (model config `attention_type`, options in `attention_options`). */
@@ -168,5 +170,12 @@ attentionRegistry.register({
       topK: z.number().int().positive().optional().describe('experts per token (default: num_experts_per_tok)'),
     })
     .strict(),
+  parameters(cfg) {
+    const o = cfg.attention_options as { numExperts?: number };
+    const E = o.numExperts ?? cfg.num_local_experts;
+    const d = cfg.hidden_size;
+    const kvd = kvHeadsOf(cfg) * headDimOf(cfg);
+    return 2 * E * kvd * d + E * d + 2 * kvd * d + 3 * d;
+  },
   create: (cfg, o, rng) => new MoAttention(cfg, { numExperts: (o.numExperts as number | undefined) ?? cfg.num_local_experts, topK: (o.topK as number | undefined) ?? cfg.num_experts_per_tok }, rng),
 });

@@ -7,6 +7,7 @@ import { Rng } from '../../src/tensor/random.js';
 import { parseModelConfig, type ModelConfig } from '../../src/models/config.js';
 import { MoAttention, attentionRegistry, buildAttention } from '../../src/models/moa.js';
 import { MoETransformerLM } from '../../src/models/transformer.js';
+import { countParameters } from '../../src/models/memory.js';
 import type { SparseRouting } from '../../src/moe/types.js';
 import { gradcheck, randn, assertClose } from '../helpers/gradcheck.js';
 
@@ -167,13 +168,19 @@ test('moa: KV-cached decoding equals the full forward', () => {
 test('moa: registered with its paper; a model trains through it; bad configs are one-line errors naming the field', () => {
   const spec = attentionRegistry.spec('moa');
   assert.equal(spec.paper.year, 2022);
-  const model = new MoETransformerLM(cfgOf({ num_hidden_layers: 2, aux_loss_normalization: 'all-layers-tokens' }), 1);
+  const cfg = cfgOf({ num_hidden_layers: 2, aux_loss_normalization: 'all-layers-tokens', moe_output_bias: true });
+  const model = new MoETransformerLM(cfg, 1);
+  // the pre-allocation memory estimate counts the attention experts (the spec's parameters())
+  assert.equal(countParameters(cfg).params, model.numParameters());
   const ids = Int32Array.from([1, 2, 3, 4, 5, 6]);
   const res = model.forward(ids, 1, 6, { ctx: { ...ctx, training: true } });
   // the attention routers join the all-layers Switch loss: 2 MLP + 2 attention router outputs
   assert.ok(res.losses.switch.item() > 0);
   const oneLine = (re: RegExp) => (e: Error) => re.test(e.message) && !e.message.includes('\n');
-  assert.throws(() => new MoETransformerLM(cfgOf({ num_attention_heads: 2, num_key_value_heads: 2 }), 1), oneLine(/attention_type "moa" needs num_attention_heads = num_key_value_heads \* topK \(2 \* 2 = 4\), got 2/));
+  assert.throws(
+    () => new MoETransformerLM(cfgOf({ num_attention_heads: 2, num_key_value_heads: 2 }), 1),
+    oneLine(/attention_type "moa" needs num_attention_heads = num_key_value_heads \* topK \(2 \* 2 = 4\), got 2/),
+  );
   assert.throws(() => new MoETransformerLM(cfgOf({ attention_type: 'nope' }), 1), oneLine(/unknown attention type "nope": expected one of moa/));
   assert.throws(() => new MoETransformerLM(cfgOf({ attention_options: { topk: 2 } }), 1), oneLine(/attention_type "moa".*topk/));
   assert.throws(() => new MoETransformerLM(cfgOf({ attention_options: { numExperts: 1 } }), 1), oneLine(/topK 2 exceeds attention_options.numExperts 1/));

@@ -4,7 +4,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fromPretrained, savePretrained, modelConfigFromHf } from '../../src/io/hf/pretrained.js';
+import { spawnSync } from 'node:child_process';
+import { fromPretrained, savePretrained, savePretrainedWithTokenizer, modelConfigFromHf } from '../../src/io/hf/pretrained.js';
+import { ByteTokenizer } from '../../src/data/tokenizer/byte.js';
 import { readSafetensorsSync } from '../../src/io/safetensors.js';
 import { MoETransformerLM, lmLoss } from '../../src/models/transformer.js';
 import { parseModelConfig } from '../../src/models/config.js';
@@ -139,4 +141,35 @@ test('jetmoe: config.json errors name the field', () => {
   // num_attention_heads is derived when a config leaves it out
   const { num_attention_heads: _h, ...rest } = hf;
   assert.equal(modelConfigFromHf(rest).config.num_attention_heads, 4);
+});
+
+test('jetmoe: generate and train --model run on a JetMoE directory through the CLI', () => {
+  const tok = new ByteTokenizer();
+  const cfg = parseModelConfig({
+    vocab_size: tok.vocabSize,
+    hidden_size: 16,
+    num_hidden_layers: 1,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    head_dim: 4,
+    num_local_experts: 4,
+    num_experts_per_tok: 2,
+    moe_intermediate_size: 8,
+    attention_type: 'moa',
+    moe_output_bias: true,
+    layer_norm_eps: 1e-6,
+    max_position_embeddings: 64,
+  });
+  const dir = path.join(tmp(), 'jet');
+  savePretrainedWithTokenizer(new MoETransformerLM(cfg, 2), tok, dir);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')).model_type, 'jetmoe');
+  const cli = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
+  const run = (args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: { ...process.env, MOE_BACKEND: 'js' }, timeout: 120_000 });
+  const g = run(['generate', '--model', dir, '--prompt', 'RO', '--max-tokens', '4', '--temperature', '0']);
+  assert.equal(g.status, 0, g.stderr);
+  assert.ok(g.stdout.startsWith('RO'), g.stdout);
+  const out = path.join(tmp(), 'ft');
+  const t = run(['train', '--model', dir, '--steps', '2', '--out', out, '--quiet']);
+  assert.equal(t.status, 0, t.stderr);
+  assert.ok(fs.existsSync(path.join(out, 'results.json')));
 });

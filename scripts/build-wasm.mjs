@@ -34,3 +34,36 @@ for (const v of variants) {
   }
   console.log(`build-wasm: wrote ${join('dist/src/kernels/wasm', v.file)}`);
 }
+
+// quantised matrix kernels (src/kernels/wasm/quant.ts loads them): single-threaded, unshared memory
+{
+  const qsrc = join(root, 'src/kernels/wasm/assembly/quant.ts');
+  const args = [
+    qsrc,
+    '-O3',
+    '--noAssert',
+    '--runtime',
+    'stub',
+    '--importMemory',
+    '--initialMemory',
+    '32',
+    '--maximumMemory',
+    '65536',
+    '--uncheckedBehavior',
+    'always',
+    '--use',
+    'abort=',
+    '--enable',
+    'simd',
+    '--outFile',
+    join(outDir, 'quant.wasm'),
+  ];
+  if (process.argv.includes('--wat')) args.push('--textFile', join(outDir, 'quant.wat'));
+  const { error, stderr } = await asc.main(args);
+  if (error) {
+    console.error(stderr.toString());
+    console.error(`build-wasm: compiling quant.wasm failed: ${error.message}`);
+    process.exit(1);
+  }
+  console.log('build-wasm: wrote dist/src/kernels/wasm/quant.wasm');
+}

@@ -32,6 +32,10 @@ export * from './nn/index.js';
 export * from './moe/index.js';
 export * from './models/config.js';
 export * from './models/transformer.js';
+export * from './models/upcycle.js';
+export * from './models/lora-experts.js';
+export * from './models/prune.js';
+export * from './models/attention/index.js';
 // names, not `export *`: these modules also hold Node-only loaders, exported from moe-ts/node
 export { loadTokenizer, createStreamDecoder, ByteTokenizer, BpeTokenizer, GPT2_PATTERN, MAX_BPE_VOCAB } from './data/tokenizer/index.js';
 export type { Tokenizer, TokenizerJSON, BpeJSON, BpeTrainOptions } from './data/tokenizer/index.js';
@@ -42,4 +46,23 @@ export type { ChatMessage, ChatOptions, ChatReply, ChatTemplateOptions } from '.
 export * from './data/dataset.js';
 export * from './train/evaluate.js';
 export * from './infer/sampling.js';
+export { DecodeEngine, type DecodeEngineOptions } from './infer/decode.js';
+export { quantizedLoss, type QuantLoss } from './infer/quality.js';
+export {
+  quantizeMatrix,
+  dequantizeMatrix,
+  quantMatrixFromBlocks,
+  quantizeRowsQ8,
+  qmatmul,
+  quantBytes,
+  jsQuantKernels,
+  QUANT_FORMATS,
+  QBLOCK,
+  QBLOCK_BYTES,
+  type QuantFormat,
+  type QuantMatrix,
+  type Q8Rows,
+  type PreparedMatrix,
+  type QuantKernels,
+} from './kernels/quant.js';
 export { generate, type GenerateOptions, type GenerateResult, type StopReason, type ContextOverflow, type InferenceModel } from './infer/generate.js';

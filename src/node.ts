@@ -16,6 +16,7 @@ export * from './io/hf-tokenizer.js';
 export * from './io/checkpoint.js';
 export * from './train/trainer.js';
 export { loadModelForInference } from './infer/generate.js';
+export { WasmQuantKernels } from './kernels/wasm/quant.js';
 export * from './io/safetensors-index.js';
 export * from './io/quant.js';
 export {
@@ -33,3 +34,37 @@ export { ARCHS as HF_ARCHITECTURES, archForModel, type ArchSpec } from './io/hf/
 export * from './io/checkpoint-bytes.js';
 export * from './train/session.js';
 export { inferenceModelFromCheckpoint } from './infer/generate.js';
+export * from './adapt/common.js';
+export * from './adapt/upcycle.js';
+export * from './adapt/peft.js';
+export * from './adapt/prune.js';
+export {
+  exportGGUF,
+  fromGGUF,
+  GGUF_QUANTS,
+  GGUF_IMPORT_ARCHS,
+  GGUFFile,
+  GGUFError,
+  withGGUF,
+  isGGUFFile,
+  writeGGUFSync,
+  serializeGGUF,
+  gguf,
+  ggufArray,
+  encodeTensor as encodeGGMLTensor,
+  decodeTensor as decodeGGMLTensor,
+  ARCHS as GGUF_ARCHITECTURES,
+  ARCH_NAMES as GGUF_ARCH_NAMES,
+  chooseArch as chooseGGUFArch,
+  tokenizerMetadata as ggufTokenizerMetadata,
+  tokenizerFromGGUF,
+  type GGUFQuant,
+  type GGUFExportOptions,
+  type GGUFExportReport,
+  type GGUFModel,
+  type GGUFTensorInfo,
+  type GGUFTensorInput,
+  type GGUFValue,
+  type ArchName as GGUFArchName,
+  type ArchSpec as GGUFArchSpec,
+} from './io/gguf/index.js';

@@ -170,6 +170,49 @@ export interface Plan {
   fingerprint: string;
 }
 
+/** Time budget of the whole default benchmark (every registered router + dense, all seeds) on 2 cores. */
+export const DEFAULT_BUDGET_SECONDS = 30 * 60;
+
+/**
+ * CPU seconds per training step (its share of evaluations and checkpoints included) of one model
+ * of the default preset, by kind, measured with process.cpuUsage() over 50-step runs (see
+ * docs/bench-routers.md, "Default seeds"): dense 0.058, topk 0.138, speechmoe 0.182, smoe-dropout
+ * 0.186, dynmoe 0.274 (variable experts per token), mixture-of-tokens 0.302 (soft routing pays its
+ * [tokens x slots] dispatch and combine matmuls; Soft MoE more). Used as wall seconds on 2 cores:
+ * conservative, as if the second core added nothing.
+ */
+export const STEP_SECONDS = { dense: 0.06, sparse: 0.15, variable: 0.28, soft: 0.45 } as const;
+
+/** Estimated seconds to train every plan once (one seed) on 2 cores, scaled from the default preset by tokens per step and FFN width. */
+export function estimateSeedSeconds(plans: readonly Plan[]): number {
+  const d = DEFAULT_PRESET;
+  let total = 0;
+  for (const p of plans) {
+    const m = p.config.model;
+    const tr = p.config.training;
+    const tokens = (tr.batch_size * tr.seq_len) / (d.training.batch_size * d.training.seq_len);
+    const width = (m.hidden_size * m.num_hidden_layers) / (d.model.hidden_size * d.model.num_hidden_layers);
+    const t = routerRegistry.find(m.router_type)?.traits;
+    const kind = p.kind === 'dense' ? 'dense' : t?.routing === 'soft' ? 'soft' : t?.expertsPerToken === 'variable' ? 'variable' : 'sparse';
+    total += tr.steps * STEP_SECONDS[kind] * tokens * width;
+  }
+  return total;
+}
+
+/** Seeds of the default run: two, the fewest that give every router a mean and an interval. */
+export const DEFAULT_SEEDS = 2;
+
+/**
+ * Steps of the default run: the preset's, or fewer (a multiple of 25, at least 50) so that
+ * DEFAULT_SEEDS seeds of every planned model fit the budget by estimateSeedSeconds.
+ */
+export function defaultSteps(plans: readonly Plan[], budgetSeconds = DEFAULT_BUDGET_SECONDS, seeds = DEFAULT_SEEDS): number {
+  const steps = plans[0]?.config.training.steps ?? DEFAULT_PRESET.training.steps;
+  const perStep = estimateSeedSeconds(plans) / steps;
+  const fit = Math.floor(budgetSeconds / (seeds * Math.max(perStep, 1e-9)) / 25) * 25;
+  return Math.max(50, Math.min(steps, fit));
+}
+
 /** The seeds of a benchmark: the config's seed and the next n - 1. */
 export function seedList(config: RunConfig, n = 1): number[] {
   if (!Number.isInteger(n) || n < 1) throw new ConfigError(`bench-routers: --seeds must be an integer >= 1, got ${n}`);
@@ -498,5 +541,21 @@ export async function benchRoutersCommand(
     .filter(Boolean);
   if (o.routers !== undefined && !routers?.length) throw new ConfigError('--routers: expected a comma-separated list of router names');
   const out = o.out ?? (o.quick ? 'runs/bench-routers-quick' : 'runs/bench-routers');
-  return benchRouters({ config, routers, routerOptions, outDir: out, backend, log, seeds: o.seeds });
+  // the default run (no --seeds, --steps, --config, --quick): DEFAULT_SEEDS seeds, and the preset's
+  // steps cut so that the estimate stays within the 30-minute budget; other runs default to one seed
+  let seeds = o.seeds;
+  let cfg = config;
+  if (seeds === undefined) {
+    if (o.quick || o.config || o.steps !== undefined) seeds = 1;
+    else {
+      seeds = DEFAULT_SEEDS;
+      const steps = defaultSteps(planBenchmark({ config, routers, routerOptions }));
+      if (steps !== config.training.steps) cfg = buildBenchConfig({ steps, data: o.data, seed: o.seed }).config;
+      const est = estimateSeedSeconds(planBenchmark({ config: cfg, routers, routerOptions }));
+      log(
+        `bench-routers: default run: ${seeds} seeds x ${cfg.training.steps} steps, estimated ${Math.round((seeds * est) / 60)} min on 2 cores (budget ${DEFAULT_BUDGET_SECONDS / 60} min; --seeds / --steps override)`,
+      );
+    }
+  }
+  return benchRouters({ config: cfg, routers, routerOptions, outDir: out, backend, log, seeds });
 }

@@ -26,7 +26,7 @@ export interface ConvertFormat {
 
 export const CONVERT_FORMATS: Record<string, ConvertFormat> = {
   gguf: {
-    description: 'GGUF for llama.cpp (architecture chosen by routing semantics: llama, bailingmoe)',
+    description: 'GGUF for llama.cpp (architecture chosen by what the model computes: llama, bailingmoe, qwen2moe, qwen3moe, olmoe)',
     options: ['quant', 'arch'],
     run(src, out, o) {
       const quant = (o.quant ?? 'f32') as GGUFQuant;

@@ -118,7 +118,19 @@ export function buildProgram(): Command {
     .option('--quiet', 'no progress output')
     .addOption(backendOption())
     .addOption(threadsOption())
-    .option('--model <dir>', 'fine-tune a Hugging Face model directory (its config replaces the "model" section)')
+    .addOption(new Option('--peft <type>', 'parameter-efficient fine-tuning of --model: lora-experts (the base stays frozen; writes <out>/adapters.safetensors)').choices(['lora-experts']))
+    .option('--lora-experts <n>', 'peft: routed LoRA experts per targeted layer (default 4; 0 with --lora-shared: shared adapters only)', intArg('--lora-experts', 0))
+    .option('--lora-top-k <k>', 'peft: experts mixed per token (default: all, soft gates)', intArg('--lora-top-k'))
+    .option('--lora-rank <r>', 'peft: rank of each adapter (default 8)', intArg('--lora-rank'))
+    .option(
+      '--lora-alpha <a>',
+      'peft: adapter scale alpha (output times alpha/rank; default 16)',
+      floatArg('--lora-alpha', (x) => x > 0, '> 0'),
+    )
+    .option('--lora-shared <n>', 'peft: always-on shared adapters (PERFT shared; default 0)', intArg('--lora-shared', 0))
+    .option('--lora-experts-per-layer <list>', 'peft: comma-separated routed experts per decoder layer (MoLA), e.g. 0,2,4,8')
+    .option('--lora-targets <list>', 'peft: comma-separated linear layers: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj (default q_proj,v_proj,o_proj)')
+    .option('--model <dir>', 'fine-tune a Hugging Face model directory or a moe-ts run/checkpoint (e.g. from `moe-ts upcycle`); its config replaces the "model" section')
     .action(async (o) => {
       if (o.resume && !o.out) throw new ConfigError('--resume needs --out <dir> naming the run to continue');
       if (o.resume && o.overwrite) throw new ConfigError('--resume continues the run in --out and --overwrite replaces it: choose one');
@@ -141,11 +153,37 @@ export function buildProgram(): Command {
         cfg = readConfig(o.config);
         if (o.model) {
           if (o.dense) throw new ConfigError('--dense and --model cannot be combined (the loaded model fixes the architecture)');
-          const { fromPretrainedWithTokenizer } = await import('../io/hf/pretrained.js');
-          const p = fromPretrainedWithTokenizer(o.model);
+          // a Hugging Face directory, or a moe-ts run/checkpoint (e.g. made by `moe-ts upcycle`): new run, its weights
+          const { loadModelForInference } = await import('../infer/generate.js');
+          const p = await loadForCommand(o, (q) => {
+            const m = loadModelForInference(q);
+            return { model: m.model, tokenizer: m.tokenizer, config: m.config.model };
+          });
           init = { model: p.model, tokenizer: p.tokenizer };
           // a window longer than the model's positions cannot train
           cfg = { ...cfg, model: p.config, training: { ...cfg.training, seq_len: Math.min(cfg.training.seq_len, p.config.max_position_embeddings) } };
+        }
+        if (o.peft) {
+          if (!o.model) throw new ConfigError('--peft needs --model <base> (the frozen model the adapters are trained on)');
+          const list = (v: string | undefined, f: (x: string) => unknown) => (v === undefined ? undefined : v.split(',').map((x) => f(x.trim())));
+          const peft = {
+            type: o.peft,
+            ...(o.loraExperts !== undefined ? { experts: o.loraExperts } : {}),
+            ...(o.loraTopK !== undefined ? { top_k: o.loraTopK } : {}),
+            ...(o.loraRank !== undefined ? { rank: o.loraRank } : {}),
+            ...(o.loraAlpha !== undefined ? { alpha: o.loraAlpha } : {}),
+            ...(o.loraShared !== undefined ? { shared: o.loraShared } : {}),
+            ...(o.loraExpertsPerLayer !== undefined
+              ? {
+                  experts_per_layer: list(o.loraExpertsPerLayer, (x) => {
+                    if (!/^\d+$/.test(x)) throw new ConfigError(`--lora-experts-per-layer must be comma-separated integers >= 0, got "${x}"`);
+                    return Number(x);
+                  }),
+                }
+              : {}),
+            ...(o.loraTargets !== undefined ? { targets: list(o.loraTargets, String) } : {}),
+          };
+          cfg = { ...cfg, model: { ...cfg.model, peft } as RunConfig['model'] };
         }
         if (o.data) cfg = { ...cfg, data: { ...cfg.data, sources: o.data, weights: undefined } };
         if (o.steps) cfg = { ...cfg, training: { ...cfg.training, steps: o.steps } };
@@ -190,6 +228,11 @@ export function buildProgram(): Command {
           });
           progress.stop();
           const f = res.finalEval;
+          if (res.model.config.peft) {
+            const { saveAdapters, ADAPTERS_FILE } = await import('../adapt/peft.js');
+            const n = saveAdapters(res.model, path.join(out, ADAPTERS_FILE));
+            process.stdout.write(`adapters: ${n} tensors in ${path.join(out, ADAPTERS_FILE)} (base ${o.model} unchanged; moe-ts peft attach/merge)\n`);
+          }
           process.stdout.write(`done: ${res.steps} steps, val loss ${f.loss.toFixed(4)} (ppl ${f.perplexity.toFixed(2)}), ${Math.round(res.tokensPerSec)} tokens/s; results in ${out}\n`);
         });
       } catch (e) {
@@ -225,10 +268,18 @@ export function buildProgram(): Command {
     .addOption(allowNonFiniteOption())
     .option('--show-routing', 'after the text, show which experts each token used in each MoE layer (coloured on a terminal)')
     .option('--json', 'print one JSON object (text, token ids, and with --show-routing the routing per token) instead of streaming text')
+    .option('--engine <e>', 'auto (fast decode path where the model is supported), fast, or eager (the reference forward)', 'auto')
+    .option('--quant <q>', 'weight format of the fast path: f32, q8_0 or q4_0 (ggml blocks; activations quantised per block)', 'f32')
     .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {
       const { loadModelForInference, generate } = await import('../infer/index.js');
+      const { QUANT_FORMATS } = await import('../kernels/quant.js');
+      if (!['auto', 'fast', 'eager'].includes(o.engine)) throw new Error(`--engine must be auto, fast or eager, got "${o.engine}"`);
+      if (!(QUANT_FORMATS as readonly string[]).includes(o.quant)) throw new Error(`--quant must be one of ${QUANT_FORMATS.join(', ')}, got "${o.quant}"`);
+      if (o.quant !== 'f32' && o.engine === 'eager') throw new Error('--quant needs the fast engine (--engine auto or fast)');
+      // the fast path's products run on wasm SIMD unless the js backend was asked for
+      const kernels = o.backend === 'js' ? undefined : new (await import('../kernels/wasm/quant.js')).WasmQuantKernels();
       await withBackend(o, async () => {
         const { model, tokenizer } = await loadForCommand(o, (p) => loadModelForInference(p, { allowNonFinite: Boolean(o.allowNonFinite) }));
         if (!o.json) process.stdout.write(o.prompt);
@@ -242,6 +293,9 @@ export function buildProgram(): Command {
           addSpecialTokens: true,
           ...(tokenizer.special ? { stopTokenIds: tokenizer.special.stopIds } : {}),
           traceRouting: Boolean(o.showRouting),
+          engine: o.engine,
+          quant: o.quant,
+          ...(kernels ? { kernels } : {}),
           onText: o.json ? undefined : (s: string) => process.stdout.write(s),
         });
         if (o.json) {
@@ -254,7 +308,9 @@ export function buildProgram(): Command {
           const { formatRouting, useColor } = await import('./routing-view.js');
           process.stdout.write('\n' + formatRouting(r.routing, { color: useColor(process.stdout), numExperts: model.config.num_local_experts, title: 'routing per token:' }));
         }
-        process.stderr.write(`[${r.ids.length} tokens, ${Math.round(r.tokensPerSec)} tokens/s]\n`);
+        process.stderr.write(
+          `[${r.ids.length} tokens, ${Math.round(r.tokensPerSec)} tokens/s; prompt ${r.promptTokens} tokens at ${Math.round(r.promptTokensPerSec)} tokens/s, decode ${Math.round(r.decodeTokensPerSec)} tokens/s; ${r.engine}]\n`,
+        );
       });
     });
 
@@ -322,13 +378,50 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('quantize')
+    .description('loss of the q8_0 / q4_0 fast path vs f32 on validation text; with --out also writes the model as a quantised GGUF file')
+    .option('--ckpt <dir>', 'run directory or checkpoint directory')
+    .option('--model <path>', 'a moe-ts run/checkpoint directory or a .gguf file')
+    .option('--quant <q...>', 'formats to report (f32 is always included)', ['q8_0', 'q4_0'])
+    .option('--data <source>', 'corpus whose validation split is scored (a name or a path)', 'shakespeare')
+    .option('--tokens <n>', 'validation tokens scored at most', intArg('--tokens', 2), 4096)
+    .option('--out <file.gguf>', 'write the model as GGUF in the first --quant format')
+    .option('--json', 'print JSON instead of a table')
+    .action(async (o) => {
+      const { loadModelForInference, quantizedLoss } = await import('../infer/index.js');
+      const { QUANT_FORMATS } = await import('../kernels/quant.js');
+      const { loadCorpusSplits } = await import('../data/corpus.js');
+      const { WasmQuantKernels } = await import('../kernels/wasm/quant.js');
+      for (const q of o.quant) if (!(QUANT_FORMATS as readonly string[]).includes(q)) throw new Error(`--quant must be among ${QUANT_FORMATS.join(', ')}, got "${q}"`);
+      const { model, tokenizer } = await loadForCommand(o, (p) => loadModelForInference(p));
+      const c = loadCorpusSplits(o.data);
+      // the held-out part: the corpus's validation file, else the tail the trainer holds out (10%)
+      const text = c.valid ?? c.train.slice(Math.floor(c.train.length * 0.9));
+      const quants = ['f32', ...o.quant.filter((q: string) => q !== 'f32')];
+      const r = quantizedLoss(model, tokenizer, text, { quants, maxTokens: o.tokens, kernels: new WasmQuantKernels() });
+      if (o.json) process.stdout.write(JSON.stringify({ data: o.data, results: r }, null, 2) + '\n');
+      else {
+        process.stdout.write(`validation loss on ${o.data} (${r[0].tokens} tokens):\n`);
+        for (const x of r)
+          process.stdout.write(
+            `  ${x.quant.padEnd(5)} loss ${x.loss.toFixed(4)}  (${(x.loss - r[0].loss >= 0 ? '+' : '') + (x.loss - r[0].loss).toFixed(4)} vs f32)  weights ${(x.weightBytes / 1e6).toFixed(2)} MB\n`,
+          );
+      }
+      if (o.out) {
+        const { exportGGUF } = await import('../io/gguf/index.js');
+        const rep = exportGGUF(model, tokenizer, o.out, { quant: o.quant[0] });
+        process.stderr.write(`wrote ${o.out}: ${rep.arch}, ${rep.quant}, ${(rep.bytes / 1e6).toFixed(2)} MB\n`);
+      }
+    });
+
+  program
     .command('convert')
     .description('export a trained model to another format: GGUF for llama.cpp, or a Hugging Face model directory')
     .argument('<src>', 'run directory, checkpoint directory or model file')
     .argument('<out>', 'output file or directory')
     .requiredOption('--to <format>', 'target format: gguf, hf')
     .option('--quant <type>', 'gguf: tensor type f32, f16, bf16, q8_0, q4_0 (norms and routers stay f32; rows not a multiple of 32 fall back to f16)')
-    .option('--arch <name>', 'gguf: llama.cpp architecture (default auto: the first that computes the model: llama, bailingmoe)')
+    .option('--arch <name>', 'gguf: llama.cpp architecture (default auto: the first that computes the model: llama, bailingmoe, qwen2moe, qwen3moe, olmoe)')
     .option('--dtype <dtype>', 'hf: weight dtype float32 (default), bfloat16, float16')
     .option('--overwrite', 'replace <out> if it exists')
     .action(async (src: string, out: string, o) => {
@@ -336,6 +429,125 @@ export function buildProgram(): Command {
       const given = ['quant', 'arch', 'dtype'].filter((k) => o[k] !== undefined);
       await withBackend({ backend: 'js' }, async () => {
         process.stdout.write(convertCommand(src, out, o.to, o, given) + '\n');
+      });
+    });
+
+  program
+    .command('upcycle')
+    .description(
+      'build an MoE from a dense model: copies of its FFN (sparse upcycling), its FFN split into experts, or several dense models one expert each; writes a run directory + upcycle.md/json (before/after)',
+    )
+    .argument('<dense...>', 'dense model(s): moe-ts run/checkpoint directories, Hugging Face directories or .gguf files')
+    .requiredOption('--out <dir>', 'run directory to write (train --model <dir> continues training it)')
+    .addOption(
+      new Option('--method <m>', 'copy (sparse upcycling), split-random, split-clustered (FFN splitting), mix (one expert per dense model)')
+        .choices(['copy', 'split-random', 'split-clustered', 'mix'])
+        .default('copy'),
+    )
+    .option('--experts <n>', 'routed experts (copy/split; mix: one per model)', intArg('--experts'))
+    .option('--top-k <k>', 'experts per token (default 2)', intArg('--top-k'))
+    .option(
+      '--noise <s>',
+      'copy: Gaussian noise on each expert weight, as a fraction of its std (default 0: exact copies)',
+      floatArg('--noise', (x) => x >= 0, '>= 0'),
+    )
+    .option('--shared <n>', 'split: shared experts from the most active neurons (CMoE)', intArg('--shared', 0))
+    .option('--calibration <n>', 'split: calibration windows per domain (default 8)', intArg('--calibration'))
+    .option('--router <name>', 'router of the new MoE (default topk)')
+    .option('--data <sources...>', 'corpora for the before/after table and calibration (default: shakespeare wikitext linux)')
+    .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
+    .option('--seed <n>', 'seed of router init, noise and random splits', intArg('--seed', 0), 0)
+    .option('--overwrite', 'replace a run already in --out')
+    .addOption(backendOption())
+    .addOption(threadsOption())
+    .action(async (dense: string[], o) => {
+      const { runUpcycle } = await import('../adapt/upcycle.js');
+      const { formatAdaptTable } = await import('../adapt/common.js');
+      await withBackend(o, async () => {
+        const r = runUpcycle({
+          models: dense,
+          out: o.out,
+          method: o.method,
+          numExperts: o.experts,
+          topK: o.topK,
+          noise: o.noise,
+          sharedExperts: o.shared,
+          calibration: o.calibration,
+          router: o.router,
+          sources: o.data,
+          batches: o.batches,
+          seed: o.seed,
+          overwrite: Boolean(o.overwrite),
+        });
+        process.stdout.write(formatAdaptTable(r) + `\nrun: ${o.out} (checkpoint ${r.checkpoint}); table: ${r.files.md}, ${r.files.json}\n`);
+      });
+    });
+
+  program
+    .command('prune')
+    .description('drop the least-used experts of every MoE layer (router statistics on calibration text); table of loss per pruned fraction; writes the pruned run')
+    .argument('<model>', 'an MoE model: run/checkpoint directory, Hugging Face directory or .gguf file')
+    .requiredOption('--out <dir>', 'run directory for the pruned model (the --save fraction)')
+    .option('--fractions <list>', 'comma-separated fractions of experts to prune, each in [0, 1)', '0.25,0.5')
+    .option(
+      '--save <f>',
+      'which fraction to save (default: the largest)',
+      floatArg('--save', (x) => x >= 0 && x < 1, 'in [0, 1)'),
+    )
+    .option('--calibration <n>', 'calibration windows per domain (default 8)', intArg('--calibration'))
+    .option('--data <sources...>', 'corpora for calibration and the table (default: shakespeare wikitext linux)')
+    .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
+    .option('--overwrite', 'replace a run already in --out')
+    .addOption(backendOption())
+    .addOption(threadsOption())
+    .action(async (model: string, o) => {
+      const fractions = String(o.fractions)
+        .split(',')
+        .map((v) => {
+          const x = v.trim() === '' ? NaN : Number(v);
+          if (!(x >= 0 && x < 1)) throw new ConfigError(`--fractions must be a comma-separated list of numbers in [0, 1), got "${v}"`);
+          return x;
+        });
+      const { runPrune } = await import('../adapt/prune.js');
+      const { formatAdaptTable } = await import('../adapt/common.js');
+      await withBackend(o, async () => {
+        const r = runPrune({ model, out: o.out, fractions, save: o.save, calibration: o.calibration, sources: o.data, batches: o.batches, overwrite: Boolean(o.overwrite) });
+        process.stdout.write(formatAdaptTable(r) + `\nrun: ${o.out}; table: ${r.files.md}, ${r.files.json}\n`);
+      });
+    });
+
+  const peft = program.command('peft').description('LoRA-expert adapters apart from their base: attach an adapter file to a base, or merge shared adapters into the base weights');
+  peft
+    .command('attach')
+    .description('a base model + an adapters.safetensors (from train --peft) into one run directory, with a before/after table')
+    .argument('<base>', 'the base model (run/checkpoint directory, Hugging Face directory, .gguf)')
+    .argument('<adapters>', 'adapter file written by train --peft')
+    .requiredOption('--out <dir>', 'run directory to write')
+    .option('--data <sources...>', 'corpora for the table (default: shakespeare wikitext linux)')
+    .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
+    .option('--overwrite', 'replace a run already in --out')
+    .action(async (base: string, adapters: string, o) => {
+      const { runPeftAttach } = await import('../adapt/peft.js');
+      const { formatAdaptTable } = await import('../adapt/common.js');
+      await withBackend({ backend: process.env.MOE_BACKEND ?? 'auto' }, async () => {
+        const r = runPeftAttach({ base, adapters, out: o.out, sources: o.data, batches: o.batches, overwrite: Boolean(o.overwrite) });
+        process.stdout.write(formatAdaptTable(r) + `\nrun: ${o.out}; table: ${r.files.md}\n`);
+      });
+    });
+  peft
+    .command('merge')
+    .description('fold shared LoRA adapters into the base weights (exact; routed LoRA experts cannot merge) and write a plain run directory')
+    .argument('<run>', 'a train --peft run (or a peft attach output)')
+    .requiredOption('--out <dir>', 'run directory to write')
+    .option('--data <sources...>', 'corpora for the table (default: shakespeare wikitext linux)')
+    .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
+    .option('--overwrite', 'replace a run already in --out')
+    .action(async (run: string, o) => {
+      const { runPeftMerge } = await import('../adapt/peft.js');
+      const { formatAdaptTable } = await import('../adapt/common.js');
+      await withBackend({ backend: process.env.MOE_BACKEND ?? 'auto' }, async () => {
+        const r = runPeftMerge({ run, out: o.out, sources: o.data, batches: o.batches, overwrite: Boolean(o.overwrite) });
+        process.stdout.write(formatAdaptTable(r) + `\nrun: ${o.out}; table: ${r.files.md}\n`);
       });
     });
 
@@ -349,7 +561,11 @@ export function buildProgram(): Command {
     .option('--quick', 'tiny models and few steps: a smoke run of every router in a few minutes')
     .option('--config <file>', 'JSON overriding the preset: "model", "training", "data" sections, and "bench": {"router_options": {"<router>": {...}}}')
     .option('--seed <n>', 'random seed shared by all models', intArg('--seed', 0))
-    .option('--seeds <n>', 'train every model with n seeds (seed, seed+1, ...) and report mean ± std (default 1)', intArg('--seeds'))
+    .option(
+      '--seeds <n>',
+      'train every model with n seeds (seed, seed+1, ...) and report mean ± std (default: as many, up to 3, as fit an estimated 30 minutes on 2 cores; 1 with --quick)',
+      intArg('--seeds'),
+    )
     .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {

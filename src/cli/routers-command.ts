@@ -33,8 +33,10 @@ function routerTraitLines(s: RouterSpec): string[] {
         .join(', ')}`,
     );
   if (t.flopMatch) out.push('FLOP-matched in bench-routers by its options');
+  if (t.context?.length) out.push(`reads context: ${t.context.join(', ')}`);
   const lines = [`    traits: ${out.join('; ')}`];
   if (t.batchDependent) lines.push(`    batch-dependent: ${t.batchDependent}`);
+  if (t.inferenceDiffers) lines.push(`    inference differs: ${t.inferenceDiffers}`);
   return lines;
 }
 

@@ -14,6 +14,8 @@ import { CheckpointError, type TrainerState } from '../io/checkpoint-bytes.js';
 import { fromGGUF, isGGUFFile } from '../io/gguf/index.js';
 import { Sampler, type SamplingOptions } from './sampling.js';
 import { tokenExperts } from '../moe/trace.js';
+import { DecodeEngine } from './decode.js';
+import type { QuantFormat, QuantKernels } from '../kernels/quant.js';
 
 /**
  * What happens when the next step would go past max_position_embeddings:
@@ -44,6 +46,17 @@ export interface GenerateOptions extends SamplingOptions {
    * unchanged.
    */
   traceRouting?: boolean;
+  /**
+   * 'fast' (the DecodeEngine: preallocated KV cache, matrix-vector kernels, optional quantised
+   * weights), 'eager' (model.forward, the reference), or a prebuilt DecodeEngine of this model
+   * (reused across calls; its cache is reset). Default 'auto': fast where the model is supported
+   * and routing is not traced, else eager.
+   */
+  engine?: 'auto' | 'fast' | 'eager' | DecodeEngine;
+  /** Weight format of the fast path (default f32); ignored by the eager path. */
+  quant?: QuantFormat;
+  /** Kernels of the fast path (default the js reference; moe-ts/node's WasmQuantKernels is SIMD). */
+  kernels?: QuantKernels;
 }
 
 /** One token's routing: its experts and combine weights per MoE layer (highest weight first). */
@@ -72,6 +85,14 @@ export interface GenerateResult {
   slides: number;
   prefillMs: number;
   totalMs: number;
+  /** Prompt tokens per second of the (first) prefill. */
+  promptTokensPerSec: number;
+  /** Tokens fed back one at a time per second (decode steps only, prefill excluded). */
+  decodeTokensPerSec: number;
+  /** Which path ran ('fast' with its weight format, or 'eager'). */
+  engine: string;
+  /** Time spent building the fast path's weights (not in totalMs). */
+  compileMs: number;
   /** With traceRouting: one entry per prompt token, then per generated token. */
   routing?: TokenRouting[];
 }
@@ -134,6 +155,23 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
   const Vt = tokenizer.vocabSize;
   const stopIds = new Set<number>(Array.from(opts.stopTokenIds ?? []));
 
+  const want = opts.engine ?? 'auto';
+  if (!(want instanceof DecodeEngine) && !['auto', 'fast', 'eager'].includes(want)) {
+    throw new Error(`generate: engine must be "auto", "fast", "eager" or a DecodeEngine, got ${JSON.stringify(want)}`);
+  }
+  if (want instanceof DecodeEngine && want.model !== model) throw new Error('generate: engine was built for a different model');
+  if (want === 'fast' && opts.traceRouting) throw new Error('generate: traceRouting needs the eager engine (engine "eager" or "auto")');
+  const tc = performance.now();
+  let engine: DecodeEngine | null = null;
+  if (want instanceof DecodeEngine) engine = opts.traceRouting ? null : want;
+  else if (want === 'fast' || (want === 'auto' && !opts.traceRouting && model instanceof MoETransformerLM && DecodeEngine.unsupported(model) === null)) {
+    engine = new DecodeEngine(model, { quant: opts.quant, seed, ...(opts.kernels ? { kernels: opts.kernels } : {}) });
+    // a model feature the fast path does not know of shows up as different logits: stay eager then
+    if (want === 'auto' && engine.quant === 'f32' && !(engine.selfCheck() < 1e-3)) engine = null;
+  }
+  engine?.reset();
+  const compileMs = want instanceof DecodeEngine ? 0 : performance.now() - tc;
+
   const t0 = performance.now();
   const wasTraining = model.training;
   model.eval();
@@ -147,6 +185,11 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
        * after a slide only adds its last token).
        */
       const step = (ids: Int32Array, cache: KVCache, traceFrom = 0, prompt = false): Float32Array => {
+        if (engine) {
+          const out = engine.forward(ids);
+          cache.length = engine.length;
+          return out.subarray(0, Vt);
+        }
         const { logits, aux } = model.forward(ids, 1, ids.length, { ctx: { training: false, step: 0, rng: routerRng }, cache });
         if (trace) {
           const per = aux.map((a) => ({ layer: a.layer, experts: tokenExperts(a.aux, ids.length, model.config.num_experts_per_tok) }));
@@ -176,6 +219,9 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
       }
       let logits = step(prefillIds, cache, 0, true);
       const prefillMs = performance.now() - t0;
+      const firstPrefill = prefillIds.length;
+      let decodeSteps = 0;
+      let decodeMs = 0;
 
       const decoder = createStreamDecoder(tokenizer);
       const stop = opts.stopOnText;
@@ -226,12 +272,16 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
             break;
           }
           cache = model.emptyCache();
+          engine?.reset();
           logits = step(Int32Array.from(history.slice(history.length - window)), cache, window - 1);
           slides++;
           note = `context window slid ${slides} time(s): re-prefilled the last ${window} of max_position_embeddings ${maxPos} tokens`;
           continue;
         }
+        const ts = performance.now();
         logits = step(Int32Array.of(next), cache);
+        decodeMs += performance.now() - ts;
+        decodeSteps++;
       }
       if (!hitStop && append(decoder.flush())) stopReason = 'stop_text';
       emit(text.length);
@@ -253,6 +303,10 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
         slides,
         prefillMs,
         totalMs,
+        promptTokensPerSec: prefillMs > 0 ? firstPrefill / (prefillMs / 1000) : 0,
+        decodeTokensPerSec: decodeMs > 0 ? decodeSteps / (decodeMs / 1000) : 0,
+        engine: engine ? `fast ${engine.quant}` : 'eager',
+        compileMs,
         ...(trace ? { routing: trace } : {}),
       };
     });

@@ -5,3 +5,7 @@ export { generate, loadModelForInference } from './generate.js';
 export type { GenerateOptions, GenerateResult, StopReason, ContextOverflow, InferenceModel } from './generate.js';
 export { ChatSession, compileChatTemplate, renderChatTemplate, resolveChatTemplate } from './chat.js';
 export type { ChatMessage, ChatOptions, ChatReply, ChatTemplateOptions } from './chat.js';
+export { DecodeEngine } from './decode.js';
+export type { DecodeEngineOptions } from './decode.js';
+export { quantizedLoss } from './quality.js';
+export type { QuantLoss } from './quality.js';

@@ -7,7 +7,7 @@
  */
 import type { ModelConfig, RunConfig, TrainConfig } from './config.js';
 import { isMoELayer, ConfigError } from './config.js';
-import { attentionRegistry } from './moa.js';
+import { attentionRegistry, attentionKindOf } from './attention/registry.js';
 
 export class MemoryLimitError extends ConfigError {}
 
@@ -56,9 +56,9 @@ export function countParameters(c: ModelConfig): { params: number; tensors: numb
     params += V * d;
     tensors++;
   }
-  const attn = c.attention_type !== undefined ? attentionRegistry.find(c.attention_type) : undefined;
+  const attn = attentionRegistry.find(attentionKindOf(c))?.parameters;
   for (let i = 0; i < c.num_hidden_layers; i++) {
-    params += attn ? attn.parameters(c) : 4 * d * d + 2 * d;
+    params += attn ? attn(c) : 4 * d * d + 2 * d;
     tensors += 6;
     largest = Math.max(largest, d * d);
     if (isMoELayer(c, i)) {

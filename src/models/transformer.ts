@@ -18,7 +18,8 @@ import { type ModelConfig, isMoELayer, headDimOf, kvHeadsOf, ConfigError } from 
 import { ropeParams, type RopeParams } from './rope.js';
 import { MLAttention, repeatHeads } from './mla.js';
 import { checkMemory } from './memory.js';
-import { buildAttention, type AttentionBlock } from './moa.js';
+import { attachLoraExperts } from './lora-experts.js';
+import { attentionRegistry, buildAttention, defineAttention, type AttentionModule } from './attention/index.js';
 
 /** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
 export interface KVCache {
@@ -85,7 +86,7 @@ export class Attention extends Module {
   }
 
   /** x [B*T, d] -> [B*T, d]; with a cache, keys/values of earlier positions are reused and extended. */
-  forward(x: Tensor, B: number, Tn: number, cache?: { k: Tensor | undefined; v: Tensor | undefined; offset: number }): { y: Tensor; k: Tensor; v: Tensor } {
+  forward(x: Tensor, B: number, Tn: number, cache?: { k: Tensor | undefined; v: Tensor | undefined; offset: number }): { y: Tensor; k: Tensor; v: Tensor; q?: Tensor } {
     const H = this.heads;
     const KV = this.kvHeads;
     const rope = { offset: cache?.offset ?? 0, theta: this.cfg.rope_theta, ...(this.rope ? { invFreq: this.rope.invFreq, scale: this.rope.scale } : {}) };
@@ -109,9 +110,70 @@ export class Attention extends Module {
       this.sinks || this.window !== undefined
         ? T.windowedAttention(qs, this.repeatKV(k), this.repeatKV(v), { window: this.window, sinks: this.sinks })
         : T.causalAttention(qs, this.repeatKV(k), this.repeatKV(v));
-    return { y: this.o_proj.forward(T.mergeHeads(o)), k, v };
+    return { y: this.o_proj.forward(T.mergeHeads(o)), k, v, q: qs };
   }
 }
+
+/**
+ * Token importance from causal attention (DA-MoE): for each new token j, the mean over heads and
+ * over the queries i >= j of the softmax weight a_ij = softmax_j(q_i k_j / sqrt(Dh)), computed
+ * plainly without gradients. q [B, H, Tn, Dh] are the new queries, k [B, H, past + Tn, Dh] all keys
+ * (query i sits at position past + i). Returns [B * Tn]; a token no new query sees after it (the
+ * last one) still gets its own self-weight. Sliding windows and sinks are ignored (an estimate).
+ */
+export function attentionImportance(q: Tensor, k: Tensor, past: number): Float32Array {
+  const [B, H, Tn, Dh] = q.shape;
+  const S = k.shape[2];
+  const out = new Float32Array(B * Tn);
+  const cnt = new Float32Array(B * Tn);
+  const qd = q.data;
+  const kd = k.data;
+  const sc = 1 / Math.sqrt(Dh);
+  const w = new Float64Array(S);
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < H; h++)
+      for (let i = 0; i < Tn; i++) {
+        const qo = ((b * H + h) * Tn + i) * Dh;
+        const last = past + i;
+        let m = -Infinity;
+        for (let j = 0; j <= last; j++) {
+          const ko = ((b * H + h) * S + j) * Dh;
+          let s = 0;
+          for (let d = 0; d < Dh; d++) s += qd[qo + d] * kd[ko + d];
+          w[j] = s * sc;
+          if (w[j] > m) m = w[j];
+        }
+        let z = 0;
+        for (let j = 0; j <= last; j++) z += w[j] = Math.exp(w[j] - m);
+        for (let j = past; j <= last; j++) {
+          out[b * Tn + j - past] += w[j] / z;
+          cnt[b * Tn + j - past]++;
+        }
+      }
+  for (let i = 0; i < out.length; i++) out[i] = cnt[i] > 0 ? out[i] / cnt[i] : 0;
+  return out;
+}
+attentionRegistry.register(
+  defineAttention({
+    name: 'standard',
+    summary: 'causal multi-head attention with RoPE (GQA, qk_norm, sliding window and sinks from the model config)',
+    paper: { authors: 'Vaswani et al.', title: 'Attention Is All You Need', year: 2017 },
+    options: {},
+    create: (c, _o, rng, layer) => new Attention(c, rng, layer),
+  }),
+);
+attentionRegistry.register(
+  defineAttention({
+    name: 'mla',
+    summary: 'multi-head latent attention: keys and values from a compressed latent (kv_lora_rank)',
+    paper: { authors: 'DeepSeek-AI', title: 'DeepSeek-V2: A Strong, Economical, and Efficient Mixture-of-Experts Language Model', year: 2024 },
+    options: {},
+    create: (c, _o, rng) => {
+      if (c.kv_lora_rank === undefined) throw new ConfigError('model config: attention_type "mla" needs kv_lora_rank (and qk_nope_head_dim, qk_rope_head_dim, v_head_dim)');
+      return new MLAttention(c, rng);
+    },
+  }),
+);
 
 /** Residual-branch output scaling (GPT-2): keeps the residual stream's scale stable with depth. */
 export function outputScale(c: ModelConfig): number {
@@ -186,6 +248,7 @@ export function moeLayerConfig(c: ModelConfig): MoELayerConfig {
     },
     router: { type: c.router_type, ...routerOpts },
     ...(dispatch ? { dispatch } : {}),
+    ...(c.moe_sub_tokens !== undefined ? { subTokens: c.moe_sub_tokens } : {}),
     ...(c.n_shared_experts > 0 && !c.shared_expert_gate ? { sharedExperts: { count: c.n_shared_experts, dFF: c.shared_expert_intermediate_size ?? c.moe_intermediate_size } } : {}),
     losses,
   };
@@ -193,7 +256,7 @@ export function moeLayerConfig(c: ModelConfig): MoELayerConfig {
 
 export class DecoderLayer extends Module {
   input_layernorm: RMSNorm;
-  self_attn: Attention | MLAttention | AttentionBlock;
+  self_attn: AttentionModule;
   post_attention_layernorm: RMSNorm;
   mlp: DenseFFN | null;
   block_sparse_moe: MoELayer | null;
@@ -211,7 +274,7 @@ export class DecoderLayer extends Module {
     const d = cfg.hidden_size;
     const eps = cfg.layer_norm_eps ?? cfg.rms_norm_eps;
     this.input_layernorm = new RMSNorm(d, eps);
-    this.self_attn = cfg.attention_type !== undefined ? buildAttention(cfg, rng, index) : cfg.kv_lora_rank !== undefined ? new MLAttention(cfg, rng) : new Attention(cfg, rng, index);
+    this.self_attn = buildAttention(cfg, rng, index);
     this.post_attention_layernorm = new RMSNorm(d, eps);
     if (isMoELayer(cfg, index)) {
       this.mlp = null;
@@ -276,6 +339,8 @@ export class MoETransformerLM extends Module {
     for (let i = 0; i < c.num_hidden_layers; i++) this.layers.push(new DecoderLayer(c, i, rng));
     this.norm = new RMSNorm(c.hidden_size, c.rms_norm_eps);
     this.lm_head = c.tie_word_embeddings ? null : new Linear(c.hidden_size, c.vocab_size, rng, { std: c.initializer_range });
+    // adapters after the base (own RNG stream): the base init is the same with or without them
+    if (c.peft) attachLoraExperts(this.layers, c.peft, new Rng(seed ^ 0x10a4));
   }
 
   moeLayers(): MoELayer[] {
@@ -300,23 +365,42 @@ export class MoETransformerLM extends Module {
     const branch = (t: Tensor): Tensor => drop(rm === 1 ? t : T.scale(t, rm));
     let h = drop(em === 1 ? this.embed_tokens.forward(ids) : T.scale(this.embed_tokens.forward(ids), em));
     const aux: ForwardResult['aux'] = [];
-    const ctx: RouterContext = { ...opts.ctx, tokenIds: ids, state: new Map() };
+    // generic router context: the batch layout and the shared embeddings (SpeechMoE-style routers read them)
+    const ctx: RouterContext = { ...opts.ctx, tokenIds: ids, state: new Map(), batchShape: { batch: B, seqLen: Tn }, embeddings: h };
+    const attnLosses: Record<string, Tensor> = {};
     const attnRouters: RouterOutput[] = [];
     this.layers.forEach((layer, i) => {
       const cache = opts.cache;
-      const a = (layer.self_attn as AttentionBlock).forward(layer.input_layernorm.forward(h), B, Tn, cache ? { k: cache.k[i], v: cache.v[i], offset: past } : undefined, ctx);
-      if ('router' in a && a.router) attnRouters.push(a.router);
+      const a = layer.self_attn.forward(layer.input_layernorm.forward(h), B, Tn, cache ? { k: cache.k[i], v: cache.v[i], offset: past } : undefined, ctx);
+      // attention experts' balancing losses, summed over layers under one name each
+      for (const [name, l] of Object.entries(a.losses ?? {})) attnLosses[`attention.${name}`] = attnLosses[`attention.${name}`] ? T.add(attnLosses[`attention.${name}`], l) : l;
+      if (a.router) attnRouters.push(a.router);
       if (cache) {
         cache.k[i] = a.k;
         cache.v[i] = a.v;
       }
       h = T.add(h, branch(a.y));
-      const r = layer.ffn(layer.post_attention_layernorm.forward(h), ctx, c.router_jitter_noise);
+      // attention-derived token importance, only for routers that declare they read it (DA-MoE)
+      const aq = (a as { q?: Tensor }).q;
+      const heads = (layer.self_attn as { heads?: number }).heads;
+      // only attention modules that expose their queries and head count (the standard one) give importance
+      const wantsImportance = aq !== undefined && heads !== undefined && aq.ndim === 4 && layer.block_sparse_moe?.specs.router.traits.context?.includes('tokenImportance');
+      const lctx = wantsImportance
+        ? {
+            ...ctx,
+            tokenImportance: attentionImportance(
+              aq,
+              T.noGrad(() => repeatHeads(a.k, heads)),
+              past,
+            ),
+          }
+        : ctx;
+      const r = layer.ffn(layer.post_attention_layernorm.forward(h), lctx, c.router_jitter_noise);
       if (r.aux) aux.push({ layer: i, aux: r.aux });
       h = T.add(h, branch(r.y));
     });
     if (opts.cache) opts.cache.length = past + Tn;
-    const losses: Record<string, Tensor> = {};
+    const losses: Record<string, Tensor> = { ...attnLosses };
     if (c.aux_loss_normalization === 'all-layers-tokens' && c.router_aux_loss_coef > 0 && aux.length > 0) {
       // routed attention (JetMoE) joins the one Hugging Face loss when its expert count matches, else gets its own
       const E = c.num_local_experts;
@@ -351,7 +435,8 @@ export class MoETransformerLM extends Module {
     let total = 0;
     for (const [name, p] of this.namedParameters()) {
       if (name.includes('block_sparse_moe') && name.includes('experts') && !name.includes('shared')) {
-        total += (p.size / Math.max(1, c.num_local_experts)) * c.num_experts_per_tok;
+        // k may count zero-compute null experts (k > E): at most every real expert computes
+        total += (p.size / Math.max(1, c.num_local_experts)) * Math.min(c.num_experts_per_tok, c.num_local_experts);
       } else total += p.size;
     }
     return Math.round(total);

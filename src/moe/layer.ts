@@ -5,9 +5,10 @@
  */
 import { Tensor } from '../tensor/tensor.js';
 import { Rng } from '../tensor/random.js';
-import { add, scale } from '../tensor/index.js';
+import { add, scale, reshape } from '../tensor/index.js';
 import { z, posInt, nonNegative, formatIssues, knownKeys, pathString, orList, statement, ConfigError } from '../tensor/validate.js';
 import { Module } from '../nn/module.js';
+import { Linear } from '../nn/layers.js';
 import type { ExpertBank, MoEAux, Router, RouterContext, RouterOutput } from './types.js';
 import { routerRegistry, buildRouter, ROUTER_BASE_FIELDS, type RouterConfig, type RouterSpec } from './routers/registry.js';
 import './routers/index.js';
@@ -38,6 +39,12 @@ export interface MoELayerConfig {
   sharedExperts?: { count: number; dFF: number };
   /** Balancing losses by lossRegistry name -> coefficient. */
   losses?: Record<string, number>;
+  /**
+   * MH-MoE (Wu et al. 2024, "Multi-Head Mixture-of-Experts"): split each token into this many
+   * sub-tokens of dModel / subTokens (after a d x d multi-head projection), route and compute each
+   * sub-token separately, merge back and project (d x d). Default 1: tokens are routed whole.
+   */
+  subTokens?: number;
 }
 
 export interface MoEForward {
@@ -58,11 +65,14 @@ const LayerSchema = z
     dispatch: typed().optional(),
     sharedExperts: z.object({ count: posInt(), dFF: posInt() }).strict().optional(),
     losses: z.record(z.string(), nonNegative('a finite non-negative coefficient')).optional(),
+    subTokens: posInt().optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
     const issue = (path: (string | number)[], message: string | ReturnType<typeof statement>) => ctx.addIssue({ code: 'custom', path, ...(typeof message === 'string' ? { message } : message) });
-    if (c.topK > c.numExperts) issue(['topK'], `must be at most numExperts (${c.numExperts})`);
+    // a router that checks topK itself (checkTopK: false, e.g. null experts: k over real + null experts) may exceed numExperts
+    if (c.topK > c.numExperts && routerRegistry.find(c.router.type)?.checkTopK !== false) issue(['topK'], `must be at most numExperts (${c.numExperts})`);
+    if (c.subTokens !== undefined && c.dModel % c.subTokens !== 0) issue(['subTokens'], `must divide dModel (${c.dModel})`);
     if (!expertRegistry.has(c.experts.type)) issue(['experts', 'type'], `must be one of ${expertRegistry.names().join(', ')}`);
     for (const k of ['numExperts', 'dModel']) if (k in c.experts) issue(['experts', k], `is taken from config.${k}; remove it from the expert options`);
     if (!routerRegistry.has(c.router.type)) issue(['router', 'type'], `must be one of ${routerRegistry.names().join(', ') || '(no routers registered)'}`);
@@ -100,7 +110,7 @@ export function validateMoEConfig(cfg: unknown): ValidMoEConfig & { dispatch: Di
         z.object({ [prefix]: schema }),
       );
   };
-  prefixed(expertSchema(expertRegistry.spec(c.experts.type)), { ...c.experts, numExperts: c.numExperts, dModel: c.dModel }, 'experts');
+  prefixed(expertSchema(expertRegistry.spec(c.experts.type)), { ...c.experts, numExperts: c.numExperts, dModel: c.dModel / (c.subTokens ?? 1) }, 'experts');
   if (c.dispatch) prefixed(dispatchSchema(dispatchRegistry.spec(c.dispatch.type)), c.dispatch, 'dispatch');
   return { ...(cfg as MoELayerConfig), dModel: c.dModel, numExperts: c.numExperts, topK: c.topK, dispatch: (c.dispatch as DispatchConfig) ?? defaultDispatchConfig(), losses: c.losses ?? {} };
 }
@@ -113,6 +123,11 @@ export class MoELayer extends Module {
   router: Router;
   experts: ExpertBank;
   shared: SharedExpertBank | null;
+  /** MH-MoE's multi-head and merge projections (d x d; null unless subTokens > 1). */
+  multi_head: Linear | null = null;
+  merge: Linear | null = null;
+  /** Sub-tokens per token (MH-MoE; 1: whole tokens). */
+  readonly subTokens: number;
   /** The specs of the parts (what `moe-ts routers` lists), for code that reads their traits. */
   readonly specs: { router: RouterSpec; experts: ExpertSpec; dispatch: DispatchSpec };
   private readonly dispatchOptions: DispatchConfig;
@@ -128,8 +143,11 @@ export class MoELayer extends Module {
     this.numExperts = cfg.numExperts;
     this.topK = cfg.topK;
     this.lossCoefs = Object.entries(cfg.losses);
+    this.subTokens = cfg.subTokens ?? 1;
+    // router and experts see sub-tokens of width dModel / subTokens
+    const dIn = cfg.dModel / this.subTokens;
     const { type: routerType, ...routerOpts } = cfg.router;
-    const rcfg: RouterConfig = { ...routerOpts, type: routerType, dModel: cfg.dModel, numExperts: cfg.numExperts, topK: cfg.topK };
+    const rcfg: RouterConfig = { ...routerOpts, type: routerType, dModel: dIn, numExperts: cfg.numExperts, topK: cfg.topK };
     const built = buildRouter(rcfg, rng);
     this.router = built.router;
     if (this.router.numExperts !== cfg.numExperts) {
@@ -146,14 +164,18 @@ export class MoELayer extends Module {
     this.dispatchOptions = dispatchSchema(dispatchSpec).parse(dispatch) as DispatchConfig;
     const expertSpec = expertRegistry.spec(cfg.experts.type);
     const { type: _type, ...expertOpts } = cfg.experts;
-    const ecfg = { ...expertOpts, numExperts: cfg.numExperts, dModel: cfg.dModel };
+    const ecfg = { ...expertOpts, numExperts: cfg.numExperts, dModel: dIn };
     this.experts = expertRegistry.get(cfg.experts.type)(ecfg, rng);
     if (cfg.sharedExperts && !expertSpec.createShared) throw new ConfigError(`MoELayer: config.sharedExperts: expert type "${expertSpec.name}" has no shared-expert form`);
     this.shared = cfg.sharedExperts
-      ? expertSpec.createShared!(cfg.sharedExperts.count, cfg.dModel, cfg.sharedExperts.dFF, expertSchema(expertSpec).parse(ecfg) as ParsedExpertConfig<ExpertOptionShape>, rng)
+      ? expertSpec.createShared!(cfg.sharedExperts.count, dIn, cfg.sharedExperts.dFF, expertSchema(expertSpec).parse(ecfg) as ParsedExpertConfig<ExpertOptionShape>, rng)
       : null;
     this.specs = { router: built.spec, experts: expertSpec, dispatch: dispatchSpec };
     this.stepLoad = new Float64Array(cfg.numExperts);
+    if (this.subTokens > 1) {
+      this.multi_head = new Linear(cfg.dModel, cfg.dModel, rng, { std: 1 / Math.sqrt(cfg.dModel) });
+      this.merge = new Linear(cfg.dModel, cfg.dModel, rng, { std: 1 / Math.sqrt(cfg.dModel) });
+    }
   }
 
   /** x [T, dModel] -> y [T, dModel] and the auxiliary losses, routing record and metrics. */
@@ -161,6 +183,20 @@ export class MoELayer extends Module {
     if (x.ndim !== 2 || x.shape[1] !== this.dModel) {
       throw new Error(`MoELayer.forward: x must be [T, ${this.dModel}] (tokens x dModel), got [${x.shape.join(', ')}]`);
     }
+    if (this.multi_head && this.merge) {
+      const h = this.subTokens;
+      const T0 = x.shape[0];
+      const ids = ctx.tokenIds;
+      // each sub-token keeps its token's id (hash routing)
+      const subCtx = ids ? { ...ctx, tokenIds: Int32Array.from({ length: T0 * h }, (_, i) => ids[Math.floor(i / h)]) } : ctx;
+      const r = this.forwardTokens(reshape(this.multi_head.forward(x), [T0 * h, this.dModel / h]), subCtx);
+      return { y: this.merge.forward(reshape(r.y, [T0, this.dModel])), aux: r.aux };
+    }
+    return this.forwardTokens(x, ctx);
+  }
+
+  /** Route and compute rows of the router's width (whole tokens, or MH-MoE sub-tokens). */
+  private forwardTokens(x: Tensor, ctx: RouterContext): MoEForward {
     const T = x.shape[0];
     const E = this.numExperts;
     const out = this.router.route(x, { ...ctx, experts: this.experts });

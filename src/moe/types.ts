@@ -21,6 +21,20 @@ export interface RouterContext {
   tokenIds?: Int32Array;
   /** Randomness (noisy gating). */
   rng: Rng;
+  /**
+   * Layout of the rows of x: `batch` sequences of `seqLen` rows each, sequence-major (Mixture of
+   * Tokens groups tokens across sequences; causal pooling stays within a sequence). Absent: each row
+   * is its own sequence.
+   */
+  batchShape?: { batch: number; seqLen: number };
+  /** The model's shared token embeddings [T, dModel] aligned with x (SpeechMoE routers read them). Absent: routers that want them fall back to x. */
+  embeddings?: Tensor;
+  /**
+   * Per-token importance [T] taken from the preceding attention: the mean attention weight the token
+   * receives from the queries that can see it (DA-MoE). Supplied only when the router's traits list
+   * 'tokenImportance' in `context`; absent: routers treat every token alike.
+   */
+  tokenImportance?: Float32Array;
   /** The layer's experts (MoELayer.forward sets it), for routers that rank experts by their own response. */
   experts?: ExpertBank;
   /**

@@ -18,6 +18,7 @@ import { saveTokenizer } from '../io/tokenizer.js';
 import { writeJsonAtomicSync } from '../io/atomic.js';
 import { evaluate, type EvalResult } from './evaluate.js';
 import { TrainingDivergedError, lrAt, meanOf as mean, type StepMetrics } from './session.js';
+import { isAdapterTensor, loadPartialState } from '../models/lora-experts.js';
 import { saveCheckpoint, loadCheckpoint, configDiff, cleanStaleTemps, firstNonFinite, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError } from '../io/checkpoint.js';
 import { checkRunMemory } from '../models/memory.js';
 import { prepareFreshRunDir, truncateLog, appendLine } from './run-dir.js';
@@ -117,7 +118,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const data = buildDataset(cfg, tokenizer!, texts);
   const tr = cfg.training;
   const model = new MoETransformerLM(cfg.model, tr.seed);
-  const params = model.parameters();
+  // PEFT: the base stays frozen; only adapter tensors (and so their routers) reach the optimizer
+  const params = cfg.model.peft ? model.namedParameters().flatMap(([n, p]) => (isAdapterTensor(n) ? [p] : [])) : model.parameters();
   const consistency = model.consistencyWeight();
   const noDecay = new Set<Parameter>(
     model
@@ -145,7 +147,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     // the config actually in force (with any overrides) is what the run's config.json says
     writeJsonAtomicSync(path.join(out, 'config.json'), cfg);
   } else {
-    if (opts.init) model.loadStateDict(opts.init.model.stateDict());
+    // a base without adapters into a PEFT model: base tensors by name, adapters keep their (identity) init
+    if (opts.init && cfg.model.peft && !opts.init.model.config.peft) loadPartialState(model, opts.init.model.stateDict(), 'base', 'train --peft');
+    else if (opts.init) model.loadStateDict(opts.init.model.stateDict());
     writeJsonAtomicSync(path.join(out, 'config.json'), cfg);
     saveTokenizer(path.join(out, 'tokenizer.json'), tokenizer!);
   }

@@ -60,7 +60,7 @@ function greedy(model: MoETransformerLM, prompt: number[], n: number): number[] 
 
 test('jetmoe: all-position logits, greedy continuation (KV cache) and aux loss equal the PyTorch reference', () => {
   const { model, config } = fromPretrained(DIR);
-  assert.equal(config.attention_type, 'moa');
+  assert.equal(config.attention_type, 'jetmoe-moa');
   assert.equal(config.num_attention_heads, 4);
   assert.equal(config.head_dim, 4);
   const ref = reference();
@@ -106,7 +106,7 @@ test('jetmoe: a moe-ts MoA model exports as JetMoE and re-imports with identical
     num_local_experts: 4,
     num_experts_per_tok: 2,
     moe_intermediate_size: 8,
-    attention_type: 'moa',
+    attention_type: 'jetmoe-moa',
     moe_output_bias: true,
     layer_norm_eps: 1e-6,
     aux_loss_normalization: 'all-layers-tokens',
@@ -129,7 +129,7 @@ test('jetmoe: a moe-ts MoA model exports as JetMoE and re-imports with identical
     );
   };
   bad({ moe_output_bias: false }, /jetmoe: JetMoE needs moe_output_bias and layer_norm_eps 1e-6/);
-  bad({ attention_options: { numExperts: 6 } }, /jetmoe: JetMoE needs attention_type "moa" with as many attention experts/);
+  bad({ attention_options: { numExperts: 6 } }, /jetmoe: JetMoE needs attention_type "jetmoe-moa" with as many attention experts/);
   // a plain Mixtral-like model with an MoE bias matches nothing
   bad({ attention_type: undefined, num_key_value_heads: undefined, head_dim: undefined }, /mixtral: has no attention experts/);
 });
@@ -155,7 +155,7 @@ test('jetmoe: generate and train --model run on a JetMoE directory through the C
     num_local_experts: 4,
     num_experts_per_tok: 2,
     moe_intermediate_size: 8,
-    attention_type: 'moa',
+    attention_type: 'jetmoe-moa',
     moe_output_bias: true,
     layer_norm_eps: 1e-6,
     max_position_embeddings: 64,

@@ -8,7 +8,8 @@ import { Rng } from '../../src/tensor/random.js';
 import { f16BitsToF32 } from '../../src/tensor/dtype.js';
 import { MoETransformerLM } from '../../src/models/transformer.js';
 import { parseModelConfig } from '../../src/models/config.js';
-import { ByteTokenizer } from '../../src/data/tokenizer/index.js';
+import { ByteTokenizer, HfTokenizer } from '../../src/data/tokenizer/index.js';
+import { fileURLToPath } from 'node:url';
 import {
   GGUFFile,
   GGUFError,
@@ -20,6 +21,7 @@ import {
   fromGGUF,
   permuteRopeRows,
   isGGUFFile,
+  tokenizerMetadata,
   gguf,
   ggufArray,
   type GGUFValue,
@@ -214,14 +216,35 @@ test('export then fromGGUF gives the same model (f32 exactly; f16 and q8_0 withi
     ['untied', { tie_word_embeddings: false }],
     ['bailingmoe shared', { n_shared_experts: 1, norm_topk_prob: false }],
     ['bailingmoe', { norm_topk_prob: false }],
+    ['qwen2moe', { norm_topk_prob: false, qkv_bias: true, n_shared_experts: 1, shared_expert_gate: true, shared_expert_intermediate_size: 64, num_key_value_heads: 1 }],
+    ['qwen3moe', { qk_norm: 'head', num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16 }],
+    ['olmoe', { qk_norm: 'full', norm_topk_prob: false }],
+    ['llama3 rope', { rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8 } }],
   ];
   for (const [name, over] of variants) {
     const m = model(over);
+    // non-zero biases (they start at 0, which import reads as "no biases")
+    for (const [n, t] of m.stateDict()) if (n.endsWith('.bias')) t.data.forEach((_, i) => (t.data[i] = 0.01 * (i + 1)));
     const file = path.join(dir, `rt-${name.replace(/\W/g, '_')}.gguf`);
-    const rep = exportGGUF(m, tok, file, { quant: 'f32' });
+    const rep = exportGGUF(m, tok, file, { quant: 'f32', arch: name.startsWith('q') || name.startsWith('o') ? (name as 'olmoe') : 'auto' });
     const g = fromGGUF(file);
     assert.equal(g.arch, rep.arch);
-    for (const k of ['num_local_experts', 'n_shared_experts', 'norm_topk_prob', 'tie_word_embeddings', 'hidden_size', 'rope_theta'] as const) {
+    assert.equal(rep.arch, name === 'dense' || name === 'untied' || name === 'llama3 rope' ? 'llama' : name.split(' ')[0]);
+    for (const k of [
+      'num_local_experts',
+      'n_shared_experts',
+      'norm_topk_prob',
+      'tie_word_embeddings',
+      'hidden_size',
+      'rope_theta',
+      'qk_norm',
+      'qkv_bias',
+      'shared_expert_gate',
+      'shared_expert_intermediate_size',
+      'num_key_value_heads',
+      'head_dim',
+      'rope_scaling',
+    ] as const) {
       assert.deepEqual(g.config[k], m.config[k], `${name}: ${k}`);
     }
     for (const [n, t] of m.stateDict()) assert.deepEqual(g.model.stateDict().get(n)!.data, t.data, `${name}: ${n}`);
@@ -278,9 +301,18 @@ test('a model no llama.cpp architecture computes is refused with the mismatch na
     [{ router_type: 'soft' }, undefined, /router "soft"/],
     [{ decoder_sparse_step: 2, intermediate_size: 64 }, undefined, /llama: llama needs every layer MoE or none; decoder_sparse_step is 2.*bailingmoe: bailingmoe needs every layer MoE/],
     [{ norm_topk_prob: false }, 'llama', /architecture llama does not compute this model: llama renormalises the top-k weights/],
-    [{ n_shared_experts: 1 }, 'qwen2moe', /qwen2moe multiplies its shared expert by a sigmoid gate/],
-    [{}, 'qwen3moe', /qwen3moe applies per-head RMSNorm to q and k/],
-    [{}, 'deepseek2', /multi-head latent attention/],
+    [{ n_shared_experts: 1, norm_topk_prob: false }, 'qwen2moe', /qwen2moe multiplies its shared expert by a sigmoid gate \(ffn_gate_inp_shexp\); this model's shared experts are ungated/],
+    [{}, 'qwen2moe', /qwen2moe keeps the raw top-k softmax probabilities; this model renormalises them/],
+    [{}, 'qwen3moe', /qwen3moe applies a per-head q\/k RMSNorm .*; this model has no q\/k norm \(qk_norm "none"\)/],
+    [{ qk_norm: 'head', norm_topk_prob: false }, 'qwen3moe', /qwen3moe renormalises the top-k weights/],
+    [{ qk_norm: 'head' }, 'olmoe', /olmoe applies a q\/k RMSNorm over the whole projection .*qk_norm "head"/],
+    [{ qk_norm: 'full', norm_topk_prob: false, num_key_value_heads: 1 }, 'olmoe', /olmoe normalises k over n_embd: grouped-query attention/],
+    [{ qk_norm: 'head', first_k_dense_replace: 1 }, 'qwen3moe', /qwen3moe needs every layer MoE; first_k_dense_replace is 1/],
+    [{ qk_norm: 'head', mlp_only_layers: [1] }, undefined, /qwen3moe: qwen3moe needs every layer MoE; mlp_only_layers is \[1\]/],
+    [{ qkv_bias: true }, 'llama', /llama has no q\/k\/v biases; this model has them/],
+    [{ num_local_experts: 0 }, 'qwen3moe', /qwen3moe needs experts/],
+    [{ qk_norm: 'head', rope_scaling: { rope_type: 'yarn', factor: 4 } }, 'qwen3moe', /rope_scaling yarn: not written for qwen3moe yet/],
+    [{}, 'deepseek2', /deepseek2 export is not implemented yet: it needs multi-head latent attention/],
     [{ hidden_act: 'gelu' }, undefined, /hidden_act "gelu"/],
     [{ dispatch: 'capacity' }, undefined, /capacity dispatch drops tokens/],
     [{ expert_sizes: [32, 32, 64, 64] }, undefined, /heterogeneous expert widths/],
@@ -296,4 +328,25 @@ test('a model no llama.cpp architecture computes is refused with the mismatch na
     );
   }
   assert.ok(!fs.existsSync(file), 'nothing written');
+});
+
+test('Hugging Face tokenizers: byte-level BPE keeps its ids and round-trips; SentencePiece-style ones are refused by name', () => {
+  const fix = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures/tokenizers');
+  const load = (n: string): HfTokenizer =>
+    new HfTokenizer({ tokenizer: JSON.parse(fs.readFileSync(path.join(fix, n, 'tokenizer.json'), 'utf8')), config: JSON.parse(fs.readFileSync(path.join(fix, n, 'tokenizer_config.json'), 'utf8')) });
+  const hf = load('bytelevel-chatml');
+  const meta = new Map(tokenizerMetadata(hf).entries);
+  assert.equal(meta.get('tokenizer.ggml.pre')!.value, 'qwen2');
+  const tokens = meta.get('tokenizer.ggml.tokens')!.value as string[];
+  assert.equal(tokens.length, hf.vocabSize);
+  const eos = meta.get('tokenizer.ggml.eos_token_id')!.value as number;
+  assert.equal(tokens[eos], '<|im_end|>');
+  assert.equal((meta.get('tokenizer.ggml.token_type')!.value as number[])[eos], 3, 'special added tokens are control tokens');
+  const file = path.join(dir, 'hf-tok.gguf');
+  const m = model({ vocab_size: hf.vocabSize });
+  exportGGUF(m, hf, file);
+  const g = fromGGUF(file);
+  assert.deepEqual(g.tokenizer.toJSON(), hf.toJSON());
+  assert.deepEqual(Array.from(g.tokenizer.encode('hello <|im_end|> world')), Array.from(hf.encode('hello <|im_end|> world')));
+  assert.throws(() => exportGGUF(model({ vocab_size: 277 }), load('spm-metaspace'), file), /gguf export: Hugging Face tokenizer model "BPE" with byte_fallback has no llama\.cpp mapping here/);
 });

@@ -112,7 +112,7 @@ test('fine-grained segmentation multiplies experts and k by m and divides the wi
 });
 
 test('expert registry builds banks by name and rejects unknown types and bad sizes', () => {
-  assert.deepEqual(expertRegistry.names().sort(), ['clamped-swiglu', 'gelu', 'swiglu']);
+  assert.deepEqual(expertRegistry.names().sort(), ['clamped-swiglu', 'gelu', 'mpo', 'nested', 'swiglu']);
   const b = expertRegistry.get('gelu')({ numExperts: 2, dModel: 4, dFF: 3 }, new Rng(0));
   assert.ok(b instanceof FFNExperts);
   const h = expertRegistry.get('swiglu')({ numExperts: 2, dModel: 4, dFF: 3, sizes: [3, 6] }, new Rng(0));

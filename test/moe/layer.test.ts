@@ -9,7 +9,7 @@ import { MoELayer, validateMoEConfig, type MoELayerConfig } from '../../src/moe/
 import { referenceMoE } from '../../src/moe/reference.js';
 import { routerRegistry } from '../../src/moe/routers/index.js';
 import { lossRegistry } from '../../src/moe/losses/index.js';
-import { FFNExperts, HeterogeneousExperts } from '../../src/moe/experts/index.js';
+import { FFNExperts, HeterogeneousExperts, expertRegistry } from '../../src/moe/experts/index.js';
 import type { RouterContext } from '../../src/moe/types.js';
 import { gradcheck, randn, assertClose } from '../helpers/gradcheck.js';
 
@@ -205,7 +205,7 @@ test('bad configs fail with errors naming the field', () => {
     [{ ...cfgOf(), dModel: 0 }, /config\.dModel must be a positive integer, got 0/],
     [{ ...cfgOf(), numExperts: 2.5 }, /config\.numExperts must be a positive integer, got 2\.5/],
     [{ ...cfgOf(), topK: 5 }, /config\.topK must be at most numExperts \(4\), got 5/],
-    [{ ...cfgOf(), experts: { type: 'relu', dFF: 4 } }, /config\.experts\.type must be one of swiglu, gelu, clamped-swiglu, got "relu"/],
+    [{ ...cfgOf(), experts: { type: 'relu', dFF: 4 } }, new RegExp(`config\\.experts\\.type must be one of ${expertRegistry.names().join(', ')}, got "relu"`)],
     [{ ...cfgOf(), experts: { type: 'gelu' } }, /config\.experts\.dFF must be a positive integer, got undefined/],
     [{ ...cfgOf(), experts: { type: 'gelu', dFF: 4, sizes: [4, 4] } }, /config\.experts\.sizes must be an array of 4 expert widths/],
     [{ ...cfgOf(), experts: { type: 'gelu', dFF: 4, sizes: [4, 4, 0, 4] } }, /config\.experts\.sizes\[2\] must be a positive integer, got 0/],

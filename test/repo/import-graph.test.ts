@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** Lowest first. */
-export const LAYERS = ['tensor', 'kernels', 'nn', 'moe', 'models', 'data', 'io', 'infer', 'train', 'bench-routers', 'cli'];
+export const LAYERS = ['tensor', 'kernels', 'nn', 'moe', 'models', 'data', 'io', 'infer', 'train', 'adapt', 'bench-routers', 'cli'];
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const SRC = path.join(ROOT, 'src');

@@ -267,6 +267,12 @@ export function renderReport(results: BenchResults): string {
   }
 </section>
 
+<section class="card" id="routers">
+  <h2>The routers compared</h2>
+  <p class="note">Per router: its paper, what it changes, the experts per token it actually used (mean over training), its expert compute relative to the dense baseline (experts/token ÷ k: the dense FFN is as wide as k experts), and the caveats its registered traits declare.</p>
+  ${routerTable(moeDone, byName, results.topK)}
+</section>
+
 <section class="card" id="curves">
   <h2>Validation loss</h2>
   ${figure(lossFig)}
@@ -322,6 +328,29 @@ ${jsonScript('raw-results', results)}
 </html>
 `;
   return page.value;
+}
+
+/** One row per MoE router: paper, summary, experts/token used, compute vs dense, trait caveats. */
+function routerTable(runs: RunRecord[], byName: Map<string, RouterAnalysis>, topK: number): SafeHtml {
+  const rows = runs.map((r) => {
+    const spec = typeof r.model.router_type === 'string' ? routerRegistry.find(r.model.router_type) : undefined;
+    const an = byName.get(r.name);
+    const t = spec?.traits;
+    const caveats = [t?.batchDependent ? `batch-dependent: ${t.batchDependent}` : '', t?.inferenceDiffers ? `inference differs from training: ${t.inferenceDiffers}` : '', t?.usageCaveat ?? ''].filter(
+      (c) => c.length > 0,
+    );
+    const ept = an?.meanExpertsPerToken ?? null;
+    const rel = t?.routing === 'soft' ? html`<span class="muted">per slot (soft)</span>` : ept === null ? '—' : `${(ept / topK).toFixed(2)}×`;
+    return html`<tr data-router="${r.name}">
+<td><strong>${r.name}</strong></td>
+<td>${spec?.paper ? html`${spec.paper.title} (${String(spec.paper.year)})` : '—'}</td>
+<td>${spec?.summary ?? r.description}</td>
+<td class="num">${f(ept, 2)}</td>
+<td class="num">${rel}</td>
+<td class="notes">${caveats.join('; ') || '—'}</td>
+</tr>`;
+  });
+  return html`<div class="table-wrap"><table class="routers"><thead><tr><th>router</th><th>paper</th><th>what it changes</th><th>experts/token used</th><th>expert compute vs dense</th><th>caveats</th></tr></thead><tbody>${rows}</tbody></table></div>`;
 }
 
 export function swatch(color: string | undefined): SafeHtml {

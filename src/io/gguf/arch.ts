@@ -12,7 +12,9 @@ import type { ModelConfig } from '../../models/config.js';
 import { ModelConfigSchema } from '../../models/config.js';
 import { gguf, type GGUFValue } from './format.js';
 
+/** A llama.cpp architecture moe-ts knows (general.architecture). */
 export type ArchName = 'llama' | 'bailingmoe' | 'qwen2moe' | 'qwen3moe' | 'olmoe' | 'deepseek2';
+/** Every ArchName, in the order export tries them. */
 export const ARCH_NAMES: readonly ArchName[] = ['llama', 'bailingmoe', 'qwen2moe', 'qwen3moe', 'olmoe', 'deepseek2'];
 
 /** Routing as llama.cpp's build_moe_ffn sees it. */
@@ -45,6 +47,13 @@ const KNOWN_FIELDS = new Set([
   'router_options',
   'norm_topk_prob',
   'dispatch',
+  'num_key_value_heads',
+  'head_dim',
+  'qk_norm',
+  'qkv_bias',
+  'shared_expert_gate',
+  'mlp_only_layers',
+  'first_k_dense_replace',
   // training-only: no effect on the forward pass in eval mode
   'initializer_range',
   'capacity_factor',
@@ -53,6 +62,11 @@ const KNOWN_FIELDS = new Set([
   'router_entropy_coef',
   'router_importance_coef',
   'hidden_dropout',
+  'aux_loss_normalization',
+  'router_losses',
+  'router_jitter_noise',
+  'capacity_drop_order',
+  'rope_scaling',
 ]);
 
 let defaults: Record<string, unknown> | null = null;
@@ -87,14 +101,19 @@ export function sharedWidth(c: ModelConfig): number {
   return c.n_shared_experts * (c.shared_expert_intermediate_size ?? c.moe_intermediate_size);
 }
 
+/** How a model maps to one llama.cpp architecture: layouts, mismatches that rule it out, hyperparameter keys. */
 export interface ArchSpec {
   name: ArchName;
   /** llama.cpp rotates adjacent pairs (LLAMA_ROPE_TYPE_NORM): q/k rows are permuted from moe-ts's half-split pairs. */
   ropeAdjacent: boolean;
   /** output.weight must be present even for tied embeddings. */
   outputRequired: boolean;
-  /** Shared experts: how the arch stores them (null: it has none). */
-  shared: null | 'ungated';
+  /** Shared experts: how the arch stores them (null: it has none; 'gated': one shared FFN times sigmoid(x . ffn_gate_inp_shexp)). */
+  shared: null | 'ungated' | 'gated';
+  /** The q/k RMSNorm the graph applies: per head (attn_q_norm {head_dim}) or over the whole projection ({n_embd}). */
+  qkNorm: 'none' | 'head' | 'full';
+  /** q/k/v biases are part of the graph (written as zeros when the model has none). */
+  qkvBias: boolean;
   /** Dense (expert-free) models allowed. */
   allowsDense: boolean;
   mismatches(c: ModelConfig): string[];
@@ -102,10 +121,51 @@ export interface ArchSpec {
   hparams(c: ModelConfig): [string, GGUFValue][];
 }
 
+/** What every architecture checks about attention and FFN placement; `arch` names it in the messages. */
+function layoutMismatches(c: ModelConfig, spec: Pick<ArchSpec, 'name' | 'qkNorm' | 'qkvBias'>, o: { everyLayerMoE: boolean; headDimFree: boolean }): string[] {
+  const out: string[] = [];
+  const A = spec.name;
+  if (c.qk_norm !== spec.qkNorm) {
+    const what = { none: 'no q/k norm', head: 'a per-head q/k RMSNorm (attn_q_norm/attn_k_norm of head_dim)', full: 'a q/k RMSNorm over the whole projection (attn_q_norm/attn_k_norm of n_embd)' };
+    out.push(`${A} applies ${what[spec.qkNorm]}; this model has ${what[c.qk_norm]} (qk_norm "${c.qk_norm}")`);
+  }
+  if (c.qkv_bias && !spec.qkvBias) out.push(`${A} has no q/k/v biases; this model has them (qkv_bias)`);
+  if (c.attention_bias) out.push(`attention_bias: ${A}'s graph has no output-projection bias here`);
+  const H = c.num_attention_heads;
+  const hd = c.head_dim ?? c.hidden_size / H;
+  if (!o.headDimFree && hd * H !== c.hidden_size) out.push(`${A} needs head_dim x heads = hidden_size; this model has ${hd} x ${H} != ${c.hidden_size}`);
+  if (c.num_local_experts > 0 && o.everyLayerMoE) {
+    if (c.decoder_sparse_step !== 1) out.push(`${A} needs every layer MoE; decoder_sparse_step is ${c.decoder_sparse_step}`);
+    if (c.mlp_only_layers.length) out.push(`${A} needs every layer MoE; mlp_only_layers is ${JSON.stringify(c.mlp_only_layers)}`);
+    if (c.first_k_dense_replace) out.push(`${A} needs every layer MoE; first_k_dense_replace is ${c.first_k_dense_replace}`);
+  }
+  const rs = c.rope_scaling as Record<string, unknown> | undefined;
+  const rt = (rs?.rope_type ?? rs?.type ?? 'default') as string;
+  // linear and llama3 scaling are per-frequency factors: llama's optional rope_freqs tensor; YaRN also rescales attention
+  if (rs && rt !== 'default' && !(A === 'llama' && (rt === 'linear' || rt === 'llama3'))) {
+    out.push(`rope_scaling ${rt}: not written for ${A} yet (only llama's rope_freqs factors, for linear and llama3 scaling)`);
+  }
+  if (c.shared_expert_gate && c.n_shared_experts > 0 && spec.name !== 'qwen2moe') out.push(`${A} has no sigmoid-gated shared expert (shared_expert_gate)`);
+  return out;
+}
+
 const u32 = (v: number): GGUFValue => gguf('u32', v);
 
 const notYet = (what: string) => (): string[] => [what];
 
+/** The expert keys the Qwen/OLMoE/DeepSeek loaders read. */
+const expertKeys = (c: ModelConfig): [string, GGUFValue][] => [
+  ['feed_forward_length', u32(c.moe_intermediate_size)],
+  ['expert_count', u32(c.num_local_experts)],
+  ['expert_used_count', u32(c.num_experts_per_tok)],
+  ['expert_feed_forward_length', u32(c.moe_intermediate_size)],
+];
+
+function needsExperts(c: ModelConfig, A: string): string[] {
+  return c.num_local_experts === 0 ? [`${A} needs experts (num_local_experts is 0)`] : [];
+}
+
+/** The llama.cpp architectures by name. */
 export const ARCHS: Record<ArchName, ArchSpec> = {
   // Mixtral-style: softmax top-k, renormalised (build_moe_ffn norm_w = true), every layer MoE (or none), no shared experts
   llama: {
@@ -113,13 +173,19 @@ export const ARCHS: Record<ArchName, ArchSpec> = {
     ropeAdjacent: true,
     outputRequired: false,
     shared: null,
+    qkNorm: 'none',
+    qkvBias: false,
     allowsDense: true,
     mismatches(c) {
-      const out: string[] = [];
+      const out = layoutMismatches(c, this, { everyLayerMoE: false, headDimFree: false });
       if (c.num_local_experts === 0) return out;
       if (!routingOf(c).normalize) out.push('llama renormalises the top-k weights; this model keeps raw softmax probabilities (norm_topk_prob false)');
       if (c.n_shared_experts > 0) out.push("llama's graph has no shared experts");
-      if (c.decoder_sparse_step !== 1) out.push(`llama needs every layer MoE or none; decoder_sparse_step is ${c.decoder_sparse_step}`);
+      if (c.decoder_sparse_step !== 1 || c.mlp_only_layers.length || c.first_k_dense_replace) {
+        out.push(
+          `llama needs every layer MoE or none; decoder_sparse_step is ${c.decoder_sparse_step}, mlp_only_layers ${JSON.stringify(c.mlp_only_layers)}, first_k_dense_replace ${c.first_k_dense_replace}`,
+        );
+      }
       return out;
     },
     hparams(c) {
@@ -141,11 +207,11 @@ export const ARCHS: Record<ArchName, ArchSpec> = {
     ropeAdjacent: true,
     outputRequired: true,
     shared: 'ungated',
+    qkNorm: 'none',
+    qkvBias: false,
     allowsDense: false,
     mismatches(c) {
-      const out: string[] = [];
-      if (c.num_local_experts === 0) out.push('bailingmoe needs experts');
-      if (c.decoder_sparse_step !== 1) out.push(`bailingmoe needs every layer MoE; decoder_sparse_step is ${c.decoder_sparse_step}`);
+      const out = [...needsExperts(c, 'bailingmoe'), ...layoutMismatches(c, this, { everyLayerMoE: true, headDimFree: false })];
       const sw = sharedWidth(c);
       if (sw % c.moe_intermediate_size !== 0) out.push(`bailingmoe's shared experts are n x the expert width ${c.moe_intermediate_size}; this model's shared width is ${sw}`);
       return out;
@@ -165,40 +231,68 @@ export const ARCHS: Record<ArchName, ArchSpec> = {
       ];
     },
   },
+  // Qwen2-MoE: softmax top-k not renormalised, q/k/v biases, one shared FFN times sigmoid(x . w) every layer (all-zero when the model has none), NeoX RoPE
   qwen2moe: {
     name: 'qwen2moe',
     ropeAdjacent: false,
     outputRequired: true,
-    shared: null,
+    shared: 'gated',
+    qkNorm: 'none',
+    qkvBias: true,
     allowsDense: false,
-    mismatches: notYet('qwen2moe multiplies its shared expert by a sigmoid gate (ffn_gate_inp_shexp); moe-ts shared experts are ungated'),
-    hparams: () => [],
+    mismatches(c) {
+      const out = [...needsExperts(c, 'qwen2moe'), ...layoutMismatches(c, this, { everyLayerMoE: true, headDimFree: false })];
+      if (routingOf(c).normalize) out.push('qwen2moe keeps the raw top-k softmax probabilities; this model renormalises them (norm_topk_prob true)');
+      if (c.n_shared_experts > 0 && !c.shared_expert_gate)
+        out.push("qwen2moe multiplies its shared expert by a sigmoid gate (ffn_gate_inp_shexp); this model's shared experts are ungated (shared_expert_gate false)");
+      return out;
+    },
+    hparams: (c) => [...expertKeys(c), ['expert_shared_feed_forward_length', u32(c.n_shared_experts > 0 ? sharedWidth(c) : c.moe_intermediate_size)]],
   },
+  // Qwen3-MoE: softmax top-k renormalised, per-head q/k RMSNorm before RoPE, free head_dim, no shared experts, NeoX RoPE
   qwen3moe: {
     name: 'qwen3moe',
     ropeAdjacent: false,
     outputRequired: true,
     shared: null,
+    qkNorm: 'head',
+    qkvBias: false,
     allowsDense: false,
-    mismatches: notYet('qwen3moe applies per-head RMSNorm to q and k (attn_q_norm/attn_k_norm); this model has no q/k norms'),
-    hparams: () => [],
+    mismatches(c) {
+      const out = [...needsExperts(c, 'qwen3moe'), ...layoutMismatches(c, this, { everyLayerMoE: true, headDimFree: true })];
+      if (!routingOf(c).normalize) out.push('qwen3moe renormalises the top-k weights; this model keeps raw softmax probabilities (norm_topk_prob false)');
+      if (c.n_shared_experts > 0) out.push("qwen3moe's graph has no shared experts");
+      return out;
+    },
+    hparams: expertKeys,
   },
+  // OLMoE: softmax top-k not renormalised, q/k RMSNorm over the whole projection (no GQA), expert width in feed_forward_length, NeoX RoPE
   olmoe: {
     name: 'olmoe',
     ropeAdjacent: false,
     outputRequired: true,
     shared: null,
+    qkNorm: 'full',
+    qkvBias: false,
     allowsDense: false,
-    mismatches: notYet('olmoe applies RMSNorm to q and k (attn_q_norm/attn_k_norm); this model has no q/k norms'),
-    hparams: () => [],
+    mismatches(c) {
+      const out = [...needsExperts(c, 'olmoe'), ...layoutMismatches(c, this, { everyLayerMoE: true, headDimFree: false })];
+      if (routingOf(c).normalize) out.push('olmoe keeps the raw top-k softmax probabilities; this model renormalises them (norm_topk_prob true)');
+      if (c.n_shared_experts > 0) out.push("olmoe's graph has no shared experts");
+      if ((c.num_key_value_heads ?? c.num_attention_heads) !== c.num_attention_heads) out.push('olmoe normalises k over n_embd: grouped-query attention (num_key_value_heads) does not fit');
+      return out;
+    },
+    hparams: expertKeys,
   },
   deepseek2: {
     name: 'deepseek2',
     ropeAdjacent: true,
     outputRequired: true,
     shared: null,
+    qkNorm: 'none',
+    qkvBias: false,
     allowsDense: false,
-    mismatches: notYet('deepseek2 uses multi-head latent attention (compressed KV, a rotary key shared across heads); moe-ts attention is standard multi-head'),
+    mismatches: notYet('deepseek2 export is not implemented yet: it needs multi-head latent attention (kv_lora_rank) and group-limited sigmoid routing, which the moe-ts exporter does not write'),
     hparams: () => [],
   },
 };

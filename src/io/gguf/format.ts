@@ -42,9 +42,11 @@ export type GGUFScalar = number | bigint | boolean | string;
 /** A metadata value with its exact GGUF type (llama.cpp checks the type, not just the value). */
 export type GGUFValue = { type: GGUFScalarType; value: GGUFScalar } | { type: 'array'; itemType: GGUFScalarType; value: GGUFScalar[] } | { type: 'array'; itemType: 'array'; value: GGUFValue[] };
 
+/** A typed GGUF metadata scalar. */
 export function gguf(type: GGUFScalarType, value: GGUFScalar): GGUFValue {
   return { type, value };
 }
+/** A typed GGUF metadata array. */
 export function ggufArray(itemType: GGUFScalarType, value: GGUFScalar[]): GGUFValue {
   return { type: 'array', itemType, value };
 }

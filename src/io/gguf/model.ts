@@ -16,13 +16,17 @@ import { writeGGUFSync, type GGUFTensorInput } from './writer.js';
 import { GGUFFile, GGUFError } from './reader.js';
 import { ARCHS, chooseArch, sharedWidth, type ArchName, type ArchSpec } from './arch.js';
 import { tokenizerMetadata, tokenizerFromGGUF } from './tokenizer.js';
+import { ropeParams } from '../../models/rope.js';
 
+/** Tensor type of an exported GGUF file's weights (norms, biases and routers stay f32). */
 export type GGUFQuant = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
+/** Every GGUFQuant, in the order the CLI lists them. */
 export const GGUF_QUANTS: readonly GGUFQuant[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'];
 const QUANT_TYPE: Record<GGUFQuant, GGMLWritableType> = { f32: 'F32', f16: 'F16', bf16: 'BF16', q8_0: 'Q8_0', q4_0: 'Q4_0' };
 /** general.file_type (llama_ftype). */
 const FILE_TYPE: Record<GGUFQuant, number> = { f32: 0, f16: 1, q4_0: 2, q8_0: 7, bf16: 32 };
 
+/** Options of exportGGUF: quantisation, architecture (auto: the first that computes the model), name, strict quantisation. */
 export interface GGUFExportOptions {
   quant?: GGUFQuant;
   arch?: ArchName | 'auto';
@@ -32,6 +36,7 @@ export interface GGUFExportOptions {
   strictQuant?: boolean;
 }
 
+/** What exportGGUF wrote: file, architecture, quantisation, size, vocabulary and tensors kept as f16. */
 export interface GGUFExportReport {
   path: string;
   arch: ArchName;
@@ -75,6 +80,17 @@ function padRows(w: Float32Array, rows: number, cols: number, toRows: number): F
   const out = new Float32Array(toRows * cols);
   out.set(w.subarray(0, rows * cols));
   return out;
+}
+
+const ROPE_SCALING_KEY = 'moe-ts.rope_scaling';
+
+/** llama.cpp's rope_freqs factors (theta_i divided by factor_i) for linear/llama3 RoPE scaling; null without scaling. */
+function ropeFreqFactors(c: ModelConfig, headDim: number): Float32Array | null {
+  const rs = c.rope_scaling as Record<string, unknown> | undefined;
+  if (!rs || (rs.rope_type ?? rs.type ?? 'default') === 'default') return null;
+  const plain = ropeParams({ ...c, rope_scaling: undefined }, headDim).invFreq;
+  const scaled = ropeParams(c, headDim).invFreq;
+  return plain.map((f, i) => f / scaled[i]);
 }
 
 /** Write `model` with `tokenizer` as a GGUF file llama.cpp runs. */
@@ -136,6 +152,23 @@ export function exportGGUF(model: MoETransformerLM, tokenizer: Tokenizer, path: 
     add(`${b}attn_k.weight`, [d, k.shape[0]], rope(k));
     add(`${b}attn_v.weight`, [d, v.shape[0]], v.data);
     add(`${b}attn_output.weight`, [o.shape[1], d], o.data);
+    if (spec.qkvBias) {
+      // zeros when the model has none: the graph adds them either way
+      for (const [n, rows] of [
+        ['q', q.shape[0]],
+        ['k', k.shape[0]],
+        ['v', v.shape[0]],
+      ] as const) {
+        const bias = state.has(`${p}self_attn.${n}_proj.bias`) ? get(`${p}self_attn.${n}_proj.bias`).data : new Float32Array(rows);
+        add(`${b}attn_${n}.bias`, [rows], bias, 'norm');
+      }
+    }
+    if (spec.qkNorm !== 'none') {
+      for (const n of ['q', 'k'] as const) {
+        const w = get(`${p}self_attn.${n}_norm.weight`);
+        add(`${b}attn_${n}_norm.weight`, [w.shape[0]], w.data, 'norm');
+      }
+    }
     add(`${b}ffn_norm.weight`, [d], get(`${p}post_attention_layernorm.weight`).data, 'norm');
     const layer = model.layers[i];
     if (layer.block_sparse_moe) {
@@ -145,13 +178,29 @@ export function exportGGUF(model: MoETransformerLM, tokenizer: Tokenizer, path: 
       add(`${b}ffn_gate_exps.weight`, [d, f, E], transposeBlocks(get(`${p}block_sparse_moe.experts.w1`).data, E, d, f));
       add(`${b}ffn_up_exps.weight`, [d, f, E], transposeBlocks(get(`${p}block_sparse_moe.experts.w3`).data, E, d, f));
       add(`${b}ffn_down_exps.weight`, [f, d, E], transposeBlocks(get(`${p}block_sparse_moe.experts.w2`).data, E, f, d));
-      if (spec.shared) {
+      if (spec.shared === 'ungated') {
         const sw = sharedWidth(c);
         if (sw > 0) {
           add(`${b}ffn_gate_shexp.weight`, [d, sw], transposeBlocks(get(`${p}block_sparse_moe.shared.w1`).data, 1, d, sw));
           add(`${b}ffn_up_shexp.weight`, [d, sw], transposeBlocks(get(`${p}block_sparse_moe.shared.w3`).data, 1, d, sw));
           add(`${b}ffn_down_shexp.weight`, [sw, d], transposeBlocks(get(`${p}block_sparse_moe.shared.w2`).data, 1, sw, d));
         } else {
+          add(`${b}ffn_gate_shexp.weight`, [d, f], new Float32Array(d * f));
+          add(`${b}ffn_up_shexp.weight`, [d, f], new Float32Array(d * f));
+          add(`${b}ffn_down_shexp.weight`, [f, d], new Float32Array(d * f));
+        }
+      } else if (spec.shared === 'gated') {
+        if (layer.shared_expert) {
+          // DenseFFN weights are [out, in] Linear layouts: the bytes are ggml's {in, out}
+          const g = get(`${p}shared_expert.gate_proj.weight`);
+          const sw = g.shape[0];
+          add(`${b}ffn_gate_inp_shexp.weight`, [d], get(`${p}shared_expert_gate.weight`).data, 'router');
+          add(`${b}ffn_gate_shexp.weight`, [d, sw], g.data);
+          add(`${b}ffn_up_shexp.weight`, [d, sw], get(`${p}shared_expert.up_proj.weight`).data);
+          add(`${b}ffn_down_shexp.weight`, [sw, d], get(`${p}shared_expert.down_proj.weight`).data);
+        } else {
+          // no shared expert: an all-zero one (its output is exactly 0 whatever the gate says)
+          add(`${b}ffn_gate_inp_shexp.weight`, [d], new Float32Array(d), 'router');
           add(`${b}ffn_gate_shexp.weight`, [d, f], new Float32Array(d * f));
           add(`${b}ffn_up_shexp.weight`, [d, f], new Float32Array(d * f));
           add(`${b}ffn_down_shexp.weight`, [f, d], new Float32Array(d * f));
@@ -164,6 +213,8 @@ export function exportGGUF(model: MoETransformerLM, tokenizer: Tokenizer, path: 
       add(`${b}ffn_down.weight`, [g.shape[0], d], get(`${p}mlp.down_proj.weight`).data);
     }
   }
+  const scaled = ropeFreqFactors(c, headDim);
+  if (scaled) add('rope_freqs.weight', [headDim / 2], scaled, 'norm');
   const unmapped = [...state.keys()].filter((n) => !used.has(n));
   if (unmapped.length) throw new Error(`gguf export: tensors with no ${spec.name} mapping: ${unmapped.join(', ')}`);
 
@@ -187,11 +238,14 @@ export function exportGGUF(model: MoETransformerLM, tokenizer: Tokenizer, path: 
     [`${A}.rope.freq_base`, gguf('f32', c.rope_theta)],
   ]);
   for (const [k, v] of spec.hparams(c)) meta.set(`${A}.${k}`, v);
+  // the scaling the factors came from, so import gets the config back (llama.cpp only reads the factors)
+  if (scaled) meta.set(ROPE_SCALING_KEY, gguf('string', JSON.stringify(c.rope_scaling)));
   for (const [k, v] of tok.entries) meta.set(k, v);
   const bytes = writeGGUFSync(path, meta, tensors);
   return { path, arch: A, quant, bytes, tensors: tensors.length, vocab: Vg, fallbacks };
 }
 
+/** A model read by fromGGUF, with its tokenizer, config, architecture and the stored tensor types and bytes. */
 export interface GGUFModel {
   model: MoETransformerLM;
   tokenizer: Tokenizer;
@@ -204,9 +258,14 @@ export interface GGUFModel {
   rawTensor(name: string): Uint8Array;
 }
 
+/** The architectures fromGGUF reads (deepseek2 is not: moe-ts does not write it yet). */
+export const GGUF_IMPORT_ARCHS: readonly ArchName[] = ['llama', 'bailingmoe', 'qwen2moe', 'qwen3moe', 'olmoe'];
+
 /**
- * Load a GGUF file written for one of the architectures moe-ts exports (llama, bailingmoe) as a
- * moe-ts model in eval mode; quantised tensors are dequantised to float32.
+ * Load a GGUF file of one of the architectures in GGUF_IMPORT_ARCHS as a moe-ts model in eval
+ * mode; quantised tensors are dequantised to float32 (their stored blocks stay available through
+ * rawTensor and types). Every hyperparameter and tensor shape is checked against what the
+ * architecture's llama.cpp graph computes; anything moe-ts would compute differently is an error.
  */
 export function fromGGUF(path: string): GGUFModel {
   const f = GGUFFile.open(path);
@@ -214,42 +273,60 @@ export function fromGGUF(path: string): GGUFModel {
     const where = `gguf ${path}`;
     const arch = f.getString('general.architecture') as ArchName;
     const spec: ArchSpec | undefined = ARCHS[arch];
-    if (!spec || (arch !== 'llama' && arch !== 'bailingmoe')) throw new GGUFError(`${where}: general.architecture "${arch}" cannot be imported (supported: llama, bailingmoe)`);
+    if (!spec || !GGUF_IMPORT_ARCHS.includes(arch)) throw new GGUFError(`${where}: general.architecture "${arch}" cannot be imported (supported: ${GGUF_IMPORT_ARCHS.join(', ')})`);
     const key = (k: string): string => `${arch}.${k}`;
     const tokenizer = tokenizerFromGGUF(f);
     const d = f.getInt(key('embedding_length'));
     const L = f.getInt(key('block_count'));
     const H = f.getInt(key('attention.head_count'));
     const Hkv = f.getInt(key('attention.head_count_kv'), H);
-    if (Hkv !== H) throw new GGUFError(`${where}: ${key('attention.head_count_kv')} = ${Hkv} differs from head_count ${H} (grouped-query attention is not in the moe-ts model yet)`);
-    if (d % H !== 0) throw new GGUFError(`${where}: embedding_length ${d} is not divisible by head_count ${H}`);
-    const headDim = f.getInt(key('attention.key_length'), d / H);
-    if (headDim * H !== d) throw new GGUFError(`${where}: ${key('attention.key_length')} ${headDim} x ${H} heads != embedding_length ${d}`);
+    if (H <= 0 || Hkv <= 0 || H % Hkv !== 0) throw new GGUFError(`${where}: ${key('attention.head_count')} ${H} is not a multiple of head_count_kv ${Hkv}`);
+    if (spec.name !== 'qwen3moe' && d % H !== 0) throw new GGUFError(`${where}: embedding_length ${d} is not divisible by head_count ${H}`);
+    const headDim = f.getInt(key('attention.key_length'), Math.floor(d / H));
+    const valueDim = f.getInt(key('attention.value_length'), headDim);
+    if (valueDim !== headDim) throw new GGUFError(`${where}: ${key('attention.value_length')} ${valueDim} != key_length ${headDim} (moe-ts attention has one head width)`);
+    if (spec.name !== 'qwen3moe' && headDim * H !== d) throw new GGUFError(`${where}: ${key('attention.key_length')} ${headDim} x ${H} heads != embedding_length ${d}`);
+    if (headDim <= 0 || headDim % 2 !== 0) throw new GGUFError(`${where}: ${key('attention.key_length')} ${headDim} must be even and positive (rotary embeddings)`);
     const rot = f.getInt(key('rope.dimension_count'), headDim);
     if (rot !== headDim) throw new GGUFError(`${where}: ${key('rope.dimension_count')} ${rot} != head dim ${headDim} (partial rotary embeddings are not supported)`);
     const scaling = f.getString(key('rope.scaling.type'), 'none');
     if (scaling !== 'none' && !(scaling === 'linear' && f.getFloat(key('rope.scaling.factor'), 1) === 1)) throw new GGUFError(`${where}: ${key('rope.scaling.type')} "${scaling}" is not supported`);
+    const qd = H * headDim;
+    const kvd = Hkv * headDim;
     const E = f.getInt(key('expert_count'), 0);
     const K = f.getInt(key('expert_used_count'), 0);
     const ff = f.getInt(key('feed_forward_length'), 0);
+    if (!spec.allowsDense && (E === 0 || K === 0)) throw new GGUFError(`${where}: ${key('expert_count')} ${E} / expert_used_count ${K}: ${arch} needs experts`);
     const emb = f.tensor('token_embd.weight');
     const Vg = emb.ne[1];
     const V = tokenizer.vocabSize;
     if (emb.ne[0] !== d || Vg < V) throw new GGUFError(`${where}: token_embd.weight is [${emb.ne.join(', ')}], expected [${d}, >= ${V}]`);
-    let normalize = true;
-    let nShared = 0;
-    let moeFF = ff;
+    // routing and expert width as each llama.cpp graph reads them
+    let normalize = arch === 'llama' || arch === 'qwen3moe';
+    let moeFF = arch === 'llama' || arch === 'olmoe' ? ff : f.getInt(key('expert_feed_forward_length'), K > 0 ? Math.floor(ff / K) : 0);
     if (arch === 'bailingmoe') {
       moeFF = f.getInt(key('expert_feed_forward_length'));
       normalize = f.getBool(key('expert_weights_norm'), false);
-      const scale = f.getFloat(key('expert_weights_scale'), 1);
-      if (scale !== 1) throw new GGUFError(`${where}: ${key('expert_weights_scale')} = ${scale}; moe-ts routing has no weight scale`);
       if (f.getInt(key('leading_dense_block_count'), 0) !== 0) throw new GGUFError(`${where}: leading dense blocks are not supported`);
-      const sc = f.getInt(key('expert_shared_count'));
-      const shexp = f.readFloat32('blk.0.ffn_down_shexp.weight');
-      // the exporter's all-zero placeholder for "no shared experts"
-      nShared = shexp.every((x) => x === 0) ? 0 : sc;
     }
+    const scale = f.getFloat(key('expert_weights_scale'), 1);
+    // 0 is llama.cpp's "unset" for the Qwen/OLMoE graphs (they scale only by a value other than 0 and 1); bailingmoe always scales
+    if (scale !== 1 && !(scale === 0 && arch !== 'bailingmoe')) throw new GGUFError(`${where}: ${key('expert_weights_scale')} = ${scale}; moe-ts routing has no weight scale`);
+    let nShared = 0;
+    let sharedFF = 0;
+    if (arch === 'bailingmoe') {
+      const sc = f.getInt(key('expert_shared_count'));
+      // the exporter's all-zero placeholder for "no shared experts"
+      nShared = f.readFloat32('blk.0.ffn_down_shexp.weight').every((x) => x === 0) ? 0 : sc;
+      sharedFF = sc * moeFF;
+    } else if (arch === 'qwen2moe') {
+      sharedFF = f.getInt(key('expert_shared_feed_forward_length'), ff);
+      nShared = f.readFloat32('blk.0.ffn_down_shexp.weight').every((x) => x === 0) ? 0 : 1;
+    }
+    // q/k/v biases: all-zero ones (the exporter's placeholder for "none") add nothing
+    const biasNames = [...f.tensors.keys()].filter((n) => /^blk\.\d+\.attn_[qkv]\.bias$/.test(n));
+    if (biasNames.length && !spec.qkvBias) throw new GGUFError(`${where}: ${biasNames[0]}: ${arch} files from moe-ts have no attention biases`);
+    const qkvBias = biasNames.some((n) => f.readFloat32(n).some((x) => x !== 0));
     let tie = !f.tensors.has('output.weight');
     const outRaw = tie ? null : f.readFloat32('output.weight');
     const embRaw = f.readFloat32('token_embd.weight');
@@ -265,10 +342,22 @@ export function fromGGUF(path: string): GGUFModel {
       tie_word_embeddings: tie,
       num_local_experts: E,
       norm_topk_prob: normalize,
+      qk_norm: spec.qkNorm,
+      qkv_bias: qkvBias,
     };
+    if (f.tensors.has('rope_freqs.weight')) {
+      if (arch !== 'llama' || !f.has(ROPE_SCALING_KEY)) throw new GGUFError(`${where}: rope_freqs.weight without ${ROPE_SCALING_KEY}: per-frequency RoPE factors map to no moe-ts rope_scaling`);
+      try {
+        cfgIn.rope_scaling = JSON.parse(f.getString(ROPE_SCALING_KEY)) as unknown;
+      } catch (e) {
+        throw new GGUFError(`${where}: ${ROPE_SCALING_KEY} is not valid JSON: ${(e as Error).message}`);
+      }
+    }
+    if (Hkv !== H) cfgIn.num_key_value_heads = Hkv;
+    if (headDim * H !== d) cfgIn.head_dim = headDim;
     if (E > 0) {
       Object.assign(cfgIn, { num_experts_per_tok: K, moe_intermediate_size: moeFF, n_shared_experts: nShared });
-      if (nShared) cfgIn.shared_expert_intermediate_size = moeFF;
+      if (nShared && arch === 'qwen2moe') Object.assign(cfgIn, { shared_expert_intermediate_size: sharedFF, shared_expert_gate: true });
     } else cfgIn.intermediate_size = ff;
     let config: ModelConfig;
     try {
@@ -284,6 +373,17 @@ export function fromGGUF(path: string): GGUFModel {
       used.add(name);
       return f.readFloat32(name);
     };
+    if (cfgIn.rope_scaling !== undefined) {
+      // the stored factors must be what the stored scaling gives, or llama.cpp and moe-ts would rotate differently
+      let want: Float32Array | null;
+      try {
+        want = ropeFreqFactors(config, headDim);
+      } catch (e) {
+        throw new GGUFError(`${where}: ${ROPE_SCALING_KEY}: ${(e as Error).message}`);
+      }
+      const got = read('rope_freqs.weight', [headDim / 2]);
+      if (!want || want.some((x, i) => Math.abs(x - got[i]) > 1e-6 * Math.abs(x))) throw new GGUFError(`${where}: rope_freqs.weight differs from the factors of ${ROPE_SCALING_KEY}`);
+    }
     const put = (name: string, shape: number[], data: Float32Array): void => void state.set(name, { data, shape });
     used.add('token_embd.weight');
     put('embed_tokens.weight', [V, d], embRaw.slice(0, V * d));
@@ -295,10 +395,29 @@ export function fromGGUF(path: string): GGUFModel {
       const p = `layers.${i}.`;
       const b = `blk.${i}.`;
       put(`${p}input_layernorm.weight`, [d], read(`${b}attn_norm.weight`, [d]));
-      put(`${p}self_attn.q_proj.weight`, [d, d], unrope(read(`${b}attn_q.weight`, [d, d]), d));
-      put(`${p}self_attn.k_proj.weight`, [d, d], unrope(read(`${b}attn_k.weight`, [d, d]), d));
-      put(`${p}self_attn.v_proj.weight`, [d, d], read(`${b}attn_v.weight`, [d, d]));
-      put(`${p}self_attn.o_proj.weight`, [d, d], read(`${b}attn_output.weight`, [d, d]));
+      put(`${p}self_attn.q_proj.weight`, [qd, d], unrope(read(`${b}attn_q.weight`, [d, qd]), qd));
+      put(`${p}self_attn.k_proj.weight`, [kvd, d], unrope(read(`${b}attn_k.weight`, [d, kvd]), kvd));
+      put(`${p}self_attn.v_proj.weight`, [kvd, d], read(`${b}attn_v.weight`, [d, kvd]));
+      put(`${p}self_attn.o_proj.weight`, [d, qd], read(`${b}attn_output.weight`, [qd, d]));
+      if (spec.qkvBias) {
+        for (const [n, rows] of [
+          ['q', qd],
+          ['k', kvd],
+          ['v', kvd],
+        ] as const) {
+          const bias = read(`${b}attn_${n}.bias`, [rows]);
+          if (qkvBias) put(`${p}self_attn.${n}_proj.bias`, [rows], bias);
+        }
+      }
+      if (spec.qkNorm !== 'none') {
+        for (const [n, width] of [
+          ['q', qd],
+          ['k', kvd],
+        ] as const) {
+          const w = spec.qkNorm === 'head' ? headDim : width;
+          put(`${p}self_attn.${n}_norm.weight`, [w], read(`${b}attn_${n}_norm.weight`, [w]));
+        }
+      }
       put(`${p}post_attention_layernorm.weight`, [d], read(`${b}ffn_norm.weight`, [d]));
       if (E > 0) {
         const fe = moeFF;
@@ -306,17 +425,23 @@ export function fromGGUF(path: string): GGUFModel {
         put(`${p}block_sparse_moe.experts.w1`, [E, d, fe], transposeBlocks(read(`${b}ffn_gate_exps.weight`, [d, fe, E]), E, fe, d));
         put(`${p}block_sparse_moe.experts.w3`, [E, d, fe], transposeBlocks(read(`${b}ffn_up_exps.weight`, [d, fe, E]), E, fe, d));
         put(`${p}block_sparse_moe.experts.w2`, [E, fe, d], transposeBlocks(read(`${b}ffn_down_exps.weight`, [fe, d, E]), E, d, fe));
-        if (arch === 'bailingmoe') {
-          const sw = f.getInt(key('expert_shared_count')) * fe;
+        if (spec.shared) {
+          const sw = sharedFF;
+          const gi = spec.shared === 'gated' ? read(`${b}ffn_gate_inp_shexp.weight`, [d]) : null;
           const g = read(`${b}ffn_gate_shexp.weight`, [d, sw]);
           const u = read(`${b}ffn_up_shexp.weight`, [d, sw]);
           const dn = read(`${b}ffn_down_shexp.weight`, [sw, d]);
-          if (nShared) {
+          if (!nShared) {
+            if (!dn.every((x) => x === 0)) throw new GGUFError(`${where}: ${b}ffn_down_shexp.weight is non-zero but blk.0's is zero (shared experts in some layers only are not supported)`);
+          } else if (gi) {
+            put(`${p}shared_expert_gate.weight`, [1, d], gi);
+            put(`${p}shared_expert.gate_proj.weight`, [sw, d], g);
+            put(`${p}shared_expert.up_proj.weight`, [sw, d], u);
+            put(`${p}shared_expert.down_proj.weight`, [d, sw], dn);
+          } else {
             put(`${p}block_sparse_moe.shared.w1`, [d, sw], transposeBlocks(g, 1, sw, d));
             put(`${p}block_sparse_moe.shared.w3`, [d, sw], transposeBlocks(u, 1, sw, d));
             put(`${p}block_sparse_moe.shared.w2`, [sw, d], transposeBlocks(dn, 1, d, sw));
-          } else if (!dn.every((x) => x === 0)) {
-            throw new GGUFError(`${where}: ${b}ffn_down_shexp.weight is non-zero but blk.0's is zero (shared experts in some layers only are not supported)`);
           }
         }
       } else {

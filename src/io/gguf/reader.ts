@@ -21,8 +21,10 @@ import {
 } from './format.js';
 import { decodeTensor } from './quant.js';
 
+/** A malformed or unsupported GGUF file: one line naming the field and byte offset. */
 export class GGUFError extends Error {}
 
+/** One tensor's header entry: name, ggml type, dims (ne) and where its data lies. */
 export interface GGUFTensorInfo {
   name: string;
   /** ggml dims, ne[0] innermost (the reverse of a row-major shape). */
@@ -197,6 +199,7 @@ function readValue(c: Cursor, type: (typeof GGUF_VALUE_TYPES)[number], f: string
   return { type: 'array', itemType, value: out };
 }
 
+/** A validated GGUF file opened for reading: metadata, tensor infos, tensors read at their offsets. */
 export class GGUFFile {
   private constructor(
     readonly path: string,

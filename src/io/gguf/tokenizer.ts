@@ -5,7 +5,7 @@
  * control token <|endoftext|> for BOS/EOS (llama.cpp needs one; moe-ts tokenizers have none, so
  * add_bos_token is false and the model never produces it on its own: its embedding row is zero).
  */
-import { ByteTokenizer, BpeTokenizer, GPT2_PATTERN, type Tokenizer } from '../../data/tokenizer/index.js';
+import { ByteTokenizer, BpeTokenizer, HfTokenizer, GPT2_PATTERN, type Tokenizer } from '../../data/tokenizer/index.js';
 import { gguf, ggufArray, type GGUFValue } from './format.js';
 import type { GGUFFile } from './reader.js';
 import { GGUFError } from './reader.js';
@@ -49,8 +49,100 @@ export function tokenBytesOf(s: string): Uint8Array | null {
   return Uint8Array.from(out);
 }
 
-/** The tokenizer.ggml.* metadata for a moe-ts tokenizer; the vocabulary is tokenizer.vocabSize + 1 (EOS). */
+export const TOKEN_USER_DEFINED = 4;
+export const TOKEN_UNUSED = 5;
+/** The GGUF key for the whole tokenizer as JSON (GGUF spec); moe-ts stores its saved HfTokenizer form there. */
+export const HF_JSON_KEY = 'tokenizer.huggingface.json';
+
+const QWEN2_PATTERN = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const LLAMA3_PATTERN = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+/** Split regexes of Hugging Face byte-level tokenizers -> llama.cpp's pre-tokenizer of the same split. */
+const PRE_BY_PATTERN = new Map([
+  [QWEN2_PATTERN, 'qwen2'],
+  [LLAMA3_PATTERN, 'llama-bpe'],
+]);
+
+type Obj = Record<string, unknown>;
+const isObj = (x: unknown): x is Obj => typeof x === 'object' && x !== null && !Array.isArray(x);
+
+/** llama.cpp's pre-tokenizer name for a byte-level BPE tokenizer.json, or why none fits. */
+function hfPreTokenizer(tj: Obj): string {
+  const fail = (why: string): never => {
+    throw new Error(`gguf export: Hugging Face tokenizer: ${why}; llama.cpp would split text differently (supported: byte-level BPE with GPT-2's, Qwen2's or Llama-3's split)`);
+  };
+  const pre = tj.pre_tokenizer;
+  const parts = isObj(pre) && pre.type === 'Sequence' && Array.isArray(pre.pretokenizers) ? (pre.pretokenizers as unknown[]) : [pre];
+  const bl = parts.find((p) => isObj(p) && p.type === 'ByteLevel') as Obj | undefined;
+  if (!bl) fail(`pre_tokenizer ${JSON.stringify(pre)?.slice(0, 80)} is not byte-level`);
+  if (bl!.add_prefix_space === true) fail('ByteLevel add_prefix_space is true');
+  const splits = parts.filter((p) => isObj(p) && p.type === 'Split') as Obj[];
+  if (splits.length === 0) {
+    if (bl!.use_regex === false) fail('ByteLevel without a split regex');
+    return 'gpt-2';
+  }
+  const pattern = splits.length === 1 && isObj(splits[0].pattern) ? (splits[0].pattern as Obj).Regex : undefined;
+  const name = typeof pattern === 'string' ? PRE_BY_PATTERN.get(pattern) : undefined;
+  if (!name) fail(`split pattern ${JSON.stringify(pattern ?? splits.map((x) => x.pattern)).slice(0, 120)} has no llama.cpp pre-tokenizer here`);
+  return name!;
+}
+
+/** gpt2-model metadata for a byte-level BPE Hugging Face tokenizer (ids as in tokenizer.json; the saved form kept under HF_JSON_KEY). */
+function hfTokenizerMetadata(tok: HfTokenizer): { entries: [string, GGUFValue][]; vocab: number } {
+  const json = tok.toJSON();
+  const tj = json.tokenizer;
+  const model = isObj(tj.model) ? tj.model : {};
+  if (model.type !== 'BPE' || model.byte_fallback === true) {
+    throw new Error(
+      `gguf export: Hugging Face tokenizer model ${JSON.stringify(model.type)}${model.byte_fallback ? ' with byte_fallback' : ''} has no llama.cpp mapping here (supported: byte-level BPE; SentencePiece-style vocabularies are not written yet)`,
+    );
+  }
+  const norm = tj.normalizer;
+  if (norm !== null && norm !== undefined && !(isObj(norm) && norm.type === 'NFC'))
+    throw new Error(`gguf export: Hugging Face tokenizer normalizer ${JSON.stringify(norm).slice(0, 80)} has no llama.cpp mapping`);
+  const pre = hfPreTokenizer(tj);
+  const vocabById = new Map<number, string>();
+  if (isObj(model.vocab)) for (const [t, id] of Object.entries(model.vocab)) if (typeof id === 'number') vocabById.set(id, t);
+  const added = new Map(((tj.added_tokens as Obj[] | undefined) ?? []).map((a) => [a.id as number, a]));
+  const tokens: string[] = [];
+  const types: number[] = [];
+  for (let i = 0; i < tok.vocabSize; i++) {
+    const a = added.get(i);
+    const t = a ? (a.content as string) : vocabById.get(i);
+    tokens.push(t ?? `[PAD${i}]`);
+    types.push(a ? (a.special ? TOKEN_CONTROL : TOKEN_USER_DEFINED) : t === undefined ? TOKEN_UNUSED : TOKEN_NORMAL);
+  }
+  const merges = ((model.merges as unknown[] | undefined) ?? []).map((m) => (Array.isArray(m) ? m.join(' ') : String(m)));
+  const cfg = json.config;
+  const idOf = (k: string): number | undefined => {
+    const v = cfg[k];
+    const s = typeof v === 'string' ? v : isObj(v) && typeof v.content === 'string' ? v.content : undefined;
+    const i = s === undefined ? -1 : tokens.indexOf(s);
+    return i >= 0 ? i : undefined;
+  };
+  const eos = idOf('eos_token') ?? (tokens.includes(EOS_TOKEN) ? tokens.indexOf(EOS_TOKEN) : undefined);
+  const bos = idOf('bos_token') ?? eos;
+  const entries: [string, GGUFValue][] = [
+    ['tokenizer.ggml.model', gguf('string', 'gpt2')],
+    ['tokenizer.ggml.pre', gguf('string', pre)],
+    ['tokenizer.ggml.tokens', ggufArray('string', tokens)],
+    ['tokenizer.ggml.token_type', ggufArray('i32', types)],
+    ['tokenizer.ggml.merges', ggufArray('string', merges)],
+    ['tokenizer.ggml.add_bos_token', gguf('bool', cfg.add_bos_token === true)],
+    ['tokenizer.ggml.add_eos_token', gguf('bool', false)],
+    [HF_JSON_KEY, gguf('string', JSON.stringify(json))],
+  ];
+  if (eos !== undefined) entries.push(['tokenizer.ggml.eos_token_id', gguf('u32', eos)]);
+  if (bos !== undefined) entries.push(['tokenizer.ggml.bos_token_id', gguf('u32', bos)]);
+  if (typeof cfg.chat_template === 'string') entries.push(['tokenizer.chat_template', gguf('string', cfg.chat_template)]);
+  return { entries, vocab: tokens.length };
+}
+
+/**
+ * The tokenizer.ggml.* metadata for a tokenizer: moe-ts byte/BPE ones have vocabulary
+ * tokenizer.vocabSize + 1 (EOS); Hugging Face byte-level BPE ones keep their ids.
+ */
 export function tokenizerMetadata(tok: Tokenizer): { entries: [string, GGUFValue][]; vocab: number } {
+  if (tok instanceof HfTokenizer) return hfTokenizerMetadata(tok);
   const json = tok.toJSON();
   let merges: string[] = [];
   if (json.type === 'bpe') {
@@ -90,6 +182,24 @@ export function tokenizerMetadata(tok: Tokenizer): { entries: [string, GGUFValue
  */
 export function tokenizerFromGGUF(f: GGUFFile): Tokenizer {
   const where = `gguf ${f.path}`;
+  if (f.has(HF_JSON_KEY)) {
+    // the whole Hugging Face tokenizer, as moe-ts (the saved form) or another converter (tokenizer.json itself) stored it
+    let j: unknown;
+    try {
+      j = JSON.parse(f.getString(HF_JSON_KEY));
+    } catch (e) {
+      throw new GGUFError(`${where}: ${HF_JSON_KEY} is not valid JSON: ${(e as Error).message}`);
+    }
+    try {
+      if (!isObj(j)) throw new Error('not a JSON object');
+      const tok = j.type === 'hf' ? HfTokenizer.fromJSON(j) : new HfTokenizer({ tokenizer: j, config: {} }, { tokenizerSource: HF_JSON_KEY });
+      const n = f.getArray('tokenizer.ggml.tokens', 'string').length;
+      if (tok.vocabSize > n) throw new Error(`has ${tok.vocabSize} ids but tokenizer.ggml.tokens has ${n}`);
+      return tok;
+    } catch (e) {
+      throw new GGUFError(`${where}: ${HF_JSON_KEY}: ${(e as Error).message}`);
+    }
+  }
   const model = f.getString('tokenizer.ggml.model');
   if (model !== 'gpt2') throw new GGUFError(`${where}: tokenizer.ggml.model is "${model}"; only byte-level "gpt2" vocabularies in moe-ts layout can be imported`);
   const tokens = f.getArray('tokenizer.ggml.tokens', 'string') as string[];

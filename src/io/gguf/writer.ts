@@ -19,6 +19,7 @@ import {
   type GGUFScalarType,
 } from './format.js';
 
+/** A tensor to write: name, ggml dims (ne), type and its encoded bytes. */
 export interface GGUFTensorInput {
   name: string;
   /** ggml dims, ne[0] innermost. */
@@ -167,6 +168,7 @@ export function serializeGGUF(metadata: Map<string, GGUFValue>, tensors: GGUFTen
   return out;
 }
 
+/** Write a GGUF file atomically; returns its size in bytes. */
 export function writeGGUFSync(path: string, metadata: Map<string, GGUFValue>, tensors: GGUFTensorInput[]): number {
   const bytes = serializeGGUF(metadata, tensors);
   writeFileAtomicSync(path, bytes);

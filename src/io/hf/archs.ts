@@ -5,6 +5,7 @@
  * else. Field and tensor mappings are documented in docs/huggingface.md.
  */
 import { type ModelConfig, headDimOf, kvHeadsOf } from '../../models/config.js';
+import { attentionKindOf } from '../../models/attention/registry.js';
 
 export type HfConfig = Record<string, unknown>;
 
@@ -525,11 +526,11 @@ function deepseek(v: 2 | 3): ArchSpec {
 
 /** Fields only JetMoE has (every other architecture needs them unset). */
 function jetmoeOnly(c: ModelConfig): boolean {
-  return c.attention_type !== undefined || c.moe_output_bias || c.layer_norm_eps !== undefined;
+  return attentionKindOf(c) === 'jetmoe-moa' || c.moe_output_bias || c.layer_norm_eps !== undefined;
 }
 
 /**
- * JetMoE: mixture-of-attention-heads attention (attention_type 'moa', src/models/moa.ts) with a
+ * JetMoE: mixture-of-attention-heads attention (attention_type 'jetmoe-moa', src/models/attention/jetmoe.ts) with a
  * shared kv_proj, and a GraniteMoE-style fused MoE MLP with an output bias; both routers softmax
  * over the top-k logits. Its blocks' RMSNorms keep eps 1e-6 (only the final norm reads rms_norm_eps).
  */
@@ -562,7 +563,7 @@ const jetmoe: ArchSpec = {
       head_dim: num(hf, 'kv_channels') ?? 128,
       norm_topk_prob: true,
       router_aux_loss_coef: num(hf, 'aux_loss_coef') ?? 0.01,
-      attention_type: 'moa',
+      attention_type: 'jetmoe-moa',
       moe_output_bias: true,
       layer_norm_eps: 1e-6,
       tie_word_embeddings: hf.tie_word_embeddings !== false,
@@ -584,9 +585,9 @@ const jetmoe: ArchSpec = {
   },
   reject(c) {
     if (dense(c)) return 'a dense model (no experts)';
-    const o = c.attention_options as { numExperts?: number; topK?: number };
-    if (c.attention_type !== 'moa' || (o.numExperts ?? c.num_local_experts) !== c.num_local_experts || (o.topK ?? c.num_experts_per_tok) !== c.num_experts_per_tok)
-      return 'JetMoE needs attention_type "moa" with as many attention experts and experts per token as the MoE MLP';
+    const o = (c.attention_options ?? {}) as { numExperts?: number; topK?: number };
+    if (c.attention_type !== 'jetmoe-moa' || (o.numExperts ?? c.num_local_experts) !== c.num_local_experts || (o.topK ?? c.num_experts_per_tok) !== c.num_experts_per_tok)
+      return 'JetMoE needs attention_type "jetmoe-moa" with as many attention experts and experts per token as the MoE MLP';
     if (!c.moe_output_bias || c.layer_norm_eps !== 1e-6) return 'JetMoE needs moe_output_bias and layer_norm_eps 1e-6';
     if (!c.norm_topk_prob || c.router_options.normalize === false) return 'norm_topk_prob false (JetMoE renormalises)';
     if (!allSparse(c) || c.n_shared_experts > 0 || c.qk_norm !== 'none' || c.qkv_bias || c.attention_bias) return 'dense layers, shared experts, q/k norms or attention biases';
@@ -609,6 +610,9 @@ export function archFor(modelType: unknown): ArchSpec {
 
 /** The architecture a moe-ts model exports as, or an error naming what has no equivalent. */
 export function archForModel(c: ModelConfig): ArchSpec {
+  const kind = attentionKindOf(c);
+  if (!['standard', 'mla', 'jetmoe-moa'].includes(kind))
+    throw new HfFormatError(`cannot export as a Hugging Face model: attention_type "${kind}" has no Hugging Face equivalent (supported: standard, mla, jetmoe-moa)`);
   const common = commonReject(c);
   if (common) throw new HfFormatError(`cannot export as a Hugging Face model: ${common}`);
   if (!dense(c)) {
@@ -630,7 +634,7 @@ export function archForModel(c: ModelConfig): ArchSpec {
       continue;
     }
     if (jetmoeOnly(c) !== (a === jetmoe)) {
-      reasons.push(`${a.modelType}: ${a === jetmoe ? 'needs' : 'has no'} attention experts (attention_type "moa"), MoE output bias and block RMSNorm eps (layer_norm_eps)`);
+      reasons.push(`${a.modelType}: ${a === jetmoe ? 'needs' : 'has no'} attention experts (attention_type "jetmoe-moa"), MoE output bias and block RMSNorm eps (layer_norm_eps)`);
       continue;
     }
     if (multipliers(c) && a !== granitemoe) {

@@ -2,3 +2,5 @@
 export * from './registry.js';
 export * from './ffn.js';
 export * from './clamped-swiglu.js';
+export * from './nested.js';
+export * from './mpo.js';

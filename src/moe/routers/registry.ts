@@ -59,6 +59,13 @@ export interface RouterTraits<S extends OptionShape = OptionShape> {
   defaultDispatch?: (cfg: ParsedRouterConfig<S>) => DispatchConfig;
   /** Why per-domain expert usage cannot show specialisation for this router (a report caveat). */
   usageCaveat?: string;
+  /**
+   * Extra RouterContext fields this router reads when the model supplies them (the model computes
+   * 'tokenImportance' only for such routers; 'embeddings' and 'batchShape' come with every model forward).
+   */
+  context?: ('embeddings' | 'tokenImportance' | 'batchShape')[];
+  /** How its inference routing differs from training (schedules, stochastic or batch-level training routing): a report caveat. */
+  inferenceDiffers?: string;
 }
 
 export interface RouterSpec<S extends OptionShape = OptionShape> extends EntrySpec {

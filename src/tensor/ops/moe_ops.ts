@@ -333,6 +333,24 @@ function gatherInto(dst: Float32Array, src: Float32Array, rows: Int32Array, w: n
   }
 }
 
+/** dst row i = [a row i | b row i] for `rows` rows of width w each (dst rows of width 2w). */
+function interleaveCols(dst: Float32Array, a: Float32Array, b: Float32Array, rows: number, w: number): void {
+  for (let i = 0; i < rows; i++) {
+    const o = 2 * i * w;
+    dst.set(a.subarray(i * w, (i + 1) * w), o);
+    dst.set(b.subarray(i * w, (i + 1) * w), o + w);
+  }
+}
+
+/** The inverse of interleaveCols: the halves of each src row into a and b (either may be null). */
+function splitCols(src: Float32Array, a: Float32Array | null, b: Float32Array | null, rows: number, w: number): void {
+  for (let i = 0; i < rows; i++) {
+    const o = 2 * i * w;
+    if (a) a.set(src.subarray(o, o + w), i * w);
+    if (b) b.set(src.subarray(o + w, o + 2 * w), i * w);
+  }
+}
+
 /**
  * The whole SwiGLU expert computation of a sorted dispatch as one op:
  *   xs = gatherRows(x, rows); a = scaledSwiglu(xs w1, xs w3, weights, weightIdx);
@@ -341,8 +359,8 @@ function gatherInto(dst: Float32Array, src: Float32Array, rows: Int32Array, w: n
  * Same math as that composition, but every [rows, d] and [rows, f] intermediate is op-internal,
  * so it comes from the buffer pool and goes back when the backward pass is done (at E=64 they
  * are 64 MB arrays whose fresh allocation cost more than the copies), the SwiGLU gradients
- * overwrite the saved pre-activations, and the two input-gradient products of w1 and w3 add
- * into one buffer inside the GEMM instead of an extra pass.
+ * overwrite the saved pre-activations, and w1 and w3 run side by side as one product of width
+ * 2f (forward, weight gradient and input gradient: 3 grouped GEMMs where there were 6).
  */
 export function expertSwigluFFN(x: Tensor, rows: Int32Array, sizes: Int32Array, w1: Tensor, w3: Tensor, w2: Tensor, weights: Tensor, weightIdx: Int32Array): Tensor {
   const op = 'expertSwigluFFN';
@@ -368,21 +386,27 @@ export function expertSwigluFFN(x: Tensor, rows: Int32Array, sizes: Int32Array, 
   const wd = weights.data;
   const xs = acquireBuffer(A * d);
   gatherInto(xs, x.data, rows, d);
-  const h1 = acquireBuffer(A * f);
-  const h3 = acquireBuffer(A * f);
-  groupedInto(be, xs, w1.data, sizes, d, f, false, h1, false);
-  groupedInto(be, xs, w3.data, sizes, d, f, false, h3, false);
+  // w1 and w3 side by side per expert ([E, d, 2f]): one grouped GEMM of width 2f instead of two
+  // of width f (half the calls, and a wider N suits the GEMM kernel better at small f); the
+  // copy is E*d*2f floats, small next to the A*d*2f multiply-adds it feeds
+  const f2 = 2 * f;
+  const w13 = acquireBuffer(E * d * f2);
+  interleaveCols(w13, w1.data, w3.data, E * d, f);
+  const h13 = acquireBuffer(A * f2);
+  groupedInto(be, xs, w13, sizes, d, f2, false, h13, false);
   // sigmoid(h1) is kept for the backward pass, as in scaledSwiglu
   const sig = acquireBuffer(A * f);
   const act = acquireBuffer(A * f);
   for (let r = 0; r < A; r++) {
     const c = wd[weightIdx[r]];
     const base = r * f;
+    const b1 = r * f2 - base;
+    const b3 = b1 + f;
     for (let i = base; i < base + f; i++) {
-      const v = h1[i];
+      const v = h13[b1 + i];
       const s = sigmoid(v);
       sig[i] = s;
-      act[i] = c * v * s * h3[i];
+      act[i] = c * v * s * h13[b3 + i];
     }
   }
   const ys = acquireBuffer(A * d);
@@ -390,7 +414,7 @@ export function expertSwigluFFN(x: Tensor, rows: Int32Array, sizes: Int32Array, 
   const out = new Float32Array(N * d);
   scatterAddRows(out, ys, rows, d);
   releaseBuffer(ys);
-  const saved = [xs, h1, h3, sig, act];
+  const saved = [xs, w13, h13, sig, act];
   const parents = [x, w1, w3, w2, weights];
   if (!isGradEnabled() || !parents.some((p) => p.requiresGrad)) {
     for (const b of saved) releaseBuffer(b);
@@ -404,31 +428,40 @@ export function expertSwigluFFN(x: Tensor, rows: Int32Array, sizes: Int32Array, 
     groupedInto(be, gys, w2.data, sizes, d, f, true, gact, false);
     if (w2.requiresGrad) accumulateGrad(w2, be.groupedMatmulTN(act, gys, sizes, f, d), true);
     releaseBuffer(gys);
-    // SwiGLU backward in place: h1 becomes the gate gradient, h3 the value gradient
+    // SwiGLU backward in place: the h1 half of each h13 row becomes the gate gradient, the h3 half the value gradient
     const gw = weights.requiresGrad ? new Float32Array(weights.size) : null;
     for (let r = 0; r < A; r++) {
       const c = wd[weightIdx[r]];
       const base = r * f;
+      const b1 = r * f2 - base;
+      const b3 = b1 + f;
       let acc = 0;
       for (let i = base; i < base + f; i++) {
-        const v = h1[i];
+        const v = h13[b1 + i];
         const s = sig[i];
         const gi = gact[i];
-        const bi = h3[i];
+        const bi = h13[b3 + i];
         const vs = v * s;
         acc += gi * vs * bi;
-        h3[i] = c * gi * vs;
-        h1[i] = c * gi * bi * s * (1 + v * (1 - s));
+        h13[b3 + i] = c * gi * vs;
+        h13[b1 + i] = c * gi * bi * s * (1 + v * (1 - s));
       }
       if (gw) gw[weightIdx[r]] += acc;
     }
     if (gw) accumulateGrad(weights, gw, true);
-    if (w1.requiresGrad) accumulateGrad(w1, be.groupedMatmulTN(xs, h1, sizes, d, f), true);
-    if (w3.requiresGrad) accumulateGrad(w3, be.groupedMatmulTN(xs, h3, sizes, d, f), true);
+    if (w1.requiresGrad || w3.requiresGrad) {
+      // [E, d, 2f] in one grouped product, split back into the two weights' gradients
+      const g13 = be.groupedMatmulTN(xs, h13, sizes, d, f2);
+      const g1 = w1.requiresGrad ? new Float32Array(E * d * f) : null;
+      const g3 = w3.requiresGrad ? new Float32Array(E * d * f) : null;
+      splitCols(g13, g1, g3, E * d, f);
+      if (g1) accumulateGrad(w1, g1, true);
+      if (g3) accumulateGrad(w3, g3, true);
+    }
     if (x.requiresGrad) {
+      // both input-gradient products in one: [A, 2f] x [d, 2f]^T per expert
       const gxs = acquireBuffer(A * d);
-      groupedInto(be, h1, w1.data, sizes, f, d, true, gxs, false);
-      groupedInto(be, h3, w3.data, sizes, f, d, true, gxs, true);
+      groupedInto(be, h13, w13, sizes, f2, d, true, gxs, false);
       const gx = new Float32Array(N * d);
       scatterAddRows(gx, gxs, rows, d);
       releaseBuffer(gxs);

@@ -1,11 +1,12 @@
-// Mixture of attention heads ('moa' attention kind, JetMoE): the block against a per-token
+// JetMoE's mixture of attention heads ('jetmoe-moa' attention kind): the block against a per-token
 // float64 reference, finite-difference gradients, KV-cached decoding, registry and config errors.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Tensor, concat, reshape } from '../../src/index.js';
 import { Rng } from '../../src/tensor/random.js';
 import { parseModelConfig, type ModelConfig } from '../../src/models/config.js';
-import { MoAttention, attentionRegistry, buildAttention } from '../../src/models/moa.js';
+import { JetMoEAttention } from '../../src/models/attention/jetmoe.js';
+import { attentionRegistry, buildAttention } from '../../src/models/attention/registry.js';
 import { MoETransformerLM } from '../../src/models/transformer.js';
 import { countParameters } from '../../src/models/memory.js';
 import type { SparseRouting } from '../../src/moe/types.js';
@@ -24,13 +25,13 @@ function cfgOf(over: Record<string, unknown> = {}): ModelConfig {
     num_local_experts: 3,
     num_experts_per_tok: 2,
     moe_intermediate_size: 4,
-    attention_type: 'moa',
+    attention_type: 'jetmoe-moa',
     ...over,
   });
 }
 
-function block(seed: number, over: Record<string, unknown> = {}): MoAttention {
-  const a = buildAttention(cfgOf(over), new Rng(seed), 0) as MoAttention;
+function block(seed: number, over: Record<string, unknown> = {}): JetMoEAttention {
+  const a = buildAttention(cfgOf(over), new Rng(seed), 0) as JetMoEAttention;
   // away from routing ties, and a non-zero bias
   for (const [n, p] of a.namedParameters()) {
     if (n.includes('router')) for (let i = 0; i < p.size; i++) p.data[i] *= 20;
@@ -44,7 +45,7 @@ function block(seed: number, over: Record<string, unknown> = {}): MoAttention {
  * expert e_j's projection, its kv head g attends (causal, RoPE, 1/sqrt(Dh)) to the shared keys of
  * kv head g; y = sum_j gate_j * Wo[e_j] o_j + bias.
  */
-function reference(a: MoAttention, x: Float32Array, B: number, Tn: number): Float64Array {
+function reference(a: JetMoEAttention, x: Float32Array, B: number, Tn: number): Float64Array {
   const p = new Map(a.namedParameters());
   const d = a.cfg.hidden_size;
   const E = a.numExperts;
@@ -118,7 +119,7 @@ function reference(a: MoAttention, x: Float32Array, B: number, Tn: number): Floa
   return y;
 }
 
-test('moa: output equals the per-token float64 reference (batch of 2, kv heads shared across the k slots)', () => {
+test('jetmoe-moa: output equals the per-token float64 reference (batch of 2, kv heads shared across the k slots)', () => {
   for (const [seed, over] of [
     [1, {}],
     [2, { num_attention_heads: 3, num_key_value_heads: 1, num_experts_per_tok: 3, num_local_experts: 4, head_dim: 4 }],
@@ -133,7 +134,7 @@ test('moa: output equals the per-token float64 reference (batch of 2, kv heads s
   }
 });
 
-test('moa: gradients match finite differences (input, router, query/output experts, bias, kv_proj)', () => {
+test('jetmoe-moa: gradients match finite differences (input, router, query/output experts, bias, kv_proj)', () => {
   const a = block(3);
   const x = randn(new Rng(4), [4, 8]);
   const fn = (xx: Tensor): Tensor => {
@@ -143,10 +144,10 @@ test('moa: gradients match finite differences (input, router, query/output exper
     // the gate weights too: their gradient reaches the router directly, not only through y
     return concat([reshape(r.y, [r.y.size]), (routing as SparseRouting).weights], 0);
   };
-  gradcheck('MoAttention', fn, [x, ...a.parameters()], { eps: 1e-3, atol: 5e-3, rtol: 2e-2 });
+  gradcheck('JetMoEAttention', fn, [x, ...a.parameters()], { eps: 1e-3, atol: 5e-3, rtol: 2e-2 });
 });
 
-test('moa: KV-cached decoding equals the full forward', () => {
+test('jetmoe-moa: KV-cached decoding equals the full forward', () => {
   const a = block(5);
   const Tn = 6;
   const x = randn(new Rng(6), [Tn, 8], false);
@@ -165,9 +166,9 @@ test('moa: KV-cached decoding equals the full forward', () => {
   assertClose(rows, full, 1e-6, 1e-5, 'cached vs full');
 });
 
-test('moa: registered with its paper; a model trains through it; bad configs are one-line errors naming the field', () => {
-  const spec = attentionRegistry.spec('moa');
-  assert.equal(spec.paper.year, 2022);
+test('jetmoe-moa: registered with its paper; a model trains through it; bad configs are one-line errors naming the field', () => {
+  const spec = attentionRegistry.spec('jetmoe-moa');
+  assert.equal(spec.paper?.year, 2022);
   const cfg = cfgOf({ num_hidden_layers: 2, aux_loss_normalization: 'all-layers-tokens', moe_output_bias: true });
   const model = new MoETransformerLM(cfg, 1);
   // the pre-allocation memory estimate counts the attention experts (the spec's parameters())
@@ -179,9 +180,9 @@ test('moa: registered with its paper; a model trains through it; bad configs are
   const oneLine = (re: RegExp) => (e: Error) => re.test(e.message) && !e.message.includes('\n');
   assert.throws(
     () => new MoETransformerLM(cfgOf({ num_attention_heads: 2, num_key_value_heads: 2 }), 1),
-    oneLine(/attention_type "moa" needs num_attention_heads = num_key_value_heads \* topK \(2 \* 2 = 4\), got 2/),
+    oneLine(/attention_type "jetmoe-moa" needs num_attention_heads = num_key_value_heads \* topK \(2 \* 2 = 4\), got 2/),
   );
-  assert.throws(() => new MoETransformerLM(cfgOf({ attention_type: 'nope' }), 1), oneLine(/unknown attention type "nope": expected one of moa/));
-  assert.throws(() => new MoETransformerLM(cfgOf({ attention_options: { topk: 2 } }), 1), oneLine(/attention_type "moa".*topk/));
-  assert.throws(() => new MoETransformerLM(cfgOf({ attention_options: { numExperts: 1 } }), 1), oneLine(/topK 2 exceeds attention_options.numExperts 1/));
+  assert.throws(() => new MoETransformerLM(cfgOf({ attention_type: 'nope' }), 1), oneLine(/attention_type must be one of .*jetmoe-moa.*, got "nope"/));
+  assert.throws(() => new MoETransformerLM(cfgOf({ attention_options: { topk: 2 } }), 1), oneLine(/attention "jetmoe-moa".*topk/));
+  assert.throws(() => new MoETransformerLM(cfgOf({ attention_options: { numExperts: 1 } }), 1), oneLine(/attention_options.topK must be at most numExperts \(1\), got 2/));
 });

@@ -1,0 +1,162 @@
+/**
+ * Generation speed, moe-ts's fast decode path vs llama.cpp (node-llama-cpp) on the same GGUF
+ * files, in the same run: prompt tokens/s (64-token prompt, one batch) and decode tokens/s
+ * (greedy, one token per step) for f32 / q8_0 / q4_0, at 1 and 2 threads for llama.cpp (moe-ts's
+ * fast path is single-threaded). Shapes: the default model config, and one realistic MoE layer
+ * (64 experts, top-8, d 1024, expert width 512, 16 heads of 64, Mixtral-style attention; a
+ * Qwen3-style GQA + qk-norm shape is a candidate now that the exporter maps qwen3moe) with random weights.
+ * Each moe-ts row is also given as a ratio to llama.cpp's better thread count on the same file
+ * and format. The load average is recorded with every row: rows measured on a busy machine
+ * compare badly with each other, but the ratios within one row pair are measured back to back.
+ */
+import * as os from 'node:os';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { MoETransformerLM } from '../../src/models/transformer.js';
+import { parseModelConfig } from '../../src/models/config.js';
+import { ByteTokenizer } from '../../src/data/tokenizer/index.js';
+import { exportGGUF, fromGGUF } from '../../src/io/gguf/index.js';
+import { DecodeEngine } from '../../src/infer/decode.js';
+import { WasmQuantKernels } from '../../src/kernels/wasm/quant.js';
+import { argmax } from '../../src/infer/sampling.js';
+import type { QuantFormat } from '../../src/kernels/quant.js';
+import type { Column, Row, SuiteOptions, SuiteTable } from '../lib/suite.js';
+
+export const name = 'generate';
+export const description = 'prompt and decode tokens/s: moe-ts fast path vs llama.cpp on the same GGUF files (f32/q8_0/q4_0, 1 and 2 threads)';
+
+export const columns: Column[] = [
+  { key: 'case', header: 'case' },
+  { key: 'quant', header: 'quant' },
+  { key: 'impl', header: 'impl' },
+  { key: 'threads', header: 'thr' },
+  { key: 'promptTps', header: 'prompt tok/s' },
+  { key: 'decodeTps', header: 'decode tok/s' },
+  { key: 'promptRatio', header: 'prompt ×llama' },
+  { key: 'decodeRatio', header: 'decode ×llama' },
+  { key: 'rssMB', header: 'rss MB' },
+  { key: 'load', header: 'load' },
+  { key: 'note', header: 'note' },
+];
+
+interface Case {
+  id: string;
+  model: Record<string, unknown>;
+  quants: QuantFormat[];
+}
+
+export const CASES: readonly Case[] = [
+  { id: 'default', model: {}, quants: ['f32', 'q8_0', 'q4_0'] },
+  {
+    id: 'moe-64x8',
+    model: {
+      hidden_size: 1024,
+      num_hidden_layers: 1,
+      num_attention_heads: 16,
+      num_local_experts: 64,
+      num_experts_per_tok: 8,
+      moe_intermediate_size: 512,
+      max_position_embeddings: 256,
+    },
+    quants: ['q8_0', 'q4_0'],
+  },
+];
+
+const PROMPT = 64;
+
+export async function run(opts: SuiteOptions): Promise<Row[]> {
+  const decodeN = opts.quick ? 32 : 128;
+  const threads = opts.threads.length ? opts.threads : [1, 2];
+  const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
+  const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-ts-bench-gen-'));
+  const rows: Row[] = [];
+  const cases = opts.quick ? CASES.slice(0, 1) : CASES;
+  try {
+    for (const c of cases) {
+      opts.log(`generate: building ${c.id}`);
+      const src = new MoETransformerLM(parseModelConfig(c.model), opts.seed).eval();
+      const tok = new ByteTokenizer();
+      const prompt = Int32Array.from({ length: PROMPT }, (_, i) => 32 + ((i * 7) % 90));
+      for (const quant of c.quants) {
+        const file = path.join(dir, `${c.id}-${quant}.gguf`);
+        exportGGUF(src, tok, file, { quant });
+        // moe-ts: the model the file decodes to, compiled to the fast path in the file's format
+        const g = fromGGUF(file);
+        const eng = new DecodeEngine(g.model, { quant, kernels: new WasmQuantKernels(), capacity: PROMPT + decodeN + 1 });
+        const ours = timeOurs(eng, prompt, decodeN);
+        const ourRow: Row = { case: c.id, quant, impl: 'moe-ts', threads: 1, ...ours, rssMB: Math.round(process.memoryUsage().rss / 2 ** 20), load: os.loadavg()[0].toFixed(1) };
+        opts.log(`generate: ${c.id} ${quant} moe-ts prompt ${ours.promptTps.toFixed(0)} decode ${ours.decodeTps.toFixed(0)} tok/s`);
+        const theirs: Row[] = [];
+        const lm = await llama.loadModel({ modelPath: file });
+        try {
+          for (const t of threads) {
+            const r = await timeLlama(lm, Array.from(prompt), decodeN, t);
+            theirs.push({ case: c.id, quant, impl: 'llama.cpp', threads: t, ...r, rssMB: Math.round(process.memoryUsage().rss / 2 ** 20), load: os.loadavg()[0].toFixed(1) });
+            opts.log(`generate: ${c.id} ${quant} llama.cpp ${t} thr prompt ${r.promptTps.toFixed(0)} decode ${r.decodeTps.toFixed(0)} tok/s`);
+          }
+        } finally {
+          await lm.dispose();
+        }
+        const bestP = Math.max(...theirs.map((r) => r.promptTps as number));
+        const bestD = Math.max(...theirs.map((r) => r.decodeTps as number));
+        ourRow.promptRatio = (ourRow.promptTps as number) / bestP;
+        ourRow.decodeRatio = (ourRow.decodeTps as number) / bestD;
+        ourRow.note = 'wasm SIMD, 1 thread; ratio vs llama.cpp best thread count';
+        rows.push(ourRow, ...theirs);
+        fs.rmSync(file, { force: true });
+      }
+    }
+  } finally {
+    await llama.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return rows;
+}
+
+function timeOurs(eng: DecodeEngine, prompt: Int32Array, n: number): { promptTps: number; decodeTps: number } {
+  // warm-up: JIT and wasm tiers
+  eng.reset();
+  eng.forward(prompt.subarray(0, 8));
+  eng.forward(Int32Array.of(1));
+  eng.reset();
+  const t0 = performance.now();
+  let logits = eng.forward(prompt);
+  const t1 = performance.now();
+  for (let i = 0; i < n; i++) logits = eng.forward(Int32Array.of(argmax(logits.subarray(0, 256))));
+  const t2 = performance.now();
+  return { promptTps: prompt.length / ((t1 - t0) / 1000), decodeTps: n / ((t2 - t1) / 1000) };
+}
+
+type LlamaModelLike = Awaited<ReturnType<Awaited<ReturnType<typeof import('node-llama-cpp').getLlama>>['loadModel']>>;
+
+async function timeLlama(m: LlamaModelLike, prompt: number[], n: number, threads: number): Promise<{ promptTps: number; decodeTps: number }> {
+  const ctx = await m.createContext({ contextSize: 256, batchSize: 128, threads, flashAttention: false });
+  try {
+    const run = async (): Promise<{ promptTps: number; decodeTps: number }> => {
+      const seq = ctx.getSequence();
+      try {
+        const t0 = performance.now();
+        let t1 = 0;
+        let got = 0;
+        // the first token comes after the prompt batch; each later one is one decode step
+        for await (const _t of seq.evaluate(prompt as never, { temperature: 0 })) {
+          if (got === 0) t1 = performance.now();
+          if (++got > n) break;
+        }
+        const t2 = performance.now();
+        return { promptTps: prompt.length / ((t1 - t0) / 1000), decodeTps: n / ((t2 - t1) / 1000) };
+      } finally {
+        seq.dispose();
+      }
+    };
+    await run(); // warm-up
+    return await run();
+  } finally {
+    await ctx.dispose();
+  }
+}
+
+export function report(rows: Row[]): SuiteTable[] {
+  return [{ title: 'generate: moe-ts fast path vs llama.cpp (same GGUF file per row pair)', columns, rows }];
+}

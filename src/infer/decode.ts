@@ -1,0 +1,456 @@
+/**
+ * The fast decode path: a model's weights extracted once into plain arrays (float32 or q8_0/q4_0
+ * PreparedMatrix blocks), a preallocated KV cache ([kvHeads, capacity, headDim] per layer, written
+ * in place: no concatenation per token), matrix-vector kernels for one token and row-batched ones
+ * for the prompt, and no autograd tensors on the hot path. The eager `model.forward` stays the
+ * reference; `DecodeEngine.unsupported(model)` names what this path does not cover (then
+ * generate uses the eager one).
+ *
+ * MoE layers with FFN experts and dropless dispatch run their experts here (assignments grouped
+ * by expert, so a prompt batch reads each expert's weights once); the router itself runs through
+ * its own module on the normalised rows, so every registered token-choice router works. Any
+ * other FFN (capacity dispatch, soft routing, other expert types, Qwen2's gated shared expert)
+ * runs through the layer's own forward on those rows.
+ */
+import { Tensor, noGrad } from '../tensor/tensor.js';
+import { Rng } from '../tensor/random.js';
+import { quantizeMatrix, QUANT_FORMATS, jsQuantKernels, type QuantFormat, type PreparedMatrix, type QuantKernels } from '../kernels/quant.js';
+import { Attention, type MoETransformerLM, type DecoderLayer } from '../models/transformer.js';
+import { ropeParams } from '../models/rope.js';
+import { headDimOf, kvHeadsOf } from '../models/config.js';
+import { FFNExperts } from '../moe/experts/ffn.js';
+import type { RouterContext } from '../moe/types.js';
+
+/** Options of a DecodeEngine. */
+export interface DecodeEngineOptions {
+  /** Weight format of every projection, expert and the LM head (default f32). */
+  quant?: QuantFormat;
+  /** KV cache capacity in tokens (default max_position_embeddings). */
+  capacity?: number;
+  /** Seeds the router context's Rng (routers are deterministic in eval mode). */
+  seed?: number;
+  /** Kernels of the products (default the js reference; `WasmQuantKernels` from moe-ts/node is the SIMD one). */
+  kernels?: QuantKernels;
+}
+
+interface AttnW {
+  q: PreparedMatrix;
+  k: PreparedMatrix;
+  v: PreparedMatrix;
+  o: PreparedMatrix;
+  qb: Float32Array | null;
+  kb: Float32Array | null;
+  vb: Float32Array | null;
+  ob: Float32Array | null;
+  qNorm: Float32Array | null;
+  kNorm: Float32Array | null;
+  /** qk_norm 'full': over the whole projection; else per head. */
+  normFull: boolean;
+  K: Float32Array;
+  V: Float32Array;
+}
+
+interface Expert {
+  w1: PreparedMatrix;
+  w3: PreparedMatrix | null;
+  w2: PreparedMatrix;
+}
+
+type FFN =
+  | { kind: 'dense'; gate: PreparedMatrix | null; up: PreparedMatrix; down: PreparedMatrix; silu: boolean }
+  | { kind: 'moe'; layer: DecoderLayer; experts: Expert[]; silu: boolean; dFF: number }
+  | { kind: 'module'; layer: DecoderLayer };
+
+const GELU_C = Math.sqrt(2 / Math.PI);
+
+function act(silu: boolean, g: Float32Array, u: Float32Array | null, n: number): void {
+  if (silu) for (let i = 0; i < n; i++) g[i] = (g[i] / (1 + Math.exp(-g[i]))) * u![i];
+  else for (let i = 0; i < n; i++) g[i] = 0.5 * g[i] * (1 + Math.tanh(GELU_C * (g[i] + 0.044715 * g[i] * g[i] * g[i])));
+}
+
+/** [rows, cols] row-major from [cols, rows] (expert weights are stored input-major). */
+function transpose(src: Float32Array, off: number, r: number, c: number): Float32Array {
+  const out = new Float32Array(r * c);
+  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) out[j * r + i] = src[off + i * c + j];
+  return out;
+}
+
+/** Why the fast path cannot run `model` (null: it can). */
+function unsupportedReason(model: MoETransformerLM): string | null {
+  for (const l of model.layers) {
+    if (!(l.self_attn instanceof Attention)) return `layer ${l.index}: attention of type ${l.self_attn.constructor.name}`;
+    if (l.self_attn.sinks) return `layer ${l.index}: attention sinks`;
+    if (l.self_attn.window !== undefined) return `layer ${l.index}: sliding-window attention`;
+  }
+  return null;
+}
+
+/** A model compiled for fast cached decoding (see the file comment). */
+export class DecodeEngine {
+  readonly quant: QuantFormat;
+  readonly capacity: number;
+  /** Tokens in the KV cache. */
+  length = 0;
+  private readonly d: number;
+  private readonly H: number;
+  private readonly KV: number;
+  private readonly Dh: number;
+  private readonly V: number;
+  private readonly embed: Float32Array;
+  private readonly head: PreparedMatrix;
+  private readonly finalNorm: Float32Array;
+  private readonly attn: AttnW[] = [];
+  private readonly ffn: FFN[] = [];
+  private readonly norms1: Float32Array[] = [];
+  private readonly norms2: Float32Array[] = [];
+  private readonly cos: Float32Array;
+  private readonly sin: Float32Array;
+  private readonly scoreScale: number;
+  private readonly ctx: Omit<RouterContext, 'tokenIds'>;
+  private readonly kern: QuantKernels;
+  /** Bytes of weights held (quantised where quantised) plus the KV cache. */
+  readonly weightBytes: number;
+  readonly kvBytes: number;
+
+  /** What keeps `model` off the fast path, or null when it is supported. */
+  static unsupported(model: MoETransformerLM): string | null {
+    return unsupportedReason(model);
+  }
+
+  constructor(
+    readonly model: MoETransformerLM,
+    opts: DecodeEngineOptions = {},
+  ) {
+    const c = model.config;
+    const why = unsupportedReason(model);
+    if (why) throw new Error(`DecodeEngine: not supported by the fast path (${why}); use the eager model.forward`);
+    const quant = opts.quant ?? 'f32';
+    if (!(QUANT_FORMATS as readonly string[]).includes(quant)) throw new Error(`DecodeEngine: quant must be one of ${QUANT_FORMATS.join(', ')}, got ${JSON.stringify(quant)}`);
+    const cap = opts.capacity ?? c.max_position_embeddings;
+    if (!Number.isInteger(cap) || cap < 1 || cap > c.max_position_embeddings) throw new Error(`DecodeEngine: capacity must be an integer in [1, ${c.max_position_embeddings}], got ${cap}`);
+    this.quant = quant;
+    this.capacity = cap;
+    this.d = c.hidden_size;
+    this.H = c.num_attention_heads;
+    this.KV = kvHeadsOf(c);
+    this.Dh = headDimOf(c);
+    this.V = c.vocab_size;
+    if (quant !== 'f32') {
+      for (const [what, n] of [
+        ['hidden_size', this.d],
+        ['head projections (heads * head_dim)', this.H * this.Dh],
+      ] as const)
+        if (n % 32 !== 0) throw new Error(`DecodeEngine: quant ${quant} needs ${what} to be a multiple of 32, got ${n}`);
+    }
+    this.ctx = { training: false, step: 0, rng: new Rng((opts.seed ?? 0) ^ 0x5bd1e995) };
+    let bytes = 0;
+    const kern = (this.kern = opts.kernels ?? jsQuantKernels);
+    const q = (w: Float32Array, rows: number, cols: number, fmt: QuantFormat = quant): PreparedMatrix => {
+      const m = kern.prepare(quantizeMatrix(w, rows, cols, cols % 32 === 0 ? fmt : 'f32'));
+      bytes += m.bytes;
+      return m;
+    };
+    const lin = (l: { weight: Tensor; bias: Tensor | null; inFeatures: number; outFeatures: number }) => ({ w: q(l.weight.data, l.outFeatures, l.inFeatures), b: l.bias ? l.bias.data.slice() : null });
+    this.embed = model.embed_tokens.weight.data;
+    bytes += this.embed.byteLength;
+    this.head = model.lm_head ? lin(model.lm_head).w : q(this.embed, this.V, this.d);
+    this.finalNorm = model.norm.weight.data;
+    const kvLen = this.KV * cap * this.Dh;
+    for (const layer of model.layers) {
+      const a = layer.self_attn as Attention;
+      const [qp, kp, vp, op] = [lin(a.q_proj), lin(a.k_proj), lin(a.v_proj), lin(a.o_proj)];
+      this.attn.push({
+        q: qp.w,
+        k: kp.w,
+        v: vp.w,
+        o: op.w,
+        qb: qp.b,
+        kb: kp.b,
+        vb: vp.b,
+        ob: op.b,
+        qNorm: a.q_norm ? a.q_norm.weight.data : null,
+        kNorm: a.k_norm ? a.k_norm.weight.data : null,
+        normFull: c.qk_norm === 'full',
+        K: new Float32Array(kvLen),
+        V: new Float32Array(kvLen),
+      });
+      this.norms1.push(layer.input_layernorm.weight.data);
+      this.norms2.push(layer.post_attention_layernorm.weight.data);
+      this.ffn.push(this.compileFFN(layer, q, lin));
+    }
+    this.weightBytes = bytes;
+    this.kvBytes = 2 * kvLen * 4 * model.layers.length;
+    // RoPE tables for every position, as ropeTables computes them (float64 angles, float32 cos/sin)
+    const half = this.Dh / 2;
+    const rp = c.rope_scaling ? ropeParams(c, this.Dh) : null;
+    this.cos = new Float32Array(cap * half);
+    this.sin = new Float32Array(cap * half);
+    for (let p = 0; p < cap; p++) {
+      for (let i = 0; i < half; i++) {
+        const th = p * (rp ? rp.invFreq[i] : Math.pow(c.rope_theta, (-2 * i) / this.Dh));
+        this.cos[p * half + i] = Math.cos(th) * (rp?.scale ?? 1);
+        this.sin[p * half + i] = Math.sin(th) * (rp?.scale ?? 1);
+      }
+    }
+    this.scoreScale = c.attention_multiplier ?? 1 / Math.sqrt(this.Dh);
+  }
+
+  private compileFFN(
+    layer: DecoderLayer,
+    q: (w: Float32Array, rows: number, cols: number) => PreparedMatrix,
+    lin: (l: { weight: Tensor; bias: Tensor | null; inFeatures: number; outFeatures: number }) => { w: PreparedMatrix; b: Float32Array | null },
+  ): FFN {
+    if (layer.mlp) {
+      const m = layer.mlp;
+      return { kind: 'dense', gate: m.gate_proj ? lin(m.gate_proj).w : null, up: lin(m.up_proj).w, down: lin(m.down_proj).w, silu: m.act === 'silu' };
+    }
+    const moe = layer.block_sparse_moe!;
+    const ex = moe.experts;
+    if (!(ex instanceof FFNExperts) || moe.specs.dispatch.name !== 'dropless' || moe.specs.router.traits.routing !== 'sparse' || layer.shared_expert) return { kind: 'module', layer };
+    const d = this.d;
+    const f = ex.dFF;
+    const experts: Expert[] = [];
+    for (let e = 0; e < ex.numExperts; e++) {
+      const o = e * d * f;
+      experts.push({
+        w1: q(transpose(ex.w1.data, o, d, f), f, d),
+        w3: ex.w3 ? q(transpose(ex.w3.data, o, d, f), f, d) : null,
+        w2: q(transpose(ex.w2.data, o, f, d), d, f),
+      });
+    }
+    return { kind: 'moe', layer, experts, silu: ex.activation === 'swiglu', dFF: f };
+  }
+
+  /**
+   * Largest |logit difference| between this engine and the eager model.forward on a few tokens,
+   * relative to the logit scale (the cache is reset afterwards). A guard for model features this
+   * path does not know of: generate's 'auto' uses the eager path when an f32 engine is off.
+   */
+  selfCheck(tokens = 4): number {
+    const n = Math.min(tokens, this.capacity);
+    const ids = Int32Array.from({ length: n }, (_, i) => (i * 31 + 7) % this.V);
+    const was = this.model.training;
+    this.model.eval();
+    let ref: Float32Array;
+    try {
+      ref = noGrad(() => this.model.forward(ids, 1, n, { ctx: { ...this.ctx, rng: new Rng(0) } }).logits.data);
+    } finally {
+      this.model.train(was);
+    }
+    this.reset();
+    const got = this.forward(ids, true);
+    this.reset();
+    let diff = 0;
+    let scale = 0;
+    for (let i = 0; i < got.length; i++) {
+      diff = Math.max(diff, Math.abs(got[i] - ref[i]));
+      scale = Math.max(scale, Math.abs(ref[i]));
+    }
+    return Number.isNaN(diff) ? Infinity : diff / (1 + scale);
+  }
+
+  /** Empty the KV cache (the weights stay). */
+  reset(): void {
+    this.length = 0;
+  }
+
+  private rmsNorm(x: Float32Array, n: number, dim: number, g: Float32Array, out: Float32Array): void {
+    const eps = this.model.config.rms_norm_eps;
+    for (let r = 0; r < n; r++) {
+      const o = r * dim;
+      let ss = 0;
+      for (let j = 0; j < dim; j++) ss += x[o + j] * x[o + j];
+      const ri = 1 / Math.sqrt(ss / dim + eps);
+      for (let j = 0; j < dim; j++) out[o + j] = x[o + j] * ri * g[j];
+    }
+  }
+
+  private rope(x: Float32Array, n: number, heads: number, pos0: number): void {
+    const Dh = this.Dh;
+    const half = Dh / 2;
+    for (let t = 0; t < n; t++) {
+      const c = (pos0 + t) * half;
+      for (let h = 0; h < heads; h++) {
+        const o = (t * heads + h) * Dh;
+        for (let i = 0; i < half; i++) {
+          const a = x[o + i];
+          const b = x[o + i + half];
+          const cs = this.cos[c + i];
+          const sn = this.sin[c + i];
+          x[o + i] = a * cs - b * sn;
+          x[o + i + half] = b * cs + a * sn;
+        }
+      }
+    }
+  }
+
+  /**
+   * Feed `ids` (a prompt batch or one token) after the cached ones; returns the logits [V] of the
+   * last position (a fresh array), or with `all` those of every position [n, V].
+   */
+  forward(ids: Int32Array, all = false): Float32Array {
+    const n = ids.length;
+    const c = this.model.config;
+    if (n === 0) throw new Error('DecodeEngine.forward: no token ids');
+    if (this.length + n > this.capacity) throw new Error(`DecodeEngine.forward: ${this.length + n} tokens exceed the KV cache capacity ${this.capacity}`);
+    for (let i = 0; i < n; i++) if (!(ids[i] >= 0 && ids[i] < this.V)) throw new Error(`DecodeEngine.forward: token id ${ids[i]} at position ${i} outside vocab_size ${this.V}`);
+    const { d, H, KV, Dh } = this;
+    const qd = H * Dh;
+    const kvd = KV * Dh;
+    const h = new Float32Array(n * d);
+    const em = c.embedding_multiplier;
+    for (let t = 0; t < n; t++) for (let j = 0; j < d; j++) h[t * d + j] = this.embed[ids[t] * d + j] * em;
+    // one router context per forward: routers that carry state from layer to layer (RMoE) share it
+    const ctx: RouterContext = { ...this.ctx, tokenIds: ids, state: new Map() };
+    const xn = new Float32Array(n * d);
+    const qb = new Float32Array(n * qd);
+    const kb = new Float32Array(n * kvd);
+    const vb = new Float32Array(n * kvd);
+    const ob = new Float32Array(n * qd);
+    const yb = new Float32Array(n * d);
+    const past = this.length;
+    const rm = c.residual_multiplier;
+    noGrad(() => {
+      for (let li = 0; li < this.attn.length; li++) {
+        const A = this.attn[li];
+        this.rmsNorm(h, n, d, this.norms1[li], xn);
+        this.kern.matmul(A.q, xn, n, qb);
+        this.kern.matmul(A.k, xn, n, kb);
+        this.kern.matmul(A.v, xn, n, vb);
+        if (A.qb) for (let t = 0; t < n; t++) for (let j = 0; j < qd; j++) qb[t * qd + j] += A.qb[j];
+        if (A.kb) for (let t = 0; t < n; t++) for (let j = 0; j < kvd; j++) kb[t * kvd + j] += A.kb[j];
+        if (A.vb) for (let t = 0; t < n; t++) for (let j = 0; j < kvd; j++) vb[t * kvd + j] += A.vb[j];
+        if (A.qNorm && A.kNorm) {
+          if (A.normFull) {
+            this.rmsNorm(qb, n, qd, A.qNorm, qb);
+            this.rmsNorm(kb, n, kvd, A.kNorm, kb);
+          } else {
+            this.rmsNorm(qb, n * H, Dh, A.qNorm, qb);
+            this.rmsNorm(kb, n * KV, Dh, A.kNorm, kb);
+          }
+        }
+        this.rope(qb, n, H, past);
+        this.rope(kb, n, KV, past);
+        // append keys/values in place: [KV, capacity, Dh]
+        for (let t = 0; t < n; t++) {
+          for (let g = 0; g < KV; g++) {
+            const dst = (g * this.capacity + past + t) * Dh;
+            A.K.set(kb.subarray(t * kvd + g * Dh, t * kvd + (g + 1) * Dh), dst);
+            A.V.set(vb.subarray(t * kvd + g * Dh, t * kvd + (g + 1) * Dh), dst);
+          }
+        }
+        this.attend(A.K, A.V, qb, ob, n, past);
+        this.kern.matmul(A.o, ob, n, yb);
+        if (A.ob) for (let t = 0; t < n; t++) for (let j = 0; j < d; j++) yb[t * d + j] += A.ob[j];
+        for (let i = 0; i < n * d; i++) h[i] += rm * yb[i];
+        this.rmsNorm(h, n, d, this.norms2[li], xn);
+        this.runFFN(this.ffn[li], xn, n, ctx, yb);
+        for (let i = 0; i < n * d; i++) h[i] += rm * yb[i];
+      }
+    });
+    this.length += n;
+    const rows = all ? n : 1;
+    const fin = new Float32Array(rows * d);
+    this.rmsNorm(h.subarray((n - rows) * d, n * d), rows, d, this.finalNorm, fin);
+    const logits = new Float32Array(rows * this.V);
+    this.kern.matmul(this.head, fin, rows, logits);
+    if (c.logits_scaling !== 1) for (let i = 0; i < logits.length; i++) logits[i] /= c.logits_scaling;
+    return logits;
+  }
+
+  /** Causal attention of n queries qb [n, H*Dh] at positions past.. over the cache, into ob. */
+  private attend(K: Float32Array, Vc: Float32Array, qb: Float32Array, ob: Float32Array, n: number, past: number): void {
+    const H = this.H;
+    const Dh = this.Dh;
+    const qd = H * Dh;
+    const rep = H / this.KV;
+    const cap = this.capacity;
+    const scale = this.scoreScale;
+    const scores = new Float32Array(past + n);
+    for (let t = 0; t < n; t++) {
+      const len = past + t + 1;
+      for (let hh = 0; hh < H; hh++) {
+        const kbase = Math.floor(hh / rep) * cap * Dh;
+        const qo = t * qd + hh * Dh;
+        let m = -Infinity;
+        for (let j = 0; j < len; j++) {
+          const ko = kbase + j * Dh;
+          let s = 0;
+          for (let i = 0; i < Dh; i++) s += qb[qo + i] * K[ko + i];
+          s *= scale;
+          scores[j] = s;
+          if (s > m) m = s;
+        }
+        let sum = 0;
+        for (let j = 0; j < len; j++) {
+          const e = Math.exp(scores[j] - m);
+          scores[j] = e;
+          sum += e;
+        }
+        const inv = 1 / sum;
+        ob.fill(0, qo, qo + Dh);
+        for (let j = 0; j < len; j++) {
+          const p = scores[j] * inv;
+          const vo = kbase + j * Dh;
+          for (let i = 0; i < Dh; i++) ob[qo + i] += p * Vc[vo + i];
+        }
+      }
+    }
+  }
+
+  /** y [n, d] = FFN(x [n, d]). */
+  private runFFN(f: FFN, x: Float32Array, n: number, ctx: RouterContext, y: Float32Array): void {
+    const d = this.d;
+    if (f.kind === 'dense') {
+      const F = f.up.rows;
+      const g = new Float32Array(n * F);
+      const u = f.gate ? new Float32Array(n * F) : null;
+      if (f.gate) {
+        this.kern.matmul(f.gate, x, n, g);
+        this.kern.matmul(f.up, x, n, u!);
+      } else this.kern.matmul(f.up, x, n, g);
+      act(f.silu, g, u, n * F);
+      this.kern.matmul(f.down, g, n, y);
+      return;
+    }
+    const xt = new Tensor(x.slice(0, n * d), [n, d]);
+    if (f.kind === 'module') {
+      y.set(f.layer.ffn(xt, ctx, 0).y.data);
+      return;
+    }
+    const moe = f.layer.block_sparse_moe!;
+    const r = moe.router.route(xt, ctx).routing;
+    if (r.kind !== 'sparse') throw new Error('DecodeEngine: router returned soft routing for a sparse dispatch');
+    y.fill(0, 0, n * d);
+    const E = f.experts.length;
+    const F = f.dFF;
+    const w = r.weights.data;
+    // assignments grouped by expert: each expert's weights are read once per call
+    const byExpert: number[][] = Array.from({ length: E }, () => []);
+    for (let i = 0; i < r.expertIdx.length; i++) byExpert[r.expertIdx[i]].push(i);
+    for (let e = 0; e < E; e++) {
+      const as = byExpert[e];
+      if (as.length === 0) continue;
+      const m = as.length;
+      const xe = new Float32Array(m * d);
+      for (let i = 0; i < m; i++) xe.set(x.subarray(r.tokenIdx[as[i]] * d, (r.tokenIdx[as[i]] + 1) * d), i * d);
+      const ex = f.experts[e];
+      const g = new Float32Array(m * F);
+      const u = ex.w3 ? new Float32Array(m * F) : null;
+      this.kern.matmul(ex.w1, xe, m, g);
+      if (ex.w3) this.kern.matmul(ex.w3, xe, m, u!);
+      act(f.silu, g, u, m * F);
+      const ye = new Float32Array(m * d);
+      this.kern.matmul(ex.w2, g, m, ye);
+      for (let i = 0; i < m; i++) {
+        const t = r.tokenIdx[as[i]];
+        const wi = w[as[i]];
+        for (let j = 0; j < d; j++) y[t * d + j] += wi * ye[i * d + j];
+      }
+    }
+    if (moe.shared) {
+      const s = moe.shared.forward(xt).data;
+      for (let i = 0; i < n * d; i++) y[i] += s[i];
+    }
+  }
+}

@@ -1,0 +1,51 @@
+/**
+ * Quality of quantised weights: next-token cross-entropy of the fast decode path in each weight
+ * format on the same text (non-overlapping windows, every position scored), so q8_0 / q4_0 are
+ * reported against f32 of the same model.
+ */
+import type { MoETransformerLM } from '../models/transformer.js';
+import type { Tokenizer } from '../data/tokenizer/index.js';
+import type { QuantFormat, QuantKernels } from '../kernels/quant.js';
+import { DecodeEngine } from './decode.js';
+
+/** One weight format's loss on the text. */
+export interface QuantLoss {
+  quant: QuantFormat;
+  /** Mean next-token cross-entropy (nats). */
+  loss: number;
+  /** Scored tokens. */
+  tokens: number;
+  /** Bytes of weights the fast path holds in this format. */
+  weightBytes: number;
+}
+
+/** Cross-entropy of `text` under the fast path in each of `quants` (windows of at most max_position_embeddings, capped at `maxTokens`). */
+export function quantizedLoss(model: MoETransformerLM, tokenizer: Tokenizer, text: string, opts: { quants: QuantFormat[]; maxTokens?: number; window?: number; kernels?: QuantKernels }): QuantLoss[] {
+  const maxTokens = opts.maxTokens ?? 4096;
+  if (!Number.isInteger(maxTokens) || maxTokens < 2) throw new Error(`quantizedLoss: maxTokens must be an integer >= 2, got ${maxTokens}`);
+  const ids = tokenizer.encode(text).subarray(0, maxTokens);
+  if (ids.length < 2) throw new Error(`quantizedLoss: the text encodes to ${ids.length} token(s); at least 2 are needed`);
+  const W = Math.min(opts.window ?? 128, model.config.max_position_embeddings);
+  const V = model.config.vocab_size;
+  return opts.quants.map((quant) => {
+    const eng = new DecodeEngine(model, { quant, capacity: W, ...(opts.kernels ? { kernels: opts.kernels } : {}) });
+    let sum = 0;
+    let n = 0;
+    for (let s = 0; s + 1 < ids.length; s += W) {
+      const win = ids.subarray(s, Math.min(s + W + 1, ids.length));
+      eng.reset();
+      const inp = win.subarray(0, win.length - 1);
+      const logits = eng.forward(inp, true);
+      for (let t = 0; t < inp.length; t++) {
+        const row = logits.subarray(t * V, (t + 1) * V);
+        let m = -Infinity;
+        for (let i = 0; i < V; i++) if (row[i] > m) m = row[i];
+        let z = 0;
+        for (let i = 0; i < V; i++) z += Math.exp(row[i] - m);
+        sum += m + Math.log(z) - row[win[t + 1]];
+        n++;
+      }
+    }
+    return { quant, loss: sum / n, tokens: n, weightBytes: eng.weightBytes };
+  });
+}

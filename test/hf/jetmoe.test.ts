@@ -130,6 +130,8 @@ test('jetmoe: a moe-ts MoA model exports as JetMoE and re-imports with identical
   };
   bad({ moe_output_bias: false }, /jetmoe: JetMoE needs moe_output_bias and layer_norm_eps 1e-6/);
   bad({ attention_options: { numExperts: 6 } }, /jetmoe: JetMoE needs attention_type "jetmoe-moa" with as many attention experts/);
+  // other attention kinds have no Hugging Face equivalent: refused, not exported as plain attention
+  bad({ attention_type: 'moa', attention_options: { numExperts: 4, topK: 2 }, moe_output_bias: false, layer_norm_eps: undefined }, /attention_type "moa" has no Hugging Face equivalent/);
   // a plain Mixtral-like model with an MoE bias matches nothing
   bad({ attention_type: undefined, num_key_value_heads: undefined, head_dim: undefined }, /mixtral: has no attention experts/);
 });

@@ -2,12 +2,12 @@
 """Tiny random-weight Hugging Face checkpoints with reference logits, for test/hf/*.
 
 Plain PyTorch (Debian python3-torch; no transformers needed) mirroring the forward passes of
-transformers' modeling_{mixtral,qwen2_moe,qwen3_moe,olmoe,llama,qwen2}.py and the RoPE variants
+transformers' modeling_{mixtral,qwen2_moe,qwen3_moe,olmoe,llama,qwen2,granitemoe,jetmoe,...}.py and the RoPE variants
 of modeling_rope_utils.py. Writes test/fixtures/hf/<name>/{config.json, model.safetensors,
 reference.safetensors}; reference holds input_ids [1, T], logits [T, V] (float32) and greedy,
 the greedy continuation of the input (a fresh full forward per token, no cache).
 
-Run: /usr/bin/python3 scripts/make-hf-fixtures.py   (deterministic: fixed seeds)
+Run: /usr/bin/python3 scripts/make-hf-fixtures.py [NAME...]   (deterministic: fixed seeds; names: only those fixtures)
 """
 import json, math, os, struct, sys
 import torch
@@ -132,6 +132,15 @@ class Model:
             self.w[L + 'post_attention_layernorm.weight'] = (self.w[L + 'post_attention_layernorm.weight'].float() + 1).to(wdtype)
             if kind.startswith('deepseek'):
                 self.mla_weights(L, p)
+            elif kind == 'jetmoe':
+                # JetMoeMoA: per-expert query (input_linear) / output (output_linear) projections, bias, router; shared kv_proj
+                P = L + 'self_attention.'
+                E, kvd = self.E(), KV * hd
+                p(P + 'experts.router.layer.weight', E, d, scale=1.0)
+                p(P + 'experts.input_linear.weight', E, kvd, d)
+                p(P + 'experts.output_linear.weight', E, d, kvd)
+                p(P + 'experts.bias', d, scale=0.1)
+                p(P + 'kv_proj.weight', 2 * kvd, d)
             else:
                 p(L + 'self_attn.q_proj.weight', H * hd, d)
                 p(L + 'self_attn.k_proj.weight', KV * hd, d)
@@ -166,12 +175,14 @@ class Model:
                 self.dq[P + 'experts.down_proj'] = mxfp4(db, ds)
                 p(P + 'experts.gate_up_proj_bias', E, 2 * f, scale=0.3)
                 p(P + 'experts.down_proj_bias', E, d, scale=0.3)
-            elif kind == 'granitemoe':
-                P = L + 'block_sparse_moe.'
+            elif kind in ('granitemoe', 'jetmoe'):
+                P = L + ('block_sparse_moe.' if kind == 'granitemoe' else 'mlp.')
                 E, f = self.E(), cfg['intermediate_size']
                 p(P + 'router.layer.weight', E, d, scale=1.0)
                 p(P + 'input_linear.weight', E, 2 * f, d)
                 p(P + 'output_linear.weight', E, d, f)
+                if kind == 'jetmoe':
+                    p(P + 'bias', d, scale=0.1)
             elif self.is_moe(i):
                 P = L + ('block_sparse_moe.' if kind == 'mixtral' else 'mlp.')
                 E, f = self.E(), self.f_moe()
@@ -282,7 +293,7 @@ class Model:
         return self.cfg.get('num_local_experts') or self.cfg.get('num_experts') or self.cfg.get('n_routed_experts')
 
     def f_moe(self):
-        return self.cfg['intermediate_size'] if self.kind in ('mixtral', 'olmoe', 'granitemoe', 'gpt_oss') else self.cfg['moe_intermediate_size']
+        return self.cfg['intermediate_size'] if self.kind in ('mixtral', 'olmoe', 'granitemoe', 'gpt_oss', 'jetmoe') else self.cfg['moe_intermediate_size']
 
     def is_moe(self, i):
         k, c = self.kind, self.cfg
@@ -340,7 +351,31 @@ class Model:
             out.index_add_(0, t, (((up + 1) * glu) @ dn_w[e] + dn_b[e]) * gates[t, j, None])
         return out
 
+    def jet_attn(self, x, L, cos, sin):
+        # JetMoeAttention: top-k attention experts (softmax over the top-k logits), queries from each
+        # chosen expert, keys/values shared, key heads tiled with .repeat over the k slots
+        T, K, KV, hd = x.shape[0], self.cfg['num_experts_per_tok'], self.KV, self.hd
+        P = L + 'self_attention.'
+        logits = F.linear(x, self.W(P + 'experts.router.layer.weight')).float()
+        self.router_logits.append(logits)
+        top, idx = logits.topk(K, dim=1)
+        gates = F.softmax(top, dim=1)
+        q = torch.einsum('td,tjod->tjo', x, self.W(P + 'experts.input_linear.weight')[idx])
+        k, v = F.linear(x, self.W(P + 'kv_proj.weight')).chunk(2, dim=-1)
+        q = q.reshape(T, K * KV, hd).transpose(0, 1)
+        k = k.reshape(T, KV, hd).transpose(0, 1)
+        v = v.reshape(T, KV, hd).transpose(0, 1)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = k.repeat(K, 1, 1), v.repeat(K, 1, 1)
+        s = (q @ k.transpose(1, 2)) / math.sqrt(hd) + torch.triu(torch.full((T, T), float('-inf')), 1)
+        o = (F.softmax(s, dim=-1, dtype=torch.float32) @ v).transpose(0, 1).reshape(T, K, KV * hd)
+        out = torch.einsum('tjo,tjdo->tjd', o, self.W(P + 'experts.output_linear.weight')[idx]) * gates[..., None]
+        return out.sum(1) + self.W(P + 'experts.bias')
+
     def moe(self, x, P):
+        if self.kind == 'jetmoe':
+            return self.granite_moe(x, P) + self.W(P + 'bias')
         if self.kind == 'gpt_oss':
             return self.gpt_oss_moe(x, P)
         if self.kind == 'granitemoe':
@@ -425,9 +460,11 @@ class Model:
         eps = c['rms_norm_eps']
         for i in range(c['num_hidden_layers']):
             L = f'model.layers.{i}.'
-            att = self.mla if self.kind.startswith('deepseek') else self.attn
-            h = h + att(rms(h, self.W(L + 'input_layernorm.weight'), eps), L, cos, sin) * rm
-            n = rms(h, self.W(L + 'post_attention_layernorm.weight'), eps)
+            att = self.mla if self.kind.startswith('deepseek') else self.jet_attn if self.kind == 'jetmoe' else self.attn
+            # JetMoeBlock builds its two norms with the default eps 1e-6, whatever rms_norm_eps says
+            le = 1e-6 if self.kind == 'jetmoe' else eps
+            h = h + att(rms(h, self.W(L + 'input_layernorm.weight'), le), L, cos, sin) * rm
+            n = rms(h, self.W(L + 'post_attention_layernorm.weight'), le)
             if self.is_moe(i):
                 h = h + self.moe(n, L + ('block_sparse_moe.' if self.kind in ('mixtral', 'granitemoe') else 'mlp.')) * rm
             else:
@@ -437,7 +474,7 @@ class Model:
         return F.linear(h, head) / c.get('logits_scaling', 1.0)
 
 
-ARCH = {'gpt_oss': 'GptOssForCausalLM', 'granitemoe': 'GraniteMoeForCausalLM', 'deepseek_v3': 'DeepseekV3ForCausalLM', 'deepseek_v2': 'DeepseekV2ForCausalLM', 'mixtral': 'MixtralForCausalLM', 'qwen2_moe': 'Qwen2MoeForCausalLM', 'qwen3_moe': 'Qwen3MoeForCausalLM', 'olmoe': 'OlmoeForCausalLM', 'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM'}
+ARCH = {'jetmoe': 'JetMoeForCausalLM', 'gpt_oss': 'GptOssForCausalLM', 'granitemoe': 'GraniteMoeForCausalLM', 'deepseek_v3': 'DeepseekV3ForCausalLM', 'deepseek_v2': 'DeepseekV2ForCausalLM', 'mixtral': 'MixtralForCausalLM', 'qwen2_moe': 'Qwen2MoeForCausalLM', 'qwen3_moe': 'Qwen3MoeForCausalLM', 'olmoe': 'OlmoeForCausalLM', 'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM'}
 BASE = dict(vocab_size=48, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6, rope_theta=10000.0, hidden_act='silu', tie_word_embeddings=False, initializer_range=0.02)
 
 FIXTURES = [
@@ -452,13 +489,20 @@ FIXTURES = [
     ('deepseek_v3', 'deepseek_v3', dict(num_key_value_heads=4, intermediate_size=24, moe_intermediate_size=8, n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2, n_group=4, topk_group=2, first_k_dense_replace=1, norm_topk_prob=True, routed_scaling_factor=2.5, q_lora_rank=8, kv_lora_rank=8, qk_nope_head_dim=4, qk_rope_head_dim=4, v_head_dim=4, rope_interleave=True, scoring_func='sigmoid', topk_method='noaux_tc', rope_scaling={'type': 'yarn', 'factor': 4.0, 'original_max_position_embeddings': 16, 'beta_fast': 32, 'beta_slow': 1, 'mscale': 1.0, 'mscale_all_dim': 1.0}), {}),
     ('deepseek_v2', 'deepseek_v2', dict(num_key_value_heads=4, intermediate_size=24, moe_intermediate_size=8, n_routed_experts=8, n_shared_experts=2, num_experts_per_tok=3, n_group=4, topk_group=2, topk_method='group_limited_greedy', first_k_dense_replace=0, norm_topk_prob=False, routed_scaling_factor=2.0, q_lora_rank=None, kv_lora_rank=8, qk_nope_head_dim=4, qk_rope_head_dim=4, v_head_dim=6, scoring_func='softmax'), {}),
     ('gpt_oss', 'gpt_oss', dict(hidden_size=32, num_key_value_heads=2, head_dim=8, num_local_experts=4, num_experts_per_tok=2, intermediate_size=32, attention_bias=True, sliding_window=3, layer_types=['sliding_attention', 'full_attention'], swiglu_limit=2.0, router_aux_loss_coef=0.9, rope_scaling={'rope_type': 'yarn', 'factor': 4.0, 'original_max_position_embeddings': 16, 'beta_fast': 32.0, 'beta_slow': 1.0, 'truncate': False}), {}),
+    # num_attention_heads = num_key_value_heads * num_experts_per_tok, head_dim = kv_channels (JetMoeConfig)
+    ('jetmoe', 'jetmoe', dict(num_local_experts=4, num_experts_per_tok=2, intermediate_size=8, kv_channels=4, aux_loss_coef=0.01, activation_function='silu', rms_norm_eps=1e-5, tie_word_embeddings=True, attention_dropout=0.0), {}),
 ]
 
 
 def main():
     os.makedirs(OUT, exist_ok=True)
+    only = set(sys.argv[1:])
     for idx, (name, kind, extra, opts) in enumerate(FIXTURES):
+        if only and name not in only:
+            continue
         cfg = dict(BASE, **extra)
+        if kind == 'jetmoe':
+            cfg.pop('hidden_act')
         g = torch.Generator().manual_seed(1000 + idx)
         m = Model(cfg, kind, g, **opts)
         d = os.path.join(OUT, name)
@@ -479,6 +523,8 @@ def main():
                 seq.append(int(m.forward(seq)[-1].argmax()))
         write_safetensors(os.path.join(d, 'reference.safetensors'), {'input_ids': torch.tensor([ids], dtype=torch.int64), 'logits': logits.float(), 'greedy': torch.tensor(seq, dtype=torch.int64), **extra_ref})
         print(name, sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)), 'bytes')
+    if only and 'mixtral-fused' not in only:
+        return
     # the fused 3-D expert layout of recent transformers, same weights as 'mixtral'
     src = os.path.join(OUT, 'mixtral')
     d = os.path.join(OUT, 'mixtral-fused')

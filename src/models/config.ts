@@ -48,6 +48,10 @@ export const ModelConfigSchema = z
     sliding_window: posInt.optional(),
     /** Per layer 'full_attention' or 'sliding_attention' (GPT-OSS alternates them). */
     layer_types: z.array(z.enum(['full_attention', 'sliding_attention'])).optional(),
+    /** A learned bias [hidden_size] added to every MoE layer's output (JetMoE's MoE bias). */
+    moe_output_bias: z.boolean().default(false),
+    /** Epsilon of the per-layer RMSNorms (default rms_norm_eps; JetMoE's blocks keep 1e-6 whatever rms_norm_eps says). */
+    layer_norm_eps: z.number().positive().optional(),
     /** A learned per-head attention sink logit in every layer (GPT-OSS `self_attn.sinks`). */
     attention_sinks: z.boolean().default(false),
     /** An attention kind from attentionRegistry (default: 'mla' with kv_lora_rank, else 'standard'); e.g. 'moa', 'moh'. */

@@ -7,6 +7,7 @@
  */
 import type { ModelConfig, RunConfig, TrainConfig } from './config.js';
 import { isMoELayer, ConfigError } from './config.js';
+import { attentionRegistry, attentionKindOf } from './attention/registry.js';
 
 export class MemoryLimitError extends ConfigError {}
 
@@ -55,14 +56,15 @@ export function countParameters(c: ModelConfig): { params: number; tensors: numb
     params += V * d;
     tensors++;
   }
+  const attn = attentionRegistry.find(attentionKindOf(c))?.parameters;
   for (let i = 0; i < c.num_hidden_layers; i++) {
-    params += 4 * d * d + 2 * d;
+    params += attn ? attn(c) : 4 * d * d + 2 * d;
     tensors += 6;
     largest = Math.max(largest, d * d);
     if (isMoELayer(c, i)) {
       const sizes = c.expert_sizes ?? [c.moe_intermediate_size];
       const perExpert = c.expert_sizes ? sizes.reduce((a, f) => a + ffnParams(d, f, c.hidden_act), 0) : c.num_local_experts * ffnParams(d, c.moe_intermediate_size, c.hidden_act);
-      params += d * c.num_local_experts + perExpert;
+      params += d * c.num_local_experts + perExpert + (c.moe_output_bias ? d : 0);
       tensors += 1 + 3 * c.num_local_experts;
       const maxF = Math.max(...sizes);
       // grouped experts may be stored as one [E, f, d] tensor

@@ -8,7 +8,7 @@ import { Rng } from '../tensor/random.js';
 import * as T from '../tensor/index.js';
 import { Module, Linear, Embedding, RMSNorm, Parameter, param } from '../nn/index.js';
 import { MoELayer, type MoELayerConfig } from '../moe/layer.js';
-import type { MoEAux, RouterContext } from '../moe/types.js';
+import type { MoEAux, RouterContext, RouterOutput } from '../moe/types.js';
 import { routerRegistry } from '../moe/routers/index.js';
 import { expertRegistry } from '../moe/experts/index.js';
 import { dispatchRegistry, type DispatchConfig } from '../moe/dispatch/index.js';
@@ -260,6 +260,8 @@ export class DecoderLayer extends Module {
   post_attention_layernorm: RMSNorm;
   mlp: DenseFFN | null;
   block_sparse_moe: MoELayer | null;
+  /** Bias [d] added to the MoE output (moe_output_bias, JetMoE). */
+  moe_bias: Parameter | null = null;
   /** Qwen2-MoE's gated shared expert (only with shared_expert_gate; else shared experts live in the MoE layer). */
   shared_expert: DenseFFN | null = null;
   shared_expert_gate: Linear | null = null;
@@ -270,12 +272,14 @@ export class DecoderLayer extends Module {
   ) {
     super();
     const d = cfg.hidden_size;
-    this.input_layernorm = new RMSNorm(d, cfg.rms_norm_eps);
+    const eps = cfg.layer_norm_eps ?? cfg.rms_norm_eps;
+    this.input_layernorm = new RMSNorm(d, eps);
     this.self_attn = buildAttention(cfg, rng, index);
-    this.post_attention_layernorm = new RMSNorm(d, cfg.rms_norm_eps);
+    this.post_attention_layernorm = new RMSNorm(d, eps);
     if (isMoELayer(cfg, index)) {
       this.mlp = null;
       this.block_sparse_moe = new MoELayer(moeLayerConfig(cfg), rng);
+      if (cfg.moe_output_bias) this.moe_bias = param([d], 'zeros');
       if (cfg.shared_expert_gate && cfg.n_shared_experts > 0) {
         const f = cfg.n_shared_experts * (cfg.shared_expert_intermediate_size ?? cfg.moe_intermediate_size);
         this.shared_expert = new DenseFFN(d, f, cfg.hidden_act, outputScale(cfg), rng);
@@ -293,7 +297,7 @@ export class DecoderLayer extends Module {
     // Mixtral multiplies the MoE input by U(1-eps, 1+eps) noise in training; router and experts both see it
     const x = ctx.training && jitterEps > 0 ? T.maskMul(n, ctx.rng.fillUniform(new Float32Array(n.size), 1 - jitterEps, 1 + jitterEps)) : n;
     const r = this.block_sparse_moe.forward(x, ctx);
-    let y = r.y;
+    let y = this.moe_bias ? T.add(r.y, this.moe_bias) : r.y;
     if (this.shared_expert && this.shared_expert_gate) {
       y = T.add(y, T.mul(T.sigmoid(this.shared_expert_gate.forward(x)), this.shared_expert.forward(x)));
     }
@@ -364,11 +368,13 @@ export class MoETransformerLM extends Module {
     // generic router context: the batch layout and the shared embeddings (SpeechMoE-style routers read them)
     const ctx: RouterContext = { ...opts.ctx, tokenIds: ids, state: new Map(), batchShape: { batch: B, seqLen: Tn }, embeddings: h };
     const attnLosses: Record<string, Tensor> = {};
+    const attnRouters: RouterOutput[] = [];
     this.layers.forEach((layer, i) => {
       const cache = opts.cache;
       const a = layer.self_attn.forward(layer.input_layernorm.forward(h), B, Tn, cache ? { k: cache.k[i], v: cache.v[i], offset: past } : undefined, ctx);
       // attention experts' balancing losses, summed over layers under one name each
       for (const [name, l] of Object.entries(a.losses ?? {})) attnLosses[`attention.${name}`] = attnLosses[`attention.${name}`] ? T.add(attnLosses[`attention.${name}`], l) : l;
+      if (a.router) attnRouters.push(a.router);
       if (cache) {
         cache.k[i] = a.k;
         cache.v[i] = a.v;
@@ -396,13 +402,12 @@ export class MoETransformerLM extends Module {
     if (opts.cache) opts.cache.length = past + Tn;
     const losses: Record<string, Tensor> = { ...attnLosses };
     if (c.aux_loss_normalization === 'all-layers-tokens' && c.router_aux_loss_coef > 0 && aux.length > 0) {
-      losses.switch = T.scale(
-        globalSwitchLoss(
-          aux.map((a) => a.aux.router),
-          c.num_local_experts,
-        ),
-        c.router_aux_loss_coef,
-      );
+      // routed attention (JetMoE) joins the one Hugging Face loss when its expert count matches, else gets its own
+      const E = c.num_local_experts;
+      const joined = attnRouters.filter((r) => r.logits.shape[1] === E);
+      losses.switch = T.scale(globalSwitchLoss([...aux.map((a) => a.aux.router), ...joined], E), c.router_aux_loss_coef);
+      const rest = attnRouters.filter((r) => r.logits.shape[1] !== E);
+      if (rest.length > 0) losses.switch_attention = T.scale(globalSwitchLoss(rest, rest[0].logits.shape[1]), c.router_aux_loss_coef);
     }
     h = this.norm.forward(h);
     let logits = this.lm_head ? this.lm_head.forward(h) : T.linear(h, this.embed_tokens.weight);

@@ -3,6 +3,16 @@
  * seed gives the same result; the state is a plain number array so checkpoints can save it.
  */
 
+/** MurmurHash3's 32-bit finaliser: a well-mixed 32-bit hash of an integer (stateless, for seeded hash routing). */
+export function fmix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
 /** xoshiro128** generator (Blackman & Vigna, "Scrambled linear pseudorandom number generators", 2018). */
 export class Rng {
   private s: Uint32Array;

@@ -164,7 +164,7 @@ test('bad input: one-line errors naming the field, tensor, shapes, file and offs
   withCfg({ model_type: 'gpt9' });
   assert.throws(
     () => fromPretrained(d),
-    oneLine(/model_type "gpt9" is not supported \(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3, deepseek_v2, granitemoe, gpt_oss, llama, qwen2\)/),
+    oneLine(/model_type "gpt9" is not supported \(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v3, deepseek_v2, granitemoe, gpt_oss, jetmoe, llama, qwen2\)/),
   );
   withCfg({ rope_scaling: { rope_type: 'longrope', factor: 2 } });
   assert.throws(() => fromPretrained(d), oneLine(/rope type "longrope" is not supported/));

@@ -6,17 +6,12 @@
  * - Q4_0: 32 values per 18-byte block: f16 d = m / -8 where m is the value of largest magnitude,
  *   then 16 bytes; byte j holds q[j] in its low nibble and q[j + 16] in its high nibble,
  *   q = min(15, trunc(x / d + 8.5)); x ~ (q - 8) * d.
- * Arithmetic is rounded to float32 at each step, as the C code does.
+ * Arithmetic is rounded to float32 at each step, as the C code does. The Q8_0/Q4_0 block codec is
+ * the quantised kernels' own (src/kernels/quant.ts), so GGUF blocks load into them unchanged.
  */
 import { f32ToF16Bits, f16BitsToF32, f32ToBf16Bits, bf16BitsToF32 } from '../../tensor/dtype.js';
 import { GGML_TYPES_BY_NAME, type GGMLWritableType } from './format.js';
-
-const fr = Math.fround;
-
-/** C roundf: half away from zero. */
-function roundf(v: number): number {
-  return v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
-}
+import { quantizeMatrix, quantMatrixFromBlocks, dequantizeMatrix } from '../../kernels/quant.js';
 
 export const QK = 32;
 
@@ -43,41 +38,9 @@ export function encodeTensor(x: Float32Array, type: GGMLWritableType, ne0: numbe
       for (let i = 0; i < x.length; i++) dv.setUint16(i * 2, f32ToBf16Bits(x[i]), true);
       break;
     case 'Q8_0':
-      for (let b = 0; b < x.length / QK; b++) {
-        const o = b * QK;
-        let amax = 0;
-        for (let j = 0; j < QK; j++) amax = Math.max(amax, Math.abs(x[o + j]));
-        const d = fr(amax / 127);
-        const id = d ? fr(1 / d) : 0;
-        const base = b * 34;
-        dv.setUint16(base, f32ToF16Bits(d), true);
-        for (let j = 0; j < QK; j++) dv.setInt8(base + 2 + j, roundf(fr(x[o + j] * id)));
-      }
-      break;
     case 'Q4_0':
-      for (let b = 0; b < x.length / QK; b++) {
-        const o = b * QK;
-        let amax = 0;
-        let max = 0;
-        for (let j = 0; j < QK; j++) {
-          const v = x[o + j];
-          if (amax < Math.abs(v)) {
-            amax = Math.abs(v);
-            max = v;
-          }
-        }
-        const d = fr(max / -8);
-        const id = d ? fr(1 / d) : 0;
-        const base = b * 18;
-        dv.setUint16(base, f32ToF16Bits(d), true);
-        for (let j = 0; j < QK / 2; j++) {
-          const x0 = fr(x[o + j] * id);
-          const x1 = fr(x[o + QK / 2 + j] * id);
-          const q0 = Math.min(15, Math.trunc(fr(x0 + 8.5)));
-          const q1 = Math.min(15, Math.trunc(fr(x1 + 8.5)));
-          out[base + 2 + j] = q0 | (q1 << 4);
-        }
-      }
+      // the block codec lives with the quantised kernels, which read these bytes as they are
+      out.set(quantizeMatrix(x, x.length / ne0, ne0, type === 'Q8_0' ? 'q8_0' : 'q4_0').data as Uint8Array);
       break;
   }
   return out;
@@ -103,22 +66,8 @@ export function decodeTensor(bytes: Uint8Array, type: string, n: number): Float3
       for (let i = 0; i < n; i++) out[i] = bf16BitsToF32(dv.getUint16(i * 2, true));
       break;
     case 'Q8_0':
-      for (let b = 0; b < n / QK; b++) {
-        const base = b * 34;
-        const d = f16BitsToF32(dv.getUint16(base, true));
-        for (let j = 0; j < QK; j++) out[b * QK + j] = dv.getInt8(base + 2 + j) * d;
-      }
-      break;
     case 'Q4_0':
-      for (let b = 0; b < n / QK; b++) {
-        const base = b * 18;
-        const d = f16BitsToF32(dv.getUint16(base, true));
-        for (let j = 0; j < QK / 2; j++) {
-          const q = bytes[base + 2 + j];
-          out[b * QK + j] = ((q & 0x0f) - 8) * d;
-          out[b * QK + QK / 2 + j] = ((q >> 4) - 8) * d;
-        }
-      }
+      out.set(dequantizeMatrix(quantMatrixFromBlocks(type === 'Q8_0' ? 'q8_0' : 'q4_0', 1, n, bytes)));
       break;
     default:
       throw new Error(`decode: ggml type ${type} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0)`);

@@ -5,6 +5,7 @@
  * else. Field and tensor mappings are documented in docs/huggingface.md.
  */
 import { type ModelConfig, headDimOf, kvHeadsOf } from '../../models/config.js';
+import { attentionKindOf } from '../../models/attention/registry.js';
 
 export type HfConfig = Record<string, unknown>;
 
@@ -49,6 +50,10 @@ export interface ArchSpec {
   sharedName?: string;
   /** Whether the checkpoint's RoPE rotates interleaved pairs (2i, 2i+1): rows are permuted on load and save. */
   ropeInterleaved?: (hf: HfConfig) => boolean;
+  /** config.json as the common field mapping expects it (e.g. JetMoE's derived num_attention_heads), before anything is read. */
+  normalize?(hf: HfConfig): HfConfig;
+  /** The checkpoint name under model.layers.N. of a moe-ts layer parameter outside the MoE block (default: the same name). */
+  rename?(rest: string): string;
   /** The model-config fields this architecture fixes, from the HF config (v4 or v5 field forms already normalised). */
   toModelConfig(hf: HfConfig, common: Record<string, unknown>): Record<string, unknown>;
   /** The HF config fields for a moe-ts model (only called once `reject` found nothing). */
@@ -519,8 +524,79 @@ function deepseek(v: 2 | 3): ArchSpec {
   };
 }
 
+/** Fields only JetMoE has (every other architecture needs them unset). */
+function jetmoeOnly(c: ModelConfig): boolean {
+  return attentionKindOf(c) === 'jetmoe-moa' || c.moe_output_bias || c.layer_norm_eps !== undefined;
+}
+
+/**
+ * JetMoE: mixture-of-attention-heads attention (attention_type 'jetmoe-moa', src/models/attention/jetmoe.ts) with a
+ * shared kv_proj, and a GraniteMoE-style fused MoE MLP with an output bias; both routers softmax
+ * over the top-k logits. Its blocks' RMSNorms keep eps 1e-6 (only the final norm reads rms_norm_eps).
+ */
+const jetmoe: ArchSpec = {
+  modelType: 'jetmoe',
+  architecture: 'JetMoeForCausalLM',
+  moePrefix: 'mlp',
+  expertNames: ['gate_proj', 'up_proj', 'down_proj'],
+  routerName: 'router.layer',
+  fused: { gateUp: 'input_linear.weight', down: 'output_linear.weight', only: true },
+  routerType: 'topk',
+  normalize(hf) {
+    const kv = num(hf, 'num_key_value_heads') ?? 16;
+    const k = num(hf, 'num_experts_per_tok') ?? 2;
+    refuse(hf, 'num_attention_heads', (x) => x === undefined || x === null || x === kv * k, `JetMoE has num_attention_heads = num_key_value_heads * num_experts_per_tok = ${kv * k}`);
+    refuse(hf, 'activation_function', (x) => x === undefined || x === 'silu', 'not supported (supported: silu)');
+    return { ...hf, num_attention_heads: kv * k, num_key_value_heads: kv };
+  },
+  rename(rest) {
+    if (rest === 'moe_bias') return 'mlp.bias';
+    if (rest.startsWith('self_attn.')) return 'self_attention.' + rest.slice('self_attn.'.length).replace('experts.router.gate.', 'experts.router.layer.');
+    return rest;
+  },
+  toModelConfig(hf) {
+    return {
+      num_local_experts: num(hf, 'num_local_experts') ?? 8,
+      num_experts_per_tok: num(hf, 'num_experts_per_tok') ?? 2,
+      moe_intermediate_size: num(hf, 'intermediate_size') ?? 5632,
+      intermediate_size: num(hf, 'intermediate_size') ?? 5632,
+      head_dim: num(hf, 'kv_channels') ?? 128,
+      norm_topk_prob: true,
+      router_aux_loss_coef: num(hf, 'aux_loss_coef') ?? 0.01,
+      attention_type: 'jetmoe-moa',
+      moe_output_bias: true,
+      layer_norm_eps: 1e-6,
+      tie_word_embeddings: hf.tie_word_embeddings !== false,
+      initializer_range: num(hf, 'initializer_range') ?? 0.01,
+    };
+  },
+  toHfConfig(c) {
+    const { head_dim: _h, hidden_act: _a, ...base } = baseFields(c);
+    return {
+      ...base,
+      kv_channels: headDimOf(c),
+      intermediate_size: c.moe_intermediate_size,
+      num_local_experts: c.num_local_experts,
+      num_experts_per_tok: c.num_experts_per_tok,
+      aux_loss_coef: c.router_aux_loss_coef,
+      activation_function: 'silu',
+      attention_dropout: 0,
+    };
+  },
+  reject(c) {
+    if (dense(c)) return 'a dense model (no experts)';
+    const o = (c.attention_options ?? {}) as { numExperts?: number; topK?: number };
+    if (c.attention_type !== 'jetmoe-moa' || (o.numExperts ?? c.num_local_experts) !== c.num_local_experts || (o.topK ?? c.num_experts_per_tok) !== c.num_experts_per_tok)
+      return 'JetMoE needs attention_type "jetmoe-moa" with as many attention experts and experts per token as the MoE MLP';
+    if (!c.moe_output_bias || c.layer_norm_eps !== 1e-6) return 'JetMoE needs moe_output_bias and layer_norm_eps 1e-6';
+    if (!c.norm_topk_prob || c.router_options.normalize === false) return 'norm_topk_prob false (JetMoE renormalises)';
+    if (!allSparse(c) || c.n_shared_experts > 0 || c.qk_norm !== 'none' || c.qkv_bias || c.attention_bias) return 'dense layers, shared experts, q/k norms or attention biases';
+    return null;
+  },
+};
+
 /** The supported Hugging Face architectures, in the order savePretrained tries them. */
-export const ARCHS: readonly ArchSpec[] = [mixtral, qwenMoe(2), qwenMoe(3), olmoe, deepseek(3), deepseek(2), granitemoe, gptOss, denseArch('llama'), denseArch('qwen2')];
+export const ARCHS: readonly ArchSpec[] = [mixtral, qwenMoe(2), qwenMoe(3), olmoe, deepseek(3), deepseek(2), granitemoe, gptOss, jetmoe, denseArch('llama'), denseArch('qwen2')];
 
 function ARCH_NAMES(): string {
   return ARCHS.map((a) => a.modelType).join(', ');
@@ -534,6 +610,9 @@ export function archFor(modelType: unknown): ArchSpec {
 
 /** The architecture a moe-ts model exports as, or an error naming what has no equivalent. */
 export function archForModel(c: ModelConfig): ArchSpec {
+  const kind = attentionKindOf(c);
+  if (!['standard', 'mla', 'jetmoe-moa'].includes(kind))
+    throw new HfFormatError(`cannot export as a Hugging Face model: attention_type "${kind}" has no Hugging Face equivalent (supported: standard, mla, jetmoe-moa)`);
   const common = commonReject(c);
   if (common) throw new HfFormatError(`cannot export as a Hugging Face model: ${common}`);
   if (!dense(c)) {
@@ -552,6 +631,10 @@ export function archForModel(c: ModelConfig): ArchSpec {
     }
     if ((c.attention_sinks || c.sliding_window !== undefined || c.expert_type !== undefined) && a !== gptOss) {
       reasons.push(`${a.modelType}: has no attention sinks, sliding windows or ${c.expert_type ?? 'non-SwiGLU'} experts`);
+      continue;
+    }
+    if (jetmoeOnly(c) !== (a === jetmoe)) {
+      reasons.push(`${a.modelType}: ${a === jetmoe ? 'needs' : 'has no'} attention experts (attention_type "jetmoe-moa"), MoE output bias and block RMSNorm eps (layer_norm_eps)`);
       continue;
     }
     if (multipliers(c) && a !== granitemoe) {

@@ -99,6 +99,7 @@ function commonFields(hf: HfConfig): Record<string, unknown> {
 export function modelConfigFromHf(hf: HfConfig, where = 'config.json'): { config: ModelConfig; arch: ArchSpec } {
   if (typeof hf !== 'object' || hf === null || Array.isArray(hf)) throw new HfFormatError(`${where}: not a JSON object`);
   const arch = archFor(hf.model_type);
+  if (arch.normalize) hf = arch.normalize(hf);
   const common = commonFields(hf);
   const specific = arch.toModelConfig(hf, common);
   const raw: Record<string, unknown> = {
@@ -292,7 +293,7 @@ function loadWeights(model: MoETransformerLM, arch: ArchSpec, src: Source, inter
       const rest = name.slice(L.length);
       if (rest.startsWith('shared_expert')) direct(name, `${HL}${prefix}.${rest}`);
       else if (rest.startsWith('block_sparse_moe.')) throw new HfFormatError(`${arch.modelType}: no Hugging Face tensor for moe-ts parameter ${name}`);
-      else direct(name, HL + rest);
+      else direct(name, HL + (arch.rename?.(rest) ?? rest));
     }
   });
   for (const [name] of params) if (!done.has(name)) throw new HfFormatError(`${arch.modelType}: parameter ${name} was not loaded`);
@@ -413,7 +414,7 @@ export function hfTensors(model: MoETransformerLM, arch: ArchSpec, dtype: DType 
         }
       } else if (rest.startsWith('shared_expert')) put(`${HL}${arch.moePrefix}.${rest}`, p.data, shape);
       else if (rest.startsWith('block_sparse_moe.')) throw new HfFormatError(`${arch.modelType}: no Hugging Face name for parameter ${name}`);
-      else put(HL + rest, p.data, shape);
+      else put(HL + (arch.rename?.(rest) ?? rest), p.data, shape);
     }
   }
   void d;

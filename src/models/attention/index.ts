@@ -3,3 +3,4 @@ export * from './registry.js';
 export * from './moa.js';
 export * from './moh.js';
 export * from './switchhead.js';
+export * from './jetmoe.js';

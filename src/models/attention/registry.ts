@@ -9,7 +9,7 @@ import type { Rng } from '../../tensor/random.js';
 import { z, formatIssues, pathString, ConfigError } from '../../tensor/validate.js';
 import type { Module } from '../../nn/module.js';
 import { Registry, type EntrySpec } from '../../moe/registry.js';
-import type { RouterContext } from '../../moe/types.js';
+import type { RouterContext, RouterOutput } from '../../moe/types.js';
 import type { ModelConfig } from '../config.js';
 
 /** The cached keys/values of earlier positions a layer reuses in incremental decoding. */
@@ -26,6 +26,11 @@ export interface AttentionResult {
   k: Tensor;
   v: Tensor;
   losses?: Record<string, Tensor>;
+  /**
+   * The head router's output, for kinds whose router joins the model's all-layers Switch loss
+   * (aux_loss_normalization 'all-layers-tokens', JetMoE) instead of a loss of its own.
+   */
+  router?: RouterOutput;
 }
 
 /** What every attention kind implements: x [B*T, d] -> y [B*T, d]. */
@@ -44,6 +49,8 @@ export interface AttentionSpec<S extends AttentionOptionShape = AttentionOptionS
   /** Rules across options or against the model config (hidden_size, heads). */
   refine?: (opts: ParsedAttentionOptions<S>, model: ModelConfig, issue: (field: string, message: string) => void) => void;
   create: (model: ModelConfig, opts: ParsedAttentionOptions<S>, rng: Rng, layerIndex: number) => AttentionModule;
+  /** Parameters of one block, for the pre-allocation memory estimate (default: the 4 d^2 of multi-head attention). */
+  parameters?: (model: ModelConfig) => number;
 }
 
 /** Register-time helper that keeps the options' types inside the spec. */

@@ -19,7 +19,7 @@
  *   rebuilt from a different construction seed.
  */
 import { Tensor } from '../../tensor/tensor.js';
-import type { Rng } from '../../tensor/random.js';
+import { fmix32, type Rng } from '../../tensor/random.js';
 import { Module, StateBuffer } from '../../nn/module.js';
 import type { Router, RouterContext, RouterOutput } from '../types.js';
 import { num } from '../../tensor/validate.js';
@@ -27,15 +27,6 @@ import { routerRegistry, defineRouter, type ParsedRouterConfig } from './registr
 import { checkRouterInput } from './common.js';
 
 const SEED_LIMIT = 1 << 24; // exactly representable in the float32 buffer
-
-function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
 
 /** A uniform-looking 32-bit hash of (token id, seed, hash index, attempt). */
 function hash4(id: number, seed: number, j: number, attempt: number): number {

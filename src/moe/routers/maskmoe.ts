@@ -16,7 +16,7 @@
  * - Counts, mask and seed are StateBuffers (saved with checkpoints). Metric: maskFixed.
  */
 import { Tensor } from '../../tensor/tensor.js';
-import type { Rng } from '../../tensor/random.js';
+import { fmix32, type Rng } from '../../tensor/random.js';
 import { softmax, add } from '../../tensor/index.js';
 import { Module, StateBuffer } from '../../nn/module.js';
 import type { Linear } from '../../nn/layers.js';
@@ -36,15 +36,6 @@ const options = {
 };
 
 export type MaskMoERouterConfig = ParsedRouterConfig<typeof options>;
-
-function mix(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
 
 export class MaskMoERouter extends Module implements Router {
   readonly numExperts: number;
@@ -94,11 +85,11 @@ export class MaskMoERouter extends Module implements Router {
     const E = this.numExperts;
     const n = this.frequent.data[bucket] === 1 ? this.frequentExperts : 1;
     const out: number[] = [];
-    let h = mix((bucket ^ Math.imul(this.maskState.data[1] | 0, 0x9e3779b1)) >>> 0);
+    let h = fmix32((bucket ^ Math.imul(this.maskState.data[1] | 0, 0x9e3779b1)) >>> 0);
     for (let tries = 0; out.length < n; tries++) {
       const e = tries < 64 ? h % E : (out[out.length - 1] + 1) % E;
       if (!out.includes(e)) out.push(e);
-      h = mix((h + 0x6d2b79f5) >>> 0);
+      h = fmix32((h + 0x6d2b79f5) >>> 0);
     }
     return out;
   }

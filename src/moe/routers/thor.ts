@@ -16,7 +16,7 @@
  *   losses have no gradient here, as the random routing is balanced in expectation).
  */
 import { Tensor } from '../../tensor/tensor.js';
-import type { Rng } from '../../tensor/random.js';
+import { fmix32, type Rng } from '../../tensor/random.js';
 import { Module, StateBuffer } from '../../nn/module.js';
 import type { Router, RouterContext, RouterOutput } from '../types.js';
 import { nonNegative } from '../../tensor/validate.js';
@@ -28,15 +28,6 @@ const options = {
 };
 
 export type ThorRouterConfig = ParsedRouterConfig<typeof options>;
-
-function mix(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
 
 export class ThorRouter extends Module implements Router {
   readonly numExperts: number;
@@ -58,13 +49,13 @@ export class ThorRouter extends Module implements Router {
    * the sign pattern of its hidden state (stable under small perturbations, unlike its bits).
    */
   inferenceExpert(row: Float32Array, id: number | undefined): number {
-    let h = mix(this.seed.data[0] | 0);
-    if (id !== undefined) h = mix((h ^ id) >>> 0);
+    let h = fmix32(this.seed.data[0] | 0);
+    if (id !== undefined) h = fmix32((h ^ id) >>> 0);
     else
       for (let i = 0; i < row.length; i += 32) {
         let bits = 0;
         for (let j = i; j < Math.min(row.length, i + 32); j++) if (row[j] > 0) bits |= 1 << (j - i);
-        h = mix((h ^ bits) >>> 0);
+        h = fmix32((h ^ bits) >>> 0);
       }
     return h % this.numExperts;
   }

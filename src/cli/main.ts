@@ -71,6 +71,10 @@ const backendOption = () => new Option('--backend <name>', 'kernel backend: auto
 /** Same bound for every backend (the wasm backend's limit): more threads than this only thrash. */
 const MAX_THREADS = 256;
 const threadsOption = () => new Option('--threads <n>', `worker threads for the kernels (1-${MAX_THREADS})`).argParser(intArg('--threads', 1, MAX_THREADS));
+// sampling flags shared by generate and chat
+const temperatureOption = () => new Option('--temperature <t>', 'sampling temperature (0 = greedy)').argParser(floatArg('--temperature', (x) => x >= 0, '>= 0')).default(0.8);
+const topKOption = () => new Option('--top-k <k>', 'sample among the k most likely tokens (0 = off)').argParser(intArg('--top-k', 0)).default(0);
+const topPOption = () => new Option('--top-p <p>', 'nucleus sampling mass').argParser(floatArg('--top-p', (x) => x > 0 && x <= 1, 'in (0, 1]')).default(1);
 const allowNonFiniteOption = () => new Option('--allow-non-finite', 'load a checkpoint whose weights hold NaN or infinity (to debug a diverged run)');
 
 /** A --config file as raw JSON (for --resume, where only the fields it names override the run's). */
@@ -251,19 +255,9 @@ export function buildProgram(): Command {
     .option('--model <path>', 'a model: a Hugging Face model directory, a moe-ts run/checkpoint directory or a .gguf file (recognised by its contents)')
     .option('--prompt <text>', 'prompt text', '\n')
     .option('--max-tokens <n>', 'tokens to generate', intArg('--max-tokens'), 200)
-    .option(
-      '--temperature <t>',
-      'sampling temperature (0 = greedy)',
-      floatArg('--temperature', (x) => x >= 0, '>= 0'),
-      0.8,
-    )
-    .option('--top-k <k>', 'sample among the k most likely tokens (0 = off)', intArg('--top-k', 0), 0)
-    .option(
-      '--top-p <p>',
-      'nucleus sampling mass',
-      floatArg('--top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'),
-      1,
-    )
+    .addOption(temperatureOption())
+    .addOption(topKOption())
+    .addOption(topPOption())
     .option('--seed <n>', 'sampling seed', intArg('--seed', 0), 0)
     .addOption(allowNonFiniteOption())
     .option('--show-routing', 'after the text, show which experts each token used in each MoE layer (coloured on a terminal)')
@@ -322,19 +316,9 @@ export function buildProgram(): Command {
     .option('--system <text>', 'system message opening the conversation')
     .option('--template <file>', "Jinja chat template overriding the model's (moe-ts byte/BPE tokenizers default to <|role|> lines)")
     .option('--max-tokens <n>', 'reply length limit in tokens', intArg('--max-tokens'), 256)
-    .option(
-      '--temperature <t>',
-      'sampling temperature (0 = greedy)',
-      floatArg('--temperature', (x) => x >= 0, '>= 0'),
-      0.8,
-    )
-    .option('--top-k <k>', 'sample among the k most likely tokens (0 = off)', intArg('--top-k', 0), 0)
-    .option(
-      '--top-p <p>',
-      'nucleus sampling mass',
-      floatArg('--top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'),
-      1,
-    )
+    .addOption(temperatureOption())
+    .addOption(topKOption())
+    .addOption(topPOption())
     .option('--seed <n>', 'sampling seed (reply n uses seed + n)', intArg('--seed', 0), 0)
     .addOption(backendOption())
     .addOption(threadsOption())

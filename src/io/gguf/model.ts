@@ -374,10 +374,7 @@ export function fromGGUF(path: string): GGUFModel {
     const biasNames = [...f.tensors.keys()].filter((n) => /^blk\.\d+\.attn_[qkv]\.bias$/.test(n));
     if (biasNames.length && !spec.qkvBias) throw new GGUFError(`${where}: ${biasNames[0]}: ${arch} files from moe-ts have no attention biases`);
     const qkvBias = biasNames.some((n) => f.readFloat32(n).some((x) => x !== 0));
-    let tie = !f.tensors.has('output.weight');
-    const outRaw = tie ? null : f.readFloat32('output.weight');
-    const embRaw = f.readFloat32('token_embd.weight');
-    if (outRaw && outRaw.length === embRaw.length && outRaw.every((x, i) => x === embRaw[i])) tie = true;
+    const { emb: embRaw, out: outRaw, tie } = readEmbeddings(f);
     const cfgIn: Record<string, unknown> = {
       vocab_size: V,
       hidden_size: d,
@@ -503,6 +500,13 @@ export function fromGGUF(path: string): GGUFModel {
   }
 }
 
+/** The embedding and output matrices; tied when the file has no output.weight or it equals the embedding. */
+function readEmbeddings(f: GGUFFile): { emb: Float32Array; out: Float32Array | null; tie: boolean } {
+  const out = f.tensors.has('output.weight') ? f.readFloat32('output.weight') : null;
+  const emb = f.readFloat32('token_embd.weight');
+  return { emb, out, tie: !out || (out.length === emb.length && out.every((x, i) => x === emb[i])) };
+}
+
 /** Build the model from an imported state dict: every tensor of the file must have been used. */
 function finishImport(f: GGUFFile, path: string, where: string, arch: ArchName, tokenizer: Tokenizer, config: ModelConfig, state: StateDict, used: Set<string>): GGUFModel {
   const extra = [...f.tensors.keys()].filter((n) => !used.has(n));
@@ -606,10 +610,7 @@ function readDeepseek2(f: GGUFFile, where: string, tokenizer: Tokenizer): { conf
   const emb = f.tensor('token_embd.weight');
   const V = tokenizer.vocabSize;
   if (emb.ne[0] !== d || emb.ne[1] < V) throw new GGUFError(`${where}: token_embd.weight is [${emb.ne.join(', ')}], expected [${d}, >= ${V}]`);
-  let tie = !f.tensors.has('output.weight');
-  const outRaw = tie ? null : f.readFloat32('output.weight');
-  const embRaw = f.readFloat32('token_embd.weight');
-  if (outRaw && outRaw.length === embRaw.length && outRaw.every((x, i) => x === embRaw[i])) tie = true;
+  const { emb: embRaw, out: outRaw, tie } = readEmbeddings(f);
   const cfgIn: Record<string, unknown> = {
     vocab_size: V,
     hidden_size: d,

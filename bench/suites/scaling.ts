@@ -53,7 +53,15 @@ export function granularConfig(base: RunConfig, g: number): RunConfig {
   if (!Number.isInteger(coarseWidth / g)) throw new Error(`scaling: active routed width ${activeRouted} does not split into ${COARSE_TOP_K * g} experts at granularity ${g}`);
   return parseRunConfig({
     ...base,
-    model: { ...m, num_local_experts: COARSE_EXPERTS * g, num_experts_per_tok: COARSE_TOP_K * g, moe_intermediate_size: coarseWidth / g, expert_sizes: undefined },
+    model: {
+      ...m,
+      num_local_experts: COARSE_EXPERTS * g,
+      num_experts_per_tok: COARSE_TOP_K * g,
+      moe_intermediate_size: coarseWidth / g,
+      expert_sizes: undefined,
+      // shared experts keep their width (it defaults to moe_intermediate_size, which changes here)
+      shared_expert_intermediate_size: m.n_shared_experts > 0 ? (m.shared_expert_intermediate_size ?? m.moe_intermediate_size) : m.shared_expert_intermediate_size,
+    },
   });
 }
 

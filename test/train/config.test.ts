@@ -5,8 +5,15 @@ import { parseRunConfig, parseRunConfigText, parseModelConfig, matchedDenseConfi
 test('defaults are a valid small MoE', () => {
   const c = parseRunConfig({});
   assert.equal(c.model.num_local_experts, 8);
-  assert.equal(c.model.num_experts_per_tok, 2);
+  // the measured train default (TRAIN_DEFAULT_MODEL): one shared expert + top-1 with raw probabilities
+  assert.equal(c.model.num_experts_per_tok, 1);
+  assert.equal(c.model.n_shared_experts, 1);
+  assert.equal(c.model.norm_topk_prob, false);
   assert.deepEqual(c.data.sources, ['shakespeare']);
+  // a model section starts from the field defaults
+  const m = parseRunConfig({ model: { hidden_size: 64 } }).model;
+  assert.equal(m.num_experts_per_tok, 2);
+  assert.equal(m.n_shared_experts, 0);
 });
 
 test('unknown and invalid fields are named', () => {

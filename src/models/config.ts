@@ -275,7 +275,7 @@ export type DataConfig = z.output<typeof DataConfigSchema>;
  * section: the field defaults plus one always-on shared expert of width moe_intermediate_size
  * and top-1 routing with the raw softmax probability as the weight (DeepSeekMoE's shared expert,
  * Switch's top-1). Same active FFN width as top-2, so the same matched dense baseline; it beat
- * that baseline by more than 2 SE over 3 seeds on Shakespeare (docs/results.md).
+ * that baseline by more than 2 SE over 3 seeds on Shakespeare (3.5 SE) and on the mix (2.1 SE; docs/results.md).
  * Raw probabilities, because renormalising a single weight makes it 1 and leaves the router
  * without a gradient from the language-model loss.
  */

@@ -17,6 +17,8 @@ import type { MoETransformerLM } from '../models/transformer.js';
 import type { MixedDataset } from '../data/dataset.js';
 import type { Tokenizer } from '../data/tokenizer/index.js';
 import type { TokenRouting } from '../infer/generate.js';
+import { withExpertOverrides } from '../infer/steer.js';
+import type { LayerExpertOverride } from '../moe/override.js';
 
 export interface EvalReport extends EvalResult {
   checkpoint: string;
@@ -24,6 +26,8 @@ export interface EvalReport extends EvalResult {
   sources: string[];
   /** With opts.trace: the routing of the first tokens of each domain's first validation window. */
   trace?: { domain: string; tokens: TokenRouting[] }[];
+  /** The force/forbid overrides the evaluation ran under (absent: none). */
+  experts?: LayerExpertOverride[];
 }
 
 /** Routing of the first `n` tokens of each domain's first validation window, one forward per domain. */
@@ -50,7 +54,10 @@ export function traceRouting(model: MoETransformerLM, tokenizer: Tokenizer, data
 }
 
 /** Evaluate a moe-ts checkpoint, or (hfModel) a Hugging Face model directory with default training settings. */
-export function evalCheckpoint(ckpt: string, opts: { sources?: string[]; batches?: number; dataDir?: string; hfModel?: boolean; allowNonFinite?: boolean; trace?: number } = {}): EvalReport {
+export function evalCheckpoint(
+  ckpt: string,
+  opts: { sources?: string[]; batches?: number; dataDir?: string; hfModel?: boolean; allowNonFinite?: boolean; trace?: number; experts?: LayerExpertOverride[] } = {},
+): EvalReport {
   const { model, tokenizer, config, dir, step } = opts.hfModel ? loadHf(ckpt) : loadModelForInference(ckpt, { allowNonFinite: opts.allowNonFinite });
   const sources = opts.sources ?? config.data.sources;
   const batches = opts.batches ?? config.training.eval_batches;
@@ -61,13 +68,17 @@ export function evalCheckpoint(ckpt: string, opts: { sources?: string[]; batches
   });
   const texts = sources.map((s) => loadCorpusSplits(s, { dataDir: opts.dataDir }));
   const data = buildDataset(cfg, tokenizer, texts);
-  const r = evaluate(model, data, { maxBatches: batches, step });
-  const trace = opts.trace ? traceRouting(model, tokenizer, data, opts.trace) : undefined;
-  return { ...r, checkpoint: dir, step, sources, ...(trace ? { trace } : {}) };
+  const experts = opts.experts ?? [];
+  const { r, trace } = withExpertOverrides(model, experts, () => ({
+    r: evaluate(model, data, { maxBatches: batches, step }),
+    trace: opts.trace ? traceRouting(model, tokenizer, data, opts.trace) : undefined,
+  }));
+  return { ...r, checkpoint: dir, step, sources, ...(trace ? { trace } : {}), ...(experts.length ? { experts } : {}) };
 }
 
 export function formatEval(r: EvalReport): string {
-  const lines = [`checkpoint ${r.checkpoint} (step ${r.step})`, '', 'domain            loss     ppl      tokens'];
+  const steer = (r.experts ?? []).map((o) => [...(o.force ?? []).map((e) => `force ${o.layer}:${e}`), ...(o.forbid ?? []).map((e) => `forbid ${o.layer}:${e}`)].join(', ')).join(', ');
+  const lines = [`checkpoint ${r.checkpoint} (step ${r.step})${steer ? ` with ${steer}` : ''}`, '', 'domain            loss     ppl      tokens'];
   for (const d of r.domains) lines.push(`${d.domain.padEnd(16)} ${d.loss.toFixed(4).padStart(7)} ${d.perplexity.toFixed(2).padStart(8)} ${String(d.tokens).padStart(10)}`);
   lines.push(`${'all'.padEnd(16)} ${r.loss.toFixed(4).padStart(7)} ${r.perplexity.toFixed(2).padStart(8)}`);
   if (r.moeLayers.length) {

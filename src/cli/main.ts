@@ -589,6 +589,35 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('analyze')
+    .description('inspect the experts: weight similarity, output norms, routing agreement across layers, per-domain usage, loss contribution (ablation), routing traces; an HTML page plus a JSON file')
+    .argument('<model>', 'a moe-ts run/checkpoint directory, a .gguf file, or a Hugging Face model directory (needs --data)')
+    .option('--out <file>', 'where to write the page (default: <model>/analysis.html; the numbers go to the same name .json)')
+    .option('--data <sources...>', 'validation corpora (default: the training sources)')
+    .option('--batches <n>', 'validation batches per domain', intArg('--batches'), 2)
+    .option('--steer', 'also report which experts change the next-token distribution on --prompt texts (KL when each is forbidden)')
+    .option('--prompt <text...>', 'prompts for --steer', ['To be, or not to be', 'int main(void) {'])
+    .option('--no-ablation', 'skip the per-expert loss contribution (one evaluation per expert)')
+    .option('--trace <tokens>', "routing trace tokens of each domain's first validation window, in the JSON file", intArg('--trace', 0), 64)
+    .option('--json', 'print the analysis as JSON too')
+    .addOption(backendOption())
+    .addOption(threadsOption())
+    .action(async (model, o) => {
+      const { analyzeCommand } = await import('./analyze-command.js');
+      await withBackend(o, async () => {
+        const hf = isHfModelDir(model);
+        if (hf && !o.data) throw new ConfigError('analyze on a Hugging Face model needs --data <sources...> (it has no training sources)');
+        const r = analyzeCommand(model, { sources: o.data, batches: o.batches, hfModel: hf, prompts: o.steer ? o.prompt : undefined, ablation: o.ablation, trace: o.trace, out: o.out });
+        if (o.json) process.stdout.write(JSON.stringify(r.analysis) + '\n');
+        const a = r.analysis;
+        const top = a.ablation ? a.layers.flatMap((l, li) => a.ablation![li].map((d, e) => ({ l, e, d }))).sort((x, y) => y.d - x.d)[0] : null;
+        process.stderr.write(
+          `analyze: ${r.html} and ${r.json} (${a.layers.length} MoE layers x ${a.numExperts} experts, loss ${a.loss.toFixed(4)}${top ? `; most needed expert: layer ${top.l} expert ${top.e}, +${top.d.toFixed(4)} loss when forbidden` : ''}${a.steer?.length ? `; most steering: layer ${a.steer[0].layer} expert ${a.steer[0].expert}, KL ${a.steer[0].kl.toFixed(4)}` : ''})${a.note ? `; ${a.note}` : ''}\n`,
+        );
+      });
+    });
+
+  program
     .command('report')
     .description('write an HTML report of one training run: loss, learning rate, gradient norm, load balance, drops, experts per token')
     .argument('<run>', 'run directory (made by moe-ts train)')

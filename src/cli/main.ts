@@ -371,6 +371,17 @@ export function buildProgram(): Command {
     .option('--trace [tokens]', "show which experts each of the first tokens (default 48) of every domain's first validation window used per MoE layer", intArg('--trace'))
     .addOption(forceExpertOption())
     .addOption(forbidExpertOption())
+    .option(
+      '--reroute <ref>',
+      "also evaluate with test-time re-routing (R2-T2): each token's routing pulled toward that of its nearest correctly predicted tokens of this reference text (a corpus name, file or folder)",
+    )
+    .option('--reroute-k <n>', 'neighbours per token for --reroute', intArg('--reroute-k'), 8)
+    .option(
+      '--reroute-lambda <x>',
+      "weight of the neighbours' routing for --reroute, in [0, 1]",
+      floatArg('--reroute-lambda', (x) => x >= 0 && x <= 1, 'in [0, 1]'),
+      0.5,
+    )
     .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {
@@ -381,7 +392,15 @@ export function buildProgram(): Command {
         const p = modelPath(o);
         const hf = Boolean(o.model) && isHfModelDir(p);
         if (hf && !o.data) throw new ConfigError('eval --model needs --data <sources...> (a Hugging Face model has no training sources)');
-        const r = evalCheckpoint(p, { sources: o.data, batches: o.batches, hfModel: hf, allowNonFinite: Boolean(o.allowNonFinite), trace, ...(experts.length ? { experts } : {}) });
+        const r = evalCheckpoint(p, {
+          sources: o.data,
+          batches: o.batches,
+          hfModel: hf,
+          allowNonFinite: Boolean(o.allowNonFinite),
+          trace,
+          ...(experts.length ? { experts } : {}),
+          ...(o.reroute ? { reroute: o.reroute, rerouteK: o.rerouteK, rerouteLambda: o.rerouteLambda } : {}),
+        });
         process.stdout.write(o.json ? JSON.stringify(r, null, 2) + '\n' : formatEval(r));
         if (!o.json && r.trace) {
           const { formatRouting, useColor } = await import('./routing-view.js');

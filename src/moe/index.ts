@@ -10,3 +10,4 @@ export * from './dispatch/index.js';
 export * from './layer.js';
 export * from './trace.js';
 export * from './override.js';
+export * from './reroute.js';

@@ -39,9 +39,10 @@ export function checkOverridable(out: RouterOutput, info: OverrideInfo, what: st
  * unchanged keep the router's weights bit for bit; a changed set gets the router's probabilities
  * of its experts, rescaled so the token keeps the total combine weight the router gave it (exactly
  * the renormalised top-k weights of a Mixtral-style router; 1 for a token the router gave no expert).
+ * `scores` [T, E] replaces the probabilities for those weights (re-routing's blended routing weights).
  * The new weights carry no gradient: overrides are an inference tool.
  */
-export function reselect(out: RouterOutput, T: number, E: number, choose: (t: number, current: number[]) => number[] | null): RouterOutput {
+export function reselect(out: RouterOutput, T: number, E: number, choose: (t: number, current: number[]) => number[] | null, scores?: ArrayLike<number>): RouterOutput {
   const r = out.routing;
   if (r.kind !== 'sparse') throw new Error('reselect: sparse routing required');
   const w = r.weights.data;
@@ -52,7 +53,8 @@ export function reselect(out: RouterOutput, T: number, E: number, choose: (t: nu
     per[t].e.push(r.expertIdx[a]);
     per[t].a.push(a);
   }
-  const p = out.probs.data;
+  const p = scores ?? out.probs.data;
+  if (p.length !== T * E) throw new Error(`reselect: ${p.length} scores for ${T} tokens x ${E} experts`);
   const tok: number[] = [];
   const exp: number[] = [];
   const wts: number[] = [];
@@ -61,7 +63,7 @@ export function reselect(out: RouterOutput, T: number, E: number, choose: (t: nu
   for (let t = 0; t < T; t++) {
     const cur = per[t];
     const next = choose(t, cur.e.slice());
-    const same = next === null || (next.length === cur.e.length && next.every((e, i) => e === cur.e[i]));
+    const same = next === null || (next.length === cur.e.length && next.every((e) => cur.e.includes(e)) && new Set(next).size === next.length);
     if (same) {
       for (const a of cur.a) {
         tok.push(t);

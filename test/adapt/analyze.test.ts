@@ -205,6 +205,10 @@ test('CLI: analyze, generate --forbid-expert/--force-expert/--contrast, eval --f
   assert.match(e1.stdout, /with forbid 0:0, forbid 0:1/);
   const loss = Number(/^all +(\d+\.\d+)/m.exec(e1.stdout)![1]);
   assert.notEqual(loss, +e0.loss.toFixed(4), 'forbidding half the experts changes the loss');
+  const rr = cli(['eval', '--ckpt', run, '--batches', '1', '--data', 'linux', '--reroute', 'linux', '--reroute-k', '4']);
+  assert.equal(rr.code, 0, rr.stderr);
+  assert.match(rr.stdout, /re-routed toward linux \(\d+ correctly predicted reference tokens, k 4, lambda 0\.5\):/);
+  assert.match(rr.stdout, /^linux +\d\.\d{4} +\d\.\d{4} +[+-]\d\.\d{4}$/m);
   const bad = cli(['generate', '--ckpt', run, '--forbid-expert', '0-1']);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /^moe-ts: --forbid-expert must be LAYER:EXPERT \(e\.g\. 0:3, or 0:3,5\), got "0-1"\n$/);

@@ -143,6 +143,7 @@ export function expertOutputNorms(bank: ExpertBank, x: Tensor, routed: readonly 
   return res;
 }
 
+/** What analyzeExperts measures and on how much data. */
 export interface AnalyzeOptions {
   /** Validation batches per domain (default 2). */
   batches?: number;
@@ -166,6 +167,7 @@ export interface SteerEffect {
   top1Changed: number;
 }
 
+/** Every number of `moe-ts analyze` (the JSON file). */
 export interface ExpertAnalysis {
   /** Decoder-layer indices of the MoE layers (the rows of every per-layer table). */
   layers: number[];

@@ -25,6 +25,7 @@ class Capture implements RoutingOverride {
   }
 }
 
+/** Which reference tokens buildRerouteReference keeps. */
 export interface ReferenceOptions {
   /** Reference tokens kept per layer at most (default 2048). */
   maxTokens?: number;

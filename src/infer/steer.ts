@@ -26,7 +26,7 @@ export function checkExpertOverrides(model: MoETransformerLM, overrides: readonl
 }
 
 /**
- * Set the routing overrides of the given layers (others: none) and return a function restoring
+ * Set the routing overrides of the given layers, leaving the others as they are, and return a function restoring
  * the previous ones. Each value is a RoutingOverride, or force/forbid options.
  */
 export function setRoutingOverrides(model: MoETransformerLM, perLayer: ReadonlyMap<number, RoutingOverride | null>): () => void {

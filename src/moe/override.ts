@@ -35,7 +35,7 @@ export function checkOverridable(out: RouterOutput, info: OverrideInfo, what: st
 }
 
 /**
- * Replace each token's set of experts by `choose(t, current)` (null: keep it). Tokens whose set is
+ * Replace each token's set of experts by `choose(t, current)`, or keep it where that returns null. Tokens whose set is
  * unchanged keep the router's weights bit for bit; a changed set gets the router's probabilities
  * of its experts, rescaled so the token keeps the total combine weight the router gave it (exactly
  * the renormalised top-k weights of a Mixtral-style router; 1 for a token the router gave no expert).

@@ -18,6 +18,7 @@ export interface RerouteReference {
   numExperts: number;
 }
 
+/** The kNN re-routing knobs. */
 export interface RerouteOptions {
   /** Neighbours per token (default 8). */
   k?: number;

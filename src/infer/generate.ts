@@ -191,7 +191,8 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
   }
   engine?.reset();
   const experts = opts.experts ?? [];
-  checkExpertOverrides(model, experts, 'generate: experts');
+  // models without decoder layers (scripted test models) never reach the override code
+  if (experts.length) checkExpertOverrides(model, experts, 'generate: experts');
   const contrast = opts.contrast;
   if (contrast && moeLayerIndices(model).length === 0) throw new Error('generate: contrast needs a model with MoE layers (a dense model has no weak expert activation)');
   const weakRank = contrast ? (contrast.weakRank ?? defaultWeakRank(model)) : 0;
@@ -204,7 +205,7 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
   const t0 = performance.now();
   const wasTraining = model.training;
   model.eval();
-  const restore = setRoutingOverrides(model, strongMap);
+  const restore = experts.length || contrast ? setRoutingOverrides(model, strongMap) : () => {};
   try {
     return noGrad(() => {
       const trace: TokenRouting[] | undefined = opts.traceRouting ? [] : undefined;
@@ -214,13 +215,13 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
        * tokenizer's vocabulary. Traces the routing of positions from `traceFrom` on (a re-prefill
        * after a slide only adds its last token).
        */
-      let weakCache = model.emptyCache();
+      let weakCache: KVCache | undefined = contrast ? model.emptyCache() : undefined;
       /** The weak pass on the same tokens (its own cache), under the rank-r overrides. */
       const weakStep = (ids: Int32Array): Float32Array => {
         const back = setRoutingOverrides(model, weakMap);
         try {
           if (weakEngine) return weakEngine.forward(ids).subarray(0, Vt);
-          const { logits } = model.forward(ids, 1, ids.length, { ctx: { training: false, step: 0, rng: routerRng }, cache: weakCache });
+          const { logits } = model.forward(ids, 1, ids.length, { ctx: { training: false, step: 0, rng: routerRng }, cache: weakCache! });
           return logits.data.subarray((ids.length - 1) * V, (ids.length - 1) * V + Vt);
         } finally {
           back();
@@ -319,7 +320,7 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
           }
           cache = model.emptyCache();
           engine?.reset();
-          weakCache = model.emptyCache();
+          if (contrast) weakCache = model.emptyCache();
           weakEngine?.reset();
           logits = step(Int32Array.from(history.slice(history.length - window)), cache, window - 1);
           slides++;

@@ -120,6 +120,17 @@ test('analyzeExperts on a constructed model: usage, output norms, ablation, stee
   assert.throws(() => analyzeExperts(dense, tok, data), /analyze: the model has no MoE layers/);
 });
 
+test('analyze: routers without ranking logits get every metric but the ablation and steering, with a note saying why', () => {
+  const h = new MoETransformerLM(tinyConfig({ model: { router_type: 'hash' } }).model, 1).eval();
+  const a = analyzeExperts(h, tok, data, { batches: 1, prompts: ['To be'], traceTokens: 4 });
+  assert.equal(a.ablation, null);
+  assert.equal(a.steer, null);
+  assert.equal(a.note, 'no ablation or steering table: router "hash" has no logits that rank experts (experts are a fixed hash of the token id)');
+  assert.equal(a.usage.length, 2);
+  assert.equal(a.similarity[0].length, 4);
+  assert.equal(a.traces[0].tokens.length, 4);
+});
+
 const dir = tmpDir('analyze');
 const run = path.join(dir, 'run');
 const trained = train({ config: tinyConfig({ training: { steps: 2, eval_interval: 2, save_interval: 2, eval_batches: 1 }, data: { sources: ['shakespeare', 'linux'] } }), outDir: run });

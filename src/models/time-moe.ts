@@ -114,6 +114,7 @@ export interface TimeMoEOutput {
   losses: Record<string, Tensor>;
 }
 
+/** The Time-MoE forecaster: point-wise embedding, the LM's decoder blocks, one linear head per horizon. */
 export class TimeMoE extends Module {
   /** Point-wise SwiGLU embedding of the scalar input: silu(x w_g) * (x w_u), w_g, w_u [d, 1]. */
   embed_gate: Linear;

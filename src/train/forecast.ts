@@ -251,6 +251,7 @@ export interface ForecastResults {
   plot: ForecastPlot;
 }
 
+/** Options of trainForecast. */
 export interface ForecastTrainOptions {
   config: ForecastRunConfig;
   outDir: string;

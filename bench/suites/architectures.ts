@@ -50,16 +50,36 @@ export const DESIGNS: ArchDesign[] = [
   { name: 'dense', model: { num_local_experts: 0 }, match: { field: 'intermediate_size', multiple: 8 } },
   { name: REFERENCE, paper: 'Mixtral of Experts, 2024 (top-2 SwiGLU experts)', model: {} },
   { name: 'mh-moe', paper: 'Multi-Head Mixture-of-Experts, 2024', model: { moe_sub_tokens: 2 }, match: { field: 'moe_intermediate_size', multiple: 4 } },
-  { name: 'mpoe', paper: 'Parameter-Efficient Mixture-of-Experts Architecture for Pre-trained Language Models, 2022', model: { expert_type: 'mpo', expert_options: { bondDim: 4 } }, match: { field: 'moe_intermediate_size', multiple: 8 } },
+  {
+    name: 'mpoe',
+    paper: 'Parameter-Efficient Mixture-of-Experts Architecture for Pre-trained Language Models, 2022',
+    model: { expert_type: 'mpo', expert_options: { bondDim: 4 } },
+    match: { field: 'moe_intermediate_size', multiple: 8 },
+  },
   {
     name: 'mone',
     paper: 'Mixture of Nested Experts, 2024',
     model: { expert_type: 'nested', router_type: 'nested-budget', num_local_experts: 3, num_experts_per_tok: 1, router_options: { capacities: [0.5, 0.25, 0.25] } },
     match: { field: 'moe_intermediate_size', multiple: 8 },
   },
-  { name: 'moa', paper: 'Mixture of Attention Heads: Selecting Attention Heads Per Token, 2022', model: { attention_type: 'moa', attention_options: { numExperts: 8, topK: 2 } }, match: { field: 'moe_intermediate_size', multiple: 4 } },
-  { name: 'moh', paper: 'MoH: Multi-Head Attention as Head-Routing Mixture-of-Heads Attention, 2024', model: { attention_type: 'moh', attention_options: { sharedHeads: 1, topK: 2 } }, match: { field: 'moe_intermediate_size', multiple: 4 } },
-  { name: 'switchhead', paper: 'SwitchHead: Accelerating Transformers with Mixture-of-Experts Attention, 2024', model: { attention_type: 'switchhead', num_attention_heads: 2, num_local_experts: 0 }, match: { field: 'intermediate_size', multiple: 8 } },
+  {
+    name: 'moa',
+    paper: 'Mixture of Attention Heads: Selecting Attention Heads Per Token, 2022',
+    model: { attention_type: 'moa', attention_options: { numExperts: 8, topK: 2 } },
+    match: { field: 'moe_intermediate_size', multiple: 4 },
+  },
+  {
+    name: 'moh',
+    paper: 'MoH: Multi-Head Attention as Head-Routing Mixture-of-Heads Attention, 2024',
+    model: { attention_type: 'moh', attention_options: { sharedHeads: 1, topK: 2 } },
+    match: { field: 'moe_intermediate_size', multiple: 4 },
+  },
+  {
+    name: 'switchhead',
+    paper: 'SwitchHead: Accelerating Transformers with Mixture-of-Experts Attention, 2024',
+    model: { attention_type: 'switchhead', num_attention_heads: 2, num_local_experts: 0 },
+    match: { field: 'intermediate_size', multiple: 8 },
+  },
   { name: 'switchall', paper: 'SwitchHead, 2024 (SwitchAll: with MoE FFNs)', model: { attention_type: 'switchhead', num_attention_heads: 2 }, match: { field: 'moe_intermediate_size', multiple: 4 } },
 ];
 
@@ -159,7 +179,10 @@ export function matchDesign(base: ModelConfig, d: ArchDesign, target: number, B:
 /** Which designs to run: BENCH_ARCH_DESIGNS (comma-separated names) or all. */
 export function selectDesigns(list = process.env.BENCH_ARCH_DESIGNS): ArchDesign[] {
   if (!list) return DESIGNS;
-  const names = list.split(',').map((s) => s.trim()).filter(Boolean);
+  const names = list
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const bad = names.filter((n) => !DESIGNS.some((d) => d.name === n));
   if (bad.length) throw new Error(`BENCH_ARCH_DESIGNS: unknown design ${bad.join(', ')} (known: ${DESIGNS.map((d) => d.name).join(', ')})`);
   return DESIGNS.filter((d) => names.includes(d.name) || d.name === REFERENCE);
@@ -338,6 +361,14 @@ export function report(rows: Row[]): SuiteTable[] {
     },
   ];
   const errors = rows.filter((r) => r.kind === 'error');
-  if (errors.length) tables.push({ title: 'Designs that did not run', columns: [{ key: 'design', header: 'design' }, { key: 'status', header: 'status' }], rows: errors });
+  if (errors.length)
+    tables.push({
+      title: 'Designs that did not run',
+      columns: [
+        { key: 'design', header: 'design' },
+        { key: 'status', header: 'status' },
+      ],
+      rows: errors,
+    });
   return tables;
 }

@@ -576,8 +576,10 @@ export function buildProgram(): Command {
       const raw = o.config ? readConfigJson(o.config) : {};
       const sec = (k: string): Record<string, unknown> => (raw[k] && typeof raw[k] === 'object' && !Array.isArray(raw[k]) ? (raw[k] as Record<string, unknown>) : {});
       const cfgIn: Record<string, unknown> = { ...raw };
-      if (o.steps !== undefined || o.seed !== undefined) cfgIn.training = { ...sec('training'), ...(o.steps !== undefined ? { steps: o.steps } : {}), ...(o.seed !== undefined ? { seed: o.seed } : {}) };
-      if (o.series !== undefined || o.column !== undefined) cfgIn.data = { ...sec('data'), ...(o.series !== undefined ? { series: o.series } : {}), ...(o.column !== undefined ? { column: o.column } : {}) };
+      if (o.steps !== undefined || o.seed !== undefined)
+        cfgIn.training = { ...sec('training'), ...(o.steps !== undefined ? { steps: o.steps } : {}), ...(o.seed !== undefined ? { seed: o.seed } : {}) };
+      if (o.series !== undefined || o.column !== undefined)
+        cfgIn.data = { ...sec('data'), ...(o.series !== undefined ? { series: o.series } : {}), ...(o.column !== undefined ? { column: o.column } : {}) };
       const cfg = parseForecastRunConfig(cfgIn, o.config ? `config ${o.config}` : 'forecast config');
       const out = o.out ?? path.join('runs', `forecast-${timestamp()}`);
       await withBackend(o, async (backend) => {
@@ -602,6 +604,13 @@ export function buildProgram(): Command {
     .argument('<run>', 'run directory (made by moe-ts train)')
     .option('--out <file>', 'where to write the page (default: <run>/report.html)')
     .action(async (run: string, o: { out?: string }) => {
+      // a train-forecast run: its own page (forecast vs truth), from its results.json
+      const res = path.join(run, 'results.json');
+      if (fs.existsSync(res) && fs.statSync(res).size < 64 * 1024 * 1024 && /"kind"\s*:\s*"forecast"/.test(fs.readFileSync(res, 'utf8').slice(0, 200))) {
+        const { writeForecastReport } = await import('../bench-routers/report/forecast-report.js');
+        process.stdout.write(`report: ${writeForecastReport(run, o.out)} (Time-MoE forecast)\n`);
+        return;
+      }
       const { writeRunReport } = await import('../bench-routers/report/run-report.js');
       const r = writeRunReport(run, o.out);
       process.stdout.write(`report: ${r.path} (${r.run.steps.length} logged steps, ${r.run.evals.length} evaluations)\n`);

@@ -174,7 +174,8 @@ export class TimeMoE extends Module {
     const c = this.config;
     let total = 0;
     for (const [name, p] of this.namedParameters()) {
-      if (name.includes('block_sparse_moe') && name.includes('experts') && !name.includes('shared')) total += (p.size / Math.max(1, c.num_local_experts)) * Math.min(c.num_experts_per_tok, c.num_local_experts);
+      if (name.includes('block_sparse_moe') && name.includes('experts') && !name.includes('shared'))
+        total += (p.size / Math.max(1, c.num_local_experts)) * Math.min(c.num_experts_per_tok, c.num_local_experts);
       else total += p.size;
     }
     return Math.round(total);

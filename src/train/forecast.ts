@@ -48,7 +48,8 @@ export function parseForecastRunConfig(value: unknown, where = 'forecast config'
   checkJsonDepth(value, where);
   const v = value ?? {};
   if (!isRecord(v)) throw new ConfigError(`invalid ${where}: (root): expected an object`);
-  for (const k of Object.keys(v)) if (!['model', 'forecast', 'training', 'data'].includes(k)) throw new ConfigError(`invalid ${where}: unknown section "${k}" (known: model, forecast, training, data)`);
+  for (const k of Object.keys(v))
+    if (!['model', 'forecast', 'training', 'data'].includes(k)) throw new ConfigError(`invalid ${where}: unknown section "${k}" (known: model, forecast, training, data)`);
   const section = (k: string): Record<string, unknown> => {
     const s = v[k] ?? {};
     if (!isRecord(s)) throw new ConfigError(`invalid ${where}: ${k}: expected an object`);
@@ -165,8 +166,23 @@ export function evaluateForecast(model: TimeMoE, values: Float64Array, split: nu
     horizon,
   );
   const base = origins.map((o) => baselineForecasts(values, o, horizon, period));
-  const seasonal = base.every((b) => b.seasonal) ? errorOf(base.map((b) => b.seasonal!), truth) : null;
-  return { horizon, origins: origins.length, model: errorOf(pred, truth), naive: errorOf(base.map((b) => b.naive), truth), seasonalNaive: seasonal, period };
+  const seasonal = base.every((b) => b.seasonal)
+    ? errorOf(
+        base.map((b) => b.seasonal!),
+        truth,
+      )
+    : null;
+  return {
+    horizon,
+    origins: origins.length,
+    model: errorOf(pred, truth),
+    naive: errorOf(
+      base.map((b) => b.naive),
+      truth,
+    ),
+    seasonalNaive: seasonal,
+    period,
+  };
 }
 
 /** Validation loss: the mean Huber loss (normalised units, over heads) of the forecasts from the last step of contexts ending at validation origins. */
@@ -278,7 +294,9 @@ export function trainForecast(opts: ForecastTrainOptions): { results: ForecastRe
   const model = new TimeMoE(cfg.model, fc.horizons, tr.seed);
   const sampler = new WindowSampler(values, split, L, fc.horizons, new Rng(tr.seed ^ 0x5eed));
   if (values.length - Math.max(split, L) < Math.max(fc.eval_horizon, model.maxHorizon))
-    throw new SeriesError(`forecast: the validation part (${values.length - split} values) is shorter than eval_horizon ${fc.eval_horizon} or the longest head ${model.maxHorizon}; lower them or raise training.val_fraction`);
+    throw new SeriesError(
+      `forecast: the validation part (${values.length - split} values) is shorter than eval_horizon ${fc.eval_horizon} or the longest head ${model.maxHorizon}; lower them or raise training.val_fraction`,
+    );
 
   const out = opts.outDir;
   fs.mkdirSync(out, { recursive: true });
@@ -414,4 +432,3 @@ export function forecastPlot(model: TimeMoE, series: Series, origin: number, seq
     rounds,
   };
 }
-

@@ -19,7 +19,13 @@ test('measured FLOPs/token of a dense model equal the analytic count of its matm
 test('every design builds and is matched to the standard MoE within the FLOP tolerance (quick sizes)', () => {
   const c = baseConfig(true, 1);
   const T = c.training.seq_len;
-  const ref = matchDesign(c.model, DESIGNS.find((d) => d.name === REFERENCE)!, 0, 2, T).flops;
+  const ref = matchDesign(
+    c.model,
+    DESIGNS.find((d) => d.name === REFERENCE)!,
+    0,
+    2,
+    T,
+  ).flops;
   assert.ok(DESIGNS.length >= 9);
   for (const d of DESIGNS) {
     const m = matchDesign(c.model, d, ref, 2, T);
@@ -57,7 +63,17 @@ test('runDesigns --quick: one row per design and seed with loss, speed and FLOPs
 });
 
 test('summarize: Welch difference to the standard MoE, speed ratio, in design order', () => {
-  const row = (design: string, seed: number, valLoss: number, tokensPerS: number) => ({ kind: 'run', design, seed, valLoss, tokensPerS, params: 10, activeParams: 5, flopsPerToken: 100, flopsRatio: 1 });
+  const row = (design: string, seed: number, valLoss: number, tokensPerS: number) => ({
+    kind: 'run',
+    design,
+    seed,
+    valLoss,
+    tokensPerS,
+    params: 10,
+    activeParams: 5,
+    flopsPerToken: 100,
+    flopsRatio: 1,
+  });
   const rows = [row('moe', 1, 2.0, 1000), row('moe', 2, 2.1, 1000), row('dense', 1, 2.2, 2000), row('dense', 2, 2.3, 2000)];
   const s = summarize(rows);
   assert.deepEqual(

@@ -106,11 +106,7 @@ test('autoregressive forecast = its rounds by hand: each round renormalises the 
   for (const j of [1, 0, 0]) w.push(...round(j));
   assertClose(f, w.slice(L), 1e-4, 1e-5, 'forecast vs rounds by hand');
   // denormalised: a shifted and scaled context gives the shifted and scaled forecast
-  const [g] = forecast(
-    model,
-    [series.map((v) => 2 * v + 100)],
-    6,
-  );
+  const [g] = forecast(model, [series.map((v) => 2 * v + 100)], 6);
   assertClose(
     g,
     Array.from(f, (v) => 2 * v + 100),
@@ -118,7 +114,18 @@ test('autoregressive forecast = its rounds by hand: each round renormalises the 
     1e-4,
     'scale-free',
   );
-  assert.throws(() => forecast(model, [[1, 2, 3], [1, 2]], 2), /contexts must all have one positive length/);
+  assert.throws(
+    () =>
+      forecast(
+        model,
+        [
+          [1, 2, 3],
+          [1, 2],
+        ],
+        2,
+      ),
+    /contexts must all have one positive length/,
+  );
 });
 
 test('training windows: targets are the next p values of each step, normalised by the input window', () => {
@@ -134,8 +141,7 @@ test('training windows: targets are the next p values of each step, normalised b
     });
     assert.ok(start !== undefined, 'window found in the training part');
     const w = windowStats(values, start!, 6);
-    for (let t = 0; t < 6; t++)
-      for (let i = 0; i < 3; i++) assert.ok(Math.abs(targets[1][(b * 6 + t) * 3 + i] - (values[start! + t + 1 + i] - w.mean) / w.std) < 1e-4);
+    for (let t = 0; t < 6; t++) for (let i = 0; i < 3; i++) assert.ok(Math.abs(targets[1][(b * 6 + t) * 3 + i] - (values[start! + t + 1 + i] - w.mean) / w.std) < 1e-4);
     assert.ok(start! + 6 + 3 <= 40, 'targets stay inside the training part');
   }
   assert.throws(() => new WindowSampler(values, 8, 6, [1, 3], new Rng(0)), /training part has 8 values, need at least seq_len \+ the longest horizon = 9/);
@@ -146,7 +152,10 @@ test('baselines: naive repeats the last value, seasonal-naive the last season', 
   const { naive, seasonal } = baselineForecasts(v, 20, 9, 7);
   assert.deepEqual(Array.from(naive), new Array(9).fill(v[19]));
   // lead h uses the value 7 * ceil((h + 1) / 7) steps back: 13..19, then 13..14 again
-  assert.deepEqual(Array.from(seasonal!), [13, 14, 15, 16, 17, 18, 19, 13, 14].map((i) => v[i]));
+  assert.deepEqual(
+    Array.from(seasonal!),
+    [13, 14, 15, 16, 17, 18, 19, 13, 14].map((i) => v[i]),
+  );
   assert.equal(baselineForecasts(v, 5, 3, 7).seasonal, null, 'less than one season of history');
 });
 

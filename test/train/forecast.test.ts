@@ -41,7 +41,10 @@ test('a tiny Time-MoE run beats the naive baseline on the held-out tail of the e
     assert.deepEqual(saved.plot.rounds, [8, 8, 8]);
     const st = readSafetensorsSync(path.join(dir, 'model.safetensors'));
     assert.ok(st.tensors.has('heads.1.weight') && st.tensors.get('heads.1.weight')!.shape[0] === 8);
-    assert.ok([...st.tensors.keys()].some((k) => k.includes('block_sparse_moe')), 'MoE layers saved');
+    assert.ok(
+      [...st.tensors.keys()].some((k) => k.includes('block_sparse_moe')),
+      'MoE layers saved',
+    );
     assert.throws(() => trainForecast({ config: parseForecastRunConfig(tiny), outDir: dir }), /already holds a forecast run.*--overwrite/);
     const page = renderForecastReport(saved);
     assert.match(page, /<svg/);
@@ -58,7 +61,11 @@ test('moe-ts train-forecast: table of MAE/MSE vs the baselines, the report page,
     const cfgFile = path.join(dir, 'f.json');
     fs.writeFileSync(cfgFile, JSON.stringify({ ...tiny, training: { ...tiny.training, steps: 4, eval_interval: 2 } }));
     const out = path.join(dir, 'run');
-    const r = spawnSync(process.execPath, [cli, 'train-forecast', '--config', cfgFile, '--out', out, '--column', 'temp_min', '--quiet'], { encoding: 'utf8', env: { ...process.env, MOE_BACKEND: 'js' }, timeout: 120_000 });
+    const r = spawnSync(process.execPath, [cli, 'train-forecast', '--config', cfgFile, '--out', out, '--column', 'temp_min', '--quiet'], {
+      encoding: 'utf8',
+      env: { ...process.env, MOE_BACKEND: 'js' },
+      timeout: 120_000,
+    });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /horizon 8, temp_min of seattle-weather/);
     assert.match(r.stdout, /Time-MoE\s+\d+\.\d+\s+\d+\.\d+/);
@@ -67,6 +74,10 @@ test('moe-ts train-forecast: table of MAE/MSE vs the baselines, the report page,
     const page = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
     assert.match(page, /Forecast of 24 steps from step 1169 \(2015-03-15\) against the held-out truth/);
     assert.equal((page.match(/<svg/g) ?? []).length, 3, 'forecast, lead-time and loss charts');
+    const again = spawnSync(process.execPath, [cli, 'report', out, '--out', path.join(dir, 'again.html')], { encoding: 'utf8' });
+    assert.equal(again.status, 0, again.stderr);
+    assert.match(again.stdout, /Time-MoE forecast/);
+    assert.equal(fs.readFileSync(path.join(dir, 'again.html'), 'utf8'), page, '`moe-ts report` rewrites the same page');
     const bad = spawnSync(process.execPath, [cli, 'train-forecast', '--series', path.join(dir, 'nope.csv'), '--out', out, '--quiet'], { encoding: 'utf8', env: { ...process.env, MOE_BACKEND: 'js' } });
     assert.equal(bad.status, 1);
     assert.match(bad.stderr, /moe-ts: series ".*nope\.csv": not an embedded series/);

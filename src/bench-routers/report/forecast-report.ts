@@ -4,7 +4,6 @@
  * time, the training and validation loss, and the MAE/MSE table. Same stack as the other reports:
  * ECharts SVG rendered here, markup only through the escaping `html` template.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { lineChart, PALETTE, DENSE_COLOR, type LineSeries } from './charts.js';
 import { html, jsonScript, type SafeHtml } from './template.js';

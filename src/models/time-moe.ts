@@ -66,7 +66,10 @@ export const TIME_MOE_MODEL_DEFAULTS = {
 
 /** A Time-MoE backbone config: the user's model fields over TIME_MOE_MODEL_DEFAULTS. */
 export function timeMoEModelConfig(model: Record<string, unknown> = {}, where = 'forecast model config'): ModelConfig {
-  return parseModelConfig({ ...TIME_MOE_MODEL_DEFAULTS, ...model }, where);
+  const c = parseModelConfig({ ...TIME_MOE_MODEL_DEFAULTS, ...model }, where);
+  // its budget loss and gate dropout live in MoETransformerLM.forward, which the forecaster does not run
+  if (c.conditional_moe_routing) throw new ConfigError(`invalid ${where}: conditional_moe_routing is not supported by the Time-MoE forecaster`);
+  return c;
 }
 
 /** Mean and standard deviation of values[start, start + len), the std floored so a flat window does not divide by 0. */

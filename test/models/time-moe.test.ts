@@ -167,6 +167,7 @@ test('forecast config: horizons must increase, unknown fields and sections are n
   assert.throws(() => parseForecastRunConfig({ modle: {} }), /unknown section "modle"/);
   assert.throws(() => parseForecastRunConfig({ training: { seq_len: 300 } }), /training\.seq_len.*at most model\.max_position_embeddings \(128\)/);
   assert.throws(() => parseForecastRunConfig({ model: { hidden_size: -1 } }), /model.*hidden_size/);
+  assert.throws(() => parseForecastRunConfig({ model: { conditional_moe_routing: {} } }), /conditional_moe_routing is not supported by the Time-MoE forecaster/);
   const c = parseForecastRunConfig({});
   assert.equal(c.model.n_shared_experts, 1, 'Time-MoE keeps a shared expert');
   assert.equal(c.model.shared_expert_gate, true);

@@ -33,6 +33,9 @@ export {
 export { ARCHS as HF_ARCHITECTURES, archForModel, type ArchSpec } from './io/hf/archs.js';
 export * from './io/checkpoint-bytes.js';
 export * from './train/session.js';
+export * from './data/series.js';
+export * from './train/forecast.js';
+export { renderForecastReport, writeForecastReport, forecastTable, formatForecastTable } from './bench-routers/report/forecast-report.js';
 export { inferenceModelFromCheckpoint } from './infer/generate.js';
 export * from './adapt/common.js';
 export * from './adapt/upcycle.js';

@@ -608,6 +608,47 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('train-forecast')
+    .description('train a Time-MoE time-series forecaster (default: daily max temperature of Seattle, NOAA) and report MAE/MSE vs naive and seasonal-naive, with an HTML forecast plot')
+    .option('--config <file>', 'JSON config with "model", "forecast", "training" and "data" sections (docs/time-series.md)')
+    .option('--series <name|csv>', 'an embedded series (seattle-weather) or a CSV file path')
+    .option('--column <name>', 'value column of the CSV')
+    .option('--steps <n>', 'training steps', intArg('--steps'))
+    .option('--seed <n>', 'random seed', intArg('--seed', 0))
+    .option('--out <dir>', 'run directory (config.json, log.jsonl, model.safetensors, results.json, report.html)')
+    .option('--overwrite', 'replace a forecast run already in --out')
+    .option('--quiet', 'no progress output')
+    .addOption(backendOption())
+    .addOption(threadsOption())
+    .action(async (o) => {
+      const { parseForecastRunConfig, trainForecast } = await import('../train/forecast.js');
+      const { writeForecastReport, formatForecastTable } = await import('../bench-routers/report/forecast-report.js');
+      const raw = o.config ? readConfigJson(o.config) : {};
+      const sec = (k: string): Record<string, unknown> => (raw[k] && typeof raw[k] === 'object' && !Array.isArray(raw[k]) ? (raw[k] as Record<string, unknown>) : {});
+      const cfgIn: Record<string, unknown> = { ...raw };
+      if (o.steps !== undefined || o.seed !== undefined)
+        cfgIn.training = { ...sec('training'), ...(o.steps !== undefined ? { steps: o.steps } : {}), ...(o.seed !== undefined ? { seed: o.seed } : {}) };
+      if (o.series !== undefined || o.column !== undefined)
+        cfgIn.data = { ...sec('data'), ...(o.series !== undefined ? { series: o.series } : {}), ...(o.column !== undefined ? { column: o.column } : {}) };
+      const cfg = parseForecastRunConfig(cfgIn, o.config ? `config ${o.config}` : 'forecast config');
+      const out = o.out ?? path.join('runs', `forecast-${timestamp()}`);
+      await withBackend(o, async (backend) => {
+        const log = (line: string): void => {
+          if (!o.quiet) process.stderr.write(line + '\n');
+        };
+        log(`train-forecast: Time-MoE on ${cfg.data.series}, ${cfg.training.steps} steps, context ${cfg.training.seq_len}, heads ${cfg.forecast.horizons.join('/')} on ${backend}`);
+        const { results } = trainForecast({
+          config: cfg,
+          outDir: out,
+          overwrite: Boolean(o.overwrite),
+          events: { onEval: (r) => log(`step ${r.step}/${cfg.training.steps}: validation Huber ${r.valLoss.toFixed(4)}`) },
+        });
+        const report = writeForecastReport(out);
+        process.stdout.write(`${formatForecastTable(results)}\nrun: ${out}; report: ${report}\n`);
+      });
+    });
+
+  program
     .command('analyze')
     .description('inspect the experts: weight similarity, output norms, routing agreement across layers, per-domain usage, loss contribution (ablation), routing traces; an HTML page plus a JSON file')
     .argument('<model>', 'a moe-ts run/checkpoint directory, a .gguf file, or a Hugging Face model directory (needs --data)')
@@ -642,6 +683,13 @@ export function buildProgram(): Command {
     .argument('<run>', 'run directory (made by moe-ts train)')
     .option('--out <file>', 'where to write the page (default: <run>/report.html)')
     .action(async (run: string, o: { out?: string }) => {
+      // a train-forecast run: its own page (forecast vs truth), from its results.json
+      const res = path.join(run, 'results.json');
+      if (fs.existsSync(res) && fs.statSync(res).size < 64 * 1024 * 1024 && /"kind"\s*:\s*"forecast"/.test(fs.readFileSync(res, 'utf8').slice(0, 200))) {
+        const { writeForecastReport } = await import('../bench-routers/report/forecast-report.js');
+        process.stdout.write(`report: ${writeForecastReport(run, o.out)} (Time-MoE forecast)\n`);
+        return;
+      }
       const { writeRunReport } = await import('../bench-routers/report/run-report.js');
       const r = writeRunReport(run, o.out);
       process.stdout.write(`report: ${r.path} (${r.run.steps.length} logged steps, ${r.run.evals.length} evaluations)\n`);

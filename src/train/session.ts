@@ -40,7 +40,7 @@ export interface LayerLoad {
 }
 
 /** The learning rate at `step` under the config's schedule (warmup, then cosine, linear or constant). */
-export function lrAt(cfg: RunConfig, step: number): number {
+export function lrAt(cfg: Pick<RunConfig, 'training'>, step: number): number {
   const t = cfg.training;
   const opts = { lr: t.lr, warmup: t.warmup_steps, total: t.steps, minLr: t.min_lr };
   if (t.schedule === 'constant') return step < t.warmup_steps ? (t.lr * (step + 1)) / t.warmup_steps : t.lr;

@@ -105,6 +105,8 @@ export function lineChart(o: {
   /** Horizontal reference lines (e.g. the unigram baseline). */
   refLines?: { y: number; label: string }[];
   logY?: boolean;
+  /** Start of the x axis (default 0: training starts at 0 tokens). */
+  xMin?: number;
 }): string {
   const bands = o.series.filter((s) => s.band && s.band.length > 1);
   return render(
@@ -120,7 +122,7 @@ export function lineChart(o: {
         axisLabel: { formatter: (v: number) => shortNumber(v), color: '#555' },
         splitLine,
         // training starts at 0 tokens; the first evaluation comes later
-        min: 0,
+        min: o.xMin ?? 0,
       },
       yAxis: {
         type: 'value',

@@ -1,0 +1,88 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import '../../src/kernels/index.js';
+import { parseModelConfig } from '../../src/models/config.js';
+import { DESIGNS, REFERENCE, FLOP_TOLERANCE, baseConfig, matchDesign, measureFlopsPerToken, runDesigns, selectDesigns, summarize, report, type ArchDesign } from '../../bench/suites/architectures.js';
+
+test('measured FLOPs/token of a dense model equal the analytic count of its matmuls', () => {
+  const [d, f, L, V, T] = [16, 24, 2, 32, 8];
+  const cfg = parseModelConfig({ hidden_size: d, intermediate_size: f, num_hidden_layers: L, num_attention_heads: 2, num_local_experts: 0, vocab_size: V, max_position_embeddings: 16 });
+  // per layer: q, k, v, o projections; scores and values over all T keys (the kernel computes the full square); SwiGLU; then the tied LM head
+  const expected = 2 * (L * (4 * d * d + 2 * T * d + 3 * d * f) + d * V);
+  assert.equal(measureFlopsPerToken(cfg, 3, T), expected);
+  // an MoE counts only the experts a token reaches: k of E experts, plus the router
+  const moe = parseModelConfig({ ...cfg, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: f / 2 });
+  const moeExpected = 2 * (L * (4 * d * d + 2 * T * d + 2 * 3 * d * (f / 2) + d * 4) + d * V);
+  assert.equal(measureFlopsPerToken(moe, 3, T), moeExpected);
+});
+
+test('every design builds and is matched to the standard MoE within the FLOP tolerance (quick sizes)', () => {
+  const c = baseConfig(true, 1);
+  const T = c.training.seq_len;
+  const ref = matchDesign(
+    c.model,
+    DESIGNS.find((d) => d.name === REFERENCE)!,
+    0,
+    2,
+    T,
+  ).flops;
+  assert.ok(DESIGNS.length >= 9);
+  for (const d of DESIGNS) {
+    const m = matchDesign(c.model, d, ref, 2, T);
+    assert.ok(Math.abs(m.flops / ref - 1) <= FLOP_TOLERANCE, `${d.name}: ${m.flops} FLOPs/token vs ${ref}`);
+    if (d.match) assert.equal((m.model as unknown as Record<string, number>)[d.match.field] % d.match.multiple, 0, `${d.name}: width on its multiple`);
+    if (d.name !== 'dense' && d.name !== REFERENCE) assert.ok(d.paper, `${d.name} cites its paper`);
+  }
+  assert.throws(() => selectDesigns('moe,nope'), /unknown design nope/);
+  assert.deepEqual(
+    selectDesigns('dense').map((d) => d.name),
+    ['dense', REFERENCE],
+    'the reference always runs',
+  );
+});
+
+test('runDesigns --quick: one row per design and seed with loss, speed and FLOPs; a design that cannot build is an error row', async () => {
+  const broken: ArchDesign = { name: 'broken', model: { attention_type: 'no-such-attention' } };
+  const designs = [DESIGNS.find((d) => d.name === REFERENCE)!, DESIGNS.find((d) => d.name === 'mh-moe')!, broken];
+  const rows = await runDesigns(designs, { quick: true, threads: [1], backends: ['js'], peers: false, isolate: false, seed: 7, log: () => {}, steps: 3, seeds: 2 });
+  const runs = rows.filter((r) => r.kind === 'run');
+  assert.equal(runs.length, 4);
+  for (const r of runs) {
+    assert.ok(Number.isFinite(r.valLoss) && (r.valLoss as number) > 0);
+    assert.ok((r.tokensPerS as number) > 0 && (r.flopsPerToken as number) > 0);
+  }
+  const err = rows.filter((r) => r.kind === 'error');
+  assert.equal(err.length, 1);
+  assert.match(String(err[0].status), /error: .*attention_type/);
+  const tables = report(rows);
+  assert.equal(tables.length, 2);
+  assert.deepEqual(
+    tables[0].rows.map((r) => r.design),
+    [REFERENCE, 'mh-moe'],
+  );
+});
+
+test('summarize: Welch difference to the standard MoE, speed ratio, in design order', () => {
+  const row = (design: string, seed: number, valLoss: number, tokensPerS: number) => ({
+    kind: 'run',
+    design,
+    seed,
+    valLoss,
+    tokensPerS,
+    params: 10,
+    activeParams: 5,
+    flopsPerToken: 100,
+    flopsRatio: 1,
+  });
+  const rows = [row('moe', 1, 2.0, 1000), row('moe', 2, 2.1, 1000), row('dense', 1, 2.2, 2000), row('dense', 2, 2.3, 2000)];
+  const s = summarize(rows);
+  assert.deepEqual(
+    s.map((x) => x.design),
+    ['dense', 'moe'],
+  );
+  const dense = s[0];
+  assert.ok(Math.abs(dense.diff!.mean - 0.2) < 1e-12);
+  assert.ok(Math.abs(dense.diff!.se - Math.sqrt(0.005 / 2 + 0.005 / 2)) < 1e-12);
+  assert.equal(dense.speedRatio, 2);
+  assert.equal(s[1].diff, null, 'no difference of the reference to itself');
+});

@@ -7,6 +7,7 @@ import { z, formatIssues, knownKeys, pathString, statement, ConfigError, oneLine
 import { routerRegistry } from '../moe/routers/index.js';
 import { lossRegistry } from '../moe/losses/index.js';
 import { sparseDispatchNames } from '../moe/dispatch/index.js';
+import { ffnRegistry } from './ffn/index.js';
 
 export { ConfigError };
 
@@ -58,6 +59,13 @@ export const ModelConfigSchema = z
     attention_type: z.string().optional(),
     /** The attention kind's own options (validated by its schema when the model is built). */
     attention_options: z.record(z.string(), z.unknown()).optional(),
+    /**
+     * An FFN kind from ffnRegistry (PEER 'peer', Multilinear MoE 'mumoe') that replaces the MoE FFN
+     * on the layers num_local_experts / decoder_sparse_step make MoE layers; omitted: the MoE layer.
+     */
+    ffn_type: z.string().optional(),
+    /** The FFN kind's own options (validated by its schema when the model is built). */
+    ffn_options: z.record(z.string(), z.unknown()).optional(),
     /** Routed expert type (default: the one hidden_act selects) and its options, e.g. 'clamped-swiglu' { limit }. */
     expert_type: z.string().optional(),
     expert_options: z.record(z.string(), z.unknown()).default({}),
@@ -185,6 +193,10 @@ export const ModelConfigSchema = z
     // routers that check k themselves (null experts: k counts zero-compute experts too) may exceed it
     if (c.num_local_experts > 0 && c.num_experts_per_tok > c.num_local_experts && routerRegistry.find(c.router_type)?.checkTopK !== false) {
       ctx.addIssue({ code: 'custom', path: ['num_experts_per_tok'], message: `cannot exceed num_local_experts (${c.num_local_experts})` });
+    }
+    if (c.ffn_type !== undefined) {
+      if (!ffnRegistry.has(c.ffn_type)) ctx.addIssue({ code: 'custom', path: ['ffn_type'], message: `must be one of ${ffnRegistry.names().join(', ')}` });
+      else if (c.num_local_experts === 0) ctx.addIssue({ code: 'custom', path: ['ffn_type'], message: 'replaces the MoE FFN layers, but num_local_experts is 0 (a dense model has none)' });
     }
     if (!routerRegistry.has(c.router_type)) ctx.addIssue({ code: 'custom', path: ['router_type'], message: `must be one of ${routerRegistry.names().join(', ')}` });
     if (c.dispatch !== undefined && !sparseDispatchNames().includes(c.dispatch)) ctx.addIssue({ code: 'custom', path: ['dispatch'], message: `must be one of ${sparseDispatchNames().join(', ')}` });

@@ -8,6 +8,12 @@
 import type { ModelConfig, RunConfig, TrainConfig } from './config.js';
 import { isMoELayer, ConfigError } from './config.js';
 import { attentionRegistry, attentionKindOf } from './attention/registry.js';
+import { ffnRegistry, parseFFNOptions } from './ffn/index.js';
+
+/** The FFN kind's spec and options when the config selects one (ffn_type), else null. */
+function ffnKind(c: ModelConfig) {
+  return c.ffn_type !== undefined && ffnRegistry.has(c.ffn_type) ? parseFFNOptions(c, c.ffn_type) : null;
+}
 
 export class MemoryLimitError extends ConfigError {}
 
@@ -57,11 +63,17 @@ export function countParameters(c: ModelConfig): { params: number; tensors: numb
     tensors++;
   }
   const attn = attentionRegistry.find(attentionKindOf(c))?.parameters;
+  const kind = ffnKind(c);
   for (let i = 0; i < c.num_hidden_layers; i++) {
     params += attn ? attn(c) : 4 * d * d + 2 * d;
     tensors += 6;
     largest = Math.max(largest, d * d);
-    if (isMoELayer(c, i)) {
+    if (kind && isMoELayer(c, i)) {
+      const s = kind.spec.size(c, kind.opts);
+      params += s.parameters;
+      tensors += s.tensors;
+      largest = Math.max(largest, s.largest);
+    } else if (isMoELayer(c, i)) {
       const sizes = c.expert_sizes ?? [c.moe_intermediate_size];
       const perExpert = c.expert_sizes ? sizes.reduce((a, f) => a + ffnParams(d, f, c.hidden_act), 0) : c.num_local_experts * ffnParams(d, c.moe_intermediate_size, c.hidden_act);
       params += d * c.num_local_experts + perExpert + (c.moe_output_bias ? d : 0);
@@ -89,10 +101,12 @@ function activationElements(c: ModelConfig, t: Pick<TrainConfig, 'batch_size' | 
   const d = c.hidden_size;
   let perToken = 0;
   let largest = N * c.vocab_size;
+  const kind = ffnKind(c);
   for (let i = 0; i < c.num_hidden_layers; i++) {
     // norms, q/k/v/o, residual adds: about 10 d-wide tensors per token
     perToken += 10 * d + c.num_attention_heads * t.seq_len;
-    if (isMoELayer(c, i)) {
+    if (kind && isMoELayer(c, i)) perToken += kind.spec.activationsPerToken(c, kind.opts);
+    else if (isMoELayer(c, i)) {
       const f = c.expert_sizes ? Math.max(...c.expert_sizes) : c.moe_intermediate_size;
       perToken += c.num_experts_per_tok * (3 * f + d) + c.num_local_experts;
       largest = Math.max(largest, N * c.num_experts_per_tok * f);

@@ -20,6 +20,7 @@ import { MLAttention, repeatHeads } from './mla.js';
 import { checkMemory } from './memory.js';
 import { attachLoraExperts } from './lora-experts.js';
 import { attentionRegistry, buildAttention, defineAttention, type AttentionModule } from './attention/index.js';
+import { buildFFN, type FFNModule } from './ffn/index.js';
 
 /** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
 export interface KVCache {
@@ -260,6 +261,8 @@ export class DecoderLayer extends Module {
   post_attention_layernorm: RMSNorm;
   mlp: DenseFFN | null;
   block_sparse_moe: MoELayer | null;
+  /** An FFN kind from ffnRegistry (ffn_type: PEER, Multilinear MoE) in place of the MoE layer. */
+  ffn_block: FFNModule | null = null;
   /** Bias [d] added to the MoE output (moe_output_bias, JetMoE). */
   moe_bias: Parameter | null = null;
   /** Qwen2-MoE's gated shared expert (only with shared_expert_gate; else shared experts live in the MoE layer). */
@@ -276,7 +279,11 @@ export class DecoderLayer extends Module {
     this.input_layernorm = new RMSNorm(d, eps);
     this.self_attn = buildAttention(cfg, rng, index);
     this.post_attention_layernorm = new RMSNorm(d, eps);
-    if (isMoELayer(cfg, index)) {
+    if (isMoELayer(cfg, index) && cfg.ffn_type !== undefined) {
+      this.mlp = null;
+      this.block_sparse_moe = null;
+      this.ffn_block = buildFFN(cfg, cfg.ffn_type, rng, index);
+    } else if (isMoELayer(cfg, index)) {
       this.mlp = null;
       this.block_sparse_moe = new MoELayer(moeLayerConfig(cfg), rng);
       if (cfg.moe_output_bias) this.moe_bias = param([d], 'zeros');
@@ -292,7 +299,11 @@ export class DecoderLayer extends Module {
   }
 
   /** The FFN half of the block on normalised input n [B*T, d]. */
-  ffn(n: Tensor, ctx: RouterContext, jitterEps: number): { y: Tensor; aux?: MoEAux } {
+  ffn(n: Tensor, ctx: RouterContext, jitterEps: number): { y: Tensor; aux?: MoEAux; losses?: Record<string, Tensor> } {
+    if (this.ffn_block) {
+      const r = this.ffn_block.forward(n, ctx);
+      return { y: r.y, losses: r.losses };
+    }
     if (!this.block_sparse_moe) return { y: this.mlp!.forward(n) };
     // Mixtral multiplies the MoE input by U(1-eps, 1+eps) noise in training; router and experts both see it
     const x = ctx.training && jitterEps > 0 ? T.maskMul(n, ctx.rng.fillUniform(new Float32Array(n.size), 1 - jitterEps, 1 + jitterEps)) : n;
@@ -397,6 +408,8 @@ export class MoETransformerLM extends Module {
         : ctx;
       const r = layer.ffn(layer.post_attention_layernorm.forward(h), lctx, c.router_jitter_noise);
       if (r.aux) aux.push({ layer: i, aux: r.aux });
+      // FFN kinds' own losses, summed over layers under one name each
+      for (const [name, l] of Object.entries(r.losses ?? {})) attnLosses[`ffn.${name}`] = attnLosses[`ffn.${name}`] ? T.add(attnLosses[`ffn.${name}`], l) : l;
       h = T.add(h, branch(r.y));
     });
     if (opts.cache) opts.cache.length = past + Tn;
@@ -433,7 +446,9 @@ export class MoETransformerLM extends Module {
   activeParameters(): number {
     const c = this.config;
     let total = 0;
+    for (const l of this.layers) if (l.ffn_block) total += l.ffn_block.activeParameters();
     for (const [name, p] of this.namedParameters()) {
+      if (name.includes('.ffn_block.')) continue;
       if (name.includes('block_sparse_moe') && name.includes('experts') && !name.includes('shared')) {
         // k may count zero-compute null experts (k > E): at most every real expert computes
         total += (p.size / Math.max(1, c.num_local_experts)) * Math.min(c.num_experts_per_tok, c.num_local_experts);

@@ -18,6 +18,7 @@ import { estimateMemory } from '../../src/models/memory.js';
 import { TrainSession } from '../../src/train/session.js';
 import { checkpointFromBytes } from '../../src/io/checkpoint-bytes.js';
 import { generate, inferenceModelFromCheckpoint } from '../../src/infer/generate.js';
+import { DecodeEngine } from '../../src/infer/decode.js';
 import { randn } from '../helpers/gradcheck.js';
 
 test('product-key top-k equals brute-force top-k over all n^2 experts, in order', () => {
@@ -217,4 +218,8 @@ test('a model with PEER FFNs trains, counts only retrieved experts as active, ch
   const loaded = inferenceModelFromCheckpoint(ck, 'peer.safetensors');
   const text = (m: typeof loaded) => generate(m.model, m.tokenizer, 'First', { maxNewTokens: 10, temperature: 0 }).text;
   assert.equal(text(loaded), text({ ...loaded, model: s.model }));
+  // the fast decode path runs PEER through its own module: same logits as the eager forward
+  model.eval();
+  assert.equal(DecodeEngine.unsupported(model), null);
+  assert.ok(new DecodeEngine(model).selfCheck() < 1e-4);
 });

@@ -19,7 +19,7 @@ import { ropeParams, type RopeParams } from './rope.js';
 import { MLAttention, repeatHeads } from './mla.js';
 import { checkMemory } from './memory.js';
 import { attachLoraExperts } from './lora-experts.js';
-import { attentionRegistry, buildAttention, defineAttention, type AttentionModule } from './attention/index.js';
+import { attentionRegistry, buildAttention, defineAttention, type AttentionModule, type StepTrainables } from './attention/index.js';
 import { buildFFN, type FFNModule } from './ffn/index.js';
 
 /** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
@@ -431,6 +431,35 @@ export class MoETransformerLM extends Module {
   /** The largest two-pass consistency coefficient any router asks for (0: one pass per step). */
   consistencyWeight(): number {
     return Math.max(0, ...this.moeLayers().map((m) => m.router.consistencyWeight ?? 0));
+  }
+
+  /**
+   * Block-coordinate schedules (MAE): any submodule with `trainableAt(step)` names what trains at
+   * this step (`only` these, or all but `freeze`); the gradients of the rest are dropped, so the
+   * optimizer leaves them (and their moments) untouched. Trainers call it between backward and
+   * the optimizer step; a no-op when no module has a schedule.
+   */
+  dropScheduledGradients(step: number): void {
+    const only = new Set<Parameter>();
+    let restrict = false;
+    const freeze = new Set<Parameter>();
+    const visit = (m: Module): void => {
+      const r = (m as { trainableAt?: (step: number) => StepTrainables | null }).trainableAt?.(step);
+      if (r?.only) {
+        restrict = true;
+        for (const p of r.only) only.add(p);
+      }
+      if (r?.freeze) for (const p of r.freeze) freeze.add(p);
+      for (const [, c] of m.namedChildren()) visit(c);
+    };
+    visit(this);
+    if (!restrict && freeze.size === 0) return;
+    for (const p of this.parameters()) {
+      if ((restrict && !only.has(p)) || freeze.has(p)) {
+        p.grad = null;
+        if ('rowGrad' in p) (p as { rowGrad: unknown }).rowGrad = null;
+      }
+    }
   }
 
   /** Let adaptive routers update after an optimizer step. */

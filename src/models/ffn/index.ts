@@ -2,3 +2,4 @@
 export * from './registry.js';
 export * from './peer.js';
 export * from './mumoe.js';
+export * from './stratified.js';

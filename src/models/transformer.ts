@@ -14,7 +14,7 @@ import { expertRegistry } from '../moe/experts/index.js';
 import { dispatchRegistry, type DispatchConfig } from '../moe/dispatch/index.js';
 import { lossRegistry } from '../moe/losses/index.js';
 import { globalSwitchLoss } from '../moe/losses/switch-global.js';
-import { type ModelConfig, isMoELayer, headDimOf, kvHeadsOf, ConfigError } from './config.js';
+import { type ModelConfig, isMoELayer, headDimOf, kvHeadsOf, layerConfig, ConfigError } from './config.js';
 import { ropeParams, type RopeParams } from './rope.js';
 import { MLAttention, repeatHeads } from './mla.js';
 import { checkMemory } from './memory.js';
@@ -269,15 +269,17 @@ export class DecoderLayer extends Module {
   shared_expert: DenseFFN | null = null;
   shared_expert_gate: Linear | null = null;
   constructor(
-    cfg: ModelConfig,
+    model: ModelConfig,
     readonly index: number,
     rng: Rng,
   ) {
     super();
+    // the FFN half reads the layer's own MoE fields (moe_layer_overrides, AutoMoE)
+    const cfg = layerConfig(model, index);
     const d = cfg.hidden_size;
     const eps = cfg.layer_norm_eps ?? cfg.rms_norm_eps;
     this.input_layernorm = new RMSNorm(d, eps);
-    this.self_attn = buildAttention(cfg, rng, index);
+    this.self_attn = buildAttention(model, rng, index);
     this.post_attention_layernorm = new RMSNorm(d, eps);
     if (isMoELayer(cfg, index) && cfg.ffn_type !== undefined) {
       this.mlp = null;
@@ -479,8 +481,9 @@ export class MoETransformerLM extends Module {
     for (const [name, p] of this.namedParameters()) {
       if (name.includes('.ffn_block.')) continue;
       if (name.includes('block_sparse_moe') && name.includes('experts') && !name.includes('shared')) {
+        const l = layerConfig(c, Number(/^layers\.(\d+)\./.exec(name)?.[1] ?? 0));
         // k may count zero-compute null experts (k > E): at most every real expert computes
-        total += (p.size / Math.max(1, c.num_local_experts)) * Math.min(c.num_experts_per_tok, c.num_local_experts);
+        total += (p.size / Math.max(1, l.num_local_experts)) * Math.min(l.num_experts_per_tok, l.num_local_experts);
       } else total += p.size;
     }
     return Math.round(total);

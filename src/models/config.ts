@@ -344,7 +344,7 @@ export function parseRunConfigText(text: string, path: string): RunConfig {
 }
 
 /**
- * The config layer i's FFN is built from: the model-wide fields with the layer's
+ * The config layer i's FFN is built from, the model-wide fields with the layer's
  * moe_layer_overrides applied (AutoMoE). A new expert count without widths drops the model-wide
  * expert_sizes (they were per expert of the old count).
  */

@@ -6,7 +6,7 @@
  */
 import { Parameter } from './module.js';
 
-/** The gradient of a row-sparse parameter: unique row indices and their gradient rows (rows.length x width). */
+/** The gradient of a row-sparse parameter, unique row indices and their gradient rows (rows.length x width). */
 export interface RowGrad {
   rows: Int32Array;
   values: Float32Array;

@@ -33,7 +33,7 @@ export interface StepTrainables {
   freeze?: Parameter[];
 }
 
-/** MAE: a gate over G head-group experts, each expert all heads but one group. */
+/** MAE attention, a softmax gate over G head-group experts, each expert all heads but one group. */
 export class MixtureOfHeadGroupsAttention extends Module implements AttentionModule {
   q_proj: Linear;
   k_proj: Linear;

@@ -22,7 +22,7 @@ import { ffnRegistry, defineFFN, type FFNModule, type FFNResult } from './regist
 /** The factorisation of the expert weight tensor. */
 export type MuMoEForm = 'cp' | 'tucker';
 
-/** A μMoE linear layer: E experts [in, out] in CP or Tucker form, applied to x under given gates. */
+/** A μMoE linear layer, E experts [in, out] in CP or Tucker form applied to x under given gates. */
 export class MuMoELinear extends Module {
   /** Expert factor A [E, R] (Tucker: [E, expertRank]). */
   expert_factor: Parameter;
@@ -80,7 +80,7 @@ export class MuMoELinear extends Module {
   }
 }
 
-/** μMoE MLP: gate a = softmax(x W_g) over E experts, y = μMoE_2(gelu(μMoE_1(x; a)); a). */
+/** The μMoE MLP, two μMoE layers with a GELU between sharing one softmax gate, y = μMoE_2(gelu(μMoE_1(x; a)); a). */
 export class MuMoEFFN extends Module implements FFNModule {
   gate: Linear;
   fc1: MuMoELinear;

@@ -74,13 +74,13 @@ function actGrad(kind: 'gelu' | 'relu', z: number): number {
   return 0.5 * (1 + th) + 0.5 * z * (1 - th * th) * GELU_C * (1 + 3 * 0.044715 * z * z);
 }
 
-/** The retrieval of one forward: for row r = t * heads + h, its k experts (a * n + b) and softmax gates. */
+/** The retrieval of one forward, for row r = t * heads + h its k experts (a * n + b) and softmax gates. */
 export interface PEERRetrieval {
   experts: Int32Array;
   gates: Float32Array;
 }
 
-/** A PEER layer: product-key retrieval of top-k single-neuron experts per head from a pool of N. */
+/** A PEER layer, product-key retrieval of top-k single-neuron experts per head from a pool of N. */
 export class PEERLayer extends Module implements FFNModule {
   /** Queries of all heads: [heads * keyDim, d]. */
   query: Linear;

@@ -14,14 +14,14 @@ import { Registry, type EntrySpec } from '../../moe/registry.js';
 import type { RouterContext } from '../../moe/types.js';
 import type { ModelConfig } from '../config.js';
 
-/** What an FFN kind returns: y [T, d], its own losses (already scaled) and scalar metrics. */
+/** What an FFN kind returns, y [T, d] with its own losses (already scaled) and scalar metrics. */
 export interface FFNResult {
   y: Tensor;
   losses?: Record<string, Tensor>;
   metrics?: Record<string, number>;
 }
 
-/** What every FFN kind implements: x [T, d] -> y [T, d]. */
+/** What every FFN kind implements, x [T, d] -> y [T, d]. */
 export interface FFNModule extends Module {
   forward(x: Tensor, ctx: RouterContext): FFNResult;
   /** Parameters one token uses (retrieved experts only), for FLOP-matched comparisons. */
@@ -33,7 +33,7 @@ export type FFNOptionShape = Record<string, z.ZodType>;
 /** An FFN kind's options after parsing (defaults applied). */
 export type ParsedFFNOptions<S extends FFNOptionShape> = z.output<z.ZodObject<S>>;
 
-/** One FFN kind: factory, summary, paper, a strict options schema and its size for the memory estimate. */
+/** One FFN kind with its factory, summary, paper, strict options schema and size for the memory estimate. */
 export interface FFNSpec<S extends FFNOptionShape = FFNOptionShape> extends EntrySpec {
   options: S;
   /** Rules across options or against the model config. */

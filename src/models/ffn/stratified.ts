@@ -20,19 +20,19 @@ import { lossRegistry } from '../../moe/losses/index.js';
 import type { RouterContext, RouterOutput } from '../../moe/types.js';
 import { ffnRegistry, defineFFN, type FFNModule, type FFNResult } from './registry.js';
 
-/** One stratum: its expert count and width. */
+/** One stratum's expert count and width. */
 export interface Stratum {
   experts: number;
   dFF: number;
 }
 
-/** The path of one token through the strata: its experts (global ids, stratum order) and their gates. */
+/** The path of one token through the strata, its experts (global ids, stratum order) and their gates. */
 export interface StratifiedPath {
   experts: number[];
   gates: number[];
 }
 
-/** Stratified MoE: strata of experts of their own count and width; tokens skip ahead or move to the next stratum. */
+/** Stratified MoE, strata of experts of their own count and width where tokens skip ahead or move to the next stratum. */
 export class StratifiedMoE extends Module implements FFNModule {
   /** Router of stratum s over the experts of strata s..S-1. */
   routers: Linear[];

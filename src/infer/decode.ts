@@ -204,7 +204,9 @@ export class DecodeEngine {
       const m = layer.mlp;
       return { kind: 'dense', gate: m.gate_proj ? lin(m.gate_proj).w : null, up: lin(m.up_proj).w, down: lin(m.down_proj).w, silu: m.act === 'silu' };
     }
-    const moe = layer.block_sparse_moe!;
+    const moe = layer.block_sparse_moe;
+    // FFN kinds (ffn_type) run through their own module
+    if (!moe) return { kind: 'module', layer };
     const ex = moe.experts;
     if (!(ex instanceof FFNExperts) || moe.specs.dispatch.name !== 'dropless' || moe.specs.router.traits.routing !== 'sparse' || layer.shared_expert) return { kind: 'module', layer };
     const d = this.d;

@@ -7,6 +7,7 @@ import { z, formatIssues, knownKeys, pathString, statement, ConfigError, oneLine
 import { routerRegistry } from '../moe/routers/index.js';
 import { lossRegistry } from '../moe/losses/index.js';
 import { sparseDispatchNames } from '../moe/dispatch/index.js';
+import { ffnRegistry } from './ffn/index.js';
 
 export { ConfigError };
 
@@ -58,6 +59,13 @@ export const ModelConfigSchema = z
     attention_type: z.string().optional(),
     /** The attention kind's own options (validated by its schema when the model is built). */
     attention_options: z.record(z.string(), z.unknown()).optional(),
+    /**
+     * An FFN kind from ffnRegistry (PEER 'peer', Multilinear MoE 'mumoe') that replaces the MoE FFN
+     * on the layers num_local_experts / decoder_sparse_step make MoE layers; omitted: the MoE layer.
+     */
+    ffn_type: z.string().optional(),
+    /** The FFN kind's own options (validated by its schema when the model is built). */
+    ffn_options: z.record(z.string(), z.unknown()).optional(),
     /** Routed expert type (default: the one hidden_act selects) and its options, e.g. 'clamped-swiglu' { limit }. */
     expert_type: z.string().optional(),
     expert_options: z.record(z.string(), z.unknown()).default({}),
@@ -115,6 +123,24 @@ export const ModelConfigSchema = z
     shared_expert_intermediate_size: posInt.optional(),
     /** MH-MoE sub-tokens per token: each MoE layer routes hidden_size / moe_sub_tokens wide sub-tokens (Wu et al. 2024). */
     moe_sub_tokens: posInt.optional(),
+    /**
+     * AutoMoE-style heterogeneous stacks: per-layer overrides of the MoE fields, keyed by layer
+     * index ("0", "1", ...): expert count (0: a dense layer), experts per token, expert width or
+     * widths. Layers not listed use the model-wide fields.
+     */
+    moe_layer_overrides: z
+      .record(
+        z.string(),
+        z
+          .object({
+            num_local_experts: nonNegInt.optional(),
+            num_experts_per_tok: posInt.optional(),
+            moe_intermediate_size: posInt.optional(),
+            expert_sizes: z.array(posInt).optional(),
+          })
+          .strict(),
+      )
+      .optional(),
     /** Heterogeneous expert widths (HMoE); overrides moe_intermediate_size per expert. */
     expert_sizes: z.array(posInt).optional(),
     /** A routerRegistry name. */
@@ -202,6 +228,11 @@ export const ModelConfigSchema = z
     if (c.num_local_experts > 0 && c.num_experts_per_tok > c.num_local_experts && routerRegistry.find(c.router_type)?.checkTopK !== false) {
       ctx.addIssue({ code: 'custom', path: ['num_experts_per_tok'], message: `cannot exceed num_local_experts (${c.num_local_experts})` });
     }
+    if (c.ffn_type !== undefined) {
+      if (!ffnRegistry.has(c.ffn_type)) ctx.addIssue({ code: 'custom', path: ['ffn_type'], message: `must be one of ${ffnRegistry.names().join(', ')}` });
+      else if (c.num_local_experts === 0) ctx.addIssue({ code: 'custom', path: ['ffn_type'], message: 'replaces the MoE FFN layers, but num_local_experts is 0 (a dense model has none)' });
+      if (c.conditional_moe_routing) ctx.addIssue({ code: 'custom', path: ['conditional_moe_routing'], message: `applies to MoE layers, not to ffn_type "${c.ffn_type}"` });
+    }
     if (!routerRegistry.has(c.router_type)) ctx.addIssue({ code: 'custom', path: ['router_type'], message: `must be one of ${routerRegistry.names().join(', ')}` });
     if (c.dispatch !== undefined && !sparseDispatchNames().includes(c.dispatch)) ctx.addIssue({ code: 'custom', path: ['dispatch'], message: `must be one of ${sparseDispatchNames().join(', ')}` });
     for (const name of Object.keys(c.router_losses)) {
@@ -212,6 +243,18 @@ export const ModelConfigSchema = z
     }
     if (c.peft && c.peft.experts === 0 && c.peft.shared === 0 && !c.peft.experts_per_layer?.some((n) => n > 0)) {
       ctx.addIssue({ code: 'custom', path: ['peft', 'experts'], message: 'must be positive (or peft.shared), else there is nothing to train' });
+    }
+    for (const [key, o] of Object.entries(c.moe_layer_overrides ?? {})) {
+      const i = Number(key);
+      if (!/^\d+$/.test(key) || i >= c.num_hidden_layers) {
+        ctx.addIssue({ code: 'custom', path: ['moe_layer_overrides', key], message: `must be a layer index in [0, ${c.num_hidden_layers})` });
+        continue;
+      }
+      const l = layerConfig(c, i);
+      if (l.num_local_experts > 0 && l.num_experts_per_tok > l.num_local_experts && routerRegistry.find(c.router_type)?.checkTopK !== false)
+        ctx.addIssue({ code: 'custom', path: ['moe_layer_overrides', key, 'num_experts_per_tok'], message: `cannot exceed the layer's num_local_experts (${l.num_local_experts})` });
+      if (o.expert_sizes && o.expert_sizes.length !== l.num_local_experts)
+        ctx.addIssue({ code: 'custom', path: ['moe_layer_overrides', key, 'expert_sizes'], message: `needs one width per expert of the layer (${l.num_local_experts}), got ${o.expert_sizes.length}` });
     }
     if (c.expert_sizes && c.expert_sizes.length !== c.num_local_experts) {
       ctx.addIssue({ code: 'custom', path: ['expert_sizes'], message: `needs one width per expert (${c.num_local_experts}), got ${c.expert_sizes.length}` });
@@ -329,9 +372,21 @@ export function parseRunConfigText(text: string, path: string): RunConfig {
   return parseRunConfig(v, `config ${path}`);
 }
 
+/**
+ * The config layer i's FFN is built from, the model-wide fields with the layer's
+ * moe_layer_overrides applied (AutoMoE). A new expert count without widths drops the model-wide
+ * expert_sizes (they were per expert of the old count).
+ */
+export function layerConfig<C extends Pick<ModelConfig, 'moe_layer_overrides' | 'num_local_experts' | 'expert_sizes'>>(c: C, i: number): C {
+  const o = c.moe_layer_overrides?.[String(i)];
+  if (!o) return c;
+  const sizes = o.expert_sizes ?? (o.num_local_experts !== undefined && o.num_local_experts !== c.num_local_experts ? undefined : c.expert_sizes);
+  return { ...c, ...o, expert_sizes: sizes };
+}
+
 /** Is layer i an MoE layer? */
 export function isMoELayer(c: ModelConfig, i: number): boolean {
-  return c.num_local_experts > 0 && (i + 1) % c.decoder_sparse_step === 0 && i >= c.first_k_dense_replace && !c.mlp_only_layers.includes(i);
+  return layerConfig(c, i).num_local_experts > 0 && (i + 1) % c.decoder_sparse_step === 0 && i >= c.first_k_dense_replace && !c.mlp_only_layers.includes(i);
 }
 
 /** Per-head width. */
@@ -349,6 +404,27 @@ export function kvHeadsOf(c: ModelConfig): number {
  * whose width equals the widths a token actually uses (k routed experts + shared experts).
  */
 export function matchedDenseConfig(c: ModelConfig): ModelConfig {
+  if (c.moe_layer_overrides && Object.keys(c.moe_layer_overrides).length > 0) {
+    const widths = new Set<number>();
+    for (let i = 0; i < c.num_hidden_layers; i++) {
+      if (!isMoELayer(c, i)) continue;
+      const l = layerConfig(c, i);
+      const sizes = l.expert_sizes ?? new Array<number>(l.num_local_experts).fill(l.moe_intermediate_size);
+      widths.add(Math.round((l.num_experts_per_tok * sizes.reduce((a, b) => a + b, 0)) / sizes.length));
+    }
+    if (widths.size > 1)
+      throw new ConfigError(`matched dense baseline: moe_layer_overrides gives MoE layers of different active widths (${[...widths].join(', ')}); no single dense width matches them`);
+    const uniform = { ...c, moe_layer_overrides: undefined };
+    const first = [...Array(c.num_hidden_layers).keys()].find((i) => isMoELayer(c, i));
+    if (first === undefined) return { ...uniform, num_local_experts: 0 };
+    const dense = matchedDenseConfig({ ...uniform, ...layerConfig(c, first), moe_layer_overrides: undefined });
+    const mixed = [...Array(c.num_hidden_layers).keys()].some((i) => !isMoELayer(c, i));
+    if (mixed && dense.intermediate_size !== c.intermediate_size)
+      throw new ConfigError(
+        `matched dense baseline: moe_layer_overrides mixes dense FFNs of width ${c.intermediate_size} with MoE of active width ${dense.intermediate_size}; set intermediate_size to ${dense.intermediate_size} to compare`,
+      );
+    return dense;
+  }
   if (c.num_local_experts === 0) return c;
   const sizes = c.expert_sizes ?? new Array<number>(c.num_local_experts).fill(c.moe_intermediate_size);
   const meanSize = sizes.reduce((a, b) => a + b, 0) / sizes.length;

@@ -6,8 +6,14 @@
  * step); it only has to be right to within a small factor to catch impossible configs.
  */
 import type { ModelConfig, RunConfig, TrainConfig } from './config.js';
-import { isMoELayer, ConfigError } from './config.js';
+import { isMoELayer, layerConfig, ConfigError } from './config.js';
 import { attentionRegistry, attentionKindOf } from './attention/registry.js';
+import { ffnRegistry, parseFFNOptions } from './ffn/index.js';
+
+/** The FFN kind's spec and options when the config selects one (ffn_type), else null. */
+function ffnKind(c: ModelConfig) {
+  return c.ffn_type !== undefined && ffnRegistry.has(c.ffn_type) ? parseFFNOptions(c, c.ffn_type) : null;
+}
 
 export class MemoryLimitError extends ConfigError {}
 
@@ -57,22 +63,29 @@ export function countParameters(c: ModelConfig): { params: number; tensors: numb
     tensors++;
   }
   const attn = attentionRegistry.find(attentionKindOf(c))?.parameters;
+  const kind = ffnKind(c);
   for (let i = 0; i < c.num_hidden_layers; i++) {
     params += attn ? attn(c) : 4 * d * d + 2 * d;
     tensors += 6;
     largest = Math.max(largest, d * d);
-    if (isMoELayer(c, i)) {
-      const sizes = c.expert_sizes ?? [c.moe_intermediate_size];
-      const perExpert = c.expert_sizes ? sizes.reduce((a, f) => a + ffnParams(d, f, c.hidden_act), 0) : c.num_local_experts * ffnParams(d, c.moe_intermediate_size, c.hidden_act);
-      params += d * c.num_local_experts + perExpert + (c.moe_output_bias ? d : 0);
-      tensors += 1 + 3 * c.num_local_experts;
+    const lc = layerConfig(c, i);
+    if (kind && isMoELayer(lc, i)) {
+      const s = kind.spec.size(lc, kind.opts);
+      params += s.parameters;
+      tensors += s.tensors;
+      largest = Math.max(largest, s.largest);
+    } else if (isMoELayer(lc, i)) {
+      const sizes = lc.expert_sizes ?? [lc.moe_intermediate_size];
+      const perExpert = lc.expert_sizes ? sizes.reduce((a, f) => a + ffnParams(d, f, c.hidden_act), 0) : lc.num_local_experts * ffnParams(d, lc.moe_intermediate_size, c.hidden_act);
+      params += d * lc.num_local_experts + perExpert + (c.moe_output_bias ? d : 0);
+      tensors += 1 + 3 * lc.num_local_experts;
       const maxF = Math.max(...sizes);
       // grouped experts may be stored as one [E, f, d] tensor
-      largest = Math.max(largest, c.num_local_experts * maxF * d);
-      if (c.n_shared_experts > 0) {
-        const fs = c.shared_expert_intermediate_size ?? c.moe_intermediate_size;
-        params += c.n_shared_experts * ffnParams(d, fs, c.hidden_act);
-        tensors += 3 * c.n_shared_experts;
+      largest = Math.max(largest, lc.num_local_experts * maxF * d);
+      if (lc.n_shared_experts > 0) {
+        const fs = lc.shared_expert_intermediate_size ?? lc.moe_intermediate_size;
+        params += lc.n_shared_experts * ffnParams(d, fs, c.hidden_act);
+        tensors += 3 * lc.n_shared_experts;
       }
       if (c.conditional_moe_routing) {
         params += ffnParams(d, c.intermediate_size, c.hidden_act) + d + 1;
@@ -93,13 +106,16 @@ function activationElements(c: ModelConfig, t: Pick<TrainConfig, 'batch_size' | 
   const d = c.hidden_size;
   let perToken = 0;
   let largest = N * c.vocab_size;
+  const kind = ffnKind(c);
   for (let i = 0; i < c.num_hidden_layers; i++) {
     // norms, q/k/v/o, residual adds: about 10 d-wide tensors per token
     perToken += 10 * d + c.num_attention_heads * t.seq_len;
-    if (isMoELayer(c, i)) {
-      const f = c.expert_sizes ? Math.max(...c.expert_sizes) : c.moe_intermediate_size;
-      perToken += c.num_experts_per_tok * (3 * f + d) + c.num_local_experts;
-      largest = Math.max(largest, N * c.num_experts_per_tok * f);
+    const lc = layerConfig(c, i);
+    if (kind && isMoELayer(lc, i)) perToken += kind.spec.activationsPerToken(lc, kind.opts);
+    else if (isMoELayer(lc, i)) {
+      const f = lc.expert_sizes ? Math.max(...lc.expert_sizes) : lc.moe_intermediate_size;
+      perToken += lc.num_experts_per_tok * (3 * f + d) + lc.num_local_experts;
+      largest = Math.max(largest, N * lc.num_experts_per_tok * f);
     } else {
       perToken += 3 * c.intermediate_size;
       largest = Math.max(largest, N * c.intermediate_size);

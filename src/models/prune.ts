@@ -23,6 +23,7 @@ export function pruneExperts(model: MoETransformerLM, keep: number[][]): MoETran
   });
   if (n < 1) throw new ConfigError('prune: keep at least one expert per layer');
   if (c.expert_sizes) throw new ConfigError('prune: heterogeneous expert widths (expert_sizes) are not supported');
+  if (c.moe_layer_overrides && Object.keys(c.moe_layer_overrides).length > 0) throw new ConfigError('prune: per-layer MoE sizes (moe_layer_overrides) are not supported');
   const cfg = parseModelConfig({ ...c, num_local_experts: n, num_experts_per_tok: Math.min(c.num_experts_per_tok, n) }, 'pruned model config');
   const out = new MoETransformerLM(cfg, 0);
   const src = model.stateDict();

@@ -14,12 +14,13 @@ import { expertRegistry } from '../moe/experts/index.js';
 import { dispatchRegistry, type DispatchConfig } from '../moe/dispatch/index.js';
 import { lossRegistry } from '../moe/losses/index.js';
 import { globalSwitchLoss } from '../moe/losses/switch-global.js';
-import { type ModelConfig, isMoELayer, headDimOf, kvHeadsOf, ConfigError } from './config.js';
+import { type ModelConfig, isMoELayer, headDimOf, kvHeadsOf, layerConfig, ConfigError } from './config.js';
 import { ropeParams, type RopeParams } from './rope.js';
 import { MLAttention, repeatHeads } from './mla.js';
 import { checkMemory } from './memory.js';
 import { attachLoraExperts } from './lora-experts.js';
-import { attentionRegistry, buildAttention, defineAttention, type AttentionModule } from './attention/index.js';
+import { attentionRegistry, buildAttention, defineAttention, type AttentionModule, type StepTrainables } from './attention/index.js';
+import { buildFFN, type FFNModule } from './ffn/index.js';
 
 /** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
 export interface KVCache {
@@ -260,6 +261,8 @@ export class DecoderLayer extends Module {
   post_attention_layernorm: RMSNorm;
   mlp: DenseFFN | null;
   block_sparse_moe: MoELayer | null;
+  /** An FFN kind from ffnRegistry (ffn_type: PEER, Multilinear MoE) in place of the MoE layer. */
+  ffn_block: FFNModule | null = null;
   /** Bias [d] added to the MoE output (moe_output_bias, JetMoE). */
   moe_bias: Parameter | null = null;
   /** Qwen2-MoE's gated shared expert (only with shared_expert_gate; else shared experts live in the MoE layer). */
@@ -269,17 +272,23 @@ export class DecoderLayer extends Module {
   cmr_ffn: DenseFFN | null = null;
   cmr_gate: Linear | null = null;
   constructor(
-    cfg: ModelConfig,
+    model: ModelConfig,
     readonly index: number,
     rng: Rng,
   ) {
     super();
+    // the FFN half reads the layer's own MoE fields (moe_layer_overrides, AutoMoE)
+    const cfg = layerConfig(model, index);
     const d = cfg.hidden_size;
     const eps = cfg.layer_norm_eps ?? cfg.rms_norm_eps;
     this.input_layernorm = new RMSNorm(d, eps);
-    this.self_attn = buildAttention(cfg, rng, index);
+    this.self_attn = buildAttention(model, rng, index);
     this.post_attention_layernorm = new RMSNorm(d, eps);
-    if (isMoELayer(cfg, index)) {
+    if (isMoELayer(cfg, index) && cfg.ffn_type !== undefined) {
+      this.mlp = null;
+      this.block_sparse_moe = null;
+      this.ffn_block = buildFFN(cfg, cfg.ffn_type, rng, index);
+    } else if (isMoELayer(cfg, index)) {
       this.mlp = null;
       this.block_sparse_moe = new MoELayer(moeLayerConfig(cfg), rng);
       if (cfg.moe_output_bias) this.moe_bias = param([d], 'zeros');
@@ -299,7 +308,11 @@ export class DecoderLayer extends Module {
   }
 
   /** The FFN half of the block on normalised input n [B*T, d]. */
-  ffn(n: Tensor, ctx: RouterContext, jitterEps: number, cmrDropout?: { p: number; rng: Rng }): { y: Tensor; aux?: MoEAux; cmrGate?: Tensor } {
+  ffn(n: Tensor, ctx: RouterContext, jitterEps: number, cmrDropout?: { p: number; rng: Rng }): { y: Tensor; aux?: MoEAux; cmrGate?: Tensor; losses?: Record<string, Tensor> } {
+    if (this.ffn_block) {
+      const r = this.ffn_block.forward(n, ctx);
+      return { y: r.y, losses: r.losses };
+    }
     if (!this.block_sparse_moe) return { y: this.mlp!.forward(n) };
     // Mixtral multiplies the MoE input by U(1-eps, 1+eps) noise in training; router and experts both see it
     const x = ctx.training && jitterEps > 0 ? T.maskMul(n, ctx.rng.fillUniform(new Float32Array(n.size), 1 - jitterEps, 1 + jitterEps)) : n;
@@ -414,6 +427,8 @@ export class MoETransformerLM extends Module {
         : ctx;
       const r = layer.ffn(layer.post_attention_layernorm.forward(h), lctx, c.router_jitter_noise, cmr ? { p: cmr.gate_dropout, rng: ctx.rng } : undefined);
       if (r.aux) aux.push({ layer: i, aux: r.aux });
+      // FFN kinds' own losses, summed over layers under one name each
+      for (const [name, l] of Object.entries(r.losses ?? {})) attnLosses[`ffn.${name}`] = attnLosses[`ffn.${name}`] ? T.add(attnLosses[`ffn.${name}`], l) : l;
       if (r.cmrGate) cmrGates.push(r.cmrGate);
       h = T.add(h, branch(r.y));
     });
@@ -444,6 +459,35 @@ export class MoETransformerLM extends Module {
     return Math.max(0, ...this.moeLayers().map((m) => m.router.consistencyWeight ?? 0));
   }
 
+  /**
+   * Block-coordinate schedules (MAE): any submodule with `trainableAt(step)` names what trains at
+   * this step (`only` these, or all but `freeze`); the gradients of the rest are dropped, so the
+   * optimizer leaves them (and their moments) untouched. Trainers call it between backward and
+   * the optimizer step; a no-op when no module has a schedule.
+   */
+  dropScheduledGradients(step: number): void {
+    const only = new Set<Parameter>();
+    let restrict = false;
+    const freeze = new Set<Parameter>();
+    const visit = (m: Module): void => {
+      const r = (m as { trainableAt?: (step: number) => StepTrainables | null }).trainableAt?.(step);
+      if (r?.only) {
+        restrict = true;
+        for (const p of r.only) only.add(p);
+      }
+      if (r?.freeze) for (const p of r.freeze) freeze.add(p);
+      for (const [, c] of m.namedChildren()) visit(c);
+    };
+    visit(this);
+    if (!restrict && freeze.size === 0) return;
+    for (const p of this.parameters()) {
+      if ((restrict && !only.has(p)) || freeze.has(p)) {
+        p.grad = null;
+        if ('rowGrad' in p) (p as { rowGrad: unknown }).rowGrad = null;
+      }
+    }
+  }
+
   /** Let adaptive routers update after an optimizer step. */
   afterStep(): void {
     for (const m of this.moeLayers()) m.afterStep();
@@ -457,10 +501,13 @@ export class MoETransformerLM extends Module {
   activeParameters(): number {
     const c = this.config;
     let total = 0;
+    for (const l of this.layers) if (l.ffn_block) total += l.ffn_block.activeParameters();
     for (const [name, p] of this.namedParameters()) {
+      if (name.includes('.ffn_block.')) continue;
       if (name.includes('block_sparse_moe') && name.includes('experts') && !name.includes('shared')) {
+        const l = layerConfig(c, Number(/^layers\.(\d+)\./.exec(name)?.[1] ?? 0));
         // k may count zero-compute null experts (k > E): at most every real expert computes
-        total += (p.size / Math.max(1, c.num_local_experts)) * Math.min(c.num_experts_per_tok, c.num_local_experts);
+        total += (p.size / Math.max(1, l.num_local_experts)) * Math.min(l.num_experts_per_tok, l.num_local_experts);
       } else total += p.size;
     }
     return Math.round(total);

@@ -2,3 +2,4 @@
 export * from './module.js';
 export * from './layers.js';
 export * from './optim.js';
+export * from './sparse.js';

@@ -89,7 +89,11 @@ export abstract class Module {
   }
 
   zeroGrad(): void {
-    for (const p of this.parameters()) p.grad = null;
+    for (const p of this.parameters()) {
+      p.grad = null;
+      // row-sparse parameters (src/nn/sparse.ts) keep their gradient beside .grad
+      if ('rowGrad' in p) (p as { rowGrad: unknown }).rowGrad = null;
+    }
   }
 
   train(on = true): this {

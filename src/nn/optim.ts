@@ -1,5 +1,6 @@
 /** AdamW (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization"), gradient clipping, LR schedules. */
 import type { Parameter } from './module.js';
+import { RowSparseParameter } from './sparse.js';
 
 export interface AdamWOptions {
   lr?: number;
@@ -59,6 +60,10 @@ export class AdamW {
     const params = this.params;
     for (let i = 0; i < params.length; i++) {
       const p = params[i];
+      if (p instanceof RowSparseParameter && p.rowGrad) {
+        this.lazyRows(p, s.m[i], s.v[i], bc1, bc2);
+        continue;
+      }
       const g = p.grad;
       if (!g) continue;
       const m = s.m[i];
@@ -79,8 +84,40 @@ export class AdamW {
     }
   }
 
+  /**
+   * AdamW on the touched rows of a row-sparse parameter only (lazy Adam, as TensorFlow's LazyAdam
+   * and PyTorch's SparseAdam): untouched rows keep their weights and moments, and weight decay
+   * reaches a row only in the steps that touch it. O(touched rows), not O(rows).
+   */
+  private lazyRows(p: RowSparseParameter, m: Float32Array, v: Float32Array, bc1: number, bc2: number): void {
+    const { beta1: b1, beta2: b2, eps, lr } = this;
+    const c1 = 1 - b1;
+    const c2 = 1 - b2;
+    const w = p.data;
+    const width = p.width;
+    const { rows, values } = p.rowGrad!;
+    const decay = this.noDecay.has(p) ? 0 : lr * this.weightDecay;
+    for (let r = 0; r < rows.length; r++) {
+      const o = rows[r] * width;
+      const go = r * width;
+      for (let c = 0; c < width; c++) {
+        const j = o + c;
+        const gj = values[go + c];
+        const mj = Math.fround(b1 * m[j] + c1 * gj);
+        const vj = Math.fround(b2 * v[j] + c2 * gj * gj);
+        m[j] = mj;
+        v[j] = vj;
+        const wj = w[j];
+        w[j] = wj - (decay * wj + (lr * (mj / bc1)) / (Math.sqrt(vj / bc2) + eps));
+      }
+    }
+  }
+
   zeroGrad(): void {
-    for (const p of this.params) p.grad = null;
+    for (const p of this.params) {
+      p.grad = null;
+      if (p instanceof RowSparseParameter) p.rowGrad = null;
+    }
   }
 
   getState(): AdamWState {
@@ -102,12 +139,14 @@ export class AdamW {
 
 /** Scale gradients so their global L2 norm is at most maxNorm; returns the norm before clipping. */
 export function clipGradNorm(params: Parameter[], maxNorm: number): number {
+  // row-sparse parameters contribute their touched rows (the others' gradient is zero)
+  const grads = (p: Parameter): Float32Array[] => [...(p.grad ? [p.grad] : []), ...(p instanceof RowSparseParameter && p.rowGrad ? [p.rowGrad.values] : [])];
   let ss = 0;
-  for (const p of params) if (p.grad) for (let i = 0; i < p.grad.length; i++) ss += p.grad[i] * p.grad[i];
+  for (const p of params) for (const g of grads(p)) for (let i = 0; i < g.length; i++) ss += g[i] * g[i];
   const norm = Math.sqrt(ss);
   if (maxNorm > 0 && norm > maxNorm) {
     const f = maxNorm / (norm + 1e-6);
-    for (const p of params) if (p.grad) for (let i = 0; i < p.grad.length; i++) p.grad[i] *= f;
+    for (const p of params) for (const g of grads(p)) for (let i = 0; i < g.length; i++) g[i] *= f;
   }
   return norm;
 }

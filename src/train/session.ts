@@ -101,6 +101,7 @@ export class TrainSession {
     const lv = loss.item();
     if (!Number.isFinite(lv)) throw new TrainingDivergedError(`training diverged: loss is ${lv} at step ${this.step + 1}; lower the learning rate (${tr.lr})`);
     loss.backward();
+    this.model.dropScheduledGradients(this.step);
     const gradNorm = clipGradNorm(this.params, tr.grad_clip);
     if (!Number.isFinite(gradNorm)) throw new TrainingDivergedError(`training diverged: gradient norm is ${gradNorm} at step ${this.step + 1}`);
     this.optimizer.step();

@@ -237,6 +237,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         );
       }
       loss.backward();
+      model.dropScheduledGradients(step);
       const gradNorm = clipGradNorm(params, tr.grad_clip);
       if (!Number.isFinite(gradNorm)) throw new TrainingDivergedError(`training diverged: gradient norm is ${gradNorm} at step ${step + 1}; stopping; ${lastGood()}`);
       opt.step();

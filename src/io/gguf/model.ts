@@ -98,6 +98,8 @@ export function exportGGUF(model: MoETransformerLM, tokenizer: Tokenizer, path: 
   const c = model.config;
   const quant = opts.quant ?? 'f32';
   if (!GGUF_QUANTS.includes(quant)) throw new Error(`gguf export: unknown quantisation "${quant}" (known: ${GGUF_QUANTS.join(', ')})`);
+  if (c.ffn_type !== undefined) throw new Error(`gguf export: ffn_type "${c.ffn_type}" has no GGUF form`);
+  if (c.moe_layer_overrides && Object.keys(c.moe_layer_overrides).length > 0) throw new Error('gguf export: per-layer MoE sizes (moe_layer_overrides) have no GGUF form');
   const spec = chooseArch(c, opts.arch ?? 'auto');
   if (tokenizer.vocabSize > c.vocab_size) throw new Error(`gguf export: tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${c.vocab_size}`);
   const tok = tokenizerMetadata(tokenizer);

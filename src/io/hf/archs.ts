@@ -694,6 +694,9 @@ export function archForModel(c: ModelConfig): ArchSpec {
   const kind = attentionKindOf(c);
   if (!['standard', 'mla', 'jetmoe-moa'].includes(kind))
     throw new HfFormatError(`cannot export as a Hugging Face model: attention_type "${kind}" has no Hugging Face equivalent (supported: standard, mla, jetmoe-moa)`);
+  if (c.ffn_type !== undefined) throw new HfFormatError(`cannot export as a Hugging Face model: ffn_type "${c.ffn_type}" has no Hugging Face equivalent`);
+  if (c.moe_layer_overrides && Object.keys(c.moe_layer_overrides).length > 0)
+    throw new HfFormatError('cannot export as a Hugging Face model: per-layer MoE sizes (moe_layer_overrides) have no Hugging Face equivalent');
   const common = commonReject(c);
   if (common) throw new HfFormatError(`cannot export as a Hugging Face model: ${common}`);
   if (!dense(c)) {

@@ -500,6 +500,53 @@ export function buildProgram(): Command {
       });
     });
 
+  program
+    .command('extend')
+    .description('add experts to a trained MoE for a new domain (MoExtend, PMoE): old experts and the rest frozen, new experts + their router rows trained; writes the run + extend.md/json')
+    .argument('<model>', 'an MoE model (topk router with renormalised weights): run/checkpoint directory, Hugging Face directory or .gguf file')
+    .requiredOption('--out <dir>', 'run directory to write')
+    .requiredOption('--add-experts <n>', 'new experts per MoE layer', intArg('--add-experts'))
+    .requiredOption('--data <sources...>', 'the new domain: corpora the new experts train on (e.g. linux)')
+    .addOption(new Option('--init <how>', 'copy: copies of the experts the router uses most on --data; fresh: random').choices(['copy', 'fresh']).default('copy'))
+    .option('--train-old-router-rows', 'train the old router rows too (default: frozen)')
+    .option('--steps <n>', 'training steps (default 200)', intArg('--steps'))
+    .option(
+      '--lr <x>',
+      "learning rate (default: the run config's)",
+      floatArg('--lr', (x) => x > 0, '> 0'),
+    )
+    .option('--phase-in <n>', 'steps over which the new experts are phased in (default 50)', intArg('--phase-in'))
+    .option('--calibration <n>', 'new-domain windows for choosing the copied experts (default 8)', intArg('--calibration'))
+    .option('--eval-data <sources...>', 'corpora for the before/after table (default: shakespeare wikitext linux)')
+    .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
+    .option('--seed <n>', 'seed', intArg('--seed', 0))
+    .option('--overwrite', 'replace a run already in --out')
+    .addOption(backendOption())
+    .addOption(threadsOption())
+    .action(async (model: string, o) => {
+      const { runExtend } = await import('../adapt/extend.js');
+      const { formatAdaptTable } = await import('../adapt/common.js');
+      await withBackend(o, async () => {
+        const r = await runExtend({
+          model,
+          out: o.out,
+          addExperts: o.addExperts,
+          data: o.data,
+          init: o.init,
+          trainOldRouterRows: Boolean(o.trainOldRouterRows),
+          steps: o.steps,
+          lr: o.lr,
+          phaseInSteps: o.phaseIn,
+          calibration: o.calibration,
+          sources: o.evalData,
+          batches: o.batches,
+          seed: o.seed,
+          overwrite: Boolean(o.overwrite),
+        });
+        process.stdout.write(formatAdaptTable(r) + `\nrun: ${o.out}; table: ${r.files.md}, ${r.files.json}\n`);
+      });
+    });
+
   const peft = program.command('peft').description('LoRA-expert adapters apart from their base: attach an adapter file to a base, or merge shared adapters into the base weights');
   peft
     .command('attach')

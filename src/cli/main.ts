@@ -547,6 +547,43 @@ export function buildProgram(): Command {
       });
     });
 
+  program
+    .command('merge')
+    .description('merge groups of experts into fewer experts (or the whole MoE into a dense FFN) by averaging; writes the run + merge.md/json (before/after)')
+    .argument('<model>', 'an MoE model: run/checkpoint directory, Hugging Face directory or .gguf file')
+    .requiredOption('--out <dir>', 'run directory to write')
+    .option('--experts <n>', 'merged experts per MoE layer', intArg('--experts'))
+    .addOption(new Option('--by <how>', 'grouping: usage (most used experts lead, others join the most similar) or similarity (weight cosine)').choices(['usage', 'similarity']).default('usage'))
+    .option('--groups <list>', 'the same groups in every layer, e.g. "0,1;2,3" (instead of --experts)')
+    .option('--dense', 'merge every MoE layer into one dense FFN')
+    .option('--uniform', 'plain average (default: weighted by router usage on calibration text)')
+    .option('--calibration <n>', 'calibration windows per domain (default 8)', intArg('--calibration'))
+    .option('--data <sources...>', 'corpora for calibration and the table (default: shakespeare wikitext linux)')
+    .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
+    .option('--overwrite', 'replace a run already in --out')
+    .addOption(backendOption())
+    .addOption(threadsOption())
+    .action(async (model: string, o) => {
+      const { runMerge, parseGroups } = await import('../adapt/merge.js');
+      const { formatAdaptTable } = await import('../adapt/common.js');
+      await withBackend(o, async () => {
+        const r = runMerge({
+          model,
+          out: o.out,
+          experts: o.experts,
+          by: o.by,
+          groups: o.groups !== undefined ? parseGroups(String(o.groups)) : undefined,
+          dense: Boolean(o.dense),
+          weighted: !o.uniform,
+          calibration: o.calibration,
+          sources: o.data,
+          batches: o.batches,
+          overwrite: Boolean(o.overwrite),
+        });
+        process.stdout.write(formatAdaptTable(r) + `\nrun: ${o.out}; table: ${r.files.md}, ${r.files.json}\n`);
+      });
+    });
+
   const peft = program.command('peft').description('LoRA-expert adapters apart from their base: attach an adapter file to a base, or merge shared adapters into the base weights');
   peft
     .command('attach')

@@ -584,6 +584,61 @@ export function buildProgram(): Command {
       });
     });
 
+  program
+    .command('distill')
+    .description('distil an MoE teacher into a dense student (FFN initialised from the experts, then KL to the teacher + CE); writes the run + distill.md/json (teacher vs student per domain)')
+    .argument('<teacher>', 'an MoE model: run/checkpoint directory, Hugging Face directory or .gguf file')
+    .requiredOption('--out <dir>', 'run directory of the student')
+    .addOption(
+      new Option('--init <how>', 'student FFN init: gather (router-usage-weighted expert average), uniform (plain average), fresh (random)').choices(['gather', 'uniform', 'fresh']).default('gather'),
+    )
+    .option(
+      '--temperature <t>',
+      'softmax temperature of the KL term (default 2)',
+      floatArg('--temperature', (x) => x > 0, '> 0'),
+    )
+    .option(
+      '--alpha <a>',
+      'weight of the KL term, 1 - alpha on cross-entropy (default 0.5)',
+      floatArg('--alpha', (x) => x >= 0 && x <= 1, 'in [0, 1]'),
+    )
+    .option('--steps <n>', 'training steps (default 200)', intArg('--steps'))
+    .option(
+      '--lr <x>',
+      "learning rate (default: the teacher run config's)",
+      floatArg('--lr', (x) => x > 0, '> 0'),
+    )
+    .option('--train-data <sources...>', "training corpora (default: the teacher run's)")
+    .option('--calibration <n>', 'calibration windows per domain (expert usage, KL report; default 8)', intArg('--calibration'))
+    .option('--data <sources...>', 'corpora for the table (default: shakespeare wikitext linux)')
+    .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
+    .option('--seed <n>', 'seed', intArg('--seed', 0))
+    .option('--overwrite', 'replace a run already in --out')
+    .addOption(backendOption())
+    .addOption(threadsOption())
+    .action(async (teacher: string, o) => {
+      const { runDistill } = await import('../adapt/distill.js');
+      const { formatAdaptTable } = await import('../adapt/common.js');
+      await withBackend(o, async () => {
+        const r = await runDistill({
+          teacher,
+          out: o.out,
+          init: o.init,
+          temperature: o.temperature,
+          alpha: o.alpha,
+          steps: o.steps,
+          lr: o.lr,
+          data: o.trainData,
+          calibration: o.calibration,
+          sources: o.data,
+          batches: o.batches,
+          seed: o.seed,
+          overwrite: Boolean(o.overwrite),
+        });
+        process.stdout.write(formatAdaptTable(r) + `\nrun: ${o.out}; table: ${r.files.md}, ${r.files.json}\n`);
+      });
+    });
+
   const peft = program.command('peft').description('LoRA-expert adapters apart from their base: attach an adapter file to a base, or merge shared adapters into the base weights');
   peft
     .command('attach')

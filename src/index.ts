@@ -35,6 +35,8 @@ export * from './models/transformer.js';
 export * from './models/upcycle.js';
 export * from './models/lora-experts.js';
 export * from './models/prune.js';
+export * from './models/extend.js';
+export * from './models/merge.js';
 export * from './models/attention/index.js';
 // names, not `export *`: these modules also hold Node-only loaders, exported from moe-ts/node
 export { loadTokenizer, createStreamDecoder, ByteTokenizer, BpeTokenizer, GPT2_PATTERN, MAX_BPE_VOCAB } from './data/tokenizer/index.js';

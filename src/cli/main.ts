@@ -438,6 +438,7 @@ export function buildProgram(): Command {
     .option('--shared <n>', 'split: shared experts from the most active neurons (CMoE)', intArg('--shared', 0))
     .option('--calibration <n>', 'split: calibration windows per domain (default 8)', intArg('--calibration'))
     .option('--router <name>', 'router of the new MoE (default topk)')
+    .option('--attention-experts <n>', 'BAM: also upcycle attention into a soft mixture of n attention experts (mix with n = models: one per model)', intArg('--attention-experts'))
     .option('--data <sources...>', 'corpora for the before/after table and calibration (default: shakespeare wikitext linux)')
     .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
     .option('--seed <n>', 'seed of router init, noise and random splits', intArg('--seed', 0), 0)
@@ -458,6 +459,7 @@ export function buildProgram(): Command {
           sharedExperts: o.shared,
           calibration: o.calibration,
           router: o.router,
+          attentionExperts: o.attentionExperts,
           sources: o.data,
           batches: o.batches,
           seed: o.seed,

@@ -4,3 +4,4 @@ export * from './moa.js';
 export * from './moh.js';
 export * from './switchhead.js';
 export * from './jetmoe.js';
+export * from './bam.js';

@@ -173,6 +173,7 @@ export function mergeToDense(model: MoETransformerLM, weights?: ArrayLike<number
   if (c.expert_sizes) fail('heterogeneous expert widths (expert_sizes) are not supported');
   if (c.moe_sub_tokens !== undefined && c.moe_sub_tokens > 1) fail('MH-MoE sub-tokens (moe_sub_tokens) have no dense equivalent');
   if (c.moe_output_bias || c.shared_expert_gate) fail('MoE output biases and gated shared experts are not supported');
+  if (c.conditional_moe_routing) fail('conditional MoE routing (a gated dense branch beside the MoE) is not supported');
   const first = model.layers[moe[0]].block_sparse_moe!;
   if (!(first.experts instanceof FFNExperts)) fail(`expert type "${first.specs.experts.name}" is not a plain FFN bank (w1, w3, w2)`);
   const fe = first.experts.dFF;

@@ -111,3 +111,45 @@ test('training an extension: old experts, old router rows and every other weight
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('moe-ts extend: CLI trains the extension and writes extend.md/json (the untrained row equals the before row)', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const { parseRunConfig } = await import('../../src/models/config.js');
+  const { saveModelRun } = await import('../../src/adapt/common.js');
+  const dir = tmpDir('extend-cli');
+  try {
+    const rc = parseRunConfig({ model: cfg, training: { batch_size: 2, seq_len: 16, eval_batches: 1, eval_interval: 100, save_interval: 100, warmup_steps: 0 } });
+    saveModelRun(path.join(dir, 'moe'), new MoETransformerLM(rc.model, 2), new ByteTokenizer(), rc);
+    const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
+    const args = [
+      'extend',
+      path.join(dir, 'moe'),
+      '--add-experts',
+      '1',
+      '--data',
+      'linux',
+      '--steps',
+      '2',
+      '--eval-data',
+      'shakespeare',
+      '--batches',
+      '1',
+      '--calibration',
+      '1',
+      '--out',
+      path.join(dir, 'ext'),
+    ];
+    const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: { ...process.env, MOE_BACKEND: 'js' } });
+    assert.equal(r.status, 0, r.stderr);
+    const rep = JSON.parse(fs.readFileSync(path.join(dir, 'ext', 'extend.json'), 'utf8'));
+    assert.equal(rep.rows.length, 3);
+    assert.ok(Math.abs(rep.rows[0].loss - rep.rows[1].loss) < 1e-5, `${rep.rows[0].loss} vs ${rep.rows[1].loss}`);
+    assert.equal(rep.sources.length, 2);
+    const bad = spawnSync(process.execPath, [cli, 'extend', path.join(dir, 'moe'), '--add-experts', '0', '--data', 'linux', '--out', path.join(dir, 'x')], { encoding: 'utf8' });
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /--add-experts must be an integer >= 1, got "0"/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

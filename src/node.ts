@@ -42,6 +42,8 @@ export * from './adapt/extend.js';
 export * from './adapt/merge.js';
 export * from './adapt/distill.js';
 export * from './train/distill.js';
+export * from './adapt/analyze.js';
+export * from './adapt/reroute.js';
 export {
   exportGGUF,
   fromGGUF,

@@ -35,6 +35,8 @@ export * from './models/transformer.js';
 export * from './models/upcycle.js';
 export * from './models/lora-experts.js';
 export * from './models/prune.js';
+export * from './models/extend.js';
+export * from './models/merge.js';
 export * from './models/attention/index.js';
 export * from './models/time-moe.js';
 export * from './models/ffn/index.js';

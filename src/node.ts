@@ -41,6 +41,10 @@ export * from './adapt/common.js';
 export * from './adapt/upcycle.js';
 export * from './adapt/peft.js';
 export * from './adapt/prune.js';
+export * from './adapt/extend.js';
+export * from './adapt/merge.js';
+export * from './adapt/distill.js';
+export * from './train/distill.js';
 export * from './adapt/analyze.js';
 export * from './adapt/reroute.js';
 export {

@@ -1,6 +1,6 @@
 /** `moe-ts upcycle`: a dense model (or several) into an MoE run directory, with its before/after table. */
 import { ConfigError } from '../models/config.js';
-import { upcycleDense, splitDense, mixDenseModels, type SplitPlan } from '../models/upcycle.js';
+import { upcycleDense, splitDense, mixDenseModels, upcycleAttention, type SplitPlan } from '../models/upcycle.js';
 import type { MoETransformerLM } from '../models/transformer.js';
 import { loadAnyModel, adaptDataset, measureModel, calibrationWindows, writeAdaptReport, prepareOutDir, saveModelRun, type AdaptReport, type MeasureOptions } from './common.js';
 
@@ -18,6 +18,8 @@ export interface UpcycleRunOptions extends MeasureOptions {
   /** Calibration windows per domain for split-clustered and shared experts (default 8). */
   calibration?: number;
   router?: string;
+  /** BAM: also turn every attention into a soft mixture of this many attention experts (mix with one per model: expert e = model e's attention). */
+  attentionExperts?: number;
   seed?: number;
   overwrite?: boolean;
 }
@@ -57,6 +59,12 @@ export function runUpcycle(o: UpcycleRunOptions): AdaptReport & { checkpoint: st
     model = r.model;
     plan = r.plan;
     summary = `FFN splitting (LLaMA-MoE, 2023; ${S > 0 ? 'shared experts from the most active neurons as in CMoE, 2025; ' : ''}${method}${method === 'clustered' ? ' by activation profile on ' + calibration!.length + ' calibration windows' : ''}): ${E} routed experts of width ${model.config.moe_intermediate_size}${S > 0 ? ` + ${S} shared` : ''}, top-${model.config.num_experts_per_tok}.`;
+  }
+  if (o.attentionExperts !== undefined) {
+    const n = o.attentionExperts;
+    const perModel = o.method === 'mix' && n === loaded.length;
+    model = upcycleAttention(model, n, perModel ? loaded.map((l) => l.model) : undefined);
+    summary += ` BAM (2024): every attention a soft mixture of ${n} attention experts (${perModel ? 'expert e = attention of model e' : 'copies of the dense attention'}), router at zero.`;
   }
   model.eval();
   const rows = [...loaded.map((l, i) => measureModel(loaded.length > 1 ? `dense ${i}` : 'dense (before)', l.model, data, batches)), measureModel('MoE (after)', model, data, batches)];

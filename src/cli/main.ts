@@ -488,6 +488,7 @@ export function buildProgram(): Command {
     .option('--shared <n>', 'split: shared experts from the most active neurons (CMoE)', intArg('--shared', 0))
     .option('--calibration <n>', 'split: calibration windows per domain (default 8)', intArg('--calibration'))
     .option('--router <name>', 'router of the new MoE (default topk)')
+    .option('--attention-experts <n>', 'BAM: also upcycle attention into a soft mixture of n attention experts (mix with n = models: one per model)', intArg('--attention-experts'))
     .option('--data <sources...>', 'corpora for the before/after table and calibration (default: shakespeare wikitext linux)')
     .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
     .option('--seed <n>', 'seed of router init, noise and random splits', intArg('--seed', 0), 0)
@@ -508,6 +509,7 @@ export function buildProgram(): Command {
           sharedExperts: o.shared,
           calibration: o.calibration,
           router: o.router,
+          attentionExperts: o.attentionExperts,
           sources: o.data,
           batches: o.batches,
           seed: o.seed,
@@ -546,6 +548,145 @@ export function buildProgram(): Command {
       const { formatAdaptTable } = await import('../adapt/common.js');
       await withBackend(o, async () => {
         const r = runPrune({ model, out: o.out, fractions, save: o.save, calibration: o.calibration, sources: o.data, batches: o.batches, overwrite: Boolean(o.overwrite) });
+        process.stdout.write(formatAdaptTable(r) + `\nrun: ${o.out}; table: ${r.files.md}, ${r.files.json}\n`);
+      });
+    });
+
+  program
+    .command('extend')
+    .description('add experts to a trained MoE for a new domain (MoExtend, PMoE): old experts and the rest frozen, new experts + their router rows trained; writes the run + extend.md/json')
+    .argument('<model>', 'an MoE model (topk router with renormalised weights): run/checkpoint directory, Hugging Face directory or .gguf file')
+    .requiredOption('--out <dir>', 'run directory to write')
+    .requiredOption('--add-experts <n>', 'new experts per MoE layer', intArg('--add-experts'))
+    .requiredOption('--data <sources...>', 'the new domain: corpora the new experts train on (e.g. linux)')
+    .addOption(new Option('--init <how>', 'copy: copies of the experts the router uses most on --data; fresh: random').choices(['copy', 'fresh']).default('copy'))
+    .option('--train-old-router-rows', 'train the old router rows too (default: frozen)')
+    .option('--steps <n>', 'training steps (default 200)', intArg('--steps'))
+    .option(
+      '--lr <x>',
+      "learning rate (default: the run config's)",
+      floatArg('--lr', (x) => x > 0, '> 0'),
+    )
+    .option('--phase-in <n>', 'steps over which the new experts are phased in (default 50)', intArg('--phase-in'))
+    .option('--calibration <n>', 'new-domain windows for choosing the copied experts (default 8)', intArg('--calibration'))
+    .option('--eval-data <sources...>', 'corpora for the before/after table (default: shakespeare wikitext linux)')
+    .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
+    .option('--seed <n>', 'seed', intArg('--seed', 0))
+    .option('--overwrite', 'replace a run already in --out')
+    .addOption(backendOption())
+    .addOption(threadsOption())
+    .action(async (model: string, o) => {
+      const { runExtend } = await import('../adapt/extend.js');
+      const { formatAdaptTable } = await import('../adapt/common.js');
+      await withBackend(o, async () => {
+        const r = await runExtend({
+          model,
+          out: o.out,
+          addExperts: o.addExperts,
+          data: o.data,
+          init: o.init,
+          trainOldRouterRows: Boolean(o.trainOldRouterRows),
+          steps: o.steps,
+          lr: o.lr,
+          phaseInSteps: o.phaseIn,
+          calibration: o.calibration,
+          sources: o.evalData,
+          batches: o.batches,
+          seed: o.seed,
+          overwrite: Boolean(o.overwrite),
+        });
+        process.stdout.write(formatAdaptTable(r) + `\nrun: ${o.out}; table: ${r.files.md}, ${r.files.json}\n`);
+      });
+    });
+
+  program
+    .command('merge')
+    .description('merge groups of experts into fewer experts (or the whole MoE into a dense FFN) by averaging; writes the run + merge.md/json (before/after)')
+    .argument('<model>', 'an MoE model: run/checkpoint directory, Hugging Face directory or .gguf file')
+    .requiredOption('--out <dir>', 'run directory to write')
+    .option('--experts <n>', 'merged experts per MoE layer', intArg('--experts'))
+    .addOption(new Option('--by <how>', 'grouping: usage (most used experts lead, others join the most similar) or similarity (weight cosine)').choices(['usage', 'similarity']).default('usage'))
+    .option('--groups <list>', 'the same groups in every layer, e.g. "0,1;2,3" (instead of --experts)')
+    .option('--dense', 'merge every MoE layer into one dense FFN')
+    .option('--uniform', 'plain average (default: weighted by router usage on calibration text)')
+    .option('--calibration <n>', 'calibration windows per domain (default 8)', intArg('--calibration'))
+    .option('--data <sources...>', 'corpora for calibration and the table (default: shakespeare wikitext linux)')
+    .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
+    .option('--overwrite', 'replace a run already in --out')
+    .addOption(backendOption())
+    .addOption(threadsOption())
+    .action(async (model: string, o) => {
+      const { runMerge, parseGroups } = await import('../adapt/merge.js');
+      const { formatAdaptTable } = await import('../adapt/common.js');
+      await withBackend(o, async () => {
+        const r = runMerge({
+          model,
+          out: o.out,
+          experts: o.experts,
+          by: o.by,
+          groups: o.groups !== undefined ? parseGroups(String(o.groups)) : undefined,
+          dense: Boolean(o.dense),
+          weighted: !o.uniform,
+          calibration: o.calibration,
+          sources: o.data,
+          batches: o.batches,
+          overwrite: Boolean(o.overwrite),
+        });
+        process.stdout.write(formatAdaptTable(r) + `\nrun: ${o.out}; table: ${r.files.md}, ${r.files.json}\n`);
+      });
+    });
+
+  program
+    .command('distill')
+    .description('distil an MoE teacher into a dense student (FFN initialised from the experts, then KL to the teacher + CE); writes the run + distill.md/json (teacher vs student per domain)')
+    .argument('<teacher>', 'an MoE model: run/checkpoint directory, Hugging Face directory or .gguf file')
+    .requiredOption('--out <dir>', 'run directory of the student')
+    .addOption(
+      new Option('--init <how>', 'student FFN init: gather (router-usage-weighted expert average), uniform (plain average), fresh (random)').choices(['gather', 'uniform', 'fresh']).default('gather'),
+    )
+    .option(
+      '--temperature <t>',
+      'softmax temperature of the KL term (default 2)',
+      floatArg('--temperature', (x) => x > 0, '> 0'),
+    )
+    .option(
+      '--alpha <a>',
+      'weight of the KL term, 1 - alpha on cross-entropy (default 0.5)',
+      floatArg('--alpha', (x) => x >= 0 && x <= 1, 'in [0, 1]'),
+    )
+    .option('--steps <n>', 'training steps (default 200)', intArg('--steps'))
+    .option(
+      '--lr <x>',
+      "learning rate (default: the teacher run config's)",
+      floatArg('--lr', (x) => x > 0, '> 0'),
+    )
+    .option('--train-data <sources...>', "training corpora (default: the teacher run's)")
+    .option('--calibration <n>', 'calibration windows per domain (expert usage, KL report; default 8)', intArg('--calibration'))
+    .option('--data <sources...>', 'corpora for the table (default: shakespeare wikitext linux)')
+    .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
+    .option('--seed <n>', 'seed', intArg('--seed', 0))
+    .option('--overwrite', 'replace a run already in --out')
+    .addOption(backendOption())
+    .addOption(threadsOption())
+    .action(async (teacher: string, o) => {
+      const { runDistill } = await import('../adapt/distill.js');
+      const { formatAdaptTable } = await import('../adapt/common.js');
+      await withBackend(o, async () => {
+        const r = await runDistill({
+          teacher,
+          out: o.out,
+          init: o.init,
+          temperature: o.temperature,
+          alpha: o.alpha,
+          steps: o.steps,
+          lr: o.lr,
+          data: o.trainData,
+          calibration: o.calibration,
+          sources: o.data,
+          batches: o.batches,
+          seed: o.seed,
+          overwrite: Boolean(o.overwrite),
+        });
         process.stdout.write(formatAdaptTable(r) + `\nrun: ${o.out}; table: ${r.files.md}, ${r.files.json}\n`);
       });
     });

@@ -385,3 +385,32 @@ export function mixDenseModels(models: MoETransformerLM[], opts: UpcycleRouting 
   });
   return moe;
 }
+
+/**
+ * BAM attention upcycling (BAM! Just Like That: Simple and Efficient Parameter Upcycling for
+ * Mixture of Experts, 2024): every layer's attention becomes a soft mixture of `experts` full
+ * attention experts (attention_type 'bam'). Expert e copies the attention of `sources[e]` (several
+ * dense models, Branch-Train-MiX style) or, by default, of `model` itself; everything else is
+ * `model`'s. The router starts at zero (uniform weights), so with copies of one attention the
+ * upcycled model computes exactly what `model` computes.
+ */
+export function upcycleAttention(model: MoETransformerLM, experts: number, sources?: MoETransformerLM[]): MoETransformerLM {
+  const where = 'upcycle --attention-experts';
+  if (!Number.isInteger(experts) || experts < 1) fail(where, `experts must be a positive integer, got ${experts}`);
+  const c = model.config;
+  const kind = c.attention_type ?? (c.kv_lora_rank !== undefined ? 'mla' : 'standard');
+  if (kind !== 'standard') fail(where, `the source attention must be standard multi-head attention, got attention_type "${kind}"`);
+  if (sources && sources.length !== experts) fail(where, `one source model per attention expert: ${experts} experts, ${sources.length} models`);
+  const out = new MoETransformerLM(parseModelConfig({ ...c, attention_type: 'bam', attention_options: { experts } }, 'BAM model config'), 0);
+  const own = model.stateDict();
+  const srcs = (sources ?? [model]).map((s) => s.stateDict());
+  for (const [name, t] of out.stateDict()) {
+    const m = /^layers\.(\d+)\.self_attn\.(experts\.(\d+)\.|router\.)(.*)$/.exec(name);
+    if (m && m[2] === 'router.') continue; // zero init: uniform mixture
+    const from = m ? `layers.${m[1]}.self_attn.${m[4]}` : name;
+    const s = (m ? srcs[sources ? Number(m[3]) : 0] : own).get(from);
+    if (!s || s.data.length !== t.data.length) fail(where, `tensor ${name} has no counterpart ${from} of the same size in the source model`);
+    t.data.set(s.data);
+  }
+  return out.train(model.training);
+}

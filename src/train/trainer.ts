@@ -9,7 +9,8 @@ import * as path from 'node:path';
 import { Rng } from '../tensor/random.js';
 import { add, scale } from '../tensor/index.js';
 import { AdamW, clipGradNorm, type Parameter } from '../nn/index.js';
-import { MoETransformerLM, lmLoss, symmetricKL } from '../models/transformer.js';
+import { MoETransformerLM, lmLoss, symmetricKL, type ForwardResult } from '../models/transformer.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { parseModelConfig, type RunConfig } from '../models/config.js';
 import { buildTokenizer, buildDataset } from '../data/build.js';
 import { loadCorpusSplits } from '../data/corpus.js';
@@ -52,7 +53,27 @@ export interface TrainEvents {
   onCheckpoint?(dir: string, step: number): void;
 }
 
+/**
+ * Generic hooks for adaptation runs (moe-ts extend, distill): which parameter entries train and
+ * what a step minimises. The loop never names a method; each command supplies its own hooks.
+ */
+export interface TrainHooks {
+  /**
+   * Per named parameter: true trains it, false freezes it, a 0/1 mask of its size freezes the
+   * entries where it is 0 (their gradients are zeroed before clipping and their values restored
+   * after each update, so weight decay cannot move them). Absent: every parameter (PEFT: adapters only).
+   */
+  trainable?(name: string, p: Parameter): boolean | Uint8Array;
+  /** The loss a step minimises instead of cross-entropy + router losses; `metrics` are logged with the aux losses. */
+  objective?(o: { inputs: Int32Array; targets: Int32Array; batchSize: number; seqLen: number; step: number; result: ForwardResult; loss: Tensor; ce: Tensor }): {
+    loss: Tensor;
+    metrics?: Record<string, number>;
+  };
+}
+
 export interface TrainOptions {
+  /** What trains and what is minimised (adaptation commands); absent: the plain run. */
+  hooks?: TrainHooks;
   /** On resume: optional, default the run's own config (its model must match the checkpoint). */
   config?: RunConfig;
   outDir: string;
@@ -119,7 +140,20 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const tr = cfg.training;
   const model = new MoETransformerLM(cfg.model, tr.seed);
   // PEFT: the base stays frozen; only adapter tensors (and so their routers) reach the optimizer
-  const params = cfg.model.peft ? model.namedParameters().flatMap(([n, p]) => (isAdapterTensor(n) ? [p] : [])) : model.parameters();
+  const basePick = (n: string): boolean => !cfg.model.peft || isAdapterTensor(n);
+  const masks: { p: Parameter; mask: Uint8Array; frozen: Float32Array }[] = [];
+  const params: Parameter[] = [];
+  for (const [n, p] of model.namedParameters()) {
+    const t = opts.hooks?.trainable ? opts.hooks.trainable(n, p) : basePick(n);
+    if (t === false) continue;
+    if (t !== true) {
+      if (t.length !== p.size) throw new Error(`train hooks: trainable mask of ${n} has ${t.length} entries, the parameter ${p.size}`);
+      if (!t.some((v) => v !== 0)) continue;
+      masks.push({ p, mask: t, frozen: new Float32Array(0) });
+    }
+    params.push(p);
+  }
+  if (params.length === 0) throw new Error('train: no parameter is trainable (hooks.trainable froze everything)');
   const consistency = model.consistencyWeight();
   const noDecay = new Set<Parameter>(
     model
@@ -153,6 +187,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     writeJsonAtomicSync(path.join(out, 'config.json'), cfg);
     saveTokenizer(path.join(out, 'tokenizer.json'), tokenizer!);
   }
+  // frozen entries of partly trainable tensors, as loaded: restored after every update
+  for (const m of masks) m.frozen = m.p.data.slice();
   const tok = tokenizer!;
   const lastGood = (): string => (savedStep === null ? `no checkpoint was saved yet (save_interval ${tr.save_interval})` : `the last good checkpoint (step ${savedStep}) is kept in ${out}`);
 
@@ -220,6 +256,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const first = lmLoss(res, batch.targets);
       let { loss, ce } = first;
       const auxLosses = first.auxLosses;
+      if (opts.hooks?.objective) {
+        const o = opts.hooks.objective({ inputs: batch.inputs, targets: batch.targets, batchSize: batch.batchSize, seqLen: batch.seqLen, step, result: res, loss, ce });
+        loss = o.loss;
+        Object.assign(auxLosses, o.metrics ?? {});
+      }
       if (consistency > 0) {
         // a router asked for two passes (different randomness) and a consistency loss between them
         const res2 = model.forward(batch.inputs, batch.batchSize, batch.seqLen, { ctx: { training: true, step, totalSteps: tr.steps, rng }, dropoutRng: rng });
@@ -238,9 +279,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       }
       loss.backward();
       model.dropScheduledGradients(step);
+      for (const { p, mask } of masks) if (p.grad) for (let i = 0; i < mask.length; i++) if (mask[i] === 0) p.grad[i] = 0;
       const gradNorm = clipGradNorm(params, tr.grad_clip);
       if (!Number.isFinite(gradNorm)) throw new TrainingDivergedError(`training diverged: gradient norm is ${gradNorm} at step ${step + 1}; stopping; ${lastGood()}`);
       opt.step();
+      for (const { p, mask, frozen } of masks) for (let i = 0; i < mask.length; i++) if (mask[i] === 0) p.data[i] = frozen[i];
       opt.zeroGrad();
       model.afterStep();
       step++;

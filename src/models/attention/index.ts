@@ -5,3 +5,4 @@ export * from './moh.js';
 export * from './switchhead.js';
 export * from './jetmoe.js';
 export * from './mae.js';
+export * from './bam.js';

@@ -155,6 +155,12 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
   const Vt = tokenizer.vocabSize;
   const stopIds = new Set<number>(Array.from(opts.stopTokenIds ?? []));
 
+  const mod = model.config.mixture_of_depths;
+  if (mod && model.depthCaps.some((x) => x < 1)) {
+    // top-k over a sequence needs its future: only the per-token causal rule decodes token by token
+    if (mod.inference !== 'causal') throw new Error('generate: mixture_of_depths.inference "topk" is not causal; generate with inference "causal" (the trained per-token rule)');
+    if (opts.traceRouting) throw new Error('generate: traceRouting does not cover mixture_of_depths models (a routed layer sees only its chosen tokens)');
+  }
   const want = opts.engine ?? 'auto';
   if (!(want instanceof DecodeEngine) && !['auto', 'fast', 'eager'].includes(want)) {
     throw new Error(`generate: engine must be "auto", "fast", "eager" or a DecodeEngine, got ${JSON.stringify(want)}`);

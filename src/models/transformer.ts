@@ -19,7 +19,8 @@ import { ropeParams, type RopeParams } from './rope.js';
 import { MLAttention, repeatHeads } from './mla.js';
 import { checkMemory } from './memory.js';
 import { attachLoraExperts } from './lora-experts.js';
-import { attentionRegistry, buildAttention, defineAttention, type AttentionModule } from './attention/index.js';
+import { depthCapacities, depthTokens, depthWeight, selectTopK, selectCausal, bceWithLogits, detach, DepthPredictor } from './depth.js';
+import { attentionRegistry, buildAttention, defineAttention, type AttentionModule, type AttentionCacheEntry } from './attention/index.js';
 
 /** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
 export interface KVCache {
@@ -86,10 +87,15 @@ export class Attention extends Module {
   }
 
   /** x [B*T, d] -> [B*T, d]; with a cache, keys/values of earlier positions are reused and extended. */
-  forward(x: Tensor, B: number, Tn: number, cache?: { k: Tensor | undefined; v: Tensor | undefined; offset: number }): { y: Tensor; k: Tensor; v: Tensor; q?: Tensor } {
+  forward(x: Tensor, B: number, Tn: number, cache?: AttentionCacheEntry): { y: Tensor; k: Tensor; v: Tensor; q?: Tensor } {
     const H = this.heads;
     const KV = this.kvHeads;
-    const rope = { offset: cache?.offset ?? 0, theta: this.cfg.rope_theta, ...(this.rope ? { invFreq: this.rope.invFreq, scale: this.rope.scale } : {}) };
+    const rope = {
+      offset: cache?.offset ?? 0,
+      theta: this.cfg.rope_theta,
+      ...(this.rope ? { invFreq: this.rope.invFreq, scale: this.rope.scale } : {}),
+      ...(cache?.positions ? { positions: cache.positions } : {}),
+    };
     let qx = this.q_proj.forward(x);
     let kx = this.k_proj.forward(x);
     if (this.q_norm && this.k_norm) {
@@ -262,6 +268,9 @@ export class DecoderLayer extends Module {
   block_sparse_moe: MoELayer | null;
   /** Bias [d] added to the MoE output (moe_output_bias, JetMoE). */
   moe_bias: Parameter | null = null;
+  /** Mixture-of-Depths router (a linear router on a routed layer) and causal predictor (src/models/depth.ts). */
+  depth_router: Linear | null = null;
+  depth_predictor: DepthPredictor | null = null;
   /** Qwen2-MoE's gated shared expert (only with shared_expert_gate; else shared experts live in the MoE layer). */
   shared_expert: DenseFFN | null = null;
   shared_expert_gate: Linear | null = null;
@@ -319,6 +328,15 @@ export interface ForwardResult {
   aux: { layer: number; aux: MoEAux }[];
   /** Losses over all layers at once (already scaled), e.g. the all-layers Switch loss. */
   losses: Record<string, Tensor>;
+  /** Mixture-of-Depths: the rows each routed layer ran its block on, in layer order. */
+  depth?: DepthRecord[];
+}
+
+/** The rows (of the forward's B*T) a Mixture-of-Depths layer processed. */
+export interface DepthRecord {
+  layer: number;
+  rows: Int32Array;
+  tokens: number;
 }
 
 export class MoETransformerLM extends Module {
@@ -326,6 +344,10 @@ export class MoETransformerLM extends Module {
   layers: DecoderLayer[];
   norm: RMSNorm;
   lm_head: Linear | null;
+  /** gamma-MoD's one 2-way depth router, shared by every routed layer. */
+  depth_router_shared: Linear | null = null;
+  /** Capacity of each layer (1: a full block; below 1: a Mixture-of-Depths layer). */
+  readonly depthCaps: number[];
   constructor(
     readonly config: ModelConfig,
     seed: number,
@@ -339,6 +361,20 @@ export class MoETransformerLM extends Module {
     for (let i = 0; i < c.num_hidden_layers; i++) this.layers.push(new DecoderLayer(c, i, rng));
     this.norm = new RMSNorm(c.hidden_size, c.rms_norm_eps);
     this.lm_head = c.tie_word_embeddings ? null : new Linear(c.hidden_size, c.vocab_size, rng, { std: c.initializer_range });
+    this.depthCaps = depthCapacities(c);
+    const mod = c.mixture_of_depths;
+    if (mod && this.depthCaps.some((x) => x < 1)) {
+      // own RNG stream: the rest of the init is the same with or without depth routing (Router-Tuning loads a base into it)
+      const drng = new Rng(seed ^ 0xde97);
+      const d = c.hidden_size;
+      if (mod.router === 'gamma') this.depth_router_shared = new Linear(d, 2, drng, { std: c.initializer_range, bias: false });
+      this.layers.forEach((l, i) => {
+        if (this.depthCaps[i] >= 1) return;
+        if (!(l.self_attn instanceof Attention)) throw new ConfigError(`model config: mixture_of_depths needs attention_type "standard" (layer ${i} has ${l.self_attn.constructor.name})`);
+        if (mod.router === 'linear') l.depth_router = new Linear(d, 1, drng, { std: c.initializer_range, bias: false });
+        if (mod.causal === 'predictor') l.depth_predictor = new DepthPredictor(d, mod.predictor_hidden, drng);
+      });
+    }
     // adapters after the base (own RNG stream): the base init is the same with or without them
     if (c.peft) attachLoraExperts(this.layers, c.peft, new Rng(seed ^ 0x10a4));
   }
@@ -369,9 +405,16 @@ export class MoETransformerLM extends Module {
     const ctx: RouterContext = { ...opts.ctx, tokenIds: ids, state: new Map(), batchShape: { batch: B, seqLen: Tn }, embeddings: h };
     const attnLosses: Record<string, Tensor> = {};
     const attnRouters: RouterOutput[] = [];
-    this.layers.forEach((layer, i) => {
-      const cache = opts.cache;
-      const a = layer.self_attn.forward(layer.input_layernorm.forward(h), B, Tn, cache ? { k: cache.k[i], v: cache.v[i], offset: past } : undefined, ctx);
+    const depthLosses: Tensor[] = [];
+    const depth: DepthRecord[] = [];
+    const cache = opts.cache;
+    /**
+     * One block on rows x ([Bb * Tb] of d): attention (its keys/values cached under layer i), then
+     * the FFN. Returns x after attention and both residual updates; `pastRows` are the rows
+     * already in this layer's cache.
+     */
+    const block = (layer: DecoderLayer, i: number, x: Tensor, Bb: number, Tb: number, entry: AttentionCacheEntry | undefined, bctx: RouterContext, pastRows: number) => {
+      const a = layer.self_attn.forward(layer.input_layernorm.forward(x), Bb, Tb, entry, bctx);
       // attention experts' balancing losses, summed over layers under one name each
       for (const [name, l] of Object.entries(a.losses ?? {})) attnLosses[`attention.${name}`] = attnLosses[`attention.${name}`] ? T.add(attnLosses[`attention.${name}`], l) : l;
       if (a.router) attnRouters.push(a.router);
@@ -379,7 +422,8 @@ export class MoETransformerLM extends Module {
         cache.k[i] = a.k;
         cache.v[i] = a.v;
       }
-      h = T.add(h, branch(a.y));
+      const da = branch(a.y);
+      const x2 = T.add(x, da);
       // attention-derived token importance, only for routers that declare they read it (DA-MoE)
       const aq = (a as { q?: Tensor }).q;
       const heads = (layer.self_attn as { heads?: number }).heads;
@@ -387,20 +431,29 @@ export class MoETransformerLM extends Module {
       const wantsImportance = aq !== undefined && heads !== undefined && aq.ndim === 4 && layer.block_sparse_moe?.specs.router.traits.context?.includes('tokenImportance');
       const lctx = wantsImportance
         ? {
-            ...ctx,
+            ...bctx,
             tokenImportance: attentionImportance(
               aq,
               T.noGrad(() => repeatHeads(a.k, heads)),
-              past,
+              pastRows,
             ),
           }
-        : ctx;
-      const r = layer.ffn(layer.post_attention_layernorm.forward(h), lctx, c.router_jitter_noise);
+        : bctx;
+      const r = layer.ffn(layer.post_attention_layernorm.forward(x2), lctx, c.router_jitter_noise);
       if (r.aux) aux.push({ layer: i, aux: r.aux });
-      h = T.add(h, branch(r.y));
+      return { x2, da, df: branch(r.y) };
+    };
+    this.layers.forEach((layer, i) => {
+      if (this.depthCaps[i] < 1) {
+        h = this.depthLayer(layer, i, h, B, Tn, past, cache, ids, ctx, block, depthLosses, depth);
+        return;
+      }
+      const { x2, df } = block(layer, i, h, B, Tn, cache ? { k: cache.k[i], v: cache.v[i], offset: past } : undefined, ctx, past);
+      h = T.add(x2, df);
     });
     if (opts.cache) opts.cache.length = past + Tn;
     const losses: Record<string, Tensor> = { ...attnLosses };
+    if (depthLosses.length) losses['depth.causal'] = depthLosses.reduce((x, y) => T.add(x, y));
     if (c.aux_loss_normalization === 'all-layers-tokens' && c.router_aux_loss_coef > 0 && aux.length > 0) {
       // routed attention (JetMoE) joins the one Hugging Face loss when its expert count matches, else gets its own
       const E = c.num_local_experts;
@@ -412,7 +465,88 @@ export class MoETransformerLM extends Module {
     h = this.norm.forward(h);
     let logits = this.lm_head ? this.lm_head.forward(h) : T.linear(h, this.embed_tokens.weight);
     if (c.logits_scaling !== 1) logits = T.scale(logits, 1 / c.logits_scaling);
-    return { logits, aux, losses };
+    return { logits, aux, losses, ...(depth.length ? { depth } : {}) };
+  }
+
+  /**
+   * A Mixture-of-Depths layer (src/models/depth.ts): route, run the block on the chosen rows at
+   * their own positions, add the weighted update back. Sequences with equal counts run as one
+   * batch; a causal selection with unequal counts runs sequence by sequence.
+   */
+  private depthLayer(
+    layer: DecoderLayer,
+    i: number,
+    h: Tensor,
+    B: number,
+    Tn: number,
+    past: number,
+    cache: KVCache | undefined,
+    ids: Int32Array,
+    ctx: RouterContext,
+    block: (layer: DecoderLayer, i: number, x: Tensor, Bb: number, Tb: number, entry: AttentionCacheEntry | undefined, bctx: RouterContext, pastRows: number) => { x2: Tensor; da: Tensor; df: Tensor },
+    losses: Tensor[],
+    records: DepthRecord[],
+  ): Tensor {
+    const m = this.config.mixture_of_depths!;
+    const n = B * Tn;
+    const gamma = m.router === 'gamma';
+    const rin = gamma ? layer.input_layernorm.forward(h) : h;
+    let z: Tensor;
+    let w: Tensor;
+    if (gamma) {
+      const l = this.depth_router_shared!.forward(rin);
+      w = T.slice(T.softmax(l, -1), 1, 1, 2);
+      z = T.sub(T.slice(l, 1, 1, 2), T.slice(l, 1, 0, 1));
+    } else {
+      z = layer.depth_router!.forward(rin);
+      w = depthWeight(z, m);
+    }
+    const pred = layer.depth_predictor ? layer.depth_predictor.forward(detach(rin)) : null;
+    const rule = pred ?? z;
+    const topk = this.training || m.inference === 'topk';
+    const sel = topk ? selectTopK(z.data, B, Tn, depthTokens(this.depthCaps[i], Tn)) : selectCausal(rule.data, B, Tn);
+    if (this.training && m.aux_loss_coef > 0) {
+      const target = new Float32Array(n);
+      for (const r of sel.rows) target[r] = 1;
+      losses.push(T.scale(bceWithLogits(rule, target), m.aux_loss_coef));
+    }
+    records.push({ layer: i, rows: sel.rows, tokens: n });
+    let out = h;
+    if (m.symmetric) {
+      // p-MoD STRing: skipped rows scaled by their weight too, h + (w - 1) h
+      const chosen = new Uint8Array(n);
+      for (const r of sel.rows) chosen[r] = 1;
+      const skip = Int32Array.from({ length: n }, (_, r) => r).filter((r) => !chosen[r]);
+      if (skip.length) out = T.add(out, T.combineRows(T.gatherRows(h, skip), skip, n, T.affine(T.gatherRows(w, skip), 1, -1)));
+    }
+    if (sel.rows.length === 0) return out;
+    if (cache && B > 1) throw new Error(`forward: a KV cache with mixture_of_depths needs batch 1, got ${B}`);
+    const equal = sel.counts.every((k) => k === sel.counts[0]);
+    const groups: { rows: Int32Array; Bb: number; Tb: number }[] = [];
+    if (equal) groups.push({ rows: sel.rows, Bb: B, Tb: sel.counts[0] });
+    else {
+      let off = 0;
+      for (let b = 0; b < B; b++) {
+        if (sel.counts[b] > 0) groups.push({ rows: sel.rows.subarray(off, off + sel.counts[b]), Bb: 1, Tb: sel.counts[b] });
+        off += sel.counts[b];
+      }
+    }
+    for (const g of groups) {
+      const positions = Int32Array.from(g.rows, (r) => past + (r % Tn));
+      const pastRows = cache?.k[i]?.shape[2] ?? 0;
+      const entry: AttentionCacheEntry = cache ? { k: cache.k[i], v: cache.v[i], offset: pastRows, positions } : { k: undefined, v: undefined, offset: 0, positions };
+      const bctx: RouterContext = {
+        ...ctx,
+        tokenIds: Int32Array.from(g.rows, (r) => ids[r]),
+        batchShape: { batch: g.Bb, seqLen: g.Tb },
+        ...(ctx.embeddings ? { embeddings: T.gatherRows(ctx.embeddings, g.rows) } : {}),
+      };
+      const { da, df } = block(layer, i, T.gatherRows(h, g.rows), g.Bb, g.Tb, entry, bctx, pastRows);
+      const wg = T.gatherRows(w, g.rows);
+      // gamma-MoD weighs the FFN update only; MoD the whole block's
+      out = gamma ? T.add(T.add(out, T.scatterRows(da, g.rows, n)), T.combineRows(df, g.rows, n, wg)) : T.add(out, T.combineRows(T.add(da, df), g.rows, n, wg));
+    }
+    return out;
   }
 
   /** The largest two-pass consistency coefficient any router asks for (0: one pass per step). */

@@ -18,6 +18,11 @@ export interface AttentionCacheEntry {
   v: Tensor | undefined;
   /** Tokens already in the cache (the RoPE offset of the new ones). */
   offset: number;
+  /**
+   * Absolute positions of the new rows ([B*T]) when they are not offset + t: rows gathered from
+   * longer sequences (Mixture-of-Depths blocks). Only the standard kind reads it.
+   */
+  positions?: Int32Array;
 }
 
 /** An attention layer's output: y [B*T, d], the keys/values to cache, and any auxiliary losses (already scaled). */

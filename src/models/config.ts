@@ -128,6 +128,17 @@ export const ModelConfigSchema = z
     router_losses: z.record(z.string(), nonNeg).default({}),
     hidden_dropout: z.number().min(0).lt(1).default(0),
     /**
+     * MoEUT layer grouping (Csordás et al. 2024): G distinct layers, repeated num_hidden_layers / G
+     * times; layer i uses the parameters of layer i mod G (a universal transformer for G = 1).
+     */
+    layer_groups: posInt.optional(),
+    /**
+     * Where the block norms sit: 'pre' (pre-LN, every sublayer input normalised) or 'peri'
+     * (MoEUT's peri-layernorm: only inputs of projections followed by a softmax or sigmoid, i.e.
+     * queries, keys and routers, are normalised; values and experts read the raw residual stream).
+     */
+    norm_placement: z.enum(['pre', 'peri']).default('pre'),
+    /**
      * Mixture-of-Depths (Raposo et al. 2024; src/models/depth.ts): on the chosen layers a router
      * sends the top `capacity` fraction of each sequence's tokens through the block, the rest skip
      * it through the residual. Absent: every token runs every block.
@@ -236,6 +247,10 @@ export const ModelConfigSchema = z
     if (c.peft && c.peft.experts === 0 && c.peft.shared === 0 && !c.peft.experts_per_layer?.some((n) => n > 0)) {
       ctx.addIssue({ code: 'custom', path: ['peft', 'experts'], message: 'must be positive (or peft.shared), else there is nothing to train' });
     }
+    if (c.layer_groups !== undefined && c.num_hidden_layers % c.layer_groups !== 0)
+      ctx.addIssue({ code: 'custom', path: ['layer_groups'], message: `must divide num_hidden_layers (${c.num_hidden_layers}), got ${c.layer_groups}` });
+    if (c.layer_groups !== undefined && c.mixture_of_depths)
+      ctx.addIssue({ code: 'custom', path: ['layer_groups'], ...statement('cannot be combined with mixture_of_depths (depth routers are per layer)') });
     const mod = c.mixture_of_depths;
     if (mod?.capacities && mod.capacities.length !== c.num_hidden_layers)
       ctx.addIssue({ code: 'custom', path: ['mixture_of_depths', 'capacities'], message: `needs one entry per layer (${c.num_hidden_layers}), got ${mod.capacities.length}` });

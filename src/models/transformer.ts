@@ -20,7 +20,7 @@ import { MLAttention, repeatHeads } from './mla.js';
 import { checkMemory } from './memory.js';
 import { attachLoraExperts } from './lora-experts.js';
 import { depthCapacities, depthTokens, depthWeight, selectTopK, selectCausal, bceWithLogits, detach, DepthPredictor } from './depth.js';
-import { attentionRegistry, buildAttention, defineAttention, type AttentionModule, type AttentionCacheEntry } from './attention/index.js';
+import { attentionRegistry, attentionKindOf, buildAttention, defineAttention, parseAttentionOptions, type AttentionModule, type AttentionCacheEntry } from './attention/index.js';
 
 /** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
 export interface KVCache {
@@ -87,7 +87,7 @@ export class Attention extends Module {
   }
 
   /** x [B*T, d] -> [B*T, d]; with a cache, keys/values of earlier positions are reused and extended. */
-  forward(x: Tensor, B: number, Tn: number, cache?: AttentionCacheEntry): { y: Tensor; k: Tensor; v: Tensor; q?: Tensor } {
+  forward(x: Tensor, B: number, Tn: number, cache?: AttentionCacheEntry, _ctx?: RouterContext, valueInput?: Tensor): { y: Tensor; k: Tensor; v: Tensor; q?: Tensor } {
     const H = this.heads;
     const KV = this.kvHeads;
     const rope = {
@@ -104,7 +104,7 @@ export class Attention extends Module {
     }
     const q = T.splitHeads(qx, B, Tn, H, rope);
     let k = T.splitHeads(kx, B, Tn, KV, rope);
-    let v = T.splitHeads(this.v_proj.forward(x), B, Tn, KV);
+    let v = T.splitHeads(this.v_proj.forward(valueInput ?? x), B, Tn, KV);
     if (cache?.k && cache.v) {
       k = T.concat([cache.k, k], 2);
       v = T.concat([cache.v, v], 2);
@@ -165,6 +165,7 @@ attentionRegistry.register(
     summary: 'causal multi-head attention with RoPE (GQA, qk_norm, sliding window and sinks from the model config)',
     paper: { authors: 'Vaswani et al.', title: 'Attention Is All You Need', year: 2017 },
     options: {},
+    periNorm: true,
     create: (c, _o, rng, layer) => new Attention(c, rng, layer),
   }),
 );
@@ -284,6 +285,8 @@ export class DecoderLayer extends Module {
     const eps = cfg.layer_norm_eps ?? cfg.rms_norm_eps;
     this.input_layernorm = new RMSNorm(d, eps);
     this.self_attn = buildAttention(cfg, rng, index);
+    if (cfg.norm_placement === 'peri' && !parseAttentionOptions(cfg).spec.periNorm)
+      throw new ConfigError(`model config: norm_placement "peri" needs an attention kind that reads a separate value input (standard, switchhead), got "${attentionKindOf(cfg)}"`);
     this.post_attention_layernorm = new RMSNorm(d, eps);
     if (isMoELayer(cfg, index)) {
       this.mlp = null;
@@ -300,15 +303,20 @@ export class DecoderLayer extends Module {
     }
   }
 
-  /** The FFN half of the block on normalised input n [B*T, d]. */
-  ffn(n: Tensor, ctx: RouterContext, jitterEps: number): { y: Tensor; aux?: MoEAux } {
-    if (!this.block_sparse_moe) return { y: this.mlp!.forward(n) };
+  /**
+   * The FFN half of the block on normalised input n [B*T, d]; with `raw` (peri-layernorm) the
+   * experts and dense FFNs read the un-normalised rows and only the routers read n.
+   */
+  ffn(n: Tensor, ctx: RouterContext, jitterEps: number, raw?: Tensor): { y: Tensor; aux?: MoEAux } {
+    if (!this.block_sparse_moe) return { y: this.mlp!.forward(raw ?? n) };
     // Mixtral multiplies the MoE input by U(1-eps, 1+eps) noise in training; router and experts both see it
-    const x = ctx.training && jitterEps > 0 ? T.maskMul(n, ctx.rng.fillUniform(new Float32Array(n.size), 1 - jitterEps, 1 + jitterEps)) : n;
-    const r = this.block_sparse_moe.forward(x, ctx);
+    const noise = ctx.training && jitterEps > 0 ? ctx.rng.fillUniform(new Float32Array(n.size), 1 - jitterEps, 1 + jitterEps) : null;
+    const x = noise ? T.maskMul(n, noise) : n;
+    const e = raw ? (noise ? T.maskMul(raw, noise) : raw) : null;
+    const r = e ? this.block_sparse_moe.forward(e, ctx, x) : this.block_sparse_moe.forward(x, ctx);
     let y = this.moe_bias ? T.add(r.y, this.moe_bias) : r.y;
     if (this.shared_expert && this.shared_expert_gate) {
-      y = T.add(y, T.mul(T.sigmoid(this.shared_expert_gate.forward(x)), this.shared_expert.forward(x)));
+      y = T.add(y, T.mul(T.sigmoid(this.shared_expert_gate.forward(x)), this.shared_expert.forward(e ?? x)));
     }
     return { y, aux: r.aux };
   }
@@ -358,7 +366,8 @@ export class MoETransformerLM extends Module {
     const c = config;
     this.embed_tokens = new Embedding(c.vocab_size, c.hidden_size, rng, c.initializer_range);
     this.layers = [];
-    for (let i = 0; i < c.num_hidden_layers; i++) this.layers.push(new DecoderLayer(c, i, rng));
+    // MoEUT layer groups: only the G distinct layers hold parameters; layerAt(i) maps depth to them
+    for (let i = 0; i < (c.layer_groups ?? c.num_hidden_layers); i++) this.layers.push(new DecoderLayer(c, i, rng));
     this.norm = new RMSNorm(c.hidden_size, c.rms_norm_eps);
     this.lm_head = c.tie_word_embeddings ? null : new Linear(c.hidden_size, c.vocab_size, rng, { std: c.initializer_range });
     this.depthCaps = depthCapacities(c);
@@ -377,6 +386,11 @@ export class MoETransformerLM extends Module {
     }
     // adapters after the base (own RNG stream): the base init is the same with or without them
     if (c.peft) attachLoraExperts(this.layers, c.peft, new Rng(seed ^ 0x10a4));
+  }
+
+  /** The (possibly shared) decoder layer that runs at depth i (layer_groups: layer i mod G). */
+  layerAt(i: number): DecoderLayer {
+    return this.layers[i % this.layers.length];
   }
 
   moeLayers(): MoELayer[] {
@@ -413,8 +427,9 @@ export class MoETransformerLM extends Module {
      * the FFN. Returns x after attention and both residual updates; `pastRows` are the rows
      * already in this layer's cache.
      */
+    const peri = c.norm_placement === 'peri';
     const block = (layer: DecoderLayer, i: number, x: Tensor, Bb: number, Tb: number, entry: AttentionCacheEntry | undefined, bctx: RouterContext, pastRows: number) => {
-      const a = layer.self_attn.forward(layer.input_layernorm.forward(x), Bb, Tb, entry, bctx);
+      const a = peri ? layer.self_attn.forward(layer.input_layernorm.forward(x), Bb, Tb, entry, bctx, x) : layer.self_attn.forward(layer.input_layernorm.forward(x), Bb, Tb, entry, bctx);
       // attention experts' balancing losses, summed over layers under one name each
       for (const [name, l] of Object.entries(a.losses ?? {})) attnLosses[`attention.${name}`] = attnLosses[`attention.${name}`] ? T.add(attnLosses[`attention.${name}`], l) : l;
       if (a.router) attnRouters.push(a.router);
@@ -439,18 +454,19 @@ export class MoETransformerLM extends Module {
             ),
           }
         : bctx;
-      const r = layer.ffn(layer.post_attention_layernorm.forward(x2), lctx, c.router_jitter_noise);
+      const r = layer.ffn(layer.post_attention_layernorm.forward(x2), lctx, c.router_jitter_noise, peri ? x2 : undefined);
       if (r.aux) aux.push({ layer: i, aux: r.aux });
       return { x2, da, df: branch(r.y) };
     };
-    this.layers.forEach((layer, i) => {
+    for (let i = 0; i < c.num_hidden_layers; i++) {
+      const layer = this.layerAt(i);
       if (this.depthCaps[i] < 1) {
         h = this.depthLayer(layer, i, h, B, Tn, past, cache, ids, ctx, block, depthLosses, depth);
-        return;
+        continue;
       }
       const { x2, df } = block(layer, i, h, B, Tn, cache ? { k: cache.k[i], v: cache.v[i], offset: past } : undefined, ctx, past);
       h = T.add(x2, df);
-    });
+    }
     if (opts.cache) opts.cache.length = past + Tn;
     const losses: Record<string, Tensor> = { ...attnLosses };
     if (depthLosses.length) losses['depth.causal'] = depthLosses.reduce((x, y) => T.add(x, y));

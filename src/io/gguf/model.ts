@@ -98,6 +98,9 @@ export function exportGGUF(model: MoETransformerLM, tokenizer: Tokenizer, path: 
   const c = model.config;
   const quant = opts.quant ?? 'f32';
   if (!GGUF_QUANTS.includes(quant)) throw new Error(`gguf export: unknown quantisation "${quant}" (known: ${GGUF_QUANTS.join(', ')})`);
+  // llama.cpp runs every layer on every token with pre-norm blocks of their own
+  if (c.mixture_of_depths || c.layer_groups !== undefined || c.norm_placement !== 'pre')
+    throw new Error('gguf export: mixture_of_depths, layer_groups and norm_placement "peri" have no llama.cpp equivalent');
   const spec = chooseArch(c, opts.arch ?? 'auto');
   if (tokenizer.vocabSize > c.vocab_size) throw new Error(`gguf export: tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${c.vocab_size}`);
   const tok = tokenizerMetadata(tokenizer);

@@ -71,6 +71,9 @@ function refuse(hf: HfConfig, field: string, ok: (v: unknown) => boolean, why: s
 /** Semantics every supported architecture shares; the first problem found, or null. */
 function commonReject(c: ModelConfig): string | null {
   if (c.hidden_act !== 'silu') return `hidden_act "${c.hidden_act}" (the supported Hugging Face architectures use SwiGLU, hidden_act silu)`;
+  if (c.mixture_of_depths) return 'mixture_of_depths (token routing per layer) has no Hugging Face equivalent';
+  if (c.layer_groups !== undefined) return 'layer_groups (layers shared in groups, MoEUT) has no Hugging Face equivalent';
+  if (c.norm_placement !== 'pre') return 'norm_placement "peri" (peri-layernorm) has no Hugging Face equivalent';
   if (c.hidden_dropout !== 0) return null; // training-only; forward semantics match
   return null;
 }

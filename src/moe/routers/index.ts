@@ -40,3 +40,4 @@ import './rmoe.js';
 import './cartesian.js';
 import './smile.js';
 import './nested-budget.js';
+import './sigma-moe.js';

@@ -172,6 +172,8 @@ export const ModelConfigSchema = z
         predictor_hidden: posInt.default(32),
         /** Selection out of training: 'causal' (the rule above; generation needs it) or 'topk' (the training rule, not causal). */
         inference: z.enum(['causal', 'topk']).default('causal'),
+        /** What a skipped token skips: the whole 'block' (MoD) or only 'attention' (Router-Tuning's MindSkip; every token runs the FFN). */
+        skip: z.enum(['block', 'attention']).default('block'),
         /** Router-Tuning: only the depth routers (and predictors) train; the rest of the model stays frozen. */
         router_tuning: z.boolean().default(false),
       })

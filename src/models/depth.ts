@@ -25,7 +25,8 @@
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { Rng } from '../tensor/random.js';
 import * as T from '../tensor/index.js';
-import { Module, Linear } from '../nn/index.js';
+import { Module, Linear, type StateDict } from '../nn/index.js';
+import { ConfigError } from '../tensor/validate.js';
 import type { ModelConfig } from './config.js';
 
 /** The parsed `mixture_of_depths` section of a model config. */
@@ -120,4 +121,19 @@ export function depthWeight(r: Tensor, m: DepthConfig): Tensor {
 /** Tensor names of the depth routers and predictors (what Router-Tuning trains). */
 export function isDepthRouterTensor(name: string): boolean {
   return /(^|\.)depth_(router|predictor|router_shared)(\.|$)/.test(name);
+}
+
+/**
+ * Router-Tuning's start: a base model's tensors into a model that adds depth routers, by name;
+ * the routers (absent from the base) keep their init, and anything else missing is an error.
+ */
+export function loadBaseWithDepthRouters(model: Module, state: StateDict, where: string): void {
+  const own = model.stateDict();
+  for (const [name, t] of state) {
+    const p = own.get(name);
+    if (!p) throw new ConfigError(`${where}: tensor "${name}" is not in this model`);
+    if (p.data.length !== t.data.length || p.shape.some((d, i) => d !== t.shape[i])) throw new ConfigError(`${where}: "${name}" has shape [${t.shape.join(', ')}], expected [${p.shape.join(', ')}]`);
+    p.data.set(t.data);
+  }
+  for (const name of own.keys()) if (!isDepthRouterTensor(name) && !state.has(name)) throw new ConfigError(`${where}: the base has no tensor "${name}"`);
 }

@@ -340,6 +340,19 @@ export interface ForwardResult {
   depth?: DepthRecord[];
 }
 
+/** One block on gathered rows (the model's forward closure), for Mixture-of-Depths layers. */
+type DepthBlock = (
+  layer: DecoderLayer,
+  i: number,
+  x: Tensor,
+  Bb: number,
+  Tb: number,
+  entry: AttentionCacheEntry | undefined,
+  bctx: RouterContext,
+  pastRows: number,
+  attnOnly?: boolean,
+) => { x2: Tensor; da: Tensor; df: Tensor | null };
+
 /** The rows (of the forward's B*T) a Mixture-of-Depths layer processed. */
 export interface DepthRecord {
   layer: number;
@@ -422,13 +435,19 @@ export class MoETransformerLM extends Module {
     const depthLosses: Tensor[] = [];
     const depth: DepthRecord[] = [];
     const cache = opts.cache;
+    const peri = c.norm_placement === 'peri';
+    /** The FFN half on rows x2 (after attention): its residual update. */
+    const ffnPart = (layer: DecoderLayer, i: number, x2: Tensor, lctx: RouterContext): Tensor => {
+      const r = layer.ffn(layer.post_attention_layernorm.forward(x2), lctx, c.router_jitter_noise, peri ? x2 : undefined);
+      if (r.aux) aux.push({ layer: i, aux: r.aux });
+      return branch(r.y);
+    };
     /**
      * One block on rows x ([Bb * Tb] of d): attention (its keys/values cached under layer i), then
-     * the FFN. Returns x after attention and both residual updates; `pastRows` are the rows
-     * already in this layer's cache.
+     * the FFN (unless attnOnly). Returns x after attention and both residual updates; `pastRows`
+     * are the rows already in this layer's cache.
      */
-    const peri = c.norm_placement === 'peri';
-    const block = (layer: DecoderLayer, i: number, x: Tensor, Bb: number, Tb: number, entry: AttentionCacheEntry | undefined, bctx: RouterContext, pastRows: number) => {
+    const block: DepthBlock = (layer, i, x, Bb, Tb, entry, bctx, pastRows, attnOnly = false) => {
       const a = peri ? layer.self_attn.forward(layer.input_layernorm.forward(x), Bb, Tb, entry, bctx, x) : layer.self_attn.forward(layer.input_layernorm.forward(x), Bb, Tb, entry, bctx);
       // attention experts' balancing losses, summed over layers under one name each
       for (const [name, l] of Object.entries(a.losses ?? {})) attnLosses[`attention.${name}`] = attnLosses[`attention.${name}`] ? T.add(attnLosses[`attention.${name}`], l) : l;
@@ -439,6 +458,7 @@ export class MoETransformerLM extends Module {
       }
       const da = branch(a.y);
       const x2 = T.add(x, da);
+      if (attnOnly) return { x2, da, df: null };
       // attention-derived token importance, only for routers that declare they read it (DA-MoE)
       const aq = (a as { q?: Tensor }).q;
       const heads = (layer.self_attn as { heads?: number }).heads;
@@ -454,18 +474,16 @@ export class MoETransformerLM extends Module {
             ),
           }
         : bctx;
-      const r = layer.ffn(layer.post_attention_layernorm.forward(x2), lctx, c.router_jitter_noise, peri ? x2 : undefined);
-      if (r.aux) aux.push({ layer: i, aux: r.aux });
-      return { x2, da, df: branch(r.y) };
+      return { x2, da, df: ffnPart(layer, i, x2, lctx) };
     };
     for (let i = 0; i < c.num_hidden_layers; i++) {
       const layer = this.layerAt(i);
       if (this.depthCaps[i] < 1) {
-        h = this.depthLayer(layer, i, h, B, Tn, past, cache, ids, ctx, block, depthLosses, depth);
+        h = this.depthLayer(layer, i, h, B, Tn, past, cache, ids, ctx, block, ffnPart, depthLosses, depth);
         continue;
       }
       const { x2, df } = block(layer, i, h, B, Tn, cache ? { k: cache.k[i], v: cache.v[i], offset: past } : undefined, ctx, past);
-      h = T.add(x2, df);
+      h = T.add(x2, df!);
     }
     if (opts.cache) opts.cache.length = past + Tn;
     const losses: Record<string, Tensor> = { ...attnLosses };
@@ -499,7 +517,8 @@ export class MoETransformerLM extends Module {
     cache: KVCache | undefined,
     ids: Int32Array,
     ctx: RouterContext,
-    block: (layer: DecoderLayer, i: number, x: Tensor, Bb: number, Tb: number, entry: AttentionCacheEntry | undefined, bctx: RouterContext, pastRows: number) => { x2: Tensor; da: Tensor; df: Tensor },
+    block: DepthBlock,
+    ffnPart: (layer: DecoderLayer, i: number, x2: Tensor, lctx: RouterContext) => Tensor,
     losses: Tensor[],
     records: DepthRecord[],
   ): Tensor {
@@ -535,7 +554,10 @@ export class MoETransformerLM extends Module {
       const skip = Int32Array.from({ length: n }, (_, r) => r).filter((r) => !chosen[r]);
       if (skip.length) out = T.add(out, T.combineRows(T.gatherRows(h, skip), skip, n, T.affine(T.gatherRows(w, skip), 1, -1)));
     }
-    if (sel.rows.length === 0) return out;
+    const attnOnly = m.skip === 'attention';
+    // Router-Tuning's MindSkip form: only attention is routed, every token runs the FFN
+    const finish = (o: Tensor): Tensor => (attnOnly ? T.add(o, ffnPart(layer, i, o, ctx)) : o);
+    if (sel.rows.length === 0) return finish(out);
     if (cache && B > 1) throw new Error(`forward: a KV cache with mixture_of_depths needs batch 1, got ${B}`);
     const equal = sel.counts.every((k) => k === sel.counts[0]);
     const groups: { rows: Int32Array; Bb: number; Tb: number }[] = [];
@@ -557,12 +579,13 @@ export class MoETransformerLM extends Module {
         batchShape: { batch: g.Bb, seqLen: g.Tb },
         ...(ctx.embeddings ? { embeddings: T.gatherRows(ctx.embeddings, g.rows) } : {}),
       };
-      const { da, df } = block(layer, i, T.gatherRows(h, g.rows), g.Bb, g.Tb, entry, bctx, pastRows);
+      const { da, df } = block(layer, i, T.gatherRows(h, g.rows), g.Bb, g.Tb, entry, bctx, pastRows, attnOnly);
       const wg = T.gatherRows(w, g.rows);
       // gamma-MoD weighs the FFN update only; MoD the whole block's
-      out = gamma ? T.add(T.add(out, T.scatterRows(da, g.rows, n)), T.combineRows(df, g.rows, n, wg)) : T.add(out, T.combineRows(T.add(da, df), g.rows, n, wg));
+      if (!df) out = T.add(out, T.combineRows(da, g.rows, n, wg));
+      else out = gamma ? T.add(T.add(out, T.scatterRows(da, g.rows, n)), T.combineRows(df, g.rows, n, wg)) : T.add(out, T.combineRows(T.add(da, df), g.rows, n, wg));
     }
-    return out;
+    return finish(out);
   }
 
   /** The largest two-pass consistency coefficient any router asks for (0: one pass per step). */

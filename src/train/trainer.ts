@@ -10,7 +10,7 @@ import { Rng } from '../tensor/random.js';
 import { add, scale } from '../tensor/index.js';
 import { AdamW, clipGradNorm, type Parameter } from '../nn/index.js';
 import { MoETransformerLM, lmLoss, symmetricKL } from '../models/transformer.js';
-import { parseModelConfig, type RunConfig } from '../models/config.js';
+import { parseModelConfig, ConfigError, type RunConfig } from '../models/config.js';
 import { buildTokenizer, buildDataset } from '../data/build.js';
 import { loadCorpusSplits } from '../data/corpus.js';
 import { loadTokenizer, type Tokenizer } from '../data/tokenizer/index.js';
@@ -19,6 +19,7 @@ import { writeJsonAtomicSync } from '../io/atomic.js';
 import { evaluate, type EvalResult } from './evaluate.js';
 import { TrainingDivergedError, lrAt, meanOf as mean, type StepMetrics } from './session.js';
 import { isAdapterTensor, loadPartialState } from '../models/lora-experts.js';
+import { isDepthRouterTensor, loadBaseWithDepthRouters } from '../models/depth.js';
 import { saveCheckpoint, loadCheckpoint, configDiff, cleanStaleTemps, firstNonFinite, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError } from '../io/checkpoint.js';
 import { checkRunMemory } from '../models/memory.js';
 import { prepareFreshRunDir, truncateLog, appendLine } from './run-dir.js';
@@ -119,7 +120,14 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const tr = cfg.training;
   const model = new MoETransformerLM(cfg.model, tr.seed);
   // PEFT: the base stays frozen; only adapter tensors (and so their routers) reach the optimizer
-  const params = cfg.model.peft ? model.namedParameters().flatMap(([n, p]) => (isAdapterTensor(n) ? [p] : [])) : model.parameters();
+  // Router-Tuning: likewise only the depth routers and their causal predictors
+  const routerTuning = Boolean(cfg.model.mixture_of_depths?.router_tuning);
+  const params = cfg.model.peft
+    ? model.namedParameters().flatMap(([n, p]) => (isAdapterTensor(n) ? [p] : []))
+    : routerTuning
+      ? model.namedParameters().flatMap(([n, p]) => (isDepthRouterTensor(n) ? [p] : []))
+      : model.parameters();
+  if (routerTuning && params.length === 0) throw new ConfigError('model config: mixture_of_depths.router_tuning: the model has no depth-routed layer to tune (check capacity, every, layers)');
   const consistency = model.consistencyWeight();
   const noDecay = new Set<Parameter>(
     model
@@ -149,6 +157,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   } else {
     // a base without adapters into a PEFT model: base tensors by name, adapters keep their (identity) init
     if (opts.init && cfg.model.peft && !opts.init.model.config.peft) loadPartialState(model, opts.init.model.stateDict(), 'base', 'train --peft');
+    else if (opts.init && routerTuning && !opts.init.model.config.mixture_of_depths) loadBaseWithDepthRouters(model, opts.init.model.stateDict(), 'train --router-tuning');
     else if (opts.init) model.loadStateDict(opts.init.model.stateDict());
     writeJsonAtomicSync(path.join(out, 'config.json'), cfg);
     saveTokenizer(path.join(out, 'tokenizer.json'), tokenizer!);

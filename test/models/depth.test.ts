@@ -89,6 +89,7 @@ test('gradients into the router (through the weighted update), the block and the
     [{ capacity: 0.5, causal: 'predictor', aux_loss_coef: 1 }, 'linear router + predictor'],
     [{ capacity: 0.5, causal: 'router', weight: 'tanh', aux_loss_coef: 1 }, 'router rule, TanhNorm'],
     [{ capacity: 0.5, router: 'gamma', aux_loss_coef: 1 }, 'gamma-MoD'],
+    [{ capacity: 0.5, skip: 'attention', aux_loss_coef: 1 }, 'attention skip (MindSkip)'],
   ] as const) {
     const m = new MoETransformerLM(cfgOf(mod, { vocab_size: 8 }), 5);
     m.train();
@@ -108,6 +109,7 @@ test('causal inference: each token decided from itself; KV-cached decoding equal
   for (const mod of [
     { capacity: 0.5, causal: 'predictor' },
     { capacity: 0.5, causal: 'router', router: 'gamma' },
+    { capacity: 0.5, skip: 'attention', weight: 'tanh' },
   ] as const) {
     const cfg = cfgOf(mod, { num_hidden_layers: 3, max_position_embeddings: 32 });
     const m = new MoETransformerLM(cfg, 11);

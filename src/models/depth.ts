@@ -76,7 +76,7 @@ export interface DepthSelection {
 }
 
 /** The top k scores of each sequence (ties: the earlier token), in sequence order. */
-export function selectTopK(scores: Float32Array, B: number, Tn: number, k: number): DepthSelection {
+export function selectDepthTopK(scores: Float32Array, B: number, Tn: number, k: number): DepthSelection {
   const top = T.topkIndices(scores, B, Tn, k);
   const rows = new Int32Array(B * k);
   for (let b = 0; b < B; b++) {
@@ -87,7 +87,7 @@ export function selectTopK(scores: Float32Array, B: number, Tn: number, k: numbe
 }
 
 /** The causal rule: every token whose logit is > 0, decided from that token alone. */
-export function selectCausal(logits: Float32Array, B: number, Tn: number): DepthSelection {
+export function selectDepthCausal(logits: Float32Array, B: number, Tn: number): DepthSelection {
   const rows: number[] = [];
   const counts = new Int32Array(B);
   for (let b = 0; b < B; b++)

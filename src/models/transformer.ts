@@ -19,7 +19,7 @@ import { ropeParams, type RopeParams } from './rope.js';
 import { MLAttention, repeatHeads } from './mla.js';
 import { checkMemory } from './memory.js';
 import { attachLoraExperts } from './lora-experts.js';
-import { depthCapacities, depthTokens, depthWeight, selectTopK, selectCausal, bceWithLogits, detach, DepthPredictor } from './depth.js';
+import { depthCapacities, depthTokens, depthWeight, selectDepthTopK, selectDepthCausal, bceWithLogits, detach, DepthPredictor } from './depth.js';
 import { attentionRegistry, attentionKindOf, buildAttention, defineAttention, parseAttentionOptions, type AttentionModule, type AttentionCacheEntry } from './attention/index.js';
 
 /** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
@@ -539,7 +539,7 @@ export class MoETransformerLM extends Module {
     const pred = layer.depth_predictor ? layer.depth_predictor.forward(detach(rin)) : null;
     const rule = pred ?? z;
     const topk = this.training || m.inference === 'topk';
-    const sel = topk ? selectTopK(z.data, B, Tn, depthTokens(this.depthCaps[i], Tn)) : selectCausal(rule.data, B, Tn);
+    const sel = topk ? selectDepthTopK(z.data, B, Tn, depthTokens(this.depthCaps[i], Tn)) : selectDepthCausal(rule.data, B, Tn);
     if (this.training && m.aux_loss_coef > 0) {
       const target = new Float32Array(n);
       for (const r of sel.rows) target[r] = 1;

@@ -12,7 +12,7 @@ import { Rng } from '../../src/tensor/random.js';
 import * as T from '../../src/tensor/index.js';
 import { parseModelConfig, parseRunConfig, type ModelConfig } from '../../src/models/config.js';
 import { MoETransformerLM, lmLoss } from '../../src/models/transformer.js';
-import { depthCapacities, selectTopK } from '../../src/models/depth.js';
+import { depthCapacities, selectDepthTopK } from '../../src/models/depth.js';
 import { DecodeEngine } from '../../src/infer/decode.js';
 import { TrainSession } from '../../src/train/session.js';
 import { checkpointFromBytes } from '../../src/io/checkpoint-bytes.js';
@@ -63,7 +63,7 @@ test('training routes the top capacity fraction of each sequence by router logit
     const rows = res.depth![0].rows;
     // the router logits recomputed apart: r = e w_r on the embeddings (layer 0's input)
     const r = noGrad(() => T.linear(m.embed_tokens.forward(ids), m.layers[0].depth_router!.weight).data);
-    const want = selectTopK(r, B, Tn, 2).rows;
+    const want = selectDepthTopK(r, B, Tn, 2).rows;
     assert.deepEqual(Array.from(rows), Array.from(want));
     for (let b = 0; b < B; b++) {
       const mine = Array.from(rows).filter((x) => Math.floor(x / Tn) === b);

@@ -159,7 +159,6 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
   if (mod && model.depthCaps.some((x) => x < 1)) {
     // top-k over a sequence needs its future: only the per-token causal rule decodes token by token
     if (mod.inference !== 'causal') throw new Error('generate: mixture_of_depths.inference "topk" is not causal; generate with inference "causal" (the trained per-token rule)');
-    if (opts.traceRouting) throw new Error('generate: traceRouting does not cover mixture_of_depths models (a routed layer sees only its chosen tokens)');
   }
   const want = opts.engine ?? 'auto';
   if (!(want instanceof DecodeEngine) && !['auto', 'fast', 'eager'].includes(want)) {
@@ -198,7 +197,8 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
         }
         const { logits, aux } = model.forward(ids, 1, ids.length, { ctx: { training: false, step: 0, rng: routerRng }, cache });
         if (trace) {
-          const per = aux.map((a) => ({ layer: a.layer, experts: tokenExperts(a.aux, ids.length, model.config.num_experts_per_tok) }));
+          // a depth-routed layer's records cover only its chosen tokens: traced are the full layers
+          const per = aux.filter((a) => model.depthCaps[a.layer] >= 1).map((a) => ({ layer: a.layer, experts: tokenExperts(a.aux, ids.length, model.config.num_experts_per_tok) }));
           for (let t = traceFrom; t < ids.length; t++) {
             trace.push({ id: ids[t], text: tokenizer.decode(ids.subarray(t, t + 1)), prompt, layers: per.map((p) => ({ layer: p.layer, ...p.experts[t] })) });
             if (!prompt) tracedGenerated++;

@@ -42,7 +42,8 @@ export function traceRouting(model: MoETransformerLM, tokenizer: Tokenizer, data
       const T = Math.min(n, first.seqLen);
       const ids = first.inputs.slice(0, T);
       const { aux } = model.forward(ids, 1, T, { ctx: { training: false, step: 0, rng: new Rng(0) } });
-      const per = aux.map((a) => ({ layer: a.layer, experts: tokenExperts(a.aux, T, model.config.num_experts_per_tok) }));
+      // a depth-routed layer's records cover only its chosen tokens: traced are the full layers
+      const per = aux.filter((a) => model.depthCaps[a.layer] >= 1).map((a) => ({ layer: a.layer, experts: tokenExperts(a.aux, T, model.config.num_experts_per_tok) }));
       return {
         domain,
         tokens: Array.from(ids, (id: number, t: number): TokenRouting => ({

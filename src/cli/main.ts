@@ -151,6 +151,10 @@ export function buildProgram(): Command {
     .option('--lora-experts-per-layer <list>', 'peft: comma-separated routed experts per decoder layer (MoLA), e.g. 0,2,4,8')
     .option('--lora-targets <list>', 'peft: comma-separated linear layers: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj (default q_proj,v_proj,o_proj)')
     .option('--model <dir>', 'fine-tune a Hugging Face model directory or a moe-ts run/checkpoint (e.g. from `moe-ts upcycle`); its config replaces the "model" section')
+    .option(
+      '--router-tuning',
+      "Router-Tuning: train only Mixture-of-Depths routers on the frozen --model; depth routing from --model, else the config's model.mixture_of_depths, else capacity 0.5 on every layer, attention skipped, TanhNorm weights (docs/depth.md)",
+    )
     .action(async (o) => {
       if (o.resume && !o.out) throw new ConfigError('--resume needs --out <dir> naming the run to continue');
       if (o.resume && o.overwrite) throw new ConfigError('--resume continues the run in --out and --overwrite replaces it: choose one');
@@ -171,6 +175,7 @@ export function buildProgram(): Command {
         overrides = r.overrides;
       } else {
         cfg = readConfig(o.config);
+        const fileDepth = cfg.model.mixture_of_depths;
         if (o.model) {
           if (o.dense) throw new ConfigError('--dense and --model cannot be combined (the loaded model fixes the architecture)');
           // a Hugging Face directory, or a moe-ts run/checkpoint (e.g. made by `moe-ts upcycle`): new run, its weights
@@ -182,6 +187,12 @@ export function buildProgram(): Command {
           init = { model: p.model, tokenizer: p.tokenizer };
           // a window longer than the model's positions cannot train
           cfg = { ...cfg, model: p.config, training: { ...cfg.training, seq_len: Math.min(cfg.training.seq_len, p.config.max_position_embeddings) } };
+        }
+        if (o.routerTuning) {
+          if (!o.model) throw new ConfigError('--router-tuning needs --model <base> (the frozen model whose depth routers are trained)');
+          if (o.peft) throw new ConfigError('--router-tuning and --peft cannot be combined: each trains its own small part of a frozen base');
+          const depth = cfg.model.mixture_of_depths ?? fileDepth ?? { capacity: 0.5, every: 1, skip: 'attention', weight: 'tanh' };
+          cfg = { ...cfg, model: { ...cfg.model, mixture_of_depths: { ...depth, router_tuning: true } } as RunConfig['model'] };
         }
         if (o.peft) {
           if (!o.model) throw new ConfigError('--peft needs --model <base> (the frozen model the adapters are trained on)');

@@ -77,6 +77,9 @@ function transpose(src: Float32Array, off: number, r: number, c: number): Float3
 
 /** Why the fast path cannot run `model` (null: it can). */
 function unsupportedReason(model: MoETransformerLM): string | null {
+  if (model.depthCaps.some((x) => x < 1)) return 'mixture_of_depths token routing; use --engine eager';
+  if (model.layers.length !== model.config.num_hidden_layers) return 'layers shared in groups (layer_groups); use --engine eager';
+  if (model.config.norm_placement !== 'pre') return 'peri-layernorm (norm_placement "peri"); use --engine eager';
   for (const l of model.layers) {
     if (!(l.self_attn instanceof Attention)) return `layer ${l.index}: attention of type ${l.self_attn.constructor.name}`;
     if (l.self_attn.sinks) return `layer ${l.index}: attention sinks`;

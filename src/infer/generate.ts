@@ -175,6 +175,11 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
   const Vt = tokenizer.vocabSize;
   const stopIds = new Set<number>(Array.from(opts.stopTokenIds ?? []));
 
+  const mod = model.config.mixture_of_depths;
+  if (mod && model.depthCaps.some((x) => x < 1)) {
+    // top-k over a sequence needs its future: only the per-token causal rule decodes token by token
+    if (mod.inference !== 'causal') throw new Error('generate: mixture_of_depths.inference "topk" is not causal; generate with inference "causal" (the trained per-token rule)');
+  }
   const want = opts.engine ?? 'auto';
   if (!(want instanceof DecodeEngine) && !['auto', 'fast', 'eager'].includes(want)) {
     throw new Error(`generate: engine must be "auto", "fast", "eager" or a DecodeEngine, got ${JSON.stringify(want)}`);
@@ -239,7 +244,8 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
         }
         const { logits, aux } = model.forward(ids, 1, ids.length, { ctx: { training: false, step: 0, rng: routerRng }, cache });
         if (trace) {
-          const per = aux.map((a) => ({ layer: a.layer, experts: tokenExperts(a.aux, ids.length, model.config.num_experts_per_tok) }));
+          // a depth-routed layer's records cover only its chosen tokens: traced are the full layers
+          const per = aux.filter((a) => model.depthCaps[a.layer] >= 1).map((a) => ({ layer: a.layer, experts: tokenExperts(a.aux, ids.length, model.config.num_experts_per_tok) }));
           for (let t = traceFrom; t < ids.length; t++) {
             trace.push({ id: ids[t], text: tokenizer.decode(ids.subarray(t, t + 1)), prompt, layers: per.map((p) => ({ layer: p.layer, ...p.experts[t] })) });
             if (!prompt) tracedGenerated++;

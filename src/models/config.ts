@@ -170,6 +170,58 @@ export const ModelConfigSchema = z
     router_losses: z.record(z.string(), nonNeg).default({}),
     hidden_dropout: z.number().min(0).lt(1).default(0),
     /**
+     * MoEUT layer grouping (Csordás et al. 2024): G distinct layers, repeated num_hidden_layers / G
+     * times; layer i uses the parameters of layer i mod G (a universal transformer for G = 1).
+     */
+    layer_groups: posInt.optional(),
+    /**
+     * Where the block norms sit: 'pre' (pre-LN, every sublayer input normalised) or 'peri'
+     * (MoEUT's peri-layernorm: only inputs of projections followed by a softmax or sigmoid, i.e.
+     * queries, keys and routers, are normalised; values and experts read the raw residual stream).
+     */
+    norm_placement: z.enum(['pre', 'peri']).default('pre'),
+    /**
+     * Mixture-of-Depths (Raposo et al. 2024; src/models/depth.ts): on the chosen layers a router
+     * sends the top `capacity` fraction of each sequence's tokens through the block, the rest skip
+     * it through the residual. Absent: every token runs every block.
+     */
+    mixture_of_depths: z
+      .object({
+        /** Fraction of each sequence's tokens a routed block processes (p-MoD: the mean ratio its schedule shifts). */
+        capacity: z.number().gt(0).max(1).default(0.125),
+        /** Routed blocks are the layers i with (i + 1) % every == 0 (2: every other block, as the paper). */
+        every: posInt.default(2),
+        /** Routed layers by index (overrides every). */
+        layers: z.array(nonNegInt).optional(),
+        /** One capacity per layer (1: a full block); overrides capacity, every, layers and schedule. */
+        capacities: z.array(z.number().gt(0).max(1)).optional(),
+        /** 'constant', or p-MoD's progressive ratio decay: capacity + cos(pi l / (L - 1)) / 2 at layer l, floored at min_capacity; layers at or above max_capacity stay full. */
+        schedule: z.enum(['constant', 'shifted-cosine']).default('constant'),
+        min_capacity: z.number().gt(0).max(1).default(0.01),
+        max_capacity: z.number().gt(0).max(1).default(1),
+        /** 'linear': a scalar router per layer on the residual stream (MoD); 'gamma': one 2-way softmax router shared by all routed layers on the normalised input, its keep-probability scaling the FFN output (gamma-MoD). */
+        router: z.enum(['linear', 'gamma']).default('linear'),
+        /** How a linear router's logit r scales the block output: sigmoid(r), r itself ('none', the paper) or 1 + tanh_scale * tanh(r) (p-MoD TanhNorm). */
+        weight: z.enum(['sigmoid', 'none', 'tanh']).default('sigmoid'),
+        tanh_scale: z.number().positive().default(0.2),
+        /** p-MoD STRing: skipped tokens are scaled by their router weight too. */
+        symmetric: z.boolean().default(false),
+        /** Causal inference rule: 'predictor' (a small MLP on the stop-gradient block input, trained to predict top-k membership) or 'router' (the router logit itself, trained with the same loss); a token is processed when the logit is > 0. */
+        causal: z.enum(['predictor', 'router']).default('predictor'),
+        /** Coefficient of the binary cross-entropy that teaches the causal rule top-k membership. */
+        aux_loss_coef: nonNeg.default(0.01),
+        /** Hidden width of the causal predictor MLP. */
+        predictor_hidden: posInt.default(32),
+        /** Selection out of training: 'causal' (the rule above; generation needs it) or 'topk' (the training rule, not causal). */
+        inference: z.enum(['causal', 'topk']).default('causal'),
+        /** What a skipped token skips: the whole 'block' (MoD) or only 'attention' (Router-Tuning's MindSkip; every token runs the FFN). */
+        skip: z.enum(['block', 'attention']).default('block'),
+        /** Router-Tuning: only the depth routers (and predictors) train; the rest of the model stays frozen. */
+        router_tuning: z.boolean().default(false),
+      })
+      .strict()
+      .optional(),
+    /**
      * Parameter-efficient fine-tuning: LoRA experts on the targeted linear layers of a frozen base
      * (src/models/lora-experts.ts; only the adapters train). Absent: a plain model.
      */
@@ -256,6 +308,18 @@ export const ModelConfigSchema = z
       if (o.expert_sizes && o.expert_sizes.length !== l.num_local_experts)
         ctx.addIssue({ code: 'custom', path: ['moe_layer_overrides', key, 'expert_sizes'], message: `needs one width per expert of the layer (${l.num_local_experts}), got ${o.expert_sizes.length}` });
     }
+    if (c.layer_groups !== undefined && c.num_hidden_layers % c.layer_groups !== 0)
+      ctx.addIssue({ code: 'custom', path: ['layer_groups'], message: `must divide num_hidden_layers (${c.num_hidden_layers}), got ${c.layer_groups}` });
+    if (c.layer_groups !== undefined && c.mixture_of_depths)
+      ctx.addIssue({ code: 'custom', path: ['layer_groups'], ...statement('cannot be combined with mixture_of_depths (depth routers are per layer)') });
+    const mod = c.mixture_of_depths;
+    if (mod?.capacities && mod.capacities.length !== c.num_hidden_layers)
+      ctx.addIssue({ code: 'custom', path: ['mixture_of_depths', 'capacities'], message: `needs one entry per layer (${c.num_hidden_layers}), got ${mod.capacities.length}` });
+    mod?.layers?.forEach((l, i) => {
+      if (l >= c.num_hidden_layers) ctx.addIssue({ code: 'custom', path: ['mixture_of_depths', 'layers', i], message: `layer ${l} does not exist (num_hidden_layers ${c.num_hidden_layers})` });
+    });
+    if (mod && mod.min_capacity > mod.max_capacity)
+      ctx.addIssue({ code: 'custom', path: ['mixture_of_depths', 'min_capacity'], message: `must be at most max_capacity (${mod.max_capacity}), got ${mod.min_capacity}` });
     if (c.expert_sizes && c.expert_sizes.length !== c.num_local_experts) {
       ctx.addIssue({ code: 'custom', path: ['expert_sizes'], message: `needs one width per expert (${c.num_local_experts}), got ${c.expert_sizes.length}` });
     }

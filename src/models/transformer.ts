@@ -19,7 +19,8 @@ import { ropeParams, type RopeParams } from './rope.js';
 import { MLAttention, repeatHeads } from './mla.js';
 import { checkMemory } from './memory.js';
 import { attachLoraExperts } from './lora-experts.js';
-import { attentionRegistry, buildAttention, defineAttention, type AttentionModule, type StepTrainables } from './attention/index.js';
+import { depthCapacities, depthTokens, depthWeight, selectDepthTopK, selectDepthCausal, bceWithLogits, detach, DepthPredictor } from './depth.js';
+import { attentionRegistry, attentionKindOf, buildAttention, defineAttention, parseAttentionOptions, type AttentionModule, type AttentionCacheEntry, type StepTrainables } from './attention/index.js';
 import { buildFFN, type FFNModule } from './ffn/index.js';
 
 /** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
@@ -87,10 +88,15 @@ export class Attention extends Module {
   }
 
   /** x [B*T, d] -> [B*T, d]; with a cache, keys/values of earlier positions are reused and extended. */
-  forward(x: Tensor, B: number, Tn: number, cache?: { k: Tensor | undefined; v: Tensor | undefined; offset: number }): { y: Tensor; k: Tensor; v: Tensor; q?: Tensor } {
+  forward(x: Tensor, B: number, Tn: number, cache?: AttentionCacheEntry, _ctx?: RouterContext, valueInput?: Tensor): { y: Tensor; k: Tensor; v: Tensor; q?: Tensor } {
     const H = this.heads;
     const KV = this.kvHeads;
-    const rope = { offset: cache?.offset ?? 0, theta: this.cfg.rope_theta, ...(this.rope ? { invFreq: this.rope.invFreq, scale: this.rope.scale } : {}) };
+    const rope = {
+      offset: cache?.offset ?? 0,
+      theta: this.cfg.rope_theta,
+      ...(this.rope ? { invFreq: this.rope.invFreq, scale: this.rope.scale } : {}),
+      ...(cache?.positions ? { positions: cache.positions } : {}),
+    };
     let qx = this.q_proj.forward(x);
     let kx = this.k_proj.forward(x);
     if (this.q_norm && this.k_norm) {
@@ -99,7 +105,7 @@ export class Attention extends Module {
     }
     const q = T.splitHeads(qx, B, Tn, H, rope);
     let k = T.splitHeads(kx, B, Tn, KV, rope);
-    let v = T.splitHeads(this.v_proj.forward(x), B, Tn, KV);
+    let v = T.splitHeads(this.v_proj.forward(valueInput ?? x), B, Tn, KV);
     if (cache?.k && cache.v) {
       k = T.concat([cache.k, k], 2);
       v = T.concat([cache.v, v], 2);
@@ -160,6 +166,7 @@ attentionRegistry.register(
     summary: 'causal multi-head attention with RoPE (GQA, qk_norm, sliding window and sinks from the model config)',
     paper: { authors: 'Vaswani et al.', title: 'Attention Is All You Need', year: 2017 },
     options: {},
+    periNorm: true,
     create: (c, _o, rng, layer) => new Attention(c, rng, layer),
   }),
 );
@@ -265,6 +272,9 @@ export class DecoderLayer extends Module {
   ffn_block: FFNModule | null = null;
   /** Bias [d] added to the MoE output (moe_output_bias, JetMoE). */
   moe_bias: Parameter | null = null;
+  /** Mixture-of-Depths router (a linear router on a routed layer) and causal predictor (src/models/depth.ts). */
+  depth_router: Linear | null = null;
+  depth_predictor: DepthPredictor | null = null;
   /** Qwen2-MoE's gated shared expert (only with shared_expert_gate; else shared experts live in the MoE layer). */
   shared_expert: DenseFFN | null = null;
   shared_expert_gate: Linear | null = null;
@@ -283,6 +293,8 @@ export class DecoderLayer extends Module {
     const eps = cfg.layer_norm_eps ?? cfg.rms_norm_eps;
     this.input_layernorm = new RMSNorm(d, eps);
     this.self_attn = buildAttention(model, rng, index);
+    if (model.norm_placement === 'peri' && !parseAttentionOptions(model).spec.periNorm)
+      throw new ConfigError(`model config: norm_placement "peri" needs an attention kind that reads a separate value input (standard, switchhead), got "${attentionKindOf(model)}"`);
     this.post_attention_layernorm = new RMSNorm(d, eps);
     if (isMoELayer(cfg, index) && cfg.ffn_type !== undefined) {
       this.mlp = null;
@@ -307,26 +319,32 @@ export class DecoderLayer extends Module {
     }
   }
 
-  /** The FFN half of the block on normalised input n [B*T, d]. */
-  ffn(n: Tensor, ctx: RouterContext, jitterEps: number, cmrDropout?: { p: number; rng: Rng }): { y: Tensor; aux?: MoEAux; cmrGate?: Tensor; losses?: Record<string, Tensor> } {
+  /**
+   * The FFN half of the block on normalised input n [B*T, d]; with `raw` (peri-layernorm) the
+   * experts and dense FFNs read the un-normalised rows and only the routers and gates read n.
+   */
+  ffn(n: Tensor, ctx: RouterContext, jitterEps: number, cmrDropout?: { p: number; rng: Rng }, raw?: Tensor): { y: Tensor; aux?: MoEAux; cmrGate?: Tensor; losses?: Record<string, Tensor> } {
     if (this.ffn_block) {
+      if (raw) throw new ConfigError('model config: ffn_type cannot be combined with norm_placement "peri"');
       const r = this.ffn_block.forward(n, ctx);
       return { y: r.y, losses: r.losses };
     }
-    if (!this.block_sparse_moe) return { y: this.mlp!.forward(n) };
+    if (!this.block_sparse_moe) return { y: this.mlp!.forward(raw ?? n) };
     // Mixtral multiplies the MoE input by U(1-eps, 1+eps) noise in training; router and experts both see it
-    const x = ctx.training && jitterEps > 0 ? T.maskMul(n, ctx.rng.fillUniform(new Float32Array(n.size), 1 - jitterEps, 1 + jitterEps)) : n;
-    const r = this.block_sparse_moe.forward(x, ctx);
+    const noise = ctx.training && jitterEps > 0 ? ctx.rng.fillUniform(new Float32Array(n.size), 1 - jitterEps, 1 + jitterEps) : null;
+    const x = noise ? T.maskMul(n, noise) : n;
+    const e = raw ? (noise ? T.maskMul(raw, noise) : raw) : null;
+    const r = e ? this.block_sparse_moe.forward(e, ctx, x) : this.block_sparse_moe.forward(x, ctx);
     let y = this.moe_bias ? T.add(r.y, this.moe_bias) : r.y;
     if (this.shared_expert && this.shared_expert_gate) {
-      y = T.add(y, T.mul(T.sigmoid(this.shared_expert_gate.forward(x)), this.shared_expert.forward(x)));
+      y = T.add(y, T.mul(T.sigmoid(this.shared_expert_gate.forward(x)), this.shared_expert.forward(e ?? x)));
     }
     if (this.cmr_ffn && this.cmr_gate) {
       // the budget loss reads g before dropout (fairseq's CMR: used budget = sum of gates)
       const g = T.sigmoid(this.cmr_gate.forward(x));
       if (r.aux) r.aux.metrics.extra.cmrGateMean = g.size > 0 ? g.data.reduce((a, v) => a + v, 0) / g.size : 0;
       const gd = ctx.training && cmrDropout && cmrDropout.p > 0 ? T.dropout(g, cmrDropout.p, cmrDropout.rng) : g;
-      y = T.add(T.mul(T.affine(gd, -1, 1), this.cmr_ffn.forward(x)), T.mul(gd, y));
+      y = T.add(T.mul(T.affine(gd, -1, 1), this.cmr_ffn.forward(e ?? x)), T.mul(gd, y));
       return { y, aux: r.aux, cmrGate: g };
     }
     return { y, aux: r.aux };
@@ -347,6 +365,28 @@ export interface ForwardResult {
   aux: { layer: number; aux: MoEAux }[];
   /** Losses over all layers at once (already scaled), e.g. the all-layers Switch loss. */
   losses: Record<string, Tensor>;
+  /** Mixture-of-Depths: the rows each routed layer ran its block on, in layer order. */
+  depth?: DepthRecord[];
+}
+
+/** One block on gathered rows (the model's forward closure), for Mixture-of-Depths layers. */
+type DepthBlock = (
+  layer: DecoderLayer,
+  i: number,
+  x: Tensor,
+  Bb: number,
+  Tb: number,
+  entry: AttentionCacheEntry | undefined,
+  bctx: RouterContext,
+  pastRows: number,
+  attnOnly?: boolean,
+) => { x2: Tensor; da: Tensor; df: Tensor | null };
+
+/** The rows (of the forward's B*T) a Mixture-of-Depths layer processed. */
+export interface DepthRecord {
+  layer: number;
+  rows: Int32Array;
+  tokens: number;
 }
 
 export class MoETransformerLM extends Module {
@@ -354,6 +394,10 @@ export class MoETransformerLM extends Module {
   layers: DecoderLayer[];
   norm: RMSNorm;
   lm_head: Linear | null;
+  /** gamma-MoD's one 2-way depth router, shared by every routed layer. */
+  depth_router_shared: Linear | null = null;
+  /** Capacity of each layer (1: a full block; below 1: a Mixture-of-Depths layer). */
+  readonly depthCaps: number[];
   constructor(
     readonly config: ModelConfig,
     seed: number,
@@ -364,11 +408,31 @@ export class MoETransformerLM extends Module {
     const c = config;
     this.embed_tokens = new Embedding(c.vocab_size, c.hidden_size, rng, c.initializer_range);
     this.layers = [];
-    for (let i = 0; i < c.num_hidden_layers; i++) this.layers.push(new DecoderLayer(c, i, rng));
+    // MoEUT layer groups: only the G distinct layers hold parameters; layerAt(i) maps depth to them
+    for (let i = 0; i < (c.layer_groups ?? c.num_hidden_layers); i++) this.layers.push(new DecoderLayer(c, i, rng));
     this.norm = new RMSNorm(c.hidden_size, c.rms_norm_eps);
     this.lm_head = c.tie_word_embeddings ? null : new Linear(c.hidden_size, c.vocab_size, rng, { std: c.initializer_range });
+    this.depthCaps = depthCapacities(c);
+    const mod = c.mixture_of_depths;
+    if (mod && this.depthCaps.some((x) => x < 1)) {
+      // own RNG stream: the rest of the init is the same with or without depth routing (Router-Tuning loads a base into it)
+      const drng = new Rng(seed ^ 0xde97);
+      const d = c.hidden_size;
+      if (mod.router === 'gamma') this.depth_router_shared = new Linear(d, 2, drng, { std: c.initializer_range, bias: false });
+      this.layers.forEach((l, i) => {
+        if (this.depthCaps[i] >= 1) return;
+        if (!(l.self_attn instanceof Attention)) throw new ConfigError(`model config: mixture_of_depths needs attention_type "standard" (layer ${i} has ${l.self_attn.constructor.name})`);
+        if (mod.router === 'linear') l.depth_router = new Linear(d, 1, drng, { std: c.initializer_range, bias: false });
+        if (mod.causal === 'predictor') l.depth_predictor = new DepthPredictor(d, mod.predictor_hidden, drng);
+      });
+    }
     // adapters after the base (own RNG stream): the base init is the same with or without them
     if (c.peft) attachLoraExperts(this.layers, c.peft, new Rng(seed ^ 0x10a4));
+  }
+
+  /** The (possibly shared) decoder layer that runs at depth i (layer_groups: layer i mod G). */
+  layerAt(i: number): DecoderLayer {
+    return this.layers[i % this.layers.length];
   }
 
   moeLayers(): MoELayer[] {
@@ -397,11 +461,28 @@ export class MoETransformerLM extends Module {
     const ctx: RouterContext = { ...opts.ctx, tokenIds: ids, state: new Map(), batchShape: { batch: B, seqLen: Tn }, embeddings: h };
     const attnLosses: Record<string, Tensor> = {};
     const attnRouters: RouterOutput[] = [];
+    const depthLosses: Tensor[] = [];
+    const depth: DepthRecord[] = [];
+    const cache = opts.cache;
+    const peri = c.norm_placement === 'peri';
     const cmr = c.conditional_moe_routing;
     const cmrGates: Tensor[] = [];
-    this.layers.forEach((layer, i) => {
-      const cache = opts.cache;
-      const a = layer.self_attn.forward(layer.input_layernorm.forward(h), B, Tn, cache ? { k: cache.k[i], v: cache.v[i], offset: past } : undefined, ctx);
+    /** The FFN half on rows x2 (after attention): its residual update. */
+    const ffnPart = (layer: DecoderLayer, i: number, x2: Tensor, lctx: RouterContext): Tensor => {
+      const r = layer.ffn(layer.post_attention_layernorm.forward(x2), lctx, c.router_jitter_noise, cmr ? { p: cmr.gate_dropout, rng: ctx.rng } : undefined, peri ? x2 : undefined);
+      if (r.aux) aux.push({ layer: i, aux: r.aux });
+      // FFN kinds' own losses, summed over layers under one name each
+      for (const [name, l] of Object.entries(r.losses ?? {})) attnLosses[`ffn.${name}`] = attnLosses[`ffn.${name}`] ? T.add(attnLosses[`ffn.${name}`], l) : l;
+      if (r.cmrGate) cmrGates.push(r.cmrGate);
+      return branch(r.y);
+    };
+    /**
+     * One block on rows x ([Bb * Tb] of d): attention (its keys/values cached under layer i), then
+     * the FFN (unless attnOnly). Returns x after attention and both residual updates; `pastRows`
+     * are the rows already in this layer's cache.
+     */
+    const block: DepthBlock = (layer, i, x, Bb, Tb, entry, bctx, pastRows, attnOnly = false) => {
+      const a = peri ? layer.self_attn.forward(layer.input_layernorm.forward(x), Bb, Tb, entry, bctx, x) : layer.self_attn.forward(layer.input_layernorm.forward(x), Bb, Tb, entry, bctx);
       // attention experts' balancing losses, summed over layers under one name each
       for (const [name, l] of Object.entries(a.losses ?? {})) attnLosses[`attention.${name}`] = attnLosses[`attention.${name}`] ? T.add(attnLosses[`attention.${name}`], l) : l;
       if (a.router) attnRouters.push(a.router);
@@ -409,7 +490,9 @@ export class MoETransformerLM extends Module {
         cache.k[i] = a.k;
         cache.v[i] = a.v;
       }
-      h = T.add(h, branch(a.y));
+      const da = branch(a.y);
+      const x2 = T.add(x, da);
+      if (attnOnly) return { x2, da, df: null };
       // attention-derived token importance, only for routers that declare they read it (DA-MoE)
       const aq = (a as { q?: Tensor }).q;
       const heads = (layer.self_attn as { heads?: number }).heads;
@@ -417,23 +500,28 @@ export class MoETransformerLM extends Module {
       const wantsImportance = aq !== undefined && heads !== undefined && aq.ndim === 4 && layer.block_sparse_moe?.specs.router.traits.context?.includes('tokenImportance');
       const lctx = wantsImportance
         ? {
-            ...ctx,
+            ...bctx,
             tokenImportance: attentionImportance(
               aq,
               T.noGrad(() => repeatHeads(a.k, heads)),
-              past,
+              pastRows,
             ),
           }
-        : ctx;
-      const r = layer.ffn(layer.post_attention_layernorm.forward(h), lctx, c.router_jitter_noise, cmr ? { p: cmr.gate_dropout, rng: ctx.rng } : undefined);
-      if (r.aux) aux.push({ layer: i, aux: r.aux });
-      // FFN kinds' own losses, summed over layers under one name each
-      for (const [name, l] of Object.entries(r.losses ?? {})) attnLosses[`ffn.${name}`] = attnLosses[`ffn.${name}`] ? T.add(attnLosses[`ffn.${name}`], l) : l;
-      if (r.cmrGate) cmrGates.push(r.cmrGate);
-      h = T.add(h, branch(r.y));
-    });
+        : bctx;
+      return { x2, da, df: ffnPart(layer, i, x2, lctx) };
+    };
+    for (let i = 0; i < c.num_hidden_layers; i++) {
+      const layer = this.layerAt(i);
+      if (this.depthCaps[i] < 1) {
+        h = this.depthLayer(layer, i, h, B, Tn, past, cache, ids, ctx, block, ffnPart, depthLosses, depth);
+        continue;
+      }
+      const { x2, df } = block(layer, i, h, B, Tn, cache ? { k: cache.k[i], v: cache.v[i], offset: past } : undefined, ctx, past);
+      h = T.add(x2, df!);
+    }
     if (opts.cache) opts.cache.length = past + Tn;
     const losses: Record<string, Tensor> = { ...attnLosses };
+    if (depthLosses.length) losses['depth.causal'] = depthLosses.reduce((x, y) => T.add(x, y));
     if (c.aux_loss_normalization === 'all-layers-tokens' && c.router_aux_loss_coef > 0 && aux.length > 0) {
       // routed attention (JetMoE) joins the one Hugging Face loss when its expert count matches, else gets its own
       const E = c.num_local_experts;
@@ -451,7 +539,93 @@ export class MoETransformerLM extends Module {
     h = this.norm.forward(h);
     let logits = this.lm_head ? this.lm_head.forward(h) : T.linear(h, this.embed_tokens.weight);
     if (c.logits_scaling !== 1) logits = T.scale(logits, 1 / c.logits_scaling);
-    return { logits, aux, losses };
+    return { logits, aux, losses, ...(depth.length ? { depth } : {}) };
+  }
+
+  /**
+   * A Mixture-of-Depths layer (src/models/depth.ts): route, run the block on the chosen rows at
+   * their own positions, add the weighted update back. Sequences with equal counts run as one
+   * batch; a causal selection with unequal counts runs sequence by sequence.
+   */
+  private depthLayer(
+    layer: DecoderLayer,
+    i: number,
+    h: Tensor,
+    B: number,
+    Tn: number,
+    past: number,
+    cache: KVCache | undefined,
+    ids: Int32Array,
+    ctx: RouterContext,
+    block: DepthBlock,
+    ffnPart: (layer: DecoderLayer, i: number, x2: Tensor, lctx: RouterContext) => Tensor,
+    losses: Tensor[],
+    records: DepthRecord[],
+  ): Tensor {
+    const m = this.config.mixture_of_depths!;
+    const n = B * Tn;
+    const gamma = m.router === 'gamma';
+    const rin = gamma ? layer.input_layernorm.forward(h) : h;
+    let z: Tensor;
+    let w: Tensor;
+    if (gamma) {
+      const l = this.depth_router_shared!.forward(rin);
+      w = T.slice(T.softmax(l, -1), 1, 1, 2);
+      z = T.sub(T.slice(l, 1, 1, 2), T.slice(l, 1, 0, 1));
+    } else {
+      z = layer.depth_router!.forward(rin);
+      w = depthWeight(z, m);
+    }
+    const pred = layer.depth_predictor ? layer.depth_predictor.forward(detach(rin)) : null;
+    const rule = pred ?? z;
+    const topk = this.training || m.inference === 'topk';
+    const sel = topk ? selectDepthTopK(z.data, B, Tn, depthTokens(this.depthCaps[i], Tn)) : selectDepthCausal(rule.data, B, Tn);
+    if (this.training && m.aux_loss_coef > 0) {
+      const target = new Float32Array(n);
+      for (const r of sel.rows) target[r] = 1;
+      losses.push(T.scale(bceWithLogits(rule, target), m.aux_loss_coef));
+    }
+    records.push({ layer: i, rows: sel.rows, tokens: n });
+    let out = h;
+    if (m.symmetric) {
+      // p-MoD STRing: skipped rows scaled by their weight too, h + (w - 1) h
+      const chosen = new Uint8Array(n);
+      for (const r of sel.rows) chosen[r] = 1;
+      const skip = Int32Array.from({ length: n }, (_, r) => r).filter((r) => !chosen[r]);
+      if (skip.length) out = T.add(out, T.combineRows(T.gatherRows(h, skip), skip, n, T.affine(T.gatherRows(w, skip), 1, -1)));
+    }
+    const attnOnly = m.skip === 'attention';
+    // Router-Tuning's MindSkip form: only attention is routed, every token runs the FFN
+    const finish = (o: Tensor): Tensor => (attnOnly ? T.add(o, ffnPart(layer, i, o, ctx)) : o);
+    if (sel.rows.length === 0) return finish(out);
+    if (cache && B > 1) throw new Error(`forward: a KV cache with mixture_of_depths needs batch 1, got ${B}`);
+    const equal = sel.counts.every((k) => k === sel.counts[0]);
+    const groups: { rows: Int32Array; Bb: number; Tb: number }[] = [];
+    if (equal) groups.push({ rows: sel.rows, Bb: B, Tb: sel.counts[0] });
+    else {
+      let off = 0;
+      for (let b = 0; b < B; b++) {
+        if (sel.counts[b] > 0) groups.push({ rows: sel.rows.subarray(off, off + sel.counts[b]), Bb: 1, Tb: sel.counts[b] });
+        off += sel.counts[b];
+      }
+    }
+    for (const g of groups) {
+      const positions = Int32Array.from(g.rows, (r) => past + (r % Tn));
+      const pastRows = cache?.k[i]?.shape[2] ?? 0;
+      const entry: AttentionCacheEntry = cache ? { k: cache.k[i], v: cache.v[i], offset: pastRows, positions } : { k: undefined, v: undefined, offset: 0, positions };
+      const bctx: RouterContext = {
+        ...ctx,
+        tokenIds: Int32Array.from(g.rows, (r) => ids[r]),
+        batchShape: { batch: g.Bb, seqLen: g.Tb },
+        ...(ctx.embeddings ? { embeddings: T.gatherRows(ctx.embeddings, g.rows) } : {}),
+      };
+      const { da, df } = block(layer, i, T.gatherRows(h, g.rows), g.Bb, g.Tb, entry, bctx, pastRows, attnOnly);
+      const wg = T.gatherRows(w, g.rows);
+      // gamma-MoD weighs the FFN update only; MoD the whole block's
+      if (!df) out = T.add(out, T.combineRows(da, g.rows, n, wg));
+      else out = gamma ? T.add(T.add(out, T.scatterRows(da, g.rows, n)), T.combineRows(df, g.rows, n, wg)) : T.add(out, T.combineRows(T.add(da, df), g.rows, n, wg));
+    }
+    return finish(out);
   }
 
   /** The largest two-pass consistency coefficient any router asks for (0: one pass per step). */

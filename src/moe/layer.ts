@@ -184,11 +184,18 @@ export class MoELayer extends Module {
     }
   }
 
-  /** x [T, dModel] -> y [T, dModel] and the auxiliary losses, routing record and metrics. */
-  forward(x: Tensor, ctx: RouterContext): MoEForward {
+  /**
+   * x [T, dModel] -> y [T, dModel] and the auxiliary losses, routing record and metrics.
+   * `routerInput` [T, dModel]: what the router reads instead of x (MoEUT's peri-layernorm: the
+   * router sees the normalised rows, the experts the raw ones).
+   */
+  forward(x: Tensor, ctx: RouterContext, routerInput?: Tensor): MoEForward {
     if (x.ndim !== 2 || x.shape[1] !== this.dModel) {
       throw new Error(`MoELayer.forward: x must be [T, ${this.dModel}] (tokens x dModel), got [${x.shape.join(', ')}]`);
     }
+    if (routerInput && (routerInput.ndim !== 2 || routerInput.shape[0] !== x.shape[0] || routerInput.shape[1] !== this.dModel))
+      throw new Error(`MoELayer.forward: routerInput must be [${x.shape[0]}, ${this.dModel}] like x, got [${routerInput.shape.join(', ')}]`);
+    if (routerInput && this.multi_head) throw new Error('MoELayer.forward: a separate routerInput is not supported with sub-tokens (MH-MoE)');
     if (this.multi_head && this.merge) {
       const h = this.subTokens;
       const T0 = x.shape[0];
@@ -198,14 +205,14 @@ export class MoELayer extends Module {
       const r = this.forwardTokens(reshape(this.multi_head.forward(x), [T0 * h, this.dModel / h]), subCtx);
       return { y: this.merge.forward(reshape(r.y, [T0, this.dModel])), aux: r.aux };
     }
-    return this.forwardTokens(x, ctx);
+    return this.forwardTokens(x, ctx, routerInput);
   }
 
   /** Route and compute rows of the router's width (whole tokens, or MH-MoE sub-tokens). */
-  private forwardTokens(x: Tensor, ctx: RouterContext): MoEForward {
+  private forwardTokens(x: Tensor, ctx: RouterContext, routerInput?: Tensor): MoEForward {
     const T = x.shape[0];
     const E = this.numExperts;
-    const out = this.route(x, ctx);
+    const out = this.route(routerInput ?? x, ctx);
     const d = this.specs.dispatch;
     if (out.routing.kind !== d.routing)
       throw new Error(`MoELayer.forward: router "${this.specs.router.name}" returned ${out.routing.kind} routing; dispatch "${d.name}" consumes ${d.routing} routing`);

@@ -28,7 +28,8 @@ export interface EvalResult {
 export function evaluate(model: MoETransformerLM, data: MixedDataset, opts: { maxBatches?: number; step?: number } = {}): EvalResult {
   const wasTraining = model.training;
   model.eval();
-  const moeLayerIdx = model.layers.flatMap((l, i) => (l.block_sparse_moe ? [i] : []));
+  // by depth: shared layers (layer_groups) run at several depths, and a depth-routed layer may run on no token
+  const moeLayerIdx = Array.from({ length: model.config.num_hidden_layers }, (_, i) => i).filter((i) => model.layerAt(i).block_sparse_moe);
   const E = model.config.num_local_experts;
   const usage = moeLayerIdx.map(() => data.domainNames.map(() => new Array<number>(E).fill(0)));
   const routing = { loadCV: 0, droppedFraction: 0, routerEntropy: 0, expertsPerToken: 0 };
@@ -47,7 +48,8 @@ export function evaluate(model: MoETransformerLM, data: MixedDataset, opts: { ma
           sum += crossEntropy(res.logits, b.targets).item() * n;
           tokens += n;
           batches++;
-          res.aux.forEach(({ aux }, li) => {
+          res.aux.forEach(({ aux, layer }) => {
+            const li = moeLayerIdx.indexOf(layer);
             const m = aux.metrics;
             for (let e = 0; e < E; e++) usage[li][d][e] += m.tokensPerExpert[e] ?? 0;
             routing.loadCV += m.loadCV;

@@ -8,6 +8,7 @@ import { Rng } from '../tensor/random.js';
 import { AdamW, clipGradNorm, cosineWithWarmup, linearWithWarmup, type Parameter } from '../nn/index.js';
 import { MoETransformerLM, lmLoss } from '../models/transformer.js';
 import { parseModelConfig, type RunConfig } from '../models/config.js';
+import { isDepthRouterTensor } from '../models/depth.js';
 import type { MixedDataset } from '../data/dataset.js';
 import { buildDataset, newTokenizer } from '../data/build.js';
 import type { Tokenizer } from '../data/tokenizer/types.js';
@@ -74,7 +75,8 @@ export class TrainSession {
     const tr = this.config.training;
     this.data = buildDataset(this.config, this.tokenizer, texts);
     this.model = new MoETransformerLM(this.config.model, tr.seed);
-    this.params = this.model.parameters();
+    // Router-Tuning: only the depth routers and their causal predictors train
+    this.params = this.config.model.mixture_of_depths?.router_tuning ? this.model.namedParameters().flatMap(([n, p]) => (isDepthRouterTensor(n) ? [p] : [])) : this.model.parameters();
     const noDecay = new Set<Parameter>(
       this.model
         .namedParameters()

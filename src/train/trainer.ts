@@ -11,7 +11,7 @@ import { add, scale } from '../tensor/index.js';
 import { AdamW, clipGradNorm, type Parameter } from '../nn/index.js';
 import { MoETransformerLM, lmLoss, symmetricKL, type ForwardResult } from '../models/transformer.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { parseModelConfig, type RunConfig } from '../models/config.js';
+import { parseModelConfig, ConfigError, type RunConfig } from '../models/config.js';
 import { buildTokenizer, buildDataset } from '../data/build.js';
 import { loadCorpusSplits } from '../data/corpus.js';
 import { loadTokenizer, type Tokenizer } from '../data/tokenizer/index.js';
@@ -20,6 +20,7 @@ import { writeJsonAtomicSync } from '../io/atomic.js';
 import { evaluate, type EvalResult } from './evaluate.js';
 import { TrainingDivergedError, lrAt, meanOf as mean, type StepMetrics } from './session.js';
 import { isAdapterTensor, loadPartialState } from '../models/lora-experts.js';
+import { isDepthRouterTensor, loadBaseWithDepthRouters } from '../models/depth.js';
 import { saveCheckpoint, loadCheckpoint, configDiff, cleanStaleTemps, firstNonFinite, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError } from '../io/checkpoint.js';
 import { checkRunMemory } from '../models/memory.js';
 import { prepareFreshRunDir, truncateLog, appendLine } from './run-dir.js';
@@ -140,7 +141,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const tr = cfg.training;
   const model = new MoETransformerLM(cfg.model, tr.seed);
   // PEFT: the base stays frozen; only adapter tensors (and so their routers) reach the optimizer
-  const basePick = (n: string): boolean => !cfg.model.peft || isAdapterTensor(n);
+  // Router-Tuning: likewise only the depth routers and their causal predictors
+  const routerTuning = Boolean(cfg.model.mixture_of_depths?.router_tuning);
+  const basePick = (n: string): boolean => (cfg.model.peft ? isAdapterTensor(n) : routerTuning ? isDepthRouterTensor(n) : true);
   const masks: { p: Parameter; mask: Uint8Array; frozen: Float32Array }[] = [];
   const params: Parameter[] = [];
   for (const [n, p] of model.namedParameters()) {
@@ -153,6 +156,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     }
     params.push(p);
   }
+  if (routerTuning && !cfg.model.peft && params.length === 0) throw new ConfigError('model config: mixture_of_depths.router_tuning: the model has no depth-routed layer to tune (check capacity, every, layers)');
   if (params.length === 0) throw new Error('train: no parameter is trainable (hooks.trainable froze everything)');
   const consistency = model.consistencyWeight();
   const noDecay = new Set<Parameter>(
@@ -183,6 +187,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   } else {
     // a base without adapters into a PEFT model: base tensors by name, adapters keep their (identity) init
     if (opts.init && cfg.model.peft && !opts.init.model.config.peft) loadPartialState(model, opts.init.model.stateDict(), 'base', 'train --peft');
+    else if (opts.init && routerTuning && !opts.init.model.config.mixture_of_depths) loadBaseWithDepthRouters(model, opts.init.model.stateDict(), 'train --router-tuning');
     else if (opts.init) model.loadStateDict(opts.init.model.stateDict());
     writeJsonAtomicSync(path.join(out, 'config.json'), cfg);
     saveTokenizer(path.join(out, 'tokenizer.json'), tokenizer!);

@@ -100,6 +100,9 @@ export function exportGGUF(model: MoETransformerLM, tokenizer: Tokenizer, path: 
   if (!GGUF_QUANTS.includes(quant)) throw new Error(`gguf export: unknown quantisation "${quant}" (known: ${GGUF_QUANTS.join(', ')})`);
   if (c.ffn_type !== undefined) throw new Error(`gguf export: ffn_type "${c.ffn_type}" has no GGUF form`);
   if (c.moe_layer_overrides && Object.keys(c.moe_layer_overrides).length > 0) throw new Error('gguf export: per-layer MoE sizes (moe_layer_overrides) have no GGUF form');
+  // llama.cpp runs every layer on every token with pre-norm blocks of their own
+  if (c.mixture_of_depths || c.layer_groups !== undefined || c.norm_placement !== 'pre')
+    throw new Error('gguf export: mixture_of_depths, layer_groups and norm_placement "peri" have no llama.cpp equivalent');
   const spec = chooseArch(c, opts.arch ?? 'auto');
   if (tokenizer.vocabSize > c.vocab_size) throw new Error(`gguf export: tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${c.vocab_size}`);
   const tok = tokenizerMetadata(tokenizer);

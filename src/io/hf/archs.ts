@@ -152,6 +152,9 @@ function commonReject(c: ModelConfig): string | null {
   const unknown = unknownField(c);
   if (unknown) return unknown;
   if (c.hidden_act !== 'silu') return `hidden_act "${c.hidden_act}" (the supported Hugging Face architectures use SwiGLU, hidden_act silu)`;
+  if (c.mixture_of_depths) return 'mixture_of_depths (token routing per layer) has no Hugging Face equivalent';
+  if (c.layer_groups !== undefined) return 'layer_groups (layers shared in groups, MoEUT) has no Hugging Face equivalent';
+  if (c.norm_placement !== 'pre') return 'norm_placement "peri" (peri-layernorm) has no Hugging Face equivalent';
   if (c.hidden_dropout !== 0) return null; // training-only; forward semantics match
   return null;
 }

@@ -18,6 +18,11 @@ export interface AttentionCacheEntry {
   v: Tensor | undefined;
   /** Tokens already in the cache (the RoPE offset of the new ones). */
   offset: number;
+  /**
+   * Absolute positions of the new rows ([B*T]) when they are not offset + t: rows gathered from
+   * longer sequences (Mixture-of-Depths blocks). Only the standard kind reads it.
+   */
+  positions?: Int32Array;
 }
 
 /** An attention layer's output: y [B*T, d], the keys/values to cache, and any auxiliary losses (already scaled). */
@@ -33,9 +38,13 @@ export interface AttentionResult {
   router?: RouterOutput;
 }
 
-/** What every attention kind implements: x [B*T, d] -> y [B*T, d]. */
+/**
+ * What every attention kind implements: x [B*T, d] -> y [B*T, d]. `valueInput` (kinds whose spec
+ * sets `periNorm`): the un-normalised rows the value path reads while queries, keys and routers
+ * read x (MoEUT's peri-layernorm).
+ */
 export interface AttentionModule extends Module {
-  forward(x: Tensor, B: number, Tn: number, cache?: AttentionCacheEntry, ctx?: RouterContext): AttentionResult;
+  forward(x: Tensor, B: number, Tn: number, cache?: AttentionCacheEntry, ctx?: RouterContext, valueInput?: Tensor): AttentionResult;
 }
 
 /** The zod shape of an attention kind's options. */
@@ -49,6 +58,8 @@ export interface AttentionSpec<S extends AttentionOptionShape = AttentionOptionS
   /** Rules across options or against the model config (hidden_size, heads). */
   refine?: (opts: ParsedAttentionOptions<S>, model: ModelConfig, issue: (field: string, message: string) => void) => void;
   create: (model: ModelConfig, opts: ParsedAttentionOptions<S>, rng: Rng, layerIndex: number) => AttentionModule;
+  /** The kind reads `valueInput` (peri-layernorm: values from the un-normalised residual stream). */
+  periNorm?: boolean;
   /** Parameters of one block, for the pre-allocation memory estimate (default: the 4 d^2 of multi-head attention). */
   parameters?: (model: ModelConfig) => number;
 }

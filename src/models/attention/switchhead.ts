@@ -111,7 +111,7 @@ export class SwitchHeadAttention extends Module implements AttentionModule {
     return losses;
   }
 
-  forward(x: Tensor, B: number, Tn: number, cache?: AttentionCacheEntry, _ctx: RouterContext = evalContext()): AttentionResult {
+  forward(x: Tensor, B: number, Tn: number, cache?: AttentionCacheEntry, _ctx: RouterContext = evalContext(), valueInput?: Tensor): AttentionResult {
     const n = B * Tn;
     const H = this.heads;
     const E = this.numExperts;
@@ -125,7 +125,7 @@ export class SwitchHeadAttention extends Module implements AttentionModule {
     const vs = selectPerHead(T.sigmoid(vLogits), n, H, E, this.topK);
     const vSort = sortByExpert(vs.tokenIdx, vs.expertIdx, H * E);
     const vRowsOut = Int32Array.from(vSort.order, (a) => vs.rowIdx[a]);
-    const vMixed = T.combineRows(T.groupedMatmul(T.gatherRows(x, vSort.rows), this.v_experts, vSort.sizes), vRowsOut, n * H, vs.weights, vSort.order);
+    const vMixed = T.combineRows(T.groupedMatmul(T.gatherRows(valueInput ?? x, vSort.rows), this.v_experts, vSort.sizes), vRowsOut, n * H, vs.weights, vSort.order);
     let v = T.splitHeads(T.reshape(vMixed, [n, H * dh]), B, Tn, H);
     if (cache?.k && cache.v) {
       k = T.concat([cache.k, k], 2);
@@ -148,6 +148,7 @@ attentionRegistry.register(
     summary: 'MoE value and output projections per head (sigmoid top-k routers), dense queries and keys; with MoE FFNs: SwitchAll',
     paper: { authors: 'Csordás et al.', title: 'SwitchHead: Accelerating Transformers with Mixture-of-Experts Attention', year: 2024 },
     options,
+    periNorm: true,
     refine: (o, c, issue) => {
       if (o.topK > o.numExperts) issue('topK', `must be at most numExperts (${o.numExperts})`);
       if ((o.headDim ?? headDimOf(c)) % 2 !== 0) issue('headDim', 'must be even for rotary embeddings');

@@ -41,3 +41,4 @@ import './cartesian.js';
 import './smile.js';
 import './nested-budget.js';
 import './phase-in.js';
+import './sigma-moe.js';

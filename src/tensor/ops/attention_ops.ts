@@ -8,16 +8,19 @@ import { ropeTables } from './nn_ops.js';
 
 /**
  * x [B*T, H*Dh] (token-major projections) -> [B, H, T, Dh]; with `rope`, rotates pairs
- * (i, i + Dh/2) by the angle of position offset + t (as `rope` does).
+ * (i, i + Dh/2) by the angle of position offset + t (as `rope` does), or of `positions[b*T + t]`
+ * when given (rows gathered from longer sequences, e.g. Mixture-of-Depths blocks).
  */
-export function splitHeads(x: Tensor, B: number, T: number, H: number, rope?: { offset: number; theta: number; invFreq?: Float32Array; scale?: number }): Tensor {
+export function splitHeads(x: Tensor, B: number, T: number, H: number, rope?: { offset: number; theta: number; invFreq?: Float32Array; scale?: number; positions?: Int32Array }): Tensor {
   if (x.ndim !== 2 || x.shape[0] !== B * T || x.shape[1] % H !== 0) {
     throw new Error(`splitHeads: expected [${B}*${T}, H*Dh] with H=${H}, got ${formatShape(x.shape)}`);
   }
   const Dh = x.shape[1] / H;
   if (rope && Dh % 2 !== 0) throw new Error(`splitHeads: head dim ${Dh} must be even for rotary embeddings`);
   const half = Dh / 2;
-  const tables = rope ? ropeTables(T, Dh, rope.theta, rope.offset, rope.invFreq, rope.scale ?? 1) : null;
+  const pos = rope?.positions;
+  if (pos && pos.length !== B * T) throw new Error(`splitHeads: ${pos.length} positions for ${B}*${T} rows`);
+  const tables = rope ? (pos ? ropeTablesAt(pos, Dh, rope.theta, rope.invFreq, rope.scale ?? 1) : ropeTables(T, Dh, rope.theta, rope.offset, rope.invFreq, rope.scale ?? 1)) : null;
   const move = (src: Float32Array, dst: Float32Array, toHeads: boolean, sign: number): void => {
     const D = H * Dh;
     for (let b = 0; b < B; b++) {
@@ -31,7 +34,7 @@ export function splitHeads(x: Tensor, B: number, T: number, H: number, rope?: { 
             for (let i = 0; i < Dh; i++) dst[dOff + i] = src[so + i];
             continue;
           }
-          const c = t * half;
+          const c = (pos ? b * T + t : t) * half;
           for (let i = 0; i < half; i++) {
             const a = src[so + i];
             const bb = src[so + i + half];
@@ -51,6 +54,21 @@ export function splitHeads(x: Tensor, B: number, T: number, H: number, rope?: { 
     move(g, gx, false, -1);
     accumulateGrad(x, gx, true);
   });
+}
+
+/** cos/sin tables [positions.length x dim/2] at explicit positions (as ropeTables computes them). */
+function ropeTablesAt(positions: Int32Array, dim: number, base: number, invFreq: Float32Array | undefined, scale: number): { cos: Float32Array; sin: Float32Array } {
+  const half = dim / 2;
+  const cos = new Float32Array(positions.length * half);
+  const sin = new Float32Array(positions.length * half);
+  for (let r = 0; r < positions.length; r++) {
+    for (let i = 0; i < half; i++) {
+      const theta = positions[r] * (invFreq ? invFreq[i] : Math.pow(base, (-2 * i) / dim));
+      cos[r * half + i] = Math.cos(theta) * scale;
+      sin[r * half + i] = Math.sin(theta) * scale;
+    }
+  }
+  return { cos, sin };
 }
 
 /** [B, H, T, Dh] -> [B*T, H*Dh] (the inverse layout of splitHeads, without rotation). */

@@ -13,7 +13,7 @@ function loadHf(dir: string) {
 import { noGrad } from '../tensor/tensor.js';
 import { Rng } from '../tensor/random.js';
 import { tokenExperts } from '../moe/trace.js';
-import type { MoETransformerLM } from '../models/transformer.js';
+import type { LanguageModel } from '../models/family.js';
 import type { MixedDataset } from '../data/dataset.js';
 import type { Tokenizer } from '../data/tokenizer/index.js';
 import type { TokenRouting } from '../infer/generate.js';
@@ -27,7 +27,7 @@ export interface EvalReport extends EvalResult {
 }
 
 /** Routing of the first `n` tokens of each domain's first validation window, one forward per domain. */
-export function traceRouting(model: MoETransformerLM, tokenizer: Tokenizer, data: MixedDataset, n: number): { domain: string; tokens: TokenRouting[] }[] {
+export function traceRouting(model: LanguageModel, tokenizer: Tokenizer, data: MixedDataset, n: number): { domain: string; tokens: TokenRouting[] }[] {
   return noGrad(() =>
     data.domainNames.map((domain) => {
       const first = data.valBatches(domain, 1).next().value;

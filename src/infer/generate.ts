@@ -6,7 +6,9 @@
 import { noGrad } from '../tensor/tensor.js';
 import type { StateDict } from '../nn/module.js';
 import { Rng } from '../tensor/random.js';
-import { MoETransformerLM, type KVCache } from '../models/transformer.js';
+import { MoETransformerLM, asTransformer } from '../models/transformer.js';
+import { buildModel } from '../models/build.js';
+import type { LanguageModel, ModelCache } from '../models/family.js';
 import { parseRunConfig, type RunConfig } from '../models/config.js';
 import { createStreamDecoder, loadTokenizer, type Tokenizer } from '../data/tokenizer/index.js';
 import { loadCheckpoint } from '../io/checkpoint.js';
@@ -134,7 +136,7 @@ function checkOptions(opts: GenerateOptions): void {
  * Generate a continuation of `prompt`. An empty prompt is an error: the tokenizers have no BOS
  * token, so there is nothing to condition on (pass e.g. "\n" to start a fresh line).
  */
-export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: string, opts: GenerateOptions): GenerateResult {
+export function generate(model: LanguageModel, tokenizer: Tokenizer, prompt: string, opts: GenerateOptions): GenerateResult {
   checkOptions(opts);
   if (typeof prompt !== 'string') throw new Error(`generate: prompt must be a string, got ${typeof prompt}`);
   const V = model.config.vocab_size;
@@ -165,7 +167,7 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
   let engine: DecodeEngine | null = null;
   if (want instanceof DecodeEngine) engine = opts.traceRouting ? null : want;
   else if (want === 'fast' || (want === 'auto' && !opts.traceRouting && model instanceof MoETransformerLM && DecodeEngine.unsupported(model) === null)) {
-    engine = new DecodeEngine(model, { quant: opts.quant, seed, ...(opts.kernels ? { kernels: opts.kernels } : {}) });
+    engine = new DecodeEngine(asTransformer(model, 'decodeEngine', 'generate: engine "fast" (--quant)'), { quant: opts.quant, seed, ...(opts.kernels ? { kernels: opts.kernels } : {}) });
     // a model feature the fast path does not know of shows up as different logits: stay eager then
     if (want === 'auto' && engine.quant === 'f32' && !(engine.selfCheck() < 1e-3)) engine = null;
   }
@@ -184,7 +186,7 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
        * tokenizer's vocabulary. Traces the routing of positions from `traceFrom` on (a re-prefill
        * after a slide only adds its last token).
        */
-      const step = (ids: Int32Array, cache: KVCache, traceFrom = 0, prompt = false): Float32Array => {
+      const step = (ids: Int32Array, cache: ModelCache, traceFrom = 0, prompt = false): Float32Array => {
         if (engine) {
           const out = engine.forward(ids);
           cache.length = engine.length;
@@ -316,7 +318,7 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
 }
 
 export interface InferenceModel {
-  model: MoETransformerLM;
+  model: LanguageModel;
   tokenizer: Tokenizer;
   config: RunConfig;
   /** The checkpoint directory actually loaded (a run directory resolves via latest.json). */
@@ -351,7 +353,7 @@ export function inferenceModelFromCheckpoint(ck: { state: TrainerState; model: S
     throw new CheckpointError(`${where}: tokenizer has ${tokenizer.vocabSize} tokens but model.vocab_size is ${config.model.vocab_size}`);
   }
   // the init is overwritten by the checkpoint; the seed only has to be fixed
-  const model = new MoETransformerLM(config.model, 0);
+  const model = buildModel(config.model, 0);
   try {
     model.loadStateDict(ck.model);
   } catch (e) {

@@ -20,6 +20,7 @@ import { MLAttention, repeatHeads } from './mla.js';
 import { checkMemory } from './memory.js';
 import { attachLoraExperts } from './lora-experts.js';
 import { attentionRegistry, buildAttention, defineAttention, type AttentionModule } from './attention/index.js';
+import { familyRegistry, defineFamily, unsupportedFeature, type FamilyTraits, type LanguageModel } from './family.js';
 
 /** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
 export interface KVCache {
@@ -321,7 +322,7 @@ export interface ForwardResult {
   losses: Record<string, Tensor>;
 }
 
-export class MoETransformerLM extends Module {
+export class MoETransformerLM extends Module implements LanguageModel {
   embed_tokens: Embedding;
   layers: DecoderLayer[];
   norm: RMSNorm;
@@ -345,6 +346,10 @@ export class MoETransformerLM extends Module {
 
   moeLayers(): MoELayer[] {
     return this.layers.flatMap((l) => (l.block_sparse_moe ? [l.block_sparse_moe] : []));
+  }
+
+  moeLayerIndices(): number[] {
+    return this.layers.flatMap((l, i) => (l.block_sparse_moe ? [i] : []));
   }
 
   /** ids [B, T] (row-major Int32Array) -> logits [B*T, V] and each MoE layer's aux record. */
@@ -467,4 +472,25 @@ export function lmLoss(res: ForwardResult, targets: Int32Array): { loss: Tensor;
     }
   }
   return { loss, ce, auxLosses };
+}
+
+familyRegistry.register(
+  defineFamily({
+    name: 'moe-ts',
+    summary: 'decoder-only transformer: attention blocks (any attention kind) with MoE or dense FFNs',
+    paper: { authors: 'Shazeer et al.', title: 'Outrageously Large Neural Networks: The Sparsely-Gated Mixture-of-Experts Layer', year: 2017 },
+    options: {},
+    traits: { attention: true, decodeEngine: true, gguf: true, hfExport: true, adapt: true, cache: 'kv' },
+    create: (c, _o, seed) => new MoETransformerLM(c, seed),
+  }),
+);
+
+/**
+ * The model as the MoE transformer, for code that needs its blocks (the decode engine, GGUF and
+ * Hugging Face export, adaptation); another family fails with one line naming `what` and the
+ * families that support the feature.
+ */
+export function asTransformer(model: LanguageModel, trait: Exclude<keyof FamilyTraits, 'cache'>, what: string): MoETransformerLM {
+  if (model instanceof MoETransformerLM) return model;
+  throw unsupportedFeature(model.config, trait, what);
 }

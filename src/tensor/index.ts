@@ -12,3 +12,4 @@ export * from './ops/matmul.js';
 export * from './ops/nn_ops.js';
 export * from './ops/moe_ops.js';
 export * from './ops/attention_ops.js';
+export * from './ops/ssm_ops.js';

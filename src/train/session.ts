@@ -6,7 +6,9 @@
  */
 import { Rng } from '../tensor/random.js';
 import { AdamW, clipGradNorm, cosineWithWarmup, linearWithWarmup, type Parameter } from '../nn/index.js';
-import { MoETransformerLM, lmLoss } from '../models/transformer.js';
+import { lmLoss } from '../models/transformer.js';
+import { buildModel } from '../models/build.js';
+import type { LanguageModel } from '../models/family.js';
 import { parseModelConfig, type RunConfig } from '../models/config.js';
 import type { MixedDataset } from '../data/dataset.js';
 import { buildDataset, newTokenizer } from '../data/build.js';
@@ -55,7 +57,7 @@ export function meanOf(xs: number[]): number {
 /** A model, its AdamW optimizer, data and RNG, trained one step at a time in memory (no files). */
 export class TrainSession {
   readonly config: RunConfig;
-  readonly model: MoETransformerLM;
+  readonly model: LanguageModel;
   readonly tokenizer: Tokenizer;
   readonly data: MixedDataset;
   readonly optimizer: AdamW;
@@ -73,7 +75,7 @@ export class TrainSession {
     this.config = { ...config, model: parseModelConfig({ ...config.model, vocab_size: this.tokenizer.vocabSize }) };
     const tr = this.config.training;
     this.data = buildDataset(this.config, this.tokenizer, texts);
-    this.model = new MoETransformerLM(this.config.model, tr.seed);
+    this.model = buildModel(this.config.model, tr.seed);
     this.params = this.model.parameters();
     const noDecay = new Set<Parameter>(
       this.model

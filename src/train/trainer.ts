@@ -9,7 +9,9 @@ import * as path from 'node:path';
 import { Rng } from '../tensor/random.js';
 import { add, scale } from '../tensor/index.js';
 import { AdamW, clipGradNorm, type Parameter } from '../nn/index.js';
-import { MoETransformerLM, lmLoss, symmetricKL } from '../models/transformer.js';
+import { lmLoss, symmetricKL } from '../models/transformer.js';
+import { buildModel } from '../models/build.js';
+import type { LanguageModel } from '../models/family.js';
 import { parseModelConfig, type RunConfig } from '../models/config.js';
 import { buildTokenizer, buildDataset } from '../data/build.js';
 import { loadCorpusSplits } from '../data/corpus.js';
@@ -68,7 +70,7 @@ export interface TrainOptions {
   /** Directory holding the shared corpora (default: discovered). */
   dataDir?: string;
   /** Fine-tune: start from these weights and this tokenizer (e.g. a Hugging Face model via fromPretrained); config.model must be theirs. */
-  init?: { model: MoETransformerLM; tokenizer: Tokenizer };
+  init?: { model: LanguageModel; tokenizer: Tokenizer };
 }
 
 export interface TrainResult {
@@ -79,7 +81,7 @@ export interface TrainResult {
   params: number;
   activeParams: number;
   outDir: string;
-  model: MoETransformerLM;
+  model: LanguageModel;
   tokenizer: Tokenizer;
 }
 
@@ -117,7 +119,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   checkRunMemory(cfg);
   const data = buildDataset(cfg, tokenizer!, texts);
   const tr = cfg.training;
-  const model = new MoETransformerLM(cfg.model, tr.seed);
+  const model = buildModel(cfg.model, tr.seed);
   // PEFT: the base stays frozen; only adapter tensors (and so their routers) reach the optimizer
   const params = cfg.model.peft ? model.namedParameters().flatMap(([n, p]) => (isAdapterTensor(n) ? [p] : [])) : model.parameters();
   const consistency = model.consistencyWeight();

@@ -160,7 +160,7 @@ export const ModelConfigSchema = z
       ctx.addIssue({ code: 'custom', path: ['model_type'], message: `must be one of ${familyRegistry.names().join(', ')}` });
     }
     if (family) {
-      for (const i of familyOptionIssues(family, c as ModelConfig)) ctx.addIssue({ code: 'custom', path: i.path, message: i.message });
+      for (const i of familyOptionIssues(family, c as ModelConfig)) ctx.addIssue(i as Parameters<typeof ctx.addIssue>[0]);
       const set = c as unknown as Record<string, unknown>;
       for (const f of family.unusedFields ?? []) {
         if (set[f] !== undefined && JSON.stringify(set[f]) !== JSON.stringify(modelFieldDefault(f))) {

@@ -110,12 +110,11 @@ export function familyOf(c: Pick<ModelConfig, 'model_type'>): FamilySpec {
 }
 
 /** Problems with a config's family_options (and family rules), as [path, message] pairs for the config's own refinement. */
-export function familyOptionIssues(spec: FamilySpec, c: ModelConfig): { path: (string | number)[]; message: string }[] {
-  const value = c.family_options ?? {};
-  const schema = familySchema(spec, c);
-  const r = schema.safeParse(value);
+export function familyOptionIssues(spec: FamilySpec, c: ModelConfig): z.core.$ZodIssue[] {
+  const r = familySchema(spec, c).safeParse(c.family_options ?? {});
   if (r.success) return [];
-  return r.error.issues.map((i) => ({ path: ['family_options', ...(i.path as (string | number)[])], message: i.message }));
+  // the issues as zod made them (unknown keys keep their code), under family_options
+  return r.error.issues.map((i) => ({ ...i, path: ['family_options', ...i.path] }));
 }
 
 function familySchema(spec: FamilySpec, c: ModelConfig): z.ZodType {

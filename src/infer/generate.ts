@@ -165,6 +165,8 @@ export function generate(model: LanguageModel, tokenizer: Tokenizer, prompt: str
   if (want === 'fast' && opts.traceRouting) throw new Error('generate: traceRouting needs the eager engine (engine "eager" or "auto")');
   const tc = performance.now();
   let engine: DecodeEngine | null = null;
+  // quantised weights live only in the fast engine: a family without it says so instead of ignoring --quant
+  if (opts.quant !== undefined && opts.quant !== 'f32') asTransformer(model, 'decodeEngine', `generate: quant ${opts.quant}`);
   if (want instanceof DecodeEngine) engine = opts.traceRouting ? null : want;
   else if (want === 'fast' || (want === 'auto' && !opts.traceRouting && model instanceof MoETransformerLM && DecodeEngine.unsupported(model) === null)) {
     engine = new DecodeEngine(asTransformer(model, 'decodeEngine', 'generate: engine "fast" (--quant)'), { quant: opts.quant, seed, ...(opts.kernels ? { kernels: opts.kernels } : {}) });

@@ -35,40 +35,50 @@ export function causalConv1d(x: Tensor, w: Tensor, bias: Tensor | null, batch: n
   const wd = w.data;
   const bd = bias?.data;
   const out = new Float32Array(x.size);
-  // input at (b, s) for s in [-P, seqLen): from the prefix before the start
-  const at = (b: number, s: number, c: number): number => (s >= 0 ? xd[(b * seqLen + s) * C + c] : prefix ? prefix[(b * P + P + s) * C + c] : 0);
+  // the row of input position s of sequence b: x itself, or the prefix (zeros when absent) before the start
+  const zero = new Float32Array(C);
+  const src = (b: number, s: number): [Float32Array, number] => (s >= 0 ? [xd, (b * seqLen + s) * C] : prefix ? [prefix, (b * P + P + s) * C] : [zero, 0]);
+  // taps as [K, C] so the channel loop is contiguous
+  const wt = new Float32Array(K * C);
+  for (let c = 0; c < C; c++) for (let k = 0; k < K; k++) wt[k * C + c] = wd[c * K + k];
   for (let b = 0; b < batch; b++)
     for (let t = 0; t < seqLen; t++) {
       const o = (b * seqLen + t) * C;
-      for (let c = 0; c < C; c++) {
-        let acc = bd ? bd[c] : 0;
-        for (let k = 0; k < K; k++) {
-          const s = t - P + k;
-          acc += wd[c * K + k] * (s >= 0 ? xd[(b * seqLen + s) * C + c] : at(b, s, c));
-        }
-        out[o + c] = acc;
+      if (bd) out.set(bd, o);
+      for (let k = 0; k < K; k++) {
+        const [a, so] = src(b, t - P + k);
+        const wo = k * C;
+        for (let c = 0; c < C; c++) out[o + c] += wt[wo + c] * a[so + c];
       }
     }
   return result(out, x.shape, bias ? [x, w, bias] : [x, w], (g) => {
     const gx = x.requiresGrad ? new Float32Array(x.size) : null;
-    const gw = w.requiresGrad ? new Float32Array(w.size) : null;
-    const gb = bias?.requiresGrad ? new Float32Array(C) : null;
+    const gwt = w.requiresGrad ? new Float64Array(K * C) : null;
+    const gb = bias?.requiresGrad ? new Float64Array(C) : null;
     for (let b = 0; b < batch; b++)
       for (let t = 0; t < seqLen; t++) {
         const o = (b * seqLen + t) * C;
-        for (let c = 0; c < C; c++) {
-          const gv = g[o + c];
-          if (gb) gb[c] += gv;
-          for (let k = 0; k < K; k++) {
-            const s = t - P + k;
-            if (gw) gw[c * K + k] += gv * at(b, s, c);
-            if (gx && s >= 0) gx[(b * seqLen + s) * C + c] += gv * wd[c * K + k];
+        if (gb) for (let c = 0; c < C; c++) gb[c] += g[o + c];
+        for (let k = 0; k < K; k++) {
+          const s = t - P + k;
+          const wo = k * C;
+          if (gwt) {
+            const [a, so] = src(b, s);
+            for (let c = 0; c < C; c++) gwt[wo + c] += g[o + c] * a[so + c];
+          }
+          if (gx && s >= 0) {
+            const xo = (b * seqLen + s) * C;
+            for (let c = 0; c < C; c++) gx[xo + c] += g[o + c] * wt[wo + c];
           }
         }
       }
     if (gx) accumulateGrad(x, gx, true);
-    if (gw) accumulateGrad(w, gw, true);
-    if (gb && bias) accumulateGrad(bias, gb, true);
+    if (gwt) {
+      const gw = new Float32Array(w.size);
+      for (let c = 0; c < C; c++) for (let k = 0; k < K; k++) gw[c * K + k] = gwt[k * C + c];
+      accumulateGrad(w, gw, true);
+    }
+    if (gb && bias) accumulateGrad(bias, Float32Array.from(gb), true);
   });
 }
 
@@ -129,8 +139,9 @@ export function selectiveScan(u: Tensor, dt: Tensor, aLog: Tensor, bm: Tensor, c
   for (let i = 0; i < D * N; i++) A[i] = -Math.exp(aLog.data[i]);
   const parents = [u, dt, aLog, bm, cm, dSkip];
   const needGrad = isGradEnabled() && parents.some((p) => p.requiresGrad);
-  // every state h_t, kept for the backward only
+  // every state h_t and decay exp(Δ_t A), kept for the backward only (it then needs no exp)
   const hs = needGrad ? new Float32Array(rows * D * N) : null;
+  const decay = needGrad ? new Float32Array(rows * D * N) : null;
   const out = new Float32Array(rows * D);
   const h = new Float64Array(D * N);
   for (let b = 0; b < batch; b++) {
@@ -144,13 +155,24 @@ export function selectiveScan(u: Tensor, dt: Tensor, aLog: Tensor, bm: Tensor, c
         const x = ud[r * D + d];
         const dx = delta * x;
         const ho = d * N;
+        const so = (r * D + d) * N;
         let y = 0;
-        for (let n = 0; n < N; n++) {
-          const hv = Math.exp(delta * A[ho + n]) * h[ho + n] + dx * bd[bo + n];
-          h[ho + n] = hv;
-          y += cd[bo + n] * hv;
+        if (hs && decay) {
+          for (let n = 0; n < N; n++) {
+            const a = Math.exp(delta * A[ho + n]);
+            const hv = a * h[ho + n] + dx * bd[bo + n];
+            h[ho + n] = hv;
+            hs[so + n] = hv;
+            decay[so + n] = a;
+            y += cd[bo + n] * hv;
+          }
+        } else {
+          for (let n = 0; n < N; n++) {
+            const hv = Math.exp(delta * A[ho + n]) * h[ho + n] + dx * bd[bo + n];
+            h[ho + n] = hv;
+            y += cd[bo + n] * hv;
+          }
         }
-        if (hs) for (let n = 0; n < N; n++) hs[(r * D + d) * N + n] = h[ho + n];
         out[r * D + d] = y + sd[d] * x;
       }
     }
@@ -158,20 +180,22 @@ export function selectiveScan(u: Tensor, dt: Tensor, aLog: Tensor, bm: Tensor, c
   }
   const h0 = opts.h0;
   return result(out, [rows, D], parents, (g) => {
+    const H = hs!;
+    const Ad = decay!;
     const gu = new Float32Array(rows * D);
     const gdt = new Float32Array(rows * D);
     const gA = new Float64Array(D * N);
     const gB = new Float32Array(rows * N);
     const gC = new Float32Array(rows * N);
     const gS = new Float64Array(D);
-    const dh = new Float64Array(N);
-    for (let b = 0; b < batch; b++)
-      for (let d = 0; d < D; d++) {
-        dh.fill(0);
-        const ao = d * N;
-        for (let t = seqLen - 1; t >= 0; t--) {
-          const r = b * seqLen + t;
-          const bo = r * N;
+    // dL/dh_t from the future, per channel and state: reverse time, channels inner (contiguous rows)
+    const dh = new Float64Array(D * N);
+    for (let b = 0; b < batch; b++) {
+      dh.fill(0);
+      for (let t = seqLen - 1; t >= 0; t--) {
+        const r = b * seqLen + t;
+        const bo = r * N;
+        for (let d = 0; d < D; d++) {
           const gy = g[r * D + d];
           const x = ud[r * D + d];
           const raw = dtd[r * D + d];
@@ -179,24 +203,29 @@ export function selectiveScan(u: Tensor, dt: Tensor, aLog: Tensor, bm: Tensor, c
           gS[d] += gy * x;
           let gx = gy * sd[d];
           let gdelta = 0;
-          const hcur = (r * D + d) * N;
+          const so = (r * D + d) * N;
+          const po = so - D * N; // h_{t-1} (t > 0)
+          const ho = d * N;
+          const hb = (b * D + d) * N;
           for (let n = 0; n < N; n++) {
-            gC[bo + n] += gy * hs![hcur + n];
-            const dhn = dh[n] + gy * cd[bo + n];
-            const a = Math.exp(delta * A[ao + n]);
-            const hp = t > 0 ? hs![hcur - D * N + n] : h0 ? h0[(b * D + d) * N + n] : 0;
+            gC[bo + n] += gy * H[so + n];
+            const dhn = dh[ho + n] + gy * cd[bo + n];
+            const a = Ad[so + n];
+            const hp = t > 0 ? H[po + n] : h0 ? h0[hb + n] : 0;
             const ga = dhn * hp * a; // d/d(ΔA) of exp(ΔA) h_{t-1}
-            gdelta += ga * A[ao + n] + dhn * bd[bo + n] * x;
-            gA[ao + n] += ga * delta;
+            const bn = bd[bo + n];
+            gdelta += ga * A[ho + n] + dhn * bn * x;
+            gA[ho + n] += ga * delta;
             gB[bo + n] += dhn * delta * x;
-            gx += dhn * delta * bd[bo + n];
-            dh[n] = dhn * a;
+            gx += dhn * delta * bn;
+            dh[ho + n] = dhn * a;
           }
           gu[r * D + d] = gx;
           // softplus' = sigmoid
           gdt[r * D + d] = raw > 20 ? gdelta : gdelta / (1 + Math.exp(-raw));
         }
       }
+    }
     if (u.requiresGrad) accumulateGrad(u, gu, true);
     if (dt.requiresGrad) accumulateGrad(dt, gdt, true);
     if (aLog.requiresGrad) {

@@ -180,7 +180,7 @@ export interface MambaCache extends ModelCache {
 }
 
 /** Shared FFN half of a layer: MoE with Mixtral's optional input jitter, or the dense FFN. */
-export function ffnHalf(moe: MoELayer | null, mlp: DenseFFN | null, n: Tensor, ctx: RouterContext, jitterEps: number): { y: Tensor; aux?: MoEAux } {
+export function moeOrDenseFFN(moe: MoELayer | null, mlp: DenseFFN | null, n: Tensor, ctx: RouterContext, jitterEps: number): { y: Tensor; aux?: MoEAux } {
   if (!moe) return { y: mlp!.forward(n) };
   const x = ctx.training && jitterEps > 0 ? T.maskMul(n, ctx.rng.fillUniform(new Float32Array(n.size), 1 - jitterEps, 1 + jitterEps)) : n;
   const r = moe.forward(x, ctx);
@@ -188,7 +188,7 @@ export function ffnHalf(moe: MoELayer | null, mlp: DenseFFN | null, n: Tensor, c
 }
 
 /** Check token ids and the context length the way the transformer does (one line naming the id or length). */
-export function checkIds(c: ModelConfig, ids: Int32Array, B: number, Tn: number, past: number): void {
+export function checkLMInput(c: ModelConfig, ids: Int32Array, B: number, Tn: number, past: number): void {
   if (ids.length !== B * Tn) throw new Error(`forward: ${ids.length} token ids for batch ${B} x ${Tn}`);
   if (past + Tn > c.max_position_embeddings) throw new Error(`forward: sequence of ${past + Tn} tokens exceeds max_position_embeddings ${c.max_position_embeddings}`);
   for (let i = 0; i < ids.length; i++) {
@@ -247,7 +247,7 @@ export class MambaMoELM extends Module implements LanguageModel {
     const c = this.config;
     const cache = opts.cache as MambaCache | undefined;
     const past = cache?.length ?? 0;
-    checkIds(c, ids, B, Tn, past);
+    checkLMInput(c, ids, B, Tn, past);
     if (cache) {
       if (cache.layers.length === 0) {
         cache.batch = B;
@@ -261,7 +261,7 @@ export class MambaMoELM extends Module implements LanguageModel {
     const aux: LMForwardResult['aux'] = [];
     this.layers.forEach((layer, i) => {
       h = T.add(h, drop(layer.mixer.forward(layer.input_layernorm.forward(h), B, Tn, cache?.layers[i])));
-      const r = ffnHalf(layer.block_sparse_moe, layer.mlp, layer.post_mixer_layernorm.forward(h), ctx, c.router_jitter_noise);
+      const r = moeOrDenseFFN(layer.block_sparse_moe, layer.mlp, layer.post_mixer_layernorm.forward(h), ctx, c.router_jitter_noise);
       if (r.aux) aux.push({ layer: i, aux: r.aux });
       h = T.add(h, drop(r.y));
     });

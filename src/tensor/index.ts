@@ -13,3 +13,4 @@ export * from './ops/nn_ops.js';
 export * from './ops/moe_ops.js';
 export * from './ops/attention_ops.js';
 export * from './ops/ssm_ops.js';
+export * from './ops/token_mix_ops.js';

@@ -47,7 +47,10 @@ export const CONVERT_FORMATS: Record<string, ConvertFormat> = {
       const dtype = o.dtype ?? 'float32';
       if (!['float32', 'bfloat16', 'float16'].includes(dtype)) throw new Error(`--dtype must be one of float32, bfloat16, float16, got "${o.dtype}"`);
       const { model, tokenizer } = loadModelForInference(src);
-      const files = savePretrainedWithTokenizer(asTransformer(model, 'hfExport', 'convert --to hf'), tokenizer, out, { dtype: dtype as 'float32' | 'bfloat16' | 'float16', overwrite: Boolean(o.overwrite) });
+      const files = savePretrainedWithTokenizer(asTransformer(model, 'hfExport', 'convert --to hf'), tokenizer, out, {
+        dtype: dtype as 'float32' | 'bfloat16' | 'float16',
+        overwrite: Boolean(o.overwrite),
+      });
       return `wrote ${files.join(', ')} to ${out}`;
     },
   },

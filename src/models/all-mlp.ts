@@ -53,8 +53,7 @@ export class TokenMixingMoE extends Module {
     if (init === 'mean') {
       // each position starts as the (scaled) mean of its past plus noise, so the experts differ
       const w = this.weight.data;
-      for (let e = 0; e < experts; e++)
-        for (let t = 0; t < maxLen; t++) for (let s = 0; s <= t; s++) w[(e * maxLen + t) * maxLen + s] = outScale * (1 / (t + 1) + 0.02 * rng.normal());
+      for (let e = 0; e < experts; e++) for (let t = 0; t < maxLen; t++) for (let s = 0; s <= t; s++) w[(e * maxLen + t) * maxLen + s] = outScale * (1 / (t + 1) + 0.02 * rng.normal());
     }
   }
   forward(x: Tensor, B: number, Tn: number): Tensor {
@@ -189,7 +188,10 @@ familyRegistry.register(
       if (c.hidden_size % o.token_mixing_experts !== 0) issue('token_mixing_experts', `must divide hidden_size (${c.hidden_size})`);
       const n = o.token_mixing_experts * c.max_position_embeddings ** 2 * c.num_hidden_layers;
       if (n > MAX_MIXING_ELEMENTS) {
-        issue('token_mixing_experts', `times max_position_embeddings^2 times num_hidden_layers is ${n} mixing weights, more than ${MAX_MIXING_ELEMENTS}; lower max_position_embeddings (${c.max_position_embeddings})`);
+        issue(
+          'token_mixing_experts',
+          `times max_position_embeddings^2 times num_hidden_layers is ${n} mixing weights, more than ${MAX_MIXING_ELEMENTS}; lower max_position_embeddings (${c.max_position_embeddings})`,
+        );
       }
     },
     create: (c, o, seed) => new SparseAllMLPLM(c, o as AllMLPOptions, seed),

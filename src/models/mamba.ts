@@ -63,7 +63,16 @@ export const ATTENTION_ONLY_FIELDS = [
 ] as const;
 
 /** Fields of the transformer family these hosts do not implement (GraniteMoE scaling, JetMoE bias, Qwen2-MoE's gated shared expert, the HF all-layers loss, LoRA experts). */
-export const TRANSFORMER_ONLY_FIELDS = ['embedding_multiplier', 'residual_multiplier', 'logits_scaling', 'moe_output_bias', 'shared_expert_gate', 'aux_loss_normalization', 'peft', 'layer_norm_eps'] as const;
+export const TRANSFORMER_ONLY_FIELDS = [
+  'embedding_multiplier',
+  'residual_multiplier',
+  'logits_scaling',
+  'moe_output_bias',
+  'shared_expert_gate',
+  'aux_loss_normalization',
+  'peft',
+  'layer_norm_eps',
+] as const;
 
 /** Depthwise conv1d weights in PyTorch's layout: weight [C, 1, K], bias [C]. */
 export class DepthwiseConv1d extends Module {

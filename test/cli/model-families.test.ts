@@ -16,7 +16,16 @@ function run(args: string[]): { code: number; stdout: string; stderr: string } {
 
 const training = { steps: 2, batch_size: 2, seq_len: 16, warmup_steps: 1, eval_interval: 2, eval_batches: 1, save_interval: 2 };
 const families: Record<string, Record<string, unknown>> = {
-  'mamba-moe': { model_type: 'mamba-moe', hidden_size: 16, num_hidden_layers: 2, max_position_embeddings: 32, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 16, family_options: { state_size: 4 } },
+  'mamba-moe': {
+    model_type: 'mamba-moe',
+    hidden_size: 16,
+    num_hidden_layers: 2,
+    max_position_embeddings: 32,
+    num_local_experts: 4,
+    num_experts_per_tok: 2,
+    moe_intermediate_size: 16,
+    family_options: { state_size: 4 },
+  },
   'all-mlp': { model_type: 'all-mlp', hidden_size: 16, num_hidden_layers: 2, max_position_embeddings: 32, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 16 },
 };
 

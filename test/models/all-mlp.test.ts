@@ -22,7 +22,18 @@ import { gradcheck, randn, assertClose } from '../helpers/gradcheck.js';
 const TEXT = fs.readFileSync(path.join(import.meta.dirname, '../../../data/shakespeare.txt'), 'utf8').slice(0, 20000);
 const evalCtx = { ctx: { training: false, step: 0, rng: new Rng(0) } };
 const allMlp = (extra: Record<string, unknown> = {}): ModelConfig =>
-  parseModelConfig({ model_type: 'all-mlp', hidden_size: 12, num_hidden_layers: 2, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 8, vocab_size: 32, max_position_embeddings: 16, family_options: { token_mixing_experts: 3 }, ...extra });
+  parseModelConfig({
+    model_type: 'all-mlp',
+    hidden_size: 12,
+    num_hidden_layers: 2,
+    num_local_experts: 4,
+    num_experts_per_tok: 2,
+    moe_intermediate_size: 8,
+    vocab_size: 32,
+    max_position_embeddings: 16,
+    family_options: { token_mixing_experts: 3 },
+    ...extra,
+  });
 
 test('causalTokenMix equals chunk-wise lower-triangular matrix products, with finite-difference gradients', () => {
   const rng = new Rng(2);

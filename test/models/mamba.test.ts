@@ -24,7 +24,17 @@ import { gradcheck, randn, assertClose } from '../helpers/gradcheck.js';
 const TEXT = fs.readFileSync(path.join(import.meta.dirname, '../../../data/shakespeare.txt'), 'utf8').slice(0, 20000);
 
 const mamba = (extra: Record<string, unknown> = {}): ModelConfig =>
-  parseModelConfig({ model_type: 'mamba-moe', hidden_size: 12, num_hidden_layers: 2, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 8, vocab_size: 32, family_options: { state_size: 4, expand: 2 }, ...extra });
+  parseModelConfig({
+    model_type: 'mamba-moe',
+    hidden_size: 12,
+    num_hidden_layers: 2,
+    num_local_experts: 4,
+    num_experts_per_tok: 2,
+    moe_intermediate_size: 8,
+    vocab_size: 32,
+    family_options: { state_size: 4, expand: 2 },
+    ...extra,
+  });
 
 const evalCtx = { ctx: { training: false, step: 0, rng: new Rng(0) } };
 
@@ -129,6 +139,9 @@ test('mamba-moe trains through TrainSession, checkpoints, reloads and generates;
   assert.equal(g.text, text(s.model).text);
   assert.equal(g.engine, 'eager');
   assert.equal(g.ids.length, 12);
-  assert.throws(() => generate(loaded.model, loaded.tokenizer, 'First', { maxNewTokens: 2, engine: 'fast' }), /engine "fast".*model_type "mamba-moe" does not support the fast decode engine \(supported by: moe-ts/);
+  assert.throws(
+    () => generate(loaded.model, loaded.tokenizer, 'First', { maxNewTokens: 2, engine: 'fast' }),
+    /engine "fast".*model_type "mamba-moe" does not support the fast decode engine \(supported by: moe-ts/,
+  );
   assert.throws(() => asTransformer(loaded.model, 'gguf', 'convert --to gguf'), /^Error: convert --to gguf: model_type "mamba-moe" does not support GGUF \(supported by: moe-ts/);
 });

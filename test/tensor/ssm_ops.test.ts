@@ -105,7 +105,8 @@ function naiveConv(x: Tensor, w: Tensor, bias: Tensor, B: number, L: number): Te
   for (let k = 0; k < K; k++) {
     const shift = K - 1 - k;
     const wk = T.reshape(T.slice(T.reshape(w, [C, K]), 1, k, k + 1), [1, 1, C]);
-    const shifted = shift === 0 ? x3 : shift >= L ? new Tensor(new Float32Array(B * L * C), [B, L, C]) : T.concat([new Tensor(new Float32Array(B * shift * C), [B, shift, C]), T.slice(x3, 1, 0, L - shift)], 1);
+    const shifted =
+      shift === 0 ? x3 : shift >= L ? new Tensor(new Float32Array(B * L * C), [B, L, C]) : T.concat([new Tensor(new Float32Array(B * shift * C), [B, shift, C]), T.slice(x3, 1, 0, L - shift)], 1);
     y = T.add(y, T.mul(shifted, wk));
   }
   return T.reshape(y, [B * L, C]);

@@ -17,7 +17,8 @@ export function causalTokenMix(x: Tensor, w: Tensor, bias: Tensor | null, batch:
   const [E, Tmax] = w.shape;
   if (!Number.isInteger(batch) || batch < 1 || !Number.isInteger(seqLen) || seqLen < 1) throw new Error(`causalTokenMix: batch and seqLen must be positive integers, got ${batch} and ${seqLen}`);
   if (seqLen > Tmax) throw new Error(`causalTokenMix: sequence of ${seqLen} tokens exceeds the mixing matrices' ${Tmax} positions`);
-  if (x.ndim !== 2 || x.shape[0] !== batch * seqLen || x.shape[1] % E !== 0) throw new Error(`causalTokenMix: x must be [batch * seqLen = ${batch * seqLen}, channels divisible by ${E}], got ${formatShape(x.shape)}`);
+  if (x.ndim !== 2 || x.shape[0] !== batch * seqLen || x.shape[1] % E !== 0)
+    throw new Error(`causalTokenMix: x must be [batch * seqLen = ${batch * seqLen}, channels divisible by ${E}], got ${formatShape(x.shape)}`);
   if (bias && (bias.ndim !== 2 || bias.shape[0] !== E || bias.shape[1] !== Tmax)) throw new Error(`causalTokenMix: bias must be [${E}, ${Tmax}], got ${formatShape(bias.shape)}`);
   const C = x.shape[1];
   const c = C / E;

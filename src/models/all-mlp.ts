@@ -194,6 +194,11 @@ familyRegistry.register(
         );
       }
     },
+    memory: (c) => {
+      const e = (c.family_options?.token_mixing_experts as number | undefined) ?? 4;
+      const w = e * c.max_position_embeddings ** 2;
+      return { params: w * c.num_hidden_layers, activations: 0, largest: w };
+    },
     create: (c, o, seed) => new SparseAllMLPLM(c, o as AllMLPOptions, seed),
   }),
 );

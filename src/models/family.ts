@@ -90,6 +90,11 @@ export interface FamilySpec<S extends FamilyOptionShape = FamilyOptionShape> ext
   unusedFields?: readonly string[];
   /** Rules across the family's options and the model config. */
   refine?: (opts: ParsedFamilyOptions<S>, model: ModelConfig, issue: (field: string, message: string) => void) => void;
+  /**
+   * What the family adds to the transformer-shaped memory estimate (src/models/memory.ts), in float32
+   * elements: parameters, one training step's activations (with `training`), and its largest tensor.
+   */
+  memory?: (model: ModelConfig, training?: { batch_size: number; seq_len: number }) => { params: number; activations: number; largest: number };
   /** Build the model with its parameters initialised from `seed`. */
   create: (model: ModelConfig, opts: ParsedFamilyOptions<S>, seed: number) => LanguageModel;
 }

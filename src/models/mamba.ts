@@ -304,6 +304,14 @@ familyRegistry.register(
     refine: (o, _c, issue) => {
       if (o.time_step_min > o.time_step_max) issue('time_step_min', `must be at most time_step_max (${o.time_step_max})`);
     },
+    memory: (c, t) => {
+      const o = c.family_options ?? {};
+      const di = ((o.expand as number | undefined) ?? 2) * c.hidden_size;
+      const n = (o.state_size as number | undefined) ?? 16;
+      // the scan keeps every state and decay for the backward: 2 x [tokens, d_inner, N] per layer
+      const states = t ? t.batch_size * t.seq_len * di * n : 0;
+      return { params: 0, activations: 2 * states * c.num_hidden_layers, largest: states };
+    },
     create: (c, o, seed) => new MambaMoELM(c, o as MambaOptions, seed),
   }),
 );

@@ -17,6 +17,7 @@ import { familyRegistry, parseFamilyOptions, type LanguageModel } from '../../sr
 import { MambaMoELM, MambaMixer, type MambaOptions } from '../../src/models/mamba.js';
 import { MoETransformerLM, asTransformer } from '../../src/models/transformer.js';
 import { TrainSession } from '../../src/train/session.js';
+import { checkRunMemory, estimateMemory } from '../../src/models/memory.js';
 import { checkpointFromBytes } from '../../src/io/checkpoint-bytes.js';
 import { generate, inferenceModelFromCheckpoint } from '../../src/infer/generate.js';
 import { gradcheck, randn, assertClose } from '../helpers/gradcheck.js';
@@ -53,6 +54,12 @@ test('model families: registered with papers; model_type and family_options vali
   // widths a transformer would refuse (odd head dimension) are fine without attention
   assert.equal(buildModel(mamba({ hidden_size: 10 }), 0).config.hidden_size, 10);
   assert.equal(parseFamilyOptions(mamba()).opts.conv_kernel, 4, 'defaults applied');
+  // the scan's stored states (2 x tokens x d_inner x N per layer) count in the memory check
+  const t = { batch_size: 64, seq_len: 128 };
+  const m = estimateMemory(parseModelConfig({ model_type: 'mamba-moe', hidden_size: 64 }), t).trainingBytes;
+  const tr = estimateMemory(parseModelConfig({ hidden_size: 64 }), t).trainingBytes;
+  assert.ok(m - tr >= 4 * 2 * (64 * 128 * 128 * 16) * 2, `${m} vs ${tr}`);
+  assert.throws(() => checkRunMemory(parseRunConfig({ model: { model_type: 'mamba-moe', hidden_size: 64 }, training: t }), m - 1), /training would need about .*but only/);
 });
 
 test('mamba-moe: token-by-token recurrent generation equals the full-sequence forward', () => {

@@ -8,8 +8,8 @@
  * Causality: each matrix is masked to its lower triangle, so position t reads only positions <= t,
  * and routing is deterministic (chunk e -> expert e), as the paper does for language modelling: a
  * learned gate over a chunk would look at the chunk's values at every position, future ones
- * included. Generation recomputes the sequence from the cached token ids (the mixing has no
- * recurrent form), so a decode step costs O(T) in the context length.
+ * included. Generation caches each layer's token-mixing inputs; a step mixes the new positions
+ * against them (O(T) in the context length) and runs the feature-mixing MoE on the new tokens only.
  */
 import { Tensor } from '../tensor/tensor.js';
 import { Rng } from '../tensor/random.js';
@@ -80,9 +80,14 @@ export class AllMLPLayer extends Module {
   }
 }
 
-/** The all-MLP cache: the token ids seen so far, per sequence (the whole prefix is recomputed). */
+/**
+ * The all-MLP cache: per layer the token-mixing inputs of every position so far ([batch, length,
+ * hidden], under no gradient). A step mixes the new positions against them and runs the
+ * feature-mixing MoE on the new tokens only, so routing records cover just the new tokens.
+ */
 export interface AllMLPCache extends ModelCache {
-  ids: number[][];
+  mixIn: Float32Array[];
+  batch: number;
 }
 
 /** The sparse all-MLP language model (model_type 'all-mlp'). */
@@ -116,7 +121,7 @@ export class SparseAllMLPLM extends Module implements LanguageModel {
   }
 
   emptyCache(): AllMLPCache {
-    return { length: 0, ids: [] };
+    return { length: 0, mixIn: [], batch: 0 };
   }
 
   forward(ids: Int32Array, B: number, Tn: number, opts: LMForwardOptions): LMForwardResult {
@@ -124,40 +129,39 @@ export class SparseAllMLPLM extends Module implements LanguageModel {
     const cache = opts.cache as AllMLPCache | undefined;
     const past = cache?.length ?? 0;
     checkLMInput(c, ids, B, Tn, past);
-    if (!cache || past === 0) {
-      if (cache) cache.ids = Array.from({ length: B }, (_, b) => Array.from(ids.subarray(b * Tn, (b + 1) * Tn)));
-      const r = this.run(ids, B, Tn, opts);
-      if (cache) cache.length = Tn;
-      return r;
-    }
-    if (cache.ids.length !== B) throw new Error(`forward: the cache holds ${cache.ids.length} sequences, got a batch of ${B}`);
-    // recompute the whole prefix (causal, so earlier positions are unchanged) and keep the new positions' rows
+    if (cache && past > 0 && cache.batch !== B) throw new Error(`forward: the cache holds ${cache.batch} sequences, got a batch of ${B}`);
     const L = past + Tn;
-    const all = new Int32Array(B * L);
-    for (let b = 0; b < B; b++) {
-      cache.ids[b].push(...ids.subarray(b * Tn, (b + 1) * Tn));
-      all.set(cache.ids[b], b * L);
-    }
-    const r = this.run(all, B, L, opts);
-    cache.length = L;
-    const rows = new Int32Array(B * Tn);
-    for (let b = 0; b < B; b++) for (let t = 0; t < Tn; t++) rows[b * Tn + t] = b * L + past + t;
-    return { ...r, logits: T.indexSelect(r.logits, rows) };
-  }
-
-  private run(ids: Int32Array, B: number, Tn: number, opts: LMForwardOptions): LMForwardResult {
-    const c = this.config;
+    const d = c.hidden_size;
+    // rows of the new positions within the [B * L] mixed sequence
+    const newRows = Int32Array.from({ length: B * Tn }, (_, r) => Math.floor(r / Tn) * L + past + (r % Tn));
     const p = this.training ? c.hidden_dropout : 0;
     const drop = (t: Tensor): Tensor => (p > 0 && opts.dropoutRng ? T.dropout(t, p, opts.dropoutRng) : t);
     let h = drop(this.embed_tokens.forward(ids));
     const ctx: RouterContext = { ...opts.ctx, tokenIds: ids, state: new Map(), batchShape: { batch: B, seqLen: Tn }, embeddings: h };
     const aux: LMForwardResult['aux'] = [];
     this.layers.forEach((layer, i) => {
-      h = T.add(h, drop(layer.token_mixing.forward(layer.input_layernorm.forward(h), B, Tn)));
+      let n = layer.input_layernorm.forward(h);
+      if (cache) {
+        // the mixing inputs of all L positions: the cached past, then the new ones
+        const all = new Float32Array(B * L * d);
+        for (let b = 0; b < B; b++) {
+          if (past > 0) all.set(cache.mixIn[i].subarray(b * past * d, (b + 1) * past * d), b * L * d);
+          all.set(n.data.subarray(b * Tn * d, (b + 1) * Tn * d), (b * L + past) * d);
+        }
+        cache.mixIn[i] = all;
+        if (past > 0) n = new Tensor(all, [B * L, d]);
+      }
+      let mixed = layer.token_mixing.forward(n, B, cache && past > 0 ? L : Tn);
+      if (cache && past > 0) mixed = T.indexSelect(mixed, newRows);
+      h = T.add(h, drop(mixed));
       const r = moeOrDenseFFN(layer.block_sparse_moe, layer.mlp, layer.post_mixer_layernorm.forward(h), ctx, c.router_jitter_noise);
       if (r.aux) aux.push({ layer: i, aux: r.aux });
       h = T.add(h, drop(r.y));
     });
+    if (cache) {
+      cache.length = L;
+      cache.batch = B;
+    }
     h = this.norm.forward(h);
     const logits = this.lm_head ? this.lm_head.forward(h) : T.linear(h, this.embed_tokens.weight);
     return { logits, aux, losses: {} };
@@ -182,7 +186,7 @@ familyRegistry.register(
     summary: 'attention-free all-MLP LM: causal token-mixing MoE (feature chunks) and feature-mixing MoE',
     paper: { authors: 'Yu et al.', title: 'Efficient Language Modeling with Sparse all-MLP', year: 2022 },
     options,
-    traits: { attention: false, decodeEngine: false, gguf: false, hfExport: false, adapt: false, cache: 'recompute' },
+    traits: { attention: false, decodeEngine: false, gguf: false, hfExport: false, adapt: false, cache: 'kv' },
     unusedFields: [...ATTENTION_ONLY_FIELDS, ...TRANSFORMER_ONLY_FIELDS],
     refine: (o, c, issue) => {
       if (c.hidden_size % o.token_mixing_experts !== 0) issue('token_mixing_experts', `must divide hidden_size (${c.hidden_size})`);

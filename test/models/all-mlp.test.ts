@@ -17,6 +17,7 @@ import { SparseAllMLPLM } from '../../src/models/all-mlp.js';
 import { TrainSession } from '../../src/train/session.js';
 import { checkpointFromBytes } from '../../src/io/checkpoint-bytes.js';
 import { generate, inferenceModelFromCheckpoint } from '../../src/infer/generate.js';
+import { tokenExperts } from '../../src/moe/trace.js';
 import { gradcheck, randn, assertClose } from '../helpers/gradcheck.js';
 
 const TEXT = fs.readFileSync(path.join(import.meta.dirname, '../../../data/shakespeare.txt'), 'utf8').slice(0, 20000);
@@ -82,13 +83,16 @@ test('all-mlp: config rules, causality, and cached generation equal to the full 
     const pre = model.forward(first, B, 2, { ...evalCtx, cache }).logits.data;
     assertClose(pre.subarray(V, 2 * V), full.subarray(V, 2 * V), 1e-5, 1e-5, 'prefill');
     for (let t = 2; t < L; t++) {
-      const out = model.forward(
+      const res = model.forward(
         Int32Array.from({ length: B }, (_, b) => ids[b * L + t]),
         B,
         1,
         { ...evalCtx, cache },
-      ).logits.data;
+      );
+      const out = res.logits.data;
       for (let b = 0; b < B; b++) assertClose(out.subarray(b * V, (b + 1) * V), full.subarray((b * L + t) * V, (b * L + t + 1) * V), 1e-5, 1e-5, `position ${t}`);
+      // routing records cover only the new tokens (the prefix is not re-routed)
+      for (const a of res.aux) assert.equal(tokenExperts(a.aux, B, 2).length, B);
     }
     assert.equal(cache.length, L);
   });

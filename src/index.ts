@@ -52,6 +52,7 @@ export * from './train/evaluate.js';
 export * from './infer/sampling.js';
 export { DecodeEngine, type DecodeEngineOptions } from './infer/decode.js';
 export { quantizedLoss, type QuantLoss } from './infer/quality.js';
+export * from './infer/steer.js';
 export {
   quantizeMatrix,
   dequantizeMatrix,

@@ -9,3 +9,5 @@ export { DecodeEngine } from './decode.js';
 export type { DecodeEngineOptions } from './decode.js';
 export { quantizedLoss } from './quality.js';
 export type { QuantLoss } from './quality.js';
+export { checkExpertOverrides, contrastLogits, defaultWeakRank, moeLayerIndices, setRoutingOverrides, withExpertOverrides } from './steer.js';
+export type { ContrastOptions } from './steer.js';

@@ -41,6 +41,10 @@ export * from './models/attention/index.js';
 export * from './models/time-moe.js';
 export * from './models/ffn/index.js';
 export * from './models/depth.js';
+export * from './models/family.js';
+export * from './models/build.js';
+export * from './models/mamba.js';
+export * from './models/all-mlp.js';
 // names, not `export *`: these modules also hold Node-only loaders, exported from moe-ts/node
 export { loadTokenizer, createStreamDecoder, ByteTokenizer, BpeTokenizer, GPT2_PATTERN, MAX_BPE_VOCAB } from './data/tokenizer/index.js';
 export type { Tokenizer, TokenizerJSON, BpeJSON, BpeTrainOptions } from './data/tokenizer/index.js';

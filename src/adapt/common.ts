@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseRunConfig, ConfigError, type RunConfig } from '../models/config.js';
-import type { MoETransformerLM } from '../models/transformer.js';
+import { asTransformer, type MoETransformerLM } from '../models/transformer.js';
 import type { Tokenizer } from '../data/tokenizer/index.js';
 import { loadCorpusSplits } from '../data/corpus.js';
 import { buildDataset } from '../data/build.js';
@@ -40,7 +40,7 @@ export function loadAnyModel(p: string): LoadedModel {
     return { model: m.model, tokenizer: m.tokenizer, config, source: p };
   }
   const m = loadModelForInference(p);
-  return { model: m.model, tokenizer: m.tokenizer, config: m.config, source: p };
+  return { model: asTransformer(m.model, 'adapt', `model ${p}`), tokenizer: m.tokenizer, config: m.config, source: p };
 }
 
 /** Measurement options: which corpora, how many validation batches, the window length. */

@@ -6,7 +6,7 @@
  * trainer hook). The table reports teacher vs student loss per domain and the gap.
  */
 import { ConfigError, parseRunConfig } from '../models/config.js';
-import { MoETransformerLM } from '../models/transformer.js';
+import { MoETransformerLM, asTransformer } from '../models/transformer.js';
 import { mergeToDense } from '../models/merge.js';
 import { train } from '../train/trainer.js';
 import { distillHooks, meanKL } from '../train/distill.js';
@@ -66,9 +66,9 @@ export async function runDistill(o: DistillRunOptions): Promise<AdaptReport & { 
     init: { model: student.train(), tokenizer: teacher.tokenizer },
     hooks: distillHooks(teacher.model, { temperature: o.temperature, alpha: o.alpha }),
   });
-  res.model.eval();
-  const after = measureModel(`dense student, distilled ${res.steps} steps`, res.model, data, batches);
-  const klAfter = meanKL(teacher.model, res.model, windows);
+  const distilled = asTransformer(res.model, 'adapt', 'distill').eval();
+  const after = measureModel(`dense student, distilled ${res.steps} steps`, distilled, data, batches);
+  const klAfter = meanKL(teacher.model, distilled, windows);
   const rows = [...rowsBefore, after];
   const gap = after.domains.map((d) => ({
     domain: d.domain,

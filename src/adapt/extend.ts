@@ -5,6 +5,7 @@
 import { ConfigError, parseRunConfig } from '../models/config.js';
 import { extendExperts, extendTrainable } from '../models/extend.js';
 import { train } from '../train/trainer.js';
+import { asTransformer } from '../models/transformer.js';
 import { loadAnyModel, adaptDataset, measureModel, calibrationWindows, writeAdaptReport, type AdaptReport, type MeasureOptions } from './common.js';
 import { expertUsage, mostUsedExperts } from './prune.js';
 
@@ -66,7 +67,7 @@ export async function runExtend(o: ExtendRunOptions): Promise<AdaptReport & { fi
     init: { model: ext.model.train(), tokenizer: src.tokenizer },
     hooks: { trainable: extendTrainable(E, { trainOldRouterRows: o.trainOldRouterRows }) },
   });
-  const after = measureModel(`${E}+${o.addExperts} experts, trained on ${o.data.join('+')}`, res.model.eval(), data, batches);
+  const after = measureModel(`${E}+${o.addExperts} experts, trained on ${o.data.join('+')}`, asTransformer(res.model, 'adapt', 'extend').eval(), data, batches);
   const report: AdaptReport = {
     command: 'extend',
     summary:

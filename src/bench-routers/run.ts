@@ -20,7 +20,7 @@ import { train, TrainingDivergedError, type StepMetrics } from '../train/trainer
 import { buildDataset, buildTokenizer, sourceName } from '../data/build.js';
 import { parseRunConfig, matchedDenseConfig, formatZodError, ConfigError, type RunConfig } from '../models/config.js';
 import { z } from '../tensor/validate.js';
-import { MoETransformerLM } from '../models/transformer.js';
+import { buildModel } from '../models/build.js';
 import { loadCorpusSplits } from '../data/corpus.js';
 import { readJsonFileSync, FILE_LIMITS } from '../data/files.js';
 import { routerRegistry } from '../moe/routers/index.js';
@@ -285,7 +285,7 @@ export function planBenchmark(o: Pick<BenchRoutersOptions, 'config' | 'routers' 
     const cfg = parseRunConfig({ ...base, model: { ...base.model, router_type: name, router_options: opts } }, `config for router "${name}"`);
     try {
       // building the model runs the router's own option validation
-      new MoETransformerLM(cfg.model, cfg.training.seed);
+      buildModel(cfg.model, cfg.training.seed);
     } catch (e) {
       throw new ConfigError(`bench-routers: router "${name}" cannot be built with this config: ${(e as Error).message}`);
     }
@@ -388,7 +388,7 @@ async function runOne(plan: Plan, runDir: string, o: BenchRoutersOptions): Promi
     if (!(e instanceof TrainingDivergedError)) throw e;
     // a diverged router is a result too (it is deterministic, so retrying would not help)
     const log = readLog(path.join(runDir, 'log.jsonl'));
-    const model = new MoETransformerLM(cfg.model, cfg.training.seed);
+    const model = buildModel(cfg.model, cfg.training.seed);
     return {
       ...base,
       status: 'diverged',

@@ -1,4 +1,5 @@
 /** `moe-ts analyze`: the expert analysis of a checkpoint or model on its validation data, as an HTML page and a JSON file. */
+import { asTransformer } from '../models/transformer.js';
 import * as path from 'node:path';
 import { loadModelForInference } from '../infer/index.js';
 import { loadCorpusSplits } from '../data/corpus.js';
@@ -35,7 +36,7 @@ export function analyzeCommand(p: string, o: AnalyzeCommandOptions = {}): { anal
     tokenizer,
     sources.map((s) => loadCorpusSplits(s, { dataDir: o.dataDir })),
   );
-  const analysis = analyzeExperts(model, tokenizer, data, { batches: o.batches, prompts: o.prompts, ablation: o.ablation, traceTokens: o.trace });
+  const analysis = analyzeExperts(asTransformer(model, 'adapt', 'analyze'), tokenizer, data, { batches: o.batches, prompts: o.prompts, ablation: o.ablation, traceTokens: o.trace });
   const out = o.out ?? path.join(p.endsWith('.gguf') ? path.dirname(p) : p, 'analysis.html');
   const files = writeAnalysisReport(analysis, out, { title: `Expert analysis — ${path.basename(path.resolve(p))}` });
   return { analysis, ...files, dir };

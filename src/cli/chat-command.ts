@@ -2,10 +2,10 @@
 import * as fs from 'node:fs';
 import * as readline from 'node:readline';
 import { ChatSession, loadModelForInference } from '../infer/index.js';
-import type { MoETransformerLM } from '../models/transformer.js';
+import type { LanguageModel } from '../models/family.js';
 import type { Tokenizer } from '../data/tokenizer/index.js';
 
-type InferenceModelLike = { model: MoETransformerLM; tokenizer: Tokenizer };
+type InferenceModelLike = { model: LanguageModel; tokenizer: Tokenizer };
 
 export interface ChatCommandOptions {
   ckpt?: string;

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import { loadModelForInference } from '../infer/index.js';
 import { savePretrainedWithTokenizer } from '../io/hf/pretrained.js';
 import { exportGGUF, GGUF_QUANTS, ARCH_NAMES, type GGUFQuant, type ArchName } from '../io/gguf/index.js';
+import { asTransformer } from '../models/transformer.js';
 
 export interface ConvertOptions {
   quant?: string;
@@ -34,7 +35,7 @@ export const CONVERT_FORMATS: Record<string, ConvertFormat> = {
       const arch = (o.arch ?? 'auto') as ArchName | 'auto';
       if (arch !== 'auto' && !ARCH_NAMES.includes(arch)) throw new Error(`--arch must be auto or one of ${ARCH_NAMES.join(', ')}, got "${o.arch}"`);
       const { model, tokenizer } = loadModelForInference(src);
-      const r = exportGGUF(model, tokenizer, out, { quant, arch });
+      const r = exportGGUF(asTransformer(model, 'gguf', 'convert --to gguf'), tokenizer, out, { quant, arch });
       const fb = r.fallbacks.length ? `; ${r.fallbacks.length} tensor(s) kept as f16 (rows not a multiple of 32: ${r.fallbacks.map((f) => f.name).join(', ')})` : '';
       return `wrote ${out}: ${r.arch}, ${r.quant}, ${r.tensors} tensors, vocabulary ${r.vocab}, ${(r.bytes / 1e6).toFixed(2)} MB${fb}`;
     },
@@ -46,7 +47,10 @@ export const CONVERT_FORMATS: Record<string, ConvertFormat> = {
       const dtype = o.dtype ?? 'float32';
       if (!['float32', 'bfloat16', 'float16'].includes(dtype)) throw new Error(`--dtype must be one of float32, bfloat16, float16, got "${o.dtype}"`);
       const { model, tokenizer } = loadModelForInference(src);
-      const files = savePretrainedWithTokenizer(model, tokenizer, out, { dtype: dtype as 'float32' | 'bfloat16' | 'float16', overwrite: Boolean(o.overwrite) });
+      const files = savePretrainedWithTokenizer(asTransformer(model, 'hfExport', 'convert --to hf'), tokenizer, out, {
+        dtype: dtype as 'float32' | 'bfloat16' | 'float16',
+        overwrite: Boolean(o.overwrite),
+      });
       return `wrote ${files.join(', ')} to ${out}`;
     },
   },

@@ -13,6 +13,7 @@ function loadHf(dir: string) {
 import { noGrad } from '../tensor/tensor.js';
 import { Rng } from '../tensor/random.js';
 import { tokenExperts } from '../moe/trace.js';
+import type { LanguageModel } from '../models/family.js';
 import type { MoETransformerLM } from '../models/transformer.js';
 import type { MixedDataset } from '../data/dataset.js';
 import type { Tokenizer } from '../data/tokenizer/index.js';
@@ -34,7 +35,7 @@ export interface EvalReport extends EvalResult {
 }
 
 /** Routing of the first `n` tokens of each domain's first validation window, one forward per domain. */
-export function traceRouting(model: MoETransformerLM, tokenizer: Tokenizer, data: MixedDataset, n: number): { domain: string; tokens: TokenRouting[] }[] {
+export function traceRouting(model: LanguageModel, tokenizer: Tokenizer, data: MixedDataset, n: number): { domain: string; tokens: TokenRouting[] }[] {
   return noGrad(() =>
     data.domainNames.map((domain) => {
       const first = data.valBatches(domain, 1).next().value;
@@ -43,7 +44,7 @@ export function traceRouting(model: MoETransformerLM, tokenizer: Tokenizer, data
       const ids = first.inputs.slice(0, T);
       const { aux } = model.forward(ids, 1, T, { ctx: { training: false, step: 0, rng: new Rng(0) } });
       // a depth-routed layer's records cover only its chosen tokens: traced are the full layers
-      const per = aux.filter((a) => model.depthCaps[a.layer] >= 1).map((a) => ({ layer: a.layer, experts: tokenExperts(a.aux, T, model.config.num_experts_per_tok) }));
+      const per = aux.filter((a) => (model.depthCaps?.[a.layer] ?? 1) >= 1).map((a) => ({ layer: a.layer, experts: tokenExperts(a.aux, T, model.config.num_experts_per_tok) }));
       return {
         domain,
         tokens: Array.from(ids, (id: number, t: number): TokenRouting => ({
@@ -84,17 +85,19 @@ export function evalCheckpoint(
   const texts = sources.map((s) => loadCorpusSplits(s, { dataDir: opts.dataDir }));
   const data = buildDataset(cfg, tokenizer, texts);
   const experts = opts.experts ?? [];
-  const { r, trace } = withExpertOverrides(model, experts, () => ({
+  // steering reads layers[i].block_sparse_moe, which every family's layers have
+  const steered = model as MoETransformerLM;
+  const { r, trace } = withExpertOverrides(steered, experts, () => ({
     r: evaluate(model, data, { maxBatches: batches, step }),
     trace: opts.trace ? traceRouting(model, tokenizer, data, opts.trace) : undefined,
   }));
   let reroute: EvalReport['reroute'];
   if (opts.reroute) {
     const ref = loadCorpusSplits(opts.reroute, { dataDir: opts.dataDir });
-    const refs = buildRerouteReference(model, referenceWindows(tokenizer, ref.train, cfg.training.seq_len));
+    const refs = buildRerouteReference(steered, referenceWindows(tokenizer, ref.train, cfg.training.seq_len));
     const k = opts.rerouteK ?? 8;
     const lambda = opts.rerouteLambda ?? 0.5;
-    const after = withReroute(model, refs, { k, lambda }, () => evaluate(model, data, { maxBatches: batches, step }));
+    const after = withReroute(steered, refs, { k, lambda }, () => evaluate(model, data, { maxBatches: batches, step }));
     reroute = {
       reference: opts.reroute,
       tokens: [...refs.values()][0].n,

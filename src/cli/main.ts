@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { initBackend, disposeBackend } from '../kernels/index.js';
 import { parseRunConfig, parseRunConfigText, matchedDenseConfig, ConfigError, type RunConfig } from '../models/config.js';
+import { asTransformer } from '../models/transformer.js';
 import { train, TrainingInterruptedError } from '../train/trainer.js';
 import { resumeConfig } from '../train/run-dir.js';
 import { readRegularTextFileSync, FILE_LIMITS } from '../data/files.js';
@@ -160,7 +161,7 @@ export function buildProgram(): Command {
       if (o.resume && o.overwrite) throw new ConfigError('--resume continues the run in --out and --overwrite replaces it: choose one');
       let cfg: RunConfig;
       let overrides: string[] = [];
-      let init: { model: import('../models/transformer.js').MoETransformerLM; tokenizer: import('../data/tokenizer/index.js').Tokenizer } | undefined;
+      let init: { model: import('../models/family.js').LanguageModel; tokenizer: import('../data/tokenizer/index.js').Tokenizer } | undefined;
       if (o.resume && o.model) throw new ConfigError('--resume continues the run in --out with its own weights; --model starts a new fine-tuning run: choose one');
       if (o.resume) {
         const r = resumeConfig(o.out, {
@@ -261,7 +262,7 @@ export function buildProgram(): Command {
           const f = res.finalEval;
           if (res.model.config.peft) {
             const { saveAdapters, ADAPTERS_FILE } = await import('../adapt/peft.js');
-            const n = saveAdapters(res.model, path.join(out, ADAPTERS_FILE));
+            const n = saveAdapters(asTransformer(res.model, 'adapt', 'train --peft'), path.join(out, ADAPTERS_FILE));
             process.stdout.write(`adapters: ${n} tensors in ${path.join(out, ADAPTERS_FILE)} (base ${o.model} unchanged; moe-ts peft attach/merge)\n`);
           }
           process.stdout.write(`done: ${res.steps} steps, val loss ${f.loss.toFixed(4)} (ppl ${f.perplexity.toFixed(2)}), ${Math.round(res.tokensPerSec)} tokens/s; results in ${out}\n`);
@@ -443,7 +444,7 @@ export function buildProgram(): Command {
       // the held-out part: the corpus's validation file, else the tail the trainer holds out (10%)
       const text = c.valid ?? c.train.slice(Math.floor(c.train.length * 0.9));
       const quants = ['f32', ...o.quant.filter((q: string) => q !== 'f32')];
-      const r = quantizedLoss(model, tokenizer, text, { quants, maxTokens: o.tokens, kernels: new WasmQuantKernels() });
+      const r = quantizedLoss(asTransformer(model, 'decodeEngine', 'quantize'), tokenizer, text, { quants, maxTokens: o.tokens, kernels: new WasmQuantKernels() });
       if (o.json) process.stdout.write(JSON.stringify({ data: o.data, results: r }, null, 2) + '\n');
       else {
         process.stdout.write(`validation loss on ${o.data} (${r[0].tokens} tokens):\n`);
@@ -454,7 +455,7 @@ export function buildProgram(): Command {
       }
       if (o.out) {
         const { exportGGUF } = await import('../io/gguf/index.js');
-        const rep = exportGGUF(model, tokenizer, o.out, { quant: o.quant[0] });
+        const rep = exportGGUF(asTransformer(model, 'gguf', 'quantize --out'), tokenizer, o.out, { quant: o.quant[0] });
         process.stderr.write(`wrote ${o.out}: ${rep.arch}, ${rep.quant}, ${(rep.bytes / 1e6).toFixed(2)} MB\n`);
       }
     });

@@ -5,7 +5,7 @@
  * byte/BPE tokenizers use DEFAULT_CHAT_TEMPLATE, whose replies end at DEFAULT_CHAT_STOP_TEXT.
  */
 import { Template } from '@huggingface/jinja';
-import type { MoETransformerLM } from '../models/transformer.js';
+import type { LanguageModel } from '../models/family.js';
 import { DEFAULT_CHAT_STOP_TEXT, DEFAULT_CHAT_TEMPLATE } from '../data/tokenizer/chat-template.js';
 import type { Tokenizer } from '../data/tokenizer/types.js';
 import { generate, type GenerateResult } from './generate.js';
@@ -97,7 +97,7 @@ export class ChatSession {
   private turns = 0;
 
   constructor(
-    readonly model: MoETransformerLM,
+    readonly model: LanguageModel,
     readonly tokenizer: Tokenizer,
     private readonly opts: ChatOptions,
   ) {

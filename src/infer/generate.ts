@@ -6,7 +6,9 @@
 import { noGrad } from '../tensor/tensor.js';
 import type { StateDict } from '../nn/module.js';
 import { Rng } from '../tensor/random.js';
-import { MoETransformerLM, type KVCache } from '../models/transformer.js';
+import { MoETransformerLM, asTransformer } from '../models/transformer.js';
+import { buildModel } from '../models/build.js';
+import type { LanguageModel, ModelCache } from '../models/family.js';
 import { parseRunConfig, type RunConfig } from '../models/config.js';
 import { createStreamDecoder, loadTokenizer, type Tokenizer } from '../data/tokenizer/index.js';
 import { loadCheckpoint } from '../io/checkpoint.js';
@@ -154,7 +156,7 @@ function checkOptions(opts: GenerateOptions): void {
  * Generate a continuation of `prompt`. An empty prompt is an error: the tokenizers have no BOS
  * token, so there is nothing to condition on (pass e.g. "\n" to start a fresh line).
  */
-export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: string, opts: GenerateOptions): GenerateResult {
+export function generate(model: LanguageModel, tokenizer: Tokenizer, prompt: string, opts: GenerateOptions): GenerateResult {
   checkOptions(opts);
   if (typeof prompt !== 'string') throw new Error(`generate: prompt must be a string, got ${typeof prompt}`);
   const V = model.config.vocab_size;
@@ -176,7 +178,7 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
   const stopIds = new Set<number>(Array.from(opts.stopTokenIds ?? []));
 
   const mod = model.config.mixture_of_depths;
-  if (mod && model.depthCaps.some((x) => x < 1)) {
+  if (mod && model.depthCaps?.some((x) => x < 1)) {
     // top-k over a sequence needs its future: only the per-token causal rule decodes token by token
     if (mod.inference !== 'causal') throw new Error('generate: mixture_of_depths.inference "topk" is not causal; generate with inference "causal" (the trained per-token rule)');
   }
@@ -188,29 +190,33 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
   if (want === 'fast' && opts.traceRouting) throw new Error('generate: traceRouting needs the eager engine (engine "eager" or "auto")');
   const tc = performance.now();
   let engine: DecodeEngine | null = null;
+  // quantised weights live only in the fast engine: a family without it says so instead of ignoring --quant
+  if (opts.quant !== undefined && opts.quant !== 'f32') asTransformer(model, 'decodeEngine', `generate: quant ${opts.quant}`);
   if (want instanceof DecodeEngine) engine = opts.traceRouting ? null : want;
   else if (want === 'fast' || (want === 'auto' && !opts.traceRouting && model instanceof MoETransformerLM && DecodeEngine.unsupported(model) === null)) {
-    engine = new DecodeEngine(model, { quant: opts.quant, seed, ...(opts.kernels ? { kernels: opts.kernels } : {}) });
+    engine = new DecodeEngine(asTransformer(model, 'decodeEngine', 'generate: engine "fast" (--quant)'), { quant: opts.quant, seed, ...(opts.kernels ? { kernels: opts.kernels } : {}) });
     // a model feature the fast path does not know of shows up as different logits: stay eager then
     if (want === 'auto' && engine.quant === 'f32' && !(engine.selfCheck() < 1e-3)) engine = null;
   }
   engine?.reset();
+  // steering reads layers[i].block_sparse_moe, which every family's layers have (same field name)
+  const steered = model as MoETransformerLM;
   const experts = opts.experts ?? [];
   // models without decoder layers (scripted test models) never reach the override code
-  if (experts.length) checkExpertOverrides(model, experts, 'generate: experts');
+  if (experts.length) checkExpertOverrides(steered, experts, 'generate: experts');
   const contrast = opts.contrast;
-  if (contrast && moeLayerIndices(model).length === 0) throw new Error('generate: contrast needs a model with MoE layers (a dense model has no weak expert activation)');
-  const weakRank = contrast ? (contrast.weakRank ?? defaultWeakRank(model)) : 0;
+  if (contrast && moeLayerIndices(steered).length === 0) throw new Error('generate: contrast needs a model with MoE layers (a dense model has no weak expert activation)');
+  const weakRank = contrast ? (contrast.weakRank ?? defaultWeakRank(steered)) : 0;
   // the weak pass has its own hidden states, so its own KV cache (and fast engine)
-  const weakEngine = contrast && engine ? new DecodeEngine(model, { quant: engine.quant, seed, ...(opts.kernels ? { kernels: opts.kernels } : {}) }) : null;
+  const weakEngine = contrast && engine ? new DecodeEngine(steered, { quant: engine.quant, seed, ...(opts.kernels ? { kernels: opts.kernels } : {}) }) : null;
   const strongMap = new Map<number, RoutingOverride | null>(experts.map((o) => [o.layer, new ExpertOverride(o)]));
-  const weakMap = new Map<number, RoutingOverride | null>((contrast ? moeLayerIndices(model) : []).map((i) => [i, new ExpertOverride({ ...experts.find((o) => o.layer === i), rank: weakRank })]));
+  const weakMap = new Map<number, RoutingOverride | null>((contrast ? moeLayerIndices(steered) : []).map((i) => [i, new ExpertOverride({ ...experts.find((o) => o.layer === i), rank: weakRank })]));
   const compileMs = want instanceof DecodeEngine ? 0 : performance.now() - tc;
 
   const t0 = performance.now();
   const wasTraining = model.training;
   model.eval();
-  const restore = experts.length || contrast ? setRoutingOverrides(model, strongMap) : () => {};
+  const restore = experts.length || contrast ? setRoutingOverrides(steered, strongMap) : () => {};
   try {
     return noGrad(() => {
       const trace: TokenRouting[] | undefined = opts.traceRouting ? [] : undefined;
@@ -220,10 +226,10 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
        * tokenizer's vocabulary. Traces the routing of positions from `traceFrom` on (a re-prefill
        * after a slide only adds its last token).
        */
-      let weakCache: KVCache | undefined = contrast ? model.emptyCache() : undefined;
+      let weakCache: ModelCache | undefined = contrast ? model.emptyCache() : undefined;
       /** The weak pass on the same tokens (its own cache), under the rank-r overrides. */
       const weakStep = (ids: Int32Array): Float32Array => {
-        const back = setRoutingOverrides(model, weakMap);
+        const back = setRoutingOverrides(steered, weakMap);
         try {
           if (weakEngine) return weakEngine.forward(ids).subarray(0, Vt);
           const { logits } = model.forward(ids, 1, ids.length, { ctx: { training: false, step: 0, rng: routerRng }, cache: weakCache! });
@@ -232,11 +238,11 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
           back();
         }
       };
-      const step = (ids: Int32Array, cache: KVCache, traceFrom = 0, prompt = false): Float32Array => {
+      const step = (ids: Int32Array, cache: ModelCache, traceFrom = 0, prompt = false): Float32Array => {
         const strong = strongStep(ids, cache, traceFrom, prompt);
         return contrast ? contrastLogits(strong, weakStep(ids), contrast.beta, contrast.alpha ?? 0.1) : strong;
       };
-      const strongStep = (ids: Int32Array, cache: KVCache, traceFrom: number, prompt: boolean): Float32Array => {
+      const strongStep = (ids: Int32Array, cache: ModelCache, traceFrom: number, prompt: boolean): Float32Array => {
         if (engine) {
           const out = engine.forward(ids);
           cache.length = engine.length;
@@ -245,7 +251,7 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
         const { logits, aux } = model.forward(ids, 1, ids.length, { ctx: { training: false, step: 0, rng: routerRng }, cache });
         if (trace) {
           // a depth-routed layer's records cover only its chosen tokens: traced are the full layers
-          const per = aux.filter((a) => model.depthCaps[a.layer] >= 1).map((a) => ({ layer: a.layer, experts: tokenExperts(a.aux, ids.length, model.config.num_experts_per_tok) }));
+          const per = aux.filter((a) => (model.depthCaps?.[a.layer] ?? 1) >= 1).map((a) => ({ layer: a.layer, experts: tokenExperts(a.aux, ids.length, model.config.num_experts_per_tok) }));
           for (let t = traceFrom; t < ids.length; t++) {
             trace.push({ id: ids[t], text: tokenizer.decode(ids.subarray(t, t + 1)), prompt, layers: per.map((p) => ({ layer: p.layer, ...p.experts[t] })) });
             if (!prompt) tracedGenerated++;
@@ -372,7 +378,7 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
 }
 
 export interface InferenceModel {
-  model: MoETransformerLM;
+  model: LanguageModel;
   tokenizer: Tokenizer;
   config: RunConfig;
   /** The checkpoint directory actually loaded (a run directory resolves via latest.json). */
@@ -407,7 +413,7 @@ export function inferenceModelFromCheckpoint(ck: { state: TrainerState; model: S
     throw new CheckpointError(`${where}: tokenizer has ${tokenizer.vocabSize} tokens but model.vocab_size is ${config.model.vocab_size}`);
   }
   // the init is overwritten by the checkpoint; the seed only has to be fixed
-  const model = new MoETransformerLM(config.model, 0);
+  const model = buildModel(config.model, 0);
   try {
     model.loadStateDict(ck.model);
   } catch (e) {

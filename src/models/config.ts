@@ -8,6 +8,7 @@ import { routerRegistry } from '../moe/routers/index.js';
 import { lossRegistry } from '../moe/losses/index.js';
 import { sparseDispatchNames } from '../moe/dispatch/index.js';
 import { ffnRegistry } from './ffn/index.js';
+import { familyRegistry, familyOptionIssues, DEFAULT_MODEL_TYPE } from './family.js';
 
 export { ConfigError };
 
@@ -17,7 +18,10 @@ const nonNeg = z.number().nonnegative();
 
 export const ModelConfigSchema = z
   .object({
-    model_type: z.literal('moe-ts').default('moe-ts'),
+    /** The model family (host architecture) from familyRegistry: 'moe-ts' (the MoE transformer), 'mamba-moe', 'all-mlp', ... */
+    model_type: z.string().default(DEFAULT_MODEL_TYPE),
+    /** The family's own options (validated by its schema; src/models/family.ts). */
+    family_options: z.record(z.string(), z.unknown()).optional(),
     vocab_size: posInt.default(256),
     // defaults: hidden 64, 2 layers, 8 experts of 128 (docs/results.md has the sweep; a run config
     // without a model section adds TRAIN_DEFAULT_MODEL's shared expert and top-1 routing)
@@ -244,7 +248,24 @@ export const ModelConfigSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
-    if (c.head_dim !== undefined) {
+    // the default family is always known (a config parsed before any other family registers)
+    const family = familyRegistry.find(c.model_type);
+    if (!family && c.model_type !== DEFAULT_MODEL_TYPE) {
+      ctx.addIssue({ code: 'custom', path: ['model_type'], message: `must be one of ${familyRegistry.names().join(', ')}` });
+    }
+    if (family) {
+      for (const i of familyOptionIssues(family, c as ModelConfig)) ctx.addIssue(i as Parameters<typeof ctx.addIssue>[0]);
+      const set = c as unknown as Record<string, unknown>;
+      for (const f of family.unusedFields ?? []) {
+        if (set[f] !== undefined && JSON.stringify(set[f]) !== JSON.stringify(modelFieldDefault(f))) {
+          ctx.addIssue({ code: 'custom', path: [f], ...statement(`is not used by model_type "${c.model_type}"; remove it`) });
+        }
+      }
+    }
+    // attention fields only constrain families with attention
+    if (family?.traits.attention === false) {
+      // nothing: heads and RoPE widths are unused
+    } else if (c.head_dim !== undefined) {
       if (c.head_dim % 2 !== 0) ctx.addIssue({ code: 'custom', path: ['head_dim'], message: `must be even for rotary embeddings, got ${c.head_dim}` });
     } else if (c.hidden_size % c.num_attention_heads !== 0) {
       ctx.addIssue({ code: 'custom', path: ['num_attention_heads'], message: `hidden_size ${c.hidden_size} must be divisible by num_attention_heads ${c.num_attention_heads}` });
@@ -326,6 +347,13 @@ export const ModelConfigSchema = z
   });
 
 export type ModelConfig = z.output<typeof ModelConfigSchema>;
+
+let fieldDefaults: Record<string, unknown> | undefined;
+/** The schema default of a model-config field (undefined for optional ones), for "set but unused" checks. */
+function modelFieldDefault(field: string): unknown {
+  fieldDefaults ??= ModelConfigSchema.parse({}) as unknown as Record<string, unknown>;
+  return fieldDefaults[field];
+}
 
 export const TrainConfigSchema = z
   .object({

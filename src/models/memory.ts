@@ -14,6 +14,7 @@ import { ffnRegistry, parseFFNOptions } from './ffn/index.js';
 function ffnKind(c: ModelConfig) {
   return c.ffn_type !== undefined && ffnRegistry.has(c.ffn_type) ? parseFFNOptions(c, c.ffn_type) : null;
 }
+import { familyRegistry } from './family.js';
 
 export class MemoryLimitError extends ConfigError {}
 
@@ -130,12 +131,15 @@ export function estimateMemory(c: ModelConfig, t?: Pick<TrainConfig, 'batch_size
   const p = countParameters(c);
   const overhead = p.tensors * OBJECT_OVERHEAD_BYTES;
   const act = t ? activationElements(c, t) : { total: 0, largest: 0 };
+  // a non-transformer family's own tensors (Mamba's scan states, all-MLP's mixing matrices)
+  const fam = familyRegistry.find(c.model_type)?.memory?.(c, t) ?? { params: 0, activations: 0, largest: 0 };
+  const params = p.params + fam.params;
   return {
-    parameters: p.params,
-    largestTensor: Math.max(p.largest, act.largest),
-    inferenceBytes: 4 * p.params + overhead,
+    parameters: params,
+    largestTensor: Math.max(p.largest, act.largest, fam.largest),
+    inferenceBytes: 4 * params + overhead,
     // weights + gradients + two AdamW moments, plus activations
-    trainingBytes: 16 * p.params + overhead + 4 * act.total,
+    trainingBytes: 16 * params + overhead + 4 * (act.total + fam.activations),
   };
 }
 

@@ -22,6 +22,7 @@ import { attachLoraExperts } from './lora-experts.js';
 import { depthCapacities, depthTokens, depthWeight, selectDepthTopK, selectDepthCausal, bceWithLogits, detach, DepthPredictor } from './depth.js';
 import { attentionRegistry, attentionKindOf, buildAttention, defineAttention, parseAttentionOptions, type AttentionModule, type AttentionCacheEntry, type StepTrainables } from './attention/index.js';
 import { buildFFN, type FFNModule } from './ffn/index.js';
+import { familyRegistry, defineFamily, unsupportedFeature, type FamilyTraits, type LanguageModel } from './family.js';
 
 /** Per-layer key/value cache for incremental decoding: [B, H, T_past, Dh]. */
 export interface KVCache {
@@ -389,7 +390,7 @@ export interface DepthRecord {
   tokens: number;
 }
 
-export class MoETransformerLM extends Module {
+export class MoETransformerLM extends Module implements LanguageModel {
   embed_tokens: Embedding;
   layers: DecoderLayer[];
   norm: RMSNorm;
@@ -437,6 +438,11 @@ export class MoETransformerLM extends Module {
 
   moeLayers(): MoELayer[] {
     return this.layers.flatMap((l) => (l.block_sparse_moe ? [l.block_sparse_moe] : []));
+  }
+
+  moeLayerIndices(): number[] {
+    // by depth: shared layers (layer_groups) run at several depths
+    return Array.from({ length: this.config.num_hidden_layers }, (_, i) => i).filter((i) => this.layerAt(i).block_sparse_moe);
   }
 
   /** ids [B, T] (row-major Int32Array) -> logits [B*T, V] and each MoE layer's aux record. */
@@ -712,4 +718,25 @@ export function lmLoss(res: ForwardResult, targets: Int32Array): { loss: Tensor;
     }
   }
   return { loss, ce, auxLosses };
+}
+
+familyRegistry.register(
+  defineFamily({
+    name: 'moe-ts',
+    summary: 'decoder-only transformer: attention blocks (any attention kind) with MoE or dense FFNs',
+    paper: { authors: 'Shazeer et al.', title: 'Outrageously Large Neural Networks: The Sparsely-Gated Mixture-of-Experts Layer', year: 2017 },
+    options: {},
+    traits: { attention: true, decodeEngine: true, gguf: true, hfExport: true, adapt: true, cache: 'kv' },
+    create: (c, _o, seed) => new MoETransformerLM(c, seed),
+  }),
+);
+
+/**
+ * The model as the MoE transformer, for code that needs its blocks (the decode engine, GGUF and
+ * Hugging Face export, adaptation); another family fails with one line naming `what` and the
+ * families that support the feature.
+ */
+export function asTransformer(model: LanguageModel, trait: Exclude<keyof FamilyTraits, 'cache'>, what: string): MoETransformerLM {
+  if (model instanceof MoETransformerLM) return model;
+  throw unsupportedFeature(model.config, trait, what);
 }

@@ -12,3 +12,5 @@ export * from './ops/matmul.js';
 export * from './ops/nn_ops.js';
 export * from './ops/moe_ops.js';
 export * from './ops/attention_ops.js';
+export * from './ops/ssm_ops.js';
+export * from './ops/token_mix_ops.js';

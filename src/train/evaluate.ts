@@ -2,7 +2,7 @@
 import { noGrad } from '../tensor/tensor.js';
 import { Rng } from '../tensor/random.js';
 import { crossEntropy } from '../tensor/index.js';
-import type { MoETransformerLM } from '../models/transformer.js';
+import type { LanguageModel } from '../models/family.js';
 import type { MixedDataset } from '../data/dataset.js';
 
 export interface DomainEval {
@@ -25,11 +25,11 @@ export interface EvalResult {
   routing: { loadCV: number; droppedFraction: number; routerEntropy: number; expertsPerToken: number };
 }
 
-export function evaluate(model: MoETransformerLM, data: MixedDataset, opts: { maxBatches?: number; step?: number } = {}): EvalResult {
+export function evaluate(model: LanguageModel, data: MixedDataset, opts: { maxBatches?: number; step?: number } = {}): EvalResult {
   const wasTraining = model.training;
   model.eval();
   // by depth: shared layers (layer_groups) run at several depths, and a depth-routed layer may run on no token
-  const moeLayerIdx = Array.from({ length: model.config.num_hidden_layers }, (_, i) => i).filter((i) => model.layerAt(i).block_sparse_moe);
+  const moeLayerIdx = model.moeLayerIndices();
   const E = model.config.num_local_experts;
   const usage = moeLayerIdx.map(() => data.domainNames.map(() => new Array<number>(E).fill(0)));
   const routing = { loadCV: 0, droppedFraction: 0, routerEntropy: 0, expertsPerToken: 0 };

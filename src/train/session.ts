@@ -6,7 +6,9 @@
  */
 import { Rng } from '../tensor/random.js';
 import { AdamW, clipGradNorm, cosineWithWarmup, linearWithWarmup, type Parameter } from '../nn/index.js';
-import { MoETransformerLM, lmLoss } from '../models/transformer.js';
+import { lmLoss } from '../models/transformer.js';
+import { buildModel } from '../models/build.js';
+import type { LanguageModel } from '../models/family.js';
 import { parseModelConfig, type RunConfig } from '../models/config.js';
 import { isDepthRouterTensor } from '../models/depth.js';
 import type { MixedDataset } from '../data/dataset.js';
@@ -56,7 +58,7 @@ export function meanOf(xs: number[]): number {
 /** A model, its AdamW optimizer, data and RNG, trained one step at a time in memory (no files). */
 export class TrainSession {
   readonly config: RunConfig;
-  readonly model: MoETransformerLM;
+  readonly model: LanguageModel;
   readonly tokenizer: Tokenizer;
   readonly data: MixedDataset;
   readonly optimizer: AdamW;
@@ -74,7 +76,7 @@ export class TrainSession {
     this.config = { ...config, model: parseModelConfig({ ...config.model, vocab_size: this.tokenizer.vocabSize }) };
     const tr = this.config.training;
     this.data = buildDataset(this.config, this.tokenizer, texts);
-    this.model = new MoETransformerLM(this.config.model, tr.seed);
+    this.model = buildModel(this.config.model, tr.seed);
     // Router-Tuning: only the depth routers and their causal predictors train
     this.params = this.config.model.mixture_of_depths?.router_tuning ? this.model.namedParameters().flatMap(([n, p]) => (isDepthRouterTensor(n) ? [p] : [])) : this.model.parameters();
     const noDecay = new Set<Parameter>(
@@ -103,7 +105,7 @@ export class TrainSession {
     const lv = loss.item();
     if (!Number.isFinite(lv)) throw new TrainingDivergedError(`training diverged: loss is ${lv} at step ${this.step + 1}; lower the learning rate (${tr.lr})`);
     loss.backward();
-    this.model.dropScheduledGradients(this.step);
+    this.model.dropScheduledGradients?.(this.step);
     const gradNorm = clipGradNorm(this.params, tr.grad_clip);
     if (!Number.isFinite(gradNorm)) throw new TrainingDivergedError(`training diverged: gradient norm is ${gradNorm} at step ${this.step + 1}`);
     this.optimizer.step();

@@ -9,8 +9,10 @@ import * as path from 'node:path';
 import { Rng } from '../tensor/random.js';
 import { add, scale } from '../tensor/index.js';
 import { AdamW, clipGradNorm, type Parameter } from '../nn/index.js';
-import { MoETransformerLM, lmLoss, symmetricKL, type ForwardResult } from '../models/transformer.js';
+import { lmLoss, symmetricKL, type ForwardResult } from '../models/transformer.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { buildModel } from '../models/build.js';
+import type { LanguageModel } from '../models/family.js';
 import { parseModelConfig, ConfigError, type RunConfig } from '../models/config.js';
 import { buildTokenizer, buildDataset } from '../data/build.js';
 import { loadCorpusSplits } from '../data/corpus.js';
@@ -90,7 +92,7 @@ export interface TrainOptions {
   /** Directory holding the shared corpora (default: discovered). */
   dataDir?: string;
   /** Fine-tune: start from these weights and this tokenizer (e.g. a Hugging Face model via fromPretrained); config.model must be theirs. */
-  init?: { model: MoETransformerLM; tokenizer: Tokenizer };
+  init?: { model: LanguageModel; tokenizer: Tokenizer };
 }
 
 export interface TrainResult {
@@ -101,7 +103,7 @@ export interface TrainResult {
   params: number;
   activeParams: number;
   outDir: string;
-  model: MoETransformerLM;
+  model: LanguageModel;
   tokenizer: Tokenizer;
 }
 
@@ -139,7 +141,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   checkRunMemory(cfg);
   const data = buildDataset(cfg, tokenizer!, texts);
   const tr = cfg.training;
-  const model = new MoETransformerLM(cfg.model, tr.seed);
+  const model = buildModel(cfg.model, tr.seed);
   // PEFT: the base stays frozen; only adapter tensors (and so their routers) reach the optimizer
   // Router-Tuning: likewise only the depth routers and their causal predictors
   const routerTuning = Boolean(cfg.model.mixture_of_depths?.router_tuning);
@@ -283,7 +285,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         );
       }
       loss.backward();
-      model.dropScheduledGradients(step);
+      model.dropScheduledGradients?.(step);
       for (const { p, mask } of masks) if (p.grad) for (let i = 0; i < mask.length; i++) if (mask[i] === 0) p.grad[i] = 0;
       const gradNorm = clipGradNorm(params, tr.grad_clip);
       if (!Number.isFinite(gradNorm)) throw new TrainingDivergedError(`training diverged: gradient norm is ${gradNorm} at step ${step + 1}; stopping; ${lastGood()}`);

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { getLlama, LlamaLogLevel, type Llama, type LlamaModel, type Token, type ControlledEvaluateInputItem } from 'node-llama-cpp';
 import { initBackend } from '../../src/kernels/index.js';
 import { noGrad } from '../../src/tensor/tensor.js';
-import { MoETransformerLM } from '../../src/models/transformer.js';
+import { MoETransformerLM, asTransformer } from '../../src/models/transformer.js';
 import { parseModelConfig } from '../../src/models/config.js';
 import { ByteTokenizer, BpeTokenizer, HfTokenizer, type Tokenizer } from '../../src/data/tokenizer/index.js';
 import * as fs from 'node:fs';
@@ -255,7 +255,7 @@ async function trainedModel(): Promise<{ model: MoETransformerLM; tokenizer: Tok
     const cfg = tinyConfig({ training: { steps: 40, save_interval: 40, eval_interval: 40 }, data: { tokenizer: { type: 'bpe', vocab_size: 320 } } });
     await train({ config: cfg, outDir: out });
     const m = loadModelForInference(out);
-    trained = { model: m.model, tokenizer: m.tokenizer };
+    trained = { model: asTransformer(m.model, 'gguf', 'test'), tokenizer: m.tokenizer };
   }
   return trained;
 }

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { MoETransformerLM } from '../../src/models/transformer.js';
+import { MoETransformerLM, asTransformer } from '../../src/models/transformer.js';
 import { parseModelConfig, parseRunConfig } from '../../src/models/config.js';
 import { LoraExpertsLinear, adapterState } from '../../src/models/lora-experts.js';
 import { saveAdapters, attachAdapters, mergeAdapters } from '../../src/adapt/peft.js';
@@ -108,7 +108,7 @@ test('train --peft path: the base stays bit-identical, adapters train, and saved
     saveModelRun(baseRun, baseModel, new ByteTokenizer(), cfg);
     const peftModel = { ...cfg.model, peft: { type: 'lora-experts', experts: 2, top_k: 1, rank: 2, shared: 1, targets: ['q_proj', 'v_proj'] } };
     const res = await train({ config: parseRunConfig({ ...cfg, model: peftModel }), outDir: path.join(dir, 'ft'), init: { model: baseModel, tokenizer: new ByteTokenizer() } });
-    const trained = res.model;
+    const trained = asTransformer(res.model, 'adapt', 'test');
     const before = baseModel.stateDict();
     for (const [n, t] of trained.stateDict()) {
       if (n.includes('.lora_')) continue;

@@ -63,6 +63,17 @@ function modelPath(o: { ckpt?: string; model?: string }): string {
   return p;
 }
 
+/** A byte size such as 1GB, 512MB, 1.5G, 800k or a plain number of bytes (decimal units). */
+export function parseBytes(name: string, v: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$/i.exec(v);
+  if (!m) throw new ConfigError(`${name} must be a size such as 1GB, 512MB or 800000000, got "${v}"`);
+  const unit = { '': 1, k: 1e3, m: 1e6, g: 1e9, t: 1e12 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  const bin = m[3].toLowerCase().startsWith('i') ? { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g' | 't'] : unit;
+  const n = Number(m[1]) * bin;
+  if (!(n > 0)) throw new ConfigError(`${name} must be positive, got "${v}"`);
+  return n;
+}
+
 function timestamp(): string {
   return new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
 }
@@ -264,6 +275,10 @@ export function buildProgram(): Command {
     .option('--json', 'print one JSON object (text, token ids, and with --show-routing the routing per token) instead of streaming text')
     .option('--engine <e>', 'auto (fast decode path where the model is supported), fast, or eager (the reference forward)', 'auto')
     .option('--quant <q>', 'weight format of the fast path: f32, q8_0 or q4_0 (ggml blocks; activations quantised per block)', 'f32')
+    .option('--max-memory <size>', 'GGUF --model only: memory budget (e.g. 1GB) for weights + KV cache + an LRU expert cache; experts beyond it stay in the file, read on demand with prefetch')
+    .option('--no-prefetch', 'with --max-memory: no Pre-gated prefetch of the next layer\'s experts')
+    .option('--skip-threshold <t>', "AdapMoE: drop a token's 2nd..kth expert when its renormalised weight is below t (0 = off)", floatArg('--skip-threshold', (x) => x >= 0 && x < 1, 'in [0, 1)'), 0)
+    .option('--capacity-factor <c>', 'capacity-aware token dropping in the prompt batch: at most ceil(c * tokens * k / experts) per expert (0 = off)', floatArg('--capacity-factor', (x) => x >= 0, '>= 0'), 0)
     .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {
@@ -274,8 +289,24 @@ export function buildProgram(): Command {
       if (o.quant !== 'f32' && o.engine === 'eager') throw new Error('--quant needs the fast engine (--engine auto or fast)');
       // the fast path's products run on wasm SIMD unless the js backend was asked for
       const kernels = o.backend === 'js' ? undefined : new (await import('../kernels/wasm/quant.js')).WasmQuantKernels();
+      const maxMemory = o.maxMemory !== undefined ? parseBytes('--max-memory', o.maxMemory) : undefined;
+      const routingFlags = o.skipThreshold > 0 || o.capacityFactor > 0;
+      if ((maxMemory !== undefined || routingFlags) && o.engine === 'eager') throw new Error('--max-memory, --skip-threshold and --capacity-factor need the fast engine (--engine auto or fast)');
       await withBackend(o, async () => {
-        const { model, tokenizer } = await loadForCommand(o, (p) => loadModelForInference(p, { allowNonFinite: Boolean(o.allowNonFinite) }));
+        let offloaded: import('../infer/offload.js').GGUFEngine | null = null;
+        const { isGGUFFile } = await import('../io/gguf/index.js');
+        if (maxMemory !== undefined) {
+          if (!o.model || !isGGUFFile(o.model)) throw new Error('--max-memory needs --model <file.gguf> (experts are read from the GGUF file)');
+          if (o.quant !== 'f32') throw new Error("--max-memory uses the file's own blocks; drop --quant (quantise the file with convert/quantize or synth --quant)");
+          const { openGGUFEngine } = await import('../infer/offload.js');
+          offloaded = openGGUFEngine(o.model, { maxMemory, prefetch: o.prefetch !== false, skipThreshold: o.skipThreshold, capacityFactor: o.capacityFactor, ...(kernels ? { kernels } : {}) });
+        }
+        const { model, tokenizer } = offloaded ?? (await loadForCommand(o, (p) => loadModelForInference(p, { allowNonFinite: Boolean(o.allowNonFinite) })));
+        let engine: 'auto' | 'fast' | 'eager' | import('../infer/decode.js').DecodeEngine = offloaded ? offloaded.engine : o.engine;
+        if (!offloaded && routingFlags) {
+          const { DecodeEngine } = await import('../infer/decode.js');
+          engine = new DecodeEngine(model as import('../models/transformer.js').MoETransformerLM, { quant: o.quant, skipThreshold: o.skipThreshold, capacityFactor: o.capacityFactor, ...(kernels ? { kernels } : {}) });
+        }
         if (!o.json) process.stdout.write(o.prompt);
         const r = generate(model, tokenizer, o.prompt, {
           maxNewTokens: o.maxTokens,
@@ -287,7 +318,7 @@ export function buildProgram(): Command {
           addSpecialTokens: true,
           ...(tokenizer.special ? { stopTokenIds: tokenizer.special.stopIds } : {}),
           traceRouting: Boolean(o.showRouting),
-          engine: o.engine,
+          engine,
           quant: o.quant,
           ...(kernels ? { kernels } : {}),
           onText: o.json ? undefined : (s: string) => process.stdout.write(s),
@@ -302,8 +333,18 @@ export function buildProgram(): Command {
           const { formatRouting, useColor } = await import('./routing-view.js');
           process.stdout.write('\n' + formatRouting(r.routing, { color: useColor(process.stdout), numExperts: model.config.num_local_experts, title: 'routing per token:' }));
         }
+        let extra = '';
+        if (offloaded) {
+          const { formatOffloadStats } = await import('../infer/offload.js');
+          extra = `; ${formatOffloadStats(offloaded.experts.getStats())}`;
+          offloaded.close();
+        }
+        if (typeof engine === 'object' && routingFlags) {
+          const dr = engine.drops;
+          extra += `; ${dr.skipped} of ${dr.assignments} expert assignments skipped (--skip-threshold), ${dr.capacityDropped} dropped by capacity`;
+        }
         process.stderr.write(
-          `[${r.ids.length} tokens, ${Math.round(r.tokensPerSec)} tokens/s; prompt ${r.promptTokens} tokens at ${Math.round(r.promptTokensPerSec)} tokens/s, decode ${Math.round(r.decodeTokensPerSec)} tokens/s; ${r.engine}]\n`,
+          `[${r.ids.length} tokens, ${Math.round(r.tokensPerSec)} tokens/s; prompt ${r.promptTokens} tokens at ${Math.round(r.promptTokensPerSec)} tokens/s, decode ${Math.round(r.decodeTokensPerSec)} tokens/s; ${r.engine}${extra}]\n`,
         );
       });
     });

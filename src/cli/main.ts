@@ -350,6 +350,21 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('synth')
+    .description('write a random-weight GGUF in the layer shapes of a real MoE (olmoe-1b-7b, qwen3-30b-a3b) with few layers, streamed to disk, for benchmarks')
+    .requiredOption('--shape <name>', 'olmoe-1b-7b (64 experts top-8, d 2048, width 1024) or qwen3-30b-a3b (128 top-8, width 768, GQA 32/4, qk-norm)')
+    .requiredOption('--out <file.gguf>', 'output file')
+    .option('--layers <n>', 'layers (default 4 for olmoe-1b-7b, 2 for qwen3-30b-a3b)', intArg('--layers'))
+    .option('--quant <q>', 'q8_0 or q4_0', 'q8_0')
+    .option('--seed <n>', 'weight seed', intArg('--seed', 0), 0)
+    .option('--context <n>', 'context length written to the file (sizes the KV cache)', intArg('--context'), 1024)
+    .action(async (o) => {
+      const { writeSynthGGUF } = await import('../io/gguf/synth.js');
+      const r = writeSynthGGUF(o.shape, o.out, { layers: o.layers, quant: o.quant, seed: o.seed, context: o.context });
+      process.stdout.write(`wrote ${r.path}: ${r.arch}, ${r.layers} layers, ${r.quant}, ${(r.params / 1e9).toFixed(2)}B parameters, ${(r.bytes / 1e9).toFixed(2)} GB (experts ${(r.expertBytes / 1e9).toFixed(2)} GB)\n`);
+    });
+
+  program
     .command('chat')
     .description('chat with a model: one line per user turn (interactive or piped), replies streamed, the conversation kept (/reset, /exit)')
     .option('--ckpt <dir>', 'run directory or checkpoint directory')

@@ -426,9 +426,11 @@ export function buildProgram(): Command {
     .option('--data <source>', 'corpus whose validation split is scored (a name or a path)', 'shakespeare')
     .option('--tokens <n>', 'validation tokens scored at most', intArg('--tokens', 2), 4096)
     .option('--out <file.gguf>', 'write the model as GGUF in the first --quant format')
+    .option('--skip-thresholds <t...>', 'also score AdapMoE expert skipping at these thresholds (f32 weights)')
+    .option('--capacity-factors <c...>', 'also score capacity-aware token dropping at these capacity factors (f32 weights)')
     .option('--json', 'print JSON instead of a table')
     .action(async (o) => {
-      const { loadModelForInference, quantizedLoss } = await import('../infer/index.js');
+      const { loadModelForInference, quantizedLoss, routingLoss } = await import('../infer/index.js');
       const { QUANT_FORMATS } = await import('../kernels/quant.js');
       const { loadCorpusSplits } = await import('../data/corpus.js');
       const { WasmQuantKernels } = await import('../kernels/wasm/quant.js');
@@ -439,13 +441,34 @@ export function buildProgram(): Command {
       const text = c.valid ?? c.train.slice(Math.floor(c.train.length * 0.9));
       const quants = ['f32', ...o.quant.filter((q: string) => q !== 'f32')];
       const r = quantizedLoss(model, tokenizer, text, { quants, maxTokens: o.tokens, kernels: new WasmQuantKernels() });
-      if (o.json) process.stdout.write(JSON.stringify({ data: o.data, results: r }, null, 2) + '\n');
+      const num = (flag: string, v: string, ok: (x: number) => boolean): number => {
+        const x = Number(v);
+        if (!ok(x)) throw new Error(`${flag}: ${JSON.stringify(v)} is out of range`);
+        return x;
+      };
+      const settings = [
+        {},
+        ...((o.skipThresholds ?? []) as string[]).map((v) => ({ skipThreshold: num('--skip-thresholds', v, (x) => x > 0 && x < 1) })),
+        ...((o.capacityFactors ?? []) as string[]).map((v) => ({ capacityFactor: num('--capacity-factors', v, (x) => x > 0 && Number.isFinite(x)) })),
+      ];
+      const rr = settings.length > 1 ? routingLoss(model, tokenizer, text, { settings, maxTokens: o.tokens, kernels: new WasmQuantKernels() }) : [];
+      if (o.json) process.stdout.write(JSON.stringify({ data: o.data, results: r, ...(rr.length ? { routing: rr } : {}) }, null, 2) + '\n');
       else {
         process.stdout.write(`validation loss on ${o.data} (${r[0].tokens} tokens):\n`);
         for (const x of r)
           process.stdout.write(
             `  ${x.quant.padEnd(5)} loss ${x.loss.toFixed(4)}  (${(x.loss - r[0].loss >= 0 ? '+' : '') + (x.loss - r[0].loss).toFixed(4)} vs f32)  weights ${(x.weightBytes / 1e6).toFixed(2)} MB\n`,
           );
+        if (rr.length) {
+          process.stdout.write(`routing-aware inference (f32, prompt batches of 128 tokens):\n`);
+          for (const x of rr) {
+            const what = x.skipThreshold ? `skip < ${x.skipThreshold}` : x.capacityFactor ? `capacity ${x.capacityFactor}` : 'baseline';
+            const dl = x.loss - rr[0].loss;
+            process.stdout.write(
+              `  ${what.padEnd(14)} loss ${x.loss.toFixed(4)}  (${(dl >= 0 ? '+' : '') + dl.toFixed(4)})  assignments skipped ${(100 * x.skippedShare).toFixed(1)}%, dropped ${(100 * x.droppedShare).toFixed(1)}%  ${Math.round(x.tokensPerSec)} tokens/s\n`,
+            );
+          }
+        }
       }
       if (o.out) {
         const { exportGGUF } = await import('../io/gguf/index.js');

@@ -7,5 +7,5 @@ export { ChatSession, compileChatTemplate, renderChatTemplate, resolveChatTempla
 export type { ChatMessage, ChatOptions, ChatReply, ChatTemplateOptions } from './chat.js';
 export { DecodeEngine } from './decode.js';
 export type { DecodeEngineOptions } from './decode.js';
-export { quantizedLoss } from './quality.js';
-export type { QuantLoss } from './quality.js';
+export { quantizedLoss, routingLoss } from './quality.js';
+export type { QuantLoss, RoutingLoss } from './quality.js';

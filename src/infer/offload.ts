@@ -38,6 +38,8 @@ export interface OffloadStats {
   /** Prefetch reads issued / never used. */
   prefetchIssued: number;
   prefetchWasted: number;
+  /** Share of lookups the router prediction named (running average, measured whether or not reads were issued). */
+  predictionAccuracy: number;
   /** Cache size in experts and bytes (staging excluded), and whether every expert fits (nothing offloaded). */
   cacheSlots: number;
   cacheBytes: number;
@@ -56,7 +58,8 @@ export function formatOffloadStats(s: OffloadStats): string {
   if (s.allResident) return `experts resident (${mb(s.cacheBytes)})`;
   return (
     `offload: cache ${s.cacheSlots} experts (${mb(s.cacheBytes)}), hit rate ${(100 * offloadHitRate(s)).toFixed(1)}% ` +
-    `(${s.hits} cached, ${s.prefetchHits} prefetched, ${s.misses} read on demand), ${mb(s.bytesRead)} read, stall ${s.stallMs.toFixed(0)} ms`
+    `(${s.hits} cached, ${s.prefetchHits} prefetched, ${s.misses} read on demand), ${mb(s.bytesRead)} read, stall ${s.stallMs.toFixed(0)} ms, ` +
+    `prefetch guesses ${(100 * s.predictionAccuracy).toFixed(0)}% right`
   );
 }
 
@@ -90,6 +93,9 @@ export interface FileExpertsOptions {
   prefetch?: boolean;
 }
 
+/** Prefetch reads are issued only while at least this share of lookups was predicted (the prediction is scored all along). */
+const PREFETCH_MIN_ACCURACY = 0.5;
+
 const GGML_FORMAT: Record<string, QuantFormat | undefined> = { Q8_0: 'q8_0', Q4_0: 'q4_0', F32: 'f32' };
 
 /** The routed experts of a GGUF file, read at their offsets into a byte-bounded LRU cache (see the file comment). */
@@ -111,6 +117,8 @@ export class FileExperts implements ExpertSource {
   private stagedKey: number[] = [];
   private readonly staged = new Map<number, number>();
   private readonly stats: OffloadStats;
+  /** The last prediction per layer, scored on that layer's next lookups. */
+  private readonly predicted = new Map<number, Set<number>>();
 
   constructor(
     readonly path: string,
@@ -137,6 +145,7 @@ export class FileExperts implements ExpertSource {
       stallMs: 0,
       prefetchIssued: 0,
       prefetchWasted: 0,
+      predictionAccuracy: 1,
       cacheSlots: 0,
       cacheBytes: 0,
       stagingBytes: 0,
@@ -217,6 +226,7 @@ export class FileExperts implements ExpertSource {
   /** Zero the lookup / read / stall counters (the cache keeps its contents). */
   resetStats(): void {
     Object.assign(this.stats, { lookups: 0, hits: 0, prefetchHits: 0, misses: 0, bytesRead: 0, stallMs: 0, prefetchIssued: 0, prefetchWasted: 0 });
+    // predictionAccuracy is a running average of the model's routing: kept
   }
 
   /** Experts currently cached (for tests: never more than the slots). */
@@ -267,6 +277,8 @@ export class FileExperts implements ExpertSource {
   get(layer: number, expert: number): ExpertWeights {
     const key = layer * this.maxE + expert;
     this.stats.lookups++;
+    const pred = this.predicted.get(layer);
+    if (pred) this.stats.predictionAccuracy += ((pred.has(expert) ? 1 : 0) - this.stats.predictionAccuracy) / 32;
     const hit = this.lru.get(key);
     if (hit !== undefined) {
       this.stats.hits++;
@@ -307,6 +319,10 @@ export class FileExperts implements ExpertSource {
 
   prefetch(layer: number, experts: readonly number[]): void {
     if (!this.worker || !this.layers[layer]) return;
+    const l = this.layers[layer]!;
+    this.predicted.set(layer, new Set(experts.slice(0, l.topK)));
+    // a wrong guess costs a read that competes with the compute; read only while guesses are mostly right
+    if (this.stats.predictionAccuracy < PREFETCH_MIN_ACCURACY) return;
     const flags = this.flags!;
     for (const e of experts) {
       const key = layer * this.maxE + e;

@@ -207,3 +207,42 @@ test('skipThreshold drops 2nd..kth experts below it; capacityFactor drops only i
   assert.throws(() => new DecodeEngine(model, { skipThreshold: 1 }), /skipThreshold must be in \[0, 1\)/);
   assert.throws(() => new DecodeEngine(model, { capacityFactor: -1 }), /capacityFactor must be 0/);
 });
+
+test('synth writes streamed real-shape GGUF files that load with experts offloaded, seeded', async () => {
+  const { writeSynthGGUF, randomBlocks } = await import('../../src/io/gguf/synth.js');
+  const tiny = {
+    olmoe: { hidden_size: 64, num_attention_heads: 4, num_local_experts: 8, moe_intermediate_size: 64 },
+    qwen3: { hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 32, num_local_experts: 16, moe_intermediate_size: 96 },
+  };
+  for (const [shape, override, arch] of [
+    ['olmoe-1b-7b', tiny.olmoe, 'olmoe'],
+    ['qwen3-30b-a3b', tiny.qwen3, 'qwen3moe'],
+  ] as const) {
+    const file = path.join(dir, `${shape}.gguf`);
+    const r = writeSynthGGUF(shape, file, { layers: 2, quant: 'q4_0', seed: 3, context: 64, override: { ...override, num_experts_per_tok: 2 } });
+    assert.equal(r.bytes, fs.statSync(file).size);
+    const f = GGUFFile.open(file);
+    assert.equal(f.getString('general.architecture'), arch);
+    const gate = f.tensor('blk.1.ffn_gate_exps.weight');
+    assert.deepEqual(gate.ne, [64, override.moe_intermediate_size, override.num_local_experts]);
+    assert.equal(gate.type.name, 'Q4_0');
+    // expert bytes are the seeded random blocks, the same on every write
+    const raw = f.readRaw('blk.1.ffn_gate_exps.weight');
+    f.close();
+    const again = path.join(dir, `${shape}-2.gguf`);
+    writeSynthGGUF(shape, again, { layers: 2, quant: 'q4_0', seed: 3, context: 64, override: { ...override, num_experts_per_tok: 2 } });
+    assert.deepEqual(fs.readFileSync(again), fs.readFileSync(file));
+    const e = openGGUFEngine(file, { maxMemory: 1e9 });
+    assert.equal(e.config.moe_intermediate_size, override.moe_intermediate_size);
+    assert.equal(e.arch, arch);
+    const l = e.engine.forward(prompt);
+    assert.ok(l.every(Number.isFinite));
+    e.close();
+    assert.ok(raw.length > 0);
+  }
+  // q8_0 blocks never hold -128 (outside ggml's quantiser range)
+  const b = randomBlocks('q8_0', 64, 64, 0.1, 1);
+  for (let i = 0; i < b.length; i += 34) for (let j = 2; j < 34; j++) assert.notEqual(b[i + j], 128);
+  assert.throws(() => writeSynthGGUF('gpt-5', path.join(dir, 'x.gguf')), /unknown shape "gpt-5" \(known: olmoe-1b-7b, qwen3-30b-a3b\)/);
+  assert.throws(() => writeSynthGGUF('olmoe-1b-7b', path.join(dir, 'x.gguf'), { layers: 17 }), /layers must be an integer in \[1, 16\]/);
+});

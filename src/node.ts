@@ -34,7 +34,17 @@ export { ARCHS as HF_ARCHITECTURES, archForModel, type ArchSpec } from './io/hf/
 export * from './io/checkpoint-bytes.js';
 export * from './train/session.js';
 export { inferenceModelFromCheckpoint } from './infer/generate.js';
-export { FileExperts, openGGUFEngine, ggufWeightSource, offloadHitRate, formatOffloadStats, type OffloadStats, type FileExpertsOptions, type GGUFEngineOptions, type GGUFEngine } from './infer/offload.js';
+export {
+  FileExperts,
+  openGGUFEngine,
+  ggufWeightSource,
+  offloadHitRate,
+  formatOffloadStats,
+  type OffloadStats,
+  type FileExpertsOptions,
+  type GGUFEngineOptions,
+  type GGUFEngine,
+} from './infer/offload.js';
 export * from './adapt/common.js';
 export * from './adapt/upcycle.js';
 export * from './adapt/peft.js';

@@ -276,9 +276,19 @@ export function buildProgram(): Command {
     .option('--engine <e>', 'auto (fast decode path where the model is supported), fast, or eager (the reference forward)', 'auto')
     .option('--quant <q>', 'weight format of the fast path: f32, q8_0 or q4_0 (ggml blocks; activations quantised per block)', 'f32')
     .option('--max-memory <size>', 'GGUF --model only: memory budget (e.g. 1GB) for weights + KV cache + an LRU expert cache; experts beyond it stay in the file, read on demand with prefetch')
-    .option('--no-prefetch', 'with --max-memory: no Pre-gated prefetch of the next layer\'s experts')
-    .option('--skip-threshold <t>', "AdapMoE: drop a token's 2nd..kth expert when its renormalised weight is below t (0 = off)", floatArg('--skip-threshold', (x) => x >= 0 && x < 1, 'in [0, 1)'), 0)
-    .option('--capacity-factor <c>', 'capacity-aware token dropping in the prompt batch: at most ceil(c * tokens * k / experts) per expert (0 = off)', floatArg('--capacity-factor', (x) => x >= 0, '>= 0'), 0)
+    .option('--no-prefetch', "with --max-memory: no Pre-gated prefetch of the next layer's experts")
+    .option(
+      '--skip-threshold <t>',
+      "AdapMoE: drop a token's 2nd..kth expert when its renormalised weight is below t (0 = off)",
+      floatArg('--skip-threshold', (x) => x >= 0 && x < 1, 'in [0, 1)'),
+      0,
+    )
+    .option(
+      '--capacity-factor <c>',
+      'capacity-aware token dropping in the prompt batch: at most ceil(c * tokens * k / experts) per expert (0 = off)',
+      floatArg('--capacity-factor', (x) => x >= 0, '>= 0'),
+      0,
+    )
     .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {
@@ -305,7 +315,12 @@ export function buildProgram(): Command {
         let engine: 'auto' | 'fast' | 'eager' | import('../infer/decode.js').DecodeEngine = offloaded ? offloaded.engine : o.engine;
         if (!offloaded && routingFlags) {
           const { DecodeEngine } = await import('../infer/decode.js');
-          engine = new DecodeEngine(model as import('../models/transformer.js').MoETransformerLM, { quant: o.quant, skipThreshold: o.skipThreshold, capacityFactor: o.capacityFactor, ...(kernels ? { kernels } : {}) });
+          engine = new DecodeEngine(model as import('../models/transformer.js').MoETransformerLM, {
+            quant: o.quant,
+            skipThreshold: o.skipThreshold,
+            capacityFactor: o.capacityFactor,
+            ...(kernels ? { kernels } : {}),
+          });
         }
         if (!o.json) process.stdout.write(o.prompt);
         const r = generate(model, tokenizer, o.prompt, {
@@ -361,7 +376,9 @@ export function buildProgram(): Command {
     .action(async (o) => {
       const { writeSynthGGUF } = await import('../io/gguf/synth.js');
       const r = writeSynthGGUF(o.shape, o.out, { layers: o.layers, quant: o.quant, seed: o.seed, context: o.context });
-      process.stdout.write(`wrote ${r.path}: ${r.arch}, ${r.layers} layers, ${r.quant}, ${(r.params / 1e9).toFixed(2)}B parameters, ${(r.bytes / 1e9).toFixed(2)} GB (experts ${(r.expertBytes / 1e9).toFixed(2)} GB)\n`);
+      process.stdout.write(
+        `wrote ${r.path}: ${r.arch}, ${r.layers} layers, ${r.quant}, ${(r.params / 1e9).toFixed(2)}B parameters, ${(r.bytes / 1e9).toFixed(2)} GB (experts ${(r.expertBytes / 1e9).toFixed(2)} GB)\n`,
+      );
     });
 
   program

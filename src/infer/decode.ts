@@ -206,7 +206,8 @@ export class DecodeEngine {
     this.skipThreshold = opts.skipThreshold ?? 0;
     this.capacityFactor = opts.capacityFactor ?? 0;
     if (!(this.skipThreshold >= 0 && this.skipThreshold < 1)) throw new Error(`DecodeEngine: skipThreshold must be in [0, 1), got ${opts.skipThreshold}`);
-    if (!(this.capacityFactor === 0 || (this.capacityFactor > 0 && Number.isFinite(this.capacityFactor)))) throw new Error(`DecodeEngine: capacityFactor must be 0 (off) or a positive number, got ${opts.capacityFactor}`);
+    if (!(this.capacityFactor === 0 || (this.capacityFactor > 0 && Number.isFinite(this.capacityFactor))))
+      throw new Error(`DecodeEngine: capacityFactor must be 0 (off) or a positive number, got ${opts.capacityFactor}`);
     const stored = opts.weights ?? (() => null);
     const q = (w: Float32Array, rows: number, cols: number, fmt: QuantFormat = quant, name?: string): PreparedMatrix => {
       const given = name ? stored(name, rows, cols) : null;

@@ -471,7 +471,13 @@ export function ggufWeightSource(f: GGUFFile, ropeAdjacent: boolean, c: ModelCon
     let bytes: Uint8Array = raw;
     if (ropeAdjacent && /attn_[qk]\.weight$/.test(t)) {
       // the exporter interleaved each head's halves; undo it on whole rows of blocks
-      const order = permuteRopeRows(Float32Array.from({ length: rows }, (_, i) => i), rows, 1, headDim, true);
+      const order = permuteRopeRows(
+        Float32Array.from({ length: rows }, (_, i) => i),
+        rows,
+        1,
+        headDim,
+        true,
+      );
       bytes = new Uint8Array(raw.length);
       for (let r = 0; r < rows; r++) bytes.set(raw.subarray(order[r] * rowBytes, (order[r] + 1) * rowBytes), r * rowBytes);
     }

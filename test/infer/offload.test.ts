@@ -246,3 +246,19 @@ test('synth writes streamed real-shape GGUF files that load with experts offload
   assert.throws(() => writeSynthGGUF('gpt-5', path.join(dir, 'x.gguf')), /unknown shape "gpt-5" \(known: olmoe-1b-7b, qwen3-30b-a3b\)/);
   assert.throws(() => writeSynthGGUF('olmoe-1b-7b', path.join(dir, 'x.gguf'), { layers: 17 }), /layers must be an integer in \[1, 16\]/);
 });
+
+test('routingLoss: the baseline equals quantizedLoss f32; skipping and dropping change the loss and report their shares', async () => {
+  const { routingLoss, quantizedLoss } = await import('../../src/infer/quality.js');
+  const model = new MoETransformerLM(tinyConfig({ norm_topk_prob: true }), 9).eval();
+  const tok = new ByteTokenizer();
+  const text = 'First Citizen: Before we proceed any further, hear me speak. All: Speak, speak. '.repeat(3);
+  const r = routingLoss(model, tok, text, { settings: [{}, { skipThreshold: 0.51 }, { capacityFactor: 0.5 }], window: 32 });
+  const q = quantizedLoss(model, tok, text, { quants: ['f32'], window: 32 });
+  assert.ok(Math.abs(r[0].loss - q[0].loss) < 1e-9);
+  assert.equal(r[0].skippedShare, 0);
+  assert.equal(r[0].droppedShare, 0);
+  assert.ok(Math.abs(r[1].skippedShare - 0.5) < 1e-9, `skipped ${r[1].skippedShare}`);
+  assert.ok(r[2].droppedShare > 0.3, `dropped ${r[2].droppedShare}`);
+  assert.notEqual(r[1].loss, r[0].loss);
+  assert.notEqual(r[2].loss, r[0].loss);
+});

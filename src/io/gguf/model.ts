@@ -485,8 +485,8 @@ export function fromGGUF(path: string, opts: GGUFImportOptions = {}): GGUFModel 
           check(`${b}ffn_down_exps.weight`, [fe, d, E]);
         } else {
           put(`${p}block_sparse_moe.experts.w1`, [E, d, fe], transposeBlocks(read(`${b}ffn_gate_exps.weight`, [d, fe, E]), E, fe, d));
-        put(`${p}block_sparse_moe.experts.w3`, [E, d, fe], transposeBlocks(read(`${b}ffn_up_exps.weight`, [d, fe, E]), E, fe, d));
-        put(`${p}block_sparse_moe.experts.w2`, [E, fe, d], transposeBlocks(read(`${b}ffn_down_exps.weight`, [fe, d, E]), E, d, fe));
+          put(`${p}block_sparse_moe.experts.w3`, [E, d, fe], transposeBlocks(read(`${b}ffn_up_exps.weight`, [d, fe, E]), E, fe, d));
+          put(`${p}block_sparse_moe.experts.w2`, [E, fe, d], transposeBlocks(read(`${b}ffn_down_exps.weight`, [fe, d, E]), E, d, fe));
         }
         if (spec.shared) {
           const sw = sharedFF;

@@ -58,8 +58,8 @@ export function formatOffloadStats(s: OffloadStats): string {
   if (s.allResident) return `experts resident (${mb(s.cacheBytes)})`;
   return (
     `offload: cache ${s.cacheSlots} experts (${mb(s.cacheBytes)}), hit rate ${(100 * offloadHitRate(s)).toFixed(1)}% ` +
-    `(${s.hits} cached, ${s.prefetchHits} prefetched, ${s.misses} read on demand), ${mb(s.bytesRead)} read, stall ${s.stallMs.toFixed(0)} ms, ` +
-    `prefetch guesses ${(100 * s.predictionAccuracy).toFixed(0)}% right`
+    `(${s.hits} cached, ${s.prefetchHits} prefetched, ${s.misses} read on demand), ${mb(s.bytesRead)} read, stall ${s.stallMs.toFixed(0)} ms` +
+    (s.stagingBytes > 0 ? `, prefetch guesses ${(100 * s.predictionAccuracy).toFixed(0)}% right` : ', no prefetch')
   );
 }
 

@@ -48,6 +48,7 @@ export * from './train/evaluate.js';
 export * from './infer/sampling.js';
 export { DecodeEngine, type DecodeEngineOptions, type ExpertSource, type ExpertWeights, type WeightSource, type RoutingDropStats } from './infer/decode.js';
 export { quantizedLoss, routingLoss, type QuantLoss, type RoutingLoss } from './infer/quality.js';
+export * from './infer/steer.js';
 export {
   quantizeMatrix,
   dequantizeMatrix,

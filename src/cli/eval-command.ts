@@ -17,6 +17,9 @@ import type { MoETransformerLM } from '../models/transformer.js';
 import type { MixedDataset } from '../data/dataset.js';
 import type { Tokenizer } from '../data/tokenizer/index.js';
 import type { TokenRouting } from '../infer/generate.js';
+import { withExpertOverrides } from '../infer/steer.js';
+import type { LayerExpertOverride } from '../moe/override.js';
+import { buildRerouteReference, referenceWindows, withReroute } from '../adapt/reroute.js';
 
 export interface EvalReport extends EvalResult {
   checkpoint: string;
@@ -24,6 +27,10 @@ export interface EvalReport extends EvalResult {
   sources: string[];
   /** With opts.trace: the routing of the first tokens of each domain's first validation window. */
   trace?: { domain: string; tokens: TokenRouting[] }[];
+  /** The force/forbid overrides the evaluation ran under (absent: none). */
+  experts?: LayerExpertOverride[];
+  /** With opts.reroute: the same evaluation with R2-T2-style kNN re-routing toward the reference text's routing. */
+  reroute?: { reference: string; tokens: number; k: number; lambda: number; loss: number; domains: { domain: string; loss: number; before: number }[] };
 }
 
 /** Routing of the first `n` tokens of each domain's first validation window, one forward per domain. */
@@ -50,7 +57,21 @@ export function traceRouting(model: MoETransformerLM, tokenizer: Tokenizer, data
 }
 
 /** Evaluate a moe-ts checkpoint, or (hfModel) a Hugging Face model directory with default training settings. */
-export function evalCheckpoint(ckpt: string, opts: { sources?: string[]; batches?: number; dataDir?: string; hfModel?: boolean; allowNonFinite?: boolean; trace?: number } = {}): EvalReport {
+export function evalCheckpoint(
+  ckpt: string,
+  opts: {
+    sources?: string[];
+    batches?: number;
+    dataDir?: string;
+    hfModel?: boolean;
+    allowNonFinite?: boolean;
+    trace?: number;
+    experts?: LayerExpertOverride[];
+    reroute?: string;
+    rerouteK?: number;
+    rerouteLambda?: number;
+  } = {},
+): EvalReport {
   const { model, tokenizer, config, dir, step } = opts.hfModel ? loadHf(ckpt) : loadModelForInference(ckpt, { allowNonFinite: opts.allowNonFinite });
   const sources = opts.sources ?? config.data.sources;
   const batches = opts.batches ?? config.training.eval_batches;
@@ -61,15 +82,42 @@ export function evalCheckpoint(ckpt: string, opts: { sources?: string[]; batches
   });
   const texts = sources.map((s) => loadCorpusSplits(s, { dataDir: opts.dataDir }));
   const data = buildDataset(cfg, tokenizer, texts);
-  const r = evaluate(model, data, { maxBatches: batches, step });
-  const trace = opts.trace ? traceRouting(model, tokenizer, data, opts.trace) : undefined;
-  return { ...r, checkpoint: dir, step, sources, ...(trace ? { trace } : {}) };
+  const experts = opts.experts ?? [];
+  const { r, trace } = withExpertOverrides(model, experts, () => ({
+    r: evaluate(model, data, { maxBatches: batches, step }),
+    trace: opts.trace ? traceRouting(model, tokenizer, data, opts.trace) : undefined,
+  }));
+  let reroute: EvalReport['reroute'];
+  if (opts.reroute) {
+    const ref = loadCorpusSplits(opts.reroute, { dataDir: opts.dataDir });
+    const refs = buildRerouteReference(model, referenceWindows(tokenizer, ref.train, cfg.training.seq_len));
+    const k = opts.rerouteK ?? 8;
+    const lambda = opts.rerouteLambda ?? 0.5;
+    const after = withReroute(model, refs, { k, lambda }, () => evaluate(model, data, { maxBatches: batches, step }));
+    reroute = {
+      reference: opts.reroute,
+      tokens: [...refs.values()][0].n,
+      k,
+      lambda,
+      loss: after.loss,
+      domains: after.domains.map((d, i) => ({ domain: d.domain, loss: d.loss, before: r.domains[i].loss })),
+    };
+  }
+  return { ...r, checkpoint: dir, step, sources, ...(trace ? { trace } : {}), ...(experts.length ? { experts } : {}), ...(reroute ? { reroute } : {}) };
 }
 
 export function formatEval(r: EvalReport): string {
-  const lines = [`checkpoint ${r.checkpoint} (step ${r.step})`, '', 'domain            loss     ppl      tokens'];
+  const steer = (r.experts ?? []).map((o) => [...(o.force ?? []).map((e) => `force ${o.layer}:${e}`), ...(o.forbid ?? []).map((e) => `forbid ${o.layer}:${e}`)].join(', ')).join(', ');
+  const lines = [`checkpoint ${r.checkpoint} (step ${r.step})${steer ? ` with ${steer}` : ''}`, '', 'domain            loss     ppl      tokens'];
   for (const d of r.domains) lines.push(`${d.domain.padEnd(16)} ${d.loss.toFixed(4).padStart(7)} ${d.perplexity.toFixed(2).padStart(8)} ${String(d.tokens).padStart(10)}`);
   lines.push(`${'all'.padEnd(16)} ${r.loss.toFixed(4).padStart(7)} ${r.perplexity.toFixed(2).padStart(8)}`);
+  if (r.reroute) {
+    const rr = r.reroute;
+    lines.push('', `re-routed toward ${rr.reference} (${rr.tokens} correctly predicted reference tokens, k ${rr.k}, lambda ${rr.lambda}):`, 'domain            before   after    change');
+    for (const d of rr.domains)
+      lines.push(`${d.domain.padEnd(16)} ${d.before.toFixed(4).padStart(7)} ${d.loss.toFixed(4).padStart(7)} ${((d.loss - d.before >= 0 ? '+' : '') + (d.loss - d.before).toFixed(4)).padStart(9)}`);
+    lines.push(`${'all'.padEnd(16)} ${r.loss.toFixed(4).padStart(7)} ${rr.loss.toFixed(4).padStart(7)} ${((rr.loss - r.loss >= 0 ? '+' : '') + (rr.loss - r.loss).toFixed(4)).padStart(9)}`);
+  }
   if (r.moeLayers.length) {
     const rt = r.routing;
     lines.push(

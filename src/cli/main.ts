@@ -86,6 +86,22 @@ const threadsOption = () => new Option('--threads <n>', `worker threads for the 
 const temperatureOption = () => new Option('--temperature <t>', 'sampling temperature (0 = greedy)').argParser(floatArg('--temperature', (x) => x >= 0, '>= 0')).default(0.8);
 const topKOption = () => new Option('--top-k <k>', 'sample among the k most likely tokens (0 = off)').argParser(intArg('--top-k', 0)).default(0);
 const topPOption = () => new Option('--top-p <p>', 'nucleus sampling mass').argParser(floatArg('--top-p', (x) => x > 0 && x <= 1, 'in (0, 1]')).default(1);
+// expert steering flags shared by generate and eval (Mixture of Tunable Experts, 2025)
+const forceExpertOption = () => new Option('--force-expert <L:E...>', 'always route to expert E in MoE layer L (every token; several allowed; L:E1,E2 for more)');
+const forbidExpertOption = () => new Option('--forbid-expert <L:E...>', 'never route to expert E in MoE layer L (its logit masked to -inf before top-k; several allowed)');
+async function expertOverridesOf(o: { forceExpert?: string[]; forbidExpert?: string[] }) {
+  const { parseExpertSpecs } = await import('../moe/override.js');
+  return parseExpertSpecs(o.forceExpert ?? [], o.forbidExpert ?? []);
+}
+/** --contrast beta[,alpha]: SCMoE's strength and plausibility threshold. */
+function contrastArg(v: string): { beta: number; alpha?: number } {
+  const parts = v.split(',');
+  const beta = Number(parts[0]);
+  const alpha = parts[1] === undefined ? undefined : Number(parts[1]);
+  if (parts.length > 2 || !Number.isFinite(beta) || beta < 0) throw new InvalidArgumentError(`--contrast must be beta[,alpha] with beta >= 0 (e.g. 0.5 or 0.5,0.1), got "${v}"`);
+  if (alpha !== undefined && !(alpha >= 0 && alpha < 1)) throw new InvalidArgumentError(`--contrast alpha must be in [0, 1), got "${v}"`);
+  return { beta, ...(alpha !== undefined ? { alpha } : {}) };
+}
 const allowNonFiniteOption = () => new Option('--allow-non-finite', 'load a checkpoint whose weights hold NaN or infinity (to debug a diverged run)');
 
 /** A --config file as raw JSON (for --resume, where only the fields it names override the run's). */
@@ -289,10 +305,20 @@ export function buildProgram(): Command {
       floatArg('--capacity-factor', (x) => x >= 0, '>= 0'),
       0,
     )
+    .addOption(forceExpertOption())
+    .addOption(forbidExpertOption())
+    .option(
+      '--contrast <beta[,alpha]>',
+      'self-contrast decoding (SCMoE): (1+beta)·strong − beta·weak logits, weak = each token through its rank-k expert only; alpha: plausibility threshold (default 0.1)',
+      contrastArg,
+    )
+    .option('--contrast-rank <r>', "rank of the weak pass's single expert (default: top-k's k, 2 for top-1 models)", intArg('--contrast-rank'))
     .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {
       const { loadModelForInference, generate } = await import('../infer/index.js');
+      const experts = await expertOverridesOf(o);
+      if (o.contrastRank !== undefined && !o.contrast) throw new ConfigError('--contrast-rank needs --contrast');
       const { QUANT_FORMATS } = await import('../kernels/quant.js');
       if (!['auto', 'fast', 'eager'].includes(o.engine)) throw new Error(`--engine must be auto, fast or eager, got "${o.engine}"`);
       if (!(QUANT_FORMATS as readonly string[]).includes(o.quant)) throw new Error(`--quant must be one of ${QUANT_FORMATS.join(', ')}, got "${o.quant}"`);
@@ -308,6 +334,7 @@ export function buildProgram(): Command {
         if (maxMemory !== undefined) {
           if (!o.model || !isGGUFFile(o.model)) throw new Error('--max-memory needs --model <file.gguf> (experts are read from the GGUF file)');
           if (o.quant !== 'f32') throw new Error("--max-memory uses the file's own blocks; drop --quant (quantise the file with convert/quantize or synth --quant)");
+          if (o.contrast) throw new Error('--contrast is not supported with --max-memory (its weak pass would need a second offloaded engine)');
           const { openGGUFEngine } = await import('../infer/offload.js');
           offloaded = openGGUFEngine(o.model, { maxMemory, prefetch: o.prefetch !== false, skipThreshold: o.skipThreshold, capacityFactor: o.capacityFactor, ...(kernels ? { kernels } : {}) });
         }
@@ -333,6 +360,8 @@ export function buildProgram(): Command {
           addSpecialTokens: true,
           ...(tokenizer.special ? { stopTokenIds: tokenizer.special.stopIds } : {}),
           traceRouting: Boolean(o.showRouting),
+          ...(experts.length ? { experts } : {}),
+          ...(o.contrast ? { contrast: { ...o.contrast, ...(o.contrastRank !== undefined ? { weakRank: o.contrastRank } : {}) } } : {}),
           engine,
           quant: o.quant,
           ...(kernels ? { kernels } : {}),
@@ -414,16 +443,38 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON instead of a table')
     .addOption(allowNonFiniteOption())
     .option('--trace [tokens]', "show which experts each of the first tokens (default 48) of every domain's first validation window used per MoE layer", intArg('--trace'))
+    .addOption(forceExpertOption())
+    .addOption(forbidExpertOption())
+    .option(
+      '--reroute <ref>',
+      "also evaluate with test-time re-routing (R2-T2): each token's routing pulled toward that of its nearest correctly predicted tokens of this reference text (a corpus name, file or folder)",
+    )
+    .option('--reroute-k <n>', 'neighbours per token for --reroute', intArg('--reroute-k'), 8)
+    .option(
+      '--reroute-lambda <x>',
+      "weight of the neighbours' routing for --reroute, in [0, 1]",
+      floatArg('--reroute-lambda', (x) => x >= 0 && x <= 1, 'in [0, 1]'),
+      0.5,
+    )
     .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {
       const { evalCheckpoint, formatEval } = await import('./eval-command.js');
+      const experts = await expertOverridesOf(o);
       await withBackend(o, async () => {
         const trace = o.trace === undefined ? undefined : o.trace === true ? 48 : o.trace;
         const p = modelPath(o);
         const hf = Boolean(o.model) && isHfModelDir(p);
         if (hf && !o.data) throw new ConfigError('eval --model needs --data <sources...> (a Hugging Face model has no training sources)');
-        const r = evalCheckpoint(p, { sources: o.data, batches: o.batches, hfModel: hf, allowNonFinite: Boolean(o.allowNonFinite), trace });
+        const r = evalCheckpoint(p, {
+          sources: o.data,
+          batches: o.batches,
+          hfModel: hf,
+          allowNonFinite: Boolean(o.allowNonFinite),
+          trace,
+          ...(experts.length ? { experts } : {}),
+          ...(o.reroute ? { reroute: o.reroute, rerouteK: o.rerouteK, rerouteLambda: o.rerouteLambda } : {}),
+        });
         process.stdout.write(o.json ? JSON.stringify(r, null, 2) + '\n' : formatEval(r));
         if (!o.json && r.trace) {
           const { formatRouting, useColor } = await import('./routing-view.js');
@@ -651,6 +702,35 @@ export function buildProgram(): Command {
     .action(async (o) => {
       const { benchRoutersCommand } = await import('../bench-routers/run.js');
       await withBackend(o, (backend) => benchRoutersCommand(o, backend, (line) => process.stdout.write(line + '\n')));
+    });
+
+  program
+    .command('analyze')
+    .description('inspect the experts: weight similarity, output norms, routing agreement across layers, per-domain usage, loss contribution (ablation), routing traces; an HTML page plus a JSON file')
+    .argument('<model>', 'a moe-ts run/checkpoint directory, a .gguf file, or a Hugging Face model directory (needs --data)')
+    .option('--out <file>', 'where to write the page (default: <model>/analysis.html; the numbers go to the same name .json)')
+    .option('--data <sources...>', 'validation corpora (default: the training sources)')
+    .option('--batches <n>', 'validation batches per domain', intArg('--batches'), 2)
+    .option('--steer', 'also report which experts change the next-token distribution on --prompt texts (KL when each is forbidden)')
+    .option('--prompt <text...>', 'prompts for --steer', ['To be, or not to be', 'int main(void) {'])
+    .option('--no-ablation', 'skip the per-expert loss contribution (one evaluation per expert)')
+    .option('--trace <tokens>', "routing trace tokens of each domain's first validation window, in the JSON file", intArg('--trace', 0), 64)
+    .option('--json', 'print the analysis as JSON too')
+    .addOption(backendOption())
+    .addOption(threadsOption())
+    .action(async (model, o) => {
+      const { analyzeCommand } = await import('./analyze-command.js');
+      await withBackend(o, async () => {
+        const hf = isHfModelDir(model);
+        if (hf && !o.data) throw new ConfigError('analyze on a Hugging Face model needs --data <sources...> (it has no training sources)');
+        const r = analyzeCommand(model, { sources: o.data, batches: o.batches, hfModel: hf, prompts: o.steer ? o.prompt : undefined, ablation: o.ablation, trace: o.trace, out: o.out });
+        if (o.json) process.stdout.write(JSON.stringify(r.analysis) + '\n');
+        const a = r.analysis;
+        const top = a.ablation ? a.layers.flatMap((l, li) => a.ablation![li].map((d, e) => ({ l, e, d }))).sort((x, y) => y.d - x.d)[0] : null;
+        process.stderr.write(
+          `analyze: ${r.html} and ${r.json} (${a.layers.length} MoE layers x ${a.numExperts} experts, loss ${a.loss.toFixed(4)}${top ? `; most needed expert: layer ${top.l} expert ${top.e}, +${top.d.toFixed(4)} loss when forbidden` : ''}${a.steer?.length ? `; most steering: layer ${a.steer[0].layer} expert ${a.steer[0].expert}, KL ${a.steer[0].kl.toFixed(4)}` : ''})${a.note ? `; ${a.note}` : ''}\n`,
+        );
+      });
     });
 
   program

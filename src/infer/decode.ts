@@ -567,7 +567,7 @@ export class DecodeEngine {
       return;
     }
     const moe = f.layer.block_sparse_moe!;
-    const r = moe.router.route(xt, ctx).routing;
+    const r = moe.route(xt, ctx).routing;
     if (r.kind !== 'sparse') throw new Error('DecodeEngine: router returned soft routing for a sparse dispatch');
     y.fill(0, 0, n * d);
     const E = moe.numExperts;

@@ -16,6 +16,8 @@ import { Sampler, type SamplingOptions } from './sampling.js';
 import { tokenExperts } from '../moe/trace.js';
 import { DecodeEngine } from './decode.js';
 import type { QuantFormat, QuantKernels } from '../kernels/quant.js';
+import { ExpertOverride, type LayerExpertOverride, type RoutingOverride } from '../moe/override.js';
+import { checkExpertOverrides, contrastLogits, defaultWeakRank, moeLayerIndices, setRoutingOverrides, type ContrastOptions } from './steer.js';
 
 /**
  * What happens when the next step would go past max_position_embeddings:
@@ -57,6 +59,17 @@ export interface GenerateOptions extends SamplingOptions {
   quant?: QuantFormat;
   /** Kernels of the fast path (default the js reference; moe-ts/node's WasmQuantKernels is SIMD). */
   kernels?: QuantKernels;
+  /**
+   * Force / forbid experts per MoE layer for the whole generation (Mixture of Tunable Experts,
+   * 2025): forbidden experts never route, forced ones are in every token's top-k.
+   */
+  experts?: LayerExpertOverride[];
+  /**
+   * Self-contrast decoding (SCMoE, 2024): a second, weak pass (each token through its rank-r
+   * expert only) with its own KV cache; the sampler sees (1 + β) · strong − β · weak on the
+   * plausible tokens. Costs one more forward per token.
+   */
+  contrast?: ContrastOptions;
 }
 
 /** One token's routing: its experts and combine weights per MoE layer (highest weight first). */
@@ -125,6 +138,13 @@ function checkOptions(opts: GenerateOptions): void {
       if (!Number.isInteger(ids[i]) || ids[i] < 0) throw new Error(`generate: stopTokenIds[${i}] must be a token id, got ${ids[i]}`);
     }
   }
+  if (opts.contrast !== undefined) {
+    const c = opts.contrast;
+    if (typeof c !== 'object' || c === null) throw new Error('generate: contrast must be { beta, alpha?, weakRank? }');
+    if (!(typeof c.beta === 'number' && Number.isFinite(c.beta) && c.beta >= 0)) throw new Error(`generate: contrast.beta must be a finite number >= 0, got ${c.beta}`);
+    if (c.alpha !== undefined && !(typeof c.alpha === 'number' && c.alpha >= 0 && c.alpha < 1)) throw new Error(`generate: contrast.alpha must be in [0, 1), got ${c.alpha}`);
+    if (c.weakRank !== undefined && !(Number.isInteger(c.weakRank) && c.weakRank >= 1)) throw new Error(`generate: contrast.weakRank must be an integer >= 1, got ${c.weakRank}`);
+  }
   if (opts.contextOverflow !== undefined && opts.contextOverflow !== 'stop' && opts.contextOverflow !== 'slide') {
     throw new Error(`generate: contextOverflow must be "stop" or "slide", got ${JSON.stringify(opts.contextOverflow)}`);
   }
@@ -170,11 +190,22 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
     if (want === 'auto' && engine.quant === 'f32' && !(engine.selfCheck() < 1e-3)) engine = null;
   }
   engine?.reset();
+  const experts = opts.experts ?? [];
+  // models without decoder layers (scripted test models) never reach the override code
+  if (experts.length) checkExpertOverrides(model, experts, 'generate: experts');
+  const contrast = opts.contrast;
+  if (contrast && moeLayerIndices(model).length === 0) throw new Error('generate: contrast needs a model with MoE layers (a dense model has no weak expert activation)');
+  const weakRank = contrast ? (contrast.weakRank ?? defaultWeakRank(model)) : 0;
+  // the weak pass has its own hidden states, so its own KV cache (and fast engine)
+  const weakEngine = contrast && engine ? new DecodeEngine(model, { quant: engine.quant, seed, ...(opts.kernels ? { kernels: opts.kernels } : {}) }) : null;
+  const strongMap = new Map<number, RoutingOverride | null>(experts.map((o) => [o.layer, new ExpertOverride(o)]));
+  const weakMap = new Map<number, RoutingOverride | null>((contrast ? moeLayerIndices(model) : []).map((i) => [i, new ExpertOverride({ ...experts.find((o) => o.layer === i), rank: weakRank })]));
   const compileMs = want instanceof DecodeEngine ? 0 : performance.now() - tc;
 
   const t0 = performance.now();
   const wasTraining = model.training;
   model.eval();
+  const restore = experts.length || contrast ? setRoutingOverrides(model, strongMap) : () => {};
   try {
     return noGrad(() => {
       const trace: TokenRouting[] | undefined = opts.traceRouting ? [] : undefined;
@@ -184,7 +215,23 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
        * tokenizer's vocabulary. Traces the routing of positions from `traceFrom` on (a re-prefill
        * after a slide only adds its last token).
        */
+      let weakCache: KVCache | undefined = contrast ? model.emptyCache() : undefined;
+      /** The weak pass on the same tokens (its own cache), under the rank-r overrides. */
+      const weakStep = (ids: Int32Array): Float32Array => {
+        const back = setRoutingOverrides(model, weakMap);
+        try {
+          if (weakEngine) return weakEngine.forward(ids).subarray(0, Vt);
+          const { logits } = model.forward(ids, 1, ids.length, { ctx: { training: false, step: 0, rng: routerRng }, cache: weakCache! });
+          return logits.data.subarray((ids.length - 1) * V, (ids.length - 1) * V + Vt);
+        } finally {
+          back();
+        }
+      };
       const step = (ids: Int32Array, cache: KVCache, traceFrom = 0, prompt = false): Float32Array => {
+        const strong = strongStep(ids, cache, traceFrom, prompt);
+        return contrast ? contrastLogits(strong, weakStep(ids), contrast.beta, contrast.alpha ?? 0.1) : strong;
+      };
+      const strongStep = (ids: Int32Array, cache: KVCache, traceFrom: number, prompt: boolean): Float32Array => {
         if (engine) {
           const out = engine.forward(ids);
           cache.length = engine.length;
@@ -273,6 +320,8 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
           }
           cache = model.emptyCache();
           engine?.reset();
+          if (contrast) weakCache = model.emptyCache();
+          weakEngine?.reset();
           logits = step(Int32Array.from(history.slice(history.length - window)), cache, window - 1);
           slides++;
           note = `context window slid ${slides} time(s): re-prefilled the last ${window} of max_position_embeddings ${maxPos} tokens`;
@@ -311,6 +360,7 @@ export function generate(model: MoETransformerLM, tokenizer: Tokenizer, prompt: 
       };
     });
   } finally {
+    restore();
     model.train(wasTraining);
   }
 }

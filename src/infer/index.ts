@@ -9,3 +9,5 @@ export { DecodeEngine } from './decode.js';
 export type { DecodeEngineOptions } from './decode.js';
 export { quantizedLoss, routingLoss } from './quality.js';
 export type { QuantLoss, RoutingLoss } from './quality.js';
+export { checkExpertOverrides, contrastLogits, defaultWeakRank, moeLayerIndices, setRoutingOverrides, withExpertOverrides } from './steer.js';
+export type { ContrastOptions } from './steer.js';

@@ -95,6 +95,22 @@ export const ModelConfigSchema = z
      * the router and the experts alike (Mixtral router_jitter_noise; Switch Transformer, Fedus et al. 2021).
      */
     router_jitter_noise: nonNeg.default(0),
+    /**
+     * Conditional MoE routing (CMR; Elbayad et al., "Fixing MoE Over-Fitting on Low-Resource
+     * Languages in Multilingual Machine Translation", 2022): beside every MoE layer a dense FFN of
+     * width intermediate_size and a gate g(x) = sigmoid(w x + b); the layer outputs
+     * (1 - g) FFN(x) + g MoE(x). The budget loss coef * |mean g - budget| (mean over every MoE
+     * layer's tokens) holds the MoE's share of the mix near budget; gate_dropout is dropout on g
+     * in training (as fairseq's CMR gate). Absent: plain MoE layers.
+     */
+    conditional_moe_routing: z
+      .object({
+        budget: z.number().min(0).max(1).default(0.8),
+        loss_coef: nonNeg.default(0.01),
+        gate_dropout: z.number().min(0).lt(1).default(0),
+      })
+      .strict()
+      .optional(),
     n_shared_experts: nonNegInt.default(0),
     shared_expert_intermediate_size: posInt.optional(),
     /** MH-MoE sub-tokens per token: each MoE layer routes hidden_size / moe_sub_tokens wide sub-tokens (Wu et al. 2024). */
@@ -325,10 +341,14 @@ export function matchedDenseConfig(c: ModelConfig): ModelConfig {
   const sizes = c.expert_sizes ?? new Array<number>(c.num_local_experts).fill(c.moe_intermediate_size);
   const meanSize = sizes.reduce((a, b) => a + b, 0) / sizes.length;
   const shared = c.n_shared_experts * (c.shared_expert_intermediate_size ?? c.moe_intermediate_size);
-  const width = Math.round(c.num_experts_per_tok * meanSize + shared);
-  const dense = { ...c, num_local_experts: 0, intermediate_size: width, decoder_sparse_step: 1, expert_sizes: undefined };
+  // CMR's dense branch runs on every token beside the experts
+  const cmr = c.conditional_moe_routing ? c.intermediate_size : 0;
+  const width = Math.round(c.num_experts_per_tok * meanSize + shared + cmr);
+  const dense = { ...c, num_local_experts: 0, intermediate_size: width, decoder_sparse_step: 1, expert_sizes: undefined, conditional_moe_routing: undefined };
   if (c.decoder_sparse_step > 1 || c.first_k_dense_replace > 0 || c.mlp_only_layers.length > 0) {
     // mixed stacks keep their dense layers' width; only whole-model dense is expressible here when widths agree
+    if (cmr)
+      throw new ConfigError('matched dense baseline: conditional_moe_routing with dense layers (decoder_sparse_step, first_k_dense_replace or mlp_only_layers) has no single matched dense width');
     if (c.intermediate_size !== width) {
       throw new ConfigError(
         `matched dense baseline: decoder_sparse_step ${c.decoder_sparse_step} (or dense layers) mixes dense FFNs of width ${c.intermediate_size} with MoE of active width ${width}; set intermediate_size to ${width} to compare`,

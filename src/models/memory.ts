@@ -74,6 +74,10 @@ export function countParameters(c: ModelConfig): { params: number; tensors: numb
         params += c.n_shared_experts * ffnParams(d, fs, c.hidden_act);
         tensors += 3 * c.n_shared_experts;
       }
+      if (c.conditional_moe_routing) {
+        params += ffnParams(d, c.intermediate_size, c.hidden_act) + d + 1;
+        tensors += 5;
+      }
     } else {
       params += ffnParams(d, c.intermediate_size, c.hidden_act);
       tensors += 3;

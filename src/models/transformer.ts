@@ -265,6 +265,9 @@ export class DecoderLayer extends Module {
   /** Qwen2-MoE's gated shared expert (only with shared_expert_gate; else shared experts live in the MoE layer). */
   shared_expert: DenseFFN | null = null;
   shared_expert_gate: Linear | null = null;
+  /** Conditional MoE routing (conditional_moe_routing): the dense branch and its gate g, output (1 - g) FFN + g MoE. */
+  cmr_ffn: DenseFFN | null = null;
+  cmr_gate: Linear | null = null;
   constructor(
     cfg: ModelConfig,
     readonly index: number,
@@ -285,6 +288,10 @@ export class DecoderLayer extends Module {
         this.shared_expert = new DenseFFN(d, f, cfg.hidden_act, outputScale(cfg), rng);
         this.shared_expert_gate = new Linear(d, 1, rng, { bias: false, std: cfg.initializer_range });
       }
+      if (cfg.conditional_moe_routing) {
+        this.cmr_ffn = new DenseFFN(d, cfg.intermediate_size, cfg.hidden_act, outputScale(cfg), rng);
+        this.cmr_gate = new Linear(d, 1, rng, { bias: true, std: cfg.initializer_range });
+      }
     } else {
       this.mlp = new DenseFFN(d, cfg.intermediate_size, cfg.hidden_act, outputScale(cfg), rng);
       this.block_sparse_moe = null;
@@ -292,7 +299,7 @@ export class DecoderLayer extends Module {
   }
 
   /** The FFN half of the block on normalised input n [B*T, d]. */
-  ffn(n: Tensor, ctx: RouterContext, jitterEps: number): { y: Tensor; aux?: MoEAux } {
+  ffn(n: Tensor, ctx: RouterContext, jitterEps: number, cmrDropout?: { p: number; rng: Rng }): { y: Tensor; aux?: MoEAux; cmrGate?: Tensor } {
     if (!this.block_sparse_moe) return { y: this.mlp!.forward(n) };
     // Mixtral multiplies the MoE input by U(1-eps, 1+eps) noise in training; router and experts both see it
     const x = ctx.training && jitterEps > 0 ? T.maskMul(n, ctx.rng.fillUniform(new Float32Array(n.size), 1 - jitterEps, 1 + jitterEps)) : n;
@@ -300,6 +307,14 @@ export class DecoderLayer extends Module {
     let y = this.moe_bias ? T.add(r.y, this.moe_bias) : r.y;
     if (this.shared_expert && this.shared_expert_gate) {
       y = T.add(y, T.mul(T.sigmoid(this.shared_expert_gate.forward(x)), this.shared_expert.forward(x)));
+    }
+    if (this.cmr_ffn && this.cmr_gate) {
+      // the budget loss reads g before dropout (fairseq's CMR: used budget = sum of gates)
+      const g = T.sigmoid(this.cmr_gate.forward(x));
+      if (r.aux) r.aux.metrics.extra.cmrGateMean = g.size > 0 ? g.data.reduce((a, v) => a + v, 0) / g.size : 0;
+      const gd = ctx.training && cmrDropout && cmrDropout.p > 0 ? T.dropout(g, cmrDropout.p, cmrDropout.rng) : g;
+      y = T.add(T.mul(T.affine(gd, -1, 1), this.cmr_ffn.forward(x)), T.mul(gd, y));
+      return { y, aux: r.aux, cmrGate: g };
     }
     return { y, aux: r.aux };
   }
@@ -369,6 +384,8 @@ export class MoETransformerLM extends Module {
     const ctx: RouterContext = { ...opts.ctx, tokenIds: ids, state: new Map(), batchShape: { batch: B, seqLen: Tn }, embeddings: h };
     const attnLosses: Record<string, Tensor> = {};
     const attnRouters: RouterOutput[] = [];
+    const cmr = c.conditional_moe_routing;
+    const cmrGates: Tensor[] = [];
     this.layers.forEach((layer, i) => {
       const cache = opts.cache;
       const a = layer.self_attn.forward(layer.input_layernorm.forward(h), B, Tn, cache ? { k: cache.k[i], v: cache.v[i], offset: past } : undefined, ctx);
@@ -395,8 +412,9 @@ export class MoETransformerLM extends Module {
             ),
           }
         : ctx;
-      const r = layer.ffn(layer.post_attention_layernorm.forward(h), lctx, c.router_jitter_noise);
+      const r = layer.ffn(layer.post_attention_layernorm.forward(h), lctx, c.router_jitter_noise, cmr ? { p: cmr.gate_dropout, rng: ctx.rng } : undefined);
       if (r.aux) aux.push({ layer: i, aux: r.aux });
+      if (r.cmrGate) cmrGates.push(r.cmrGate);
       h = T.add(h, branch(r.y));
     });
     if (opts.cache) opts.cache.length = past + Tn;
@@ -408,6 +426,12 @@ export class MoETransformerLM extends Module {
       losses.switch = T.scale(globalSwitchLoss([...aux.map((a) => a.aux.router), ...joined], E), c.router_aux_loss_coef);
       const rest = attnRouters.filter((r) => r.logits.shape[1] !== E);
       if (rest.length > 0) losses.switch_attention = T.scale(globalSwitchLoss(rest, rest[0].logits.shape[1]), c.router_aux_loss_coef);
+    }
+    if (cmr && cmr.loss_coef > 0 && cmrGates.length > 0) {
+      // one loss over all layers' gates, as fairseq sums used and total budget across layers
+      const used = cmrGates.reduce((acc: Tensor | null, g) => (acc ? T.add(acc, T.sum(g)) : T.sum(g)), null)!;
+      const total = cmrGates.reduce((a, g) => a + g.size, 0);
+      losses.cmr_budget = T.scale(T.abs(T.addScalar(T.scale(used, 1 / total), -cmr.budget)), cmr.loss_coef);
     }
     h = this.norm.forward(h);
     let logits = this.lm_head ? this.lm_head.forward(h) : T.linear(h, this.embed_tokens.weight);

@@ -9,3 +9,5 @@ export * from './experts/index.js';
 export * from './dispatch/index.js';
 export * from './layer.js';
 export * from './trace.js';
+export * from './override.js';
+export * from './reroute.js';

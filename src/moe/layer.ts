@@ -10,6 +10,7 @@ import { z, posInt, nonNegative, formatIssues, knownKeys, pathString, orList, st
 import { Module } from '../nn/module.js';
 import { Linear } from '../nn/layers.js';
 import type { ExpertBank, MoEAux, Router, RouterContext, RouterOutput } from './types.js';
+import type { RoutingOverride } from './override.js';
 import { routerRegistry, buildRouter, ROUTER_BASE_FIELDS, type RouterConfig, type RouterSpec } from './routers/registry.js';
 import './routers/index.js';
 import { lossRegistry } from './losses/index.js';
@@ -134,6 +135,11 @@ export class MoELayer extends Module {
   private readonly lossCoefs: [string, number][];
   /** Tokens per expert routed in training-mode forwards since the last afterStep(). */
   private stepLoad: Float64Array;
+  /**
+   * Rewrites the router's choice before dispatch (force/forbid experts, self-contrast's weak
+   * routing, re-routing: src/moe/override.ts). null: the router's routing, untouched.
+   */
+  routingOverride: RoutingOverride | null = null;
 
   constructor(config: MoELayerConfig, rng: Rng = new Rng(0)) {
     super();
@@ -199,7 +205,7 @@ export class MoELayer extends Module {
   private forwardTokens(x: Tensor, ctx: RouterContext): MoEForward {
     const T = x.shape[0];
     const E = this.numExperts;
-    const out = this.router.route(x, { ...ctx, experts: this.experts });
+    const out = this.route(x, ctx);
     const d = this.specs.dispatch;
     if (out.routing.kind !== d.routing)
       throw new Error(`MoELayer.forward: router "${this.specs.router.name}" returned ${out.routing.kind} routing; dispatch "${d.name}" consumes ${d.routing} routing`);
@@ -216,6 +222,15 @@ export class MoELayer extends Module {
     const metrics = computeRoutingMetrics(out, E, T, res.kept);
     if (ctx.training) this.accumulateLoad(out);
     return { y, aux: { losses, router: out, metrics } };
+  }
+
+  /** The router's output on x [T, width], after the routing override if one is set. */
+  route(x: Tensor, ctx: RouterContext): RouterOutput {
+    const out = this.router.route(x, { ...ctx, experts: this.experts });
+    const o = this.routingOverride;
+    if (!o) return out;
+    const t = this.specs.router.traits;
+    return o.apply(x, out, { numExperts: this.numExperts, topK: this.topK, router: this.specs.router.name, ...(t.noLogits ? { noLogits: t.noLogits } : {}) });
   }
 
   private accumulateLoad(out: RouterOutput): void {

@@ -247,3 +247,48 @@ export function heatmapChart(o: { rows: string[]; cols: string[]; values: number
     o.size,
   );
 }
+
+/**
+ * Heatmap of any matrix values[row][col] on [min, max] (a diverging scale when min < 0), with
+ * each value printed to `decimals` places and named axes: similarity, agreement and ablation maps.
+ */
+export function matrixChart(o: { rows: string[]; cols: string[]; values: number[][]; min: number; max: number; size: Size; xName: string; decimals?: number }): string {
+  const data: { value: [number, number, number]; label: { color: string } }[] = [];
+  const hi = o.max > o.min ? o.max : o.min + 1;
+  // white numbers on the dark ends of the scale (both ends when diverging)
+  const dark = (v: number) => (o.min < 0 ? Math.abs(v - (o.min + hi) / 2) > 0.3 * (hi - o.min) : v - o.min > 0.55 * (hi - o.min));
+  o.values.forEach((row, r) =>
+    row.forEach((v, c) => {
+      const x = Number.isFinite(v) ? v : 0;
+      data.push({ value: [c, r, x], label: { color: dark(x) ? '#fff' : '#1a1a1a' } });
+    }),
+  );
+  const colors = o.min < 0 ? ['#b2182b', '#ef8a62', '#fddbc7', '#f7f7f7', '#d1e5f0', '#67a9cf', '#2166ac'] : ['#f7fbff', '#c6dbef', '#6baed6', '#2171b5', '#08306b'];
+  const dec = o.decimals ?? 2;
+  return render(
+    {
+      grid: { left: 96, right: 12, top: 8, bottom: 40 },
+      xAxis: {
+        type: 'category',
+        data: o.cols,
+        name: o.xName,
+        nameLocation: 'middle',
+        nameGap: 24,
+        nameTextStyle: { color: '#555', fontSize: 11 },
+        axisTick: { show: false },
+        axisLabel: { color: '#555', fontSize: 10 },
+      },
+      yAxis: { type: 'category', data: o.rows, inverse: true, axisTick: { show: false }, axisLabel: { color: '#333', fontSize: 11 } },
+      visualMap: { show: false, min: o.min, max: hi, inRange: { color: colors } },
+      series: [
+        {
+          type: 'heatmap',
+          data,
+          itemStyle: { borderColor: '#fff', borderWidth: 1 },
+          label: { show: o.cols.length <= 16, fontSize: 9, formatter: (p: { value: [number, number, number] }) => p.value[2].toFixed(dec) },
+        },
+      ],
+    },
+    o.size,
+  );
+}

@@ -396,7 +396,8 @@ export function writeRunReport(dir: string, out?: string): { path: string; run: 
   return { path: file, run };
 }
 
-const CSS = `
+/** The run report's stylesheet (the analysis report shares it). */
+export const CSS = `
 :root { --fg:#1d2330; --muted:#6b7280; --line:#e5e7eb; --bg:#f6f7f9; --card:#fff; --accent:#2f5d9b; }
 * { box-sizing: border-box; }
 body { margin:0; background:var(--bg); color:var(--fg); font: 15px/1.5 system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif; }

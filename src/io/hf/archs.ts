@@ -4,7 +4,7 @@
  * models have exactly its semantics. The generic loader/saver (pretrained.ts) matches on nothing
  * else. Field and tensor mappings are documented in docs/huggingface.md.
  */
-import { type ModelConfig, headDimOf, kvHeadsOf } from '../../models/config.js';
+import { type ModelConfig, ModelConfigSchema, headDimOf, kvHeadsOf } from '../../models/config.js';
 import { attentionKindOf } from '../../models/attention/registry.js';
 
 export type HfConfig = Record<string, unknown>;
@@ -68,8 +68,89 @@ function refuse(hf: HfConfig, field: string, ok: (v: unknown) => boolean, why: s
   if (field in hf && !ok(hf[field])) throw new HfFormatError(`config.json field ${field} = ${JSON.stringify(hf[field])}: ${why}`);
 }
 
+/**
+ * The model-config fields the architectures below map or rule on; any other field must keep its
+ * default, so a feature added to moe-ts later is refused instead of exported without its meaning.
+ */
+const HF_KNOWN_FIELDS = new Set([
+  'model_type',
+  'vocab_size',
+  'hidden_size',
+  'num_hidden_layers',
+  'num_attention_heads',
+  'num_key_value_heads',
+  'head_dim',
+  'attention_bias',
+  'qkv_bias',
+  'qk_norm',
+  'kv_lora_rank',
+  'q_lora_rank',
+  'qk_nope_head_dim',
+  'qk_rope_head_dim',
+  'v_head_dim',
+  'sliding_window',
+  'layer_types',
+  'moe_output_bias',
+  'layer_norm_eps',
+  'attention_sinks',
+  'attention_type',
+  'attention_options',
+  'expert_type',
+  'expert_options',
+  'embedding_multiplier',
+  'residual_multiplier',
+  'logits_scaling',
+  'attention_multiplier',
+  'rope_scaling',
+  'max_position_embeddings',
+  'rope_theta',
+  'rms_norm_eps',
+  'tie_word_embeddings',
+  'initializer_range',
+  'intermediate_size',
+  'hidden_act',
+  'num_local_experts',
+  'num_experts_per_tok',
+  'moe_intermediate_size',
+  'decoder_sparse_step',
+  'mlp_only_layers',
+  'first_k_dense_replace',
+  'shared_expert_gate',
+  'router_jitter_noise',
+  'n_shared_experts',
+  'shared_expert_intermediate_size',
+  'expert_sizes',
+  'router_type',
+  'router_options',
+  'norm_topk_prob',
+  'dispatch',
+  'capacity_factor',
+  'router_aux_loss_coef',
+  'aux_loss_normalization',
+  'capacity_drop_order',
+  'router_z_loss_coef',
+  'router_entropy_coef',
+  'router_importance_coef',
+  'router_losses',
+  'hidden_dropout',
+]);
+
+let schemaDefaults: Record<string, unknown> | null = null;
+
+/** The first field this exporter does not map that differs from its default, or null. */
+function unknownField(c: ModelConfig): string | null {
+  schemaDefaults ??= ModelConfigSchema.parse({}) as Record<string, unknown>;
+  for (const [k, v] of Object.entries(c)) {
+    if (!HF_KNOWN_FIELDS.has(k) && v !== undefined && JSON.stringify(v) !== JSON.stringify(schemaDefaults[k]))
+      return `model field ${k} = ${JSON.stringify(v).slice(0, 80)} has no Hugging Face equivalent`;
+  }
+  return null;
+}
+
 /** Semantics every supported architecture shares; the first problem found, or null. */
 function commonReject(c: ModelConfig): string | null {
+  const unknown = unknownField(c);
+  if (unknown) return unknown;
   if (c.hidden_act !== 'silu') return `hidden_act "${c.hidden_act}" (the supported Hugging Face architectures use SwiGLU, hidden_act silu)`;
   if (c.hidden_dropout !== 0) return null; // training-only; forward semantics match
   return null;

@@ -127,6 +127,7 @@ routerRegistry.register(
       routing: 'sparse',
       expertsPerToken: 'k',
       needsTokenIds: true,
+      noLogits: 'experts are a fixed hash of the token id',
       usageCaveat: "Routing is a fixed function of the token id, so any domain preference comes from the domains' different byte distributions, not from learning.",
     },
     create: (cfg, rng) => new HashRouter(cfg, rng),

@@ -64,6 +64,8 @@ export interface RouterTraits<S extends OptionShape = OptionShape> {
    * 'tokenImportance' only for such routers; 'embeddings' and 'batchShape' come with every model forward).
    */
   context?: ('embeddings' | 'tokenImportance' | 'batchShape')[];
+  /** Why the router's logits do not rank experts (hash routing): routing overrides (force/forbid experts) refuse it. */
+  noLogits?: string;
   /** How its inference routing differs from training (schedules, stochastic or batch-level training routing): a report caveat. */
   inferenceDiffers?: string;
 }

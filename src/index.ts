@@ -55,8 +55,8 @@ export type { ChatMessage, ChatOptions, ChatReply, ChatTemplateOptions } from '.
 export * from './data/dataset.js';
 export * from './train/evaluate.js';
 export * from './infer/sampling.js';
-export { DecodeEngine, type DecodeEngineOptions } from './infer/decode.js';
-export { quantizedLoss, type QuantLoss } from './infer/quality.js';
+export { DecodeEngine, type DecodeEngineOptions, type ExpertSource, type ExpertWeights, type WeightSource, type RoutingDropStats } from './infer/decode.js';
+export { quantizedLoss, routingLoss, type QuantLoss, type RoutingLoss } from './infer/quality.js';
 export * from './infer/steer.js';
 export {
   quantizeMatrix,

@@ -37,6 +37,17 @@ export * from './data/series.js';
 export * from './train/forecast.js';
 export { renderForecastReport, writeForecastReport, forecastTable, formatForecastTable } from './bench-routers/report/forecast-report.js';
 export { inferenceModelFromCheckpoint } from './infer/generate.js';
+export {
+  FileExperts,
+  openGGUFEngine,
+  ggufWeightSource,
+  offloadHitRate,
+  formatOffloadStats,
+  type OffloadStats,
+  type FileExpertsOptions,
+  type GGUFEngineOptions,
+  type GGUFEngine,
+} from './infer/offload.js';
 export * from './adapt/common.js';
 export * from './adapt/upcycle.js';
 export * from './adapt/peft.js';

@@ -64,6 +64,17 @@ function modelPath(o: { ckpt?: string; model?: string }): string {
   return p;
 }
 
+/** A byte size such as 1GB, 512MB, 1.5G, 800k or a plain number of bytes (decimal units). */
+export function parseBytes(name: string, v: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$/i.exec(v);
+  if (!m) throw new ConfigError(`${name} must be a size such as 1GB, 512MB or 800000000, got "${v}"`);
+  const unit = { '': 1, k: 1e3, m: 1e6, g: 1e9, t: 1e12 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  const bin = m[3].toLowerCase().startsWith('i') ? { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g' | 't'] : unit;
+  const n = Number(m[1]) * bin;
+  if (!(n > 0)) throw new ConfigError(`${name} must be positive, got "${v}"`);
+  return n;
+}
+
 function timestamp(): string {
   return new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
 }
@@ -292,6 +303,20 @@ export function buildProgram(): Command {
     .option('--json', 'print one JSON object (text, token ids, and with --show-routing the routing per token) instead of streaming text')
     .option('--engine <e>', 'auto (fast decode path where the model is supported), fast, or eager (the reference forward)', 'auto')
     .option('--quant <q>', 'weight format of the fast path: f32, q8_0 or q4_0 (ggml blocks; activations quantised per block)', 'f32')
+    .option('--max-memory <size>', 'GGUF --model only: memory budget (e.g. 1GB) for weights + KV cache + an LRU expert cache; experts beyond it stay in the file, read on demand with prefetch')
+    .option('--no-prefetch', "with --max-memory: no Pre-gated prefetch of the next layer's experts")
+    .option(
+      '--skip-threshold <t>',
+      "AdapMoE: drop a token's 2nd..kth expert when its renormalised weight is below t (0 = off)",
+      floatArg('--skip-threshold', (x) => x >= 0 && x < 1, 'in [0, 1)'),
+      0,
+    )
+    .option(
+      '--capacity-factor <c>',
+      'capacity-aware token dropping in the prompt batch: at most ceil(c * tokens * k / experts) per expert (0 = off)',
+      floatArg('--capacity-factor', (x) => x >= 0, '>= 0'),
+      0,
+    )
     .addOption(forceExpertOption())
     .addOption(forbidExpertOption())
     .option(
@@ -312,8 +337,30 @@ export function buildProgram(): Command {
       if (o.quant !== 'f32' && o.engine === 'eager') throw new Error('--quant needs the fast engine (--engine auto or fast)');
       // the fast path's products run on wasm SIMD unless the js backend was asked for
       const kernels = o.backend === 'js' ? undefined : new (await import('../kernels/wasm/quant.js')).WasmQuantKernels();
+      const maxMemory = o.maxMemory !== undefined ? parseBytes('--max-memory', o.maxMemory) : undefined;
+      const routingFlags = o.skipThreshold > 0 || o.capacityFactor > 0;
+      if ((maxMemory !== undefined || routingFlags) && o.engine === 'eager') throw new Error('--max-memory, --skip-threshold and --capacity-factor need the fast engine (--engine auto or fast)');
       await withBackend(o, async () => {
-        const { model, tokenizer } = await loadForCommand(o, (p) => loadModelForInference(p, { allowNonFinite: Boolean(o.allowNonFinite) }));
+        let offloaded: import('../infer/offload.js').GGUFEngine | null = null;
+        const { isGGUFFile } = await import('../io/gguf/index.js');
+        if (maxMemory !== undefined) {
+          if (!o.model || !isGGUFFile(o.model)) throw new Error('--max-memory needs --model <file.gguf> (experts are read from the GGUF file)');
+          if (o.quant !== 'f32') throw new Error("--max-memory uses the file's own blocks; drop --quant (quantise the file with convert/quantize or synth --quant)");
+          if (o.contrast) throw new Error('--contrast is not supported with --max-memory (its weak pass would need a second offloaded engine)');
+          const { openGGUFEngine } = await import('../infer/offload.js');
+          offloaded = openGGUFEngine(o.model, { maxMemory, prefetch: o.prefetch !== false, skipThreshold: o.skipThreshold, capacityFactor: o.capacityFactor, ...(kernels ? { kernels } : {}) });
+        }
+        const { model, tokenizer } = offloaded ?? (await loadForCommand(o, (p) => loadModelForInference(p, { allowNonFinite: Boolean(o.allowNonFinite) })));
+        let engine: 'auto' | 'fast' | 'eager' | import('../infer/decode.js').DecodeEngine = offloaded ? offloaded.engine : o.engine;
+        if (!offloaded && routingFlags) {
+          const { DecodeEngine } = await import('../infer/decode.js');
+          engine = new DecodeEngine(model as import('../models/transformer.js').MoETransformerLM, {
+            quant: o.quant,
+            skipThreshold: o.skipThreshold,
+            capacityFactor: o.capacityFactor,
+            ...(kernels ? { kernels } : {}),
+          });
+        }
         if (!o.json) process.stdout.write(o.prompt);
         const r = generate(model, tokenizer, o.prompt, {
           maxNewTokens: o.maxTokens,
@@ -327,7 +374,7 @@ export function buildProgram(): Command {
           traceRouting: Boolean(o.showRouting),
           ...(experts.length ? { experts } : {}),
           ...(o.contrast ? { contrast: { ...o.contrast, ...(o.contrastRank !== undefined ? { weakRank: o.contrastRank } : {}) } } : {}),
-          engine: o.engine,
+          engine,
           quant: o.quant,
           ...(kernels ? { kernels } : {}),
           onText: o.json ? undefined : (s: string) => process.stdout.write(s),
@@ -342,10 +389,37 @@ export function buildProgram(): Command {
           const { formatRouting, useColor } = await import('./routing-view.js');
           process.stdout.write('\n' + formatRouting(r.routing, { color: useColor(process.stdout), numExperts: model.config.num_local_experts, title: 'routing per token:' }));
         }
+        let extra = '';
+        if (offloaded) {
+          const { formatOffloadStats } = await import('../infer/offload.js');
+          extra = `; ${formatOffloadStats(offloaded.experts.getStats())}`;
+          offloaded.close();
+        }
+        if (typeof engine === 'object' && routingFlags) {
+          const dr = engine.drops;
+          extra += `; ${dr.skipped} of ${dr.assignments} expert assignments skipped (--skip-threshold), ${dr.capacityDropped} dropped by capacity`;
+        }
         process.stderr.write(
-          `[${r.ids.length} tokens, ${Math.round(r.tokensPerSec)} tokens/s; prompt ${r.promptTokens} tokens at ${Math.round(r.promptTokensPerSec)} tokens/s, decode ${Math.round(r.decodeTokensPerSec)} tokens/s; ${r.engine}]\n`,
+          `[${r.ids.length} tokens, ${Math.round(r.tokensPerSec)} tokens/s; prompt ${r.promptTokens} tokens at ${Math.round(r.promptTokensPerSec)} tokens/s, decode ${Math.round(r.decodeTokensPerSec)} tokens/s; ${r.engine}${extra}]\n`,
         );
       });
+    });
+
+  program
+    .command('synth')
+    .description('write a random-weight GGUF in the layer shapes of a real MoE (olmoe-1b-7b, qwen3-30b-a3b) with few layers, streamed to disk, for benchmarks')
+    .requiredOption('--shape <name>', 'olmoe-1b-7b (64 experts top-8, d 2048, width 1024) or qwen3-30b-a3b (128 top-8, width 768, GQA 32/4, qk-norm)')
+    .requiredOption('--out <file.gguf>', 'output file')
+    .option('--layers <n>', 'layers (default 4 for olmoe-1b-7b, 2 for qwen3-30b-a3b)', intArg('--layers'))
+    .option('--quant <q>', 'q8_0 or q4_0', 'q8_0')
+    .option('--seed <n>', 'weight seed', intArg('--seed', 0), 0)
+    .option('--context <n>', 'context length written to the file (sizes the KV cache)', intArg('--context'), 1024)
+    .action(async (o) => {
+      const { writeSynthGGUF } = await import('../io/gguf/synth.js');
+      const r = writeSynthGGUF(o.shape, o.out, { layers: o.layers, quant: o.quant, seed: o.seed, context: o.context });
+      process.stdout.write(
+        `wrote ${r.path}: ${r.arch}, ${r.layers} layers, ${r.quant}, ${(r.params / 1e9).toFixed(2)}B parameters, ${(r.bytes / 1e9).toFixed(2)} GB (experts ${(r.expertBytes / 1e9).toFixed(2)} GB)\n`,
+      );
     });
 
   program
@@ -432,9 +506,11 @@ export function buildProgram(): Command {
     .option('--data <source>', 'corpus whose validation split is scored (a name or a path)', 'shakespeare')
     .option('--tokens <n>', 'validation tokens scored at most', intArg('--tokens', 2), 4096)
     .option('--out <file.gguf>', 'write the model as GGUF in the first --quant format')
+    .option('--skip-thresholds <t...>', 'also score AdapMoE expert skipping at these thresholds (f32 weights)')
+    .option('--capacity-factors <c...>', 'also score capacity-aware token dropping at these capacity factors (f32 weights)')
     .option('--json', 'print JSON instead of a table')
     .action(async (o) => {
-      const { loadModelForInference, quantizedLoss } = await import('../infer/index.js');
+      const { loadModelForInference, quantizedLoss, routingLoss } = await import('../infer/index.js');
       const { QUANT_FORMATS } = await import('../kernels/quant.js');
       const { loadCorpusSplits } = await import('../data/corpus.js');
       const { WasmQuantKernels } = await import('../kernels/wasm/quant.js');
@@ -444,14 +520,36 @@ export function buildProgram(): Command {
       // the held-out part: the corpus's validation file, else the tail the trainer holds out (10%)
       const text = c.valid ?? c.train.slice(Math.floor(c.train.length * 0.9));
       const quants = ['f32', ...o.quant.filter((q: string) => q !== 'f32')];
-      const r = quantizedLoss(asTransformer(model, 'decodeEngine', 'quantize'), tokenizer, text, { quants, maxTokens: o.tokens, kernels: new WasmQuantKernels() });
-      if (o.json) process.stdout.write(JSON.stringify({ data: o.data, results: r }, null, 2) + '\n');
+      const tm = asTransformer(model, 'decodeEngine', 'quantize');
+      const r = quantizedLoss(tm, tokenizer, text, { quants, maxTokens: o.tokens, kernels: new WasmQuantKernels() });
+      const num = (flag: string, v: string, ok: (x: number) => boolean): number => {
+        const x = Number(v);
+        if (!ok(x)) throw new Error(`${flag}: ${JSON.stringify(v)} is out of range`);
+        return x;
+      };
+      const settings = [
+        {},
+        ...((o.skipThresholds ?? []) as string[]).map((v) => ({ skipThreshold: num('--skip-thresholds', v, (x) => x > 0 && x < 1) })),
+        ...((o.capacityFactors ?? []) as string[]).map((v) => ({ capacityFactor: num('--capacity-factors', v, (x) => x > 0 && Number.isFinite(x)) })),
+      ];
+      const rr = settings.length > 1 ? routingLoss(tm, tokenizer, text, { settings, maxTokens: o.tokens, kernels: new WasmQuantKernels() }) : [];
+      if (o.json) process.stdout.write(JSON.stringify({ data: o.data, results: r, ...(rr.length ? { routing: rr } : {}) }, null, 2) + '\n');
       else {
         process.stdout.write(`validation loss on ${o.data} (${r[0].tokens} tokens):\n`);
         for (const x of r)
           process.stdout.write(
             `  ${x.quant.padEnd(5)} loss ${x.loss.toFixed(4)}  (${(x.loss - r[0].loss >= 0 ? '+' : '') + (x.loss - r[0].loss).toFixed(4)} vs f32)  weights ${(x.weightBytes / 1e6).toFixed(2)} MB\n`,
           );
+        if (rr.length) {
+          process.stdout.write(`routing-aware inference (f32, prompt batches of 128 tokens):\n`);
+          for (const x of rr) {
+            const what = x.skipThreshold ? `skip < ${x.skipThreshold}` : x.capacityFactor ? `capacity ${x.capacityFactor}` : 'baseline';
+            const dl = x.loss - rr[0].loss;
+            process.stdout.write(
+              `  ${what.padEnd(14)} loss ${x.loss.toFixed(4)}  (${(dl >= 0 ? '+' : '') + dl.toFixed(4)})  assignments skipped ${(100 * x.skippedShare).toFixed(1)}%, dropped ${(100 * x.droppedShare).toFixed(1)}%  ${Math.round(x.tokensPerSec)} tokens/s\n`,
+            );
+          }
+        }
       }
       if (o.out) {
         const { exportGGUF } = await import('../io/gguf/index.js');

@@ -14,7 +14,7 @@
  */
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { Rng } from '../tensor/random.js';
-import { quantizeMatrix, QUANT_FORMATS, jsQuantKernels, type QuantFormat, type PreparedMatrix, type QuantKernels } from '../kernels/quant.js';
+import { quantizeMatrix, QUANT_FORMATS, jsQuantKernels, type QuantFormat, type QuantMatrix, type PreparedMatrix, type QuantKernels } from '../kernels/quant.js';
 import { Attention, type MoETransformerLM, type DecoderLayer } from '../models/transformer.js';
 import { ropeParams } from '../models/rope.js';
 import { headDimOf, kvHeadsOf } from '../models/config.js';
@@ -31,6 +31,56 @@ export interface DecodeEngineOptions {
   seed?: number;
   /** Kernels of the products (default the js reference; `WasmQuantKernels` from moe-ts/node is the SIMD one). */
   kernels?: QuantKernels;
+  /** Stored blocks of weights, used as they are instead of quantising the model's (e.g. a GGUF file's Q8_0 tensors). */
+  weights?: WeightSource;
+  /** Where MoE experts come from instead of the model (expert offloading, src/infer/offload.ts). */
+  experts?: ExpertSource;
+  /** Prefetch the next layer's experts by its router on the current hidden state (Pre-gated MoE; default true with `experts`). */
+  prefetch?: boolean;
+  /**
+   * AdapMoE-style expert skipping: a token's 2nd..kth expert is dropped when its renormalised
+   * weight (weight / the token's top-k sum) is below this; the kept weights are rescaled to the
+   * same sum (default 0: off).
+   */
+  skipThreshold?: number;
+  /**
+   * Capacity-aware token dropping in prompt batches (n > 1): each expert takes at most
+   * ceil(factor * n * k / E) of a batch's assignments, the lowest-weight ones beyond that are
+   * dropped (default 0: off). Decode steps (one token) are never dropped.
+   */
+  capacityFactor?: number;
+}
+
+/** One expert's weights as the engine multiplies them: w1 (gate) and w3 (up) [dFF, d], w2 (down) [d, dFF]. */
+export interface ExpertWeights {
+  w1: PreparedMatrix;
+  w3: PreparedMatrix | null;
+  w2: PreparedMatrix;
+}
+
+/** Where a DecodeEngine takes MoE experts from instead of the model (expert offloading). */
+export interface ExpertSource {
+  /** Whether layer `layer`'s experts come from this source. */
+  covers(layer: number): boolean;
+  /** Called once by the engine with its kernels and the bytes everything else holds (weights + KV cache); throws when the budget cannot fit. */
+  bind(kernels: QuantKernels, residentBytes: number): void;
+  /** Expert `expert` of layer `layer`, valid until the next get. */
+  get(layer: number, expert: number): ExpertWeights;
+  /** A hint: these experts of `layer` are likely needed next. */
+  prefetch?(layer: number, experts: readonly number[]): void;
+}
+
+/** Stored blocks of a weight by its moe-ts parameter name ([out, in] rows; 'lm_head.weight' for the output), or null to quantise the model's. */
+export type WeightSource = (name: string, rows: number, cols: number) => QuantMatrix | null;
+
+/** Counters of the routing-aware options (skipThreshold, capacityFactor). */
+export interface RoutingDropStats {
+  /** Expert assignments the router chose. */
+  assignments: number;
+  /** Assignments dropped by skipThreshold. */
+  skipped: number;
+  /** Assignments dropped by capacityFactor. */
+  capacityDropped: number;
 }
 
 interface AttnW {
@@ -58,7 +108,7 @@ interface Expert {
 
 type FFN =
   | { kind: 'dense'; gate: PreparedMatrix | null; up: PreparedMatrix; down: PreparedMatrix; silu: boolean }
-  | { kind: 'moe'; layer: DecoderLayer; experts: Expert[]; silu: boolean; dFF: number }
+  | { kind: 'moe'; layer: DecoderLayer; experts: Expert[]; silu: boolean; dFF: number; index: number; external: boolean }
   | { kind: 'module'; layer: DecoderLayer };
 
 const GELU_C = Math.sqrt(2 / Math.PI);
@@ -111,6 +161,12 @@ export class DecodeEngine {
   private readonly scoreScale: number;
   private readonly ctx: Omit<RouterContext, 'tokenIds'>;
   private readonly kern: QuantKernels;
+  private readonly src: ExpertSource | null;
+  private readonly doPrefetch: boolean;
+  private readonly skipThreshold: number;
+  private readonly capacityFactor: number;
+  /** Counters of skipThreshold / capacityFactor since construction. */
+  readonly drops: RoutingDropStats = { assignments: 0, skipped: 0, capacityDropped: 0 };
   /** Bytes of weights held (quantised where quantised) plus the KV cache. */
   readonly weightBytes: number;
   readonly kvBytes: number;
@@ -148,20 +204,34 @@ export class DecodeEngine {
     this.ctx = { training: false, step: 0, rng: new Rng((opts.seed ?? 0) ^ 0x5bd1e995) };
     let bytes = 0;
     const kern = (this.kern = opts.kernels ?? jsQuantKernels);
-    const q = (w: Float32Array, rows: number, cols: number, fmt: QuantFormat = quant): PreparedMatrix => {
-      const m = kern.prepare(quantizeMatrix(w, rows, cols, cols % 32 === 0 ? fmt : 'f32'));
+    this.src = opts.experts ?? null;
+    this.doPrefetch = opts.prefetch ?? true;
+    this.skipThreshold = opts.skipThreshold ?? 0;
+    this.capacityFactor = opts.capacityFactor ?? 0;
+    if (!(this.skipThreshold >= 0 && this.skipThreshold < 1)) throw new Error(`DecodeEngine: skipThreshold must be in [0, 1), got ${opts.skipThreshold}`);
+    if (!(this.capacityFactor === 0 || (this.capacityFactor > 0 && Number.isFinite(this.capacityFactor))))
+      throw new Error(`DecodeEngine: capacityFactor must be 0 (off) or a positive number, got ${opts.capacityFactor}`);
+    const stored = opts.weights ?? (() => null);
+    const q = (w: Float32Array, rows: number, cols: number, fmt: QuantFormat = quant, name?: string): PreparedMatrix => {
+      const given = name ? stored(name, rows, cols) : null;
+      if (given && (given.rows !== rows || given.cols !== cols)) throw new Error(`DecodeEngine: stored weight ${name} is [${given.rows}, ${given.cols}], expected [${rows}, ${cols}]`);
+      const m = kern.prepare(given ?? quantizeMatrix(w, rows, cols, cols % 32 === 0 ? fmt : 'f32'));
       bytes += m.bytes;
       return m;
     };
-    const lin = (l: { weight: Tensor; bias: Tensor | null; inFeatures: number; outFeatures: number }) => ({ w: q(l.weight.data, l.outFeatures, l.inFeatures), b: l.bias ? l.bias.data.slice() : null });
+    const lin = (l: { weight: Tensor; bias: Tensor | null; inFeatures: number; outFeatures: number }, name?: string) => ({
+      w: q(l.weight.data, l.outFeatures, l.inFeatures, quant, name),
+      b: l.bias ? l.bias.data.slice() : null,
+    });
     this.embed = model.embed_tokens.weight.data;
     bytes += this.embed.byteLength;
-    this.head = model.lm_head ? lin(model.lm_head).w : q(this.embed, this.V, this.d);
+    this.head = model.lm_head ? lin(model.lm_head, 'lm_head.weight').w : q(this.embed, this.V, this.d, quant, 'lm_head.weight');
     this.finalNorm = model.norm.weight.data;
     const kvLen = this.KV * cap * this.Dh;
     for (const layer of model.layers) {
       const a = layer.self_attn as Attention;
-      const [qp, kp, vp, op] = [lin(a.q_proj), lin(a.k_proj), lin(a.v_proj), lin(a.o_proj)];
+      const pa = `layers.${layer.index}.self_attn.`;
+      const [qp, kp, vp, op] = [lin(a.q_proj, `${pa}q_proj.weight`), lin(a.k_proj, `${pa}k_proj.weight`), lin(a.v_proj, `${pa}v_proj.weight`), lin(a.o_proj, `${pa}o_proj.weight`)];
       this.attn.push({
         q: qp.w,
         k: kp.w,
@@ -183,6 +253,7 @@ export class DecodeEngine {
     }
     this.weightBytes = bytes;
     this.kvBytes = 2 * kvLen * 4 * model.layers.length;
+    this.src?.bind(kern, this.weightBytes + this.kvBytes);
     // RoPE tables for every position, as ropeTables computes them (float64 angles, float32 cos/sin)
     const half = this.Dh / 2;
     const rp = c.rope_scaling ? ropeParams(c, this.Dh) : null;
@@ -201,17 +272,29 @@ export class DecodeEngine {
   private compileFFN(
     layer: DecoderLayer,
     q: (w: Float32Array, rows: number, cols: number) => PreparedMatrix,
-    lin: (l: { weight: Tensor; bias: Tensor | null; inFeatures: number; outFeatures: number }) => { w: PreparedMatrix; b: Float32Array | null },
+    lin: (l: { weight: Tensor; bias: Tensor | null; inFeatures: number; outFeatures: number }, name?: string) => { w: PreparedMatrix; b: Float32Array | null },
   ): FFN {
     if (layer.mlp) {
       const m = layer.mlp;
-      return { kind: 'dense', gate: m.gate_proj ? lin(m.gate_proj).w : null, up: lin(m.up_proj).w, down: lin(m.down_proj).w, silu: m.act === 'silu' };
+      const p = `layers.${layer.index}.mlp.`;
+      return {
+        kind: 'dense',
+        gate: m.gate_proj ? lin(m.gate_proj, `${p}gate_proj.weight`).w : null,
+        up: lin(m.up_proj, `${p}up_proj.weight`).w,
+        down: lin(m.down_proj, `${p}down_proj.weight`).w,
+        silu: m.act === 'silu',
+      };
     }
     const moe = layer.block_sparse_moe;
     // FFN kinds (ffn_type) run through their own module
     if (!moe) return { kind: 'module', layer };
     const ex = moe.experts;
-    if (!(ex instanceof FFNExperts) || moe.specs.dispatch.name !== 'dropless' || moe.specs.router.traits.routing !== 'sparse' || layer.shared_expert) return { kind: 'module', layer };
+    const fast = ex instanceof FFNExperts && moe.specs.dispatch.name === 'dropless' && moe.specs.router.traits.routing === 'sparse' && !layer.shared_expert;
+    if (this.src?.covers(layer.index)) {
+      if (!fast) throw new Error(`DecodeEngine: layer ${layer.index}: offloaded experts need FFN experts with dropless dispatch and a sparse router`);
+      return { kind: 'moe', layer, experts: [], silu: (ex as FFNExperts).activation === 'swiglu', dFF: 0, index: layer.index, external: true };
+    }
+    if (!fast) return { kind: 'module', layer };
     const d = this.d;
     const f = ex.dFF;
     const experts: Expert[] = [];
@@ -223,7 +306,7 @@ export class DecodeEngine {
         w2: q(transpose(ex.w2.data, o, f, d), d, f),
       });
     }
-    return { kind: 'moe', layer, experts, silu: ex.activation === 'swiglu', dFF: f };
+    return { kind: 'moe', layer, experts, silu: ex.activation === 'swiglu', dFF: f, index: layer.index, external: false };
   }
 
   /**
@@ -316,6 +399,8 @@ export class DecodeEngine {
     const past = this.length;
     const rm = c.residual_multiplier;
     noGrad(() => {
+      // layer 0's experts guessed from the embeddings, read while its attention runs
+      this.prefetchLayer(0, h, n, ctx);
       for (let li = 0; li < this.attn.length; li++) {
         const A = this.attn[li];
         this.rmsNorm(h, n, d, this.norms1[li], xn);
@@ -349,6 +434,8 @@ export class DecodeEngine {
         if (A.ob) for (let t = 0; t < n; t++) for (let j = 0; j < d; j++) yb[t * d + j] += A.ob[j];
         for (let i = 0; i < n * d; i++) h[i] += rm * yb[i];
         this.rmsNorm(h, n, d, this.norms2[li], xn);
+        // Pre-gated MoE: the next layer's router on this hidden state picks what to read while this layer's experts run
+        if (li + 1 < this.attn.length) this.prefetchLayer(li + 1, h, n, ctx);
         this.runFFN(this.ffn[li], xn, n, ctx, yb);
         for (let i = 0; i < n * d; i++) h[i] += rm * yb[i];
       }
@@ -403,6 +490,67 @@ export class DecodeEngine {
     }
   }
 
+  /** Ask the expert source for layer li's experts as its router would choose them on h [n, d] (most weight first). */
+  private prefetchLayer(li: number, h: Float32Array, n: number, ctx: RouterContext): void {
+    const f = this.ffn[li];
+    if (!this.doPrefetch || !this.src?.prefetch || f.kind !== 'moe' || !f.external) return;
+    const d = this.d;
+    const xn = new Float32Array(n * d);
+    this.rmsNorm(h, n, d, this.norms2[li], xn);
+    const r = f.layer.block_sparse_moe!.router.route(new Tensor(xn, [n, d]), { ...ctx, state: new Map() }).routing;
+    if (r.kind !== 'sparse') return;
+    const mass = new Map<number, number>();
+    for (let i = 0; i < r.expertIdx.length; i++) mass.set(r.expertIdx[i], (mass.get(r.expertIdx[i]) ?? 0) + Math.abs(r.weights.data[i]));
+    this.src.prefetch(
+      li,
+      [...mass.entries()].sort((a, b) => b[1] - a[1] || a[0] - b[0]).map((x) => x[0]),
+    );
+  }
+
+  /** The assignments left by skipThreshold and capacityFactor (indices into the routing's arrays) and their weights. */
+  private dropAssignments(tokenIdx: Int32Array, expertIdx: Int32Array, weights: Float32Array, n: number, E: number): { keep: number[]; w: Float32Array } {
+    const A = expertIdx.length;
+    const w = weights.slice();
+    const alive = new Uint8Array(A).fill(1);
+    this.drops.assignments += A;
+    if (this.skipThreshold > 0) {
+      const byTok: number[][] = Array.from({ length: n }, () => []);
+      for (let i = 0; i < A; i++) byTok[tokenIdx[i]].push(i);
+      for (const as of byTok) {
+        if (as.length < 2) continue;
+        as.sort((a, b) => weights[b] - weights[a] || a - b);
+        let sum = 0;
+        for (const i of as) sum += weights[i];
+        if (!(sum > 0)) continue;
+        let kept = weights[as[0]];
+        for (let j = 1; j < as.length; j++) {
+          if (weights[as[j]] / sum < this.skipThreshold) {
+            alive[as[j]] = 0;
+            this.drops.skipped++;
+          } else kept += weights[as[j]];
+        }
+        for (const i of as) if (alive[i]) w[i] = (weights[i] * sum) / kept;
+      }
+    }
+    if (this.capacityFactor > 0 && n > 1) {
+      const live = alive.reduce((a, b) => a + b, 0);
+      const cap = Math.max(1, Math.ceil((this.capacityFactor * live) / E));
+      const byEx: number[][] = Array.from({ length: E }, () => []);
+      for (let i = 0; i < A; i++) if (alive[i]) byEx[expertIdx[i]].push(i);
+      for (const as of byEx) {
+        if (as.length <= cap) continue;
+        as.sort((a, b) => weights[b] - weights[a] || a - b);
+        for (let j = cap; j < as.length; j++) {
+          alive[as[j]] = 0;
+          this.drops.capacityDropped++;
+        }
+      }
+    }
+    const keep: number[] = [];
+    for (let i = 0; i < A; i++) if (alive[i]) keep.push(i);
+    return { keep, w };
+  }
+
   /** y [n, d] = FFN(x [n, d]). */
   private runFFN(f: FFN, x: Float32Array, n: number, ctx: RouterContext, y: Float32Array): void {
     const d = this.d;
@@ -427,19 +575,23 @@ export class DecodeEngine {
     const r = moe.route(xt, ctx).routing;
     if (r.kind !== 'sparse') throw new Error('DecodeEngine: router returned soft routing for a sparse dispatch');
     y.fill(0, 0, n * d);
-    const E = f.experts.length;
-    const F = f.dFF;
-    const w = r.weights.data;
+    const E = moe.numExperts;
+    let w = r.weights.data;
     // assignments grouped by expert: each expert's weights are read once per call
     const byExpert: number[][] = Array.from({ length: E }, () => []);
-    for (let i = 0; i < r.expertIdx.length; i++) byExpert[r.expertIdx[i]].push(i);
+    if (this.skipThreshold > 0 || (this.capacityFactor > 0 && n > 1)) {
+      const dr = this.dropAssignments(r.tokenIdx, r.expertIdx, w, n, E);
+      w = dr.w;
+      for (const i of dr.keep) byExpert[r.expertIdx[i]].push(i);
+    } else for (let i = 0; i < r.expertIdx.length; i++) byExpert[r.expertIdx[i]].push(i);
     for (let e = 0; e < E; e++) {
       const as = byExpert[e];
       if (as.length === 0) continue;
       const m = as.length;
       const xe = new Float32Array(m * d);
       for (let i = 0; i < m; i++) xe.set(x.subarray(r.tokenIdx[as[i]] * d, (r.tokenIdx[as[i]] + 1) * d), i * d);
-      const ex = f.experts[e];
+      const ex = f.external ? this.src!.get(f.index, e) : f.experts[e];
+      const F = ex.w1.rows;
       const g = new Float32Array(m * F);
       const u = ex.w3 ? new Float32Array(m * F) : null;
       this.kern.matmul(ex.w1, xe, m, g);

@@ -7,7 +7,7 @@ export { ChatSession, compileChatTemplate, renderChatTemplate, resolveChatTempla
 export type { ChatMessage, ChatOptions, ChatReply, ChatTemplateOptions } from './chat.js';
 export { DecodeEngine } from './decode.js';
 export type { DecodeEngineOptions } from './decode.js';
-export { quantizedLoss } from './quality.js';
-export type { QuantLoss } from './quality.js';
+export { quantizedLoss, routingLoss } from './quality.js';
+export type { QuantLoss, RoutingLoss } from './quality.js';
 export { checkExpertOverrides, contrastLogits, defaultWeakRank, moeLayerIndices, setRoutingOverrides, withExpertOverrides } from './steer.js';
 export type { ContrastOptions } from './steer.js';

@@ -263,6 +263,10 @@ export interface QuantKernels {
   prepare(m: QuantMatrix): PreparedMatrix;
   /** out[t * ldo + r] (+)= sum_c W[r, c] x[t * cols + c], as qmatmul. */
   matmul(w: PreparedMatrix, x: Float32Array, n: number, out: Float32Array, opts?: { accumulate?: boolean; ldo?: number }): Float32Array;
+  /** A zero-filled [rows, cols] matrix slot whose bytes are later overwritten in place (expert offloading). */
+  allocate?(format: QuantFormat, rows: number, cols: number): PreparedMatrix;
+  /** A writable view of a prepared matrix's bytes (valid until the next allocate or prepare). */
+  bytesOf?(w: PreparedMatrix): Uint8Array;
 }
 
 /** The js reference QuantKernels (qmatmul on the matrices as they are). */
@@ -270,4 +274,13 @@ export const jsQuantKernels: QuantKernels = {
   name: 'js',
   prepare: (m) => ({ format: m.format, rows: m.rows, cols: m.cols, bytes: m.data.byteLength, ref: m }),
   matmul: (w, x, n, out, opts) => qmatmul(w.ref as QuantMatrix, x, n, out, opts),
+  allocate(format, rows, cols) {
+    const bytes = quantBytes(format, rows, cols);
+    const data = format === 'f32' ? new Float32Array(rows * cols) : new Uint8Array(bytes);
+    return { format, rows, cols, bytes, ref: { format, rows, cols, data } };
+  },
+  bytesOf(w) {
+    const d = (w.ref as QuantMatrix).data;
+    return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+  },
 };

@@ -306,6 +306,16 @@ export interface GGUFModel {
   rawTensor(name: string): Uint8Array;
 }
 
+/** Options of fromGGUF. */
+export interface GGUFImportOptions {
+  /**
+   * Leave the routed experts in the file (their shapes are still checked): the model gets
+   * placeholder experts of width 1, so only a DecodeEngine with an ExpertSource (expert
+   * offloading) computes it; `config` keeps the file's expert width.
+   */
+  skipExperts?: boolean;
+}
+
 /** The architectures fromGGUF reads. */
 export const GGUF_IMPORT_ARCHS: readonly ArchName[] = ['llama', 'bailingmoe', 'qwen2moe', 'qwen3moe', 'olmoe', 'deepseek2'];
 
@@ -315,7 +325,7 @@ export const GGUF_IMPORT_ARCHS: readonly ArchName[] = ['llama', 'bailingmoe', 'q
  * rawTensor and types). Every hyperparameter and tensor shape is checked against what the
  * architecture's llama.cpp graph computes; anything moe-ts would compute differently is an error.
  */
-export function fromGGUF(path: string): GGUFModel {
+export function fromGGUF(path: string, opts: GGUFImportOptions = {}): GGUFModel {
   const f = GGUFFile.open(path);
   try {
     const where = `gguf ${path}`;
@@ -326,7 +336,7 @@ export function fromGGUF(path: string): GGUFModel {
     const tokenizer = tokenizerFromGGUF(f);
     if (arch === 'deepseek2') {
       const r = readDeepseek2(f, where, tokenizer);
-      return finishImport(f, path, where, arch, tokenizer, r.config, r.state, r.used);
+      return finishImport(f, path, where, arch, tokenizer, r.config, r.state, r.used, false);
     }
     const d = f.getInt(key('embedding_length'));
     const L = f.getInt(key('block_count'));
@@ -416,10 +426,13 @@ export function fromGGUF(path: string): GGUFModel {
     }
     const state: StateDict = new Map();
     const used = new Set<string>();
-    const read = (name: string, ne: number[]): Float32Array => {
+    const check = (name: string, ne: number[]): void => {
       const t = f.tensor(name);
       if (t.ne.length !== ne.length || t.ne.some((x, i) => x !== ne[i])) throw new GGUFError(`${where}: tensor ${name} is [${t.ne.join(', ')}], expected [${ne.join(', ')}]`);
       used.add(name);
+    };
+    const read = (name: string, ne: number[]): Float32Array => {
+      check(name, ne);
       return f.readFloat32(name);
     };
     if (cfgIn.rope_scaling !== undefined) {
@@ -471,9 +484,15 @@ export function fromGGUF(path: string): GGUFModel {
       if (E > 0) {
         const fe = moeFF;
         put(`${p}block_sparse_moe.router.gate.weight`, [E, d], read(`${b}ffn_gate_inp.weight`, [d, E]));
-        put(`${p}block_sparse_moe.experts.w1`, [E, d, fe], transposeBlocks(read(`${b}ffn_gate_exps.weight`, [d, fe, E]), E, fe, d));
-        put(`${p}block_sparse_moe.experts.w3`, [E, d, fe], transposeBlocks(read(`${b}ffn_up_exps.weight`, [d, fe, E]), E, fe, d));
-        put(`${p}block_sparse_moe.experts.w2`, [E, fe, d], transposeBlocks(read(`${b}ffn_down_exps.weight`, [fe, d, E]), E, d, fe));
+        if (opts.skipExperts) {
+          check(`${b}ffn_gate_exps.weight`, [d, fe, E]);
+          check(`${b}ffn_up_exps.weight`, [d, fe, E]);
+          check(`${b}ffn_down_exps.weight`, [fe, d, E]);
+        } else {
+          put(`${p}block_sparse_moe.experts.w1`, [E, d, fe], transposeBlocks(read(`${b}ffn_gate_exps.weight`, [d, fe, E]), E, fe, d));
+          put(`${p}block_sparse_moe.experts.w3`, [E, d, fe], transposeBlocks(read(`${b}ffn_up_exps.weight`, [d, fe, E]), E, fe, d));
+          put(`${p}block_sparse_moe.experts.w2`, [E, fe, d], transposeBlocks(read(`${b}ffn_down_exps.weight`, [fe, d, E]), E, d, fe));
+        }
         if (spec.shared) {
           const sw = sharedFF;
           const gi = spec.shared === 'gated' ? read(`${b}ffn_gate_inp_shexp.weight`, [d]) : null;
@@ -499,7 +518,7 @@ export function fromGGUF(path: string): GGUFModel {
         put(`${p}mlp.down_proj.weight`, [d, ff], read(`${b}ffn_down.weight`, [ff, d]));
       }
     }
-    return finishImport(f, path, where, arch, tokenizer, config, state, used);
+    return finishImport(f, path, where, arch, tokenizer, config, state, used, Boolean(opts.skipExperts) && E > 0);
   } finally {
     f.close();
   }
@@ -513,10 +532,12 @@ function readEmbeddings(f: GGUFFile): { emb: Float32Array; out: Float32Array | n
 }
 
 /** Build the model from an imported state dict: every tensor of the file must have been used. */
-function finishImport(f: GGUFFile, path: string, where: string, arch: ArchName, tokenizer: Tokenizer, config: ModelConfig, state: StateDict, used: Set<string>): GGUFModel {
+function finishImport(f: GGUFFile, path: string, where: string, arch: ArchName, tokenizer: Tokenizer, config: ModelConfig, state: StateDict, used: Set<string>, skeleton: boolean): GGUFModel {
   const extra = [...f.tensors.keys()].filter((n) => !used.has(n));
   if (extra.length) throw new GGUFError(`${where}: tensors moe-ts does not know how to use: ${extra.slice(0, 5).join(', ')}${extra.length > 5 ? ` (+${extra.length - 5} more)` : ''}`);
-  const model = new MoETransformerLM(config, 0);
+  // skipped experts: width-1 placeholders keep the model small; the file's experts are read by an ExpertSource
+  const model = new MoETransformerLM(skeleton ? { ...config, moe_intermediate_size: 1 } : config, 0);
+  if (skeleton) for (const [k, v] of model.stateDict()) if (!state.has(k)) state.set(k, v);
   try {
     model.loadStateDict(state);
   } catch (e) {

@@ -3,6 +3,7 @@
  * ggml bytes (see quant.ts). general.alignment is written when it is not the default 32; data
  * starts at a multiple of it and every tensor is padded to it. Written atomically.
  */
+import * as fs from 'node:fs';
 import { writeFileAtomicSync } from '../atomic.js';
 import {
   GGUF_MAGIC,
@@ -119,8 +120,15 @@ function writeValue(out: Bytes, key: string, v: GGUFValue): void {
   } else for (const item of v.value as GGUFScalar[]) writeScalar(out, key, v.itemType, item);
 }
 
-/** Serialise a GGUF file (metadata in the given order, then tensors in the given order). */
-export function serializeGGUF(metadata: Map<string, GGUFValue>, tensors: GGUFTensorInput[]): Uint8Array {
+/** A tensor's header entry for the writer: name, ggml dims (ne) and type. */
+export interface GGUFTensorHeader {
+  name: string;
+  ne: number[];
+  type: string;
+}
+
+/** The header bytes of a GGUF file and where each tensor's data goes (offsets from dataStart, each nbytes long). */
+export function ggufLayout(metadata: Map<string, GGUFValue>, tensors: readonly GGUFTensorHeader[]): { header: Uint8Array; dataStart: number; offsets: number[]; nbytes: number[]; total: number } {
   let alignment = GGUF_DEFAULT_ALIGNMENT;
   const al = metadata.get('general.alignment');
   if (al) {
@@ -142,6 +150,7 @@ export function serializeGGUF(metadata: Map<string, GGUFValue>, tensors: GGUFTen
   const names = new Set<string>();
   let offset = 0;
   const offsets: number[] = [];
+  const sizes: number[] = [];
   for (const t of tensors) {
     const info = GGML_TYPES_BY_NAME.get(t.type);
     if (!info) throw new Error(`gguf write: tensor "${t.name}": unknown ggml type ${t.type}`);
@@ -151,21 +160,68 @@ export function serializeGGUF(metadata: Map<string, GGUFValue>, tensors: GGUFTen
     if (t.ne.length < 1 || t.ne.length > GGML_MAX_DIMS) throw new Error(`gguf write: tensor "${t.name}" needs 1..${GGML_MAX_DIMS} dims, got ${t.ne.length}`);
     if (t.ne[0] % info.blockSize !== 0) throw new Error(`gguf write: tensor "${t.name}": ne[0] = ${t.ne[0]} is not a multiple of the ${t.type} block size ${info.blockSize}`);
     const nbytes = ggmlTensorBytes(info, t.ne);
-    if (t.data.length !== nbytes) throw new Error(`gguf write: tensor "${t.name}": ${t.type} [${t.ne.join(', ')}] needs ${nbytes} bytes, got ${t.data.length}`);
     h.string(t.name);
     h.u32(t.ne.length);
     for (const d of t.ne) h.u64(d);
     h.u32(info.id);
     h.u64(offset);
     offsets.push(offset);
+    sizes.push(nbytes);
     offset = alignUp(offset + nbytes, alignment);
   }
   const header = h.concat();
   const dataStart = alignUp(header.length, alignment);
-  const out = new Uint8Array(dataStart + offset);
-  out.set(header, 0);
-  tensors.forEach((t, i) => out.set(t.data, dataStart + offsets[i]));
+  return { header, dataStart, offsets, nbytes: sizes, total: dataStart + offset };
+}
+
+/** Serialise a GGUF file (metadata in the given order, then tensors in the given order). */
+export function serializeGGUF(metadata: Map<string, GGUFValue>, tensors: GGUFTensorInput[]): Uint8Array {
+  const L = ggufLayout(metadata, tensors);
+  tensors.forEach((t, i) => {
+    if (t.data.length !== L.nbytes[i]) throw new Error(`gguf write: tensor "${t.name}": ${t.type} [${t.ne.join(', ')}] needs ${L.nbytes[i]} bytes, got ${t.data.length}`);
+  });
+  const out = new Uint8Array(L.total);
+  out.set(L.header, 0);
+  tensors.forEach((t, i) => out.set(t.data, L.dataStart + L.offsets[i]));
   return out;
+}
+
+/**
+ * Write a GGUF file tensor by tensor without holding it in memory: `fill(i, emit)` emits tensor
+ * i's bytes in order, in chunks of any size (checked against its type and dims). Written to a
+ * temporary file, fsynced and renamed (atomic); returns the size in bytes.
+ */
+export function writeGGUFStreamSync(path: string, metadata: Map<string, GGUFValue>, tensors: readonly GGUFTensorHeader[], fill: (i: number, emit: (chunk: Uint8Array) => void) => void): number {
+  const L = ggufLayout(metadata, tensors);
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = fs.openSync(tmp, 'w');
+  try {
+    fs.writeSync(fd, L.header, 0, L.header.length, 0);
+    tensors.forEach((t, i) => {
+      let pos = L.dataStart + L.offsets[i];
+      const end = pos + L.nbytes[i];
+      fill(i, (chunk) => {
+        if (pos + chunk.length > end) throw new Error(`gguf write: tensor "${t.name}": more than its ${L.nbytes[i]} bytes emitted`);
+        let o = 0;
+        while (o < chunk.length) o += fs.writeSync(fd, chunk, o, chunk.length - o, pos + o);
+        pos += chunk.length;
+      });
+      if (pos !== end) throw new Error(`gguf write: tensor "${t.name}": ${pos - (end - L.nbytes[i])} bytes emitted, needs ${L.nbytes[i]}`);
+    });
+    fs.ftruncateSync(fd, L.total);
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fs.renameSync(tmp, path);
+  } catch (e) {
+    try {
+      fs.closeSync(fd);
+    } catch {
+      // already closed
+    }
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+  return L.total;
 }
 
 /** Write a GGUF file atomically; returns its size in bytes. */

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { f16BitsToF32 } from '../../tensor/dtype.js';
 import { WA, type WasmMemory, type WasmModule } from './wa.js';
-import { quantizeRowsQ8, type PreparedMatrix, type QuantKernels, type QuantMatrix, type Q8Rows } from '../quant.js';
+import { quantizeRowsQ8, quantBytes, type QuantFormat, type PreparedMatrix, type QuantKernels, type QuantMatrix, type Q8Rows } from '../quant.js';
 
 interface QuantExports {
   qmatmul(fmt: number, w: number, rows: number, cols: number, xq: number, xd: number, n: number, out: number, ldo: number, acc: number, f16tab: number): void;
@@ -55,6 +55,18 @@ export class WasmQuantKernels implements QuantKernels {
     new Uint8Array(this.mem.buffer, ptr, bytes).set(new Uint8Array(m.data.buffer, m.data.byteOffset, bytes));
     this.preparedBytes += bytes;
     return { format: m.format, rows: m.rows, cols: m.cols, bytes, ref: ptr };
+  }
+
+  allocate(format: QuantFormat, rows: number, cols: number): PreparedMatrix {
+    const bytes = quantBytes(format, rows, cols);
+    const ptr = this.alloc(bytes);
+    new Uint8Array(this.mem.buffer, ptr, bytes).fill(0);
+    this.preparedBytes += bytes;
+    return { format, rows, cols, bytes, ref: ptr };
+  }
+
+  bytesOf(w: PreparedMatrix): Uint8Array {
+    return new Uint8Array(this.mem.buffer, w.ref as number, w.bytes);
   }
 
   matmul(w: PreparedMatrix, x: Float32Array, n: number, out: Float32Array, opts: { accumulate?: boolean; ldo?: number } = {}): Float32Array {

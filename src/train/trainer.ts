@@ -158,7 +158,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     }
     params.push(p);
   }
-  if (routerTuning && !cfg.model.peft && params.length === 0) throw new ConfigError('model config: mixture_of_depths.router_tuning: the model has no depth-routed layer to tune (check capacity, every, layers)');
+  if (routerTuning && !cfg.model.peft && params.length === 0)
+    throw new ConfigError('model config: mixture_of_depths.router_tuning: the model has no depth-routed layer to tune (check capacity, every, layers)');
   if (params.length === 0) throw new Error('train: no parameter is trainable (hooks.trainable froze everything)');
   const consistency = model.consistencyWeight();
   const noDecay = new Set<Parameter>(

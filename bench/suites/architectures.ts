@@ -19,7 +19,7 @@ import { getBackend, setBackend, type Backend } from '../../src/tensor/backend.j
 import { noGrad } from '../../src/tensor/tensor.js';
 import { Rng } from '../../src/tensor/random.js';
 import { parseRunConfig, parseModelConfig, type RunConfig, type ModelConfig } from '../../src/models/config.js';
-import { MoETransformerLM } from '../../src/models/transformer.js';
+import { buildModel } from '../../src/models/build.js';
 import { train } from '../../src/train/trainer.js';
 import { median } from '../lib/timing.js';
 import { tInterval, welchDifference } from '../lib/stats.js';
@@ -42,9 +42,10 @@ export interface ArchDesign {
 export const REFERENCE = 'moe';
 
 /**
- * The designs, in table order. To add one: a line with its model fields and the width to tune
- * (PEER, Multilinear MoE, Mixture-of-Depths, MoEUT, MoE-Mamba and the all-MLP model arrive on other
- * branches; each is one entry here once its config fields exist).
+ * The designs, in table order. To add one: a line with its model fields and the width to tune.
+ * PEER is not here: its single-neuron experts are gathered dot products, not backend matmuls, so
+ * the counter below would not see their FLOPs (it has its own suite, `npm run bench -- peer`).
+ * Mamba's selective scan and conv are element-wise work, uncounted like every element-wise op.
  */
 export const DESIGNS: ArchDesign[] = [
   { name: 'dense', model: { num_local_experts: 0 }, match: { field: 'intermediate_size', multiple: 8 } },
@@ -81,6 +82,32 @@ export const DESIGNS: ArchDesign[] = [
     match: { field: 'intermediate_size', multiple: 8 },
   },
   { name: 'switchall', paper: 'SwitchHead, 2024 (SwitchAll: with MoE FFNs)', model: { attention_type: 'switchhead', num_attention_heads: 2 }, match: { field: 'moe_intermediate_size', multiple: 4 } },
+  {
+    name: 'mumoe',
+    paper: 'Multilinear Mixture of Experts: Scalable Expert Specialization through Factorization, 2024',
+    model: { ffn_type: 'mumoe' },
+    match: { field: 'moe_intermediate_size', multiple: 4 },
+  },
+  {
+    name: 'mod',
+    paper: 'Mixture-of-Depths: Dynamically allocating compute in transformer-based language models, 2024',
+    model: { mixture_of_depths: { capacity: 0.5, layers: [0] } },
+    match: { field: 'moe_intermediate_size', multiple: 4 },
+  },
+  {
+    name: 'moeut',
+    paper: 'MoEUT: Mixture-of-Experts Universal Transformers, 2024',
+    model: { layer_groups: 1, norm_placement: 'peri', attention_type: 'switchhead', num_attention_heads: 2, router_type: 'sigma-moe' },
+    match: { field: 'moe_intermediate_size', multiple: 4 },
+  },
+  { name: 'mae', paper: 'A Mixture of h-1 Heads is Better than h Heads, 2020', model: { attention_type: 'mae' }, match: { field: 'moe_intermediate_size', multiple: 4 } },
+  {
+    name: 'mamba-moe',
+    paper: 'MoE-Mamba: Efficient Selective State Space Models with Mixture of Experts, 2024',
+    model: { model_type: 'mamba-moe' },
+    match: { field: 'moe_intermediate_size', multiple: 4 },
+  },
+  { name: 'all-mlp', paper: 'Efficient Language Modeling with Sparse all-MLP, 2022', model: { model_type: 'all-mlp' }, match: { field: 'moe_intermediate_size', multiple: 4 } },
 ];
 
 /** Seeds per design (the t intervals need n >= 2). */
@@ -104,9 +131,13 @@ export const columns: Column[] = [
   { key: 'status', header: 'status' },
 ];
 
-/** The base run config: the `train` defaults on the embedded three-domain mix, or a smoke-sized model with --quick. */
+/**
+ * The base run config: the model-field defaults (8 experts of 128, top-2, no shared expert: not
+ * `train`'s shared + top-1 default, since several expert designs have no shared form) and the
+ * `train` training defaults on the embedded three-domain mix, or a smoke-sized model with --quick.
+ */
 export function baseConfig(quick: boolean, seed: number, steps?: number): RunConfig {
-  const base = parseRunConfig({});
+  const base = parseRunConfig({ model: {} });
   const model = quick ? { ...base.model, hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 4, max_position_embeddings: 32, moe_intermediate_size: 32, intermediate_size: 64 } : base.model;
   const n = steps ?? (quick ? 10 : 200);
   const t = base.training;
@@ -121,7 +152,7 @@ export function baseConfig(quick: boolean, seed: number, steps?: number): RunCon
  * 2 x the multiply-adds of every backend matmul / grouped matmul, over B * T.
  */
 export function measureFlopsPerToken(cfg: ModelConfig, B: number, T: number, seed = 0): number {
-  const model = new MoETransformerLM(cfg, seed);
+  const model = buildModel(cfg, seed);
   const rng = new Rng(seed + 1);
   const ids = new Int32Array(B * T);
   for (let i = 0; i < ids.length; i++) ids[i] = Math.floor(rng.next() * cfg.vocab_size);

@@ -355,6 +355,11 @@ function modelFieldDefault(field: string): unknown {
   return fieldDefaults[field];
 }
 
+/** The fields of `c` outside `known` whose value differs from the schema default, as [field, value] (what an exporter or family must refuse). */
+export function nonDefaultFields(c: ModelConfig, known: ReadonlySet<string>): [string, unknown][] {
+  return Object.entries(c).filter(([k, v]) => !known.has(k) && JSON.stringify(v) !== JSON.stringify(modelFieldDefault(k)));
+}
+
 export const TrainConfigSchema = z
   .object({
     steps: posInt.default(400),

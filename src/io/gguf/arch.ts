@@ -9,7 +9,7 @@
  * blocks export) plus, where an architecture supports it, a line in that architecture's entry.
  */
 import type { ModelConfig } from '../../models/config.js';
-import { ModelConfigSchema } from '../../models/config.js';
+import { nonDefaultFields } from '../../models/config.js';
 import { gguf, type GGUFValue } from './format.js';
 import { moeLayerConfig } from '../../models/transformer.js';
 
@@ -77,15 +77,10 @@ const KNOWN_FIELDS = new Set([
   'rope_scaling',
 ]);
 
-let defaults: Record<string, unknown> | null = null;
-
 /** Mismatches every architecture shares: things no llama.cpp MoE graph computes. */
 export function commonMismatches(c: ModelConfig): string[] {
   const out: string[] = [];
-  defaults ??= ModelConfigSchema.parse({}) as Record<string, unknown>;
-  for (const [k, v] of Object.entries(c)) {
-    if (!KNOWN_FIELDS.has(k) && JSON.stringify(v) !== JSON.stringify(defaults[k])) out.push(`model field ${k} = ${JSON.stringify(v)} has no GGUF mapping yet`);
-  }
+  for (const [k, v] of nonDefaultFields(c, KNOWN_FIELDS)) out.push(`model field ${k} = ${JSON.stringify(v)} has no GGUF mapping yet`);
   if (c.hidden_act !== 'silu') out.push(`hidden_act "${c.hidden_act}": llama.cpp's MoE architectures use SwiGLU (silu) FFNs`);
   if (c.num_local_experts > 0) {
     if (c.router_type !== 'topk' && c.router_type !== 'group-limited') {

@@ -4,7 +4,7 @@
  * models have exactly its semantics. The generic loader/saver (pretrained.ts) matches on nothing
  * else. Field and tensor mappings are documented in docs/huggingface.md.
  */
-import { type ModelConfig, ModelConfigSchema, headDimOf, kvHeadsOf } from '../../models/config.js';
+import { type ModelConfig, nonDefaultFields, headDimOf, kvHeadsOf } from '../../models/config.js';
 import { attentionKindOf } from '../../models/attention/registry.js';
 
 export type HfConfig = Record<string, unknown>;
@@ -135,16 +135,10 @@ const HF_KNOWN_FIELDS = new Set([
   'hidden_dropout',
 ]);
 
-let schemaDefaults: Record<string, unknown> | null = null;
-
 /** The first field this exporter does not map that differs from its default, or null. */
 function unknownField(c: ModelConfig): string | null {
-  schemaDefaults ??= ModelConfigSchema.parse({}) as Record<string, unknown>;
-  for (const [k, v] of Object.entries(c)) {
-    if (!HF_KNOWN_FIELDS.has(k) && v !== undefined && JSON.stringify(v) !== JSON.stringify(schemaDefaults[k]))
-      return `model field ${k} = ${JSON.stringify(v).slice(0, 80)} has no Hugging Face equivalent`;
-  }
-  return null;
+  const f = nonDefaultFields(c, HF_KNOWN_FIELDS).find(([, v]) => v !== undefined);
+  return f ? `model field ${f[0]} = ${JSON.stringify(f[1]).slice(0, 80)} has no Hugging Face equivalent` : null;
 }
 
 /** Semantics every supported architecture shares; the first problem found, or null. */

@@ -19,7 +19,6 @@ import { exportGGUF, fromGGUF } from '../../src/io/gguf/index.js';
 import { DecodeEngine } from '../../src/infer/decode.js';
 import { WasmQuantKernels } from '../../src/kernels/wasm/quant.js';
 import { argmax } from '../../src/infer/sampling.js';
-import type { QuantFormat } from '../../src/kernels/quant.js';
 import type { Column, Row, SuiteOptions, SuiteTable } from '../lib/suite.js';
 
 export const name = 'generate';
@@ -42,7 +41,7 @@ export const columns: Column[] = [
 interface Case {
   id: string;
   model: Record<string, unknown>;
-  quants: QuantFormat[];
+  quants: ('f32' | 'q8_0' | 'q4_0')[];
 }
 
 export const CASES: readonly Case[] = [

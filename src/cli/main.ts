@@ -413,15 +413,43 @@ export function buildProgram(): Command {
 
   program
     .command('quantize')
-    .description('loss of the q8_0 / q4_0 fast path vs f32 on validation text; with --out also writes the model as a quantised GGUF file')
+    .description(
+      'loss of the quantised fast path vs f32 on validation text; with --out also writes the model as a quantised GGUF file; with --experts-only the routed experts alone at --bits (MoQE), a table per domain',
+    )
+    .argument('[run]', 'the model (same as --model)')
     .option('--ckpt <dir>', 'run directory or checkpoint directory')
     .option('--model <path>', 'a moe-ts run/checkpoint directory or a .gguf file')
     .option('--quant <q...>', 'formats to report (f32 is always included)', ['q8_0', 'q4_0'])
-    .option('--data <source>', 'corpus whose validation split is scored (a name or a path)', 'shakespeare')
-    .option('--tokens <n>', 'validation tokens scored at most', intArg('--tokens', 2), 4096)
-    .option('--out <file.gguf>', 'write the model as GGUF in the first --quant format')
+    .option('--data <sources...>', 'corpus whose validation split is scored (a name or a path; default shakespeare; --experts-only: shakespeare wikitext linux)')
+    .option('--tokens <n>', 'validation tokens scored at most (per corpus)', intArg('--tokens', 2), 4096)
+    .option('--out <path>', 'write the model as GGUF in the first --quant format; --experts-only: the directory for quantize-experts.md/.json (default: the run directory)')
+    .option('--experts-only', 'quantise only the routed FFN experts (MoQE); attention, embeddings, dense FFNs and the head stay at --rest')
+    .option('--bits <b...>', '--experts-only: expert bits to compare, among 2 (q2_m), 3 (q3_m), 4 (q4_0), 8 (q8_0)', ['2', '3', '4', '8'])
+    .option('--rest <fmt>', '--experts-only: format of every other weight, f32 or q8_0', 'f32')
     .option('--json', 'print JSON instead of a table')
-    .action(async (o) => {
+    .action(async (run: string | undefined, o) => {
+      if (run) {
+        if (o.model || o.ckpt) throw new ConfigError('quantize: give the model as the argument or as --model/--ckpt, not both');
+        o.model = run;
+      }
+      if (o.expertsOnly) {
+        const { runQuantizeExperts } = await import('../adapt/quantize-experts.js');
+        const { formatAdaptTable } = await import('../adapt/common.js');
+        const { WasmQuantKernels } = await import('../kernels/wasm/quant.js');
+        const fs = await import('node:fs');
+        const p = modelPath(o);
+        const bits = (o.bits as string[]).map((b) => {
+          const x = Number(b);
+          if (![2, 3, 4, 8].includes(x)) throw new ConfigError(`--bits must be among 2, 3, 4, 8, got "${b}"`);
+          return x;
+        });
+        const out = o.out ?? (fs.statSync(p).isDirectory() ? p : '.');
+        const r = runQuantizeExperts({ model: p, bits, rest: o.rest, sources: o.data, tokens: o.tokens, out, kernels: new WasmQuantKernels() });
+        process.stdout.write(o.json ? JSON.stringify(r, null, 2) + '\n' : formatAdaptTable(r) + `\ntable: ${r.files!.md}, ${r.files!.json}\n`);
+        return;
+      }
+      if (o.data && o.data.length > 1) throw new ConfigError('quantize: --data takes one corpus (several only with --experts-only)');
+      o.data = o.data?.[0] ?? 'shakespeare';
       const { loadModelForInference, quantizedLoss } = await import('../infer/index.js');
       const { QUANT_FORMATS } = await import('../kernels/quant.js');
       const { loadCorpusSplits } = await import('../data/corpus.js');

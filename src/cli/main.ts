@@ -557,6 +557,8 @@ export function buildProgram(): Command {
       floatArg('--save', (x) => x >= 0 && x < 1, 'in [0, 1)'),
     )
     .option('--calibration <n>', 'calibration windows per domain (default 8)', intArg('--calibration'))
+    .option('--criterion <c>', 'which experts go: usage (least router weight on calibration text) or router-change (router rows that moved least from --reference)', 'usage')
+    .option('--reference <model>', 'router-change: the model fine-tuning started from (e.g. the upcycled run)')
     .option('--data <sources...>', 'corpora for calibration and the table (default: shakespeare wikitext linux)')
     .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
     .option('--overwrite', 'replace a run already in --out')
@@ -573,7 +575,18 @@ export function buildProgram(): Command {
       const { runPrune } = await import('../adapt/prune.js');
       const { formatAdaptTable } = await import('../adapt/common.js');
       await withBackend(o, async () => {
-        const r = runPrune({ model, out: o.out, fractions, save: o.save, calibration: o.calibration, sources: o.data, batches: o.batches, overwrite: Boolean(o.overwrite) });
+        const r = runPrune({
+          model,
+          out: o.out,
+          fractions,
+          save: o.save,
+          calibration: o.calibration,
+          sources: o.data,
+          batches: o.batches,
+          overwrite: Boolean(o.overwrite),
+          criterion: o.criterion,
+          reference: o.reference,
+        });
         process.stdout.write(formatAdaptTable(r) + `\nrun: ${o.out}; table: ${r.files.md}, ${r.files.json}\n`);
       });
     });

@@ -38,6 +38,7 @@ export * from './adapt/common.js';
 export * from './adapt/upcycle.js';
 export * from './adapt/peft.js';
 export * from './adapt/prune.js';
+export * from './adapt/quantize-experts.js';
 export * from './adapt/analyze.js';
 export * from './adapt/reroute.js';
 export {

@@ -557,7 +557,11 @@ export function buildProgram(): Command {
       floatArg('--save', (x) => x >= 0 && x < 1, 'in [0, 1)'),
     )
     .option('--calibration <n>', 'calibration windows per domain (default 8)', intArg('--calibration'))
-    .option('--criterion <c>', 'which experts go: usage (least router weight on calibration text) or router-change (router rows that moved least from --reference)', 'usage')
+    .option(
+      '--criterion <c>',
+      'which experts go: usage (least router weight on calibration text), router-change (router rows that moved least from --reference), or moe-pruner (no expert goes: that fraction of the weights inside each expert, by |W| x gate-weighted input norm)',
+      'usage',
+    )
     .option('--reference <model>', 'router-change: the model fine-tuning started from (e.g. the upcycled run)')
     .option('--data <sources...>', 'corpora for calibration and the table (default: shakespeare wikitext linux)')
     .option('--batches <n>', 'validation batches per domain', intArg('--batches'))

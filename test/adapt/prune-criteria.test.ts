@@ -7,7 +7,8 @@ import { MoETransformerLM } from '../../src/models/transformer.js';
 import { parseRunConfig } from '../../src/models/config.js';
 import { ByteTokenizer } from '../../src/data/tokenizer/index.js';
 import { saveModelRun, loadAnyModel } from '../../src/adapt/common.js';
-import { routerChange, runPrune } from '../../src/adapt/prune.js';
+import { routerChange, runPrune, moePrunerStats, applyMoEPruner } from '../../src/adapt/prune.js';
+import { FFNExperts } from '../../src/moe/experts/ffn.js';
 import { tmpDir } from '../train/helpers.js';
 
 const cfg = parseRunConfig({
@@ -71,6 +72,57 @@ test('routerChange measures each expert row’s distance from the reference; pru
     assert.throws(() => runPrune({ model: path.join(dir, 'tuned'), out: path.join(dir, 'x'), fractions: [0.5], criterion: 'magnitude' as never }), /--criterion must be one of usage, router-change/);
     const other = new MoETransformerLM({ ...cfg.model, num_local_experts: 2 }, 1);
     assert.throws(() => routerChange(tuned, other), /it has 2 experts per layer, the model 4/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('MoE-Pruner: per output row, the weights with the least |W| x gate-weighted input norm go, at exactly the requested sparsity', () => {
+  const m = new MoETransformerLM(cfg.model, 9).eval();
+  const windows = [Int32Array.from({ length: 16 }, (_, i) => (i * 41 + 3) % 256)];
+  const stats = moePrunerStats(m, windows);
+  const b = m.layers[0].block_sparse_moe!.experts as FFNExperts;
+  const [d, f, E] = [b.dModel, b.dFF, b.numExperts];
+  assert.ok(stats.in1[0].some((v) => v > 0) && stats.in2[0].some((v) => v > 0));
+  // constructed statistics: input feature 0 never seen (norm 0), feature 1 dominant: 0 goes first, 1 stays, whatever the magnitudes
+  for (let e = 0; e < E; e++)
+    for (let i = 0; i < d; i++) {
+      stats.in1[0][e * d + i] = i === 0 ? 0 : i === 1 ? 1e14 : 1;
+      b.w1.data[e * d * f + 1 * f] = 1e-6; // feature 1's weight into output 0 of each expert: tiny
+    }
+  const w1 = b.w1.data.slice();
+  const zeroed = applyMoEPruner(m, stats, 0.25);
+  const k = Math.round(0.25 * d);
+  for (let e = 0; e < E; e++)
+    for (let j = 0; j < f; j++) {
+      const o = e * d * f;
+      let zeros = 0;
+      for (let i = 0; i < d; i++) zeros += b.w1.data[o + i * f + j] === 0 ? 1 : 0;
+      assert.equal(zeros, k, `expert ${e} row ${j}: sparsity`);
+      assert.equal(b.w1.data[o + j], 0, 'feature 0 (no activation) is pruned');
+      assert.equal(b.w1.data[o + f + j], w1[o + f + j], 'feature 1 (dominant activation) is kept, even when tiny');
+      // the kept weights are untouched, and the pruned ones are the lowest scores
+      const score = (i: number) => Math.abs(w1[o + i * f + j]) * Math.sqrt(stats.in1[0][e * d + i]);
+      let maxPruned = 0;
+      let minKept = Infinity;
+      for (let i = 0; i < d; i++) {
+        if (b.w1.data[o + i * f + j] === 0) maxPruned = Math.max(maxPruned, score(i));
+        else minKept = Math.min(minKept, score(i));
+      }
+      assert.ok(maxPruned <= minKept, `expert ${e} row ${j}`);
+    }
+  const rows = 2 * E * f + E * d; // w1, w3 rows of d inputs; w2 rows of f inputs
+  assert.ok(zeroed > 0 && zeroed <= rows * Math.max(d, f));
+  // through runPrune: the saved run's experts are at the requested sparsity, all experts stay
+  const dir = tmpDir('prune-mp');
+  try {
+    saveModelRun(path.join(dir, 'moe'), new MoETransformerLM(cfg.model, 9), new ByteTokenizer(), cfg);
+    const r = runPrune({ model: path.join(dir, 'moe'), out: path.join(dir, 'pruned'), fractions: [0.5], criterion: 'moe-pruner', batches: 1, calibration: 1 });
+    assert.match(r.rows[1].label, /50% of expert weights zeroed/);
+    const p = loadAnyModel(path.join(dir, 'pruned')).model;
+    assert.equal(p.config.num_local_experts, 4);
+    const w = (p.layers[1].block_sparse_moe!.experts as FFNExperts).w2.data;
+    assert.equal(w.filter((v) => v === 0).length, w.length / 2);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

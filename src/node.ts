@@ -56,6 +56,7 @@ export * from './adapt/extend.js';
 export * from './adapt/merge.js';
 export * from './adapt/distill.js';
 export * from './train/distill.js';
+export * from './adapt/quantize-experts.js';
 export * from './adapt/analyze.js';
 export * from './adapt/reroute.js';
 export {

@@ -45,7 +45,7 @@ export const columns: Column[] = [
 interface Case {
   id: string;
   model: Record<string, unknown>;
-  quants: QuantFormat[];
+  quants: ('f32' | 'q8_0' | 'q4_0')[];
 }
 
 export const CASES: readonly Case[] = [

@@ -111,19 +111,23 @@ export interface AdaptReport {
   /** One-line description of the transform and its settings. */
   summary: string;
   rows: ModelMeasure[];
+  /** Extra table columns (one value per row), after the loss columns. */
+  columns?: { head: string; values: string[] }[];
   [extra: string]: unknown;
 }
 
 /** The report's Markdown table: loss per domain, total loss, parameters, active parameters, tokens/s. */
 export function formatAdaptTable(r: AdaptReport): string {
   const domains = r.rows[0]?.domains.map((d) => d.domain) ?? [];
-  const head = ['model', ...domains.map((d) => `loss ${d}`), 'loss (all)', 'params', 'active params', 'tokens/s'];
+  const extra = r.columns ?? [];
+  const head = ['model', ...domains.map((d) => `loss ${d}`), 'loss (all)', ...extra.map((c) => c.head), 'params', 'active params', 'tokens/s'];
   const lines = [`# moe-ts ${r.command}`, '', r.summary, '', `| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
-  for (const m of r.rows) {
+  for (const [i, m] of r.rows.entries()) {
     const cells = [
       m.label,
       ...domains.map((d) => (m.domains.find((x) => x.domain === d)?.loss ?? NaN).toFixed(4)),
       m.loss.toFixed(4),
+      ...extra.map((c) => c.values[i] ?? ''),
       m.params.toLocaleString('en-US'),
       m.activeParams.toLocaleString('en-US'),
       Math.round(m.tokensPerSec).toLocaleString('en-US'),

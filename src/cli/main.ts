@@ -499,17 +499,45 @@ export function buildProgram(): Command {
 
   program
     .command('quantize')
-    .description('loss of the q8_0 / q4_0 fast path vs f32 on validation text; with --out also writes the model as a quantised GGUF file')
+    .description(
+      'loss of the quantised fast path vs f32 on validation text; with --out also writes the model as a quantised GGUF file; with --experts-only the routed experts alone at --bits (MoQE), a table per domain',
+    )
+    .argument('[run]', 'the model (same as --model)')
     .option('--ckpt <dir>', 'run directory or checkpoint directory')
     .option('--model <path>', 'a moe-ts run/checkpoint directory or a .gguf file')
     .option('--quant <q...>', 'formats to report (f32 is always included)', ['q8_0', 'q4_0'])
-    .option('--data <source>', 'corpus whose validation split is scored (a name or a path)', 'shakespeare')
-    .option('--tokens <n>', 'validation tokens scored at most', intArg('--tokens', 2), 4096)
-    .option('--out <file.gguf>', 'write the model as GGUF in the first --quant format')
+    .option('--data <sources...>', 'corpus whose validation split is scored (a name or a path; default shakespeare; --experts-only: shakespeare wikitext linux)')
+    .option('--tokens <n>', 'validation tokens scored at most (per corpus)', intArg('--tokens', 2), 4096)
+    .option('--out <path>', 'write the model as GGUF in the first --quant format; --experts-only: the directory for quantize-experts.md/.json (default: the run directory)')
+    .option('--experts-only', 'quantise only the routed FFN experts (MoQE); attention, embeddings, dense FFNs and the head stay at --rest')
+    .option('--bits <b...>', '--experts-only: expert bits to compare, among 2 (q2_m), 3 (q3_m), 4 (q4_0), 8 (q8_0)', ['2', '3', '4', '8'])
+    .option('--rest <fmt>', '--experts-only: format of every other weight, f32 or q8_0', 'f32')
     .option('--skip-thresholds <t...>', 'also score AdapMoE expert skipping at these thresholds (f32 weights)')
     .option('--capacity-factors <c...>', 'also score capacity-aware token dropping at these capacity factors (f32 weights)')
     .option('--json', 'print JSON instead of a table')
-    .action(async (o) => {
+    .action(async (run: string | undefined, o) => {
+      if (run) {
+        if (o.model || o.ckpt) throw new ConfigError('quantize: give the model as the argument or as --model/--ckpt, not both');
+        o.model = run;
+      }
+      if (o.expertsOnly) {
+        const { runQuantizeExperts } = await import('../adapt/quantize-experts.js');
+        const { formatAdaptTable } = await import('../adapt/common.js');
+        const { WasmQuantKernels } = await import('../kernels/wasm/quant.js');
+        const fs = await import('node:fs');
+        const p = modelPath(o);
+        const bits = (o.bits as string[]).map((b) => {
+          const x = Number(b);
+          if (![2, 3, 4, 8].includes(x)) throw new ConfigError(`--bits must be among 2, 3, 4, 8, got "${b}"`);
+          return x;
+        });
+        const out = o.out ?? (fs.statSync(p).isDirectory() ? p : '.');
+        const r = runQuantizeExperts({ model: p, bits, rest: o.rest, sources: o.data, tokens: o.tokens, out, kernels: new WasmQuantKernels() });
+        process.stdout.write(o.json ? JSON.stringify(r, null, 2) + '\n' : formatAdaptTable(r) + `\ntable: ${r.files!.md}, ${r.files!.json}\n`);
+        return;
+      }
+      if (o.data && o.data.length > 1) throw new ConfigError('quantize: --data takes one corpus (several only with --experts-only)');
+      o.data = o.data?.[0] ?? 'shakespeare';
       const { loadModelForInference, quantizedLoss, routingLoss } = await import('../infer/index.js');
       const { QUANT_FORMATS } = await import('../kernels/quant.js');
       const { loadCorpusSplits } = await import('../data/corpus.js');
@@ -641,6 +669,12 @@ export function buildProgram(): Command {
       floatArg('--save', (x) => x >= 0 && x < 1, 'in [0, 1)'),
     )
     .option('--calibration <n>', 'calibration windows per domain (default 8)', intArg('--calibration'))
+    .option(
+      '--criterion <c>',
+      'which experts go: usage (least router weight on calibration text), router-change (router rows that moved least from --reference), or moe-pruner (no expert goes: that fraction of the weights inside each expert, by |W| x gate-weighted input norm)',
+      'usage',
+    )
+    .option('--reference <model>', 'router-change: the model fine-tuning started from (e.g. the upcycled run)')
     .option('--data <sources...>', 'corpora for calibration and the table (default: shakespeare wikitext linux)')
     .option('--batches <n>', 'validation batches per domain', intArg('--batches'))
     .option('--overwrite', 'replace a run already in --out')
@@ -657,7 +691,18 @@ export function buildProgram(): Command {
       const { runPrune } = await import('../adapt/prune.js');
       const { formatAdaptTable } = await import('../adapt/common.js');
       await withBackend(o, async () => {
-        const r = runPrune({ model, out: o.out, fractions, save: o.save, calibration: o.calibration, sources: o.data, batches: o.batches, overwrite: Boolean(o.overwrite) });
+        const r = runPrune({
+          model,
+          out: o.out,
+          fractions,
+          save: o.save,
+          calibration: o.calibration,
+          sources: o.data,
+          batches: o.batches,
+          overwrite: Boolean(o.overwrite),
+          criterion: o.criterion,
+          reference: o.reference,
+        });
         process.stdout.write(formatAdaptTable(r) + `\nrun: ${o.out}; table: ${r.files.md}, ${r.files.json}\n`);
       });
     });

@@ -25,6 +25,12 @@ import type { RouterContext } from '../moe/types.js';
 export interface DecodeEngineOptions {
   /** Weight format of every projection, expert and the LM head (default f32). */
   quant?: QuantFormat;
+  /**
+   * Weight format of the routed FFN experts only (default: `quant`), e.g. q2_m experts with f32
+   * or q8_0 attention, embeddings and dense FFNs (MoQE). Experts that run through their layer's
+   * own forward (the 'module' FFN kinds, see the file comment) stay float32.
+   */
+  expertQuant?: QuantFormat;
   /** KV cache capacity in tokens (default max_position_embeddings). */
   capacity?: number;
   /** Seeds the router context's Rng (routers are deterministic in eval mode). */
@@ -141,6 +147,8 @@ function unsupportedReason(model: MoETransformerLM): string | null {
 /** A model compiled for fast cached decoding (see the file comment). */
 export class DecodeEngine {
   readonly quant: QuantFormat;
+  /** Weight format of the routed FFN experts. */
+  readonly expertQuant: QuantFormat;
   readonly capacity: number;
   /** Tokens in the KV cache. */
   length = 0;
@@ -167,8 +175,12 @@ export class DecodeEngine {
   private readonly capacityFactor: number;
   /** Counters of skipThreshold / capacityFactor since construction. */
   readonly drops: RoutingDropStats = { assignments: 0, skipped: 0, capacityDropped: 0 };
-  /** Bytes of weights held (quantised where quantised) plus the KV cache. */
+  /** Bytes of weights held (quantised where quantised); the KV cache is kvBytes. */
   readonly weightBytes: number;
+  /** The part of weightBytes that is routed FFN experts compiled here. */
+  readonly expertBytes: number;
+  /** Expert weights compiled here (values). */
+  readonly expertParams: number;
   readonly kvBytes: number;
 
   /** What keeps `model` off the fast path, or null when it is supported. */
@@ -184,22 +196,28 @@ export class DecodeEngine {
     const why = unsupportedReason(model);
     if (why) throw new Error(`DecodeEngine: not supported by the fast path (${why}); use the eager model.forward`);
     const quant = opts.quant ?? 'f32';
-    if (!(QUANT_FORMATS as readonly string[]).includes(quant)) throw new Error(`DecodeEngine: quant must be one of ${QUANT_FORMATS.join(', ')}, got ${JSON.stringify(quant)}`);
+    const expertQuant = opts.expertQuant ?? quant;
+    for (const [k, v] of [
+      ['quant', quant],
+      ['expertQuant', expertQuant],
+    ])
+      if (!(QUANT_FORMATS as readonly string[]).includes(v)) throw new Error(`DecodeEngine: ${k} must be one of ${QUANT_FORMATS.join(', ')}, got ${JSON.stringify(v)}`);
     const cap = opts.capacity ?? c.max_position_embeddings;
     if (!Number.isInteger(cap) || cap < 1 || cap > c.max_position_embeddings) throw new Error(`DecodeEngine: capacity must be an integer in [1, ${c.max_position_embeddings}], got ${cap}`);
     this.quant = quant;
+    this.expertQuant = expertQuant;
     this.capacity = cap;
     this.d = c.hidden_size;
     this.H = c.num_attention_heads;
     this.KV = kvHeadsOf(c);
     this.Dh = headDimOf(c);
     this.V = c.vocab_size;
-    if (quant !== 'f32') {
+    if (quant !== 'f32' || expertQuant !== 'f32') {
       for (const [what, n] of [
         ['hidden_size', this.d],
         ['head projections (heads * head_dim)', this.H * this.Dh],
       ] as const)
-        if (n % 32 !== 0) throw new Error(`DecodeEngine: quant ${quant} needs ${what} to be a multiple of 32, got ${n}`);
+        if (n % 32 !== 0) throw new Error(`DecodeEngine: quant ${quant !== 'f32' ? quant : expertQuant} needs ${what} to be a multiple of 32, got ${n}`);
     }
     this.ctx = { training: false, step: 0, rng: new Rng((opts.seed ?? 0) ^ 0x5bd1e995) };
     let bytes = 0;
@@ -252,6 +270,17 @@ export class DecodeEngine {
       this.ffn.push(this.compileFFN(layer, q, lin));
     }
     this.weightBytes = bytes;
+    let eb = 0;
+    let ep = 0;
+    for (const f of this.ffn)
+      if (f.kind === 'moe')
+        for (const e of f.experts)
+          for (const m of [e.w1, e.w2, e.w3]) {
+            eb += m?.bytes ?? 0;
+            ep += m ? m.rows * m.cols : 0;
+          }
+    this.expertBytes = eb;
+    this.expertParams = ep;
     this.kvBytes = 2 * kvLen * 4 * model.layers.length;
     this.src?.bind(kern, this.weightBytes + this.kvBytes);
     // RoPE tables for every position, as ropeTables computes them (float64 angles, float32 cos/sin)
@@ -271,7 +300,7 @@ export class DecodeEngine {
 
   private compileFFN(
     layer: DecoderLayer,
-    q: (w: Float32Array, rows: number, cols: number) => PreparedMatrix,
+    q: (w: Float32Array, rows: number, cols: number, fmt?: QuantFormat) => PreparedMatrix,
     lin: (l: { weight: Tensor; bias: Tensor | null; inFeatures: number; outFeatures: number }, name?: string) => { w: PreparedMatrix; b: Float32Array | null },
   ): FFN {
     if (layer.mlp) {
@@ -301,9 +330,9 @@ export class DecodeEngine {
     for (let e = 0; e < ex.numExperts; e++) {
       const o = e * d * f;
       experts.push({
-        w1: q(transpose(ex.w1.data, o, d, f), f, d),
-        w3: ex.w3 ? q(transpose(ex.w3.data, o, d, f), f, d) : null,
-        w2: q(transpose(ex.w2.data, o, f, d), d, f),
+        w1: q(transpose(ex.w1.data, o, d, f), f, d, this.expertQuant),
+        w3: ex.w3 ? q(transpose(ex.w3.data, o, d, f), f, d, this.expertQuant) : null,
+        w2: q(transpose(ex.w2.data, o, f, d), d, f, this.expertQuant),
       });
     }
     return { kind: 'moe', layer, experts, silu: ex.activation === 'swiglu', dFF: f, index: layer.index, external: false };

@@ -17,10 +17,22 @@ export interface QuantLoss {
   tokens: number;
   /** Bytes of weights the fast path holds in this format. */
   weightBytes: number;
+  /** The routed FFN experts' part of weightBytes, and their format. */
+  expertBytes: number;
+  expertQuant: QuantFormat;
 }
 
-/** Cross-entropy of `text` under the fast path in each of `quants` (windows of at most max_position_embeddings, capped at `maxTokens`). */
-export function quantizedLoss(model: MoETransformerLM, tokenizer: Tokenizer, text: string, opts: { quants: QuantFormat[]; maxTokens?: number; window?: number; kernels?: QuantKernels }): QuantLoss[] {
+/**
+ * Cross-entropy of `text` under the fast path in each of `quants` (windows of at most
+ * max_position_embeddings, capped at `maxTokens`). With `expertsOnly`, each format applies to
+ * the routed experts alone and every other weight is in `rest` (default f32): MoQE's setting.
+ */
+export function quantizedLoss(
+  model: MoETransformerLM,
+  tokenizer: Tokenizer,
+  text: string,
+  opts: { quants: QuantFormat[]; maxTokens?: number; window?: number; kernels?: QuantKernels; expertsOnly?: boolean; rest?: QuantFormat },
+): QuantLoss[] {
   const maxTokens = opts.maxTokens ?? 4096;
   if (!Number.isInteger(maxTokens) || maxTokens < 2) throw new Error(`quantizedLoss: maxTokens must be an integer >= 2, got ${maxTokens}`);
   const ids = tokenizer.encode(text).subarray(0, maxTokens);
@@ -28,9 +40,10 @@ export function quantizedLoss(model: MoETransformerLM, tokenizer: Tokenizer, tex
   const W = Math.min(opts.window ?? 128, model.config.max_position_embeddings);
   const V = model.config.vocab_size;
   return opts.quants.map((quant) => {
-    const eng = new DecodeEngine(model, { quant, capacity: W, ...(opts.kernels ? { kernels: opts.kernels } : {}) });
+    const q = opts.expertsOnly ? { quant: opts.rest ?? 'f32', expertQuant: quant } : { quant };
+    const eng = new DecodeEngine(model, { ...q, capacity: W, ...(opts.kernels ? { kernels: opts.kernels } : {}) });
     const r = engineLoss(eng, ids, W, V);
-    return { quant, loss: r.loss, tokens: r.tokens, weightBytes: eng.weightBytes };
+    return { quant, loss: r.loss, tokens: r.tokens, weightBytes: eng.weightBytes, expertBytes: eng.expertBytes, expertQuant: eng.expertQuant };
   });
 }
 

@@ -7,6 +7,11 @@
  * - q8_0: 34-byte blocks: f16 scale d, then 32 int8 q; x ~ q * d.
  * - q4_0: 18-byte blocks: f16 scale d, then 16 bytes, byte j = q[j] | q[j + 16] << 4; x ~ (q - 8) * d.
  * - f32: plain float32 (no blocks), the unquantised case of the same kernels.
+ * - q3_m / q2_m: moe-ts low-bit formats for experts (MoQE), not ggml types. Blocks of 32 with an
+ *   f16 scale d, an f16 minimum m, then the 32 codes q in [0, 2^bits) as a little-endian bit
+ *   stream (value j at bit bits*j): 16 bytes (4.0 bits/weight) for q3_m, 12 (3.0) for q2_m;
+ *   x ~ q * d + m. The quantiser searches a clipped range per block and refits d, m by least
+ *   squares. Their dot product with a q8_0 activation block is d_w d_x sum(q xq) + m_w d_x sum(xq).
  * The kernels compute out[t, r] = sum_c W[r, c] x[t, c]. For q8_0/q4_0 weights the activation
  * row is first quantised to q8_0 blocks (per row, per block of 32, as ggml's vec_dot does), and
  * each block's integer dot product is scaled by d_w * d_x. The type is general (any [rows, cols]
@@ -15,13 +20,15 @@
 import { f16BitsToF32, f32ToF16Bits } from '../tensor/dtype.js';
 
 /** Storage formats of a QuantMatrix. */
-export type QuantFormat = 'f32' | 'q8_0' | 'q4_0';
+export type QuantFormat = 'f32' | 'q8_0' | 'q4_0' | 'q3_m' | 'q2_m';
 /** Every QuantFormat, for validation and CLI help. */
-export const QUANT_FORMATS: readonly QuantFormat[] = ['f32', 'q8_0', 'q4_0'];
+export const QUANT_FORMATS: readonly QuantFormat[] = ['f32', 'q8_0', 'q4_0', 'q3_m', 'q2_m'];
 /** Values per quantisation block (ggml's QK8_0 = QK4_0). */
 export const QBLOCK = 32;
-/** Bytes per block of each block format (ggml's type sizes). */
-export const QBLOCK_BYTES: Readonly<Record<'q8_0' | 'q4_0', number>> = { q8_0: 34, q4_0: 18 };
+/** Bytes per block of each block format (ggml's type sizes for q8_0 / q4_0). */
+export const QBLOCK_BYTES: Readonly<Record<Exclude<QuantFormat, 'f32'>, number>> = { q8_0: 34, q4_0: 18, q3_m: 16, q2_m: 12 };
+/** Code bits of the scale+min formats. */
+const MBITS: Readonly<Record<string, number>> = { q3_m: 3, q2_m: 2 };
 
 /** A [rows, cols] weight in one of the QuantFormats: a Float32Array for f32, ggml block bytes otherwise. */
 export interface QuantMatrix {
@@ -62,6 +69,10 @@ export function quantizeMatrix(w: Float32Array, rows: number, cols: number, form
   if (format === 'f32') return { format, rows, cols, data: w.slice() };
   const out = new Uint8Array(quantBytes(format, rows, cols));
   const nb = w.length / QBLOCK;
+  if (format === 'q3_m' || format === 'q2_m') {
+    for (let b = 0; b < nb; b++) quantizeBlockM(w, b * QBLOCK, MBITS[format], out, b * QBLOCK_BYTES[format]);
+    return { format, rows, cols, data: out };
+  }
   for (let b = 0; b < nb; b++) {
     const o = b * QBLOCK;
     if (format === 'q8_0') {
@@ -100,6 +111,104 @@ export function quantizeMatrix(w: Float32Array, rows: number, cols: number, form
   return { format, rows, cols, data: out };
 }
 
+/** Codes of one block for scale d and min m (both already f16-rounded), into q; returns the squared error. */
+function codesM(w: Float32Array, o: number, L: number, d: number, m: number, q: Uint8Array): number {
+  const id = d > 0 ? 1 / d : 0;
+  let err = 0;
+  for (let j = 0; j < QBLOCK; j++) {
+    const c = Math.max(0, Math.min(L, Math.round((w[o + j] - m) * id)));
+    q[j] = c;
+    const e = c * d + m - w[o + j];
+    err += e * e;
+  }
+  return err;
+}
+
+const f16r = (v: number): number => F16[f32ToF16Bits(v)];
+const qScratch = new Uint8Array(QBLOCK);
+const qBest = new Uint8Array(QBLOCK);
+
+/**
+ * One q3_m / q2_m block: try ranges clipped by 0..20% at either end, keep the one with the
+ * least squared error, refit d, m to its codes by least squares, and keep whichever is better.
+ */
+function quantizeBlockM(w: Float32Array, o: number, bits: number, out: Uint8Array, base: number): void {
+  const L = (1 << bits) - 1;
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (let j = 0; j < QBLOCK; j++) {
+    lo = Math.min(lo, w[o + j]);
+    hi = Math.max(hi, w[o + j]);
+  }
+  const range = hi - lo;
+  let best = Infinity;
+  let bd = 0;
+  let bm = f16r(lo);
+  const shrink = [0, 0.05, 0.1, 0.15, 0.2];
+  for (const a of shrink)
+    for (const c of shrink) {
+      const m = f16r(lo + a * range);
+      const d = f16r(Math.max(0, hi - c * range - m) / L);
+      const err = codesM(w, o, L, d, m, qScratch);
+      if (err < best) [best, bd, bm] = [err, d, m];
+      if (range === 0) break;
+    }
+  codesM(w, o, L, bd, bm, qBest);
+  // least-squares refit of x ~ q d + m on the chosen codes
+  let sq = 0;
+  let sqq = 0;
+  let sx = 0;
+  let sqx = 0;
+  for (let j = 0; j < QBLOCK; j++) {
+    sq += qBest[j];
+    sqq += qBest[j] * qBest[j];
+    sx += w[o + j];
+    sqx += qBest[j] * w[o + j];
+  }
+  const det = QBLOCK * sqq - sq * sq;
+  if (det > 0) {
+    const d = f16r((QBLOCK * sqx - sq * sx) / det);
+    const m = f16r((sx - d * sq) / QBLOCK);
+    if (d > 0 && codesM(w, o, L, d, m, qScratch) < best) {
+      [bd, bm] = [d, m];
+      qBest.set(qScratch);
+    }
+  }
+  const hd = f32ToF16Bits(bd);
+  const hm = f32ToF16Bits(bm);
+  out[base] = hd & 0xff;
+  out[base + 1] = hd >> 8;
+  out[base + 2] = hm & 0xff;
+  out[base + 3] = hm >> 8;
+  for (let j = 0; j < QBLOCK; j++) {
+    const bit = bits * j;
+    const v = qBest[j] << (bit & 7);
+    out[base + 4 + (bit >> 3)] |= v & 0xff;
+    if (v > 0xff) out[base + 5 + (bit >> 3)] |= v >> 8;
+  }
+}
+
+/** The 32 codes of a q3_m / q2_m block at `base` (value j at bit bits*j after the 4 header bytes). */
+function unpackM(src: Uint8Array, base: number, bits: number, q: Int32Array): void {
+  const mask = (1 << bits) - 1;
+  const p = base + 4;
+  if (bits === 2) {
+    for (let k = 0; k < 8; k++) {
+      const v = src[p + k];
+      q[4 * k] = v & 3;
+      q[4 * k + 1] = (v >> 2) & 3;
+      q[4 * k + 2] = (v >> 4) & 3;
+      q[4 * k + 3] = v >> 6;
+    }
+    return;
+  }
+  for (let g = 0; g < 4; g++) {
+    const v = src[p + 3 * g] | (src[p + 3 * g + 1] << 8) | (src[p + 3 * g + 2] << 16);
+    for (let i = 0; i < 8; i++) q[8 * g + i] = (v >> (bits * i)) & mask;
+  }
+}
+const unpacked = new Int32Array(QBLOCK);
+
 /** Wrap ggml block bytes, such as a GGUF tensor's data with ne0 = cols, as a QuantMatrix; checks the length. */
 export function quantMatrixFromBlocks(format: QuantFormat, rows: number, cols: number, bytes: Uint8Array | Float32Array): QuantMatrix {
   checkShape('quantMatrixFromBlocks', format, rows, cols);
@@ -118,6 +227,18 @@ export function dequantizeMatrix(m: QuantMatrix): Float32Array {
   const src = m.data as Uint8Array;
   const out = new Float32Array(m.rows * m.cols);
   const nb = out.length / QBLOCK;
+  if (m.format === 'q3_m' || m.format === 'q2_m') {
+    const bits = MBITS[m.format];
+    const bb = QBLOCK_BYTES[m.format];
+    for (let b = 0; b < nb; b++) {
+      const base = b * bb;
+      const d = F16[src[base] | (src[base + 1] << 8)];
+      const mn = F16[src[base + 2] | (src[base + 3] << 8)];
+      unpackM(src, base, bits, unpacked);
+      for (let j = 0; j < QBLOCK; j++) out[b * QBLOCK + j] = unpacked[j] * d + mn;
+    }
+    return out;
+  }
   for (let b = 0; b < nb; b++) {
     const o = b * QBLOCK;
     if (m.format === 'q8_0') {
@@ -221,6 +342,34 @@ export function qmatmul(w: QuantMatrix, x: Float32Array, n: number, out: Float32
         }
         if (acc) out[t * ldo + r] += s;
         else out[t * ldo + r] = s;
+      }
+    }
+  } else if (w.format === 'q3_m' || w.format === 'q2_m') {
+    const bits = MBITS[w.format];
+    const bb = QBLOCK_BYTES[w.format];
+    // per activation block: the sum of its codes (the min term's factor)
+    const xs = new Int32Array(n * nb);
+    for (let i = 0; i < n * nb; i++) {
+      let t = 0;
+      for (let j = 0; j < QBLOCK; j++) t += xqv[i * QBLOCK + j];
+      xs[i] = t;
+    }
+    for (let r = 0; r < rows; r++) {
+      const rb = r * nb * bb;
+      for (let b = 0; b < nb; b++) {
+        const base = rb + b * bb;
+        const d = F16[src[base] | (src[base + 1] << 8)];
+        const mn = F16[src[base + 2] | (src[base + 3] << 8)];
+        unpackM(src, base, bits, unpacked);
+        for (let t = 0; t < n; t++) {
+          const xo = (t * nb + b) * QBLOCK;
+          let isum = 0;
+          for (let j = 0; j < QBLOCK; j++) isum += unpacked[j] * xqv[xo + j];
+          const s = xd[t * nb + b] * (d * isum + mn * xs[t * nb + b]);
+          // the first block of a row initialises (unless accumulating), later ones add
+          if (b === 0 && !acc) out[t * ldo + r] = s;
+          else out[t * ldo + r] += s;
+        }
       }
     }
   } else {

@@ -1,12 +1,13 @@
 /**
  * QuantKernels on WebAssembly SIMD (assembly/quant.ts): weights are copied once into the module's
  * own memory in their ggml block layout; each product copies the q8_0-quantised activations in
- * and the result out. Single-threaded (one instance per engine).
+ * and the result out. Single-threaded (one instance per engine). The moe-ts low-bit formats
+ * (q3_m, q2_m) have no wasm kernel yet: they stay in js memory and run the js reference qmatmul.
  */
 import { readFileSync } from 'node:fs';
 import { f16BitsToF32 } from '../../tensor/dtype.js';
 import { WA, type WasmMemory, type WasmModule } from './wa.js';
-import { quantizeRowsQ8, quantBytes, type QuantFormat, type PreparedMatrix, type QuantKernels, type QuantMatrix, type Q8Rows } from '../quant.js';
+import { quantizeRowsQ8, quantBytes, qmatmul, type QuantFormat, type PreparedMatrix, type QuantKernels, type QuantMatrix, type Q8Rows } from '../quant.js';
 
 interface QuantExports {
   qmatmul(fmt: number, w: number, rows: number, cols: number, xq: number, xd: number, n: number, out: number, ldo: number, acc: number, f16tab: number): void;
@@ -50,6 +51,7 @@ export class WasmQuantKernels implements QuantKernels {
   }
 
   prepare(m: QuantMatrix): PreparedMatrix {
+    if (m.format !== 'f32' && !(m.format in FMT)) return { format: m.format, rows: m.rows, cols: m.cols, bytes: m.data.byteLength, ref: m };
     const bytes = m.data.byteLength;
     const ptr = this.alloc(bytes);
     new Uint8Array(this.mem.buffer, ptr, bytes).set(new Uint8Array(m.data.buffer, m.data.byteOffset, bytes));
@@ -70,6 +72,7 @@ export class WasmQuantKernels implements QuantKernels {
   }
 
   matmul(w: PreparedMatrix, x: Float32Array, n: number, out: Float32Array, opts: { accumulate?: boolean; ldo?: number } = {}): Float32Array {
+    if (w.format !== 'f32' && !(w.format in FMT)) return qmatmul(w.ref as QuantMatrix, x, n, out, opts);
     const { rows, cols } = w;
     const ldo = opts.ldo ?? rows;
     if (x.length < n * cols) throw new Error(`qmatmul: x has ${x.length} values, needs ${n} x ${cols}`);
@@ -92,7 +95,7 @@ export class WasmQuantKernels implements QuantKernels {
       new Int8Array(buf, s, n * cols).set(q.q.subarray(0, n * cols));
       const dPtr = s + n * cols; // n * cols is a multiple of 32
       new Float32Array(buf, dPtr, (n * cols) / 32).set(q.d.subarray(0, (n * cols) / 32));
-      this.ex.qmatmul(FMT[w.format], w.ref as number, rows, cols, s, dPtr, n, outPtr, ldo, acc, F16TAB);
+      this.ex.qmatmul(FMT[w.format as keyof typeof FMT], w.ref as number, rows, cols, s, dPtr, n, outPtr, ldo, acc, F16TAB);
     }
     if (ldo === rows) out.set(o);
     else for (let t = 0; t < n; t++) out.set(o.subarray(t * ldo, t * ldo + rows), t * ldo);

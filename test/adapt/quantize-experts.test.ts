@@ -1,0 +1,140 @@
+// Issue 17, low-bit experts (MoQE): only the routed experts change format, and `quantize --experts-only` reports loss vs bits.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { MoETransformerLM } from '../../src/models/transformer.js';
+import { parseRunConfig } from '../../src/models/config.js';
+import { ByteTokenizer } from '../../src/data/tokenizer/index.js';
+import { FFNExperts } from '../../src/moe/experts/ffn.js';
+import { DecodeEngine } from '../../src/infer/decode.js';
+import { quantizeMatrix, dequantizeMatrix } from '../../src/kernels/quant.js';
+import { saveModelRun, formatAdaptTable } from '../../src/adapt/common.js';
+import { runQuantizeExperts } from '../../src/adapt/quantize-experts.js';
+import { tmpDir } from '../train/helpers.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const cli = path.join(here, '../../src/cli/main.js');
+const cfg = parseRunConfig({
+  model: { vocab_size: 256, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, max_position_embeddings: 32, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 64 },
+  training: { batch_size: 2, seq_len: 16, eval_batches: 1 },
+});
+const ids = Int32Array.from({ length: 12 }, (_, i) => (i * 37 + 5) % 256);
+
+/** Replace every expert matrix by its q2_m round trip, in the [out, in] row layout the engine quantises. */
+function roundTripExperts(m: MoETransformerLM): void {
+  for (const l of m.layers) {
+    const ex = l.block_sparse_moe!.experts as FFNExperts;
+    const d = ex.dModel;
+    const f = ex.dFF;
+    for (const [t, rows, cols] of [
+      [ex.w1, f, d],
+      [ex.w3, f, d],
+      [ex.w2, d, f],
+    ] as const) {
+      if (!t) continue;
+      for (let e = 0; e < ex.numExperts; e++) {
+        const o = e * rows * cols;
+        // stored input-major [cols, rows]: transpose, quantise rows, transpose back
+        const w = new Float32Array(rows * cols);
+        for (let i = 0; i < cols; i++) for (let j = 0; j < rows; j++) w[j * cols + i] = t.data[o + i * rows + j];
+        const back = dequantizeMatrix(quantizeMatrix(w, rows, cols, 'q2_m'));
+        for (let i = 0; i < cols; i++) for (let j = 0; j < rows; j++) t.data[o + i * rows + j] = back[j * cols + i];
+      }
+    }
+  }
+}
+
+function maxRel(a: Float32Array, b: Float32Array): number {
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) [diff, scale] = [Math.max(diff, Math.abs(a[i] - b[i])), Math.max(scale, Math.abs(b[i]))];
+  return diff / (1 + scale);
+}
+
+test('expertQuant quantises the routed experts only: the engine equals f32 on a model whose experts were round-tripped', () => {
+  const m = new MoETransformerLM(cfg.model, 3).eval();
+  const f32 = new DecodeEngine(m);
+  const q2 = new DecodeEngine(m, { expertQuant: 'q2_m' });
+  // non-expert weights untouched and still f32; experts at 12 bytes per 32 values
+  assert.equal(q2.weightBytes - q2.expertBytes, f32.weightBytes - f32.expertBytes);
+  assert.equal(q2.expertParams, f32.expertParams);
+  assert.equal(f32.expertBytes, f32.expertParams * 4);
+  assert.equal(q2.expertBytes, (f32.expertParams / 32) * 12);
+  const ref = new MoETransformerLM(cfg.model, 3).eval();
+  roundTripExperts(ref);
+  const got = q2.forward(ids, true);
+  const want = new DecodeEngine(ref).forward(ids, true);
+  const plain = f32.forward(ids, true);
+  // left: only the activations' q8_0 rounding inside the experts; the 2-bit weights themselves change the logits far more
+  const near = maxRel(got, want);
+  const far = maxRel(got, plain);
+  assert.ok(near < 0.01, `vs round-tripped experts ${near}`);
+  assert.ok(far > 5 * near, `vs f32 experts ${far} (near ${near})`);
+  assert.throws(() => new DecodeEngine(m, { expertQuant: 'q5_k' as never }), /expertQuant must be one of/);
+});
+
+test('runQuantizeExperts: one row per bits, expert bytes shrink with bits, the rest stays, 8-bit loss ~ f32', () => {
+  const dir = tmpDir('qexperts');
+  try {
+    const run = path.join(dir, 'moe');
+    saveModelRun(run, new MoETransformerLM(cfg.model, 4), new ByteTokenizer(), cfg);
+    const r = runQuantizeExperts({ model: run, bits: [2, 3, 4, 8], tokens: 48, out: run });
+    assert.deepEqual(
+      r.table.map((t) => [t.bits, t.format, t.bitsPerWeight]),
+      [
+        [32, 'f32', 32],
+        [2, 'q2_m', 3],
+        [3, 'q3_m', 4],
+        [4, 'q4_0', 4.5],
+        [8, 'q8_0', 8.5],
+      ],
+    );
+    const rest = r.table.map((t) => t.totalBytes - t.expertBytes);
+    assert.ok(
+      rest.every((x) => x === rest[0]),
+      'non-expert bytes are the same in every row',
+    );
+    assert.deepEqual(
+      r.rows[0].domains.map((d) => d.domain),
+      ['shakespeare', 'wikitext', 'linux'],
+    );
+    for (let i = 0; i < 3; i++) {
+      assert.ok(Math.abs(r.rows[4].domains[i].loss - r.rows[0].domains[i].loss) < 0.02, `8-bit domain ${i}`);
+      assert.ok(Number.isFinite(r.rows[1].domains[i].loss));
+    }
+    const md = fs.readFileSync(r.files!.md, 'utf8');
+    assert.equal(md, formatAdaptTable(JSON.parse(fs.readFileSync(r.files!.json, 'utf8'))));
+    assert.match(md, /\| experts 2-bit \(q2_m\), rest f32 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| 3\.00 \| [\d,]+ \| [\d,]+ \|/);
+    assert.throws(() => runQuantizeExperts({ model: run, bits: [5] }), /--bits must be among 2, 3, 4, 8, got 5/);
+    assert.throws(() => runQuantizeExperts({ model: run, bits: [2], rest: 'q4_0' }), /--rest must be f32 or q8_0/);
+    const dense = path.join(dir, 'dense');
+    saveModelRun(dense, new MoETransformerLM({ ...cfg.model, num_local_experts: 0 }, 1), new ByteTokenizer(), cfg);
+    assert.throws(() => runQuantizeExperts({ model: dense, bits: [2] }), /is a dense model/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('moe-ts quantize RUN --experts-only prints the table and writes it next to the run', () => {
+  const dir = tmpDir('qexperts-cli');
+  try {
+    const run = path.join(dir, 'moe');
+    saveModelRun(run, new MoETransformerLM(cfg.model, 5), new ByteTokenizer(), cfg);
+    const p = spawnSync(process.execPath, [cli, 'quantize', run, '--experts-only', '--bits', '2', '8', '--rest', 'q8_0', '--data', 'shakespeare', '--tokens', '32'], {
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    assert.equal(p.status, 0, p.stderr);
+    assert.match(p.stdout, /experts 2-bit \(q2_m\), rest q8_0/);
+    assert.match(p.stdout, /experts 8-bit \(q8_0\), rest q8_0/);
+    assert.ok(fs.existsSync(path.join(run, 'quantize-experts.md')));
+    const bad = spawnSync(process.execPath, [cli, 'quantize', run, '--experts-only', '--bits', '5'], { encoding: 'utf8', timeout: 60_000 });
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /--bits must be among 2, 3, 4, 8, got "5"/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -324,7 +324,13 @@ export class DecoderLayer extends Module {
    * The FFN half of the block on normalised input n [B*T, d]; with `raw` (peri-layernorm) the
    * experts and dense FFNs read the un-normalised rows and only the routers and gates read n.
    */
-  ffn(n: Tensor, ctx: RouterContext, jitterEps: number, cmrDropout?: { p: number; rng: Rng }, raw?: Tensor): { y: Tensor; aux?: MoEAux; auxList?: MoEAux[]; cmrGate?: Tensor; losses?: Record<string, Tensor> } {
+  ffn(
+    n: Tensor,
+    ctx: RouterContext,
+    jitterEps: number,
+    cmrDropout?: { p: number; rng: Rng },
+    raw?: Tensor,
+  ): { y: Tensor; aux?: MoEAux; auxList?: MoEAux[]; cmrGate?: Tensor; losses?: Record<string, Tensor> } {
     if (this.ffn_block) {
       if (raw) throw new ConfigError('model config: ffn_type cannot be combined with norm_placement "peri"');
       const r = this.ffn_block.forward(n, ctx);

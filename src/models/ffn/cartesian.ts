@@ -59,8 +59,7 @@ export class CartesianMoEFFN extends Module implements FFNModule {
   /** Routers, norm, shared experts and k_A + k_B routed sub-experts. */
   activeParameters(): number {
     let total = 0;
-    for (const m of [this.moe_a, this.moe_b])
-      for (const [n, p] of m.namedParameters()) total += n.startsWith('experts.') ? (p.size / m.numExperts) * Math.min(m.topK, m.numExperts) : p.size;
+    for (const m of [this.moe_a, this.moe_b]) for (const [n, p] of m.namedParameters()) total += n.startsWith('experts.') ? (p.size / m.numExperts) * Math.min(m.topK, m.numExperts) : p.size;
     return Math.round(total + this.norm.numParameters());
   }
 }
@@ -91,7 +90,8 @@ ffnRegistry.register(
     options,
     refine: (o, c, issue) => {
       if (c.expert_sizes) issue('dFF', 'CartesianMoE sub-experts share one width: expert_sizes (HMoE) does not apply');
-      if (c.aux_loss_normalization === 'all-layers-tokens') issue('setA', 'aux_loss_normalization "all-layers-tokens" pools routers of num_local_experts experts; use the per-layer form with CartesianMoE');
+      if (c.aux_loss_normalization === 'all-layers-tokens')
+        issue('setA', 'aux_loss_normalization "all-layers-tokens" pools routers of num_local_experts experts; use the per-layer form with CartesianMoE');
       if (c.moe_sub_tokens !== undefined && c.moe_sub_tokens > 1) issue('setA', 'moe_sub_tokens (MH-MoE) is not supported inside the Cartesian product layer');
       const E = c.num_local_experts;
       if ((o.topKA ?? c.num_experts_per_tok) > (o.setA ?? E)) issue('topKA', `must be at most setA=${o.setA ?? E}`);

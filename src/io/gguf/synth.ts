@@ -136,6 +136,11 @@ export function randomBlocks(quant: 'q8_0' | 'q4_0', rows: number, cols: number,
   return out;
 }
 
+/** The seed of one expert matrix's random blocks (shared by the GGUF and safetensors synths, so both hold the same experts). */
+export function synthExpertSeed(seed: number, layer: number, which: 'gate' | 'up' | 'down', expert: number): number {
+  return (seed * 0x3c6ef372 + layer * 4099 + { gate: 1, up: 2, down: 3 }[which] * 131 + expert * 7919 + 1) >>> 0;
+}
+
 /** Write a synthetic model of `shape` as GGUF (see the file comment); streams experts, never the whole file in memory. */
 export function writeSynthGGUF(shapeName: string, out: string, opts: SynthOptions = {}): SynthReport {
   const shape = (SYNTH_SHAPES as Record<string, SynthShape>)[shapeName];
@@ -178,9 +183,8 @@ export function writeSynthGGUF(shapeName: string, out: string, opts: SynthOption
         if (!m) return emit(f.readRaw(t.name));
         const [rows, cols] = m[2] === 'down' ? [d, fe] : [fe, d];
         const std = 1 / Math.sqrt(cols);
-        const which = { gate: 1, up: 2, down: 3 }[m[2] as 'gate' | 'up' | 'down'];
         for (let e = 0; e < E; e++) {
-          const blocks = randomBlocks(quant, rows, cols, std, (seed * 0x3c6ef372 + Number(m[1]) * 4099 + which * 131 + e * 7919 + 1) >>> 0);
+          const blocks = randomBlocks(quant, rows, cols, std, synthExpertSeed(seed, Number(m[1]), m[2] as 'gate' | 'up' | 'down', e));
           expertBytes += blocks.length;
           emit(blocks);
         }

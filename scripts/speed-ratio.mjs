@@ -6,10 +6,13 @@
 import * as os from 'node:os';
 import { interleavedSpeed, suiteConfig } from '../dist/bench/suites/train.js';
 import { initBackend, disposeBackend } from '../dist/src/kernels/index.js';
+import { SharedExperts } from '../dist/src/moe/experts/ffn.js';
 
 const reps = Number(process.argv[2] ?? 20);
 const backend = process.argv[3] ?? 'native';
 const threads = Number(process.argv[4] ?? 1);
+// UNFUSED=1: the shared experts as a separate FFN (the path before they joined the grouped expert op), for A/B
+if (process.env.UNFUSED === '1') SharedExperts.prototype.fusedWith = () => null;
 const b = await initBackend(backend, { threads });
 const load0 = os.loadavg()[0];
 const cfg = suiteConfig(false, ['shakespeare'], 1234);

@@ -300,7 +300,7 @@ export class DecoderLayer extends Module {
     if (isMoELayer(cfg, index) && cfg.ffn_type !== undefined) {
       this.mlp = null;
       this.block_sparse_moe = null;
-      this.ffn_block = buildFFN(cfg, cfg.ffn_type, rng, index);
+      this.ffn_block = buildFFN(cfg, cfg.ffn_type, rng, index, { moeLayerConfig });
     } else if (isMoELayer(cfg, index)) {
       this.mlp = null;
       this.block_sparse_moe = new MoELayer(moeLayerConfig(cfg), rng);
@@ -324,11 +324,17 @@ export class DecoderLayer extends Module {
    * The FFN half of the block on normalised input n [B*T, d]; with `raw` (peri-layernorm) the
    * experts and dense FFNs read the un-normalised rows and only the routers and gates read n.
    */
-  ffn(n: Tensor, ctx: RouterContext, jitterEps: number, cmrDropout?: { p: number; rng: Rng }, raw?: Tensor): { y: Tensor; aux?: MoEAux; cmrGate?: Tensor; losses?: Record<string, Tensor> } {
+  ffn(
+    n: Tensor,
+    ctx: RouterContext,
+    jitterEps: number,
+    cmrDropout?: { p: number; rng: Rng },
+    raw?: Tensor,
+  ): { y: Tensor; aux?: MoEAux; auxList?: MoEAux[]; cmrGate?: Tensor; losses?: Record<string, Tensor> } {
     if (this.ffn_block) {
       if (raw) throw new ConfigError('model config: ffn_type cannot be combined with norm_placement "peri"');
       const r = this.ffn_block.forward(n, ctx);
-      return { y: r.y, losses: r.losses };
+      return { y: r.y, losses: r.losses, ...(r.aux ? { auxList: r.aux } : {}) };
     }
     if (!this.block_sparse_moe) return { y: this.mlp!.forward(raw ?? n) };
     // Mixtral multiplies the MoE input by U(1-eps, 1+eps) noise in training; router and experts both see it
@@ -362,8 +368,8 @@ export interface ForwardOptions {
 export interface ForwardResult {
   /** [B*T, vocab]. */
   logits: Tensor;
-  /** One record per MoE layer, in layer order. */
-  aux: { layer: number; aux: MoEAux }[];
+  /** One record per MoE layer, in layer order (an FFN kind with several MoE sub-layers: one per sub-layer, `sub` its index). */
+  aux: { layer: number; aux: MoEAux; sub?: number }[];
   /** Losses over all layers at once (already scaled), e.g. the all-layers Switch loss. */
   losses: Record<string, Tensor>;
   /** Mixture-of-Depths: the rows each routed layer ran its block on, in layer order. */
@@ -477,6 +483,8 @@ export class MoETransformerLM extends Module implements LanguageModel {
     const ffnPart = (layer: DecoderLayer, i: number, x2: Tensor, lctx: RouterContext): Tensor => {
       const r = layer.ffn(layer.post_attention_layernorm.forward(x2), lctx, c.router_jitter_noise, cmr ? { p: cmr.gate_dropout, rng: ctx.rng } : undefined, peri ? x2 : undefined);
       if (r.aux) aux.push({ layer: i, aux: r.aux });
+      // an FFN kind with several MoE sub-layers yields one record each (same layer, sub = its index)
+      r.auxList?.forEach((a, sub) => aux.push({ layer: i, aux: a, sub }));
       // FFN kinds' own losses, summed over layers under one name each
       for (const [name, l] of Object.entries(r.losses ?? {})) attnLosses[`ffn.${name}`] = attnLosses[`ffn.${name}`] ? T.add(attnLosses[`ffn.${name}`], l) : l;
       if (r.cmrGate) cmrGates.push(r.cmrGate);
@@ -671,6 +679,7 @@ export class MoETransformerLM extends Module implements LanguageModel {
   /** Let adaptive routers update after an optimizer step. */
   afterStep(): void {
     for (const m of this.moeLayers()) m.afterStep();
+    for (const l of this.layers) l.ffn_block?.afterStep?.();
   }
 
   emptyCache(): KVCache {

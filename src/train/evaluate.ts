@@ -51,7 +51,8 @@ export function evaluate(model: LanguageModel, data: MixedDataset, opts: { maxBa
           res.aux.forEach(({ aux, layer }) => {
             const li = moeLayerIdx.indexOf(layer);
             const m = aux.metrics;
-            for (let e = 0; e < E; e++) usage[li][d][e] += m.tokensPerExpert[e] ?? 0;
+            // FFN kinds' MoE sub-layers (CartesianMoE) have their own expert counts: in the routing means, not the usage table
+            if (li >= 0) for (let e = 0; e < E; e++) usage[li][d][e] += m.tokensPerExpert[e] ?? 0;
             routing.loadCV += m.loadCV;
             routing.droppedFraction += m.droppedFraction;
             routing.routerEntropy += m.routerEntropy;

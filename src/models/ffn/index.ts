@@ -3,3 +3,4 @@ export * from './registry.js';
 export * from './peer.js';
 export * from './mumoe.js';
 export * from './stratified.js';
+export * from './cartesian.js';

@@ -11,7 +11,8 @@ import type { Rng } from '../../tensor/random.js';
 import { z, formatIssues, pathString, ConfigError } from '../../tensor/validate.js';
 import type { Module } from '../../nn/module.js';
 import { Registry, type EntrySpec } from '../../moe/registry.js';
-import type { RouterContext } from '../../moe/types.js';
+import type { RouterContext, MoEAux } from '../../moe/types.js';
+import type { MoELayerConfig } from '../../moe/layer.js';
 import type { ModelConfig } from '../config.js';
 
 /** What an FFN kind returns, y [T, d] with its own losses (already scaled) and scalar metrics. */
@@ -19,6 +20,8 @@ export interface FFNResult {
   y: Tensor;
   losses?: Record<string, Tensor>;
   metrics?: Record<string, number>;
+  /** MoE sub-layers' records (a kind may hold several routers: CartesianMoE); the host traces each and sums their losses. */
+  aux?: MoEAux[];
 }
 
 /** What every FFN kind implements, x [T, d] -> y [T, d]. */
@@ -26,6 +29,14 @@ export interface FFNModule extends Module {
   forward(x: Tensor, ctx: RouterContext): FFNResult;
   /** Parameters one token uses (retrieved experts only), for FLOP-matched comparisons. */
   activeParameters(): number;
+  /** Bookkeeping after an optimizer step (inner MoE layers' load and bias updates). */
+  afterStep?(): void;
+}
+
+/** What the host model lends an FFN kind at build time (kinds below models/ cannot import it). */
+export interface FFNBuildHelpers {
+  /** The MoE layer config the host derives from a model config (router, experts, dispatch, losses). */
+  moeLayerConfig?: (c: ModelConfig) => MoELayerConfig;
 }
 
 /** The zod shape of an FFN kind's options. */
@@ -38,7 +49,7 @@ export interface FFNSpec<S extends FFNOptionShape = FFNOptionShape> extends Entr
   options: S;
   /** Rules across options or against the model config. */
   refine?: (opts: ParsedFFNOptions<S>, model: ModelConfig, issue: (field: string, message: string) => void) => void;
-  create: (model: ModelConfig, opts: ParsedFFNOptions<S>, rng: Rng, layerIndex: number) => FFNModule;
+  create: (model: ModelConfig, opts: ParsedFFNOptions<S>, rng: Rng, layerIndex: number, helpers?: FFNBuildHelpers) => FFNModule;
   /** Parameters of one layer and its largest tensor (elements), for the pre-allocation memory estimate. */
   size: (model: ModelConfig, opts: ParsedFFNOptions<S>) => { parameters: number; largest: number; tensors: number };
   /** Activation floats per token kept for backward (memory estimate). */
@@ -75,7 +86,7 @@ export function parseFFNOptions(c: ModelConfig, kind: string, value: unknown = c
 }
 
 /** Build layer `layerIndex`'s FFN of kind `kind` from the model config. */
-export function buildFFN(c: ModelConfig, kind: string, rng: Rng, layerIndex: number): FFNModule {
+export function buildFFN(c: ModelConfig, kind: string, rng: Rng, layerIndex: number, helpers?: FFNBuildHelpers): FFNModule {
   const { spec, opts } = parseFFNOptions(c, kind);
-  return spec.create(c, opts, rng, layerIndex);
+  return spec.create(c, opts, rng, layerIndex, helpers);
 }

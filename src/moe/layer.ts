@@ -216,9 +216,11 @@ export class MoELayer extends Module {
     const d = this.specs.dispatch;
     if (out.routing.kind !== d.routing)
       throw new Error(`MoELayer.forward: router "${this.specs.router.name}" returned ${out.routing.kind} routing; dispatch "${d.name}" consumes ${d.routing} routing`);
-    const res: DispatchResult = d.run(x, out.routing, this.experts, this.dispatchOptions);
+    // shared experts the bank can run as one more group of its own op go in there (one gather/GEMM chain, not a second FFN)
+    const fused = this.shared?.fusedWith?.(this.experts) ?? undefined;
+    const res: DispatchResult = d.run(x, out.routing, this.experts, this.dispatchOptions, fused);
     let y = res.y;
-    if (this.shared) y = add(y, this.shared.forward(x));
+    if (this.shared && !res.sharedIncluded) y = add(y, this.shared.forward(x));
 
     const losses: Record<string, Tensor> = {};
     for (const [name, coef] of this.lossCoefs) {

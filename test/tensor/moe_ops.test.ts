@@ -21,6 +21,8 @@ import {
   groupedMatmul,
   expertSwigluFFN,
   noGrad,
+  matmul,
+  add,
 } from '../../src/index.js';
 import { Rng } from '../../src/tensor/random.js';
 import { gradcheck, randn, assertClose } from '../helpers/gradcheck.js';
@@ -167,4 +169,42 @@ test('expertSwigluFFN equals gather -> grouped SwiGLU -> scatter (values and all
   assert.throws(() => expertSwigluFFN(x, rows, Int32Array.from([3, 0, 3]), w1, w3, w2, wts, widx), /expertSwigluFFN: group sizes add up to 6 rows but 7/);
   assert.throws(() => expertSwigluFFN(x, Int32Array.from([0, 3, 1, 1, 9, 2, 0]), sizes, w1, w3, w2, wts, widx), /expertSwigluFFN: index 9 at position 4/);
   assert.throws(() => expertSwigluFFN(x, rows, sizes, w1, w3, w1, wts, widx), /expertSwigluFFN: w2 \[3, 4, 3\] must be \[3, 3, 4\]/);
+});
+
+test('expertSwigluFFN with fused shared experts equals routed op + a separate SwiGLU FFN (values, all gradients, gradcheck)', () => {
+  const rng = new Rng(12);
+  const [N, d, f, E] = [5, 4, 3, 3];
+  const x = randn(rng, [N, d]);
+  const w1 = randn(rng, [E, d, f], true, 0.7);
+  const w3 = randn(rng, [E, d, f], true, 0.7);
+  const w2 = randn(rng, [E, f, d], true, 0.7);
+  const wts = randn(rng, [8]);
+  const s1 = randn(rng, [d, f], true, 0.7);
+  const s3 = randn(rng, [d, f], true, 0.7);
+  const s2 = randn(rng, [f, d], true, 0.7);
+  const rows = Int32Array.from([0, 3, 1, 1, 4, 2, 0]);
+  const sizes = Int32Array.from([3, 0, 4]);
+  const widx = Int32Array.from([5, 0, 7, 2, 1, 6, 3]);
+  type Fn = (a: Tensor, p: Tensor, q: Tensor, r: Tensor, w: Tensor, u: Tensor, v: Tensor, z: Tensor) => Tensor;
+  const separate: Fn = (a, p, q, r, w, u, v, z) => add(expertSwigluFFN(a, rows, sizes, p, q, r, w, widx), matmul(swiglu(matmul(a, u), matmul(a, v)), z));
+  const fused: Fn = (a, p, q, r, w, u, v, z) => expertSwigluFFN(a, rows, sizes, p, q, r, w, widx, { w1: u, w3: v, w2: z });
+  const inputs = [x, w1, w3, w2, wts, s1, s3, s2];
+  const g = rng.fillNormal(new Float32Array(N * d));
+  const grads = (fn: Fn): Float32Array[] => {
+    for (const t of inputs) t.grad = null;
+    const y = fn(x, w1, w3, w2, wts, s1, s3, s2);
+    y.backward(g);
+    return [y.data, ...inputs.map((t) => t.grad!)];
+  };
+  const want = grads(separate);
+  for (let rep = 0; rep < 2; rep++) {
+    const got = grads(fused);
+    got.forEach((v, i) => assertClose(v, want[i], 1e-5, 1e-4, i === 0 ? 'output' : `gradient ${i - 1}`));
+  }
+  assertClose(noGrad(() => fused(x, w1, w3, w2, wts, s1, s3, s2)).data, want[0], 1e-5, 1e-4, 'no-grad output');
+  gradcheck('expertSwigluFFN (fused shared)', fused, inputs);
+  // no routed assignments at all: the shared group alone
+  const none = expertSwigluFFN(x, new Int32Array(0), new Int32Array(E), w1, w3, w2, wts, new Int32Array(0), { w1: s1, w3: s3, w2: s2 });
+  assertClose(none.data, noGrad(() => matmul(swiglu(matmul(x, s1), matmul(x, s3)), s2)).data, 1e-5, 1e-4, 'shared only');
+  assert.throws(() => expertSwigluFFN(x, rows, sizes, w1, w3, w2, wts, widx, { w1: s1, w3: s3, w2: s1 }), /expertSwigluFFN: shared.w2 \[4, 3\] must be \[3, 4\]/);
 });

@@ -8,6 +8,7 @@
 import type { Tensor } from '../../tensor/tensor.js';
 import type { ExpertBank, SparseRouting } from '../types.js';
 import { positive, z } from '../../tensor/validate.js';
+import type { FusedSharedSwiglu } from '../../tensor/ops/moe_ops.js';
 import { checkSparseRouting, runSorted, sortByExpert, type DispatchResult } from './dropless.js';
 import { dispatchRegistry, defineDispatch } from './registry.js';
 
@@ -69,14 +70,22 @@ export function capacityMask(routing: SparseRouting, numExperts: number, capacit
   return kept;
 }
 
-export function capacityDispatch(x: Tensor, routing: SparseRouting, experts: ExpertBank, capacityFactor: number, dropOrder: DropOrder = 'weight'): DispatchResult & { capacity: number } {
+export function capacityDispatch(
+  x: Tensor,
+  routing: SparseRouting,
+  experts: ExpertBank,
+  capacityFactor: number,
+  dropOrder: DropOrder = 'weight',
+  shared?: FusedSharedSwiglu,
+): DispatchResult & { capacity: number } {
   if (x.ndim !== 2 || x.shape[1] !== experts.dModel) throw new Error(`capacityDispatch: x must be [T, ${experts.dModel}], got [${x.shape.join(', ')}]`);
   const E = experts.numExperts;
   checkSparseRouting(routing, x.shape[0], E, 'capacityDispatch');
   const capacity = expertCapacity(capacityFactor, routing.expertIdx.length, E);
   const kept = capacityMask(routing, E, capacity, dropOrder);
   const sorted = sortByExpert(routing.tokenIdx, routing.expertIdx, E, kept);
-  return { y: runSorted(x, sorted, routing.weights, experts), kept, sizes: sorted.sizes, capacity };
+  const r = runSorted(x, sorted, routing.weights, experts, shared);
+  return { y: r.y, kept, sizes: sorted.sizes, capacity, sharedIncluded: r.sharedIncluded };
 }
 
 dispatchRegistry.register(
@@ -94,6 +103,6 @@ dispatchRegistry.register(
     },
     hfConfig: { capacity_factor: 'capacityFactor', capacity_drop_order: 'dropOrder' },
     configDefaults: { capacityFactor: 1.25 },
-    run: (x, routing, experts, o) => capacityDispatch(x, routing as SparseRouting, experts, o.capacityFactor, o.dropOrder),
+    run: (x, routing, experts, o, shared) => capacityDispatch(x, routing as SparseRouting, experts, o.capacityFactor, o.dropOrder, shared),
   }),
 );

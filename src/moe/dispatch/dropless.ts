@@ -6,6 +6,7 @@
  * results back into token order. No per-expert loop of small ops, no padding, no drops.
  */
 import type { Tensor } from '../../tensor/tensor.js';
+import type { FusedSharedSwiglu } from '../../tensor/ops/moe_ops.js';
 import { gatherRows, combineRows, scatterRows } from '../../tensor/index.js';
 import type { ExpertBank, SparseRouting } from '../types.js';
 import { dispatchRegistry, defineDispatch } from './registry.js';
@@ -77,18 +78,26 @@ function hasWeighted(b: ExpertBank): b is WeightedExpertBank {
 
 /** A bank that does the gather, the weighted experts and the scatter itself (FFNExperts does). */
 export interface ScatteringExpertBank extends ExpertBank {
-  forwardScattered(x: Tensor, rows: Int32Array, sizes: Int32Array, weights: Tensor, weightIdx: Int32Array): Tensor;
+  forwardScattered(x: Tensor, rows: Int32Array, sizes: Int32Array, weights: Tensor, weightIdx: Int32Array, shared?: FusedSharedSwiglu): Tensor;
 }
 
 function hasScattered(b: ExpertBank): b is ScatteringExpertBank {
   return typeof (b as Partial<ScatteringExpertBank>).forwardScattered === 'function';
 }
 
-/** Gather rows in expert order, run the experts, combine with the routing weights. */
-export function runSorted(x: Tensor, sorted: ExpertSort, weights: Tensor, experts: ExpertBank): Tensor {
+/**
+ * Gather rows in expert order, run the experts, combine with the routing weights. With `shared`
+ * (from SharedExpertBank.fusedWith) a scattering bank also adds the shared experts' output;
+ * `sharedIncluded` says whether it did (if not, the caller adds them).
+ */
+export function runSorted(x: Tensor, sorted: ExpertSort, weights: Tensor, experts: ExpertBank, shared?: FusedSharedSwiglu): { y: Tensor; sharedIncluded: boolean } {
   const T = x.shape[0];
   // fused: no [A, d] intermediate leaves the bank, so it can pool them
-  if (hasScattered(experts)) return experts.forwardScattered(x, sorted.rows, sorted.sizes, weights, sorted.order);
+  if (hasScattered(experts)) return { y: experts.forwardScattered(x, sorted.rows, sorted.sizes, weights, sorted.order, shared), sharedIncluded: shared !== undefined };
+  return { y: runSortedUnfused(x, sorted, weights, experts, T), sharedIncluded: false };
+}
+
+function runSortedUnfused(x: Tensor, sorted: ExpertSort, weights: Tensor, experts: ExpertBank, T: number): Tensor {
   const xs = gatherRows(x, sorted.rows);
   if (hasWeighted(experts)) {
     // weights applied inside the experts: the combine is a plain scatter-add
@@ -105,13 +114,16 @@ export interface DispatchResult {
   kept?: Uint8Array;
   /** Assignments computed per expert. */
   sizes: Int32Array;
+  /** True when y already includes the shared experts passed to run (fused into the expert op). */
+  sharedIncluded?: boolean;
 }
 
-export function droplessDispatch(x: Tensor, routing: SparseRouting, experts: ExpertBank): DispatchResult {
+export function droplessDispatch(x: Tensor, routing: SparseRouting, experts: ExpertBank, shared?: FusedSharedSwiglu): DispatchResult {
   if (x.ndim !== 2 || x.shape[1] !== experts.dModel) throw new Error(`droplessDispatch: x must be [T, ${experts.dModel}], got [${x.shape.join(', ')}]`);
   checkSparseRouting(routing, x.shape[0], experts.numExperts, 'droplessDispatch');
   const sorted = sortByExpert(routing.tokenIdx, routing.expertIdx, experts.numExperts);
-  return { y: runSorted(x, sorted, routing.weights, experts), sizes: sorted.sizes };
+  const r = runSorted(x, sorted, routing.weights, experts, shared);
+  return { y: r.y, sizes: sorted.sizes, sharedIncluded: r.sharedIncluded };
 }
 
 dispatchRegistry.register(
@@ -122,6 +134,6 @@ dispatchRegistry.register(
     routing: 'sparse',
     isDefault: true,
     options: {},
-    run: (x, routing, experts) => droplessDispatch(x, routing as SparseRouting, experts),
+    run: (x, routing, experts, _o, shared) => droplessDispatch(x, routing as SparseRouting, experts, shared),
   }),
 );

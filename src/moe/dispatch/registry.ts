@@ -5,6 +5,7 @@
  * the default dispatch registered for soft routing (never configured).
  */
 import type { Tensor } from '../../tensor/tensor.js';
+import type { FusedSharedSwiglu } from '../../tensor/ops/moe_ops.js';
 import { z } from '../../tensor/validate.js';
 import { Registry, type EntrySpec } from '../registry.js';
 import type { ExpertBank, SoftRouting, SparseRouting } from '../types.js';
@@ -28,7 +29,11 @@ export interface DispatchSpec<S extends DispatchOptionShape = DispatchOptionShap
   hfConfig?: Record<string, string>;
   /** Option values a model config implies when it names this dispatch without them. */
   configDefaults?: Partial<z.output<z.ZodObject<S>>>;
-  run: (x: Tensor, routing: SparseRouting | SoftRouting, experts: ExpertBank, options: z.output<z.ZodObject<S>>) => DispatchResult;
+  /**
+   * `shared`, when given, are shared experts the bank may fuse into its expert op (one more group
+   * every token joins); a dispatch that did so returns sharedIncluded: true, else the layer adds them.
+   */
+  run: (x: Tensor, routing: SparseRouting | SoftRouting, experts: ExpertBank, options: z.output<z.ZodObject<S>>, shared?: FusedSharedSwiglu) => DispatchResult;
 }
 
 export function defineDispatch<S extends DispatchOptionShape>(spec: DispatchSpec<S>): DispatchSpec {

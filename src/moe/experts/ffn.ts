@@ -8,7 +8,7 @@
  */
 import { Tensor } from '../../tensor/tensor.js';
 import { Rng } from '../../tensor/random.js';
-import { sigmoidScalar, groupedMatmul, matmul, swiglu, geluFused, scaledSwiglu, scaledGelu, gatherRows, scatterRows, concat, expertSwigluFFN } from '../../tensor/index.js';
+import { sigmoidScalar, groupedMatmul, matmul, swiglu, geluFused, scaledSwiglu, scaledGelu, gatherRows, scatterRows, concat, expertSwigluFFN, type FusedSharedSwiglu } from '../../tensor/index.js';
 import { Module, Parameter, param } from '../../nn/module.js';
 import { z, checkValue, posInt, positive } from '../../tensor/validate.js';
 import type { ExpertBank } from '../types.js';
@@ -129,11 +129,12 @@ export class FFNExperts extends Module implements ExpertBank {
    * experts with row i weighted by weights[weightIdx[i]], scatter-add back into x's rows. SwiGLU
    * runs as one fused op (pooled intermediates); GELU as the composition.
    */
-  forwardScattered(x: Tensor, rows: Int32Array, sizes: Int32Array, weights: Tensor, weightIdx: Int32Array): Tensor {
+  forwardScattered(x: Tensor, rows: Int32Array, sizes: Int32Array, weights: Tensor, weightIdx: Int32Array, shared?: FusedSharedSwiglu): Tensor {
     if (x.ndim !== 2 || x.shape[1] !== this.dModel) {
       throw new Error(`FFNExperts.forwardScattered: x must be [rows, ${this.dModel}], got [${x.shape.join(', ')}]`);
     }
-    if (this.w3) return expertSwigluFFN(x, rows, sizes, this.w1, this.w3, this.w2, weights, weightIdx);
+    if (shared && !this.w3) throw new Error('FFNExperts.forwardScattered: fused shared experts need SwiGLU experts');
+    if (this.w3) return expertSwigluFFN(x, rows, sizes, this.w1, this.w3, this.w2, weights, weightIdx, shared);
     return scatterRows(this.forwardGroupedWeighted(gatherRows(x, rows), sizes, weights, weightIdx), rows, x.shape[0]);
   }
 
@@ -271,6 +272,19 @@ export class SharedExperts extends Module {
     this.w3 = activation === 'swiglu' ? param([dModel, h], { normal: inStd }, rng) : null;
     // fan-in of each shared expert's output projection is its own width dFF
     this.w2 = param([h, dModel], { normal: outputStd(dFF, init, 'SharedExperts') }, rng);
+  }
+
+  /**
+   * The weights to run these shared experts inside `experts`' fused op (one more group every
+   * token joins), or null when that op cannot: it needs SwiGLU on both sides, one shared width
+   * equal to the routed experts' width, and a bank whose forwardScattered takes them.
+   */
+  fusedWith(experts: unknown): FusedSharedSwiglu | null {
+    // exact classes: a subclass may compute something else in forward / forwardScattered
+    if (Object.getPrototypeOf(this) !== SharedExperts.prototype || !(experts instanceof FFNExperts) || Object.getPrototypeOf(experts) !== FFNExperts.prototype) return null;
+    if (!experts.w3 || !this.w3) return null;
+    if (experts.dModel !== this.dModel || experts.dFF !== this.count * this.dFF) return null;
+    return { w1: this.w1, w3: this.w3, w2: this.w2 };
   }
 
   forward(x: Tensor): Tensor {

@@ -3,6 +3,7 @@
  * strict zod schema of its options, traits). The MoE layer accepts any registered type.
  */
 import type { Tensor } from '../../tensor/tensor.js';
+import type { FusedSharedSwiglu } from '../../tensor/ops/moe_ops.js';
 import type { Rng } from '../../tensor/random.js';
 import { z, posInt, formatIssues, pathString, ConfigError } from '../../tensor/validate.js';
 import type { Module } from '../../nn/module.js';
@@ -23,6 +24,8 @@ export interface SharedExpertBank extends Module {
   flopsPerToken(): number;
   /** The float64 oracle of forward on one row (src/moe/reference.ts). */
   referenceForward(x: ArrayLike<number>): Float64Array;
+  /** Weights that let the routed bank `experts` run these shared experts in its own fused op; null if it cannot. */
+  fusedWith?(experts: unknown): FusedSharedSwiglu | null;
 }
 
 export type ExpertOptionShape = Record<string, z.ZodType>;

@@ -351,6 +351,13 @@ function splitCols(src: Float32Array, a: Float32Array | null, b: Float32Array | 
   }
 }
 
+/** Shared SwiGLU experts fused into expertSwigluFFN: w1, w3 [d, f] and w2 [f, d], the routed experts' width f. */
+export interface FusedSharedSwiglu {
+  w1: Tensor;
+  w3: Tensor;
+  w2: Tensor;
+}
+
 /**
  * The whole SwiGLU expert computation of a sorted dispatch as one op:
  *   xs = gatherRows(x, rows); a = scaledSwiglu(xs w1, xs w3, weights, weightIdx);
@@ -361,8 +368,13 @@ function splitCols(src: Float32Array, a: Float32Array | null, b: Float32Array | 
  * are 64 MB arrays whose fresh allocation cost more than the copies), the SwiGLU gradients
  * overwrite the saved pre-activations, and w1 and w3 run side by side as one product of width
  * 2f (forward, weight gradient and input gradient: 3 grouped GEMMs where there were 6).
+ *
+ * With `shared` (DeepSeekMoE-style shared experts of the same width f), the result also adds
+ * swiglu(x sw1, x sw3) sw2 for every row of x: the shared FFN runs as one more group that every
+ * token joins (weight 1), in the same gather/GEMM/scatter chain, instead of a second FFN with its
+ * own products, activation and add. Per token the routed terms are summed first, then the shared.
  */
-export function expertSwigluFFN(x: Tensor, rows: Int32Array, sizes: Int32Array, w1: Tensor, w3: Tensor, w2: Tensor, weights: Tensor, weightIdx: Int32Array): Tensor {
+export function expertSwigluFFN(x: Tensor, rows: Int32Array, sizes: Int32Array, w1: Tensor, w3: Tensor, w2: Tensor, weights: Tensor, weightIdx: Int32Array, shared?: FusedSharedSwiglu): Tensor {
   const op = 'expertSwigluFFN';
   const d = rowWidth(x, op);
   const N = x.shape[0];
@@ -370,6 +382,15 @@ export function expertSwigluFFN(x: Tensor, rows: Int32Array, sizes: Int32Array, 
   const [E, , f] = w1.shape;
   if (w3.ndim !== 3 || w3.shape[0] !== E || w3.shape[1] !== d || w3.shape[2] !== f) throw new Error(`${op}: w3 ${formatShape(w3.shape)} must match w1 ${formatShape(w1.shape)}`);
   if (w2.ndim !== 3 || w2.shape[0] !== E || w2.shape[1] !== f || w2.shape[2] !== d) throw new Error(`${op}: w2 ${formatShape(w2.shape)} must be [${E}, ${f}, ${d}]`);
+  if (shared) {
+    for (const [name, t, want] of [
+      ['w1', shared.w1, [d, f]],
+      ['w3', shared.w3, [d, f]],
+      ['w2', shared.w2, [f, d]],
+    ] as const) {
+      if (t.ndim !== 2 || t.shape[0] !== want[0] || t.shape[1] !== want[1]) throw new Error(`${op}: shared.${name} ${formatShape(t.shape)} must be ${formatShape(want)}`);
+    }
+  }
   if (sizes.length !== E) throw new Error(`${op}: ${sizes.length} group sizes for ${E} experts`);
   const A = rows.length;
   let total = 0;
@@ -384,21 +405,43 @@ export function expertSwigluFFN(x: Tensor, rows: Int32Array, sizes: Int32Array, 
 
   const be = getBackend();
   const wd = weights.data;
-  const xs = acquireBuffer(A * d);
-  gatherInto(xs, x.data, rows, d);
-  // w1 and w3 side by side per expert ([E, d, 2f]): one grouped GEMM of width 2f instead of two
+  // the shared experts as group E: rows A..A+N-1 are x's rows in order, weight 1
+  const G = shared ? E + 1 : E;
+  const R = shared ? A + N : A;
+  const gsizes = shared ? new Int32Array(G) : sizes;
+  let grows = rows;
+  if (shared) {
+    gsizes.set(sizes);
+    gsizes[E] = N;
+    grows = new Int32Array(R);
+    grows.set(rows);
+    for (let t = 0; t < N; t++) grows[A + t] = t;
+  }
+  const xs = acquireBuffer(R * d);
+  if (shared) {
+    gatherInto(xs, x.data, rows, d);
+    xs.set(x.data, A * d);
+  } else gatherInto(xs, x.data, rows, d);
+  // w1 and w3 side by side per expert ([G, d, 2f]): one grouped GEMM of width 2f instead of two
   // of width f (half the calls, and a wider N suits the GEMM kernel better at small f); the
-  // copy is E*d*2f floats, small next to the A*d*2f multiply-adds it feeds
+  // copy is G*d*2f floats, small next to the R*d*2f multiply-adds it feeds
   const f2 = 2 * f;
-  const w13 = acquireBuffer(E * d * f2);
+  const w13 = acquireBuffer(G * d * f2);
   interleaveCols(w13, w1.data, w3.data, E * d, f);
-  const h13 = acquireBuffer(A * f2);
-  groupedInto(be, xs, w13, sizes, d, f2, false, h13, false);
+  if (shared) interleaveCols(w13.subarray(E * d * f2), shared.w1.data, shared.w3.data, d, f);
+  let w2all = w2.data;
+  if (shared) {
+    w2all = acquireBuffer(G * f * d);
+    w2all.set(w2.data);
+    w2all.set(shared.w2.data, E * f * d);
+  }
+  const h13 = acquireBuffer(R * f2);
+  groupedInto(be, xs, w13, gsizes, d, f2, false, h13, false);
   // sigmoid(h1) is kept for the backward pass, as in scaledSwiglu
-  const sig = acquireBuffer(A * f);
-  const act = acquireBuffer(A * f);
-  for (let r = 0; r < A; r++) {
-    const c = wd[weightIdx[r]];
+  const sig = acquireBuffer(R * f);
+  const act = acquireBuffer(R * f);
+  for (let r = 0; r < R; r++) {
+    const c = r < A ? wd[weightIdx[r]] : 1;
     const base = r * f;
     const b1 = r * f2 - base;
     const b3 = b1 + f;
@@ -409,29 +452,38 @@ export function expertSwigluFFN(x: Tensor, rows: Int32Array, sizes: Int32Array, 
       act[i] = c * v * s * h13[b3 + i];
     }
   }
-  const ys = acquireBuffer(A * d);
-  groupedInto(be, act, w2.data, sizes, f, d, false, ys, false);
+  const ys = acquireBuffer(R * d);
+  groupedInto(be, act, w2all, gsizes, f, d, false, ys, false);
   const out = new Float32Array(N * d);
-  scatterAddRows(out, ys, rows, d);
+  scatterAddRows(out, ys, grows, d);
   releaseBuffer(ys);
-  const saved = [xs, w13, h13, sig, act];
-  const parents = [x, w1, w3, w2, weights];
+  const saved = shared ? [xs, w13, h13, sig, act, w2all] : [xs, w13, h13, sig, act];
+  const parents = shared ? [x, w1, w3, w2, weights, shared.w1, shared.w3, shared.w2] : [x, w1, w3, w2, weights];
   if (!isGradEnabled() || !parents.some((p) => p.requiresGrad)) {
     for (const b of saved) releaseBuffer(b);
     return new Tensor(out, [N, d]);
   }
   return result(out, [N, d], parents, (g) => {
     // through w2: the gathered output gradient (unweighted scatter -> row gather)
-    const gys = acquireBuffer(A * d);
+    const gys = acquireBuffer(R * d);
     gatherInto(gys, g, rows, d);
-    const gact = acquireBuffer(A * f);
-    groupedInto(be, gys, w2.data, sizes, d, f, true, gact, false);
-    if (w2.requiresGrad) accumulateGrad(w2, be.groupedMatmulTN(act, gys, sizes, f, d), true);
+    if (shared) gys.set(g, A * d);
+    const gact = acquireBuffer(R * f);
+    groupedInto(be, gys, w2all, gsizes, d, f, true, gact, false);
+    if (w2.requiresGrad || (shared && shared.w2.requiresGrad)) {
+      const gw2 = be.groupedMatmulTN(act, gys, gsizes, f, d);
+      if (!shared) accumulateGrad(w2, gw2, true);
+      else {
+        accumulateGrad(w2, gw2.subarray(0, E * f * d));
+        accumulateGrad(shared.w2, gw2.subarray(E * f * d));
+      }
+    }
     releaseBuffer(gys);
     // SwiGLU backward in place: the h1 half of each h13 row becomes the gate gradient, the h3 half the value gradient
     const gw = weights.requiresGrad ? new Float32Array(weights.size) : null;
-    for (let r = 0; r < A; r++) {
-      const c = wd[weightIdx[r]];
+    for (let r = 0; r < R; r++) {
+      const routed = r < A;
+      const c = routed ? wd[weightIdx[r]] : 1;
       const base = r * f;
       const b1 = r * f2 - base;
       const b3 = b1 + f;
@@ -446,24 +498,32 @@ export function expertSwigluFFN(x: Tensor, rows: Int32Array, sizes: Int32Array, 
         h13[b3 + i] = c * gi * vs;
         h13[b1 + i] = c * gi * bi * s * (1 + v * (1 - s));
       }
-      if (gw) gw[weightIdx[r]] += acc;
+      if (gw && routed) gw[weightIdx[r]] += acc;
     }
     if (gw) accumulateGrad(weights, gw, true);
-    if (w1.requiresGrad || w3.requiresGrad) {
-      // [E, d, 2f] in one grouped product, split back into the two weights' gradients
-      const g13 = be.groupedMatmulTN(xs, h13, sizes, d, f2);
+    const needW13 = w1.requiresGrad || w3.requiresGrad || (shared !== undefined && (shared.w1.requiresGrad || shared.w3.requiresGrad));
+    if (needW13) {
+      // [G, d, 2f] in one grouped product, split back into the weights' gradients
+      const g13 = be.groupedMatmulTN(xs, h13, gsizes, d, f2);
       const g1 = w1.requiresGrad ? new Float32Array(E * d * f) : null;
       const g3 = w3.requiresGrad ? new Float32Array(E * d * f) : null;
       splitCols(g13, g1, g3, E * d, f);
       if (g1) accumulateGrad(w1, g1, true);
       if (g3) accumulateGrad(w3, g3, true);
+      if (shared) {
+        const s1 = shared.w1.requiresGrad ? new Float32Array(d * f) : null;
+        const s3 = shared.w3.requiresGrad ? new Float32Array(d * f) : null;
+        splitCols(g13.subarray(E * d * f2), s1, s3, d, f);
+        if (s1) accumulateGrad(shared.w1, s1, true);
+        if (s3) accumulateGrad(shared.w3, s3, true);
+      }
     }
     if (x.requiresGrad) {
-      // both input-gradient products in one: [A, 2f] x [d, 2f]^T per expert
-      const gxs = acquireBuffer(A * d);
-      groupedInto(be, h13, w13, sizes, f2, d, true, gxs, false);
+      // both input-gradient products in one: [R, 2f] x [d, 2f]^T per group
+      const gxs = acquireBuffer(R * d);
+      groupedInto(be, h13, w13, gsizes, f2, d, true, gxs, false);
       const gx = new Float32Array(N * d);
-      scatterAddRows(gx, gxs, rows, d);
+      scatterAddRows(gx, gxs, grows, d);
       releaseBuffer(gxs);
       accumulateGrad(x, gx, true);
     }

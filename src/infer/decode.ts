@@ -9,8 +9,9 @@
  * MoE layers with FFN experts and dropless dispatch run their experts here (assignments grouped
  * by expert, so a prompt batch reads each expert's weights once); the router itself runs through
  * its own module on the normalised rows, so every registered token-choice router works. Any
- * other FFN (capacity dispatch, soft routing, other expert types, Qwen2's gated shared expert)
- * runs through the layer's own forward on those rows.
+ * other FFN (capacity dispatch, soft routing, other expert types, CMR, MH-MoE sub-tokens) runs
+ * through the layer's own forward on those rows. Shared experts (the MoE layer's bank, or Qwen2's
+ * sigmoid-gated one) are compiled here as one dense FFN in the `quant` format, like dense layers.
  */
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { Rng } from '../tensor/random.js';
@@ -18,7 +19,7 @@ import { quantizeMatrix, QUANT_FORMATS, jsQuantKernels, type QuantFormat, type Q
 import { Attention, type MoETransformerLM, type DecoderLayer } from '../models/transformer.js';
 import { ropeParams } from '../models/rope.js';
 import { headDimOf, kvHeadsOf } from '../models/config.js';
-import { FFNExperts } from '../moe/experts/ffn.js';
+import { FFNExperts, SharedExperts } from '../moe/experts/ffn.js';
 import type { RouterContext } from '../moe/types.js';
 
 /** Options of a DecodeEngine. */
@@ -112,9 +113,25 @@ interface Expert {
   w2: PreparedMatrix;
 }
 
+/** A dense FFN: down(act(gate x) * up x), or down(gelu(up x)) without a gate. */
+interface DenseW {
+  gate: PreparedMatrix | null;
+  up: PreparedMatrix;
+  down: PreparedMatrix;
+  silu: boolean;
+}
+
+/** The always-on part of an MoE layer: shared experts (Qwen2: times sigmoid(gate . x)) and the output bias. */
+interface SharedW {
+  ffn: DenseW | null;
+  /** Qwen2's shared_expert_gate row [d], or null (ungated). */
+  gate: Float32Array | null;
+  bias: Float32Array | null;
+}
+
 type FFN =
-  | { kind: 'dense'; gate: PreparedMatrix | null; up: PreparedMatrix; down: PreparedMatrix; silu: boolean }
-  | { kind: 'moe'; layer: DecoderLayer; experts: Expert[]; silu: boolean; dFF: number; index: number; external: boolean }
+  | ({ kind: 'dense' } & DenseW)
+  | { kind: 'moe'; layer: DecoderLayer; experts: Expert[]; silu: boolean; dFF: number; index: number; external: boolean; shared: SharedW }
   | { kind: 'module'; layer: DecoderLayer };
 
 const GELU_C = Math.sqrt(2 / Math.PI);
@@ -318,13 +335,35 @@ export class DecodeEngine {
     // FFN kinds (ffn_type) run through their own module
     if (!moe) return { kind: 'module', layer };
     const ex = moe.experts;
-    const fast = ex instanceof FFNExperts && moe.specs.dispatch.name === 'dropless' && moe.specs.router.traits.routing === 'sparse' && !layer.shared_expert;
+    // shared experts: the MoE layer's own bank (SharedExperts) or Qwen2's gated one on the layer; CMR's mixing and MH-MoE's sub-tokens stay on the module
+    const sharedOk = (!moe.shared || moe.shared instanceof SharedExperts) && !(layer.shared_expert && !layer.shared_expert_gate);
+    const fast = ex instanceof FFNExperts && moe.specs.dispatch.name === 'dropless' && moe.specs.router.traits.routing === 'sparse' && sharedOk && !layer.cmr_ffn && !moe.multi_head;
+    const d = this.d;
+    const compileShared = (): SharedW => {
+      const p = `layers.${layer.index}.`;
+      let ffn: DenseW | null = null;
+      if (moe.shared instanceof SharedExperts) {
+        // w1/w3 [d, count*dFF] and w2 [count*dFF, d] input-major: the shared experts side by side are one dense FFN
+        const s = moe.shared;
+        const h = s.count * s.dFF;
+        const w1 = q(transpose(s.w1.data, 0, d, h), h, d);
+        ffn = { gate: s.w3 ? w1 : null, up: s.w3 ? q(transpose(s.w3.data, 0, d, h), h, d) : w1, down: q(transpose(s.w2.data, 0, h, d), d, h), silu: s.activation === 'swiglu' };
+      } else if (layer.shared_expert) {
+        const m = layer.shared_expert;
+        ffn = {
+          gate: m.gate_proj ? lin(m.gate_proj, `${p}shared_expert.gate_proj.weight`).w : null,
+          up: lin(m.up_proj, `${p}shared_expert.up_proj.weight`).w,
+          down: lin(m.down_proj, `${p}shared_expert.down_proj.weight`).w,
+          silu: m.act === 'silu',
+        };
+      }
+      return { ffn, gate: layer.shared_expert_gate ? layer.shared_expert_gate.weight.data.slice() : null, bias: layer.moe_bias ? layer.moe_bias.data.slice() : null };
+    };
     if (this.src?.covers(layer.index)) {
       if (!fast) throw new Error(`DecodeEngine: layer ${layer.index}: offloaded experts need FFN experts with dropless dispatch and a sparse router`);
-      return { kind: 'moe', layer, experts: [], silu: (ex as FFNExperts).activation === 'swiglu', dFF: 0, index: layer.index, external: true };
+      return { kind: 'moe', layer, experts: [], silu: (ex as FFNExperts).activation === 'swiglu', dFF: 0, index: layer.index, external: true, shared: compileShared() };
     }
     if (!fast) return { kind: 'module', layer };
-    const d = this.d;
     const f = ex.dFF;
     const experts: Expert[] = [];
     for (let e = 0; e < ex.numExperts; e++) {
@@ -335,7 +374,7 @@ export class DecodeEngine {
         w2: q(transpose(ex.w2.data, o, f, d), d, f, this.expertQuant),
       });
     }
-    return { kind: 'moe', layer, experts, silu: ex.activation === 'swiglu', dFF: f, index: layer.index, external: false };
+    return { kind: 'moe', layer, experts, silu: ex.activation === 'swiglu', dFF: f, index: layer.index, external: false, shared: compileShared() };
   }
 
   /**
@@ -580,19 +619,42 @@ export class DecodeEngine {
     return { keep, w };
   }
 
+  /** y [n, d] = the dense FFN w on x [n, d]. */
+  private runDense(w: DenseW, x: Float32Array, n: number, y: Float32Array): void {
+    const F = w.up.rows;
+    const g = new Float32Array(n * F);
+    const u = w.gate ? new Float32Array(n * F) : null;
+    if (w.gate) {
+      this.kern.matmul(w.gate, x, n, g);
+      this.kern.matmul(w.up, x, n, u!);
+    } else this.kern.matmul(w.up, x, n, g);
+    act(w.silu, g, u, n * F);
+    this.kern.matmul(w.down, g, n, y);
+  }
+
+  /** y [n, d] += the MoE layer's always-on part on x [n, d]: output bias, shared experts (gated or not). */
+  private addShared(s: SharedW, x: Float32Array, n: number, y: Float32Array): void {
+    const d = this.d;
+    if (s.bias) for (let t = 0; t < n; t++) for (let j = 0; j < d; j++) y[t * d + j] += s.bias[j];
+    if (!s.ffn) return;
+    const ys = new Float32Array(n * d);
+    this.runDense(s.ffn, x, n, ys);
+    for (let t = 0; t < n; t++) {
+      let gt = 1;
+      if (s.gate) {
+        let z = 0;
+        for (let j = 0; j < d; j++) z += s.gate[j] * x[t * d + j];
+        gt = 1 / (1 + Math.exp(-z));
+      }
+      for (let j = 0; j < d; j++) y[t * d + j] += gt * ys[t * d + j];
+    }
+  }
+
   /** y [n, d] = FFN(x [n, d]). */
   private runFFN(f: FFN, x: Float32Array, n: number, ctx: RouterContext, y: Float32Array): void {
     const d = this.d;
     if (f.kind === 'dense') {
-      const F = f.up.rows;
-      const g = new Float32Array(n * F);
-      const u = f.gate ? new Float32Array(n * F) : null;
-      if (f.gate) {
-        this.kern.matmul(f.gate, x, n, g);
-        this.kern.matmul(f.up, x, n, u!);
-      } else this.kern.matmul(f.up, x, n, g);
-      act(f.silu, g, u, n * F);
-      this.kern.matmul(f.down, g, n, y);
+      this.runDense(f, x, n, y);
       return;
     }
     const xt = new Tensor(x.slice(0, n * d), [n, d]);
@@ -634,9 +696,6 @@ export class DecodeEngine {
         for (let j = 0; j < d; j++) y[t * d + j] += wi * ye[i * d + j];
       }
     }
-    if (moe.shared) {
-      const s = moe.shared.forward(xt).data;
-      for (let i = 0; i < n * d; i++) y[i] += s[i];
-    }
+    this.addShared(f.shared, x, n, y);
   }
 }

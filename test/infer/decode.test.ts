@@ -60,6 +60,8 @@ for (const [name, extra] of [
     { qk_norm: 'full', hidden_act: 'gelu', embedding_multiplier: 2, residual_multiplier: 0.7, logits_scaling: 1.5, attention_multiplier: 0.2, rope_scaling: { rope_type: 'linear', factor: 2 } },
   ],
   ['capacity dispatch (runs the layer module)', { dispatch: 'capacity' }],
+  ['the default train model: top-1 of 4 plus one shared expert', { n_shared_experts: 1, num_experts_per_tok: 1, norm_topk_prob: false }],
+  ['two shared experts, gelu', { n_shared_experts: 2, hidden_act: 'gelu' }],
 ] as const) {
   test(`DecodeEngine f32 gives the eager cached logits: ${name}`, () => {
     const m = model(extra as Record<string, unknown>);
@@ -161,4 +163,53 @@ test('selfCheck catches a model the fast path does not know of, and auto then st
   };
   assert.ok(eng.selfCheck() > 1e-3, `patched model: ${eng.selfCheck()}`);
   assert.equal(generate(m, new ByteTokenizer(), 'ab', { maxNewTokens: 3 }).engine, 'eager');
+});
+
+/** Qwen2-style: a sigmoid-gated shared expert and an MoE output bias (made non-zero so it counts). */
+function gatedModel(): MoETransformerLM {
+  const m = model({ n_shared_experts: 1, shared_expert_gate: true, shared_expert_intermediate_size: 96, moe_output_bias: true }, 5);
+  const rng = new Rng(11);
+  for (const l of m.layers) {
+    l.moe_bias!.data.set(rng.fillUniform(new Float32Array(l.moe_bias!.data.length), -0.5, 0.5));
+    // gates away from 0 so sigmoid(gate . x) varies by token
+    const g = l.shared_expert_gate!.weight.data;
+    for (let i = 0; i < g.length; i++) g[i] *= 5;
+  }
+  return m;
+}
+
+test('shared experts run on the fast path (compiled, quantised): gated Qwen2 form and the default model', () => {
+  const tok = new ByteTokenizer();
+  const opts = { maxNewTokens: 24, temperature: 0 } as const;
+  for (const [name, m] of [
+    ['gated + bias', gatedModel()],
+    ['default train model', model({ n_shared_experts: 1, num_experts_per_tok: 1, norm_topk_prob: false }, 9)],
+  ] as const) {
+    const ref = eagerLogits(m, IDS, CHUNKS);
+    const eng = new DecodeEngine(m);
+    // the MoE layers are compiled here, not sent to the layer module
+    assert.ok(eng.expertBytes > 0, `${name}: no compiled experts`);
+    let p = 0;
+    CHUNKS.forEach((n, i) => {
+      const got = eng.forward(IDS.subarray(p, p + n));
+      p += n;
+      let scaleRef = 0;
+      for (const v of ref[i]) scaleRef = Math.max(scaleRef, Math.abs(v));
+      assert.ok(maxDiff(got, ref[i]) < 1e-4 * (1 + scaleRef), `${name} chunk ${i}: max diff ${maxDiff(got, ref[i])}`);
+    });
+    assert.ok(eng.selfCheck() < 1e-5, `${name}: selfCheck ${eng.selfCheck()}`);
+    // q8_0 (shared experts quantised too: fewer bytes than f32) stays close
+    const f32 = new DecodeEngine(m).forward(IDS);
+    const q8e = new DecodeEngine(m, { quant: 'q8_0' });
+    const q8 = q8e.forward(IDS);
+    let num = 0;
+    let den = 0;
+    for (let i = 0; i < q8.length; i++) {
+      num += (q8[i] - f32[i]) ** 2;
+      den += f32[i] ** 2;
+    }
+    assert.ok(Math.sqrt(num / den) < 0.1, `${name}: q8_0 relative logit error ${Math.sqrt(num / den)}`);
+    assert.ok(q8e.weightBytes < 0.4 * eng.weightBytes, `${name}: q8_0 ${q8e.weightBytes} bytes vs f32 ${eng.weightBytes}`);
+    assert.deepEqual(generate(m, tok, 'ROMEO:', { ...opts, engine: 'fast' }).ids, generate(m, tok, 'ROMEO:', { ...opts, engine: 'eager' }).ids, name);
+  }
 });

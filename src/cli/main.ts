@@ -407,14 +407,27 @@ export function buildProgram(): Command {
 
   program
     .command('synth')
-    .description('write a random-weight GGUF in the layer shapes of a real MoE (olmoe-1b-7b, qwen3-30b-a3b) with few layers, streamed to disk, for benchmarks')
+    .description(
+      'write a random-weight model in the layer shapes of a real MoE (olmoe-1b-7b, qwen3-30b-a3b) with few layers, streamed to disk, for benchmarks: a GGUF file, or a Hugging Face safetensors directory',
+    )
     .requiredOption('--shape <name>', 'olmoe-1b-7b (64 experts top-8, d 2048, width 1024) or qwen3-30b-a3b (128 top-8, width 768, GQA 32/4, qk-norm)')
-    .requiredOption('--out <file.gguf>', 'output file')
+    .requiredOption('--out <path>', 'output file (gguf) or new directory (safetensors)')
+    .option('--format <f>', 'gguf or safetensors', 'gguf')
     .option('--layers <n>', 'layers (default 4 for olmoe-1b-7b, 2 for qwen3-30b-a3b)', intArg('--layers'))
-    .option('--quant <q>', 'q8_0 or q4_0', 'q8_0')
+    .option('--quant <q>', 'q8_0 or q4_0 (safetensors: the value grid of the experts, the same values as the GGUF of that seed)', 'q8_0')
+    .option('--dtype <d>', 'safetensors storage dtype: bfloat16, float16 or float32', 'bfloat16')
     .option('--seed <n>', 'weight seed', intArg('--seed', 0), 0)
     .option('--context <n>', 'context length written to the file (sizes the KV cache)', intArg('--context'), 1024)
     .action(async (o) => {
+      if (o.format === 'safetensors') {
+        const { writeSynthSafetensors } = await import('../io/hf/synth.js');
+        const r = writeSynthSafetensors(o.shape, o.out, { layers: o.layers, grid: o.quant, dtype: o.dtype, seed: o.seed, context: o.context });
+        process.stdout.write(
+          `wrote ${r.dir}: ${r.modelType}, ${r.layers} layers, ${r.dtype}, ${r.files.length} file(s), ${(r.params / 1e9).toFixed(2)}B parameters, ${(r.bytes / 1e9).toFixed(2)} GB (experts ${(r.expertBytes / 1e9).toFixed(2)} GB)\n`,
+        );
+        return;
+      }
+      if (o.format !== 'gguf') throw new ConfigError(`--format must be gguf or safetensors, got "${o.format}"`);
       const { writeSynthGGUF } = await import('../io/gguf/synth.js');
       const r = writeSynthGGUF(o.shape, o.out, { layers: o.layers, quant: o.quant, seed: o.seed, context: o.context });
       process.stdout.write(

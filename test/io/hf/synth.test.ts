@@ -39,3 +39,27 @@ test('synth safetensors: a sharded HF directory the importer loads, experts equa
     fs.rmSync(tmp, { recursive: true, force: true });
   }
 });
+
+test('synth CLI: a bad --format, shape or dtype is a one-line error and writes nothing', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../../src/cli/main.js');
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'synth-cli-'));
+  try {
+    const out = path.join(tmp, 'm');
+    const cases: [string[], RegExp][] = [
+      [['--shape', 'olmoe-1b-7b', '--format', 'onnx'], /--format must be gguf or safetensors, got "onnx"/],
+      [['--shape', 'mixtral', '--format', 'safetensors'], /unknown shape "mixtral"/],
+      [['--shape', 'olmoe-1b-7b', '--format', 'safetensors', '--dtype', 'int8'], /dtype must be bfloat16, float16 or float32, got "int8"/],
+    ];
+    for (const [args, re] of cases) {
+      const r = spawnSync(process.execPath, [cli, 'synth', '--out', out, ...args], { encoding: 'utf8', timeout: 60_000 });
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, re);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.ok(!fs.existsSync(out));
+    }
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});

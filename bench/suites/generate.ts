@@ -21,7 +21,6 @@ import { WasmQuantKernels } from '../../src/kernels/wasm/quant.js';
 import { argmax } from '../../src/infer/sampling.js';
 import { openGGUFEngine, offloadHitRate, type GGUFEngine } from '../../src/infer/offload.js';
 import { writeSynthGGUF, SYNTH_SHAPES } from '../../src/io/gguf/synth.js';
-import type { QuantFormat } from '../../src/kernels/quant.js';
 import type { Column, Row, SuiteOptions, SuiteTable } from '../lib/suite.js';
 
 export const name = 'generate';

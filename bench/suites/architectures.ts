@@ -8,7 +8,8 @@
  * Active FLOPs are measured, not modelled: one training-mode forward of the built model with every
  * kernel call counted (2 x multiply-adds of every matmul and grouped matmul the backend runs:
  * projections, the experts a token actually reaches, attention products, the LM head), divided by
- * the tokens. Matching solves for the width on the (linear) FLOPs-vs-width line through two
+ * the tokens. PEER's single-neuron experts are gathered dot products outside the backend, so each
+ * PEER layer adds them from its own record of what it retrieved (peerExpertFlops). Matching solves for the width on the (linear) FLOPs-vs-width line through two
  * measurements, rounds it to the field's multiple, and measures again.
  */
 import * as os from 'node:os';
@@ -20,6 +21,8 @@ import { noGrad } from '../../src/tensor/tensor.js';
 import { Rng } from '../../src/tensor/random.js';
 import { parseRunConfig, parseModelConfig, type RunConfig, type ModelConfig } from '../../src/models/config.js';
 import { buildModel } from '../../src/models/build.js';
+import { PEERLayer } from '../../src/models/ffn/peer.js';
+import type { Module } from '../../src/nn/module.js';
 import { train } from '../../src/train/trainer.js';
 import { median } from '../lib/timing.js';
 import { tInterval, welchDifference } from '../lib/stats.js';
@@ -34,7 +37,7 @@ export interface ArchDesign {
   /** The design's paper, title and year (none for the baselines). */
   paper?: string;
   model: Record<string, unknown>;
-  /** A numeric model field scaled until the design's active FLOPs/token match the reference's, rounded to `multiple`. */
+  /** A numeric model field (dotted for an options record: 'ffn_options.heads', set in `model`) scaled until the design's active FLOPs/token match the reference's, rounded to `multiple`. */
   match?: { field: string; multiple: number };
 }
 
@@ -43,8 +46,6 @@ export const REFERENCE = 'moe';
 
 /**
  * The designs, in table order. To add one: a line with its model fields and the width to tune.
- * PEER is not here: its single-neuron experts are gathered dot products, not backend matmuls, so
- * the counter below would not see their FLOPs (it has its own suite, `npm run bench -- peer`).
  * Mamba's selective scan and conv are element-wise work, uncounted like every element-wise op.
  */
 export const DESIGNS: ArchDesign[] = [
@@ -108,6 +109,13 @@ export const DESIGNS: ArchDesign[] = [
     match: { field: 'moe_intermediate_size', multiple: 4 },
   },
   { name: 'all-mlp', paper: 'Efficient Language Modeling with Sparse all-MLP, 2022', model: { model_type: 'all-mlp' }, match: { field: 'moe_intermediate_size', multiple: 4 } },
+  {
+    // 16,384 single-neuron experts, 16 per head; narrow keys so the retrieval does not eat the budget, heads matched
+    name: 'peer',
+    paper: 'Mixture of A Million Experts, 2024',
+    model: { ffn_type: 'peer', ffn_options: { numExperts: 16384, topK: 16, keyDim: 32, heads: 4 } },
+    match: { field: 'ffn_options.heads', multiple: 1 },
+  },
 ];
 
 /** Seeds per design (the t intervals need n >= 2). */
@@ -147,9 +155,29 @@ export function baseConfig(quick: boolean, seed: number, steps?: number): RunCon
   return parseRunConfig({ model, training, data: { ...base.data, sources: ['shakespeare', 'wikitext', 'linux'] } });
 }
 
+function* walk(m: Module): Generator<Module> {
+  yield m;
+  for (const [, c] of m.namedChildren()) yield* walk(c);
+}
+
+/**
+ * FLOPs of the PEER layers' last forward that no backend kernel ran: per retrieved expert the
+ * down and up dot products (2 x d multiply-adds), per (token, head) the k^2 candidate sums of the
+ * product-key top-k. The query projection and the sub-key scores are backend matmuls, counted there.
+ */
+export function peerExpertFlops(model: Module): number {
+  let flops = 0;
+  for (const m of walk(model)) {
+    if (!(m instanceof PEERLayer) || !m.lastRetrieval) continue;
+    const retrieved = m.lastRetrieval.experts.length;
+    flops += 2 * 2 * m.dModel * retrieved + (retrieved / m.topK) * m.topK * m.topK;
+  }
+  return flops;
+}
+
 /**
  * Active FLOPs per token of one training-mode forward of `model` on `B x T` random tokens:
- * 2 x the multiply-adds of every backend matmul / grouped matmul, over B * T.
+ * 2 x the multiply-adds of every backend matmul / grouped matmul, plus PEER's own (peerExpertFlops), over B * T.
  */
 export function measureFlopsPerToken(cfg: ModelConfig, B: number, T: number, seed = 0): number {
   const model = buildModel(cfg, seed);
@@ -180,7 +208,22 @@ export function measureFlopsPerToken(cfg: ModelConfig, B: number, T: number, see
   } finally {
     setBackend(inner);
   }
-  return (2 * macs) / (B * T);
+  return (2 * macs + peerExpertFlops(model)) / (B * T);
+}
+
+/** The value of a model field, dotted ('ffn_options.heads') into an options record. */
+function fieldOf(fields: Record<string, unknown>, field: string): unknown {
+  let v: unknown = fields;
+  for (const k of field.split('.')) v = v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined;
+  return v;
+}
+
+/** `fields` with one (possibly dotted) field replaced, records along the path copied. */
+function withField(fields: Record<string, unknown>, field: string, value: number): Record<string, unknown> {
+  const [head, ...rest] = field.split('.');
+  if (!rest.length) return { ...fields, [head]: value };
+  const inner = fields[head];
+  return { ...fields, [head]: withField(inner !== null && typeof inner === 'object' ? (inner as Record<string, unknown>) : {}, rest.join('.'), value) };
 }
 
 /** A design's model config: the base with the design's fields (not yet matched). */
@@ -193,9 +236,9 @@ export function matchDesign(base: ModelConfig, d: ArchDesign, target: number, B:
   const m0 = designModel(base, d);
   if (!d.match) return { model: m0, flops: measureFlopsPerToken(m0, B, T) };
   const { field, multiple } = d.match;
-  const w0 = (m0 as unknown as Record<string, unknown>)[field];
-  if (typeof w0 !== 'number') throw new Error(`design "${d.name}": match field ${field} is not a numeric model field`);
-  const at = (w: number): ModelConfig => designModel(base, { ...d, model: { ...d.model, [field]: w } });
+  const w0 = fieldOf(field.includes('.') ? d.model : (m0 as unknown as Record<string, unknown>), field);
+  if (typeof w0 !== 'number') throw new Error(`design "${d.name}": match field ${field} is not a numeric model field${field.includes('.') ? ' set in the design' : ''}`);
+  const at = (w: number): ModelConfig => designModel(base, { ...d, model: withField(d.model, field, w) });
   const f0 = measureFlopsPerToken(m0, B, T);
   const w1 = 2 * w0;
   const f1 = measureFlopsPerToken(at(w1), B, T);
@@ -272,7 +315,7 @@ export async function runDesigns(designs: readonly ArchDesign[], opts: SuiteOpti
           activeParams: r.activeParams,
           flopsPerToken: Math.round(m.flops),
           flopsRatio: Number((m.flops / target).toFixed(3)),
-          matchedField: d.match ? `${d.match.field}=${(m.model as unknown as Record<string, number>)[d.match.field]}` : '',
+          matchedField: d.match ? `${d.match.field}=${String(fieldOf(m.model as unknown as Record<string, unknown>, d.match.field))}` : '',
           valLoss: Number(r.finalEval.loss.toFixed(5)),
           tokensPerS: Math.round(median(tps)),
           seconds: Math.round((performance.now() - t0) / 100) / 10,

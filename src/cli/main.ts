@@ -926,13 +926,17 @@ export function buildProgram(): Command {
     .option('--seed <n>', 'random seed', intArg('--seed', 0))
     .option('--out <dir>', 'run directory (config.json, log.jsonl, model.safetensors, results.json, report.html)')
     .option('--overwrite', 'replace a forecast run already in --out')
+    .option('--resume', 'continue the run in --out from its latest checkpoint with its own config (--steps N trains it longer)')
     .option('--quiet', 'no progress output')
     .addOption(backendOption())
     .addOption(threadsOption())
     .action(async (o) => {
-      const { parseForecastRunConfig, trainForecast } = await import('../train/forecast.js');
+      const { parseForecastRunConfig, trainForecast, loadForecastCheckpoint } = await import('../train/forecast.js');
       const { writeForecastReport, formatForecastTable } = await import('../bench-routers/report/forecast-report.js');
-      const raw = o.config ? readConfigJson(o.config) : {};
+      if (o.resume && (o.config || o.series || o.column || o.seed !== undefined || o.overwrite))
+        throw new ConfigError('train-forecast --resume: the run keeps its own config; only --steps, --out and the backend flags apply');
+      if (o.resume && !o.out) throw new ConfigError('train-forecast --resume needs --out <run dir>');
+      const raw = o.resume ? (loadForecastCheckpoint(o.out).state.config as unknown as Record<string, unknown>) : o.config ? readConfigJson(o.config) : {};
       const sec = (k: string): Record<string, unknown> => (raw[k] && typeof raw[k] === 'object' && !Array.isArray(raw[k]) ? (raw[k] as Record<string, unknown>) : {});
       const cfgIn: Record<string, unknown> = { ...raw };
       if (o.steps !== undefined || o.seed !== undefined)
@@ -950,6 +954,7 @@ export function buildProgram(): Command {
           config: cfg,
           outDir: out,
           overwrite: Boolean(o.overwrite),
+          resume: Boolean(o.resume),
           events: { onEval: (r) => log(`step ${r.step}/${cfg.training.steps}: validation Huber ${r.valLoss.toFixed(4)}`) },
         });
         const report = writeForecastReport(out);

@@ -5,7 +5,10 @@
  * language model's schedule and clipping (lrAt, clipGradNorm), periodic validation, and at the
  * end rolling-origin forecasts over the validation span against the naive (last value) and
  * seasonal-naive (value one season earlier) baselines. Writes config.json, log.jsonl,
- * model.safetensors and results.json (atomically) into the run directory.
+ * model.safetensors and results.json (atomically) into the run directory, and every save_interval
+ * steps a checkpoint (weights, AdamW moments, both RNG states, history) under checkpoints/ named by
+ * latest.json, written like train's (temp directory renamed into place, then the pointer), so
+ * `resume` continues an interrupted run exactly.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -16,10 +19,14 @@ import { AdamW, clipGradNorm, type Parameter } from '../nn/index.js';
 import { TrainConfigSchema, formatZodError, type ModelConfig, type TrainConfig } from '../models/config.js';
 import { TimeMoE, timeMoELoss, forecast, windowStats, huberValue, headSchedule, parseForecastConfig, timeMoEModelConfig, type ForecastConfig } from '../models/time-moe.js';
 import { loadSeries, splitByTime, SeriesError, type Series } from '../data/series.js';
-import { writeJsonAtomicSync } from '../io/atomic.js';
-import { writeSafetensorsSync, type TensorEntry } from '../io/safetensors.js';
-import { appendLine } from './run-dir.js';
+import { writeJsonAtomicSync, fsyncDirSync } from '../io/atomic.js';
+import { writeSafetensorsSync, readSafetensorsSync, type TensorEntry } from '../io/safetensors.js';
+import { CheckpointError, configDiff } from '../io/checkpoint.js';
+import type { AdamWState } from '../nn/optim.js';
+import type { StateDict } from '../nn/module.js';
+import { appendLine, truncateLog } from './run-dir.js';
 import { lrAt, meanOf, TrainingDivergedError } from './session.js';
+import { TrainingInterruptedError, RunFinishedError } from './trainer.js';
 
 /** Training defaults of a forecast run (over TrainConfigSchema's): seq_len is the context length. */
 export const FORECAST_TRAINING_DEFAULTS = { steps: 300, batch_size: 16, seq_len: 96, lr: 3e-3, warmup_steps: 20, eval_interval: 50, val_fraction: 0.2 } as const;
@@ -269,21 +276,141 @@ export interface ForecastResults {
 
 /** Options of trainForecast. */
 export interface ForecastTrainOptions {
-  config: ForecastRunConfig;
+  /** The run config (optional on resume: the checkpoint has it). */
+  config?: ForecastRunConfig;
   outDir: string;
   /** Replace a forecast run already in outDir. */
   overwrite?: boolean;
+  /** Continue the run in outDir from its latest checkpoint (its own config; `config`, if given, may only change training.steps). */
+  resume?: boolean;
+  /** Aborting (checked between steps) saves a checkpoint of the current step and throws TrainingInterruptedError. */
+  signal?: AbortSignal;
   /** An already loaded series (tests); default: config.data's. */
   series?: Series;
   events?: { onStep?(s: ForecastStep): void; onEval?(r: { step: number; valLoss: number }): void };
 }
 
 /** Files a forecast run writes (and --overwrite replaces). */
-export const FORECAST_RUN_FILES = ['config.json', 'log.jsonl', 'model.safetensors', 'results.json', 'report.html'] as const;
+export const FORECAST_RUN_FILES = ['config.json', 'log.jsonl', 'model.safetensors', 'results.json', 'report.html', 'latest.json', 'checkpoints'] as const;
+
+/** state.json format tag of a forecast checkpoint (not a language-model checkpoint: `generate` refuses it). */
+export const FORECAST_CHECKPOINT_FORMAT = 'moe-ts-forecast-checkpoint';
+
+/** What a forecast checkpoint's state.json holds besides the tensors. */
+export interface ForecastCheckpointState {
+  format: typeof FORECAST_CHECKPOINT_FORMAT;
+  version: 1;
+  step: number;
+  config: ForecastRunConfig;
+  optimizerStep: number;
+  samplerRng: number[];
+  rng: number[];
+  history: { step: number; valLoss: number }[];
+  trainCurve: { step: number; loss: number; huber: number }[];
+  tokensPerSec: number[];
+}
+
+const toEntries = (m: StateDict): Map<string, TensorEntry> => {
+  const out = new Map<string, TensorEntry>();
+  for (const [name, t] of m) out.set(name, { dtype: 'float32', shape: [...t.shape], data: t.data });
+  return out;
+};
+
+/** Write a forecast checkpoint atomically (temp dir renamed to checkpoints/step-N, then latest.json), keeping the newest two. */
+export function saveForecastCheckpoint(runDir: string, state: ForecastCheckpointState, model: StateDict, optimizer: AdamWState): string {
+  const root = path.join(runDir, 'checkpoints');
+  fs.mkdirSync(root, { recursive: true });
+  const name = `step-${String(state.step).padStart(8, '0')}`;
+  const final = path.join(root, name);
+  const tmp = path.join(root, `.${name}.tmp-${process.pid}`);
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp);
+  try {
+    writeSafetensorsSync(path.join(tmp, 'model.safetensors'), toEntries(model), { format: 'pt', producer: 'moe-ts' });
+    const opt = new Map<string, TensorEntry>();
+    optimizer.m.forEach((m, i) => opt.set(`m.${i}`, { dtype: 'float32', shape: [m.length], data: m }));
+    optimizer.v.forEach((v, i) => opt.set(`v.${i}`, { dtype: 'float32', shape: [v.length], data: v }));
+    writeSafetensorsSync(path.join(tmp, 'optimizer.safetensors'), opt, { step: String(optimizer.step) });
+    writeJsonAtomicSync(path.join(tmp, 'state.json'), state);
+    fs.rmSync(final, { recursive: true, force: true });
+    fs.renameSync(tmp, final);
+    fsyncDirSync(root);
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw new CheckpointError(`cannot save forecast checkpoint of step ${state.step} in ${root}: ${(e as Error).message}; latest.json still names the previous one`);
+  }
+  writeJsonAtomicSync(path.join(runDir, 'latest.json'), { checkpoint: path.join('checkpoints', name), step: state.step });
+  const older = fs
+    .readdirSync(root)
+    .filter((n) => /^step-\d+$/.test(n) && n < name)
+    .sort();
+  for (const n of older.slice(0, Math.max(0, older.length - 1))) fs.rmSync(path.join(root, n), { recursive: true, force: true });
+  return final;
+}
+
+/** Read the checkpoint latest.json names in a forecast run directory; errors name the file and field. */
+export function loadForecastCheckpoint(runDir: string): { state: ForecastCheckpointState; model: StateDict; optimizer: AdamWState } {
+  const latest = path.join(runDir, 'latest.json');
+  if (!fs.existsSync(latest)) throw new CheckpointError(`--resume: no checkpoint in ${runDir} (latest.json missing)`);
+  let rel: unknown;
+  try {
+    rel = (JSON.parse(fs.readFileSync(latest, 'utf8')) as { checkpoint?: unknown }).checkpoint;
+  } catch (e) {
+    throw new CheckpointError(`${latest}: not JSON (${(e as Error).message})`);
+  }
+  if (typeof rel !== 'string' || path.isAbsolute(rel) || rel.split(/[\\/]/).includes('..'))
+    throw new CheckpointError(`${latest}: field checkpoint must be a path inside the run directory, got ${JSON.stringify(rel)}`);
+  const dir = path.join(runDir, rel);
+  let state: ForecastCheckpointState;
+  try {
+    state = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as ForecastCheckpointState;
+  } catch (e) {
+    throw new CheckpointError(`${dir}/state.json: cannot read (${(e as Error).message})`);
+  }
+  if (state?.format !== FORECAST_CHECKPOINT_FORMAT)
+    throw new CheckpointError(`${dir}/state.json: field format is ${JSON.stringify(state?.format)}, expected "${FORECAST_CHECKPOINT_FORMAT}" (not a train-forecast run)`);
+  if (!Number.isSafeInteger(state.step) || state.step < 0) throw new CheckpointError(`${dir}/state.json: field step must be a non-negative integer`);
+  state.config = parseForecastRunConfig(state.config, `${dir}/state.json field config`);
+  const model: StateDict = new Map();
+  for (const [n, t] of readSafetensorsSync(path.join(dir, 'model.safetensors')).tensors) model.set(n, { data: t.data as Float32Array, shape: t.shape });
+  const o = readSafetensorsSync(path.join(dir, 'optimizer.safetensors')).tensors;
+  const m: Float32Array[] = [];
+  const v: Float32Array[] = [];
+  for (let i = 0; o.has(`m.${i}`); i++) {
+    const vi = o.get(`v.${i}`);
+    if (!vi) throw new CheckpointError(`${dir}/optimizer.safetensors: moment v.${i} missing`);
+    m.push(o.get(`m.${i}`)!.data as Float32Array);
+    v.push(vi.data as Float32Array);
+  }
+  return { state, model, optimizer: { step: state.optimizerStep, m, v } };
+}
 
 /** Train a Time-MoE forecaster and evaluate it against the baselines; returns the results (also in outDir/results.json). */
 export function trainForecast(opts: ForecastTrainOptions): { results: ForecastResults; model: TimeMoE; series: Series } {
-  const cfg = opts.config;
+  const resumeFrom = opts.resume ? loadForecastCheckpoint(opts.outDir) : null;
+  let cfg: ForecastRunConfig;
+  if (resumeFrom) {
+    const saved = resumeFrom.state.config;
+    cfg = saved;
+    if (opts.config) {
+      // only the length may change on resume: everything else is the run's own
+      const diff = [
+        ...configDiff(saved.model as unknown as Record<string, unknown>, opts.config.model as unknown as Record<string, unknown>),
+        ...configDiff(saved.forecast as unknown as Record<string, unknown>, opts.config.forecast as unknown as Record<string, unknown>).map((f) => `forecast.${f}`),
+        ...configDiff(saved.data as unknown as Record<string, unknown>, opts.config.data as unknown as Record<string, unknown>).map((f) => `data.${f}`),
+        ...configDiff({ ...saved.training, steps: 0 } as unknown as Record<string, unknown>, { ...opts.config.training, steps: 0 } as unknown as Record<string, unknown>).map((f) => `training.${f}`),
+      ];
+      if (diff.length) throw new CheckpointError(`--resume: the run in ${opts.outDir} was trained with a different config: ${diff.join(', ')} (only training.steps can change on resume)`);
+      cfg = { ...saved, training: { ...saved.training, steps: opts.config.training.steps } };
+    }
+    if (resumeFrom.state.step >= cfg.training.steps)
+      throw new RunFinishedError(
+        `the forecast run in ${opts.outDir} is already at step ${resumeFrom.state.step} of ${cfg.training.steps}; to train longer, resume with --steps N (N > ${resumeFrom.state.step})`,
+      );
+  } else {
+    if (!opts.config) throw new Error('trainForecast: config is required for a new run');
+    cfg = opts.config;
+  }
   const tr = cfg.training;
   const fc = cfg.forecast;
   const series = opts.series ?? loadSeries(cfg.data.series, { column: cfg.data.column, dateColumn: cfg.data.date_column });
@@ -300,9 +427,13 @@ export function trainForecast(opts: ForecastTrainOptions): { results: ForecastRe
 
   const out = opts.outDir;
   fs.mkdirSync(out, { recursive: true });
-  const existing = FORECAST_RUN_FILES.filter((f) => fs.existsSync(path.join(out, f)));
-  if (existing.length && !opts.overwrite) throw new ConfigError(`${out} already holds a forecast run: ${existing.join(', ')}. Replace it with --overwrite`);
-  for (const f of existing) fs.rmSync(path.join(out, f), { force: true });
+  if (!resumeFrom) {
+    const existing = FORECAST_RUN_FILES.filter((f) => fs.existsSync(path.join(out, f)));
+    if (existing.length && !opts.overwrite) throw new ConfigError(`${out} already holds a forecast run: ${existing.join(', ')}. Continue it with --resume, or replace it with --overwrite`);
+    for (const f of existing) fs.rmSync(path.join(out, f), { recursive: true, force: true });
+  } else {
+    truncateLog(path.join(out, 'log.jsonl'), resumeFrom.state.step);
+  }
   writeJsonAtomicSync(path.join(out, 'config.json'), cfg);
   const log = fs.openSync(path.join(out, 'log.jsonl'), 'a');
 
@@ -315,9 +446,43 @@ export function trainForecast(opts: ForecastTrainOptions): { results: ForecastRe
   );
   const opt = new AdamW(params, { lr: tr.lr, beta1: tr.beta1, beta2: tr.beta2, weightDecay: tr.weight_decay, noDecay });
   const rng = new Rng(tr.seed ^ 0x7173);
-  const history: { step: number; valLoss: number }[] = [];
-  const trainCurve: ForecastResults['trainCurve'] = [];
-  const tps: number[] = [];
+  let history: { step: number; valLoss: number }[] = [];
+  let trainCurve: ForecastResults['trainCurve'] = [];
+  let tps: number[] = [];
+  let start = 0;
+  if (resumeFrom) {
+    const st = resumeFrom.state;
+    model.loadStateDict(resumeFrom.model);
+    opt.setState(resumeFrom.optimizer);
+    sampler.rng.setState(st.samplerRng);
+    rng.setState(st.rng);
+    history = [...st.history];
+    trainCurve = [...st.trainCurve];
+    tps = [...st.tokensPerSec];
+    start = st.step;
+  }
+  let savedStep = resumeFrom ? start : -1;
+  const save = (step: number): void => {
+    if (savedStep === step) return;
+    saveForecastCheckpoint(
+      out,
+      {
+        format: FORECAST_CHECKPOINT_FORMAT,
+        version: 1,
+        step,
+        config: cfg,
+        optimizerStep: opt.stepCount,
+        samplerRng: sampler.rng.getState(),
+        rng: rng.getState(),
+        history,
+        trainCurve,
+        tokensPerSec: tps,
+      },
+      model.stateDict(),
+      opt.getState(),
+    );
+    savedStep = step;
+  };
   const runEval = (step: number): number => {
     const valLoss = validationLoss(model, values, split, L, fc.huber_delta);
     history.push({ step, valLoss });
@@ -327,7 +492,11 @@ export function trainForecast(opts: ForecastTrainOptions): { results: ForecastRe
   };
   try {
     model.train();
-    for (let step = 0; step < tr.steps; step++) {
+    for (let step = start; step < tr.steps; step++) {
+      if (opts.signal?.aborted) {
+        save(step);
+        throw new TrainingInterruptedError(`interrupted at step ${step} of ${tr.steps}; checkpoint saved in ${out}. Continue with: moe-ts train-forecast --out ${out} --resume`, step, out);
+      }
       const t0 = performance.now();
       const lr = lrAt(cfg, step);
       opt.lr = lr;
@@ -358,6 +527,7 @@ export function trainForecast(opts: ForecastTrainOptions): { results: ForecastRe
       if (rec.step % tr.log_interval === 0 || rec.step === tr.steps) appendLine(log, { type: 'step', ...rec });
       opts.events?.onStep?.(rec);
       if (rec.step % tr.eval_interval === 0 && rec.step !== tr.steps) runEval(rec.step);
+      if (rec.step % tr.save_interval === 0 || rec.step === tr.steps) save(rec.step);
     }
   } finally {
     fs.closeSync(log);

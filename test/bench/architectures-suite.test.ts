@@ -4,6 +4,8 @@ import '../../src/kernels/index.js';
 import { parseModelConfig } from '../../src/models/config.js';
 import { DESIGNS, REFERENCE, FLOP_TOLERANCE, baseConfig, matchDesign, measureFlopsPerToken, runDesigns, selectDesigns, summarize, report, type ArchDesign } from '../../bench/suites/architectures.js';
 
+const fieldValue = (model: unknown, field: string): unknown => field.split('.').reduce<unknown>((v, k) => (v as Record<string, unknown>)?.[k], model);
+
 test('measured FLOPs/token of a dense model equal the analytic count of its matmuls', () => {
   const [d, f, L, V, T] = [16, 24, 2, 32, 8];
   const cfg = parseModelConfig({ hidden_size: d, intermediate_size: f, num_hidden_layers: L, num_attention_heads: 2, num_local_experts: 0, vocab_size: V, max_position_embeddings: 16 });
@@ -14,6 +16,27 @@ test('measured FLOPs/token of a dense model equal the analytic count of its matm
   const moe = parseModelConfig({ ...cfg, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: f / 2 });
   const moeExpected = 2 * (L * (4 * d * d + 2 * T * d + 2 * 3 * d * (f / 2) + d * 4) + d * V);
   assert.equal(measureFlopsPerToken(moe, 3, T), moeExpected);
+});
+
+test('PEER FLOPs/token: query projection, sub-key scores, k^2 candidate sums and k single-neuron experts per head, by hand', () => {
+  const [d, L, V, T, H, n, k, dk] = [16, 1, 32, 8, 2, 4, 2, 8];
+  const cfg = parseModelConfig({
+    hidden_size: d,
+    num_hidden_layers: L,
+    num_attention_heads: 2,
+    vocab_size: V,
+    max_position_embeddings: 16,
+    ffn_type: 'peer',
+    ffn_options: { numExperts: n * n, heads: H, topK: k, keyDim: dk },
+  });
+  // multiply-adds per token: attention as above; the query [d -> H dk]; each half's dk/2-wide scores against its n sub-keys, per head;
+  // each of the H k retrieved experts' down (u . x) and up (gate * act * v) products of d; then the LM head
+  const macs = L * (4 * d * d + 2 * T * d + d * H * dk + H * 2 * n * (dk / 2) + H * k * 2 * d) + d * V;
+  // plus one addition per candidate pair (k x k per head) of the product-key top-k
+  assert.equal(measureFlopsPerToken(cfg, 3, T), 2 * macs + L * H * k * k);
+  // twice the heads: every per-head term doubles, the rest stays
+  const two = parseModelConfig({ ...cfg, ffn_options: { ...cfg.ffn_options, heads: 2 * H } });
+  assert.equal(measureFlopsPerToken(two, 3, T) - measureFlopsPerToken(cfg, 3, T), 2 * L * H * (d * dk + n * dk + 2 * k * d) + L * H * k * k);
 });
 
 test('every design builds and is matched to the standard MoE within the FLOP tolerance (quick sizes)', () => {
@@ -30,7 +53,11 @@ test('every design builds and is matched to the standard MoE within the FLOP tol
   for (const d of DESIGNS) {
     const m = matchDesign(c.model, d, ref, 2, T);
     assert.ok(Math.abs(m.flops / ref - 1) <= FLOP_TOLERANCE, `${d.name}: ${m.flops} FLOPs/token vs ${ref}`);
-    if (d.match) assert.equal((m.model as unknown as Record<string, number>)[d.match.field] % d.match.multiple, 0, `${d.name}: width on its multiple`);
+    if (d.match) {
+      const w = fieldValue(m.model, d.match.field);
+      assert.equal(typeof w, 'number', `${d.name}: ${d.match.field} is set`);
+      assert.equal((w as number) % d.match.multiple, 0, `${d.name}: width on its multiple`);
+    }
     if (d.name !== 'dense' && d.name !== REFERENCE) assert.ok(d.paper, `${d.name} cites its paper`);
   }
   assert.throws(() => selectDesigns('moe,nope'), /unknown design nope/);

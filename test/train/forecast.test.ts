@@ -14,6 +14,7 @@ import { parseForecastRunConfig, trainForecast, type ForecastResults } from '../
 import { readSafetensorsSync } from '../../src/io/safetensors.js';
 import { renderForecastReport } from '../../src/bench-routers/report/forecast-report.js';
 import { tmpDir } from './helpers.js';
+import { TrainingInterruptedError, RunFinishedError } from '../../src/train/trainer.js';
 
 const tiny = {
   model: { hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 16, max_position_embeddings: 64 },
@@ -84,5 +85,52 @@ test('moe-ts train-forecast: table of MAE/MSE vs the baselines, the report page,
     assert.equal(bad.stderr.trim().split('\n').length, 1, 'one line');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('train-forecast resume: n/2 steps, interrupted, then resumed to n equals n steps straight (weights, history, metrics)', () => {
+  const cfg = parseForecastRunConfig({ ...tiny, training: { ...tiny.training, steps: 8, eval_interval: 3, save_interval: 100 } });
+  const a = tmpDir('fc-straight');
+  const b = tmpDir('fc-resumed');
+  try {
+    const full = trainForecast({ config: cfg, outDir: a });
+    const ac = new AbortController();
+    assert.throws(
+      () => trainForecast({ config: cfg, outDir: b, signal: ac.signal, events: { onStep: (s) => s.step === 4 && ac.abort() } }),
+      (e: Error) => e instanceof TrainingInterruptedError && e.step === 4 && /interrupted at step 4 of 8; checkpoint saved in .*train-forecast --out .* --resume/.test(e.message),
+    );
+    assert.equal(JSON.parse(fs.readFileSync(path.join(b, 'latest.json'), 'utf8')).step, 4);
+    assert.throws(() => trainForecast({ config: cfg, outDir: b }), /already holds a forecast run.*--resume.*--overwrite/);
+    const resumed = trainForecast({ outDir: b, resume: true });
+    const wa = full.model.stateDict();
+    const wb = resumed.model.stateDict();
+    assert.deepEqual([...wb.keys()], [...wa.keys()]);
+    for (const [n, t] of wa) assert.deepEqual(wb.get(n)!.data, t.data, `${n} bitwise equal`);
+    assert.deepEqual(resumed.results.history, full.results.history);
+    assert.deepEqual(resumed.results.trainCurve, full.results.trainCurve);
+    assert.deepEqual(resumed.results.final, full.results.final);
+    // the log reads as one run: one record per eval step, none duplicated by the resume
+    const evals = fs
+      .readFileSync(path.join(b, 'log.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .filter((r) => r.type === 'eval')
+      .map((r) => r.step);
+    assert.deepEqual(evals, [3, 6, 8]);
+    assert.throws(
+      () => trainForecast({ outDir: b, resume: true }),
+      (e: Error) => e instanceof RunFinishedError && /already at step 8 of 8.*--steps N/.test(e.message),
+    );
+    assert.throws(
+      () => trainForecast({ config: parseForecastRunConfig({ ...tiny, training: { ...tiny.training, steps: 9, lr: 0.02 } }), outDir: b, resume: true }),
+      /different config: training\.lr.*only training\.steps/,
+    );
+    const longer = trainForecast({ config: parseForecastRunConfig({ ...tiny, training: { ...tiny.training, steps: 10, eval_interval: 3, save_interval: 100 } }), outDir: b, resume: true });
+    assert.equal(longer.results.steps, 10);
+    assert.throws(() => trainForecast({ outDir: tmpDir('fc-none'), resume: true }), /--resume: no checkpoint in .*latest\.json missing/);
+  } finally {
+    fs.rmSync(a, { recursive: true, force: true });
+    fs.rmSync(b, { recursive: true, force: true });
   }
 });

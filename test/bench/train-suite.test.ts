@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { compareDatasets, report, suiteConfig } from '../../bench/suites/train.js';
-import { matchedDenseConfig } from '../../src/models/config.js';
+import { matchedDenseConfig, parseModelConfig, TRAIN_DEFAULT_MODEL } from '../../src/models/config.js';
 
 function run(dataset: string, model: string, seed: number, valLoss: number, curve: [number, number][], tokensPerS = 1000): Record<string, unknown> {
   return { kind: 'run', dataset, model, seed, valLoss, tokens: 1000, tokensPerS, curve: curve.map(([tokens, loss]) => ({ tokens, loss })) };
@@ -82,9 +82,28 @@ test('compareDatasets: a MoE that never reaches dense has no reach interval, and
   assert.deepEqual(compareDatasets(rows.slice(0, 2)), []);
 });
 
+test('compareDatasets: the verdict uses the paired SE, so a shared seed effect does not hide a consistent lead', () => {
+  // dense varies a lot between seeds, the MoE is 0.01 below it on every seed
+  const dense = [2.0, 2.1, 2.2];
+  const moe = [1.99, 2.091, 2.189];
+  const rows = [1, 2, 3].flatMap((s, i) => [run('c', 'moe', s, moe[i], [[1000, moe[i]]]), run('c', 'dense', s, dense[i], [[1000, dense[i]]])]);
+  const [c] = compareDatasets(rows);
+  assert.equal(c.beats2SE, true);
+  assert.equal(c.beats2SEWelch, false);
+  assert.ok(c.paired.se < 0.001 && c.diff.se > 0.05);
+  // and a MoE that is worse on one seed by as much as it is better on the others is no win when paired
+  const mixed = [1, 2, 3].flatMap((s, i) => [run('d', 'moe', s, dense[i] + [-0.02, -0.02, 0.03][i], [[1000, 2]]), run('d', 'dense', s, dense[i], [[1000, 2]])]);
+  assert.equal(compareDatasets(mixed)[0].beats2SE, false);
+});
+
 test('suite config: the train defaults, dense baseline matched in active width', () => {
   const c = suiteConfig(false, ['shakespeare'], 7);
   assert.equal(c.training.seed, 7);
+  // the MoE side is TRAIN_DEFAULT_MODEL (shared expert + top-1, raw softmax weight)
+  assert.deepEqual(c.model, parseModelConfig(TRAIN_DEFAULT_MODEL));
+  assert.equal(c.model.n_shared_experts, 1);
+  assert.equal(c.model.num_experts_per_tok, 1);
+  assert.equal(c.model.norm_topk_prob, false);
   const d = matchedDenseConfig(c.model);
   assert.equal(
     d.intermediate_size,

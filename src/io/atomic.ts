@@ -115,3 +115,35 @@ function stringifyJson(target: string, value: unknown): string {
   if (s === undefined) throw new Error(`writeJsonAtomic ${target}: value is not JSON-serialisable`);
   return s + '\n';
 }
+
+/**
+ * Stream a file to `target` atomically (synchronous): `body` writes through the temp file's
+ * descriptor (positioned writes, any size, never the whole file in memory); then fsync, rename.
+ * On any error the temp file is removed and the error rethrown as it is (it names what failed).
+ */
+export function writeStreamAtomicSync<T>(target: string, body: (fd: number) => T, opts: AtomicWriteOptions = {}): T {
+  const dir = path.dirname(path.resolve(target));
+  if (opts.mkdir !== false) fs.mkdirSync(dir, { recursive: true });
+  const tmp = tempPathFor(path.resolve(target));
+  let fd: number | undefined = fs.openSync(tmp, 'wx', opts.mode ?? 0o644);
+  let out: T;
+  try {
+    out = body(fd);
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fd = undefined;
+    fs.renameSync(tmp, target);
+  } catch (e) {
+    if (fd !== undefined) {
+      try {
+        fs.closeSync(fd);
+      } catch {
+        /* already failing */
+      }
+    }
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+  fsyncDirSync(dir);
+  return out;
+}

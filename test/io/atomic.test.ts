@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { writeFileAtomic, writeFileAtomicSync, writeJsonAtomic, writeJsonAtomicSync } from '../../src/io/atomic.js';
+import { writeFileAtomic, writeFileAtomicSync, writeJsonAtomic, writeJsonAtomicSync, writeStreamAtomicSync } from '../../src/io/atomic.js';
 
 test('atomic writes replace the file and leave no temp files', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-atomic-'));
@@ -35,6 +35,32 @@ test('a failed write leaves the old file and no temp file', async () => {
     await assert.rejects(writeFileAtomic(target, 'data'), /writeFileAtomic /);
     assert.deepEqual(fs.readdirSync(dir), ['d']);
     assert.throws(() => writeJsonAtomicSync(path.join(dir, 'u.json'), undefined), /not JSON-serialisable/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('streamed atomic writes: positioned chunks land in place; a throwing body keeps the old file, leaves no temp and rethrows its own error', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-atomic-stream-'));
+  try {
+    const f = path.join(dir, 'x.bin');
+    const n = writeStreamAtomicSync(f, (fd) => {
+      fs.writeSync(fd, Buffer.from('world'), 0, 5, 6);
+      fs.writeSync(fd, Buffer.from('hello '), 0, 6, 0);
+      return 11;
+    });
+    assert.equal(n, 11);
+    assert.equal(fs.readFileSync(f, 'utf8'), 'hello world');
+    assert.throws(
+      () =>
+        writeStreamAtomicSync(f, (fd) => {
+          fs.writeSync(fd, Buffer.from('partial'));
+          throw new Error('tensor "w": 3 bytes produced, needs 4');
+        }),
+      /^Error: tensor "w": 3 bytes produced, needs 4$/,
+    );
+    assert.equal(fs.readFileSync(f, 'utf8'), 'hello world');
+    assert.deepEqual(fs.readdirSync(dir), ['x.bin']);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

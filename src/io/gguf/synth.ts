@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { MoETransformerLM } from '../../models/transformer.js';
-import { parseModelConfig } from '../../models/config.js';
+import { parseModelConfig, type ModelConfig } from '../../models/config.js';
 import { ByteTokenizer } from '../../data/tokenizer/index.js';
 import { f32ToF16Bits } from '../../tensor/dtype.js';
 import { gguf, type GGUFValue } from './format.js';
@@ -141,22 +141,30 @@ export function synthExpertSeed(seed: number, layer: number, which: 'gate' | 'up
   return (seed * 0x3c6ef372 + layer * 4099 + { gate: 1, up: 2, down: 3 }[which] * 131 + expert * 7919 + 1) >>> 0;
 }
 
-/** Write a synthetic model of `shape` as GGUF (see the file comment); streams experts, never the whole file in memory. */
-export function writeSynthGGUF(shapeName: string, out: string, opts: SynthOptions = {}): SynthReport {
+/** A synth writer's shape, checked: the real-size config and the skeleton (everything but the experts at full size, experts 32 wide, seeded). */
+export function synthSkeleton(
+  shapeName: string,
+  opts: { layers?: number; seed?: number; context?: number; override?: Record<string, unknown> },
+): { shape: SynthShape; layers: number; seed: number; real: ModelConfig; skel: MoETransformerLM } {
   const shape = (SYNTH_SHAPES as Record<string, SynthShape>)[shapeName];
   if (!shape) throw new Error(`synth: unknown shape "${shapeName}" (known: ${Object.keys(SYNTH_SHAPES).join(', ')})`);
-  const quant = opts.quant ?? 'q8_0';
-  if (quant !== 'q8_0' && quant !== 'q4_0') throw new Error(`synth: quant must be q8_0 or q4_0, got ${JSON.stringify(quant)}`);
   const layers = opts.layers ?? shape.defaultLayers;
   if (!Number.isInteger(layers) || layers < 1 || layers > shape.realLayers) throw new Error(`synth: layers must be an integer in [1, ${shape.realLayers}], got ${layers}`);
   const seed = opts.seed ?? 0;
   const full = { ...shape.config, vocab_size: 256, num_hidden_layers: layers, max_position_embeddings: opts.context ?? 1024, ...opts.override };
   const real = parseModelConfig(full, `synth ${shapeName}`);
+  const skel = new MoETransformerLM(parseModelConfig({ ...full, moe_intermediate_size: 32, initializer_range: 0.02 }), seed).eval();
+  return { shape, layers, seed, real, skel };
+}
+
+/** Write a synthetic model of `shape` as GGUF (see the file comment); streams experts, never the whole file in memory. */
+export function writeSynthGGUF(shapeName: string, out: string, opts: SynthOptions = {}): SynthReport {
+  const quant = opts.quant ?? 'q8_0';
+  if (quant !== 'q8_0' && quant !== 'q4_0') throw new Error(`synth: quant must be q8_0 or q4_0, got ${JSON.stringify(quant)}`);
+  const { shape, layers, seed, real, skel } = synthSkeleton(shapeName, opts);
   const fe = real.moe_intermediate_size;
   const d = real.hidden_size;
   const E = real.num_local_experts;
-  // the skeleton: everything but the experts at full size, experts 32 wide
-  const skel = new MoETransformerLM(parseModelConfig({ ...full, moe_intermediate_size: 32, initializer_range: 0.02 }), seed).eval();
   const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-ts-synth-'));
   try {
     const skelFile = path.join(tmpDir, 'skeleton.gguf');

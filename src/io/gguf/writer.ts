@@ -4,7 +4,7 @@
  * starts at a multiple of it and every tensor is padded to it. Written atomically.
  */
 import * as fs from 'node:fs';
-import { writeFileAtomicSync } from '../atomic.js';
+import { writeFileAtomicSync, writeStreamAtomicSync } from '../atomic.js';
 import {
   GGUF_MAGIC,
   GGUF_VERSION,
@@ -193,9 +193,7 @@ export function serializeGGUF(metadata: Map<string, GGUFValue>, tensors: GGUFTen
  */
 export function writeGGUFStreamSync(path: string, metadata: Map<string, GGUFValue>, tensors: readonly GGUFTensorHeader[], fill: (i: number, emit: (chunk: Uint8Array) => void) => void): number {
   const L = ggufLayout(metadata, tensors);
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fd = fs.openSync(tmp, 'w');
-  try {
+  writeStreamAtomicSync(path, (fd) => {
     fs.writeSync(fd, L.header, 0, L.header.length, 0);
     tensors.forEach((t, i) => {
       let pos = L.dataStart + L.offsets[i];
@@ -209,18 +207,7 @@ export function writeGGUFStreamSync(path: string, metadata: Map<string, GGUFValu
       if (pos !== end) throw new Error(`gguf write: tensor "${t.name}": ${pos - (end - L.nbytes[i])} bytes emitted, needs ${L.nbytes[i]}`);
     });
     fs.ftruncateSync(fd, L.total);
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fs.renameSync(tmp, path);
-  } catch (e) {
-    try {
-      fs.closeSync(fd);
-    } catch {
-      // already closed
-    }
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
+  });
   return L.total;
 }
 

@@ -11,14 +11,12 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { MoETransformerLM } from '../../models/transformer.js';
-import { parseModelConfig } from '../../models/config.js';
 import { ByteTokenizer } from '../../data/tokenizer/index.js';
 import { DTYPE_BYTES, fromFloat32 } from '../../tensor/dtype.js';
-import { SYNTH_SHAPES, randomBlocks, synthExpertSeed, type SynthShape } from '../gguf/synth.js';
+import { randomBlocks, synthExpertSeed, synthSkeleton } from '../gguf/synth.js';
 import { decodeTensor } from '../gguf/quant.js';
 import { INDEX_FILE, SINGLE_FILE } from '../safetensors-index.js';
-import { writeJsonAtomicSync, fsyncDirSync } from '../atomic.js';
+import { writeJsonAtomicSync, writeStreamAtomicSync, fsyncDirSync } from '../atomic.js';
 import { saveTokenizer } from '../tokenizer.js';
 import { archForModel } from './archs.js';
 import { hfConfigFor, hfTensors, MOE_TS_TOKENIZER_FILE } from './pretrained.js';
@@ -69,28 +67,21 @@ interface Planned {
 
 /** Write a synthetic model of `shape` as a Hugging Face directory (see the file comment). */
 export function writeSynthSafetensors(shapeName: string, dir: string, opts: SynthSafetensorsOptions = {}): SynthSafetensorsReport {
-  const shape = (SYNTH_SHAPES as Record<string, SynthShape>)[shapeName];
-  if (!shape) throw new Error(`synth: unknown shape "${shapeName}" (known: ${Object.keys(SYNTH_SHAPES).join(', ')})`);
   const dtype = opts.dtype ?? 'bfloat16';
   if (!(dtype in CODE)) throw new Error(`synth: dtype must be bfloat16, float16 or float32, got ${JSON.stringify(dtype)}`);
   const grid = opts.grid ?? 'q8_0';
   if (grid !== 'q8_0' && grid !== 'q4_0') throw new Error(`synth: grid must be q8_0 or q4_0, got ${JSON.stringify(grid)}`);
-  const layers = opts.layers ?? shape.defaultLayers;
-  if (!Number.isInteger(layers) || layers < 1 || layers > shape.realLayers) throw new Error(`synth: layers must be an integer in [1, ${shape.realLayers}], got ${layers}`);
   const maxShard = opts.maxShardBytes ?? 2_000_000_000;
   if (!(maxShard > 0)) throw new Error(`synth: maxShardBytes must be positive, got ${maxShard}`);
-  const seed = opts.seed ?? 0;
+  const { layers, seed, real, skel } = synthSkeleton(shapeName, opts);
   if (fs.existsSync(dir)) {
     if (!fs.statSync(dir).isDirectory()) throw new Error(`synth: ${dir} exists and is not a directory`);
     const clash = fs.readdirSync(dir).find((f) => f === 'config.json' || f.endsWith('.safetensors') || f === INDEX_FILE);
     if (clash) throw new Error(`synth: ${dir} already holds a model (${clash}); remove it first`);
   }
-  const full = { ...shape.config, vocab_size: 256, num_hidden_layers: layers, max_position_embeddings: opts.context ?? 1024, ...opts.override };
-  const real = parseModelConfig(full, `synth ${shapeName}`);
   const fe = real.moe_intermediate_size;
   const d = real.hidden_size;
   const E = real.num_local_experts;
-  const skel = new MoETransformerLM(parseModelConfig({ ...full, moe_intermediate_size: 32, initializer_range: 0.02 }), seed).eval();
   const arch = archForModel(real);
   const item = DTYPE_BYTES[dtype];
   // the skeleton's tensors but its (width-32) experts; converted now: they are the small part
@@ -178,9 +169,7 @@ function writeSafetensorsStream(file: string, tensors: Planned[]): number {
   const head = new Uint8Array(8 + raw.length + pad).fill(0x20);
   new DataView(head.buffer).setBigUint64(0, BigInt(raw.length + pad), true);
   head.set(raw, 8);
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = fs.openSync(tmp, 'w');
-  try {
+  writeStreamAtomicSync(file, (fd) => {
     let pos = 0;
     const put = (b: Uint8Array): void => {
       let o = 0;
@@ -193,17 +182,6 @@ function writeSafetensorsStream(file: string, tensors: Planned[]): number {
       if (b.length !== t.nbytes) throw new Error(`synth: tensor "${t.name}": ${b.length} bytes produced, needs ${t.nbytes}`);
       put(b);
     }
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    try {
-      fs.closeSync(fd);
-    } catch {
-      // already closed
-    }
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
+  });
   return off;
 }

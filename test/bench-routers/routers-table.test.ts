@@ -32,3 +32,17 @@ test('one row per MoE router with its paper, summary, experts per token used, co
   assert.match(row('smoe-dropout'), /<td class="num">3\.00<\/td>\s*<td class="num">1\.50×<\/td>/);
   assert.match(row('topk'), /<td class="notes">—<\/td>/);
 });
+
+test('every registered router gets its own row with its paper when it ran', () => {
+  const names = routerRegistry.names();
+  assert.ok(names.length >= 30, `${names.length} routers registered`);
+  const runs = [run('dense', { kind: 'dense', losses: [3, 2.5, 2.2] }), ...names.map((n, i) => run(n, { losses: [3, 2.5, 2.2 + i * 1e-3], ept: 2 }))];
+  const page = renderReport(results(runs));
+  const section = page.slice(page.indexOf('id="routers"'), page.indexOf('id="curves"'));
+  for (const n of names) {
+    const i = section.indexOf(`<tr data-router="${n}">`);
+    assert.ok(i >= 0, `${n} has a row`);
+    const spec = routerRegistry.spec(n);
+    if (spec.paper) assert.ok(section.slice(i, section.indexOf('</tr>', i)).includes(String(spec.paper.year)), `${n}'s row cites its paper`);
+  }
+});

@@ -47,35 +47,20 @@ export interface AtomicWriteOptions {
 
 /** Write `data` to `target` atomically (synchronous). */
 export function writeFileAtomicSync(target: string, data: string | Uint8Array, opts: AtomicWriteOptions = {}): void {
-  const dir = path.dirname(path.resolve(target));
-  if (opts.mkdir !== false) fs.mkdirSync(dir, { recursive: true });
-  const tmp = tempPathFor(path.resolve(target));
+  if (opts.mkdir !== false) fs.mkdirSync(path.dirname(path.resolve(target)), { recursive: true });
   const bytes = toBytes(data);
-  let fd: number | undefined;
   try {
-    fd = fs.openSync(tmp, 'wx', opts.mode ?? 0o644);
-    let off = 0;
-    while (off < bytes.length) off += fs.writeSync(fd, bytes, off, bytes.length - off);
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = undefined;
-    fs.renameSync(tmp, target);
+    writeStreamAtomicSync(
+      target,
+      (fd) => {
+        let off = 0;
+        while (off < bytes.length) off += fs.writeSync(fd, bytes, off, bytes.length - off);
+      },
+      { ...opts, mkdir: false },
+    );
   } catch (e) {
-    if (fd !== undefined) {
-      try {
-        fs.closeSync(fd);
-      } catch {
-        /* already failing */
-      }
-    }
-    try {
-      fs.unlinkSync(tmp);
-    } catch {
-      /* never created or already renamed */
-    }
     throw new Error(`writeFileAtomic ${target}: ${(e as Error).message}`);
   }
-  fsyncDirSync(dir);
 }
 
 /** Write `data` to `target` atomically. */
@@ -125,9 +110,10 @@ export function writeStreamAtomicSync<T>(target: string, body: (fd: number) => T
   const dir = path.dirname(path.resolve(target));
   if (opts.mkdir !== false) fs.mkdirSync(dir, { recursive: true });
   const tmp = tempPathFor(path.resolve(target));
-  let fd: number | undefined = fs.openSync(tmp, 'wx', opts.mode ?? 0o644);
+  let fd: number | undefined;
   let out: T;
   try {
+    fd = fs.openSync(tmp, 'wx', opts.mode ?? 0o644);
     out = body(fd);
     fs.fsyncSync(fd);
     fs.closeSync(fd);

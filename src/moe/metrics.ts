@@ -12,6 +12,7 @@
  * load); routerEntropy = mean over tokens of -sum_e p ln p of probs (nats).
  */
 import type { RouterOutput, RoutingMetrics } from './types.js';
+import { softmaxStats } from '../tensor/index.js';
 
 export function computeRoutingMetrics(out: RouterOutput, numExperts: number, tokens: number, kept?: Uint8Array): RoutingMetrics {
   const E = numExperts;
@@ -51,7 +52,16 @@ export function computeRoutingMetrics(out: RouterOutput, numExperts: number, tok
   for (let e = 0; e < E; e++) v += (load[e] - m) ** 2;
   const std = E > 0 ? Math.sqrt(v / E) : 0;
   let h = 0;
-  for (let i = 0; i < tokens * E; i++) if (p[i] > 0) h -= p[i] * Math.log(p[i]);
+  const st = softmaxStats(out.probs);
+  if (st && st.probs === out.probs) {
+    // probs = softmax(z) from the fused router op: -sum p ln p = lse - sum p z per row, no logs
+    const zd = st.logits.data;
+    for (let t = 0; t < tokens; t++) {
+      let pz = 0;
+      for (let e = t * E; e < t * E + E; e++) if (p[e] > 0) pz += p[e] * zd[e];
+      if (pz !== 0 || st.lse[t] !== -Infinity) h += st.lse[t] - pz;
+    }
+  } else for (let i = 0; i < tokens * E; i++) if (p[i] > 0) h -= p[i] * Math.log(p[i]);
   return {
     tokensPerExpert: load,
     loadCV: m > 0 ? std / m : 0,

@@ -11,6 +11,7 @@ export * from './ops/index_ops.js';
 export * from './ops/matmul.js';
 export * from './ops/nn_ops.js';
 export * from './ops/moe_ops.js';
+export * from './ops/router_ops.js';
 export * from './ops/attention_ops.js';
 export * from './ops/ssm_ops.js';
 export * from './ops/token_mix_ops.js';

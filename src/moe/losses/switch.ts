@@ -11,8 +11,7 @@
  * counted before capacity drops, as the paper's implementation does.
  * Soft routing has no discrete assignments: the loss is 0 (also when A = 0).
  */
-import { Tensor } from '../../tensor/tensor.js';
-import { mean, mul, sum, scale } from '../../tensor/index.js';
+import { columnMeanDot } from '../../tensor/index.js';
 import type { BalanceLossFn } from '../types.js';
 import { lossRegistry, zeroLoss, checkShapes } from './registry.js';
 
@@ -26,8 +25,8 @@ export const switchLoss: BalanceLossFn = (out, { numExperts, tokens }) => {
   for (let i = 0; i < ex.length; i++) f[ex[i]]++;
   const norm = 1 / ex.length;
   for (let e = 0; e < numExperts; e++) f[e] *= norm;
-  const P = mean(out.probs, 0);
-  return scale(sum(mul(P, new Tensor(f, [numExperts]))), numExperts);
+  // E * sum_e f_e * mean_t probs[t, e], one node (the eager mean/mul/sum/scale made four)
+  return columnMeanDot(out.probs, f, numExperts);
 };
 
 lossRegistry.register({

@@ -6,14 +6,15 @@
  * per-expert logits are logsumexps over slots, so this is the z-loss of the full slot-logit row).
  * For sigmoid routers it still penalises the scale of the logits.
  */
-import { mean, square, logSumExp } from '../../tensor/index.js';
+import { meanSquaredLogSumExp } from '../../tensor/index.js';
 import type { BalanceLossFn } from '../types.js';
 import { lossRegistry, zeroLoss, checkShapes } from './registry.js';
 
 export const zLoss: BalanceLossFn = (out, { numExperts, tokens }) => {
   checkShapes('zloss', out, numExperts, tokens);
   if (tokens === 0) return zeroLoss();
-  return mean(square(logSumExp(out.logits, -1)));
+  // one node; reuses the row log-sum-exp of a fused softmax top-k router (same as mean(square(logSumExp(logits))))
+  return meanSquaredLogSumExp(out.logits);
 };
 
 lossRegistry.register({

@@ -18,7 +18,7 @@
 import { Tensor, result, accumulateGrad } from '../../tensor/tensor.js';
 import type { Rng } from '../../tensor/random.js';
 import { formatShape } from '../../tensor/shape.js';
-import { softmax, sum, div, scale, reshape, takeAlongLast, topkIndices, maskMul, scatterAdd, gatherRows } from '../../tensor/index.js';
+import { softmax, sum, div, scale, reshape, takeAlongLast, topkIndices, maskMul, scatterAdd, gatherRows, softmaxTopKFused } from '../../tensor/index.js';
 import { Linear } from '../../nn/layers.js';
 import type { SparseRouting, RouterOutput } from '../types.js';
 
@@ -132,9 +132,18 @@ export function selectTopK(gates: Tensor, k: number, opts: { select?: Float32Arr
 
 /**
  * Softmax top-k token choice from logits [T, E]: probs = softmax(logits) (computed once, here),
- * weights = probs of the k best experts, renormalised when `normalize`.
+ * weights = probs of the k best experts, renormalised when `normalize`. One fused op
+ * (softmaxTopKFused: one pass forward, one per output backward; it also records the row
+ * log-sum-exp the z-loss and the entropy metric reuse); softmaxTopKReference is the eager composition.
  */
 export function softmaxTopK(logits: Tensor, k: number, normalize: boolean): { probs: Tensor; routing: SparseRouting; indices: Int32Array } {
+  if (logits.ndim !== 2) throw new Error(`softmaxTopK: logits must be [T, E], got ${formatShape(logits.shape)}`);
+  const f = softmaxTopKFused(logits, k, normalize);
+  return { probs: f.probs, routing: { kind: 'sparse', tokenIdx: f.tokenIdx, expertIdx: f.indices, weights: f.weights }, indices: f.indices };
+}
+
+/** The eager composition softmaxTopK fuses (softmax, top-k, gather, renormalise): the reference of its tests. */
+export function softmaxTopKReference(logits: Tensor, k: number, normalize: boolean): { probs: Tensor; routing: SparseRouting; indices: Int32Array } {
   const probs = softmax(logits, -1);
   const sel = selectTopK(probs, k, { normalize });
   return { probs, routing: sel.routing, indices: sel.indices };

@@ -17,7 +17,8 @@ const S = cfg.training.seq_len;
 const rng = new Rng(1);
 const inputs = new Int32Array(B * S).map(() => Math.floor(rng.next() * cfg.model.vocab_size));
 const targets = new Int32Array(B * S).map(() => Math.floor(rng.next() * cfg.model.vocab_size));
-const models = [cfg.model, matchedDenseConfig(cfg.model)].map((c) => {
+const which = process.env.ONLY === 'moe' ? [cfg.model] : process.env.ONLY === 'dense' ? [matchedDenseConfig(cfg.model)] : [cfg.model, matchedDenseConfig(cfg.model)];
+const models = which.map((c) => {
   const m = new MoETransformerLM(parseModelConfig(c), 1);
   m.train();
   const params = m.parameters();
@@ -25,7 +26,7 @@ const models = [cfg.model, matchedDenseConfig(cfg.model)].map((c) => {
 });
 const now = () => performance.now();
 for (let r = 0; r < reps + 2; r++) {
-  for (const i of r % 2 ? [1, 0] : [0, 1]) {
+  for (const i of models.length === 1 ? [0] : r % 2 ? [1, 0] : [0, 1]) {
     const { m, params, opt, t } = models[i];
     const t0 = now();
     const res = m.forward(inputs, B, S, { ctx: { training: true, step: r, totalSteps: 1000, rng }, dropoutRng: rng });
@@ -55,8 +56,8 @@ console.log(
     S,
     reps,
     'moe min/median ms': f(models[0].t),
-    'dense min/median ms': f(models[1].t),
-    ratio: Number((med(models[1].t.all) / med(models[0].t.all)).toFixed(3)),
+    'dense min/median ms': models[1] ? f(models[1].t) : null,
+    ratio: models.length === 2 ? Number((med(models[1].t.all) / med(models[0].t.all)).toFixed(3)) : null,
     load: os.loadavg()[0].toFixed(1),
   }),
 );

@@ -55,7 +55,7 @@ console.log(
     B,
     S,
     reps,
-    'moe min/median ms': f(models[0].t),
+    [`${process.env.ONLY ?? 'moe'} min/median ms`]: f(models[0].t),
     'dense min/median ms': models[1] ? f(models[1].t) : null,
     ratio: models.length === 2 ? Number((med(models[1].t.all) / med(models[0].t.all)).toFixed(3)) : null,
     load: os.loadavg()[0].toFixed(1),

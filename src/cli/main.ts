@@ -167,12 +167,31 @@ export function buildProgram(): Command {
       '--router-tuning',
       "Router-Tuning: train only Mixture-of-Depths routers on the frozen --model; depth routing from --model, else the config's model.mixture_of_depths, else capacity 0.5 on every layer, attention skipped, TanhNorm weights (docs/depth.md)",
     )
+    .option(
+      '--gamma-mod',
+      "γ-MoD: turn the lowest-ARank layers of --model into Mixture-of-Depths layers with a shared router, then train (depth fields from the config's model.mixture_of_depths, else capacity 0.5; docs/depth.md)",
+    )
+    .option('--arank-layers <n>', 'gamma-mod: layers to convert (default: --arank-fraction of them)', intArg('--arank-layers'))
+    .option(
+      '--arank-fraction <f>',
+      'gamma-mod: fraction of the layers to convert (default 0.5)',
+      floatArg('--arank-fraction', (x) => x > 0 && x <= 1, 'in (0, 1]'),
+    )
+    .option('--arank-samples <n>', 'gamma-mod: calibration sequences from the training corpora (default 8)', intArg('--arank-samples'))
+    .option('--arank-seq-len <n>', "gamma-mod: tokens per calibration sequence (default min(128, the model's positions))", intArg('--arank-seq-len', 2))
+    .option(
+      '--arank-tolerance <t>',
+      'gamma-mod: relative singular-value tolerance of the attention-map rank (default 0.001)',
+      floatArg('--arank-tolerance', (x) => x > 0 && x < 1, 'in (0, 1)'),
+    )
     .action(async (o) => {
       if (o.resume && !o.out) throw new ConfigError('--resume needs --out <dir> naming the run to continue');
       if (o.resume && o.overwrite) throw new ConfigError('--resume continues the run in --out and --overwrite replaces it: choose one');
       let cfg: RunConfig;
       let overrides: string[] = [];
       let init: { model: import('../models/family.js').LanguageModel; tokenizer: import('../data/tokenizer/index.js').Tokenizer } | undefined;
+      let gammaReport: import('../train/gamma-mod.js').GammaModReport | undefined;
+      if (o.gammaMod && !o.model) throw new ConfigError('--gamma-mod needs --model <base> (the trained model whose lowest-ARank layers are converted)');
       if (o.resume && o.model) throw new ConfigError('--resume continues the run in --out with its own weights; --model starts a new fine-tuning run: choose one');
       if (o.resume) {
         const r = resumeConfig(o.out, {
@@ -199,6 +218,25 @@ export function buildProgram(): Command {
           init = { model: p.model, tokenizer: p.tokenizer };
           // a window longer than the model's positions cannot train
           cfg = { ...cfg, model: p.config, training: { ...cfg.training, seq_len: Math.min(cfg.training.seq_len, p.config.max_position_embeddings) } };
+        }
+        if (o.gammaMod) {
+          if (!o.model || !init) throw new ConfigError('--gamma-mod needs --model <base> (the trained model whose lowest-ARank layers are converted)');
+          if (o.peft) throw new ConfigError('--gamma-mod and --peft cannot be combined');
+          const { gammaModConversion } = await import('../train/gamma-mod.js');
+          const data = o.data ? { ...cfg, data: { ...cfg.data, sources: o.data } } : cfg;
+          const conv = gammaModConversion(
+            init.model,
+            init.tokenizer,
+            data,
+            { layers: o.arankLayers, fraction: o.arankFraction, samples: o.arankSamples, seqLen: o.arankSeqLen, tolerance: o.arankTolerance, seed: o.seed },
+            fileDepth as Record<string, unknown> | undefined,
+          );
+          gammaReport = conv.report;
+          if (!o.quiet)
+            process.stderr.write(
+              `gamma-mod: ARank (tolerance ${conv.report.tolerance}, ${conv.report.samples} x ${conv.report.seqLen} tokens) ${conv.report.arank.map((r) => `layer ${r.layer} ${r.arank.toFixed(2)}`).join(', ')}; converting layers ${conv.report.layers.join(', ')}\n`,
+            );
+          cfg = { ...cfg, model: { ...cfg.model, mixture_of_depths: conv.depth } as RunConfig['model'] };
         }
         if (o.routerTuning) {
           if (!o.model) throw new ConfigError('--router-tuning needs --model <base> (the frozen model whose depth routers are trained)');
@@ -256,6 +294,7 @@ export function buildProgram(): Command {
             resume: Boolean(o.resume),
             overwrite: Boolean(o.overwrite),
             ...(init ? { init } : {}),
+            ...(gammaReport ? { report: { gamma_mod: gammaReport } } : {}),
             signal: ac.signal,
             events: {
               onStart: (i) => {

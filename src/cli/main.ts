@@ -342,7 +342,10 @@ export function buildProgram(): Command {
     .option('--json', 'print one JSON object (text, token ids, and with --show-routing the routing per token) instead of streaming text')
     .option('--engine <e>', 'auto (fast decode path where the model is supported), fast, or eager (the reference forward)', 'auto')
     .option('--quant <q>', 'weight format of the fast path: f32, q8_0 or q4_0 (ggml blocks; activations quantised per block)', 'f32')
-    .option('--max-memory <size>', 'GGUF --model only: memory budget (e.g. 1GB) for weights + KV cache + an LRU expert cache; experts beyond it stay in the file, read on demand with prefetch')
+    .option(
+      '--max-memory <size>',
+      'memory budget (e.g. 1GB) for weights + KV cache + an LRU expert cache; experts beyond it stay in the GGUF file or safetensors shards of --model, read on demand with prefetch',
+    )
     .option('--no-prefetch', "with --max-memory: no Pre-gated prefetch of the next layer's experts")
     .option(
       '--skip-threshold <t>',
@@ -380,14 +383,20 @@ export function buildProgram(): Command {
       const routingFlags = o.skipThreshold > 0 || o.capacityFactor > 0;
       if ((maxMemory !== undefined || routingFlags) && o.engine === 'eager') throw new Error('--max-memory, --skip-threshold and --capacity-factor need the fast engine (--engine auto or fast)');
       await withBackend(o, async () => {
-        let offloaded: import('../infer/offload.js').GGUFEngine | null = null;
+        let offloaded: import('../infer/offload.js').GGUFEngine | import('../infer/offload.js').HfEngine | null = null;
         const { isGGUFFile } = await import('../io/gguf/index.js');
         if (maxMemory !== undefined) {
-          if (!o.model || !isGGUFFile(o.model)) throw new Error('--max-memory needs --model <file.gguf> (experts are read from the GGUF file)');
-          if (o.quant !== 'f32') throw new Error("--max-memory uses the file's own blocks; drop --quant (quantise the file with convert/quantize or synth --quant)");
+          const fs = await import('node:fs');
+          const hfDir = Boolean(o.model) && fs.existsSync(`${o.model}/config.json`);
+          if (!o.model || (!isGGUFFile(o.model) && !hfDir)) throw new Error('--max-memory needs --model <file.gguf> or a Hugging Face directory (experts are read from the file or its shards)');
           if (o.contrast) throw new Error('--contrast is not supported with --max-memory (its weak pass would need a second offloaded engine)');
-          const { openGGUFEngine } = await import('../infer/offload.js');
-          offloaded = openGGUFEngine(o.model, { maxMemory, prefetch: o.prefetch !== false, skipThreshold: o.skipThreshold, capacityFactor: o.capacityFactor, ...(kernels ? { kernels } : {}) });
+          const { openGGUFEngine, openHfEngine } = await import('../infer/offload.js');
+          const oo = { maxMemory, prefetch: o.prefetch !== false, skipThreshold: o.skipThreshold, capacityFactor: o.capacityFactor, ...(kernels ? { kernels } : {}) };
+          if (hfDir) offloaded = openHfEngine(o.model, { ...oo, quant: o.quant });
+          else {
+            if (o.quant !== 'f32') throw new Error("--max-memory on a GGUF file uses the file's own blocks; drop --quant (quantise the file with convert/quantize or synth --quant)");
+            offloaded = openGGUFEngine(o.model, oo);
+          }
         }
         const { model, tokenizer } = offloaded ?? (await loadForCommand(o, (p) => loadModelForInference(p, { allowNonFinite: Boolean(o.allowNonFinite) })));
         let engine: 'auto' | 'fast' | 'eager' | import('../infer/decode.js').DecodeEngine = offloaded ? offloaded.engine : o.engine;

@@ -191,6 +191,8 @@ export function buildProgram(): Command {
       let overrides: string[] = [];
       let init: { model: import('../models/family.js').LanguageModel; tokenizer: import('../data/tokenizer/index.js').Tokenizer } | undefined;
       let gammaReport: import('../train/gamma-mod.js').GammaModReport | undefined;
+      const arankFlag = ['arankLayers', 'arankFraction', 'arankSamples', 'arankSeqLen', 'arankTolerance'].find((k) => o[k] !== undefined);
+      if (arankFlag && !o.gammaMod) throw new ConfigError(`--${arankFlag.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} applies only with --gamma-mod`);
       if (o.gammaMod && !o.model) throw new ConfigError('--gamma-mod needs --model <base> (the trained model whose lowest-ARank layers are converted)');
       if (o.resume && o.model) throw new ConfigError('--resume continues the run in --out with its own weights; --model starts a new fine-tuning run: choose one');
       if (o.resume) {

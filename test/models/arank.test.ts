@@ -225,6 +225,9 @@ test('train --model BASE --gamma-mod: the lowest-ARank layers become γ-MoD laye
     const noBase = run(['train', '--gamma-mod', '--steps', '1', '--out', path.join(dir, 'x'), '--quiet']);
     assert.notEqual(noBase.status, 0);
     assert.match(noBase.stderr, /--gamma-mod needs --model/);
+    const stray = run(['train', '--arank-layers', '1', '--steps', '1', '--out', path.join(dir, 'z'), '--quiet']);
+    assert.notEqual(stray.status, 0);
+    assert.match(stray.stderr, /--arank-layers applies only with --gamma-mod/);
     const bad = run(['train', '--config', cfgFile, '--model', baseDir, '--gamma-mod', '--arank-layers', '4', '--steps', '1', '--out', path.join(dir, 'y'), '--quiet']);
     assert.notEqual(bad.status, 0);
     assert.match(bad.stderr, /--arank-layers must be an integer in \[1, 3\]/);

@@ -29,6 +29,8 @@ export {
   type PretrainedModel,
   type FromPretrainedOptions,
   type SavePretrainedOptions,
+  type HfExpertMatrix,
+  type HfExpertLayer,
 } from './io/hf/pretrained.js';
 export { ARCHS as HF_ARCHITECTURES, archForModel, type ArchSpec } from './io/hf/archs.js';
 export * from './io/checkpoint-bytes.js';
@@ -40,6 +42,7 @@ export { inferenceModelFromCheckpoint } from './infer/generate.js';
 export {
   FileExperts,
   openGGUFEngine,
+  openHfEngine,
   ggufWeightSource,
   offloadHitRate,
   formatOffloadStats,
@@ -47,6 +50,8 @@ export {
   type FileExpertsOptions,
   type GGUFEngineOptions,
   type GGUFEngine,
+  type HfEngineOptions,
+  type HfEngine,
 } from './infer/offload.js';
 export * from './adapt/common.js';
 export * from './adapt/upcycle.js';

@@ -1,6 +1,6 @@
 /**
  * Architecture comparison: dense, the standard MoE FFN and each language-model design from the
- * MoE literature that is on main (MH-MoE, MPOE, MoNE, MoA, MoH, SwitchHead, SwitchAll), trained
+ * MoE literature that is on main (MH-MoE, MPOE, MoNE, MoA, MoH, SwitchHead, SwitchAll, CartesianMoE, ...), trained
  * on the same data, seeds and token budget at matched active FLOPs per token. Each design is one
  * entry of DESIGNS (model-config fields over the base, and the width field the suite tunes so its
  * FLOPs match the standard MoE's); another branch's design is one more line there.
@@ -100,6 +100,13 @@ export const DESIGNS: ArchDesign[] = [
     paper: 'MoEUT: Mixture-of-Experts Universal Transformers, 2024',
     model: { layer_groups: 1, norm_placement: 'peri', attention_type: 'switchhead', num_attention_heads: 2, router_type: 'sigma-moe' },
     match: { field: 'moe_intermediate_size', multiple: 4 },
+  },
+  {
+    // sub-experts of half the width by default (dFF = moe_intermediate_size / 2): k_A + k_B of them cost about k full experts
+    name: 'cartesian-moe',
+    paper: 'CartesianMoE: Boosting Knowledge Sharing among Experts via Cartesian Product Routing in Mixture-of-Experts, 2024',
+    model: { ffn_type: 'cartesian-moe' },
+    match: { field: 'moe_intermediate_size', multiple: 8 },
   },
   { name: 'mae', paper: 'A Mixture of h-1 Heads is Better than h Heads, 2020', model: { attention_type: 'mae' }, match: { field: 'moe_intermediate_size', multiple: 4 } },
   {

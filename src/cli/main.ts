@@ -167,12 +167,33 @@ export function buildProgram(): Command {
       '--router-tuning',
       "Router-Tuning: train only Mixture-of-Depths routers on the frozen --model; depth routing from --model, else the config's model.mixture_of_depths, else capacity 0.5 on every layer, attention skipped, TanhNorm weights (docs/depth.md)",
     )
+    .option(
+      '--gamma-mod',
+      "γ-MoD: turn the lowest-ARank layers of --model into Mixture-of-Depths layers with a shared router, then train (depth fields from the config's model.mixture_of_depths, else capacity 0.5; docs/depth.md)",
+    )
+    .option('--arank-layers <n>', 'gamma-mod: layers to convert (default: --arank-fraction of them)', intArg('--arank-layers'))
+    .option(
+      '--arank-fraction <f>',
+      'gamma-mod: fraction of the layers to convert (default 0.5)',
+      floatArg('--arank-fraction', (x) => x > 0 && x <= 1, 'in (0, 1]'),
+    )
+    .option('--arank-samples <n>', 'gamma-mod: calibration sequences from the training corpora (default 8)', intArg('--arank-samples'))
+    .option('--arank-seq-len <n>', "gamma-mod: tokens per calibration sequence (default min(128, the model's positions))", intArg('--arank-seq-len', 2))
+    .option(
+      '--arank-tolerance <t>',
+      'gamma-mod: relative singular-value tolerance of the attention-map rank (default 0.001)',
+      floatArg('--arank-tolerance', (x) => x > 0 && x < 1, 'in (0, 1)'),
+    )
     .action(async (o) => {
       if (o.resume && !o.out) throw new ConfigError('--resume needs --out <dir> naming the run to continue');
       if (o.resume && o.overwrite) throw new ConfigError('--resume continues the run in --out and --overwrite replaces it: choose one');
       let cfg: RunConfig;
       let overrides: string[] = [];
       let init: { model: import('../models/family.js').LanguageModel; tokenizer: import('../data/tokenizer/index.js').Tokenizer } | undefined;
+      let gammaReport: import('../train/gamma-mod.js').GammaModReport | undefined;
+      const arankFlag = ['arankLayers', 'arankFraction', 'arankSamples', 'arankSeqLen', 'arankTolerance'].find((k) => o[k] !== undefined);
+      if (arankFlag && !o.gammaMod) throw new ConfigError(`--${arankFlag.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} applies only with --gamma-mod`);
+      if (o.gammaMod && !o.model) throw new ConfigError('--gamma-mod needs --model <base> (the trained model whose lowest-ARank layers are converted)');
       if (o.resume && o.model) throw new ConfigError('--resume continues the run in --out with its own weights; --model starts a new fine-tuning run: choose one');
       if (o.resume) {
         const r = resumeConfig(o.out, {
@@ -199,6 +220,25 @@ export function buildProgram(): Command {
           init = { model: p.model, tokenizer: p.tokenizer };
           // a window longer than the model's positions cannot train
           cfg = { ...cfg, model: p.config, training: { ...cfg.training, seq_len: Math.min(cfg.training.seq_len, p.config.max_position_embeddings) } };
+        }
+        if (o.gammaMod) {
+          if (!o.model || !init) throw new ConfigError('--gamma-mod needs --model <base> (the trained model whose lowest-ARank layers are converted)');
+          if (o.peft) throw new ConfigError('--gamma-mod and --peft cannot be combined');
+          const { gammaModConversion } = await import('../train/gamma-mod.js');
+          const data = o.data ? { ...cfg, data: { ...cfg.data, sources: o.data } } : cfg;
+          const conv = gammaModConversion(
+            init.model,
+            init.tokenizer,
+            data,
+            { layers: o.arankLayers, fraction: o.arankFraction, samples: o.arankSamples, seqLen: o.arankSeqLen, tolerance: o.arankTolerance, seed: o.seed },
+            fileDepth as Record<string, unknown> | undefined,
+          );
+          gammaReport = conv.report;
+          if (!o.quiet)
+            process.stderr.write(
+              `gamma-mod: ARank (tolerance ${conv.report.tolerance}, ${conv.report.samples} x ${conv.report.seqLen} tokens) ${conv.report.arank.map((r) => `layer ${r.layer} ${r.arank.toFixed(2)}`).join(', ')}; converting layers ${conv.report.layers.join(', ')}\n`,
+            );
+          cfg = { ...cfg, model: { ...cfg.model, mixture_of_depths: conv.depth } as RunConfig['model'] };
         }
         if (o.routerTuning) {
           if (!o.model) throw new ConfigError('--router-tuning needs --model <base> (the frozen model whose depth routers are trained)');
@@ -256,6 +296,7 @@ export function buildProgram(): Command {
             resume: Boolean(o.resume),
             overwrite: Boolean(o.overwrite),
             ...(init ? { init } : {}),
+            ...(gammaReport ? { report: { gamma_mod: gammaReport } } : {}),
             signal: ac.signal,
             events: {
               onStart: (i) => {
@@ -303,7 +344,10 @@ export function buildProgram(): Command {
     .option('--json', 'print one JSON object (text, token ids, and with --show-routing the routing per token) instead of streaming text')
     .option('--engine <e>', 'auto (fast decode path where the model is supported), fast, or eager (the reference forward)', 'auto')
     .option('--quant <q>', 'weight format of the fast path: f32, q8_0 or q4_0 (ggml blocks; activations quantised per block)', 'f32')
-    .option('--max-memory <size>', 'GGUF --model only: memory budget (e.g. 1GB) for weights + KV cache + an LRU expert cache; experts beyond it stay in the file, read on demand with prefetch')
+    .option(
+      '--max-memory <size>',
+      'memory budget (e.g. 1GB) for weights + KV cache + an LRU expert cache; experts beyond it stay in the GGUF file or safetensors shards of --model, read on demand with prefetch',
+    )
     .option('--no-prefetch', "with --max-memory: no Pre-gated prefetch of the next layer's experts")
     .option(
       '--skip-threshold <t>',
@@ -341,14 +385,20 @@ export function buildProgram(): Command {
       const routingFlags = o.skipThreshold > 0 || o.capacityFactor > 0;
       if ((maxMemory !== undefined || routingFlags) && o.engine === 'eager') throw new Error('--max-memory, --skip-threshold and --capacity-factor need the fast engine (--engine auto or fast)');
       await withBackend(o, async () => {
-        let offloaded: import('../infer/offload.js').GGUFEngine | null = null;
+        let offloaded: import('../infer/offload.js').GGUFEngine | import('../infer/offload.js').HfEngine | null = null;
         const { isGGUFFile } = await import('../io/gguf/index.js');
         if (maxMemory !== undefined) {
-          if (!o.model || !isGGUFFile(o.model)) throw new Error('--max-memory needs --model <file.gguf> (experts are read from the GGUF file)');
-          if (o.quant !== 'f32') throw new Error("--max-memory uses the file's own blocks; drop --quant (quantise the file with convert/quantize or synth --quant)");
+          const fs = await import('node:fs');
+          const hfDir = Boolean(o.model) && fs.existsSync(`${o.model}/config.json`);
+          if (!o.model || (!isGGUFFile(o.model) && !hfDir)) throw new Error('--max-memory needs --model <file.gguf> or a Hugging Face directory (experts are read from the file or its shards)');
           if (o.contrast) throw new Error('--contrast is not supported with --max-memory (its weak pass would need a second offloaded engine)');
-          const { openGGUFEngine } = await import('../infer/offload.js');
-          offloaded = openGGUFEngine(o.model, { maxMemory, prefetch: o.prefetch !== false, skipThreshold: o.skipThreshold, capacityFactor: o.capacityFactor, ...(kernels ? { kernels } : {}) });
+          const { openGGUFEngine, openHfEngine } = await import('../infer/offload.js');
+          const oo = { maxMemory, prefetch: o.prefetch !== false, skipThreshold: o.skipThreshold, capacityFactor: o.capacityFactor, ...(kernels ? { kernels } : {}) };
+          if (hfDir) offloaded = openHfEngine(o.model, { ...oo, quant: o.quant });
+          else {
+            if (o.quant !== 'f32') throw new Error("--max-memory on a GGUF file uses the file's own blocks; drop --quant (quantise the file with convert/quantize or synth --quant)");
+            offloaded = openGGUFEngine(o.model, oo);
+          }
         }
         const { model, tokenizer } = offloaded ?? (await loadForCommand(o, (p) => loadModelForInference(p, { allowNonFinite: Boolean(o.allowNonFinite) })));
         let engine: 'auto' | 'fast' | 'eager' | import('../infer/decode.js').DecodeEngine = offloaded ? offloaded.engine : o.engine;

@@ -7,34 +7,34 @@ import * as fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 
 interface Init {
-  path: string;
+  paths: string[];
   staging: SharedArrayBuffer;
   state: SharedArrayBuffer;
 }
 
-/** One request: staging slot and [file offset, length, offset in the staging buffer] ranges. */
+/** One request: staging slot and [file index, file offset, length, offset in the staging buffer] ranges. */
 interface Request {
   slot: number;
-  reads: [number, number, number][];
+  reads: [number, number, number, number][];
 }
 
-const { path, staging, state } = workerData as Init;
-const fd = fs.openSync(path, 'r');
+const { paths, staging, state } = workerData as Init;
+const fds = paths.map((p) => fs.openSync(p, 'r'));
 const buf = new Uint8Array(staging);
 const flags = new Int32Array(state);
 
 parentPort!.on('message', (m: Request | 'close') => {
   if (m === 'close') {
-    fs.closeSync(fd);
+    for (const fd of fds) fs.closeSync(fd);
     parentPort!.close();
     return;
   }
   let ok = true;
   try {
-    for (const [off, len, dst] of m.reads) {
+    for (const [file, off, len, dst] of m.reads) {
       let got = 0;
       while (got < len) {
-        const r = fs.readSync(fd, buf, dst + got, len - got, off + got);
+        const r = fs.readSync(fds[file], buf, dst + got, len - got, off + got);
         if (r === 0) throw new Error('end of file');
         got += r;
       }

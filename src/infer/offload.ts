@@ -1,6 +1,6 @@
 /**
  * Expert offloading for the fast decode path (Node): a GGUF model's routed experts stay in the
- * file and are read on demand at their offsets (fs.readSync straight into preallocated kernel
+ * file (a Hugging Face directory's in its safetensors shards) and are read on demand at their offsets (fs.readSync straight into preallocated kernel
  * memory; the file is never read whole) into an LRU cache bounded by bytes. Everything that is
  * not a routed expert (embeddings, attention, norms, routers, LM head, KV cache) stays resident;
  * the budget is split as: resident weights + KV cache, then prefetch staging (top-k experts),
@@ -10,16 +10,22 @@
  * Mixture-of-Expert Inference, 2024): while layer l runs its experts, the engine applies layer
  * l+1's router to the current hidden state and asks for those experts; a worker thread reads them
  * into shared staging slots, so a correct guess costs a memcpy instead of a read. Weights are the
- * file's own blocks (Q8_0 / Q4_0 / F32), used without re-quantisation.
+ * file's own blocks (Q8_0 / Q4_0 / F32), used without re-quantisation; safetensors experts
+ * (F32 / F16 / BF16) are converted to the engine's format as they are read.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { GGUFFile, GGUFError, fromGGUF, permuteRopeRows, ARCHS, type GGUFTensorInfo, type ArchName } from '../io/gguf/index.js';
-import { quantBytes, quantMatrixFromBlocks, type QuantFormat, type QuantKernels, type QuantMatrix, type PreparedMatrix } from '../kernels/quant.js';
+import { quantBytes, quantizeMatrix, quantMatrixFromBlocks, type QuantFormat, type QuantKernels, type QuantMatrix, type PreparedMatrix } from '../kernels/quant.js';
 import { DecodeEngine, type ExpertSource, type ExpertWeights, type WeightSource } from './decode.js';
 import type { MoETransformerLM } from '../models/transformer.js';
 import { headDimOf, type ModelConfig } from '../models/config.js';
 import type { Tokenizer } from '../data/tokenizer/index.js';
+import { f16ToF32, bf16ToF32 } from '../tensor/dtype.js';
+import { fromPretrainedWithTokenizer, type HfExpertMatrix } from '../io/hf/pretrained.js';
+import { HfFormatError } from '../io/hf/archs.js';
+import { SafetensorsCheckpoint } from '../io/safetensors-index.js';
 
 /** Counters of an expert cache: lookups, where they were served from, bytes read, time stalled. */
 export interface OffloadStats {
@@ -67,14 +73,33 @@ function mb(b: number): string {
   return b >= 1e9 ? `${(b / 1e9).toFixed(2)} GB` : b >= 1e6 ? `${(b / 1e6).toFixed(1)} MB` : `${(b / 1e3).toFixed(1)} KB`;
 }
 
-/** Where one expert matrix of a layer lies: expert e at `offset + e * stride`. */
+/**
+ * Where one expert matrix of a layer lies: expert e at byte `offsets[e]` of file `files[e]`,
+ * stored as `stored`: 'blocks' (already the cache's `format`: copied as they are) or a float
+ * dtype (F32 / F16 / BF16, converted to `format` when read: Hugging Face shards).
+ */
 interface Loc {
   tensor: string;
-  offset: number;
-  stride: number;
+  /** Per expert: index into the files, and byte offset there. */
+  files: number[];
+  offsets: number[];
+  stored: 'blocks' | 'F32' | 'F16' | 'BF16';
   format: QuantFormat;
   rows: number;
   cols: number;
+}
+
+/** Bytes of one expert's matrix as stored in the file. */
+function storedBytes(l: Loc): number {
+  return l.stored === 'blocks' ? quantBytes(l.format, l.rows, l.cols) : l.rows * l.cols * (l.stored === 'F32' ? 4 : 2);
+}
+
+/** Float32 values of stored F32 / F16 / BF16 bytes (little-endian; `raw` may be unaligned). */
+function floatsOf(raw: Uint8Array, stored: 'F32' | 'F16' | 'BF16', n: number): Float32Array {
+  const b = raw.slice(0, n * (stored === 'F32' ? 4 : 2)); // aligned copy
+  if (stored === 'F32') return new Float32Array(b.buffer, 0, n);
+  const h = new Uint16Array(b.buffer, 0, n);
+  return stored === 'F16' ? f16ToF32(h) : bf16ToF32(h);
 }
 
 interface LayerLocs {
@@ -103,8 +128,11 @@ export class FileExperts implements ExpertSource {
   private readonly layers: (LayerLocs | null)[];
   private readonly maxE: number;
   private readonly expertBytes: number;
-  private fd: number;
-  private readonly size: number;
+  /** Bytes of one expert as stored (staging slot size; differs from expertBytes when converted on read). */
+  private readonly storedExpertBytes: number;
+  private readonly fds: number[];
+  private readonly sizes: number[];
+  private readonly files: string[];
   private kern: QuantKernels | null = null;
   private slots: ExpertWeights[] = [];
   /** key (layer * maxE + expert) -> slot, in LRU order (oldest first). */
@@ -120,12 +148,18 @@ export class FileExperts implements ExpertSource {
   /** The last prediction per layer, scored on that layer's next lookups. */
   private readonly predicted = new Map<number, Set<number>>();
 
+  /**
+   * `path` names the model in messages (a GGUF file or a Hugging Face directory); `files` are the
+   * files the Locs index (default: `path` alone).
+   */
   constructor(
     readonly path: string,
     layers: (LayerLocs | null)[],
     private readonly opts: FileExpertsOptions = {},
+    files: readonly string[] = [path],
   ) {
     this.layers = layers;
+    this.files = [...files];
     const some = layers.filter((l): l is LayerLocs => l !== null);
     if (!some.length) throw new Error(`offload ${path}: the model has no routed experts to offload`);
     this.maxE = Math.max(...some.map((l) => l.E));
@@ -133,9 +167,16 @@ export class FileExperts implements ExpertSource {
     if (some.some((l) => shape(l) !== shape(some[0]))) throw new Error(`offload ${path}: every layer's experts must have one shape and format to share cache slots`);
     const l0 = some[0];
     this.expertBytes = quantBytes(l0.w1.format, l0.w1.rows, l0.w1.cols) * (l0.w3 ? 2 : 1) + quantBytes(l0.w2.format, l0.w2.rows, l0.w2.cols);
+    this.storedExpertBytes = Math.max(...some.map((l) => [l.w1, l.w3, l.w2].reduce((a, m) => a + (m ? storedBytes(m) : 0), 0)));
     if (opts.maxMemory !== undefined && !(opts.maxMemory > 0 && Number.isFinite(opts.maxMemory))) throw new Error(`offload: maxMemory must be a positive number of bytes, got ${opts.maxMemory}`);
-    this.fd = fs.openSync(path, 'r');
-    this.size = fs.fstatSync(this.fd).size;
+    this.fds = [];
+    try {
+      for (const f of this.files) this.fds.push(fs.openSync(f, 'r'));
+    } catch (e) {
+      for (const fd of this.fds) fs.closeSync(fd);
+      throw e;
+    }
+    this.sizes = this.fds.map((fd) => fs.fstatSync(fd).size);
     this.stats = {
       lookups: 0,
       hits: 0,
@@ -157,6 +198,11 @@ export class FileExperts implements ExpertSource {
   /** Bytes of one expert (all its matrices). */
   get bytesPerExpert(): number {
     return this.expertBytes;
+  }
+
+  /** Bytes of one expert as stored in the file (what a prefetch staging slot holds). */
+  get storedBytesPerExpert(): number {
+    return this.storedExpertBytes;
   }
 
   /** Bytes of every routed expert in the file. */
@@ -182,16 +228,17 @@ export class FileExperts implements ExpertSource {
     let nStaging = 0;
     if (!allResident) {
       nStaging = (this.opts.prefetch ?? true) ? topK : 0;
-      nSlots = Math.floor((budget - residentBytes - nStaging * eb) / eb);
+      const sb = this.storedExpertBytes;
+      nSlots = Math.floor((budget - residentBytes - nStaging * sb) / eb);
       if (nSlots < topK) {
         throw new Error(
-          `offload: maxMemory ${mb(budget)} is too small: resident weights and KV cache take ${mb(residentBytes)}${nStaging ? `, prefetch staging ${mb(nStaging * eb)}` : ''}, ` +
-            `and one layer's top-${topK} experts need ${mb(topK * eb)} (at least ${mb(residentBytes + (nStaging + topK) * eb)} in all)`,
+          `offload: maxMemory ${mb(budget)} is too small: resident weights and KV cache take ${mb(residentBytes)}${nStaging ? `, prefetch staging ${mb(nStaging * sb)}` : ''}, ` +
+            `and one layer's top-${topK} experts need ${mb(topK * eb)} (at least ${mb(residentBytes + nStaging * sb + topK * eb)} in all)`,
         );
       }
       nSlots = Math.min(nSlots, count);
     }
-    Object.assign(this.stats, { cacheSlots: nSlots, cacheBytes: nSlots * eb, stagingBytes: nStaging * eb, residentBytes, allResident });
+    Object.assign(this.stats, { cacheSlots: nSlots, cacheBytes: nSlots * eb, stagingBytes: nStaging * this.storedExpertBytes, residentBytes, allResident });
     const l0 = this.layers.find((l) => l)!;
     for (let i = 0; i < nSlots; i++) {
       this.slots.push({
@@ -208,12 +255,12 @@ export class FileExperts implements ExpertSource {
       });
       this.stats.bytesRead = 0;
     } else if (nStaging > 0) {
-      const staging = new SharedArrayBuffer(nStaging * eb);
+      const staging = new SharedArrayBuffer(nStaging * this.storedExpertBytes);
       const state = new SharedArrayBuffer(nStaging * 4);
       this.staging = new Uint8Array(staging);
       this.flags = new Int32Array(state);
       this.stagedKey = new Array<number>(nStaging).fill(-1);
-      this.worker = new Worker(new URL('./offload-worker.js', import.meta.url), { workerData: { path: this.path, staging, state } });
+      this.worker = new Worker(new URL('./offload-worker.js', import.meta.url), { workerData: { paths: this.files, staging, state } });
       this.worker.unref();
     }
   }
@@ -234,15 +281,21 @@ export class FileExperts implements ExpertSource {
     return this.lru.size;
   }
 
-  /** [file offset, bytes] of each matrix of expert e of layer li, in w1, w3, w2 order. */
-  private ranges(li: number, e: number): { loc: Loc; off: number; len: number }[] {
+  /** [file offset, stored bytes] of each matrix of expert e of layer li, in w1, w3, w2 order. */
+  private ranges(li: number, e: number): { loc: Loc; file: number; off: number; len: number }[] {
     const l = this.layers[li]!;
-    return [l.w1, l.w3, l.w2]
-      .filter((m): m is Loc => m !== null)
-      .map((loc) => {
-        const len = quantBytes(loc.format, loc.rows, loc.cols);
-        return { loc, off: loc.offset + e * loc.stride, len };
-      });
+    return [l.w1, l.w3, l.w2].filter((m): m is Loc => m !== null).map((loc) => ({ loc, file: loc.files[e], off: loc.offsets[e], len: storedBytes(loc) }));
+  }
+
+  /** Put one matrix's stored bytes into its cache view: as they are, or converted to the cache format. */
+  private static place(loc: Loc, raw: Uint8Array, view: Uint8Array): void {
+    if (loc.stored === 'blocks') {
+      view.set(raw);
+      return;
+    }
+    const x = floatsOf(raw, loc.stored, loc.rows * loc.cols);
+    const q = loc.format === 'f32' ? x : quantizeMatrix(x, loc.rows, loc.cols, loc.format).data;
+    view.set(new Uint8Array(q.buffer, q.byteOffset, q.byteLength));
   }
 
   private views(slot: number): Uint8Array[] {
@@ -253,13 +306,18 @@ export class FileExperts implements ExpertSource {
   /** Read expert e of layer li from the file into a cache slot. */
   private load(li: number, e: number, slot: number): void {
     const vs = this.views(slot);
-    this.ranges(li, e).forEach(({ loc, off, len }, i) => {
+    this.ranges(li, e).forEach(({ loc, file, off, len }, i) => {
+      // stored blocks go straight into the cache slot; floats through a buffer, converted
+      const dst = loc.stored === 'blocks' ? vs[i] : new Uint8Array(len);
       let got = 0;
       while (got < len) {
-        const r = fs.readSync(this.fd, vs[i], got, len - got, off + got);
-        if (r === 0) throw new GGUFError(`offload ${this.path}: tensor "${loc.tensor}" expert ${e}: ${len} bytes at byte ${off} run past the end of the file at byte ${this.size} (truncated?)`);
+        const r = fs.readSync(this.fds[file], dst, got, len - got, off + got);
+        if (r === 0) {
+          throw new GGUFError(`offload ${this.files[file]}: tensor "${loc.tensor}" expert ${e}: ${len} bytes at byte ${off} run past the end of the file at byte ${this.sizes[file]} (truncated?)`);
+        }
         got += r;
       }
+      if (dst !== vs[i]) FileExperts.place(loc, dst, vs[i]);
       this.stats.bytesRead += len;
     });
     this.lru.set(li * this.maxE + e, slot);
@@ -305,15 +363,18 @@ export class FileExperts implements ExpertSource {
     const flags = this.flags!;
     while (Atomics.load(flags, st) === 1) Atomics.wait(flags, st, 1, 100);
     const ok = Atomics.load(flags, st) === 2;
-    this.staged.delete(this.stagedKey[st]);
+    const key = this.stagedKey[st];
+    this.staged.delete(key);
     this.stagedKey[st] = -1;
     Atomics.store(flags, st, 0);
     if (!ok) return false;
-    let o = st * this.expertBytes;
-    for (const v of this.views(slot)) {
-      v.set(this.staging!.subarray(o, o + v.length));
-      o += v.length;
-    }
+    let o = st * this.storedExpertBytes;
+    const li = Math.floor(key / this.maxE);
+    const vs = this.views(slot);
+    this.ranges(li, key % this.maxE).forEach(({ loc, len }, i) => {
+      FileExperts.place(loc, this.staging!.subarray(o, o + len), vs[i]);
+      o += len;
+    });
     return true;
   }
 
@@ -338,10 +399,10 @@ export class FileExperts implements ExpertSource {
       this.stagedKey[st] = key;
       this.staged.set(key, st);
       Atomics.store(flags, st, 1);
-      let dst = st * this.expertBytes;
-      const reads: [number, number, number][] = [];
+      let dst = st * this.storedExpertBytes;
+      const reads: [number, number, number, number][] = [];
       for (const r of this.ranges(layer, e)) {
-        reads.push([r.off, r.len, dst]);
+        reads.push([r.file, r.off, r.len, dst]);
         dst += r.len;
         this.stats.bytesRead += r.len;
       }
@@ -356,8 +417,7 @@ export class FileExperts implements ExpertSource {
       this.worker.postMessage('close');
       this.worker = null;
     }
-    if (this.fd >= 0) fs.closeSync(this.fd);
-    this.fd = -1;
+    for (const fd of this.fds.splice(0)) fs.closeSync(fd);
   }
 }
 
@@ -409,7 +469,7 @@ export function openGGUFEngine(path: string, opts: GGUFEngineOptions = {}): GGUF
       const format = GGML_FORMAT[t.type.name];
       if (!format) throw new GGUFError(`offload ${path}: tensor "${t.name}" is ${t.type.name}; offloaded experts must be Q8_0, Q4_0 or F32`);
       const stride = t.nbytes / E;
-      return { tensor: t.name, offset: t.fileOffset, stride, format, rows, cols };
+      return { tensor: t.name, files: new Array<number>(E).fill(0), offsets: Array.from({ length: E }, (_, e) => t.fileOffset + e * stride), stored: 'blocks', format, rows, cols };
     };
     const layers: (LayerLocs | null)[] = g.model.layers.map((l, i) => {
       const moe = l.block_sparse_moe;
@@ -484,4 +544,72 @@ export function ggufWeightSource(f: GGUFFile, ropeAdjacent: boolean, c: ModelCon
     const data: Uint8Array | Float32Array = format === 'f32' ? new Float32Array(bytes.slice().buffer) : bytes.slice();
     return quantMatrixFromBlocks(format, rows, cols, data) as QuantMatrix;
   };
+}
+
+/** Options of openHfEngine. */
+export interface HfEngineOptions extends GGUFEngineOptions {
+  /** Weight format of the fast path, the cached experts included (converted from the shards' F32 / F16 / BF16 when read; default f32). */
+  quant?: QuantFormat;
+}
+
+/** A Hugging Face directory compiled to the fast path with its experts in a FileExperts cache. */
+export interface HfEngine {
+  engine: DecodeEngine;
+  /** An engine-only model: its experts are width-1 placeholders (the shards' are in `experts`). */
+  model: MoETransformerLM;
+  tokenizer: Tokenizer;
+  /** The directory's config (the real expert width). */
+  config: ModelConfig;
+  /** The Hugging Face model_type it was read as. */
+  modelType: string;
+  experts: FileExperts;
+  /** Bytes of the weight shards. */
+  fileBytes: number;
+  close(): void;
+}
+
+/**
+ * Open a Hugging Face safetensors directory for the fast decode path without reading its routed
+ * experts: everything else is loaded (and quantised to `quant`); the experts stay in the shards and
+ * are read at their offsets into the FileExperts cache bounded by `maxMemory`, converted from
+ * F32 / F16 / BF16 to `quant` as they are read (a safetensors file has no quantised blocks to copy).
+ */
+export function openHfEngine(dir: string, opts: HfEngineOptions = {}): HfEngine {
+  const p = fromPretrainedWithTokenizer(dir, { skipExperts: true, seed: opts.seed ?? 0 });
+  const locs = p.expertLocations;
+  if (!locs || !locs.some((l) => l)) throw new HfFormatError(`offload ${dir}: the model has no routed experts to offload`);
+  const fmt = opts.quant ?? 'f32';
+  const files: string[] = [];
+  const fileIndex = (f: string): number => {
+    const i = files.indexOf(f);
+    return i >= 0 ? i : files.push(f) - 1;
+  };
+  const loc = (ms: HfExpertMatrix[], what: string): Loc => {
+    const m0 = ms[0];
+    const odd = ms.find((m) => m.code !== m0.code);
+    if (odd) throw new HfFormatError(`offload ${dir}: tensor ${odd.tensor} is ${odd.code} but ${m0.tensor} is ${m0.code}; a layer's experts must share one dtype`);
+    const tensor = ms.length > 1 && ms[1].tensor !== m0.tensor ? m0.tensor.replace(/\.experts\.0\./, '.experts.*.') : m0.tensor;
+    return { tensor: tensor || what, files: ms.map((m) => fileIndex(m.file)), offsets: ms.map((m) => m.offset), stored: m0.code, format: fmt, rows: m0.rows, cols: m0.cols };
+  };
+  const layers: (LayerLocs | null)[] = locs.map((l) => (l ? { E: l.E, topK: l.topK, w1: loc(l.w1, 'w1'), w3: loc(l.w3, 'w3'), w2: loc(l.w2, 'w2') } : null));
+  const experts = new FileExperts(dir, layers, opts, files);
+  try {
+    const engine = new DecodeEngine(p.model, {
+      quant: fmt,
+      experts,
+      ...(opts.kernels ? { kernels: opts.kernels } : {}),
+      ...(opts.capacity !== undefined ? { capacity: opts.capacity } : {}),
+      ...(opts.seed !== undefined ? { seed: opts.seed } : {}),
+      prefetch: opts.prefetch ?? true,
+      skipThreshold: opts.skipThreshold ?? 0,
+      capacityFactor: opts.capacityFactor ?? 0,
+    });
+    const ck = new SafetensorsCheckpoint(dir);
+    const fileBytes = ck.files.reduce((a, f) => a + fs.statSync(path.join(dir, f)).size, 0);
+    ck.close();
+    return { engine, model: p.model, tokenizer: p.tokenizer, config: p.config, modelType: p.modelType, experts, fileBytes, close: () => experts.close() };
+  } catch (e) {
+    experts.close();
+    throw e;
+  }
 }

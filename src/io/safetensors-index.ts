@@ -101,6 +101,11 @@ export class SafetensorsCheckpoint {
     return this.where.get(name)?.entries.get(name);
   }
 
+  /** The shard file holding a tensor (undefined when none does). */
+  pathOf(name: string): string | undefined {
+    return this.where.get(name)?.path;
+  }
+
   read(name: string): TensorEntry {
     const r = this.where.get(name);
     if (!r) throw new Error(`${this.dir}: missing tensor ${quoteName(name)}`);

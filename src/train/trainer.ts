@@ -93,6 +93,8 @@ export interface TrainOptions {
   dataDir?: string;
   /** Fine-tune: start from these weights and this tokenizer (e.g. a Hugging Face model via fromPretrained); config.model must be theirs. */
   init?: { model: LanguageModel; tokenizer: Tokenizer };
+  /** Extra top-level entries of results.json (e.g. `gamma_mod`: the ARank conversion record). */
+  report?: Record<string, unknown>;
 }
 
 export interface TrainResult {
@@ -190,7 +192,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   } else {
     // a base without adapters into a PEFT model: base tensors by name, adapters keep their (identity) init
     if (opts.init && cfg.model.peft && !opts.init.model.config.peft) loadPartialState(model, opts.init.model.stateDict(), 'base', 'train --peft');
-    else if (opts.init && routerTuning && !opts.init.model.config.mixture_of_depths) loadBaseWithDepthRouters(model, opts.init.model.stateDict(), 'train --router-tuning');
+    // a base without depth routers into a depth-routed model (Router-Tuning, γ-MoD): base tensors by name, routers keep their init
+    else if (opts.init && cfg.model.mixture_of_depths && !opts.init.model.config.mixture_of_depths)
+      loadBaseWithDepthRouters(model, opts.init.model.stateDict(), routerTuning ? 'train --router-tuning' : 'train --model (depth routers added)');
     else if (opts.init) model.loadStateDict(opts.init.model.stateDict());
     writeJsonAtomicSync(path.join(out, 'config.json'), cfg);
     saveTokenizer(path.join(out, 'tokenizer.json'), tokenizer!);
@@ -351,6 +355,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       tokensPerSec: result.tokensPerSec,
       final: { loss: finalEval.loss, perplexity: finalEval.perplexity, domains: finalEval.domains, routing: finalEval.routing },
       history: history.map((h) => ({ step: h.step, tokensSeen: h.tokensSeen, loss: h.result.loss, domains: h.result.domains })),
+      ...opts.report,
     });
   }
   return result;

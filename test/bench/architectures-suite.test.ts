@@ -113,3 +113,40 @@ test('summarize: Welch difference to the standard MoE, speed ratio, in design or
   assert.equal(dense.speedRatio, 2);
   assert.equal(s[1].diff, null, 'no difference of the reference to itself');
 });
+
+test('cartesian-moe is a design: FLOP-matched to the standard MoE and trained into its own row', async () => {
+  const d = DESIGNS.find((x) => x.name === 'cartesian-moe');
+  assert.ok(d, 'cartesian-moe is in DESIGNS');
+  assert.match(d.paper ?? '', /CartesianMoE.*2024/);
+  const c = baseConfig(true, 1);
+  const T = c.training.seq_len;
+  const ref = matchDesign(
+    c.model,
+    DESIGNS.find((x) => x.name === REFERENCE)!,
+    0,
+    2,
+    T,
+  ).flops;
+  const m = matchDesign(c.model, d, ref, 2, T);
+  assert.equal(m.model.ffn_type, 'cartesian-moe');
+  assert.ok(Math.abs(m.flops / ref - 1) <= FLOP_TOLERANCE, `${m.flops} vs ${ref}`);
+  // the match moves with its width: doubling moe_intermediate_size (and so the sub-experts) raises the FLOPs
+  const wide = matchDesign({ ...c.model, moe_intermediate_size: 2 * c.model.moe_intermediate_size }, { ...d, match: undefined }, 0, 2, T);
+  assert.ok(wide.flops > m.flops * 1.2);
+  const rows = await runDesigns([DESIGNS.find((x) => x.name === REFERENCE)!, d], {
+    quick: true,
+    threads: [1],
+    backends: ['js'],
+    peers: false,
+    isolate: false,
+    seed: 3,
+    log: () => {},
+    steps: 2,
+    seeds: 2,
+  });
+  const s = summarize(rows).find((x) => x.design === 'cartesian-moe');
+  assert.ok(s, 'its row is in the summary');
+  assert.equal(s.n, 2);
+  assert.ok(Math.abs(s.flopsRatio - 1) <= FLOP_TOLERANCE);
+  assert.ok(s.diff && Number.isFinite(s.diff.mean), 'compared with the standard MoE');
+});

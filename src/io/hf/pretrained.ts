@@ -33,6 +33,31 @@ export interface PretrainedModel {
   /** The config.json as read. */
   hfConfig: HfConfig;
   dir: string;
+  /** With `skipExperts`: where each MoE layer's routed expert matrices lie in the shards (null for layers without experts). */
+  expertLocations?: (HfExpertLayer | null)[];
+}
+
+/** One stored expert matrix, [rows, cols] row-major ([out, in], as the checkpoint holds it), at a byte offset of a shard. */
+export interface HfExpertMatrix {
+  /** Tensor it belongs to (a fused 3-D tensor holds every expert's). */
+  tensor: string;
+  /** Shard file path. */
+  file: string;
+  /** Absolute byte offset of this expert's matrix in the shard. */
+  offset: number;
+  /** Stored safetensors dtype code: F32, F16 or BF16. */
+  code: 'F32' | 'F16' | 'BF16';
+  rows: number;
+  cols: number;
+}
+
+/** A MoE layer's routed experts in the shards: gate (w1), up (w3) and down (w2) matrix of each expert. */
+export interface HfExpertLayer {
+  E: number;
+  topK: number;
+  w1: HfExpertMatrix[];
+  w3: HfExpertMatrix[];
+  w2: HfExpertMatrix[];
 }
 
 function readJsonFile(file: string, what: string): unknown {
@@ -200,6 +225,45 @@ function fillLayerExperts(src: Source, base: string, arch: ArchSpec, w1: Float32
   }
 }
 
+const OFFLOAD_CODES = new Set(['F32', 'F16', 'BF16']);
+
+/**
+ * Where a layer's routed experts lie, per expert (per-expert or fused 3-D layout, as
+ * fillLayerExperts reads them), without reading them: shapes and dtypes are checked and the
+ * tensors marked used. Experts stored otherwise (fp8 blocks, MXFP4, architecture-specific
+ * tensors) cannot be read at an offset as plain matrices: a one-line error says so.
+ */
+function locateLayerExperts(src: Source, base: string, arch: ArchSpec, E: number, topK: number, d: number, f: number): HfExpertLayer {
+  const at = (name: string, shape: readonly number[], rows: number, cols: number, elemOffset: number): HfExpertMatrix => {
+    const e = src.ck.entry(name);
+    if (!e) throw new HfFormatError(`${src.ck.dir}: missing tensor ${quoteName(name)} (expected shape ${shapeStr(shape)})`);
+    if (e.shape.length !== shape.length || e.shape.some((x, i) => x !== shape[i]))
+      throw new HfFormatError(`${src.ck.dir}: tensor ${quoteName(name)} has shape ${shapeStr(e.shape)}, expected ${shapeStr(shape)}`);
+    if (!OFFLOAD_CODES.has(e.code) || src.ck.has(`${name}_scale_inv`))
+      throw new HfFormatError(`${src.ck.dir}: tensor ${quoteName(name)} is ${e.code}; offloaded experts must be stored as F32, F16 or BF16`);
+    src.used.add(name);
+    const item = e.code === 'F32' ? 4 : 2;
+    return { tensor: name, file: src.ck.pathOf(name)!, offset: e.begin + elemOffset * item, code: e.code as HfExpertMatrix['code'], rows, cols };
+  };
+  const out: HfExpertLayer = { E, topK, w1: [], w3: [], w2: [] };
+  const fu = arch.fused ?? { gateUp: 'experts.gate_up_proj', down: 'experts.down_proj' };
+  const fused = src.has(`${base}.${fu.gateUp}`) || fu.only;
+  const [g, u, dw] = arch.expertNames;
+  for (let e = 0; e < E; e++) {
+    if (fused) {
+      // gate+up [E, 2f, d] (gate rows first), down [E, d, f]: each expert's rows are contiguous
+      out.w1.push(at(`${base}.${fu.gateUp}`, [E, 2 * f, d], f, d, e * 2 * f * d));
+      out.w3.push(at(`${base}.${fu.gateUp}`, [E, 2 * f, d], f, d, e * 2 * f * d + f * d));
+      out.w2.push(at(`${base}.${fu.down}`, [E, d, f], d, f, e * d * f));
+    } else {
+      out.w1.push(at(`${base}.experts.${e}.${g}.weight`, [f, d], f, d, 0));
+      out.w3.push(at(`${base}.experts.${e}.${u}.weight`, [f, d], f, d, 0));
+      out.w2.push(at(`${base}.experts.${e}.${dw}.weight`, [d, f], d, f, 0));
+    }
+  }
+  return out;
+}
+
 /**
  * Rows of an interleaved-RoPE checkpoint in moe-ts (half-split) order: within each RoPE segment
  * of width R, moe-ts row m is checkpoint row 2m (m < R/2) or 2(m - R/2) + 1. q-projections hold
@@ -228,7 +292,7 @@ function permuteRopeRows(data: Float32Array, rowLen: number, starts: number[], R
 }
 
 /** Load weights from a checkpoint into a freshly built model, in place. */
-function loadWeights(model: MoETransformerLM, arch: ArchSpec, src: Source, interleaved: boolean): void {
+function loadWeights(model: MoETransformerLM, arch: ArchSpec, src: Source, interleaved: boolean, skip: { config: ModelConfig; layers: (HfExpertLayer | null)[] } | null = null): void {
   const c = model.config;
   const params = new Map(model.namedParameters());
   const done = new Set<string>();
@@ -265,7 +329,12 @@ function loadWeights(model: MoETransformerLM, arch: ArchSpec, src: Source, inter
       const f = c.moe_intermediate_size;
       const EP = `${L}block_sparse_moe.experts.`;
       const w = (n: string) => params.get(`${EP}${n}`)!;
-      if (arch.expertIO) {
+      if (skip) {
+        // offloading: the placeholder experts keep their init; the real ones stay in the shards
+        if (arch.expertIO) throw new HfFormatError(`${arch.modelType}: its experts are stored in an architecture-specific layout and cannot be offloaded`);
+        skip.layers[i] = locateLayerExperts(src, `${HL}${prefix}`, arch, E, moe.topK, c.hidden_size, skip.config.moe_intermediate_size);
+        for (const [n] of params) if (n.startsWith(EP)) done.add(n);
+      } else if (arch.expertIO) {
         const bank: Record<string, { data: Float32Array; shape: readonly number[] }> = {};
         for (const [n, p] of params) if (n.startsWith(EP)) bank[n.slice(EP.length)] = p;
         arch.expertIO.load({ get: (n, sh) => src.get(n, sh), has: (n) => src.has(n), getMxfp4: (n, sh) => getMxfp4(src, n, sh) }, `${HL}${prefix}`, bank);
@@ -312,6 +381,12 @@ function loadWeights(model: MoETransformerLM, arch: ArchSpec, src: Source, inter
 export interface FromPretrainedOptions {
   /** Seed for the (overwritten) initial weights and any later random choice; default 0. */
   seed?: number;
+  /**
+   * Leave the routed experts in the shards (their shapes and dtypes are still checked): the model
+   * gets width-1 placeholder experts, `expertLocations` says where the real ones lie (expert
+   * offloading, src/infer/offload.ts); `config` keeps the real expert width.
+   */
+  skipExperts?: boolean;
 }
 
 /** Read a Hugging Face model directory into a moe-ts model (eval mode). */
@@ -327,15 +402,17 @@ export function fromPretrained(dir: string, opts: FromPretrainedOptions = {}): P
     const b = q.weight_block_size;
     if (Array.isArray(b) && b.length === 2 && b.every((x) => Number.isInteger(x) && x > 0)) block = [b[0], b[1]];
   }
-  const model = new MoETransformerLM(config, opts.seed ?? 0);
+  const skip = opts.skipExperts && config.num_local_experts > 0 ? { config, layers: new Array<HfExpertLayer | null>(config.num_hidden_layers).fill(null) } : null;
+  // skipped experts: width-1 placeholders keep the model small (only an engine with an ExpertSource computes it)
+  const model = new MoETransformerLM(skip ? { ...config, moe_intermediate_size: 1 } : config, opts.seed ?? 0);
   const ck = new SafetensorsCheckpoint(dir);
   try {
-    loadWeights(model, arch, new Source(ck, block), arch.ropeInterleaved?.(hf) ?? false);
+    loadWeights(model, arch, new Source(ck, block), arch.ropeInterleaved?.(hf) ?? false, skip);
   } finally {
     ck.close();
   }
   model.eval();
-  return { model, config, modelType: arch.modelType, hfConfig: hf, dir };
+  return { model, config, modelType: arch.modelType, hfConfig: hf, dir, ...(skip ? { expertLocations: skip.layers } : {}) };
 }
 
 /** Options of savePretrained: dtype, shard size, overwrite. */

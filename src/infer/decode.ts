@@ -15,7 +15,7 @@
  */
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { Rng } from '../tensor/random.js';
-import { quantizeMatrix, QUANT_FORMATS, jsQuantKernels, type QuantFormat, type QuantMatrix, type PreparedMatrix, type QuantKernels } from '../kernels/quant.js';
+import { quantizeMatrix, QUANT_FORMATS, jsQuantKernels, type QuantFormat, type QuantMatrix, type PreparedMatrix, type QuantKernels, type QuantizeOptions } from '../kernels/quant.js';
 import { Attention, type MoETransformerLM, type DecoderLayer } from '../models/transformer.js';
 import { ropeParams } from '../models/rope.js';
 import { headDimOf, kvHeadsOf } from '../models/config.js';
@@ -32,6 +32,11 @@ export interface DecodeEngineOptions {
    * own forward (the 'module' FFN kinds, see the file comment) stay float32.
    */
   expertQuant?: QuantFormat;
+  /**
+   * Quantiser options of the expert format (tq_e: `minZeros`, `tuple`). tq_e experts stay
+   * compressed in memory and are decoded on the fly by every product.
+   */
+  expertQuantOptions?: QuantizeOptions;
   /** KV cache capacity in tokens (default max_position_embeddings). */
   capacity?: number;
   /** Seeds the router context's Rng (routers are deterministic in eval mode). */
@@ -198,6 +203,8 @@ export class DecodeEngine {
   readonly expertBytes: number;
   /** Expert weights compiled here (values). */
   readonly expertParams: number;
+  /** The tq_e streams of the routed experts compiled here (empty unless expertQuant is tq_e). */
+  readonly ternaryExperts: Uint8Array[] = [];
   readonly kvBytes: number;
 
   /** What keeps `model` off the fast path, or null when it is supported. */
@@ -247,10 +254,13 @@ export class DecodeEngine {
     if (!(this.capacityFactor === 0 || (this.capacityFactor > 0 && Number.isFinite(this.capacityFactor))))
       throw new Error(`DecodeEngine: capacityFactor must be 0 (off) or a positive number, got ${opts.capacityFactor}`);
     const stored = opts.weights ?? (() => null);
-    const q = (w: Float32Array, rows: number, cols: number, fmt: QuantFormat = quant, name?: string): PreparedMatrix => {
+    const eqo = opts.expertQuantOptions ?? {};
+    const q = (w: Float32Array, rows: number, cols: number, fmt: QuantFormat = quant, name?: string, expert = false): PreparedMatrix => {
       const given = name ? stored(name, rows, cols) : null;
       if (given && (given.rows !== rows || given.cols !== cols)) throw new Error(`DecodeEngine: stored weight ${name} is [${given.rows}, ${given.cols}], expected [${rows}, ${cols}]`);
-      const m = kern.prepare(given ?? quantizeMatrix(w, rows, cols, cols % 32 === 0 ? fmt : 'f32'));
+      const qm = given ?? quantizeMatrix(w, rows, cols, cols % 32 === 0 || fmt === 'tq_e' ? fmt : 'f32', expert ? eqo : {});
+      if (expert && qm.format === 'tq_e') this.ternaryExperts.push(qm.data as Uint8Array);
+      const m = kern.prepare(qm);
       bytes += m.bytes;
       return m;
     };
@@ -317,7 +327,7 @@ export class DecodeEngine {
 
   private compileFFN(
     layer: DecoderLayer,
-    q: (w: Float32Array, rows: number, cols: number, fmt?: QuantFormat) => PreparedMatrix,
+    q: (w: Float32Array, rows: number, cols: number, fmt?: QuantFormat, name?: string, expert?: boolean) => PreparedMatrix,
     lin: (l: { weight: Tensor; bias: Tensor | null; inFeatures: number; outFeatures: number }, name?: string) => { w: PreparedMatrix; b: Float32Array | null },
   ): FFN {
     if (layer.mlp) {
@@ -369,9 +379,9 @@ export class DecodeEngine {
     for (let e = 0; e < ex.numExperts; e++) {
       const o = e * d * f;
       experts.push({
-        w1: q(transpose(ex.w1.data, o, d, f), f, d, this.expertQuant),
-        w3: ex.w3 ? q(transpose(ex.w3.data, o, d, f), f, d, this.expertQuant) : null,
-        w2: q(transpose(ex.w2.data, o, f, d), d, f, this.expertQuant),
+        w1: q(transpose(ex.w1.data, o, d, f), f, d, this.expertQuant, undefined, true),
+        w3: ex.w3 ? q(transpose(ex.w3.data, o, d, f), f, d, this.expertQuant, undefined, true) : null,
+        w2: q(transpose(ex.w2.data, o, f, d), d, f, this.expertQuant, undefined, true),
       });
     }
     return { kind: 'moe', layer, experts, silu: ex.activation === 'swiglu', dFF: f, index: layer.index, external: false, shared: compileShared() };

@@ -17,7 +17,7 @@ import { ADAPT_DOMAINS, loadAnyModel, writeAdaptReport, type AdaptReport, type M
 /** Expert weight format of each --bits value: moe-ts q2_m / q3_m below 4 bits, ggml q4_0 / q8_0 above. */
 export const EXPERT_BITS: Readonly<Record<number, QuantFormat>> = { 2: 'q2_m', 3: 'q3_m', 4: 'q4_0', 8: 'q8_0', 32: 'f32' };
 
-/** One --bits value: a number of EXPERT_BITS, `ternary` (tq_e), or `ternary:Z` (tq_e with at least a fraction Z of zeros per row). */
+/** One --bits value, a number of EXPERT_BITS, `ternary` (tq_e), or `ternary:Z` (tq_e with at least a fraction Z of zeros per row). */
 export type ExpertBits = number | string;
 
 /** Format and quantiser option of one --bits value; a one-line error for anything else. */

@@ -26,7 +26,7 @@ import { encodeTernary, decodeTernary, ternaryMatmul, ternaryShape, type Ternary
 export type QuantFormat = 'f32' | 'q8_0' | 'q4_0' | 'q3_m' | 'q2_m' | 'tq_e';
 /** Every QuantFormat, for validation and CLI help. */
 export const QUANT_FORMATS: readonly QuantFormat[] = ['f32', 'q8_0', 'q4_0', 'q3_m', 'q2_m', 'tq_e'];
-/** Options of quantizeMatrix for the formats that take any (tq_e: the ternary quantiser's). */
+/** Options of quantizeMatrix for the formats that take any (the ternary quantiser's, for tq_e). */
 export type QuantizeOptions = TernaryOptions;
 /** Values per quantisation block (ggml's QK8_0 = QK4_0). */
 export const QBLOCK = 32;
@@ -55,7 +55,7 @@ function roundf(v: number): number {
   return v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
 }
 
-/** Bytes a [rows, cols] matrix takes in `format` (tq_e has no fixed size: throws). */
+/** Bytes a [rows, cols] matrix takes in `format` (throws for tq_e, whose size depends on the weights). */
 export function quantBytes(format: QuantFormat, rows: number, cols: number): number {
   if (format === 'f32') return rows * cols * 4;
   if (format === 'tq_e') throw new Error(`quantBytes: tq_e is entropy-coded, its size depends on the weights (${rows} x ${cols})`);

@@ -27,7 +27,7 @@ import { f16BitsToF32, f32ToF16Bits } from '../tensor/dtype.js';
 
 const MAGIC = [0x54, 0x51, 0x45, 0x31]; // 'TQE1'
 const HEADER = 18;
-/** Longest code length: the decode table has at most 2^12 entries. */
+/** Longest code length of tq_e (so the decode table has at most 2^12 entries). */
 export const TQE_MAX_CODE_LEN = 12;
 const POW3 = [1, 3, 9, 27, 81, 243];
 
@@ -39,7 +39,7 @@ export interface TernaryOptions {
   tuple?: number;
 }
 
-/** A ternary matrix before entropy coding: trits row-major and one scale per row. */
+/** A ternary matrix before entropy coding, trits row-major and one scale per row. */
 export interface TernaryRows {
   rows: number;
   cols: number;
@@ -66,7 +66,7 @@ export interface TernaryStats {
 const f16r = (v: number): number => f16BitsToF32(f32ToF16Bits(v));
 
 /**
- * Per row: trits and scale minimising sum (w - s t)^2 over every zero threshold (keep the k
+ * Per row, the trits and scale minimising sum (w - s t)^2 over every zero threshold (keep the k
  * largest |w|, s their mean |w|), with at least `minZeros` of the row zero. s is rounded to f16.
  */
 export function quantizeTernary(w: Float32Array, rows: number, cols: number, opts: TernaryOptions = {}): TernaryRows {
@@ -395,7 +395,7 @@ export function ternaryShape(b: Uint8Array): { rows: number; cols: number } {
   return { rows: p.rows, cols: p.cols };
 }
 
-/** Counts of a tq_e stream: trits by value, tuple size, bytes. */
+/** Counts of a tq_e stream (trits by value, tuple size, bytes). */
 export function ternaryStats(b: Uint8Array): TernaryStats {
   const p = parse(b, 'ternaryStats');
   const t = decodeTrits(b);

@@ -575,10 +575,11 @@ export function buildProgram(): Command {
     .option('--experts-only', 'quantise only the routed FFN experts (MoQE); attention, embeddings, dense FFNs and the head stay at --rest')
     .option(
       '--bits <b...>',
-      '--experts-only: expert formats to compare, among 2 (q2_m), 3 (q3_m), 4 (q4_0), 8 (q8_0), ternary (tq_e: QMoE ternary, entropy-coded), ternary:Z (tq_e with at least a fraction Z of zeros per row)',
+      '--experts-only: expert formats to compare, among 2 (q2_m), 3 (q3_m), 4 (q4_0), 8 (q8_0), ternary (tq_e: QMoE ternary, entropy-coded), ternary:Z (tq_e with at least a fraction Z of zeros per row), ternary-gptq[:Z] (the same rounded by GPTQ on calibration text)',
       ['2', '3', '4', '8'],
     )
     .option('--rest <fmt>', '--experts-only: format of every other weight, f32 or q8_0', 'f32')
+    .option('--calibration <n>', '--experts-only ternary-gptq: training tokens per corpus whose expert inputs GPTQ uses', intArg('--calibration', 2), 2048)
     .option('--skip-thresholds <t...>', 'also score AdapMoE expert skipping at these thresholds (f32 weights)')
     .option('--capacity-factors <c...>', 'also score capacity-aware token dropping at these capacity factors (f32 weights)')
     .option('--json', 'print JSON instead of a table')
@@ -596,7 +597,7 @@ export function buildProgram(): Command {
         const bits = o.bits as string[];
         for (const b of bits) parseExpertBits(b);
         const out = o.out ?? (fs.statSync(p).isDirectory() ? p : '.');
-        const r = runQuantizeExperts({ model: p, bits, rest: o.rest, sources: o.data, tokens: o.tokens, out, kernels: new WasmQuantKernels() });
+        const r = runQuantizeExperts({ model: p, bits, rest: o.rest, sources: o.data, tokens: o.tokens, calibration: o.calibration, out, kernels: new WasmQuantKernels() });
         process.stdout.write(o.json ? JSON.stringify(r, null, 2) + '\n' : formatAdaptTable(r) + `\ntable: ${r.files!.md}, ${r.files!.json}\n`);
         return;
       }

@@ -16,10 +16,11 @@
  *   then the stream: the row-major trits in tuples of T (the last one padded with zeros), each
  *   tuple's symbol sum_i digit_i 3^i (digit 0 for 0, 1 for +1, 2 for -1) as its canonical code, MSB first.
  *
- * The quantiser is not data-aware (QMoE runs GPTQ on calibration activations): per row it keeps the
- * k largest |w| as +-s and zeroes the rest, with k and s = mean of those |w| chosen jointly to
- * minimise the row's squared error (exact over every k), optionally subject to a minimum zero
- * fraction (a rate knob: more zeros, fewer bits). The kernel decodes the stream on the fly and
+ * quantizeTernary is not data-aware: per row it keeps the k largest |w| as +-s and zeroes the rest,
+ * with k and s = mean of those |w| chosen jointly to minimise the row's squared error (exact over
+ * every k), optionally subject to a minimum zero fraction (a rate knob: more zeros, fewer bits).
+ * gptqTernary is the data-aware rounding QMoE uses: GPTQ with that per-row grid, on calibration
+ * inputs' X^T X. The kernel decodes the stream on the fly and
  * sums +-x over the nonzero trits of each row with f32/f64 activations: no multiply per weight,
  * and the matrix is never expanded.
  */
@@ -85,26 +86,140 @@ export function quantizeTernary(w: Float32Array, rows: number, cols: number, opt
       idx[c] = c;
       mag[c] = Math.abs(w[o + c]);
     }
-    const ord = Array.from(idx).sort((a, b) => mag[b] - mag[a] || a - b);
-    // error(k) = sum w^2 - S_k^2 / k: maximise S_k^2 / k
-    let best = 0;
-    let bestK = 0;
-    let S = 0;
-    for (let k = 1; k <= kMax; k++) {
-      S += mag[ord[k - 1]];
-      const g = (S * S) / k;
-      if (g > best) [best, bestK] = [g, k];
-    }
+    const { ord, k: bestK, s: s0 } = rowGrid(mag, cols, kMax);
     if (bestK === 0) continue;
-    let sum = 0;
-    for (let k = 0; k < bestK; k++) sum += mag[ord[k]];
-    const s = f16r(sum / bestK);
+    const s = f16r(s0);
     if (!(s > 0)) continue;
     scales[r] = s;
     for (let k = 0; k < bestK; k++) {
       const c = ord[k];
       trits[o + c] = w[o + c] < 0 ? -1 : 1;
     }
+  }
+  return { rows, cols, trits, scales };
+}
+
+/** The least-squares top-k of one row's magnitudes: order, k and s (the kept mean, unrounded). */
+function rowGrid(mag: Float64Array, cols: number, kMax: number): { ord: number[]; k: number; s: number } {
+  const ord = Array.from({ length: cols }, (_, c) => c).sort((a, b) => mag[b] - mag[a] || a - b);
+  // error(k) = sum w^2 - S_k^2 / k: maximise S_k^2 / k
+  let best = 0;
+  let bestK = 0;
+  let S = 0;
+  for (let k = 1; k <= kMax; k++) {
+    S += mag[ord[k - 1]];
+    const g = (S * S) / k;
+    if (g > best) [best, bestK] = [g, k];
+  }
+  let sum = 0;
+  for (let k = 0; k < bestK; k++) sum += mag[ord[k]];
+  return { ord, k: bestK, s: bestK ? sum / bestK : 0 };
+}
+
+/** Lower Cholesky factor of a symmetric positive definite [n, n] matrix (row-major). */
+function cholesky(a: Float64Array, n: number, what: string): Float64Array {
+  const l = new Float64Array(n * n);
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j <= i; j++) {
+      let v = a[i * n + j];
+      for (let k = 0; k < j; k++) v -= l[i * n + k] * l[j * n + k];
+      if (i === j) {
+        if (!(v > 0)) throw new Error(`${what}: X^T X is not positive definite at column ${i} (raise damp)`);
+        l[i * n + i] = Math.sqrt(v);
+      } else l[i * n + j] = v / l[j * n + j];
+    }
+  return l;
+}
+
+/**
+ * GPTQ (GPTQ: Accurate Post-Training Quantization for Generative Pre-trained Transformers, 2022)
+ * onto each row's ternary grid, as QMoE rounds its experts. Each row's scale and zero threshold come
+ * from quantizeTernary's rule on the original row (same minZeros); columns are then rounded in
+ * order and each rounding error is spread over the later columns through the upper Cholesky
+ * factor of (X^T X + damp mean(diag) I)^-1, which minimises ||(W - Q) X^T||^2 greedily. Last, each
+ * row's scale is refit to its trits by least squares in that metric. h is X^T X [cols, cols].
+ */
+export function gptqTernary(w: Float32Array, rows: number, cols: number, h: Float64Array, opts: TernaryOptions & { damp?: number } = {}): TernaryRows {
+  checkDims('gptqTernary', rows, cols);
+  if (w.length !== rows * cols) throw new Error(`gptqTernary: ${w.length} values for ${rows} x ${cols}`);
+  if (h.length !== cols * cols) throw new Error(`gptqTernary: h has ${h.length} values, needs ${cols} x ${cols}`);
+  const minZeros = opts.minZeros ?? 0;
+  if (!(minZeros >= 0 && minZeros < 1)) throw new Error(`gptqTernary: minZeros must be in [0, 1), got ${opts.minZeros}`);
+  const damp = opts.damp ?? 0.01;
+  if (!(damp > 0 && Number.isFinite(damp))) throw new Error(`gptqTernary: damp must be a positive number, got ${opts.damp}`);
+  const kMax = Math.floor((1 - minZeros) * cols + 1e-9);
+  const W = Float64Array.from(w);
+  const H = Float64Array.from(h);
+  // columns no input ever reached: their weights cannot matter, so they are zero
+  let mean = 0;
+  for (let i = 0; i < cols; i++) {
+    if (H[i * cols + i] === 0) {
+      H[i * cols + i] = 1;
+      for (let r = 0; r < rows; r++) W[r * cols + i] = 0;
+    }
+    mean += H[i * cols + i] / cols;
+  }
+  for (let i = 0; i < cols; i++) H[i * cols + i] += damp * mean;
+  // per-row grid from the (dead-column-cleared) original row
+  const scale = new Float64Array(rows);
+  const tau = new Float64Array(rows);
+  const mag = new Float64Array(cols);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) mag[c] = Math.abs(W[r * cols + c]);
+    const g = rowGrid(mag, cols, kMax);
+    scale[r] = g.s;
+    // the threshold between the k-th and (k+1)-th magnitude
+    tau[r] = g.k === 0 ? Infinity : g.k === cols ? 0 : (mag[g.ord[g.k - 1]] + mag[g.ord[g.k]]) / 2;
+  }
+  // U: upper Cholesky factor of H^-1 (H^-1 = U^T U), via H = L L^T, H^-1 = L^-T L^-1
+  const L = cholesky(H, cols, 'gptqTernary');
+  const Li = new Float64Array(cols * cols);
+  for (let j = 0; j < cols; j++) {
+    Li[j * cols + j] = 1 / L[j * cols + j];
+    for (let i = j + 1; i < cols; i++) {
+      let v = 0;
+      for (let k = j; k < i; k++) v -= L[i * cols + k] * Li[k * cols + j];
+      Li[i * cols + j] = v / L[i * cols + i];
+    }
+  }
+  const Hi = new Float64Array(cols * cols);
+  for (let i = 0; i < cols; i++)
+    for (let j = 0; j <= i; j++) {
+      let v = 0;
+      for (let k = i; k < cols; k++) v += Li[k * cols + i] * Li[k * cols + j];
+      Hi[i * cols + j] = Hi[j * cols + i] = v;
+    }
+  const Lh = cholesky(Hi, cols, 'gptqTernary');
+  const trits = new Int8Array(rows * cols);
+  for (let i = 0; i < cols; i++) {
+    const uii = Lh[i * cols + i];
+    for (let r = 0; r < rows; r++) {
+      const o = r * cols;
+      const v = W[o + i];
+      const t = Math.abs(v) > tau[r] ? (v < 0 ? -1 : 1) : 0;
+      trits[o + i] = t;
+      const err = (v - t * scale[r]) / uii;
+      if (err !== 0) for (let j = i + 1; j < cols; j++) W[o + j] -= err * Lh[j * cols + i];
+    }
+  }
+  // refit s per row: argmin_s (w - s t)^T H (w - s t) = t^T H w / t^T H t (the damped H)
+  const scales = new Float32Array(rows);
+  const Ht = new Float64Array(cols);
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    Ht.fill(0);
+    for (let a = 0; a < cols; a++) {
+      const t = trits[o + a];
+      if (t) for (let b = 0; b < cols; b++) Ht[b] += t * H[a * cols + b];
+    }
+    let num = 0;
+    let den = 0;
+    for (let b = 0; b < cols; b++) {
+      num += Ht[b] * w[o + b];
+      den += Ht[b] * trits[o + b];
+    }
+    const s = den > 0 && num > 0 ? num / den : scale[r];
+    scales[r] = f16r(s);
   }
   return { rows, cols, trits, scales };
 }

@@ -110,7 +110,7 @@ test('runQuantizeExperts: one row per bits, expert bytes shrink with bits, the r
     const md = fs.readFileSync(r.files!.md, 'utf8');
     assert.equal(md, formatAdaptTable(JSON.parse(fs.readFileSync(r.files!.json, 'utf8'))));
     assert.match(md, /\| experts 2-bit \(q2_m\), rest f32 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| 3\.00 \| [\d,]+ \| [\d,]+ \|/);
-    assert.throws(() => runQuantizeExperts({ model: run, bits: [5] }), /--bits must be among 2, 3, 4, 8, ternary, ternary:Z \(Z in \[0, 1\)\), got 5/);
+    assert.throws(() => runQuantizeExperts({ model: run, bits: [5] }), /--bits must be among 2, 3, 4, 8, ternary, ternary:Z, ternary-gptq, ternary-gptq:Z \(Z in \[0, 1\)\), got 5/);
     assert.throws(() => runQuantizeExperts({ model: run, bits: [2], rest: 'q4_0' }), /--rest must be f32 or q8_0/);
     const dense = path.join(dir, 'dense');
     saveModelRun(dense, new MoETransformerLM({ ...cfg.model, num_local_experts: 0 }, 1), new ByteTokenizer(), cfg);
@@ -157,8 +157,14 @@ test('parseExpertBits: numbers, ternary and ternary:Z; anything else is a one-li
   assert.deepEqual(parseExpertBits('ternary'), { format: 'tq_e' });
   assert.deepEqual(parseExpertBits('ternary:0.9'), { format: 'tq_e', minZeros: 0.9 });
   assert.deepEqual(parseExpertBits('ternary:0'), { format: 'tq_e', minZeros: 0 });
-  for (const bad of ['ternary:1', 'ternary:1.5', 'ternary:', 'ternary:x', 'tern', '32', '1.5'])
-    assert.throws(() => parseExpertBits(bad), new RegExp(`--bits must be among 2, 3, 4, 8, ternary, ternary:Z \\(Z in \\[0, 1\\)\\), got "${bad.replace('.', '\\.')}"`), bad);
+  assert.deepEqual(parseExpertBits('ternary-gptq'), { format: 'tq_e', gptq: true });
+  assert.deepEqual(parseExpertBits('ternary-gptq:0.5'), { format: 'tq_e', minZeros: 0.5, gptq: true });
+  for (const bad of ['ternary:1', 'ternary:1.5', 'ternary:', 'ternary:x', 'tern', '32', '1.5', 'ternary-gptq:1', 'gptq'])
+    assert.throws(
+      () => parseExpertBits(bad),
+      new RegExp(`--bits must be among 2, 3, 4, 8, ternary, ternary:Z, ternary-gptq, ternary-gptq:Z \\(Z in \\[0, 1\\)\\), got "${bad.replace('.', '\\.')}"`),
+      bad,
+    );
 });
 
 test('runQuantizeExperts with ternary rows: real compressed bits per weight, zero fraction, entropy; more zeros, fewer bits', () => {
@@ -167,7 +173,7 @@ test('runQuantizeExperts with ternary rows: real compressed bits per weight, zer
     const run = path.join(dir, 'moe');
     const model = new MoETransformerLM(cfg.model, 4);
     saveModelRun(run, model, new ByteTokenizer(), cfg);
-    const r = runQuantizeExperts({ model: run, bits: [2, 'ternary', 'ternary:0.9'], tokens: 48, sources: ['shakespeare'] });
+    const r = runQuantizeExperts({ model: run, bits: [2, 'ternary', 'ternary:0.9', 'ternary-gptq'], tokens: 48, calibration: 64, sources: ['shakespeare'] });
     assert.deepEqual(
       r.table.map((t) => [t.bits, t.format]),
       [
@@ -175,8 +181,13 @@ test('runQuantizeExperts with ternary rows: real compressed bits per weight, zer
         [2, 'q2_m'],
         ['ternary', 'tq_e'],
         ['ternary:0.9', 'tq_e'],
+        ['ternary-gptq', 'tq_e'],
       ],
     );
+    // GPTQ's streams are other trits than the plain quantiser's, and the engine scored them
+    assert.notEqual(r.table[4].expertBytes, r.table[2].expertBytes);
+    assert.notEqual(r.rows[4].loss, r.rows[2].loss);
+    assert.match(r.rows[4].label, /experts ternary \(tq_e, GPTQ\), rest f32/);
     const eng = new DecodeEngine(model, { capacity: 1, expertQuant: 'tq_e' });
     const params = eng.expertParams;
     const [, , t0, t9] = r.table;
@@ -224,7 +235,7 @@ test('moe-ts quantize RUN --experts-only prints the table and writes it next to 
     assert.ok(fs.existsSync(path.join(run, 'quantize-experts.md')));
     const bad = spawnSync(process.execPath, [cli, 'quantize', run, '--experts-only', '--bits', '5'], { encoding: 'utf8', timeout: 60_000 });
     assert.notEqual(bad.status, 0);
-    assert.match(bad.stderr, /--bits must be among 2, 3, 4, 8, ternary, ternary:Z \(Z in \[0, 1\)\), got "5"/);
+    assert.match(bad.stderr, /--bits must be among 2, 3, 4, 8, ternary, ternary:Z, ternary-gptq, ternary-gptq:Z \(Z in \[0, 1\)\), got "5"/);
     const bad2 = spawnSync(process.execPath, [cli, 'quantize', run, '--experts-only', '--bits', 'ternary:2'], { encoding: 'utf8', timeout: 60_000 });
     assert.notEqual(bad2.status, 0);
     assert.match(bad2.stderr, /got "ternary:2"/);

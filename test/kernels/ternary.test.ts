@@ -14,6 +14,7 @@ import {
   ternaryMatmul,
   ternaryStats,
   huffmanLengths,
+  gptqTernary,
   TQE_MAX_CODE_LEN,
   type TernaryRows,
 } from '../../src/kernels/ternary.js';
@@ -240,4 +241,54 @@ test('malformed tq_e streams fail with one-line errors: truncated, bad header, b
   assert.throws(() => encodeTrits({ rows: 1, cols: 2, trits: Int8Array.of(0, 2), scales: Float32Array.of(1) }), /trit 1 is 2/);
   assert.throws(() => encodeTrits(randomTrits(2, 2, 0.5, 1), { tuple: 6 }), /tuple must be an integer in 1..5, got 6/);
   assert.equal(f16BitsToF32(new DataView(good.buffer).getUint16(18, true)), 1 / 64);
+});
+
+/** ||(W - Q) X^T||^2 with X [m, cols]. */
+function outputError(w: Float32Array, q: TernaryRows, x: Float32Array, m: number): number {
+  let e = 0;
+  for (let r = 0; r < q.rows; r++)
+    for (let t = 0; t < m; t++) {
+      let d = 0;
+      for (let c = 0; c < q.cols; c++) d += (w[r * q.cols + c] - q.scales[r] * q.trits[r * q.cols + c]) * x[t * q.cols + c];
+      e += d * d;
+    }
+  return e;
+}
+
+test('gptqTernary: with X^T X = c I it is the least-squares ternary; on correlated inputs it lowers the output error', () => {
+  const r = new Rng(21);
+  const rows = 24;
+  const cols = 32;
+  const w = Float32Array.from({ length: rows * cols }, () => r.normal() * 0.2);
+  for (const minZeros of [0, 0.7]) {
+    const h = new Float64Array(cols * cols);
+    for (let i = 0; i < cols; i++) h[i * cols + i] = 3;
+    const g = gptqTernary(w, rows, cols, h, { minZeros });
+    const p = quantizeTernary(w, rows, cols, { minZeros });
+    assert.deepEqual(g.trits, p.trits, `minZeros ${minZeros}`);
+    for (let i = 0; i < rows; i++) assert.ok(Math.abs(g.scales[i] - p.scales[i]) <= p.scales[i] * 2 ** -10, `scale ${i}`);
+    // inputs with strongly correlated features, as hidden states are
+    const m = 256;
+    const mix = Float32Array.from({ length: cols * cols }, () => r.normal());
+    const x = new Float32Array(m * cols);
+    for (let t = 0; t < m; t++) {
+      const z = Float32Array.from({ length: cols }, (_, i) => r.normal() * (i < 4 ? 3 : 0.3));
+      for (let c = 0; c < cols; c++) for (let k = 0; k < cols; k++) x[t * cols + c] += z[k] * mix[k * cols + c];
+    }
+    const xtx = new Float64Array(cols * cols);
+    for (let t = 0; t < m; t++) for (let i = 0; i < cols; i++) for (let j = 0; j < cols; j++) xtx[i * cols + j] += x[t * cols + i] * x[t * cols + j];
+    const gq = gptqTernary(w, rows, cols, xtx, { minZeros });
+    const eg = outputError(w, gq, x, m);
+    const ep = outputError(w, p, x, m);
+    assert.ok(eg < 0.7 * ep, `minZeros ${minZeros}: GPTQ ${eg} vs plain ${ep}`);
+    // still a valid tq_e matrix
+    assert.deepEqual(decodeTrits(encodeTrits(gq)).trits, gq.trits);
+  }
+  // a column no input reached is zero
+  const h = new Float64Array(cols * cols);
+  for (let i = 1; i < cols; i++) h[i * cols + i] = 1;
+  const g = gptqTernary(w, rows, cols, h);
+  for (let i = 0; i < rows; i++) assert.equal(g.trits[i * cols], 0);
+  assert.throws(() => gptqTernary(w, rows, cols, new Float64Array(4)), /h has 4 values, needs 32 x 32/);
+  assert.throws(() => gptqTernary(w, rows, cols, h, { damp: 0 }), /damp must be a positive number, got 0/);
 });

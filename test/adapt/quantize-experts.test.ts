@@ -149,6 +149,21 @@ test('expertQuant tq_e: the engine decodes the ternary experts on the fly and eq
     assert.ok(maxRel(got, plain) > 1000 * near, 'ternary experts change the logits');
   }
   assert.equal(new DecodeEngine(new MoETransformerLM(cfg.model, 3), { expertQuant: 'q2_m' }).ternaryExperts.length, 0);
+  // given expert matrices are used as they are (and must be in expertQuant); the inputs hook sees x [m, d] and h [m, dFF]
+  const m = new MoETransformerLM(cfg.model, 3).eval();
+  const zero = (rows: number, cols: number) => quantizeMatrix(new Float32Array(rows * cols), rows, cols, 'tq_e');
+  const seen: number[] = [];
+  const eng = new DecodeEngine(m, {
+    expertQuant: 'tq_e',
+    expertWeights: (l, e, w, rows, cols) => (l === 0 ? zero(rows, cols) : null),
+    onExpertInputs: (l, e, x, h, n) => seen.push(l, x.length / n, h.length / n),
+  });
+  assert.ok(eng.ternaryExperts.slice(0, 12).every((b) => ternaryStats(b).zeros === ternaryStats(b).rows * ternaryStats(b).cols));
+  assert.ok(eng.ternaryExperts.slice(12).some((b) => ternaryStats(b).zeros < ternaryStats(b).rows * ternaryStats(b).cols));
+  eng.forward(ids);
+  assert.ok(seen.length > 0);
+  for (let i = 0; i < seen.length; i += 3) assert.deepEqual(seen.slice(i + 1, i + 3), [32, 64]);
+  assert.throws(() => new DecodeEngine(m, { expertQuant: 'q2_m', expertWeights: (l, e, w, rows, cols) => zero(rows, cols) }), /given expert w1 is tq_e, expertQuant is q2_m/);
 });
 
 test('parseExpertBits: numbers, ternary and ternary:Z; anything else is a one-line error', () => {

@@ -1,6 +1,6 @@
 /**
  * Sparse all-MLP (model_type 'all-mlp', Yu et al. 2022): the causal token-mixing op against a
- * masked dense matrix product and finite differences, causality of the whole model, cached
+ * masked dense matrix product and finite differences, finite-difference gradients of the whole model, causality of the whole model, cached
  * generation equal to the full forward, and training with a checkpoint round trip.
  */
 import { test } from 'node:test';
@@ -14,6 +14,7 @@ import * as T from '../../src/tensor/index.js';
 import { parseModelConfig, parseRunConfig, type ModelConfig } from '../../src/models/config.js';
 import { buildModel } from '../../src/models/build.js';
 import { SparseAllMLPLM } from '../../src/models/all-mlp.js';
+import { lmLoss } from '../../src/models/transformer.js';
 import { TrainSession } from '../../src/train/session.js';
 import { checkpointFromBytes } from '../../src/io/checkpoint-bytes.js';
 import { generate, inferenceModelFromCheckpoint } from '../../src/infer/generate.js';
@@ -115,4 +116,26 @@ test('all-mlp trains, checkpoints, reloads and generates the same text', () => {
   const loaded = inferenceModelFromCheckpoint(ck, 'mlp.safetensors');
   const g = (m: typeof loaded.model) => generate(m, loaded.tokenizer, 'First', { maxNewTokens: 10, temperature: 0 }).text;
   assert.equal(g(loaded.model), g(s.model));
+});
+
+test('all-mlp: finite-difference gradients of the whole model (token mixing, its norms, the feature-mixing router and experts, the embedding)', () => {
+  const m = buildModel(allMlp({ hidden_size: 6, max_position_embeddings: 6, moe_intermediate_size: 4, vocab_size: 8, family_options: { token_mixing_experts: 2 } }), 3) as SparseAllMLPLM;
+  m.train();
+  const ids = Int32Array.of(1, 5, 2, 7, 3, 0);
+  const targets = Int32Array.of(5, 2, 7, 3, 0, 1);
+  const [l0, l1] = m.layers;
+  // a sharp router keeps the discrete top-k choices away from ties under the finite-difference steps
+  for (const l of m.layers) l.block_sparse_moe!.router.parameters()[0].data.forEach((_, i, a) => (a[i] *= 20));
+  const loss = () => lmLoss(m.forward(ids, 1, 6, { ctx: { training: true, step: 0, rng: new Rng(0) } }), targets).loss;
+  const inputs = [
+    l0.token_mixing.weight,
+    l0.token_mixing.bias,
+    l0.input_layernorm.weight,
+    l1.token_mixing.weight,
+    l1.block_sparse_moe!.router.parameters()[0],
+    ...l1.block_sparse_moe!.experts.parameters(),
+    m.embed_tokens.weight,
+  ];
+  const rep = gradcheck('all-mlp model', loss, inputs, { eps: 2e-3 });
+  assert.ok(rep.checked > 100, `checked ${rep.checked} elements`);
 });

@@ -7,6 +7,7 @@
  */
 import { Tensor, result, accumulateGrad } from '../tensor.js';
 import { formatShape } from '../shape.js';
+import { getBackend } from '../backend.js';
 
 /**
  * y[b,t,e*c+j] = bias[e,t] + sum_{s<=t} W[e,t,s] x[b,s,e*c+j], c = channels / E.
@@ -22,56 +23,81 @@ export function causalTokenMix(x: Tensor, w: Tensor, bias: Tensor | null, batch:
   if (bias && (bias.ndim !== 2 || bias.shape[0] !== E || bias.shape[1] !== Tmax)) throw new Error(`causalTokenMix: bias must be [${E}, ${Tmax}], got ${formatShape(bias.shape)}`);
   const C = x.shape[1];
   const c = C / E;
-  const xd = x.data;
+  const T = seqLen;
+  const n = batch * c;
+  const be = getBackend();
+  // The mixing is E GEMMs on the backend: chunk e of every sequence side by side, Xp_e [T, batch * c],
+  // times tril(W_e[:T, :T]) (the upper triangle zeroed, so position t reads only s <= t). The
+  // kernel computes the full square, twice the causal multiply-adds, for its speed.
+  const m = new Float32Array(E * T * T);
   const wd = w.data;
-  const bd = bias?.data;
-  const out = new Float32Array(x.size);
-  for (let b = 0; b < batch; b++)
-    for (let t = 0; t < seqLen; t++) {
-      const o = (b * seqLen + t) * C;
-      for (let e = 0; e < E; e++) {
-        const wo = (e * Tmax + t) * Tmax;
-        const co = e * c;
-        const b0 = bd ? bd[e * Tmax + t] : 0;
-        for (let j = 0; j < c; j++) out[o + co + j] = b0;
-        for (let s = 0; s <= t; s++) {
-          const ws = wd[wo + s];
-          const xo = (b * seqLen + s) * C + co;
-          for (let j = 0; j < c; j++) out[o + co + j] += ws * xd[xo + j];
-        }
-      }
+  for (let e = 0; e < E; e++)
+    for (let t = 0; t < T; t++) {
+      const src = (e * Tmax + t) * Tmax;
+      m.set(wd.subarray(src, src + t + 1), (e * T + t) * T);
     }
-  return result(out, x.shape, bias ? [x, w, bias] : [x, w], (g) => {
-    const gx = x.requiresGrad ? new Float32Array(x.size) : null;
-    const gw = w.requiresGrad ? new Float32Array(w.size) : null;
-    const gb = bias?.requiresGrad ? new Float32Array(bias.size) : null;
+  const xp = toChunkMajor(x.data, batch, T, E, c);
+  const yp = be.matmul(m, xp, T, T, n, { batch: E });
+  const out = fromChunkMajor(yp, batch, T, E, c);
+  const bd = bias?.data;
+  if (bd)
     for (let b = 0; b < batch; b++)
-      for (let t = 0; t < seqLen; t++) {
-        const o = (b * seqLen + t) * C;
+      for (let t = 0; t < T; t++)
         for (let e = 0; e < E; e++) {
-          const wo = (e * Tmax + t) * Tmax;
-          const co = e * c;
-          if (gb) {
-            let sg = 0;
-            for (let j = 0; j < c; j++) sg += g[o + co + j];
-            gb[e * Tmax + t] += sg;
-          }
-          for (let s = 0; s <= t; s++) {
-            const xo = (b * seqLen + s) * C + co;
-            if (gw) {
-              let acc = 0;
-              for (let j = 0; j < c; j++) acc += g[o + co + j] * xd[xo + j];
-              gw[wo + s] += acc;
-            }
-            if (gx) {
-              const ws = wd[wo + s];
-              for (let j = 0; j < c; j++) gx[xo + j] += ws * g[o + co + j];
-            }
-          }
+          const b0 = bd[e * Tmax + t];
+          const o = (b * T + t) * C + e * c;
+          for (let j = 0; j < c; j++) out[o + j] += b0;
         }
-      }
-    if (gx) accumulateGrad(x, gx, true);
-    if (gw) accumulateGrad(w, gw, true);
-    if (gb && bias) accumulateGrad(bias, gb, true);
+  return result(out, x.shape, bias ? [x, w, bias] : [x, w], (g) => {
+    const gp = toChunkMajor(g, batch, T, E, c);
+    if (x.requiresGrad) accumulateGrad(x, fromChunkMajor(be.matmul(m, gp, T, T, n, { batch: E, transA: true }), batch, T, E, c), true);
+    if (w.requiresGrad) {
+      // dW_e = dY_e Xp_e^T, kept on and below the diagonal of the top-left T x T block
+      const gm = be.matmul(gp, xp, T, n, T, { batch: E, transB: true });
+      const gw = new Float32Array(w.size);
+      for (let e = 0; e < E; e++)
+        for (let t = 0; t < T; t++) {
+          const src = (e * T + t) * T;
+          gw.set(gm.subarray(src, src + t + 1), (e * Tmax + t) * Tmax);
+        }
+      accumulateGrad(w, gw, true);
+    }
+    if (bias?.requiresGrad) {
+      const gb = new Float32Array(bias.size);
+      for (let e = 0; e < E; e++)
+        for (let t = 0; t < T; t++) {
+          let sg = 0;
+          const o = (e * T + t) * n;
+          for (let i = 0; i < n; i++) sg += gp[o + i];
+          gb[e * Tmax + t] = sg;
+        }
+      accumulateGrad(bias, gb, true);
+    }
   });
+}
+
+/** x [batch, T, E * c] (row-major) -> [E, T, batch * c]: chunk e of every sequence side by side. */
+function toChunkMajor(x: Float32Array, batch: number, T: number, E: number, c: number): Float32Array {
+  const out = new Float32Array(x.length);
+  const n = batch * c;
+  for (let b = 0; b < batch; b++)
+    for (let t = 0; t < T; t++)
+      for (let e = 0; e < E; e++) {
+        const src = ((b * T + t) * E + e) * c;
+        out.set(x.subarray(src, src + c), (e * T + t) * n + b * c);
+      }
+  return out;
+}
+
+/** The inverse of toChunkMajor. */
+function fromChunkMajor(p: Float32Array, batch: number, T: number, E: number, c: number): Float32Array {
+  const out = new Float32Array(p.length);
+  const n = batch * c;
+  for (let e = 0; e < E; e++)
+    for (let t = 0; t < T; t++)
+      for (let b = 0; b < batch; b++) {
+        const src = (e * T + t) * n + b * c;
+        out.set(p.subarray(src, src + c), ((b * T + t) * E + e) * c);
+      }
+  return out;
 }

@@ -62,6 +62,21 @@ test('causalTokenMix equals chunk-wise lower-triangular matrix products, with fi
   assert.throws(() => T.causalTokenMix(randn(rng, [8, 5]), w, bias, 2, 4), /channels divisible by 3/);
 });
 
+test('causalTokenMix from a position: the rows of the full mix, their finite-difference gradients; a bad start names it', () => {
+  const rng = new Rng(4);
+  const [B, L, E, c, Tmax, from] = [2, 5, 2, 3, 6, 3];
+  const x = randn(rng, [B * L, E * c]);
+  const w = randn(rng, [E, Tmax, Tmax]);
+  const bias = randn(rng, [E, Tmax]);
+  const full = noGrad(() => T.causalTokenMix(x, w, bias, B, L)).data;
+  const part = noGrad(() => T.causalTokenMix(x, w, bias, B, L, from));
+  assert.deepEqual(part.shape, [B * (L - from), E * c]);
+  const rows = Int32Array.from({ length: B * (L - from) }, (_, r) => Math.floor(r / (L - from)) * L + from + (r % (L - from)));
+  assertClose(part.data, T.indexSelect(new T.Tensor(full, [B * L, E * c]), rows).data, 1e-5, 1e-5, 'rows from..L-1');
+  assert.ok(gradcheck('causalTokenMix from', (a, ww, bb) => T.causalTokenMix(a, ww, bb, B, L, from), [x, w, bias]).worstRatio <= 1);
+  assert.throws(() => T.causalTokenMix(x, w, bias, B, L, L), /causalTokenMix: from must be an integer in \[0, seqLen = 5\), got 5/);
+});
+
 test('all-mlp: config rules, causality, and cached generation equal to the full forward', () => {
   assert.throws(() => allMlp({ family_options: { token_mixing_experts: 5 } }), /family_options\.token_mixing_experts: must divide hidden_size \(12\)/);
   assert.throws(() => allMlp({ max_position_embeddings: 8192 }), /mixing weights, more than 67108864; lower max_position_embeddings/);

@@ -570,7 +570,7 @@ export function buildProgram(): Command {
     .option('--model <path>', 'a moe-ts run/checkpoint directory or a .gguf file')
     .option('--quant <q...>', 'formats to report (f32 is always included)', ['q8_0', 'q4_0'])
     .option('--data <sources...>', 'corpus whose validation split is scored (a name or a path; default shakespeare; --experts-only: shakespeare wikitext linux)')
-    .option('--tokens <n>', 'validation tokens scored at most (per corpus)', intArg('--tokens', 2), 4096)
+    .option('--tokens <n>', 'validation tokens scored at most (per corpus)', intArg('--tokens', 2), 2048)
     .option('--out <path>', 'write the model as GGUF in the first --quant format; --experts-only: the directory for quantize-experts.md/.json (default: the run directory)')
     .option('--experts-only', 'quantise only the routed FFN experts (MoQE); attention, embeddings, dense FFNs and the head stay at --rest')
     .option(

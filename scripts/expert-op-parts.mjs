@@ -13,7 +13,11 @@ import { add } from '../dist/src/tensor/index.js';
 const reps = Number(process.argv[2] ?? 30);
 await initBackend('native', { threads: 1 });
 const be = getBackend();
-const T = 2048, d = 64, f = 128, E = 8, F = 256;
+const T = 2048,
+  d = 64,
+  f = 128,
+  E = 8,
+  F = 256;
 const rng = new Rng(5);
 const rnd = (n, s = 0.1) => rng.fillNormal(new Float32Array(n), s);
 const assign = Int32Array.from({ length: T }, () => Math.floor(rng.next() * E));
@@ -23,23 +27,66 @@ const rows = Int32Array.from([...assign.keys()].sort((a, b) => assign[a] - assig
 const gsizes = Int32Array.from([...sizes, T]);
 const R = 2 * T;
 const xd = rnd(T * d, 1);
-const P = (shape, s = 0.1) => { const t = new Tensor(rnd(shape.reduce((a, b) => a * b), s), shape); t.requiresGrad = true; return t; };
-const w1 = P([E, d, f]), w3 = P([E, d, f]), w2 = P([E, f, d]);
+const P = (shape, s = 0.1) => {
+  const t = new Tensor(
+    rnd(
+      shape.reduce((a, b) => a * b),
+      s,
+    ),
+    shape,
+  );
+  t.requiresGrad = true;
+  return t;
+};
+const w1 = P([E, d, f]),
+  w3 = P([E, d, f]),
+  w2 = P([E, f, d]);
 const sw = { w1: P([d, f]), w3: P([d, f]), w2: P([f, d]) };
 const wts = P([T], 1);
-const dW1 = P([F, d]), dW3 = P([F, d]), dW2 = P([d, F]);
-const A13 = rnd(R * d), W13 = rnd(9 * d * 2 * f), H13 = rnd(R * 2 * f), W2a = rnd(9 * f * d), ACT = rnd(R * f), GYS = rnd(R * d);
-const X = rnd(T * d), Wd = rnd(F * d), H = rnd(T * F), G = rnd(T * d);
+const dW1 = P([F, d]),
+  dW3 = P([F, d]),
+  dW2 = P([d, F]);
+const A13 = rnd(R * d),
+  W13 = rnd(9 * d * 2 * f),
+  H13 = rnd(R * 2 * f),
+  W2a = rnd(9 * f * d),
+  ACT = rnd(R * f),
+  GYS = rnd(R * d);
+const X = rnd(T * d),
+  Wd = rnd(F * d),
+  H = rnd(T * F),
+  G = rnd(T * d);
 const moeCfg = RunConfigSchema.parse({}).model;
 const layer = new MoETransformerLM(parseModelConfig(moeCfg), 1).layers[0].block_sparse_moe;
 const dffn = new MoETransformerLM(parseModelConfig(matchedDenseConfig(moeCfg)), 1).layers[0].mlp;
 const ctx = { training: true, step: 0, rng };
-const lossOf = (y, aux) => { let l = sum(y); if (aux) for (const v of Object.values(aux.losses)) l = add(l, v); return l; };
+const lossOf = (y, aux) => {
+  let l = sum(y);
+  if (aux) for (const v of Object.values(aux.losses)) l = add(l, v);
+  return l;
+};
 const cases = {
-  moeLayer: () => { const x = new Tensor(xd.slice(), [T, d]); x.requiresGrad = true; const r = layer.forward(x, ctx); lossOf(r.y, r.aux).backward(); },
-  denseLayer: () => { const x = new Tensor(xd.slice(), [T, d]); x.requiresGrad = true; lossOf(dffn.forward(x)).backward(); },
-  moeOp: () => { const x = new Tensor(xd.slice(), [T, d]); x.requiresGrad = true; sum(expertSwigluFFN(x, rows, sizes, w1, w3, w2, wts, rows, sw)).backward(); },
-  denseFFN: () => { const x = new Tensor(xd.slice(), [T, d]); x.requiresGrad = true; sum(matmul(swiglu(matmul(x, dW1, { transB: true }), matmul(x, dW3, { transB: true })), dW2, { transB: true })).backward(); },
+  moeLayer: () => {
+    const x = new Tensor(xd.slice(), [T, d]);
+    x.requiresGrad = true;
+    const r = layer.forward(x, ctx);
+    lossOf(r.y, r.aux).backward();
+  },
+  denseLayer: () => {
+    const x = new Tensor(xd.slice(), [T, d]);
+    x.requiresGrad = true;
+    lossOf(dffn.forward(x)).backward();
+  },
+  moeOp: () => {
+    const x = new Tensor(xd.slice(), [T, d]);
+    x.requiresGrad = true;
+    sum(expertSwigluFFN(x, rows, sizes, w1, w3, w2, wts, rows, sw)).backward();
+  },
+  denseFFN: () => {
+    const x = new Tensor(xd.slice(), [T, d]);
+    x.requiresGrad = true;
+    sum(matmul(swiglu(matmul(x, dW1, { transB: true }), matmul(x, dW3, { transB: true })), dW2, { transB: true })).backward();
+  },
   // the MoE op's GEMMs: forward x w13, act w2; backward gact = gys w2^T, gw2 = act^T gys, g13 = xs^T h13, gxs = h13 w13^T
   m_fwd13: () => be.groupedMatmul(A13, W13, gsizes, d, 2 * f, false),
   m_fwd2: () => be.groupedMatmul(ACT, W2a, gsizes, f, d, false),

@@ -25,7 +25,13 @@ const models = which.map((c) => {
   return { m, params, opt: new AdamW(params, { lr: 1e-3 }), t: { fwd: [], bwd: [], opt: [], all: [] } };
 });
 // CPU=1: process CPU time (user + system, all threads: GC helpers included) instead of wall time, steadier under load
-const now = process.env.CPU === '1' ? () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; } : () => performance.now();
+const now =
+  process.env.CPU === '1'
+    ? () => {
+        const u = process.cpuUsage();
+        return (u.user + u.system) / 1000;
+      }
+    : () => performance.now();
 for (let r = 0; r < reps + 2; r++) {
   for (const i of models.length === 1 ? [0] : r % 2 ? [1, 0] : [0, 1]) {
     const { m, params, opt, t } = models[i];

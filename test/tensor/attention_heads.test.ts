@@ -37,8 +37,7 @@ test('splitHeads with explicit positions rotates each row as rope at that positi
     for (let t = 0; t < T; t++) {
       const r = b * T + t;
       const row = splitHeads(tensor(x.data.slice(r * H * Dh, (r + 1) * H * Dh), [1, H * Dh]), 1, 1, H, { offset: positions[r], theta: 300 }).data;
-      for (let h = 0; h < H; h++)
-        for (let i = 0; i < Dh; i++) assert.equal(got[((b * H + h) * T + t) * Dh + i], row[h * Dh + i], `b${b} t${t} h${h} i${i}`);
+      for (let h = 0; h < H; h++) for (let i = 0; i < Dh; i++) assert.equal(got[((b * H + h) * T + t) * Dh + i], row[h * Dh + i], `b${b} t${t} h${h} i${i}`);
     }
   gradcheck('splitHeads+rope at positions', (a) => splitHeads(a, B, T, H, { offset: 0, theta: 300, positions }), [x]);
 });

@@ -11,7 +11,19 @@ import { ropeTables } from './nn_ops.js';
  * tables (angle sign `sign`; rows indexed by b*T + t when perRow, else by t) when given. A
  * module-level function rather than a per-call closure: V8 optimises it once (see moe_ops.ts).
  */
-function moveHeads(src: Float32Array, dst: Float32Array, toHeads: boolean, sign: number, B: number, T: number, H: number, Dh: number, cos: Float32Array | null, sin: Float32Array | null, perRow: boolean): void {
+function moveHeads(
+  src: Float32Array,
+  dst: Float32Array,
+  toHeads: boolean,
+  sign: number,
+  B: number,
+  T: number,
+  H: number,
+  Dh: number,
+  cos: Float32Array | null,
+  sin: Float32Array | null,
+  perRow: boolean,
+): void {
   const D = H * Dh;
   const half = Dh / 2;
   for (let b = 0; b < B; b++) {
@@ -66,7 +78,6 @@ export function splitHeads(x: Tensor, B: number, T: number, H: number, rope?: { 
   }
   const Dh = x.shape[1] / H;
   if (rope && Dh % 2 !== 0) throw new Error(`splitHeads: head dim ${Dh} must be even for rotary embeddings`);
-  const half = Dh / 2;
   const pos = rope?.positions;
   if (pos && pos.length !== B * T) throw new Error(`splitHeads: ${pos.length} positions for ${B}*${T} rows`);
   const tables = rope ? (pos ? ropeTablesAt(pos, Dh, rope.theta, rope.invFreq, rope.scale ?? 1) : ropeTables(T, Dh, rope.theta, rope.offset, rope.invFreq, rope.scale ?? 1)) : null;

@@ -324,7 +324,17 @@ function geluRows(xd: Float32Array, th: Float32Array, out: Float32Array, rows: n
 }
 
 /** geluRows' backward: the input gradient (when gx is given) and the row weights' (gw). */
-function geluRowsBackward(xd: Float32Array, th: Float32Array, g: Float32Array, gx: Float32Array | null, rows: number, f: number, wd: Float32Array | null, weightIdx: Int32Array | null, gw: Float32Array | null): void {
+function geluRowsBackward(
+  xd: Float32Array,
+  th: Float32Array,
+  g: Float32Array,
+  gx: Float32Array | null,
+  rows: number,
+  f: number,
+  wd: Float32Array | null,
+  weightIdx: Int32Array | null,
+  gw: Float32Array | null,
+): void {
   for (let r = 0; r < rows; r++) {
     const c = wd !== null && weightIdx !== null ? wd[weightIdx[r]] : 1;
     const base = r * f;

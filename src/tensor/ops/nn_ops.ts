@@ -33,7 +33,17 @@ function rmsNormBackward(xd: Float32Array, gd: Float32Array, rinv: Float32Array,
 }
 
 /** layerNorm's backward over [rows, d]: gx, gg, gb (each may be null). */
-function layerNormBackward(xhat: Float32Array, gd: Float32Array, rinv: Float32Array, g: Float32Array, gx: Float32Array | null, gg: Float32Array | null, gb: Float32Array | null, rows: number, d: number): void {
+function layerNormBackward(
+  xhat: Float32Array,
+  gd: Float32Array,
+  rinv: Float32Array,
+  g: Float32Array,
+  gx: Float32Array | null,
+  gg: Float32Array | null,
+  gb: Float32Array | null,
+  rows: number,
+  d: number,
+): void {
   for (let r = 0; r < rows; r++) {
     const o = r * d;
     let m1 = 0;

@@ -63,7 +63,7 @@ console.log(
     S,
     reps,
     [`${process.env.ONLY ?? 'moe'} min/median ms`]: f(models[0].t),
-    'dense min/median ms': models[1] ? f(models[1].t) : null,
+    ...(models[1] ? { 'dense min/median ms': f(models[1].t) } : {}),
     ratio: models.length === 2 ? Number((med(models[1].t.all) / med(models[0].t.all)).toFixed(3)) : null,
     clock: process.env.CPU === '1' ? 'cpu' : 'wall',
     load: os.loadavg()[0].toFixed(1),

@@ -3,7 +3,7 @@
  * eager composition (softmax, topkIndices, takeAlongLast, normalise; mean/mul/sum for the Switch
  * loss; logSumExp/square/mean for the z-loss) builds about a dozen autograd nodes with [T, E]
  * temporaries per layer and step; these are one pass forward and one pass backward each. The
- * composition stays the reference (test/tensor/router_ops.test.ts checks values and gradients).
+ * composition stays the reference (test/moe/router-fused.test.ts checks values and gradients).
  */
 import { Tensor, result, accumulateGrad } from '../tensor.js';
 import { formatShape } from '../shape.js';

@@ -1,6 +1,6 @@
 // Per-phase time (forward, backward, clip + AdamW) of interleaved training steps, MoE vs matched
 // dense at the train bench's default setup; min and median over reps. After `npm run build`:
-//   node scripts/step-phases.mjs [reps=12]
+//   node scripts/step-phases.mjs [reps=12]     (CPU=1: CPU time instead of wall time; ONLY=moe|dense: one model)
 import * as os from 'node:os';
 import { suiteConfig } from '../dist/bench/suites/train.js';
 import { initBackend, disposeBackend } from '../dist/src/kernels/index.js';
@@ -24,7 +24,14 @@ const models = which.map((c) => {
   const params = m.parameters();
   return { m, params, opt: new AdamW(params, { lr: 1e-3 }), t: { fwd: [], bwd: [], opt: [], all: [] } };
 });
-const now = () => performance.now();
+// CPU=1: process CPU time (user + system, all threads: GC helpers included) instead of wall time, steadier under load
+const now =
+  process.env.CPU === '1'
+    ? () => {
+        const u = process.cpuUsage();
+        return (u.user + u.system) / 1000;
+      }
+    : () => performance.now();
 for (let r = 0; r < reps + 2; r++) {
   for (const i of models.length === 1 ? [0] : r % 2 ? [1, 0] : [0, 1]) {
     const { m, params, opt, t } = models[i];
@@ -56,8 +63,9 @@ console.log(
     S,
     reps,
     [`${process.env.ONLY ?? 'moe'} min/median ms`]: f(models[0].t),
-    'dense min/median ms': models[1] ? f(models[1].t) : null,
+    ...(models[1] ? { 'dense min/median ms': f(models[1].t) } : {}),
     ratio: models.length === 2 ? Number((med(models[1].t.all) / med(models[0].t.all)).toFixed(3)) : null,
+    clock: process.env.CPU === '1' ? 'cpu' : 'wall',
     load: os.loadavg()[0].toFixed(1),
   }),
 );

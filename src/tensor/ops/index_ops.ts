@@ -21,13 +21,18 @@ export function indexSelect(x: Tensor, idx: Int32Array): Tensor {
   for (let i = 0; i < idx.length; i++) out.set(d.subarray(idx[i] * w, idx[i] * w + w), i * w);
   return result(out, [idx.length, ...x.shape.slice(1)], [x], (g) => {
     const gx = new Float32Array(x.size);
-    for (let i = 0; i < idx.length; i++) {
-      const s = idx[i] * w;
-      const o = i * w;
-      for (let j = 0; j < w; j++) gx[s + j] += g[o + j];
-    }
+    scatterAddInto(gx, g, idx, w);
     accumulateGrad(x, gx, true);
   });
+}
+
+/** gx[idx[i]] += g[i] for rows of width w (indexSelect's backward; module-level so V8 optimises it once, see moe_ops.ts). */
+function scatterAddInto(gx: Float32Array, g: Float32Array, idx: Int32Array, w: number): void {
+  for (let i = 0; i < idx.length; i++) {
+    const s = idx[i] * w;
+    const o = i * w;
+    for (let j = 0; j < w; j++) gx[s + j] += g[o + j];
+  }
 }
 
 /** out[idx[i]] += x[i] into `rows` rows; gradient gathers. Optional per-row weights w[i] (differentiable). */

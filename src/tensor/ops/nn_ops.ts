@@ -11,6 +11,81 @@ function lastDim(x: Tensor, op: string): [number, number] {
   return [d === 0 ? 0 : x.size / d, d];
 }
 
+// The backward loops below are module-level functions called from the ops' backward closures,
+// not code inside them: every op call makes a fresh closure, and V8 (Node 20, --trace-opt) kept
+// re-optimising those instances while their loops ran unoptimised code (tens of ns per element);
+// a named top-level function is optimised once and stays so (see moe_ops.ts).
+
+/** rmsNorm's backward over [rows, d]: input gradient gx and gamma gradient gg (either may be null). */
+function rmsNormBackward(xd: Float32Array, gd: Float32Array, rinv: Float32Array, g: Float32Array, gx: Float32Array | null, gg: Float32Array | null, rows: number, d: number): void {
+  // separate loops per output keep the hot loops branch-free
+  for (let r = 0; r < rows; r++) {
+    const o = r * d;
+    const ri = rinv[r];
+    if (gx !== null) {
+      let dot = 0;
+      for (let j = 0; j < d; j++) dot += g[o + j] * gd[j] * xd[o + j];
+      const c = (ri * ri * ri * dot) / d;
+      for (let j = 0; j < d; j++) gx[o + j] = ri * g[o + j] * gd[j] - xd[o + j] * c;
+    }
+    if (gg !== null) for (let j = 0; j < d; j++) gg[j] += g[o + j] * xd[o + j] * ri;
+  }
+}
+
+/** layerNorm's backward over [rows, d]: gx, gg, gb (each may be null). */
+function layerNormBackward(
+  xhat: Float32Array,
+  gd: Float32Array,
+  rinv: Float32Array,
+  g: Float32Array,
+  gx: Float32Array | null,
+  gg: Float32Array | null,
+  gb: Float32Array | null,
+  rows: number,
+  d: number,
+): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * d;
+    let m1 = 0;
+    let m2 = 0;
+    for (let j = 0; j < d; j++) {
+      const dh = g[o + j] * gd[j];
+      m1 += dh;
+      m2 += dh * xhat[o + j];
+      if (gg !== null) gg[j] += g[o + j] * xhat[o + j];
+      if (gb !== null) gb[j] += g[o + j];
+    }
+    m1 /= d;
+    m2 /= d;
+    if (gx !== null) for (let j = 0; j < d; j++) gx[o + j] = rinv[r] * (g[o + j] * gd[j] - m1 - xhat[o + j] * m2);
+  }
+}
+
+/** crossEntropy's backward into zeroed gx [N, V]: (softmax - onehot) * c for rows whose target counts. */
+function crossEntropyBackward(d: Float32Array, lse: Float64Array, targets: Int32Array, ignoreIndex: number, c: number, gx: Float32Array, N: number, V: number): void {
+  for (let i = 0; i < N; i++) {
+    const t = targets[i];
+    if (t === ignoreIndex) continue;
+    const o = i * V;
+    for (let j = 0; j < V; j++) gx[o + j] = Math.exp(d[o + j] - lse[i]) * c;
+    gx[o + t] -= c;
+  }
+}
+
+/** Causal softmax backward in place: dS = P * (dP - rowsum(dP * P)) * scale over dp's [bh, Tq, Tk] buffer. */
+function causalSoftmaxBackward(p: Float32Array, dp: Float32Array, bh: number, Tq: number, Tk: number, off: number, scale: number): void {
+  for (let b = 0; b < bh; b++) {
+    for (let i = 0; i < Tq; i++) {
+      const o = (b * Tq + i) * Tk;
+      const lim = off + i;
+      let dot = 0;
+      for (let j = 0; j <= lim; j++) dot += dp[o + j] * p[o + j];
+      for (let j = 0; j <= lim; j++) dp[o + j] = p[o + j] * (dp[o + j] - dot) * scale;
+      for (let j = lim + 1; j < Tk; j++) dp[o + j] = 0;
+    }
+  }
+}
+
 /** RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * gamma (Zhang & Sennrich 2019). */
 export function rmsNorm(x: Tensor, gamma: Tensor, eps = 1e-6): Tensor {
   const [rows, d] = lastDim(x, 'rmsNorm');
@@ -30,18 +105,7 @@ export function rmsNorm(x: Tensor, gamma: Tensor, eps = 1e-6): Tensor {
   return result(out, x.shape, [x, gamma], (g) => {
     const gx = x.requiresGrad ? new Float32Array(x.size) : null;
     const gg = gamma.requiresGrad ? new Float32Array(d) : null;
-    // separate loops per output keep the hot loops branch-free
-    for (let r = 0; r < rows; r++) {
-      const o = r * d;
-      const ri = rinv[r];
-      if (gx) {
-        let dot = 0;
-        for (let j = 0; j < d; j++) dot += g[o + j] * gd[j] * xd[o + j];
-        const c = (ri * ri * ri * dot) / d;
-        for (let j = 0; j < d; j++) gx[o + j] = ri * g[o + j] * gd[j] - xd[o + j] * c;
-      }
-      if (gg) for (let j = 0; j < d; j++) gg[j] += g[o + j] * xd[o + j] * ri;
-    }
+    rmsNormBackward(xd, gd, rinv, g, gx, gg, rows, d);
     if (gx) accumulateGrad(x, gx, true);
     if (gg) accumulateGrad(gamma, gg, true);
   });
@@ -76,21 +140,7 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor | null, eps = 1
     const gx = x.requiresGrad ? new Float32Array(x.size) : null;
     const gg = gamma.requiresGrad ? new Float32Array(d) : null;
     const gb = beta && beta.requiresGrad ? new Float32Array(d) : null;
-    for (let r = 0; r < rows; r++) {
-      const o = r * d;
-      let m1 = 0;
-      let m2 = 0;
-      for (let j = 0; j < d; j++) {
-        const dh = g[o + j] * gd[j];
-        m1 += dh;
-        m2 += dh * xhat[o + j];
-        if (gg) gg[j] += g[o + j] * xhat[o + j];
-        if (gb) gb[j] += g[o + j];
-      }
-      m1 /= d;
-      m2 /= d;
-      if (gx) for (let j = 0; j < d; j++) gx[o + j] = rinv[r] * (g[o + j] * gd[j] - m1 - xhat[o + j] * m2);
-    }
+    layerNormBackward(xhat, gd, rinv, g, gx, gg, gb, rows, d);
     if (gx) accumulateGrad(x, gx, true);
     if (gg) accumulateGrad(gamma, gg, true);
     if (gb && beta) accumulateGrad(beta, gb, true);
@@ -126,14 +176,7 @@ export function crossEntropy(logits: Tensor, targets: Int32Array, ignoreIndex = 
   return result(new Float32Array([loss]), [], [logits], (g) => {
     const gx = new Float32Array(logits.size);
     if (count === 0) return accumulateGrad(logits, gx, true);
-    const c = g[0] / count;
-    for (let i = 0; i < N; i++) {
-      const t = targets[i];
-      if (t === ignoreIndex) continue;
-      const o = i * V;
-      for (let j = 0; j < V; j++) gx[o + j] = Math.exp(d[o + j] - lse[i]) * c;
-      gx[o + t] -= c;
-    }
+    crossEntropyBackward(d, lse, targets, ignoreIndex, g[0] / count, gx, N, V);
     accumulateGrad(logits, gx, true);
   });
 }
@@ -247,17 +290,7 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor): Tensor {
     if (v.requiresGrad) accumulateGrad(v, be.matmul(p, g, Tk, Tq, D, { transA: true, batch: bh }), true);
     if (!q.requiresGrad && !k.requiresGrad) return;
     const dp = be.matmul(g, v.data, Tq, D, Tk, { transB: true, batch: bh });
-    // dS = P * (dP - rowsum(dP * P)) * scale, reusing dp's buffer
-    for (let b = 0; b < bh; b++) {
-      for (let i = 0; i < Tq; i++) {
-        const o = (b * Tq + i) * Tk;
-        const lim = off + i;
-        let dot = 0;
-        for (let j = 0; j <= lim; j++) dot += dp[o + j] * p[o + j];
-        for (let j = 0; j <= lim; j++) dp[o + j] = p[o + j] * (dp[o + j] - dot) * scale;
-        for (let j = lim + 1; j < Tk; j++) dp[o + j] = 0;
-      }
-    }
+    causalSoftmaxBackward(p, dp, bh, Tq, Tk, off, scale);
     if (q.requiresGrad) accumulateGrad(q, be.matmul(dp, k.data, Tq, Tk, D, { batch: bh }), true);
     if (k.requiresGrad) accumulateGrad(k, be.matmul(dp, q.data, Tk, Tq, D, { transA: true, batch: bh }), true);
   });

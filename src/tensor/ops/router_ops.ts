@@ -3,7 +3,7 @@
  * eager composition (softmax, topkIndices, takeAlongLast, normalise; mean/mul/sum for the Switch
  * loss; logSumExp/square/mean for the z-loss) builds about a dozen autograd nodes with [T, E]
  * temporaries per layer and step; these are one pass forward and one pass backward each. The
- * composition stays the reference (test/tensor/router_ops.test.ts checks values and gradients).
+ * composition stays the reference (test/moe/router-fused.test.ts checks values and gradients).
  */
 import { Tensor, result, accumulateGrad } from '../tensor.js';
 import { formatShape } from '../shape.js';
@@ -36,6 +36,53 @@ const stats = new WeakMap<Tensor, SoftmaxStats>();
 /** The stats softmaxTopKFused recorded for this logits or probs tensor (undefined for any other tensor). */
 export function softmaxStats(t: Tensor): SoftmaxStats | undefined {
   return stats.get(t);
+}
+
+// The backward loops are module-level functions rather than code inside the backward closures:
+// each op call makes a fresh closure, and V8 (Node 20) kept re-optimising those instances while
+// their loops ran unoptimised code; a named top-level function is optimised once (see moe_ops.ts).
+
+/** Softmax backward per row of [T, E]: gz = p * (g - sum(g * p)). */
+function softmaxRowsBackward(p: Float32Array, g: Float32Array, gz: Float32Array, T: number, E: number): void {
+  for (let t = 0; t < T; t++) {
+    const b = t * E;
+    let dot = 0;
+    for (let e = 0; e < E; e++) dot += g[b + e] * p[b + e];
+    for (let e = 0; e < E; e++) gz[b + e] = p[b + e] * (g[b + e] - dot);
+  }
+}
+
+/** The top-k combine weights' gradient into the logits' (gz zeroed, [T, E]). */
+function topKWeightsBackward(p: Float32Array, w: Float32Array, indices: Int32Array, g: Float32Array, gz: Float32Array, T: number, E: number, k: number, normalize: boolean): void {
+  for (let t = 0; t < T; t++) {
+    const b = t * E;
+    const o = t * k;
+    let dot = 0;
+    for (let j = 0; j < k; j++) dot += g[o + j] * w[o + j];
+    if (normalize) {
+      // w = softmax over the chosen logits: dz_j = w_j (g_j - sum g w), 0 elsewhere
+      for (let j = 0; j < k; j++) gz[b + indices[o + j]] += w[o + j] * (g[o + j] - dot);
+    } else {
+      // w_j = p_{i_j}: dz = [e chosen] g_j p_e - p_e sum_j g_j w_j
+      for (let e = 0; e < E; e++) gz[b + e] = -p[b + e] * dot;
+      for (let j = 0; j < k; j++) gz[b + indices[o + j]] += g[o + j] * w[o + j];
+    }
+  }
+}
+
+/** gx[t, e] = c * f[e] for every row t of [T, E]. */
+function fillRows(gx: Float32Array, f: Float32Array, c: number, T: number, E: number): void {
+  for (let t = 0; t < T; t++) for (let e = 0; e < E; e++) gx[t * E + e] = c * f[e];
+}
+
+/** The z-loss gradient 2 g lse_t / T * softmax(x[t]) per row, from the recorded probs p or from x (d) and lse. */
+function lseSquaredBackward(gx: Float32Array, lse: Float32Array, p: Float32Array | null, d: Float32Array, g0: number, T: number, E: number): void {
+  for (let t = 0; t < T; t++) {
+    const c = (2 * g0 * lse[t]) / T;
+    const b = t * E;
+    if (p !== null) for (let e = 0; e < E; e++) gx[b + e] = c * p[b + e];
+    else for (let e = 0; e < E; e++) gx[b + e] = c * Math.exp(d[b + e] - lse[t]);
+  }
 }
 
 /**
@@ -106,32 +153,13 @@ export function softmaxTopKFused(logits: Tensor, k: number, normalize: boolean):
     }
   }
   const probs = result(p, [T, E], [logits], (g) => {
-    // dz = p * (g - sum(g * p))
     const gz = new Float32Array(T * E);
-    for (let t = 0; t < T; t++) {
-      const b = t * E;
-      let dot = 0;
-      for (let e = 0; e < E; e++) dot += g[b + e] * p[b + e];
-      for (let e = 0; e < E; e++) gz[b + e] = p[b + e] * (g[b + e] - dot);
-    }
+    softmaxRowsBackward(p, g, gz, T, E);
     accumulateGrad(logits, gz, true);
   });
   const weights = result(w, [A], [logits], (g) => {
     const gz = new Float32Array(T * E);
-    for (let t = 0; t < T; t++) {
-      const b = t * E;
-      const o = t * k;
-      let dot = 0;
-      for (let j = 0; j < k; j++) dot += g[o + j] * w[o + j];
-      if (normalize) {
-        // w = softmax over the chosen logits: dz_j = w_j (g_j - sum g w), 0 elsewhere
-        for (let j = 0; j < k; j++) gz[b + indices[o + j]] += w[o + j] * (g[o + j] - dot);
-      } else {
-        // w_j = p_{i_j}: dz = [e chosen] g_j p_e - p_e sum_j g_j w_j
-        for (let e = 0; e < E; e++) gz[b + e] = -p[b + e] * dot;
-        for (let j = 0; j < k; j++) gz[b + indices[o + j]] += g[o + j] * w[o + j];
-      }
-    }
+    topKWeightsBackward(p, w, indices, g, gz, T, E, k, normalize);
     accumulateGrad(logits, gz, true);
   });
   const st: SoftmaxStats = { logits, probs, lse };
@@ -156,7 +184,7 @@ export function columnMeanDot(x: Tensor, f: Float32Array, scale = 1): Tensor {
   return result(new Float32Array([s * scale]), [], [x], (g) => {
     const gx = new Float32Array(T * E);
     const c = T > 0 ? (g[0] * scale) / T : 0;
-    for (let t = 0; t < T; t++) for (let e = 0; e < E; e++) gx[t * E + e] = c * f[e];
+    fillRows(gx, f, c, T, E);
     accumulateGrad(x, gx, true);
   });
 }
@@ -188,13 +216,7 @@ export function meanSquaredLogSumExp(x: Tensor): Tensor {
   for (let t = 0; t < T; t++) acc += lse[t] * lse[t];
   return result(new Float32Array([T > 0 ? acc / T : 0]), [], [x], (g) => {
     const gx = new Float32Array(T * E);
-    const p = st?.probs.data;
-    for (let t = 0; t < T; t++) {
-      const c = (2 * g[0] * lse[t]) / T;
-      const b = t * E;
-      if (p) for (let e = 0; e < E; e++) gx[b + e] = c * p[b + e];
-      else for (let e = 0; e < E; e++) gx[b + e] = c * Math.exp(d[b + e] - lse[t]);
-    }
+    lseSquaredBackward(gx, lse, st ? st.probs.data : null, d, g[0], T, E);
     accumulateGrad(x, gx, true);
   });
 }

@@ -66,6 +66,6 @@ export function formatRouting(tokens: readonly TokenRouting[], opts: { color: bo
     const first = cellOf(t, layers[0])?.experts[0];
     lines.push(`${String(i).padStart(4)}  ${paint(visible(t.text).padEnd(w), first, opts.color)}  ${cells.join('')}${t.prompt ? ' prompt' : ''}`.trimEnd());
   });
-  lines.push('', 'n = experts that computed on the token (null experts, masked tokens and capacity drops are not counted)');
+  lines.push('', 'n = routed experts that computed on the token (null experts, masked tokens and capacity drops count nothing; shared experts, on every token, are not listed)');
   return lines.join('\n') + '\n';
 }

@@ -1,6 +1,7 @@
 // Defining properties the issue-15 audit (docs/moe.md, "Defining-property tests") found untested or
 // too weak to fail: GW-MoE's entropy threshold itself, SMoE-Dropout's routing at each k of its
-// schedule, and MoEC's expert dropout falling back to the next-best unmasked experts.
+// schedule, MoEC's expert dropout falling back to the next-best unmasked experts, and CompeteSMoE's
+// competition schedule.
 import '../../src/kernels/index.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -115,4 +116,19 @@ test('moec: expert dropout masks (token, expert) pairs with probability expertDr
     T,
   );
   for (let t = 0; t < T; t++) assert.deepEqual(ev[t], topOf(p.subarray(t * E, t * E + E), 2));
+});
+
+test('competesmoe: competition runs on the schedule, in a competeProb share of training forwards (seeded), never at inference', async () => {
+  const { MoELayer } = await import('../../src/moe/layer.js');
+  const x = randn(new Rng(8), [5, D], false);
+  for (const prob of [0, 0.3, 1]) {
+    const l = new MoELayer({ dModel: D, numExperts: 4, topK: 2, experts: { type: 'swiglu', dFF: 4 }, router: { type: 'competesmoe', competeProb: prob } }, new Rng(2));
+    const rng = new Rng(9);
+    let competed = 0;
+    const N = 200;
+    for (let i = 0; i < N; i++) competed += noGrad(() => l.forward(x, { training: true, step: i, totalSteps: N, rng })).aux.router.metrics.competed;
+    if (prob === 0 || prob === 1) assert.equal(competed, prob * N);
+    else assert.ok(Math.abs(competed / N - prob) < 0.1, `competed in ${competed} of ${N} forwards`);
+    assert.equal(noGrad(() => l.forward(x, ctx(false))).aux.router.metrics.competed, 0);
+  }
 });

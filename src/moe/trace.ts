@@ -20,18 +20,22 @@ export interface TokenExperts {
  * experts and masked tokens are never listed; capacity-dropped ones go to `dropped`); soft routing
  * has no discrete choice, so a token's experts are those whose slots reach its output (positive
  * combine mass, the sum of its combine weights over that expert's slots), at most `softTop` of
- * them (default: all).
+ * them (default: all). MH-MoE sub-tokens (a record of tokens * h rows) are listed under their token.
  */
 export function tokenExperts(aux: MoEAux, tokens: number, softTop = Infinity): TokenExperts[] {
   const out: TokenExperts[] = Array.from({ length: tokens }, () => ({ experts: [], weights: [] }));
   const r = aux.router.routing;
+  // MH-MoE routes h sub-tokens per token (rows t*h .. t*h+h-1): each token lists its sub-tokens' experts, h*k for top-k
+  const p = aux.router.probs;
+  const rows = p.ndim === 2 ? p.shape[0] : tokens;
+  const h = tokens > 0 && rows > tokens && rows % tokens === 0 ? rows / tokens : 1;
   if (r.kind === 'sparse') {
     const w = r.weights.data;
     const kept = aux.kept;
     if (kept && kept.length !== r.tokenIdx.length) throw new Error(`tokenExperts: kept has ${kept.length} entries, routing has ${r.tokenIdx.length} assignments`);
     for (let a = 0; a < r.tokenIdx.length; a++) {
-      const t = r.tokenIdx[a];
-      if (t < 0 || t >= tokens) throw new Error(`tokenExperts: assignment ${a} names token ${t}, outside the ${tokens} tokens of this call`);
+      const t = Math.floor(r.tokenIdx[a] / h);
+      if (r.tokenIdx[a] < 0 || t >= tokens) throw new Error(`tokenExperts: assignment ${a} names token ${r.tokenIdx[a]}, outside the ${tokens * h} ${h > 1 ? 'sub-tokens' : 'tokens'} of this call`);
       if (kept && !kept[a]) (out[t].dropped ??= []).push(r.expertIdx[a]);
       else {
         out[t].experts.push(r.expertIdx[a]);
@@ -45,7 +49,7 @@ export function tokenExperts(aux: MoEAux, tokens: number, softTop = Infinity): T
     const c = r.combine.data;
     for (let t = 0; t < tokens; t++) {
       const mass = new Array<number>(E).fill(0);
-      for (let j = 0; j < cols; j++) mass[Math.floor(j / S)] += c[t * cols + j];
+      for (let row = t * h; row < (t + 1) * h; row++) for (let j = 0; j < cols; j++) mass[Math.floor(j / S)] += c[row * cols + j] / h;
       const top = mass
         .map((m, e) => [m, e] as const)
         .filter(([m]) => m > 0)

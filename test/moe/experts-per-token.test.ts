@@ -186,3 +186,21 @@ test('generate --show-routing: the per-token count is the experts actually used 
     );
   });
 });
+
+test('MH-MoE sub-tokens: the trace lists each token’s h sub-tokens’ experts (h k expert evaluations) instead of failing', () => {
+  const model = new MoETransformerLM(parseModelConfig({ ...TINY, num_hidden_layers: 1, moe_sub_tokens: 2 }), 1).eval();
+  const g = generate(model, new ByteTokenizer(), 'ab', { maxNewTokens: 3, seed: 1, traceRouting: true });
+  assert.equal(g.routing!.length, 5);
+  const ids = Int32Array.from(g.routing!.map((t) => t.id));
+  const full = noGrad(() => model.forward(ids, 1, ids.length, { ctx: ctx() }));
+  const r = full.aux[0].aux.router.routing;
+  assert.equal(r.kind, 'sparse');
+  g.routing!.forEach((t, i) => {
+    const l = t.layers[0];
+    assert.equal(l.experts.length, 2 * 2, `token ${i}: 2 sub-tokens x top-2`);
+    // the experts of sub-tokens 2i and 2i+1 of the full forward
+    const want: number[] = [];
+    if (r.kind === 'sparse') for (let a = 0; a < r.tokenIdx.length; a++) if (Math.floor(r.tokenIdx[a] / 2) === i) want.push(r.expertIdx[a]);
+    assert.deepEqual([...l.experts].sort(), want.sort(), `token ${i}`);
+  });
+});

@@ -12,7 +12,7 @@ function loadHf(dir: string) {
 }
 import { noGrad } from '../tensor/tensor.js';
 import { Rng } from '../tensor/random.js';
-import { tokenExperts } from '../moe/trace.js';
+import { traceLayers } from '../moe/trace.js';
 import type { LanguageModel } from '../models/family.js';
 import type { MoETransformerLM } from '../models/transformer.js';
 import type { MixedDataset } from '../data/dataset.js';
@@ -44,14 +44,17 @@ export function traceRouting(model: LanguageModel, tokenizer: Tokenizer, data: M
       const ids = first.inputs.slice(0, T);
       const { aux } = model.forward(ids, 1, T, { ctx: { training: false, step: 0, rng: new Rng(0) } });
       // a depth-routed layer's records cover only its chosen tokens: traced are the full layers
-      const per = aux.filter((a) => (model.depthCaps?.[a.layer] ?? 1) >= 1).map((a) => ({ layer: a.layer, experts: tokenExperts(a.aux, T, model.config.num_experts_per_tok) }));
+      const per = traceLayers(
+        aux.filter((a) => (model.depthCaps?.[a.layer] ?? 1) >= 1),
+        T,
+      );
       return {
         domain,
         tokens: Array.from(ids, (id: number, t: number): TokenRouting => ({
           id,
           text: tokenizer.decode(ids.subarray(t, t + 1)),
           prompt: false,
-          layers: per.map((p) => ({ layer: p.layer, ...p.experts[t] })),
+          layers: per.map(({ experts, ...p }) => ({ ...p, ...experts[t] })),
         })),
       };
     }),

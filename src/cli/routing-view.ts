@@ -1,7 +1,7 @@
 /**
  * The per-token routing view of `generate --show-routing` and `eval --trace`: the text once per
  * MoE layer with each token coloured by its top expert, then one row per token with every
- * expert and weight. Colour only on a terminal (and never with NO_COLOR); the JSON form carries
+ * expert and weight, after the number of experts the token actually used. Colour only on a terminal (and never with NO_COLOR); the JSON form carries
  * the same records.
  */
 import type { TokenRouting } from '../infer/generate.js';
@@ -27,8 +27,22 @@ export function useColor(stream: { isTTY?: boolean }): boolean {
   return Boolean(stream.isTTY) && !process.env.NO_COLOR;
 }
 
+type LayerCell = TokenRouting['layers'][number];
+const keyOf = (l: Pick<LayerCell, 'layer' | 'sub'>): string => (l.sub === undefined ? `${l.layer}` : `${l.layer}.${'abcdefghijklmnopqrstuvwxyz'[l.sub] ?? l.sub}`);
+
+/** One table cell: the number of experts the token actually used, then each expert(weight), then any capacity-dropped ones. */
+export function routingCell(l: LayerCell): string {
+  const used = l.experts.map((e, j) => `${e}(${l.weights[j].toFixed(2)})`).join(' ');
+  const dropped = l.dropped?.length ? ` dropped ${l.dropped.join(',')}` : '';
+  return `${l.experts.length}: ${l.experts.length ? used : 'none'}${dropped}`;
+}
+
 export function formatRouting(tokens: readonly TokenRouting[], opts: { color: boolean; numExperts: number; title?: string }): string {
-  const layers = [...new Set(tokens.flatMap((t) => t.layers.map((l) => l.layer)))].sort((a, b) => a - b);
+  // one column per MoE layer, or per sub-layer where a layer has several (CartesianMoE: 0.a, 0.b)
+  const cols = new Map<string, { layer: number; sub?: number }>();
+  for (const t of tokens) for (const l of t.layers) cols.set(keyOf(l), { layer: l.layer, ...(l.sub === undefined ? {} : { sub: l.sub }) });
+  const layers = [...cols.entries()].sort((a, b) => a[1].layer - b[1].layer || (a[1].sub ?? 0) - (b[1].sub ?? 0)).map(([k]) => k);
+  const cellOf = (t: TokenRouting, k: string) => t.layers.find((l) => keyOf(l) === k);
   const lines: string[] = [];
   if (opts.title) lines.push(opts.title);
   if (!layers.length) return [...lines, 'routing: the model has no MoE layers (dense), nothing to show', ''].join('\n');
@@ -36,21 +50,22 @@ export function formatRouting(tokens: readonly TokenRouting[], opts: { color: bo
   if (opts.color) lines.push(`experts: ${legend}`);
   // without colour the coloured text lines say nothing; the table below carries everything
   for (const L of opts.color ? layers : []) {
-    const text = tokens.map((t) => paint(visible(t.text), t.layers.find((l) => l.layer === L)?.experts[0], opts.color)).join('');
+    const text = tokens.map((t) => paint(visible(t.text), cellOf(t, L)?.experts[0], opts.color)).join('');
     lines.push(`layer ${L} (colour = top expert): ${text}`);
   }
   lines.push('');
   const w = Math.max(5, ...tokens.map((t) => visible(t.text).length + 2));
-  lines.push(`${'pos'.padStart(4)}  ${'token'.padEnd(w)}  ${layers.map((L) => `layer ${L}: expert(weight)`.padEnd(28)).join('')}`);
+  const head = layers.map((L) => `layer ${L}: n: expert(weight)`);
+  const widths = layers.map((L, i) => Math.max(28, head[i].length + 2, ...tokens.map((t) => (cellOf(t, L) ? routingCell(cellOf(t, L)!).length + 2 : 0))));
+  lines.push(`${'pos'.padStart(4)}  ${'token'.padEnd(w)}  ${head.map((h, i) => h.padEnd(widths[i])).join('')}`);
   tokens.forEach((t, i) => {
-    const cells = layers.map((L) => {
-      const l = t.layers.find((x) => x.layer === L);
-      if (!l) return '—'.padEnd(28);
-      const s = l.experts.map((e, j) => `${e}(${l.weights[j].toFixed(2)})`).join(' ');
-      return (l.experts.length ? s : 'none').padEnd(28);
+    const cells = layers.map((L, c) => {
+      const l = cellOf(t, L);
+      return (l ? routingCell(l) : '—').padEnd(widths[c]);
     });
-    const first = t.layers.find((l) => l.layer === layers[0])?.experts[0];
+    const first = cellOf(t, layers[0])?.experts[0];
     lines.push(`${String(i).padStart(4)}  ${paint(visible(t.text).padEnd(w), first, opts.color)}  ${cells.join('')}${t.prompt ? ' prompt' : ''}`.trimEnd());
   });
+  lines.push('', 'n = routed experts that computed on the token (null experts, masked tokens and capacity drops count nothing; shared experts, on every token, are not listed)');
   return lines.join('\n') + '\n';
 }

@@ -15,7 +15,7 @@ import { loadCheckpoint } from '../io/checkpoint.js';
 import { CheckpointError, type TrainerState } from '../io/checkpoint-bytes.js';
 import { fromGGUF, isGGUFFile } from '../io/gguf/index.js';
 import { Sampler, type SamplingOptions } from './sampling.js';
-import { tokenExperts } from '../moe/trace.js';
+import { traceLayers } from '../moe/trace.js';
 import { DecodeEngine } from './decode.js';
 import type { QuantFormat, QuantKernels } from '../kernels/quant.js';
 import { ExpertOverride, type LayerExpertOverride, type RoutingOverride } from '../moe/override.js';
@@ -80,7 +80,12 @@ export interface TokenRouting {
   /** The token's own text (a byte of a multibyte character decodes to U+FFFD). */
   text: string;
   prompt: boolean;
-  layers: { layer: number; experts: number[]; weights: number[] }[];
+  /**
+   * Per MoE layer (and sub-layer, `sub`, where a layer has several: CartesianMoE's A and B) the
+   * experts that computed on the token: its number of experts actually used is experts.length
+   * (0..E for dynamic routers; null experts are not experts). `dropped`: capacity-dropped ones.
+   */
+  layers: { layer: number; sub?: number; experts: number[]; weights: number[]; dropped?: number[] }[];
 }
 
 export type StopReason = 'max_new_tokens' | 'stop_text' | 'stop_token' | 'context_full';
@@ -251,9 +256,12 @@ export function generate(model: LanguageModel, tokenizer: Tokenizer, prompt: str
         const { logits, aux } = model.forward(ids, 1, ids.length, { ctx: { training: false, step: 0, rng: routerRng }, cache });
         if (trace) {
           // a depth-routed layer's records cover only its chosen tokens: traced are the full layers
-          const per = aux.filter((a) => (model.depthCaps?.[a.layer] ?? 1) >= 1).map((a) => ({ layer: a.layer, experts: tokenExperts(a.aux, ids.length, model.config.num_experts_per_tok) }));
+          const per = traceLayers(
+            aux.filter((a) => (model.depthCaps?.[a.layer] ?? 1) >= 1),
+            ids.length,
+          );
           for (let t = traceFrom; t < ids.length; t++) {
-            trace.push({ id: ids[t], text: tokenizer.decode(ids.subarray(t, t + 1)), prompt, layers: per.map((p) => ({ layer: p.layer, ...p.experts[t] })) });
+            trace.push({ id: ids[t], text: tokenizer.decode(ids.subarray(t, t + 1)), prompt, layers: per.map(({ experts, ...p }) => ({ ...p, ...experts[t] })) });
             if (!prompt) tracedGenerated++;
           }
         }

@@ -230,7 +230,7 @@ export class MoELayer extends Module {
 
     const metrics = computeRoutingMetrics(out, E, T, res.kept);
     if (ctx.training) this.accumulateLoad(out);
-    return { y, aux: { losses, router: out, metrics } };
+    return { y, aux: { losses, router: out, metrics, ...(res.kept ? { kept: res.kept } : {}) } };
   }
 
   /** The router's output on x [T, width], after the routing override if one is set. */

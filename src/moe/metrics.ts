@@ -1,13 +1,17 @@
 /**
  * Per-call routing metrics: cheap plain loops over the routing record, no autograd.
  *
+ * expertsPerToken is the experts actually computed per token: expert FFN evaluations (rows an
+ * expert processes) / tokens, so it is the expert compute in units of one expert on one token.
  * Sparse routing: tokensPerExpert counts the assignments that survived capacity
- * (kept[i] = 1; all kept when `kept` is absent), expertsPerToken = kept assignments / tokens,
+ * (kept[i] = 1; all kept when `kept` is absent), expertsPerToken = kept assignments / tokens
+ * (null experts and masked tokens are never listed, so they count as no compute),
  * droppedFraction = dropped / listed assignments.
  * Soft routing (every slot mixes every token, nothing is dropped): tokensPerExpert[e] is the
  * column sum of probs (sum over tokens of the share of the token's output that expert e produces;
- * adds up to T), expertsPerToken = numExperts (each token feeds every expert's slots with a
- * positive dispatch weight), droppedFraction = 0.
+ * adds up to T), expertsPerToken = numExperts * slotsPerExpert / tokens (each expert runs on its
+ * slots, not on the tokens: Soft MoE FLOP-matched at S = T k / E gives k; Mixture of Tokens'
+ * sparse transition mode, one slot per token and expert, gives numExperts), droppedFraction = 0.
  * loadCV = population std / mean of tokensPerExpert and maxOverMean = max / mean (both 0 when no
  * load); routerEntropy = mean over tokens of -sum_e p ln p of probs (nats).
  */
@@ -39,7 +43,7 @@ export function computeRoutingMetrics(out: RouterOutput, numExperts: number, tok
     expertsPerToken = tokens > 0 ? nKept / tokens : 0;
   } else {
     for (let t = 0; t < tokens; t++) for (let e = 0; e < E; e++) load[e] += p[t * E + e];
-    expertsPerToken = E;
+    expertsPerToken = tokens > 0 ? (E * r.slotsPerExpert) / tokens : 0;
   }
   let total = 0;
   let mx = 0;
@@ -71,4 +75,18 @@ export function computeRoutingMetrics(out: RouterOutput, numExperts: number, tok
     expertsPerToken,
     extra: { ...out.metrics },
   };
+}
+
+/**
+ * Experts computed per token in one model forward: the records of each layer summed (an FFN kind
+ * with several MoE sub-layers, CartesianMoE's A and B, uses k_A + k_B sub-experts per token), then
+ * the mean over layers. 0 without records (a dense model).
+ */
+export function expertsPerTokenOfLayers(records: readonly { layer: number; aux: { metrics: Pick<RoutingMetrics, 'expertsPerToken'> } }[]): number {
+  const perLayer = new Map<number, number>();
+  for (const r of records) perLayer.set(r.layer, (perLayer.get(r.layer) ?? 0) + r.aux.metrics.expertsPerToken);
+  if (!perLayer.size) return 0;
+  let s = 0;
+  for (const v of perLayer.values()) s += v;
+  return s / perLayer.size;
 }

@@ -148,4 +148,6 @@ export interface MoEAux {
   /** The routing record (indices, weights) for later analysis. */
   router: RouterOutput;
   metrics: RoutingMetrics;
+  /** Per sparse assignment, 1 if an expert computed it and 0 if capacity dropped it (absent: all computed). */
+  kept?: Uint8Array;
 }

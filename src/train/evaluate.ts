@@ -1,4 +1,5 @@
 /** Validation: loss and perplexity per domain, plus routing statistics per layer and domain. */
+import { expertsPerTokenOfLayers } from '../moe/metrics.js';
 import { noGrad } from '../tensor/tensor.js';
 import { Rng } from '../tensor/random.js';
 import { crossEntropy } from '../tensor/index.js';
@@ -34,6 +35,9 @@ export function evaluate(model: LanguageModel, data: MixedDataset, opts: { maxBa
   const usage = moeLayerIdx.map(() => data.domainNames.map(() => new Array<number>(E).fill(0)));
   const routing = { loadCV: 0, droppedFraction: 0, routerEntropy: 0, expertsPerToken: 0 };
   let routingCount = 0;
+  // experts per token: per forward, sub-layers of a layer summed, then the mean over layers (expertsPerTokenOfLayers)
+  let eptSum = 0;
+  let eptCount = 0;
   const domains: DomainEval[] = [];
   try {
     noGrad(() => {
@@ -48,6 +52,10 @@ export function evaluate(model: LanguageModel, data: MixedDataset, opts: { maxBa
           sum += crossEntropy(res.logits, b.targets).item() * n;
           tokens += n;
           batches++;
+          if (res.aux.length) {
+            eptSum += expertsPerTokenOfLayers(res.aux);
+            eptCount++;
+          }
           res.aux.forEach(({ aux, layer }) => {
             const li = moeLayerIdx.indexOf(layer);
             const m = aux.metrics;
@@ -56,7 +64,6 @@ export function evaluate(model: LanguageModel, data: MixedDataset, opts: { maxBa
             routing.loadCV += m.loadCV;
             routing.droppedFraction += m.droppedFraction;
             routing.routerEntropy += m.routerEntropy;
-            routing.expertsPerToken += m.expertsPerToken;
             routingCount++;
           });
         }
@@ -70,6 +77,7 @@ export function evaluate(model: LanguageModel, data: MixedDataset, opts: { maxBa
   }
   const total = domains.reduce((s, d) => s + d.tokens, 0);
   const loss = domains.reduce((s, d) => s + d.loss * d.tokens, 0) / total;
-  if (routingCount > 0) for (const k of Object.keys(routing) as (keyof typeof routing)[]) routing[k] /= routingCount;
+  if (routingCount > 0) for (const k of ['loadCV', 'droppedFraction', 'routerEntropy'] as const) routing[k] /= routingCount;
+  routing.expertsPerToken = eptCount > 0 ? eptSum / eptCount : 0;
   return { loss, perplexity: Math.exp(loss), domains, expertUsage: usage, moeLayers: moeLayerIdx, routing };
 }

@@ -4,6 +4,7 @@
  * trainer.ts's: the LR schedule, forward, loss with aux losses, backward, clipping, AdamW,
  * router updates, and the same divergence checks.
  */
+import { expertsPerTokenOfLayers } from '../moe/metrics.js';
 import { Rng } from '../tensor/random.js';
 import { AdamW, clipGradNorm, cosineWithWarmup, linearWithWarmup, type Parameter } from '../nn/index.js';
 import { lmLoss } from '../models/transformer.js';
@@ -127,7 +128,7 @@ export class TrainSession {
       maxOverMean: meanOf(ms.map((x) => x.maxOverMean)),
       droppedFraction: meanOf(ms.map((x) => x.droppedFraction)),
       routerEntropy: meanOf(ms.map((x) => x.routerEntropy)),
-      expertsPerToken: meanOf(ms.map((x) => x.expertsPerToken)),
+      expertsPerToken: expertsPerTokenOfLayers(res.aux),
     };
   }
 

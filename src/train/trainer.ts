@@ -4,6 +4,7 @@
  * (params, optimizer moments, sampler and RNG states are all restored, so a resumed run
  * is bit-for-bit the uninterrupted one).
  */
+import { expertsPerTokenOfLayers } from '../moe/metrics.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Rng } from '../tensor/random.js';
@@ -317,7 +318,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         maxOverMean: mean(ms.map((x) => x.maxOverMean)),
         droppedFraction: mean(ms.map((x) => x.droppedFraction)),
         routerEntropy: mean(ms.map((x) => x.routerEntropy)),
-        expertsPerToken: mean(ms.map((x) => x.expertsPerToken)),
+        expertsPerToken: expertsPerTokenOfLayers(res.aux),
       };
       if (step % tr.log_interval === 0 || step === tr.steps) appendLine(log, { type: 'step', ...m });
       ev.onStep?.(m);

@@ -73,8 +73,9 @@ test('smoke: two routers + dense produce report.html and results.json', () => {
     assert.equal(x.curve.length, 3);
     assert.ok(Number.isFinite(x.final!.loss));
   }
-  // same budget, same active FLOPs: dense FFN width = k * expert width
-  assert.equal(res.runs[0].model.intermediate_size, 16);
+  // same budget, same active FLOPs: dense FFN width = k * expert width + the preset's shared expert (TRAIN_DEFAULT_MODEL)
+  assert.equal(res.runs[1].model.n_shared_experts, 1);
+  assert.equal(res.runs[0].model.intermediate_size, 2 * 8 + 8);
   assert.equal(res.runs[0].model.num_local_experts, 0);
   assert.equal(res.runs[1].model.router_type, 'topk');
   assert.equal(res.runs[2].model.router_type, 'switch');

@@ -22,3 +22,26 @@ test('the estimate adds steps x seconds per step of every model by kind; the def
     Math.abs(estimateSeedSeconds(planBenchmark({ config: half.config, routers: ['topk', 'soft'], routerOptions })) * 2 - steps * (STEP_SECONDS.dense + STEP_SECONDS.sparse + STEP_SECONDS.soft)) < 1e-6,
   );
 });
+
+test('the default preset trains the `moe-ts train` default model (issue 10): same experts, k, shared expert and weights; every router builds with it', async () => {
+  const { parseRunConfig, TRAIN_DEFAULT_MODEL } = await import('../../src/models/config.js');
+  const bench = buildBenchConfig({}).config.model;
+  const trainDefault = parseRunConfig({}).model;
+  for (const k of [
+    'hidden_size',
+    'num_hidden_layers',
+    'num_attention_heads',
+    'num_local_experts',
+    'num_experts_per_tok',
+    'moe_intermediate_size',
+    'n_shared_experts',
+    'norm_topk_prob',
+    'router_type',
+  ] as const)
+    assert.deepEqual(bench[k], trainDefault[k], k);
+  for (const [k, v] of Object.entries(TRAIN_DEFAULT_MODEL)) assert.deepEqual(bench[k as keyof typeof bench], v, k);
+  const plans = planBenchmark({ config: buildBenchConfig({}).config, routerOptions: {} });
+  // the FLOP-matched dense baseline: k routed experts + the shared expert
+  assert.equal(plans[0].config.model.intermediate_size, (bench.num_experts_per_tok + bench.n_shared_experts) * bench.moe_intermediate_size);
+  assert.ok(plans.length > 30, 'every registered router plans (and builds) at k = 1');
+});

@@ -33,6 +33,17 @@ test('one row per MoE router with its paper, summary, experts per token used, co
   assert.match(row('topk'), /<td class="notes">—<\/td>/);
 });
 
+test('compute vs dense counts the shared experts on both sides (the default preset: top-1 + 1 shared expert)', () => {
+  const withShared = (r: ReturnType<typeof run>, k: number) => ({ ...r, model: { ...r.model, n_shared_experts: 1, num_experts_per_tok: k } });
+  const runs = [run('dense', { kind: 'dense', losses: [3, 2.5, 2.2] }), withShared(run('topk', { losses: [3, 2.4, 2.1], ept: 1 }), 1), withShared(run('dynmoe', { losses: [3, 2.4, 2.1], ept: 3 }), 1)];
+  const page = renderReport({ ...results(runs), topK: 1 });
+  const section = page.slice(page.indexOf('id="routers"'), page.indexOf('id="curves"'));
+  const row = (name: string) => section.slice(section.indexOf(`<tr data-router="${name}">`), section.indexOf('</tr>', section.indexOf(`<tr data-router="${name}">`)));
+  assert.match(row('topk'), /<td class="num">1\.00<\/td>\s*<td class="num">1\.00×<\/td>/);
+  // 3 routed + 1 shared against 1 + 1: twice the FFN compute, not 3x
+  assert.match(row('dynmoe'), /<td class="num">3\.00<\/td>\s*<td class="num">2\.00×<\/td>/);
+});
+
 test('every registered router gets its own row with its paper when it ran', () => {
   const names = routerRegistry.names();
   assert.ok(names.length >= 30, `${names.length} routers registered`);

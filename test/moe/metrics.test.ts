@@ -42,7 +42,7 @@ test('metrics without a kept mask count every assignment', () => {
   close(m.loadCV, Math.sqrt(2 / 3) / 2, 'loadCV');
 });
 
-test('metrics of soft routing: probability load, every expert per token, nothing dropped', () => {
+test('metrics of soft routing: probability load, E S / T expert evaluations per token, nothing dropped', () => {
   const out: RouterOutput = {
     logits: zeros([3, 3]),
     probs,
@@ -53,7 +53,9 @@ test('metrics of soft routing: probability load, every expert per token, nothing
   const m = computeRoutingMetrics(out, 3, 3);
   const col = [1 + 0.5 + third, 0.5 + third, third];
   m.tokensPerExpert.forEach((v, e) => close(v, col[e], `tokensPerExpert[${e}]`));
-  assert.equal(m.expertsPerToken, 3);
+  // 3 experts x 1 slot for 3 tokens: one expert evaluation per token (each token feeds all 3 slots)
+  assert.equal(m.expertsPerToken, 1);
+  assert.equal(computeRoutingMetrics({ ...out, routing: { kind: 'soft', slotsPerExpert: 2, dispatch: zeros([3, 6]), combine: zeros([3, 6]) } }, 3, 3).expertsPerToken, 2);
   assert.equal(m.droppedFraction, 0);
   close(m.maxOverMean, col[0], 'maxOverMean');
 });

@@ -238,7 +238,7 @@ test('maskmoe: once the mask is fixed a rare token always sees one fixed expert,
     }
   }
   for (const [id, set] of seen) assert.ok(id <= 2 ? set.size <= 3 : set.size === 1, `id ${id} used experts ${[...set]}`);
-  assert.deepEqual(r.visible(1), r.visible(1));
+  assert.equal(r.visible(1).length, 3, 'a frequent id sees frequentExperts experts');
   assert.equal(r.visible(5).length, 1);
   assert.throws(() => make({ type: 'maskmoe', frequentExperts: 9 }), /option frequentExperts must be an integer in \[topK=2, numExperts=4\]/);
 });

@@ -269,7 +269,7 @@ export function renderReport(results: BenchResults): string {
 
 <section class="card" id="routers">
   <h2>The routers compared</h2>
-  <p class="note">Per router: its paper, what it changes, the experts per token it actually used (mean over training), its expert compute relative to the dense baseline (experts/token ÷ k: the dense FFN is as wide as k experts), and the caveats its registered traits declare.</p>
+  <p class="note">Per router: its paper, what it changes, the experts per token it actually used (mean over training), its FFN compute relative to the dense baseline ((experts/token + shared experts) ÷ (k + shared experts): the dense FFN is as wide as k routed experts plus the shared ones; soft routing counts expert slot evaluations per token), and the caveats its registered traits declare.</p>
   ${routerTable(moeDone, byName, results.topK)}
 </section>
 
@@ -330,6 +330,14 @@ ${jsonScript('raw-results', results)}
   return page.value;
 }
 
+/** Shared experts of a model config in units of one routed expert's width (0 without shared experts). */
+function sharedExpertUnits(m: Record<string, unknown>): number {
+  const n = typeof m.n_shared_experts === 'number' ? m.n_shared_experts : 0;
+  const w = typeof m.moe_intermediate_size === 'number' && m.moe_intermediate_size > 0 ? m.moe_intermediate_size : 1;
+  const sw = typeof m.shared_expert_intermediate_size === 'number' ? m.shared_expert_intermediate_size : w;
+  return (n * sw) / w;
+}
+
 /** One row per MoE router: paper, summary, experts/token used, compute vs dense, trait caveats. */
 function routerTable(runs: RunRecord[], byName: Map<string, RouterAnalysis>, topK: number): SafeHtml {
   const rows = runs.map((r) => {
@@ -340,7 +348,9 @@ function routerTable(runs: RunRecord[], byName: Map<string, RouterAnalysis>, top
       (c) => c.length > 0,
     );
     const ept = an?.meanExpertsPerToken ?? null;
-    const rel = t?.routing === 'soft' ? html`<span class="muted">per slot (soft)</span>` : ept === null ? '—' : `${(ept / topK).toFixed(2)}×`;
+    // FFN compute vs the dense FFN (as wide as k routed + the shared experts); soft routing's ept is slot evaluations per token, so it compares the same way
+    const shared = sharedExpertUnits(r.model);
+    const rel = ept === null ? '—' : `${((ept + shared) / (topK + shared)).toFixed(2)}×`;
     return html`<tr data-router="${r.name}">
 <td><strong>${r.name}</strong></td>
 <td>${spec?.paper ? html`${spec.paper.title} (${String(spec.paper.year)})` : '—'}</td>

@@ -7,9 +7,11 @@
 import { expertsPerTokenOfLayers } from '../moe/metrics.js';
 import { Rng } from '../tensor/random.js';
 import { AdamW, clipGradNorm, cosineWithWarmup, linearWithWarmup, type Parameter } from '../nn/index.js';
-import { lmLoss } from '../models/transformer.js';
+import { add, scale } from '../tensor/index.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { lmLoss, symmetricKL } from '../models/transformer.js';
 import { buildModel } from '../models/build.js';
-import type { LanguageModel } from '../models/family.js';
+import type { LanguageModel, LMForwardOptions, LMForwardResult } from '../models/family.js';
 import { parseModelConfig, type RunConfig } from '../models/config.js';
 import { isDepthRouterTensor } from '../models/depth.js';
 import type { MixedDataset } from '../data/dataset.js';
@@ -57,6 +59,29 @@ export function meanOf(xs: number[]): number {
 }
 
 /** A model, its AdamW optimizer, data and RNG, trained one step at a time in memory (no files). */
+/**
+ * A router's consistency regulariser (`Router.consistencyWeight` > 0, THOR): a second forward of the
+ * same batch with fresh randomness; the step's loss is the mean of the two plus weight times the
+ * symmetric KL between their logits. Without such a router the first pass comes back unchanged.
+ */
+export function withConsistency(
+  model: LanguageModel,
+  batch: { inputs: Int32Array; targets: Int32Array; batchSize: number; seqLen: number },
+  res: LMForwardResult,
+  first: { loss: Tensor; ce: Tensor; auxLosses: Record<string, number> },
+  forwardOpts: LMForwardOptions,
+): { loss: Tensor; ce: Tensor; auxLosses: Record<string, number> } {
+  const weight = model.consistencyWeight();
+  if (!(weight > 0)) return first;
+  const res2 = model.forward(batch.inputs, batch.batchSize, batch.seqLen, forwardOpts);
+  const second = lmLoss(res2, batch.targets);
+  const kl = symmetricKL(res.logits, res2.logits);
+  const auxLosses = first.auxLosses; // averaged in place: callers keep their reference
+  for (const [k, v] of Object.entries(second.auxLosses)) auxLosses[k] = ((auxLosses[k] ?? 0) + v) / 2;
+  auxLosses.consistency = weight * kl.item();
+  return { loss: add(scale(add(first.loss, second.loss), 0.5), scale(kl, weight)), ce: scale(add(first.ce, second.ce), 0.5), auxLosses };
+}
+
 export class TrainSession {
   readonly config: RunConfig;
   readonly model: LanguageModel;
@@ -102,7 +127,10 @@ export class TrainSession {
       ctx: { training: true, step: this.step, totalSteps: tr.steps, rng: this.rng },
       dropoutRng: this.rng,
     });
-    const { loss, ce, auxLosses } = lmLoss(res, batch.targets);
+    const { loss, ce, auxLosses } = withConsistency(this.model, batch, res, lmLoss(res, batch.targets), {
+      ctx: { training: true, step: this.step, totalSteps: tr.steps, rng: this.rng },
+      dropoutRng: this.rng,
+    });
     const lv = loss.item();
     if (!Number.isFinite(lv)) throw new TrainingDivergedError(`training diverged: loss is ${lv} at step ${this.step + 1}; lower the learning rate (${tr.lr})`);
     loss.backward();

@@ -8,9 +8,8 @@ import { expertsPerTokenOfLayers } from '../moe/metrics.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Rng } from '../tensor/random.js';
-import { add, scale } from '../tensor/index.js';
 import { AdamW, clipGradNorm, type Parameter } from '../nn/index.js';
-import { lmLoss, symmetricKL, type ForwardResult } from '../models/transformer.js';
+import { lmLoss, type ForwardResult } from '../models/transformer.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { buildModel } from '../models/build.js';
 import type { LanguageModel } from '../models/family.js';
@@ -21,7 +20,7 @@ import { loadTokenizer, type Tokenizer } from '../data/tokenizer/index.js';
 import { saveTokenizer } from '../io/tokenizer.js';
 import { writeJsonAtomicSync } from '../io/atomic.js';
 import { evaluate, type EvalResult } from './evaluate.js';
-import { TrainingDivergedError, lrAt, meanOf as mean, type StepMetrics } from './session.js';
+import { TrainingDivergedError, lrAt, meanOf as mean, withConsistency, type StepMetrics } from './session.js';
 import { isAdapterTensor, loadPartialState } from '../models/lora-experts.js';
 import { isDepthRouterTensor, loadBaseWithDepthRouters } from '../models/depth.js';
 import { saveCheckpoint, loadCheckpoint, configDiff, cleanStaleTemps, firstNonFinite, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError } from '../io/checkpoint.js';
@@ -164,7 +163,6 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (routerTuning && !cfg.model.peft && params.length === 0)
     throw new ConfigError('model config: mixture_of_depths.router_tuning: the model has no depth-routed layer to tune (check capacity, every, layers)');
   if (params.length === 0) throw new Error('train: no parameter is trainable (hooks.trainable froze everything)');
-  const consistency = model.consistencyWeight();
   const noDecay = new Set<Parameter>(
     model
       .namedParameters()
@@ -274,16 +272,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         loss = o.loss;
         Object.assign(auxLosses, o.metrics ?? {});
       }
-      if (consistency > 0) {
-        // a router asked for two passes (different randomness) and a consistency loss between them
-        const res2 = model.forward(batch.inputs, batch.batchSize, batch.seqLen, { ctx: { training: true, step, totalSteps: tr.steps, rng }, dropoutRng: rng });
-        const second = lmLoss(res2, batch.targets);
-        const kl = symmetricKL(res.logits, res2.logits);
-        loss = add(scale(add(loss, second.loss), 0.5), scale(kl, consistency));
-        ce = scale(add(ce, second.ce), 0.5);
-        for (const [k, v] of Object.entries(second.auxLosses)) auxLosses[k] = ((auxLosses[k] ?? 0) + v) / 2;
-        auxLosses.consistency = consistency * kl.item();
-      }
+      // a router may ask for two passes (different randomness) and a consistency loss between them
+      ({ loss, ce } = withConsistency(model, batch, res, { loss, ce, auxLosses }, { ctx: { training: true, step, totalSteps: tr.steps, rng }, dropoutRng: rng }));
       const lv = loss.item();
       if (!Number.isFinite(lv)) {
         throw new TrainingDivergedError(

@@ -53,3 +53,20 @@ test('rmoe: inside the model each MoE layer after the first receives the previou
   // a fresh state per forward: the first layer starts from zeros each time
   assert.deepEqual(seen, [false, true, true, false, true, true]);
 });
+
+test('thor through TrainSession (the playground’s trainer): the same two passes and consistency loss as train()', async () => {
+  const { TrainSession } = await import('../../src/train/session.js');
+  const { loadCorpusSplits } = await import('../../src/data/corpus.js');
+  const cfg = tinyConfig({
+    model: { hidden_size: 16, num_hidden_layers: 2, intermediate_size: 32, moe_intermediate_size: 16, router_type: 'thor' },
+    training: { steps: 3, batch_size: 2, seq_len: 12, eval_interval: 1000, save_interval: 1000, eval_batches: 1 },
+  });
+  const viaTrain: { loss: number; aux: Record<string, number> }[] = [];
+  await train({ config: cfg, outDir: path.join(tmpDir('r15-thor-session'), 'run'), events: { onStep: (m) => viaTrain.push({ loss: m.loss, aux: m.aux }) } });
+  const s = new TrainSession(cfg, [loadCorpusSplits('shakespeare').train]);
+  const viaSession = [s.trainStep(), s.trainStep(), s.trainStep()];
+  for (const [i, m] of viaSession.entries()) {
+    assert.ok(m.aux.consistency > 0, `session step ${i + 1} has a consistency loss`);
+    assert.ok(Math.abs(m.loss - viaTrain[i].loss) < 1e-6 * Math.max(1, Math.abs(viaTrain[i].loss)), `step ${i + 1}: session ${m.loss} vs train ${viaTrain[i].loss}`);
+  }
+});

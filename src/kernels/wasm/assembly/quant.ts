@@ -148,24 +148,11 @@ export function qmatmulActs(fmt: i32, w: usize, rows: i32, cols: i32, xs: usize,
           e = i16x8.shr_u(q, 12);
         }
         const bo = <usize>b << 6;
-        let i0 = i32x4.add(i32x4.add(i32x4.dot_i16x8_s(a, v128.load(x0 + bo)), i32x4.dot_i16x8_s(bq, v128.load(x0 + bo, 16))), i32x4.add(i32x4.dot_i16x8_s(c, v128.load(x0 + bo, 32)), i32x4.dot_i16x8_s(e, v128.load(x0 + bo, 48))));
-        let i1 = i32x4.add(i32x4.add(i32x4.dot_i16x8_s(a, v128.load(x1 + bo)), i32x4.dot_i16x8_s(bq, v128.load(x1 + bo, 16))), i32x4.add(i32x4.dot_i16x8_s(c, v128.load(x1 + bo, 32)), i32x4.dot_i16x8_s(e, v128.load(x1 + bo, 48))));
-        let i2 = i32x4.add(i32x4.add(i32x4.dot_i16x8_s(a, v128.load(x2 + bo)), i32x4.dot_i16x8_s(bq, v128.load(x2 + bo, 16))), i32x4.add(i32x4.dot_i16x8_s(c, v128.load(x2 + bo, 32)), i32x4.dot_i16x8_s(e, v128.load(x2 + bo, 48))));
-        let i3 = i32x4.add(i32x4.add(i32x4.dot_i16x8_s(a, v128.load(x3 + bo)), i32x4.dot_i16x8_s(bq, v128.load(x3 + bo, 16))), i32x4.add(i32x4.dot_i16x8_s(c, v128.load(x3 + bo, 32)), i32x4.dot_i16x8_s(e, v128.load(x3 + bo, 48))));
-        const p0 = <usize>(r0 * nb + b);
-        const p1 = <usize>(r1 * nb + b);
-        const p2 = <usize>(r2 * nb + b);
-        const p3 = <usize>(r3 * nb + b);
-        if (fmt == 2) {
-          i0 = i32x4.sub(i0, v128.load(xc + (p0 << 4)));
-          i1 = i32x4.sub(i1, v128.load(xc + (p1 << 4)));
-          i2 = i32x4.sub(i2, v128.load(xc + (p2 << 4)));
-          i3 = i32x4.sub(i3, v128.load(xc + (p3 << 4)));
-        }
-        s0 = f32x4.add(s0, f32x4.mul(f32x4.convert_i32x4_s(i0), f32x4.splat(dw * load<f32>(xd + (p0 << 2)))));
-        s1 = f32x4.add(s1, f32x4.mul(f32x4.convert_i32x4_s(i1), f32x4.splat(dw * load<f32>(xd + (p1 << 2)))));
-        s2 = f32x4.add(s2, f32x4.mul(f32x4.convert_i32x4_s(i2), f32x4.splat(dw * load<f32>(xd + (p2 << 2)))));
-        s3 = f32x4.add(s3, f32x4.mul(f32x4.convert_i32x4_s(i3), f32x4.splat(dw * load<f32>(xd + (p3 << 2)))));
+        // one activation row at a time, so that few vectors are live at once (no spills)
+        s0 = f32x4.add(s0, tileTerm(fmt, a, bq, c, e, x0 + bo, xc, xd, <usize>(r0 * nb + b), dw));
+        s1 = f32x4.add(s1, tileTerm(fmt, a, bq, c, e, x1 + bo, xc, xd, <usize>(r1 * nb + b), dw));
+        s2 = f32x4.add(s2, tileTerm(fmt, a, bq, c, e, x2 + bo, xc, xd, <usize>(r2 * nb + b), dw));
+        s3 = f32x4.add(s3, tileTerm(fmt, a, bq, c, e, x3 + bo, xc, xd, <usize>(r3 * nb + b), dw));
       }
       storeOut(out, t * ldo + r, hsum(s0), acc);
       storeOut(out, (t + 1) * ldo + r, hsum(s1), acc);
@@ -202,6 +189,14 @@ export function qmatmulActs(fmt: i32, w: usize, rows: i32, cols: i32, xs: usize,
       storeOut(out, t * ldo + r, hsum(s), acc);
     }
   }
+}
+
+// One activation row's term of a tile: the unpacked weight block (a, bq, c, e) against its
+// permuted i16 block at x, scaled by dw * dx (q4_0: minus the offset correction first).
+@inline function tileTerm(fmt: i32, a: v128, bq: v128, c: v128, e: v128, x: usize, xc: usize, xd: usize, p: usize, dw: f32): v128 {
+  let i = i32x4.add(i32x4.add(i32x4.dot_i16x8_s(a, v128.load(x)), i32x4.dot_i16x8_s(bq, v128.load(x, 16))), i32x4.add(i32x4.dot_i16x8_s(c, v128.load(x, 32)), i32x4.dot_i16x8_s(e, v128.load(x, 48))));
+  if (fmt == 2) i = i32x4.sub(i, v128.load(xc + (p << 4)));
+  return f32x4.mul(f32x4.convert_i32x4_s(i), f32x4.splat(dw * load<f32>(xd + (p << 2))));
 }
 
 @inline function storeOut(out: usize, i: i32, v: f32, acc: i32): void {

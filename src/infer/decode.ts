@@ -87,6 +87,8 @@ export interface ExpertSource {
   get(layer: number, expert: number): ExpertWeights;
   /** A hint: these experts of `layer` are likely needed next. */
   prefetch?(layer: number, experts: readonly number[]): void;
+  /** Whether prefetch hints can do anything (false, e.g., when every expert is resident): the engine then skips the next layer's routing. */
+  prefetchActive?(): boolean;
 }
 
 /** Stored blocks of a weight by its moe-ts parameter name ([out, in] rows; 'lm_head.weight' for the output), or null to quantise the model's. */
@@ -579,7 +581,7 @@ export class DecodeEngine {
   /** Ask the expert source for layer li's experts as its router would choose them on h [n, d] (most weight first). */
   private prefetchLayer(li: number, h: Float32Array, n: number, ctx: RouterContext): void {
     const f = this.ffn[li];
-    if (!this.doPrefetch || !this.src?.prefetch || f.kind !== 'moe' || !f.external) return;
+    if (!this.doPrefetch || !this.src?.prefetch || f.kind !== 'moe' || !f.external || this.src.prefetchActive?.() === false) return;
     const d = this.d;
     const xn = new Float32Array(n * d);
     this.rmsNorm(h, n, d, this.norms2[li], xn);

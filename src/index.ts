@@ -66,6 +66,8 @@ export {
   qmatmul,
   quantBytes,
   jsQuantKernels,
+  prepareActs,
+  matmulOnActs,
   QUANT_FORMATS,
   QBLOCK,
   QBLOCK_BYTES,
@@ -74,5 +76,7 @@ export {
   type Q8Rows,
   type PreparedMatrix,
   type QuantKernels,
+  type PreparedActs,
+  type ActsMatmulOptions,
 } from './kernels/quant.js';
 export { generate, type GenerateOptions, type GenerateResult, type StopReason, type ContextOverflow, type InferenceModel } from './infer/generate.js';

@@ -467,7 +467,7 @@ export function prepareActs(k: QuantKernels, x: Float32Array, n: number, cols: n
 }
 
 /** Gather the activation rows `rows` of x [*, cols] (or all n of them) into one array. */
-export function gatherRows(x: Float32Array, n: number, cols: number, rows?: Int32Array): Float32Array {
+export function gatherActRows(x: Float32Array, n: number, cols: number, rows?: Int32Array): Float32Array {
   if (!rows) return x.subarray(0, n * cols);
   const g = new Float32Array(rows.length * cols);
   for (let i = 0; i < rows.length; i++) {
@@ -482,5 +482,5 @@ export function matmulOnActs(k: QuantKernels, w: PreparedMatrix, a: PreparedActs
   if (w.cols !== a.cols) throw new Error(`matmulActs: weight has ${w.cols} cols, activations ${a.cols}`);
   if (k.matmulActs && k.prepareActs) return k.matmulActs(w, a, out, opts);
   const m = opts.rows ? opts.rows.length : a.n;
-  return k.matmul(w, gatherRows(a.ref as Float32Array, a.n, a.cols, opts.rows), m, out, opts);
+  return k.matmul(w, gatherActRows(a.ref as Float32Array, a.n, a.cols, opts.rows), m, out, opts);
 }

@@ -18,7 +18,7 @@ import {
   type Q8Rows,
   type PreparedActs,
   type ActsMatmulOptions,
-  gatherRows,
+  gatherActRows,
 } from '../quant.js';
 
 interface QuantExports {
@@ -177,7 +177,7 @@ export class WasmQuantKernels implements QuantKernels {
     if (m === 0) return out;
     if (w.format !== 'f32' && !(w.format in FMT)) {
       const x = new Float32Array(this.mem.buffer, sl.f, a.n * cols);
-      return qmatmul(w.ref as QuantMatrix, gatherRows(x, a.n, cols, opts.rows), m, out, opts);
+      return qmatmul(w.ref as QuantMatrix, gatherActRows(x, a.n, cols, opts.rows), m, out, opts);
     }
     const ldo = opts.ldo ?? rows;
     const outLen = (m - 1) * ldo + rows;

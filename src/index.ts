@@ -66,6 +66,8 @@ export {
   qmatmul,
   quantBytes,
   jsQuantKernels,
+  prepareActs,
+  matmulOnActs,
   QUANT_FORMATS,
   QBLOCK,
   QBLOCK_BYTES,
@@ -75,6 +77,8 @@ export {
   type PreparedMatrix,
   type QuantKernels,
   type QuantizeOptions,
+  type PreparedActs,
+  type ActsMatmulOptions,
 } from './kernels/quant.js';
 export {
   quantizeTernary,

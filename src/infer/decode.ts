@@ -15,7 +15,20 @@
  */
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { Rng } from '../tensor/random.js';
-import { quantizeMatrix, QUANT_FORMATS, jsQuantKernels, type QuantFormat, type QuantMatrix, type PreparedMatrix, type QuantKernels, type QuantizeOptions } from '../kernels/quant.js';
+import {
+  quantizeMatrix,
+  QUANT_FORMATS,
+  jsQuantKernels,
+  prepareActs,
+  matmulOnActs,
+  type QuantFormat,
+  type QuantMatrix,
+  type PreparedMatrix,
+  type QuantKernels,
+  type PreparedActs,
+  type ActsMatmulOptions,
+  type QuantizeOptions,
+} from '../kernels/quant.js';
 import { Attention, type MoETransformerLM, type DecoderLayer } from '../models/transformer.js';
 import { ropeParams } from '../models/rope.js';
 import { headDimOf, kvHeadsOf } from '../models/config.js';
@@ -87,6 +100,8 @@ export interface ExpertSource {
   get(layer: number, expert: number): ExpertWeights;
   /** A hint: these experts of `layer` are likely needed next. */
   prefetch?(layer: number, experts: readonly number[]): void;
+  /** Whether prefetch hints can do anything (false, e.g., when every expert is resident): the engine then skips the next layer's routing. */
+  prefetchActive?(): boolean;
 }
 
 /** Stored blocks of a weight by its moe-ts parameter name ([out, in] rows; 'lm_head.weight' for the output), or null to quantise the model's. */
@@ -147,6 +162,10 @@ type FFN =
   | { kind: 'module'; layer: DecoderLayer };
 
 const GELU_C = Math.sqrt(2 / Math.PI);
+/** Prepared-activation slots: the normalised hidden rows (q/k/v, then the FFN), the attention output / final rows, an FFN's hidden rows. */
+const SLOT_X = 0;
+const SLOT_O = 1;
+const SLOT_H = 2;
 
 function act(silu: boolean, g: Float32Array, u: Float32Array | null, n: number): void {
   if (silu) for (let i = 0; i < n; i++) g[i] = (g[i] / (1 + Math.exp(-g[i]))) * u![i];
@@ -495,9 +514,11 @@ export class DecodeEngine {
       for (let li = 0; li < this.attn.length; li++) {
         const A = this.attn[li];
         this.rmsNorm(h, n, d, this.norms1[li], xn);
-        this.kern.matmul(A.q, xn, n, qb);
-        this.kern.matmul(A.k, xn, n, kb);
-        this.kern.matmul(A.v, xn, n, vb);
+        // the normalised rows are quantised once for q, k and v
+        const xa = this.acts(xn, n, d, SLOT_X);
+        this.mm(A.q, xa, qb);
+        this.mm(A.k, xa, kb);
+        this.mm(A.v, xa, vb);
         if (A.qb) for (let t = 0; t < n; t++) for (let j = 0; j < qd; j++) qb[t * qd + j] += A.qb[j];
         if (A.kb) for (let t = 0; t < n; t++) for (let j = 0; j < kvd; j++) kb[t * kvd + j] += A.kb[j];
         if (A.vb) for (let t = 0; t < n; t++) for (let j = 0; j < kvd; j++) vb[t * kvd + j] += A.vb[j];
@@ -521,7 +542,7 @@ export class DecodeEngine {
           }
         }
         this.attend(A.K, A.V, qb, ob, n, past);
-        this.kern.matmul(A.o, ob, n, yb);
+        this.mm(A.o, this.acts(ob, n, qd, SLOT_O), yb);
         if (A.ob) for (let t = 0; t < n; t++) for (let j = 0; j < d; j++) yb[t * d + j] += A.ob[j];
         for (let i = 0; i < n * d; i++) h[i] += rm * yb[i];
         this.rmsNorm(h, n, d, this.norms2[li], xn);
@@ -536,7 +557,7 @@ export class DecodeEngine {
     const fin = new Float32Array(rows * d);
     this.rmsNorm(h.subarray((n - rows) * d, n * d), rows, d, this.finalNorm, fin);
     const logits = new Float32Array(rows * this.V);
-    this.kern.matmul(this.head, fin, rows, logits);
+    this.mm(this.head, this.acts(fin, rows, d, SLOT_O), logits);
     if (c.logits_scaling !== 1) for (let i = 0; i < logits.length; i++) logits[i] /= c.logits_scaling;
     return logits;
   }
@@ -584,7 +605,7 @@ export class DecodeEngine {
   /** Ask the expert source for layer li's experts as its router would choose them on h [n, d] (most weight first). */
   private prefetchLayer(li: number, h: Float32Array, n: number, ctx: RouterContext): void {
     const f = this.ffn[li];
-    if (!this.doPrefetch || !this.src?.prefetch || f.kind !== 'moe' || !f.external) return;
+    if (!this.doPrefetch || !this.src?.prefetch || f.kind !== 'moe' || !f.external || this.src.prefetchActive?.() === false) return;
     const d = this.d;
     const xn = new Float32Array(n * d);
     this.rmsNorm(h, n, d, this.norms2[li], xn);
@@ -642,26 +663,35 @@ export class DecodeEngine {
     return { keep, w };
   }
 
-  /** y [n, d] = the dense FFN w on x [n, d]. */
-  private runDense(w: DenseW, x: Float32Array, n: number, y: Float32Array): void {
+  /** x [n, cols] prepared once for several products (quantised once for the block formats). */
+  private acts(x: Float32Array, n: number, cols: number, slot: number): PreparedActs {
+    return prepareActs(this.kern, x, n, cols, slot);
+  }
+
+  private mm(w: PreparedMatrix, a: PreparedActs, out: Float32Array, opts?: ActsMatmulOptions): void {
+    matmulOnActs(this.kern, w, a, out, opts);
+  }
+
+  /** y [n, d] = the dense FFN w on the prepared rows xa [n, d]. */
+  private runDense(w: DenseW, xa: PreparedActs, n: number, y: Float32Array): void {
     const F = w.up.rows;
     const g = new Float32Array(n * F);
     const u = w.gate ? new Float32Array(n * F) : null;
     if (w.gate) {
-      this.kern.matmul(w.gate, x, n, g);
-      this.kern.matmul(w.up, x, n, u!);
-    } else this.kern.matmul(w.up, x, n, g);
+      this.mm(w.gate, xa, g);
+      this.mm(w.up, xa, u!);
+    } else this.mm(w.up, xa, g);
     act(w.silu, g, u, n * F);
-    this.kern.matmul(w.down, g, n, y);
+    this.mm(w.down, this.acts(g, n, F, SLOT_H), y);
   }
 
   /** y [n, d] += the MoE layer's always-on part on x [n, d]: output bias, shared experts (gated or not). */
-  private addShared(s: SharedW, x: Float32Array, n: number, y: Float32Array): void {
+  private addShared(s: SharedW, x: Float32Array, xa: PreparedActs, n: number, y: Float32Array): void {
     const d = this.d;
     if (s.bias) for (let t = 0; t < n; t++) for (let j = 0; j < d; j++) y[t * d + j] += s.bias[j];
     if (!s.ffn) return;
     const ys = new Float32Array(n * d);
-    this.runDense(s.ffn, x, n, ys);
+    this.runDense(s.ffn, xa, n, ys);
     for (let t = 0; t < n; t++) {
       let gt = 1;
       if (s.gate) {
@@ -677,7 +707,7 @@ export class DecodeEngine {
   private runFFN(f: FFN, x: Float32Array, n: number, ctx: RouterContext, y: Float32Array): void {
     const d = this.d;
     if (f.kind === 'dense') {
-      this.runDense(f, x, n, y);
+      this.runDense(f, this.acts(x, n, d, SLOT_X), n, y);
       return;
     }
     const xt = new Tensor(x.slice(0, n * d), [n, d]);
@@ -698,28 +728,36 @@ export class DecodeEngine {
       w = dr.w;
       for (const i of dr.keep) byExpert[r.expertIdx[i]].push(i);
     } else for (let i = 0; i < r.expertIdx.length; i++) byExpert[r.expertIdx[i]].push(i);
+    // the rows are quantised once for every selected expert's gate and up products (and the shared experts)
+    const xa = this.acts(x, n, d, SLOT_X);
     for (let e = 0; e < E; e++) {
       const as = byExpert[e];
       if (as.length === 0) continue;
       const m = as.length;
-      const xe = new Float32Array(m * d);
-      for (let i = 0; i < m; i++) xe.set(x.subarray(r.tokenIdx[as[i]] * d, (r.tokenIdx[as[i]] + 1) * d), i * d);
+      const tok = new Int32Array(m);
+      for (let i = 0; i < m; i++) tok[i] = r.tokenIdx[as[i]];
+      const sel = { rows: tok };
       const ex = f.external ? this.src!.get(f.index, e) : f.experts[e];
       const F = ex.w1.rows;
       const g = new Float32Array(m * F);
       const u = ex.w3 ? new Float32Array(m * F) : null;
-      this.kern.matmul(ex.w1, xe, m, g);
-      if (ex.w3) this.kern.matmul(ex.w3, xe, m, u!);
+      this.mm(ex.w1, xa, g, sel);
+      if (ex.w3) this.mm(ex.w3, xa, u!, sel);
       act(f.silu, g, u, m * F);
-      this.onExpertInputs?.(f.index, e, xe, g, m);
+      if (this.onExpertInputs) {
+        // calibration only (GPTQ): the expert's input rows, gathered
+        const xe = new Float32Array(m * d);
+        for (let i = 0; i < m; i++) xe.set(x.subarray(tok[i] * d, (tok[i] + 1) * d), i * d);
+        this.onExpertInputs(f.index, e, xe, g, m);
+      }
       const ye = new Float32Array(m * d);
-      this.kern.matmul(ex.w2, g, m, ye);
+      this.mm(ex.w2, this.acts(g, m, F, SLOT_H), ye);
       for (let i = 0; i < m; i++) {
         const t = r.tokenIdx[as[i]];
         const wi = w[as[i]];
         for (let j = 0; j < d; j++) y[t * d + j] += wi * ye[i * d + j];
       }
     }
-    this.addShared(f.shared, x, n, y);
+    this.addShared(f.shared, x, xa, n, y);
   }
 }

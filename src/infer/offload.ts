@@ -378,6 +378,11 @@ export class FileExperts implements ExpertSource {
     return true;
   }
 
+  /** False when there is nothing to prefetch into (every expert resident, or prefetch off / closed). */
+  prefetchActive(): boolean {
+    return this.worker !== null;
+  }
+
   prefetch(layer: number, experts: readonly number[]): void {
     if (!this.worker || !this.layers[layer]) return;
     const l = this.layers[layer]!;

@@ -19,6 +19,26 @@ export function refMatmul(a: Float32Array, b: Float32Array, m: number, k: number
     const ao = bi * m * k;
     const bo = broadcastB ? 0 : bi * k * n;
     const co = bi * m * n;
+    if (transB && !transA) {
+      // the same float64 sums in the same order as the loop below, taken as one contiguous dot
+      // product per output (B's rows are read in order instead of n strided streams)
+      for (let i = 0; i < m; i++) {
+        const aRow = ao + i * k;
+        const cRow = co + i * n;
+        for (let j = 0; j < n; j++) {
+          const bRow = bo + j * k;
+          let s = 0;
+          for (let p = 0; p < k; p++) {
+            const av = a[aRow + p];
+            if (av === 0) continue;
+            s += av * b[bRow + p];
+          }
+          if (accumulate) c[cRow + j] += s;
+          else c[cRow + j] = s;
+        }
+      }
+      continue;
+    }
     for (let i = 0; i < m; i++) {
       row.fill(0);
       for (let p = 0; p < k; p++) {

@@ -421,8 +421,33 @@ export interface PreparedMatrix {
   ref: unknown;
 }
 
+/**
+ * Activation rows [n, cols] taken over once by a QuantKernels implementation for several products
+ * with the same input (q/k/v; gate/up; every selected expert of a layer): for the block formats the
+ * q8_0 quantisation happens once here instead of in every product. A snapshot: later changes to
+ * the source array do not reach it. Valid until the next `prepareActs` on the same slot.
+ */
+export interface PreparedActs {
+  n: number;
+  cols: number;
+  /** The implementation's own handle (the generic fallback: a Float32Array copy). */
+  ref: unknown;
+}
+
+/** Options of a product on prepared activations. */
+export interface ActsMatmulOptions {
+  accumulate?: boolean;
+  ldo?: number;
+  /** Output row t takes activation row rows[t] (default: row t of all n), e.g. the tokens routed to one expert. */
+  rows?: Int32Array;
+}
+
 /** A backend for quantised products: weights are prepared once, then multiplied many times. */
 export interface QuantKernels {
+  /** Take over x [n, cols] for several products (see PreparedActs); `slot` is a small integer naming the buffer it may reuse. */
+  prepareActs?(x: Float32Array, n: number, cols: number, slot: number): PreparedActs;
+  /** out[t * ldo + r] (+)= sum_c W[r, c] a[rows[t], c], as matmul on the rows of prepared activations. */
+  matmulActs?(w: PreparedMatrix, a: PreparedActs, out: Float32Array, opts?: ActsMatmulOptions): Float32Array;
   readonly name: string;
   prepare(m: QuantMatrix): PreparedMatrix;
   /** out[t * ldo + r] (+)= sum_c W[r, c] x[t * cols + c], as qmatmul. */
@@ -448,3 +473,29 @@ export const jsQuantKernels: QuantKernels = {
     return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
   },
 };
+
+/** `k.prepareActs`, or for kernels without it a copy of the rows (then matmulOnActs quantises per product, as `matmul`). */
+export function prepareActs(k: QuantKernels, x: Float32Array, n: number, cols: number, slot = 0): PreparedActs {
+  if (x.length < n * cols) throw new Error(`prepareActs: x has ${x.length} values, needs ${n} x ${cols}`);
+  if (k.prepareActs) return k.prepareActs(x, n, cols, slot);
+  return { n, cols, ref: x.slice(0, n * cols) };
+}
+
+/** Gather the activation rows `rows` of x [*, cols] (or all n of them) into one array. */
+export function gatherActRows(x: Float32Array, n: number, cols: number, rows?: Int32Array): Float32Array {
+  if (!rows) return x.subarray(0, n * cols);
+  const g = new Float32Array(rows.length * cols);
+  for (let i = 0; i < rows.length; i++) {
+    if (!(rows[i] >= 0 && rows[i] < n)) throw new Error(`matmulActs: rows[${i}] = ${rows[i]} outside the ${n} prepared rows`);
+    g.set(x.subarray(rows[i] * cols, (rows[i] + 1) * cols), i * cols);
+  }
+  return g;
+}
+
+/** The product of w with prepared activations (`k.matmulActs`, or the fallback: gather the rows, then `k.matmul`). */
+export function matmulOnActs(k: QuantKernels, w: PreparedMatrix, a: PreparedActs, out: Float32Array, opts: ActsMatmulOptions = {}): Float32Array {
+  if (w.cols !== a.cols) throw new Error(`matmulActs: weight has ${w.cols} cols, activations ${a.cols}`);
+  if (k.matmulActs && k.prepareActs) return k.matmulActs(w, a, out, opts);
+  const m = opts.rows ? opts.rows.length : a.n;
+  return k.matmul(w, gatherActRows(a.ref as Float32Array, a.n, a.cols, opts.rows), m, out, opts);
+}

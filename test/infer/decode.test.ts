@@ -8,6 +8,7 @@ import { parseModelConfig } from '../../src/models/config.js';
 import { ByteTokenizer } from '../../src/data/tokenizer/index.js';
 import { generate } from '../../src/infer/index.js';
 import { DecodeEngine } from '../../src/infer/decode.js';
+import { argmax } from '../../src/infer/sampling.js';
 
 function model(extra: Record<string, unknown> = {}, seed = 3): MoETransformerLM {
   const cfg = parseModelConfig({
@@ -211,5 +212,28 @@ test('shared experts run on the fast path (compiled, quantised): gated Qwen2 for
     assert.ok(Math.sqrt(num / den) < 0.1, `${name}: q8_0 relative logit error ${Math.sqrt(num / den)}`);
     assert.ok(q8e.weightBytes < 0.4 * eng.weightBytes, `${name}: q8_0 ${q8e.weightBytes} bytes vs f32 ${eng.weightBytes}`);
     assert.deepEqual(generate(m, tok, 'ROMEO:', { ...opts, engine: 'fast' }).ids, generate(m, tok, 'ROMEO:', { ...opts, engine: 'eager' }).ids, name);
+  }
+});
+
+test('prepared activations on the wasm kernels: a 24-token prompt (expert tiles of 4) gives the js engine logits at every position and the same greedy tokens', async () => {
+  const { WasmQuantKernels } = await import('../../src/kernels/wasm/quant.js');
+  const m = model();
+  const ids = Int32Array.from({ length: 24 }, (_, i) => (i * 37 + 11) % 256);
+  for (const quant of ['q8_0', 'q4_0'] as const) {
+    const js = new DecodeEngine(m, { quant });
+    const wa = new DecodeEngine(m, { quant, kernels: new WasmQuantKernels() });
+    const lj = js.forward(ids, true);
+    const lw = wa.forward(ids, true);
+    assert.ok(maxDiff(lj, lw) < 1e-3, `${quant} prompt: ${maxDiff(lj, lw)}`);
+    // greedy decode from there: the same 12 tokens, each step's logits within tolerance
+    let a = lj.subarray(lj.length - m.config.vocab_size);
+    let b = lw.subarray(lw.length - m.config.vocab_size);
+    for (let s = 0; s < 12; s++) {
+      const ta = argmax(a);
+      assert.equal(argmax(b), ta, `${quant} step ${s}`);
+      a = js.forward(Int32Array.of(ta));
+      b = wa.forward(Int32Array.of(ta));
+      assert.ok(maxDiff(a, b) < 1e-3, `${quant} step ${s}: ${maxDiff(a, b)}`);
+    }
   }
 });

@@ -123,3 +123,44 @@ test('wasm SIMD quant kernels match the js reference (f32, q8_0, q4_0; batches, 
   }
   assert.ok(wk.preparedBytes > 0);
 });
+
+test('prepared activations: wasm matmulActs and the generic fallback match qmatmul on the same rows (tiles of 4, row subsets, strides, accumulate)', async () => {
+  const { WasmQuantKernels } = await import('../../src/kernels/wasm/quant.js');
+  const { prepareActs, matmulOnActs, jsQuantKernels } = await import('../../src/kernels/quant.js');
+  const wk = new WasmQuantKernels();
+  const rows = 37;
+  const cols = 160;
+  const w = rand(rows * cols, 11);
+  const n = 11;
+  const x = rand(n * cols, 12, 2);
+  x.fill(0, 32, 64); // an all-zero activation block (scale 0)
+  for (const fmt of ['f32', 'q8_0', 'q4_0', 'q3_m'] as const) {
+    const m = quantizeMatrix(w, rows, cols, fmt);
+    if (fmt === 'q8_0') (m.data as Uint8Array).fill(0x80, 2, 34); // int8 -128 weights: the extreme of the block format
+    for (const kern of [wk, jsQuantKernels]) {
+      const p = kern.prepare(m);
+      const a = prepareActs(kern, x, n, cols, 1);
+      for (const sel of [undefined, Int32Array.of(3), Int32Array.of(10, 0, 5, 5, 2), Int32Array.of(1, 2, 3, 4, 6, 7, 8, 9, 0)]) {
+        const k = sel ? sel.length : n;
+        const xs = new Float32Array(k * cols);
+        for (let i = 0; i < k; i++) xs.set(x.subarray((sel ? sel[i] : i) * cols, ((sel ? sel[i] : i) + 1) * cols), i * cols);
+        const ref = qmatmul(m, xs, k, new Float32Array(k * rows));
+        const got = matmulOnActs(kern, p, a, new Float32Array(k * rows), { rows: sel });
+        for (let i = 0; i < ref.length; i++) assert.ok(Math.abs(got[i] - ref[i]) <= 1e-5 * (1 + Math.abs(ref[i])), `${kern.name} ${fmt} rows ${sel?.join(',') ?? 'all'} [${i}] ${got[i]} vs ${ref[i]}`);
+        const base = rand(k * (rows + 3), 13);
+        const refAcc = qmatmul(m, xs, k, base.slice(), { accumulate: true, ldo: rows + 3 });
+        const gotAcc = matmulOnActs(kern, p, a, base.slice(), { rows: sel, accumulate: true, ldo: rows + 3 });
+        for (let i = 0; i < refAcc.length; i++) assert.ok(Math.abs(gotAcc[i] - refAcc[i]) <= 1e-5 * (1 + Math.abs(refAcc[i])), `${kern.name} ${fmt} acc [${i}]`);
+      }
+      // a snapshot: changing x afterwards does not change the prepared rows
+      const before = matmulOnActs(kern, p, a, new Float32Array(n * rows));
+      const x2 = x.slice();
+      const a2 = prepareActs(kern, x2, n, cols, 2);
+      x2.fill(5);
+      const after = matmulOnActs(kern, p, a2, new Float32Array(n * rows));
+      assert.deepEqual(after, before, `${kern.name} ${fmt} snapshot`);
+      assert.throws(() => matmulOnActs(kern, p, a, new Float32Array(rows), { rows: Int32Array.of(n) }), /rows\[0\] = 11 outside the 11 prepared rows/);
+    }
+  }
+  assert.throws(() => prepareActs(wk, new Float32Array(10), 1, 32), /x has 10 values, needs 1 x 32/);
+});

@@ -74,5 +74,22 @@ export {
   type Q8Rows,
   type PreparedMatrix,
   type QuantKernels,
+  type QuantizeOptions,
 } from './kernels/quant.js';
+export {
+  quantizeTernary,
+  ternaryError,
+  encodeTrits,
+  decodeTrits,
+  encodeTernary,
+  decodeTernary,
+  ternaryMatmul,
+  ternaryShape,
+  ternaryStats,
+  huffmanLengths,
+  TQE_MAX_CODE_LEN,
+  type TernaryOptions,
+  type TernaryRows,
+  type TernaryStats,
+} from './kernels/ternary.js';
 export { generate, type GenerateOptions, type GenerateResult, type StopReason, type ContextOverflow, type InferenceModel } from './infer/generate.js';

@@ -570,11 +570,16 @@ export function buildProgram(): Command {
     .option('--model <path>', 'a moe-ts run/checkpoint directory or a .gguf file')
     .option('--quant <q...>', 'formats to report (f32 is always included)', ['q8_0', 'q4_0'])
     .option('--data <sources...>', 'corpus whose validation split is scored (a name or a path; default shakespeare; --experts-only: shakespeare wikitext linux)')
-    .option('--tokens <n>', 'validation tokens scored at most (per corpus)', intArg('--tokens', 2), 4096)
+    .option('--tokens <n>', 'validation tokens scored at most (per corpus)', intArg('--tokens', 2), 2048)
     .option('--out <path>', 'write the model as GGUF in the first --quant format; --experts-only: the directory for quantize-experts.md/.json (default: the run directory)')
     .option('--experts-only', 'quantise only the routed FFN experts (MoQE); attention, embeddings, dense FFNs and the head stay at --rest')
-    .option('--bits <b...>', '--experts-only: expert bits to compare, among 2 (q2_m), 3 (q3_m), 4 (q4_0), 8 (q8_0)', ['2', '3', '4', '8'])
+    .option(
+      '--bits <b...>',
+      '--experts-only: expert formats to compare, among 2 (q2_m), 3 (q3_m), 4 (q4_0), 8 (q8_0), ternary (tq_e: QMoE ternary, entropy-coded), ternary:Z (tq_e with at least a fraction Z of zeros per row), ternary-gptq[:Z] (the same rounded by GPTQ on calibration text)',
+      ['2', '3', '4', '8'],
+    )
     .option('--rest <fmt>', '--experts-only: format of every other weight, f32 or q8_0', 'f32')
+    .option('--calibration <n>', '--experts-only ternary-gptq: training tokens per corpus whose expert inputs GPTQ uses', intArg('--calibration', 2), 2048)
     .option('--skip-thresholds <t...>', 'also score AdapMoE expert skipping at these thresholds (f32 weights)')
     .option('--capacity-factors <c...>', 'also score capacity-aware token dropping at these capacity factors (f32 weights)')
     .option('--json', 'print JSON instead of a table')
@@ -584,18 +589,15 @@ export function buildProgram(): Command {
         o.model = run;
       }
       if (o.expertsOnly) {
-        const { runQuantizeExperts } = await import('../adapt/quantize-experts.js');
+        const { runQuantizeExperts, parseExpertBits } = await import('../adapt/quantize-experts.js');
         const { formatAdaptTable } = await import('../adapt/common.js');
         const { WasmQuantKernels } = await import('../kernels/wasm/quant.js');
         const fs = await import('node:fs');
         const p = modelPath(o);
-        const bits = (o.bits as string[]).map((b) => {
-          const x = Number(b);
-          if (![2, 3, 4, 8].includes(x)) throw new ConfigError(`--bits must be among 2, 3, 4, 8, got "${b}"`);
-          return x;
-        });
+        const bits = o.bits as string[];
+        for (const b of bits) parseExpertBits(b);
         const out = o.out ?? (fs.statSync(p).isDirectory() ? p : '.');
-        const r = runQuantizeExperts({ model: p, bits, rest: o.rest, sources: o.data, tokens: o.tokens, out, kernels: new WasmQuantKernels() });
+        const r = runQuantizeExperts({ model: p, bits, rest: o.rest, sources: o.data, tokens: o.tokens, calibration: o.calibration, out, kernels: new WasmQuantKernels() });
         process.stdout.write(o.json ? JSON.stringify(r, null, 2) + '\n' : formatAdaptTable(r) + `\ntable: ${r.files!.md}, ${r.files!.json}\n`);
         return;
       }

@@ -15,7 +15,7 @@
  */
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { Rng } from '../tensor/random.js';
-import { quantizeMatrix, QUANT_FORMATS, jsQuantKernels, type QuantFormat, type QuantMatrix, type PreparedMatrix, type QuantKernels } from '../kernels/quant.js';
+import { quantizeMatrix, QUANT_FORMATS, jsQuantKernels, type QuantFormat, type QuantMatrix, type PreparedMatrix, type QuantKernels, type QuantizeOptions } from '../kernels/quant.js';
 import { Attention, type MoETransformerLM, type DecoderLayer } from '../models/transformer.js';
 import { ropeParams } from '../models/rope.js';
 import { headDimOf, kvHeadsOf } from '../models/config.js';
@@ -33,6 +33,18 @@ export interface DecodeEngineOptions {
    * own forward (the 'module' FFN kinds, see the file comment) stay float32.
    */
   expertQuant?: QuantFormat;
+  /**
+   * Quantiser options of the expert format (tq_e: `minZeros`, `tuple`). tq_e experts stay
+   * compressed in memory and are decoded on the fly by every product.
+   */
+  expertQuantOptions?: QuantizeOptions;
+  /**
+   * Given expert matrices ([out, in] rows, e.g. GPTQ-rounded tq_e streams) used as they are instead
+   * of quantising the model's; null: quantise the model's.
+   */
+  expertWeights?: (layer: number, expert: number, which: 'w1' | 'w2' | 'w3', rows: number, cols: number) => QuantMatrix | null;
+  /** Called with each routed expert's inputs on every forward: x [m, d] (of w1, w3) and h [m, dFF] (of w2, after the activation). */
+  onExpertInputs?: (layer: number, expert: number, x: Float32Array, h: Float32Array, m: number) => void;
   /** KV cache capacity in tokens (default max_position_embeddings). */
   capacity?: number;
   /** Seeds the router context's Rng (routers are deterministic in eval mode). */
@@ -201,6 +213,8 @@ export class DecodeEngine {
   private readonly doPrefetch: boolean;
   private readonly skipThreshold: number;
   private readonly capacityFactor: number;
+  private readonly expertWeights: DecodeEngineOptions['expertWeights'] | null;
+  private readonly onExpertInputs: DecodeEngineOptions['onExpertInputs'] | null;
   /** Counters of skipThreshold / capacityFactor since construction. */
   readonly drops: RoutingDropStats = { assignments: 0, skipped: 0, capacityDropped: 0 };
   /** Bytes of weights held (quantised where quantised); the KV cache is kvBytes. */
@@ -209,6 +223,8 @@ export class DecodeEngine {
   readonly expertBytes: number;
   /** Expert weights compiled here (values). */
   readonly expertParams: number;
+  /** The tq_e streams of the routed experts compiled here (empty unless expertQuant is tq_e). */
+  readonly ternaryExperts: Uint8Array[] = [];
   readonly kvBytes: number;
 
   /** What keeps `model` off the fast path, or null when it is supported. */
@@ -254,14 +270,20 @@ export class DecodeEngine {
     this.doPrefetch = opts.prefetch ?? true;
     this.skipThreshold = opts.skipThreshold ?? 0;
     this.capacityFactor = opts.capacityFactor ?? 0;
+    this.expertWeights = opts.expertWeights ?? null;
+    this.onExpertInputs = opts.onExpertInputs ?? null;
     if (!(this.skipThreshold >= 0 && this.skipThreshold < 1)) throw new Error(`DecodeEngine: skipThreshold must be in [0, 1), got ${opts.skipThreshold}`);
     if (!(this.capacityFactor === 0 || (this.capacityFactor > 0 && Number.isFinite(this.capacityFactor))))
       throw new Error(`DecodeEngine: capacityFactor must be 0 (off) or a positive number, got ${opts.capacityFactor}`);
     const stored = opts.weights ?? (() => null);
-    const q = (w: Float32Array, rows: number, cols: number, fmt: QuantFormat = quant, name?: string): PreparedMatrix => {
-      const given = name ? stored(name, rows, cols) : null;
+    const eqo = opts.expertQuantOptions ?? {};
+    const q = (w: Float32Array, rows: number, cols: number, fmt: QuantFormat = quant, name?: string, expert = false, given0: QuantMatrix | null = null): PreparedMatrix => {
+      const given = expert ? given0 : name ? stored(name, rows, cols) : null;
       if (given && (given.rows !== rows || given.cols !== cols)) throw new Error(`DecodeEngine: stored weight ${name} is [${given.rows}, ${given.cols}], expected [${rows}, ${cols}]`);
-      const m = kern.prepare(given ?? quantizeMatrix(w, rows, cols, cols % 32 === 0 ? fmt : 'f32'));
+      if (given && expert && given.format !== fmt) throw new Error(`DecodeEngine: given ${name} is ${given.format}, expertQuant is ${fmt}`);
+      const qm = given ?? quantizeMatrix(w, rows, cols, cols % 32 === 0 || fmt === 'tq_e' ? fmt : 'f32', expert ? eqo : {});
+      if (expert && qm.format === 'tq_e') this.ternaryExperts.push(qm.data as Uint8Array);
+      const m = kern.prepare(qm);
       bytes += m.bytes;
       return m;
     };
@@ -329,7 +351,7 @@ export class DecodeEngine {
 
   private compileFFN(
     layer: DecoderLayer,
-    q: (w: Float32Array, rows: number, cols: number, fmt?: QuantFormat) => PreparedMatrix,
+    q: (w: Float32Array, rows: number, cols: number, fmt?: QuantFormat, name?: string, expert?: boolean, given?: QuantMatrix | null) => PreparedMatrix,
     lin: (l: { weight: Tensor; bias: Tensor | null; inFeatures: number; outFeatures: number }, name?: string) => { w: PreparedMatrix; b: Float32Array | null },
   ): FFN {
     // a dense FFN with LoRA experts runs through its module, adapters included
@@ -380,12 +402,13 @@ export class DecodeEngine {
     if (!fast) return { kind: 'module', layer };
     const f = ex.dFF;
     const experts: Expert[] = [];
+    const given = (e: number, which: 'w1' | 'w2' | 'w3', rows: number, cols: number): QuantMatrix | null => this.expertWeights?.(layer.index, e, which, rows, cols) ?? null;
     for (let e = 0; e < ex.numExperts; e++) {
       const o = e * d * f;
       experts.push({
-        w1: q(transpose(ex.w1.data, o, d, f), f, d, this.expertQuant),
-        w3: ex.w3 ? q(transpose(ex.w3.data, o, d, f), f, d, this.expertQuant) : null,
-        w2: q(transpose(ex.w2.data, o, f, d), d, f, this.expertQuant),
+        w1: q(transpose(ex.w1.data, o, d, f), f, d, this.expertQuant, 'expert w1', true, given(e, 'w1', f, d)),
+        w3: ex.w3 ? q(transpose(ex.w3.data, o, d, f), f, d, this.expertQuant, 'expert w3', true, given(e, 'w3', f, d)) : null,
+        w2: q(transpose(ex.w2.data, o, f, d), d, f, this.expertQuant, 'expert w2', true, given(e, 'w2', d, f)),
       });
     }
     return { kind: 'moe', layer, experts, silu: ex.activation === 'swiglu', dFF: f, index: layer.index, external: false, shared: compileShared() };
@@ -706,6 +729,7 @@ export class DecodeEngine {
       this.kern.matmul(ex.w1, xe, m, g);
       if (ex.w3) this.kern.matmul(ex.w3, xe, m, u!);
       act(f.silu, g, u, m * F);
+      this.onExpertInputs?.(f.index, e, xe, g, m);
       const ye = new Float32Array(m * d);
       this.kern.matmul(ex.w2, g, m, ye);
       for (let i = 0; i < m; i++) {

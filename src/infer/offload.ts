@@ -434,6 +434,18 @@ export interface GGUFEngineOptions extends FileExpertsOptions {
   capacityFactor?: number;
 }
 
+/** The DecodeEngine options both offloading engines pass through from their own options. */
+function engineOptions(opts: GGUFEngineOptions) {
+  return {
+    ...(opts.kernels ? { kernels: opts.kernels } : {}),
+    ...(opts.capacity !== undefined ? { capacity: opts.capacity } : {}),
+    ...(opts.seed !== undefined ? { seed: opts.seed } : {}),
+    prefetch: opts.prefetch ?? true,
+    skipThreshold: opts.skipThreshold ?? 0,
+    capacityFactor: opts.capacityFactor ?? 0,
+  };
+}
+
 /** A GGUF file compiled to the fast path with its experts in a FileExperts cache. */
 export interface GGUFEngine {
   engine: DecodeEngine;
@@ -491,12 +503,7 @@ export function openGGUFEngine(path: string, opts: GGUFEngineOptions = {}): GGUF
       quant: fmt,
       weights,
       experts,
-      ...(opts.kernels ? { kernels: opts.kernels } : {}),
-      ...(opts.capacity !== undefined ? { capacity: opts.capacity } : {}),
-      ...(opts.seed !== undefined ? { seed: opts.seed } : {}),
-      prefetch: opts.prefetch ?? true,
-      skipThreshold: opts.skipThreshold ?? 0,
-      capacityFactor: opts.capacityFactor ?? 0,
+      ...engineOptions(opts),
     });
     const ex = experts;
     return { engine, model: g.model, tokenizer: g.tokenizer, config: c, arch: g.arch, experts: ex, fileBytes: f.size, close: () => ex.close() };
@@ -597,12 +604,7 @@ export function openHfEngine(dir: string, opts: HfEngineOptions = {}): HfEngine 
     const engine = new DecodeEngine(p.model, {
       quant: fmt,
       experts,
-      ...(opts.kernels ? { kernels: opts.kernels } : {}),
-      ...(opts.capacity !== undefined ? { capacity: opts.capacity } : {}),
-      ...(opts.seed !== undefined ? { seed: opts.seed } : {}),
-      prefetch: opts.prefetch ?? true,
-      skipThreshold: opts.skipThreshold ?? 0,
-      capacityFactor: opts.capacityFactor ?? 0,
+      ...engineOptions(opts),
     });
     const ck = new SafetensorsCheckpoint(dir);
     const fileBytes = ck.files.reduce((a, f) => a + fs.statSync(path.join(dir, f)).size, 0);

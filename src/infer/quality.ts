@@ -5,8 +5,8 @@
  */
 import type { MoETransformerLM } from '../models/transformer.js';
 import type { Tokenizer } from '../data/tokenizer/index.js';
-import type { QuantFormat, QuantKernels } from '../kernels/quant.js';
-import { DecodeEngine } from './decode.js';
+import type { QuantFormat, QuantKernels, QuantizeOptions } from '../kernels/quant.js';
+import { DecodeEngine, type DecodeEngineOptions } from './decode.js';
 
 /** One weight format's loss on the text. */
 export interface QuantLoss {
@@ -31,7 +31,16 @@ export function quantizedLoss(
   model: MoETransformerLM,
   tokenizer: Tokenizer,
   text: string,
-  opts: { quants: QuantFormat[]; maxTokens?: number; window?: number; kernels?: QuantKernels; expertsOnly?: boolean; rest?: QuantFormat },
+  opts: {
+    quants: QuantFormat[];
+    maxTokens?: number;
+    window?: number;
+    kernels?: QuantKernels;
+    expertsOnly?: boolean;
+    rest?: QuantFormat;
+    expertQuantOptions?: QuantizeOptions;
+    expertWeights?: DecodeEngineOptions['expertWeights'];
+  },
 ): QuantLoss[] {
   const maxTokens = opts.maxTokens ?? 4096;
   if (!Number.isInteger(maxTokens) || maxTokens < 2) throw new Error(`quantizedLoss: maxTokens must be an integer >= 2, got ${maxTokens}`);
@@ -41,7 +50,13 @@ export function quantizedLoss(
   const V = model.config.vocab_size;
   return opts.quants.map((quant) => {
     const q = opts.expertsOnly ? { quant: opts.rest ?? 'f32', expertQuant: quant } : { quant };
-    const eng = new DecodeEngine(model, { ...q, capacity: W, ...(opts.kernels ? { kernels: opts.kernels } : {}) });
+    const eng = new DecodeEngine(model, {
+      ...q,
+      capacity: W,
+      ...(opts.kernels ? { kernels: opts.kernels } : {}),
+      ...(opts.expertQuantOptions ? { expertQuantOptions: opts.expertQuantOptions } : {}),
+      ...(opts.expertWeights ? { expertWeights: opts.expertWeights } : {}),
+    });
     const r = engineLoss(eng, ids, W, V);
     return { quant, loss: r.loss, tokens: r.tokens, weightBytes: eng.weightBytes, expertBytes: eng.expertBytes, expertQuant: eng.expertQuant };
   });

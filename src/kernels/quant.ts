@@ -12,21 +12,26 @@
  *   stream (value j at bit bits*j): 16 bytes (4.0 bits/weight) for q3_m, 12 (3.0) for q2_m;
  *   x ~ q * d + m. The quantiser searches a clipped range per block and refits d, m by least
  *   squares. Their dot product with a q8_0 activation block is d_w d_x sum(q xq) + m_w d_x sum(xq).
+ * - tq_e: ternary weights {-s_r, 0, +s_r}, entropy-coded (QMoE's sub-1-bit experts; src/kernels/ternary.ts):
+ *   a variable-length stream, decoded on the fly by its kernel, which takes the f32 activations as they are.
  * The kernels compute out[t, r] = sum_c W[r, c] x[t, c]. For q8_0/q4_0 weights the activation
  * row is first quantised to q8_0 blocks (per row, per block of 32, as ggml's vec_dot does), and
  * each block's integer dot product is scaled by d_w * d_x. The type is general (any [rows, cols]
  * weight), not tied to a layer kind.
  */
 import { f16BitsToF32, f32ToF16Bits } from '../tensor/dtype.js';
+import { encodeTernary, decodeTernary, ternaryMatmul, ternaryShape, type TernaryOptions } from './ternary.js';
 
 /** Storage formats of a QuantMatrix. */
-export type QuantFormat = 'f32' | 'q8_0' | 'q4_0' | 'q3_m' | 'q2_m';
+export type QuantFormat = 'f32' | 'q8_0' | 'q4_0' | 'q3_m' | 'q2_m' | 'tq_e';
 /** Every QuantFormat, for validation and CLI help. */
-export const QUANT_FORMATS: readonly QuantFormat[] = ['f32', 'q8_0', 'q4_0', 'q3_m', 'q2_m'];
+export const QUANT_FORMATS: readonly QuantFormat[] = ['f32', 'q8_0', 'q4_0', 'q3_m', 'q2_m', 'tq_e'];
+/** Options of quantizeMatrix for the formats that take any (the ternary quantiser's, for tq_e). */
+export type QuantizeOptions = TernaryOptions;
 /** Values per quantisation block (ggml's QK8_0 = QK4_0). */
 export const QBLOCK = 32;
 /** Bytes per block of each block format (ggml's type sizes for q8_0 / q4_0). */
-export const QBLOCK_BYTES: Readonly<Record<Exclude<QuantFormat, 'f32'>, number>> = { q8_0: 34, q4_0: 18, q3_m: 16, q2_m: 12 };
+export const QBLOCK_BYTES: Readonly<Record<Exclude<QuantFormat, 'f32' | 'tq_e'>, number>> = { q8_0: 34, q4_0: 18, q3_m: 16, q2_m: 12 };
 /** Code bits of the scale+min formats. */
 const MBITS: Readonly<Record<string, number>> = { q3_m: 3, q2_m: 2 };
 
@@ -50,23 +55,25 @@ function roundf(v: number): number {
   return v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
 }
 
-/** Bytes a [rows, cols] matrix takes in `format`. */
+/** Bytes a [rows, cols] matrix takes in `format` (throws for tq_e, whose size depends on the weights). */
 export function quantBytes(format: QuantFormat, rows: number, cols: number): number {
   if (format === 'f32') return rows * cols * 4;
+  if (format === 'tq_e') throw new Error(`quantBytes: tq_e is entropy-coded, its size depends on the weights (${rows} x ${cols})`);
   return rows * (cols / QBLOCK) * QBLOCK_BYTES[format];
 }
 
 function checkShape(what: string, format: string, rows: number, cols: number): void {
   if (!(QUANT_FORMATS as readonly string[]).includes(format)) throw new Error(`${what}: format must be one of ${QUANT_FORMATS.join(', ')}, got ${JSON.stringify(format)}`);
   if (!Number.isInteger(rows) || rows <= 0 || !Number.isInteger(cols) || cols <= 0) throw new Error(`${what}: rows and cols must be positive integers, got ${rows} x ${cols}`);
-  if (format !== 'f32' && cols % QBLOCK !== 0) throw new Error(`${what}: cols ${cols} is not a multiple of the ${format} block size ${QBLOCK}`);
+  if (format !== 'f32' && format !== 'tq_e' && cols % QBLOCK !== 0) throw new Error(`${what}: cols ${cols} is not a multiple of the ${format} block size ${QBLOCK}`);
 }
 
-/** Quantise w [rows, cols] (row-major) with ggml's reference quantisers (bit-identical blocks). */
-export function quantizeMatrix(w: Float32Array, rows: number, cols: number, format: QuantFormat): QuantMatrix {
+/** Quantise w [rows, cols] (row-major) with ggml's reference quantisers (bit-identical blocks); `opts` only apply to tq_e. */
+export function quantizeMatrix(w: Float32Array, rows: number, cols: number, format: QuantFormat, opts: QuantizeOptions = {}): QuantMatrix {
   checkShape('quantizeMatrix', format, rows, cols);
   if (w.length !== rows * cols) throw new Error(`quantizeMatrix: ${w.length} values for ${rows} x ${cols}`);
   if (format === 'f32') return { format, rows, cols, data: w.slice() };
+  if (format === 'tq_e') return { format, rows, cols, data: encodeTernary(w, rows, cols, opts) };
   const out = new Uint8Array(quantBytes(format, rows, cols));
   const nb = w.length / QBLOCK;
   if (format === 'q3_m' || format === 'q2_m') {
@@ -216,6 +223,12 @@ export function quantMatrixFromBlocks(format: QuantFormat, rows: number, cols: n
     if (!(bytes instanceof Float32Array) || bytes.length !== rows * cols) throw new Error(`quantMatrixFromBlocks: f32 data must be a Float32Array of ${rows * cols} values`);
     return { format, rows, cols, data: bytes };
   }
+  if (format === 'tq_e') {
+    if (!(bytes instanceof Uint8Array)) throw new Error('quantMatrixFromBlocks: tq_e data must be a Uint8Array');
+    const s = ternaryShape(bytes);
+    if (s.rows !== rows || s.cols !== cols) throw new Error(`quantMatrixFromBlocks: tq_e stream is [${s.rows}, ${s.cols}], expected [${rows}, ${cols}]`);
+    return { format, rows, cols, data: bytes };
+  }
   const need = quantBytes(format, rows, cols);
   if (!(bytes instanceof Uint8Array) || bytes.length !== need) throw new Error(`quantMatrixFromBlocks: ${format} [${rows}, ${cols}] needs ${need} bytes, got ${bytes.length}`);
   return { format, rows, cols, data: bytes };
@@ -224,6 +237,7 @@ export function quantMatrixFromBlocks(format: QuantFormat, rows: number, cols: n
 /** Float32 values of a QuantMatrix, [rows, cols]. */
 export function dequantizeMatrix(m: QuantMatrix): Float32Array {
   if (m.format === 'f32') return (m.data as Float32Array).slice();
+  if (m.format === 'tq_e') return decodeTernary(m.data as Uint8Array).values;
   const src = m.data as Uint8Array;
   const out = new Float32Array(m.rows * m.cols);
   const nb = out.length / QBLOCK;
@@ -322,6 +336,7 @@ export function qmatmul(w: QuantMatrix, x: Float32Array, n: number, out: Float32
     }
     return out;
   }
+  if (w.format === 'tq_e') return ternaryMatmul(w.data as Uint8Array, x, n, out, opts);
   const xq = (scratch.q8 = quantizeRowsQ8(x, n, cols, scratch.q8));
   const src = w.data as Uint8Array;
   const nb = cols / QBLOCK;

@@ -56,8 +56,9 @@ export class TokenMixingMoE extends Module {
       for (let e = 0; e < experts; e++) for (let t = 0; t < maxLen; t++) for (let s = 0; s <= t; s++) w[(e * maxLen + t) * maxLen + s] = outScale * (1 / (t + 1) + 0.02 * rng.normal());
     }
   }
-  forward(x: Tensor, B: number, Tn: number): Tensor {
-    return T.causalTokenMix(x, this.weight, this.bias, B, Tn);
+  /** Positions from..Tn-1 of the mixed sequences (all of them by default). */
+  forward(x: Tensor, B: number, Tn: number, from = 0): Tensor {
+    return T.causalTokenMix(x, this.weight, this.bias, B, Tn, from);
   }
 }
 
@@ -132,8 +133,6 @@ export class SparseAllMLPLM extends Module implements LanguageModel {
     if (cache && past > 0 && cache.batch !== B) throw new Error(`forward: the cache holds ${cache.batch} sequences, got a batch of ${B}`);
     const L = past + Tn;
     const d = c.hidden_size;
-    // rows of the new positions within the [B * L] mixed sequence
-    const newRows = Int32Array.from({ length: B * Tn }, (_, r) => Math.floor(r / Tn) * L + past + (r % Tn));
     const p = this.training ? c.hidden_dropout : 0;
     const drop = (t: Tensor): Tensor => (p > 0 && opts.dropoutRng ? T.dropout(t, p, opts.dropoutRng) : t);
     let h = drop(this.embed_tokens.forward(ids));
@@ -151,8 +150,8 @@ export class SparseAllMLPLM extends Module implements LanguageModel {
         cache.mixIn[i] = all;
         if (past > 0) n = new Tensor(all, [B * L, d]);
       }
-      let mixed = layer.token_mixing.forward(n, B, cache && past > 0 ? L : Tn);
-      if (cache && past > 0) mixed = T.indexSelect(mixed, newRows);
+      // with a cache, only the new positions are mixed, against the whole context
+      const mixed = cache && past > 0 ? layer.token_mixing.forward(n, B, L, past) : layer.token_mixing.forward(n, B, Tn);
       h = T.add(h, drop(mixed));
       const r = moeOrDenseFFN(layer.block_sparse_moe, layer.mlp, layer.post_mixer_layernorm.forward(h), ctx, c.router_jitter_noise);
       if (r.aux) aux.push({ layer: i, aux: r.aux });

@@ -174,7 +174,7 @@ export const ModelConfigSchema = z
     router_losses: z.record(z.string(), nonNeg).default({}),
     hidden_dropout: z.number().min(0).lt(1).default(0),
     /**
-     * MoEUT layer grouping (Csordás et al. 2024): G distinct layers, repeated num_hidden_layers / G
+     * MoEUT layer grouping ("MoEUT: Mixture-of-Experts Universal Transformers", Csordás et al. 2024): G distinct layers, repeated num_hidden_layers / G
      * times; layer i uses the parameters of layer i mod G (a universal transformer for G = 1).
      */
     layer_groups: posInt.optional(),

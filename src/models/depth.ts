@@ -118,7 +118,10 @@ export function depthWeight(r: Tensor, m: DepthConfig): Tensor {
   return r;
 }
 
-/** Tensor names of the depth routers and predictors (what Router-Tuning trains). */
+/**
+ * Tensor names of the depth routers and predictors (what Router-Tuning trains). Router-Tuning:
+ * "Router-Tuning: A Simple and Effective Approach for Enabling Dynamic-Depth in Transformers", He et al. 2024.
+ */
 export function isDepthRouterTensor(name: string): boolean {
   return /(^|\.)depth_(router|predictor|router_shared)(\.|$)/.test(name);
 }

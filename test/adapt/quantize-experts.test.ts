@@ -12,7 +12,9 @@ import { FFNExperts } from '../../src/moe/experts/ffn.js';
 import { DecodeEngine } from '../../src/infer/decode.js';
 import { quantizeMatrix, dequantizeMatrix } from '../../src/kernels/quant.js';
 import { saveModelRun, formatAdaptTable } from '../../src/adapt/common.js';
-import { runQuantizeExperts } from '../../src/adapt/quantize-experts.js';
+import { runQuantizeExperts, parseExpertBits } from '../../src/adapt/quantize-experts.js';
+import { ternaryStats } from '../../src/kernels/ternary.js';
+import type { QuantFormat, QuantizeOptions } from '../../src/kernels/quant.js';
 import { tmpDir } from '../train/helpers.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -23,8 +25,8 @@ const cfg = parseRunConfig({
 });
 const ids = Int32Array.from({ length: 12 }, (_, i) => (i * 37 + 5) % 256);
 
-/** Replace every expert matrix by its q2_m round trip, in the [out, in] row layout the engine quantises. */
-function roundTripExperts(m: MoETransformerLM): void {
+/** Replace every expert matrix by its round trip through `format`, in the [out, in] row layout the engine quantises. */
+function roundTripExperts(m: MoETransformerLM, format: QuantFormat = 'q2_m', qo: QuantizeOptions = {}): void {
   for (const l of m.layers) {
     const ex = l.block_sparse_moe!.experts as FFNExperts;
     const d = ex.dModel;
@@ -40,7 +42,7 @@ function roundTripExperts(m: MoETransformerLM): void {
         // stored input-major [cols, rows]: transpose, quantise rows, transpose back
         const w = new Float32Array(rows * cols);
         for (let i = 0; i < cols; i++) for (let j = 0; j < rows; j++) w[j * cols + i] = t.data[o + i * rows + j];
-        const back = dequantizeMatrix(quantizeMatrix(w, rows, cols, 'q2_m'));
+        const back = dequantizeMatrix(quantizeMatrix(w, rows, cols, format, qo));
         for (let i = 0; i < cols; i++) for (let j = 0; j < rows; j++) t.data[o + i * rows + j] = back[j * cols + i];
       }
     }
@@ -108,11 +110,125 @@ test('runQuantizeExperts: one row per bits, expert bytes shrink with bits, the r
     const md = fs.readFileSync(r.files!.md, 'utf8');
     assert.equal(md, formatAdaptTable(JSON.parse(fs.readFileSync(r.files!.json, 'utf8'))));
     assert.match(md, /\| experts 2-bit \(q2_m\), rest f32 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| 3\.00 \| [\d,]+ \| [\d,]+ \|/);
-    assert.throws(() => runQuantizeExperts({ model: run, bits: [5] }), /--bits must be among 2, 3, 4, 8, got 5/);
+    assert.throws(() => runQuantizeExperts({ model: run, bits: [5] }), /--bits must be among 2, 3, 4, 8, ternary, ternary:Z, ternary-gptq, ternary-gptq:Z \(Z in \[0, 1\)\), got 5/);
     assert.throws(() => runQuantizeExperts({ model: run, bits: [2], rest: 'q4_0' }), /--rest must be f32 or q8_0/);
     const dense = path.join(dir, 'dense');
     saveModelRun(dense, new MoETransformerLM({ ...cfg.model, num_local_experts: 0 }, 1), new ByteTokenizer(), cfg);
     assert.throws(() => runQuantizeExperts({ model: dense, bits: [2] }), /is a dense model/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('expertQuant tq_e: the engine decodes the ternary experts on the fly and equals f32 on a model whose experts were round-tripped', () => {
+  for (const minZeros of [undefined, 0.8]) {
+    const qo = minZeros === undefined ? {} : { minZeros };
+    const m = new MoETransformerLM(cfg.model, 3).eval();
+    const f32 = new DecodeEngine(m);
+    const tq = new DecodeEngine(m, { expertQuant: 'tq_e', expertQuantOptions: qo });
+    assert.equal(tq.weightBytes - tq.expertBytes, f32.weightBytes - f32.expertBytes);
+    // 2 layers x 4 experts x (w1, w3, w2), each stream counted in expertBytes
+    assert.equal(tq.ternaryExperts.length, 24);
+    assert.equal(
+      tq.ternaryExperts.reduce((s, b) => s + b.length, 0),
+      tq.expertBytes,
+    );
+    if (minZeros)
+      for (const b of tq.ternaryExperts) {
+        const st = ternaryStats(b);
+        assert.ok(st.zeros >= minZeros * st.rows * st.cols, `${st.zeros} zeros of ${st.rows * st.cols}`);
+      }
+    const ref = new MoETransformerLM(cfg.model, 3).eval();
+    roundTripExperts(ref, 'tq_e', qo);
+    const got = tq.forward(ids, true);
+    const want = new DecodeEngine(ref).forward(ids, true);
+    const plain = f32.forward(ids, true);
+    // the tq_e kernel takes f32 activations: only the summation order differs
+    const near = maxRel(got, want);
+    assert.ok(near < 1e-5, `vs round-tripped experts ${near}`);
+    assert.ok(maxRel(got, plain) > 1000 * near, 'ternary experts change the logits');
+  }
+  assert.equal(new DecodeEngine(new MoETransformerLM(cfg.model, 3), { expertQuant: 'q2_m' }).ternaryExperts.length, 0);
+  // given expert matrices are used as they are (and must be in expertQuant); the inputs hook sees x [m, d] and h [m, dFF]
+  const m = new MoETransformerLM(cfg.model, 3).eval();
+  const zero = (rows: number, cols: number) => quantizeMatrix(new Float32Array(rows * cols), rows, cols, 'tq_e');
+  const seen: number[] = [];
+  const eng = new DecodeEngine(m, {
+    expertQuant: 'tq_e',
+    expertWeights: (l, e, w, rows, cols) => (l === 0 ? zero(rows, cols) : null),
+    onExpertInputs: (l, e, x, h, n) => seen.push(l, x.length / n, h.length / n),
+  });
+  assert.ok(eng.ternaryExperts.slice(0, 12).every((b) => ternaryStats(b).zeros === ternaryStats(b).rows * ternaryStats(b).cols));
+  assert.ok(eng.ternaryExperts.slice(12).some((b) => ternaryStats(b).zeros < ternaryStats(b).rows * ternaryStats(b).cols));
+  eng.forward(ids);
+  assert.ok(seen.length > 0);
+  for (let i = 0; i < seen.length; i += 3) assert.deepEqual(seen.slice(i + 1, i + 3), [32, 64]);
+  assert.throws(() => new DecodeEngine(m, { expertQuant: 'q2_m', expertWeights: (l, e, w, rows, cols) => zero(rows, cols) }), /given expert w1 is tq_e, expertQuant is q2_m/);
+});
+
+test('parseExpertBits: numbers, ternary and ternary:Z; anything else is a one-line error', () => {
+  assert.deepEqual(parseExpertBits(4), { format: 'q4_0' });
+  assert.deepEqual(parseExpertBits('2'), { format: 'q2_m' });
+  assert.deepEqual(parseExpertBits('ternary'), { format: 'tq_e' });
+  assert.deepEqual(parseExpertBits('ternary:0.9'), { format: 'tq_e', minZeros: 0.9 });
+  assert.deepEqual(parseExpertBits('ternary:0'), { format: 'tq_e', minZeros: 0 });
+  assert.deepEqual(parseExpertBits('ternary-gptq'), { format: 'tq_e', gptq: true });
+  assert.deepEqual(parseExpertBits('ternary-gptq:0.5'), { format: 'tq_e', minZeros: 0.5, gptq: true });
+  for (const bad of ['ternary:1', 'ternary:1.5', 'ternary:', 'ternary:x', 'tern', '32', '1.5', 'ternary-gptq:1', 'gptq'])
+    assert.throws(
+      () => parseExpertBits(bad),
+      new RegExp(`--bits must be among 2, 3, 4, 8, ternary, ternary:Z, ternary-gptq, ternary-gptq:Z \\(Z in \\[0, 1\\)\\), got "${bad.replace('.', '\\.')}"`),
+      bad,
+    );
+});
+
+test('runQuantizeExperts with ternary rows: real compressed bits per weight, zero fraction, entropy; more zeros, fewer bits', () => {
+  const dir = tmpDir('qexperts-tq');
+  try {
+    const run = path.join(dir, 'moe');
+    const model = new MoETransformerLM(cfg.model, 4);
+    saveModelRun(run, model, new ByteTokenizer(), cfg);
+    const r = runQuantizeExperts({ model: run, bits: [2, 'ternary', 'ternary:0.9', 'ternary-gptq'], tokens: 48, calibration: 64, sources: ['shakespeare'] });
+    assert.deepEqual(
+      r.table.map((t) => [t.bits, t.format]),
+      [
+        [32, 'f32'],
+        [2, 'q2_m'],
+        ['ternary', 'tq_e'],
+        ['ternary:0.9', 'tq_e'],
+        ['ternary-gptq', 'tq_e'],
+      ],
+    );
+    // GPTQ's streams are other trits than the plain quantiser's, and the engine scored them
+    assert.notEqual(r.table[4].expertBytes, r.table[2].expertBytes);
+    assert.notEqual(r.rows[4].loss, r.rows[2].loss);
+    assert.match(r.rows[4].label, /experts ternary \(tq_e, GPTQ\), rest f32/);
+    const eng = new DecodeEngine(model, { capacity: 1, expertQuant: 'tq_e' });
+    const params = eng.expertParams;
+    const [, , t0, t9] = r.table;
+    // the measured bits are the bytes of the streams (scales, tables and headers included)
+    assert.equal(
+      t0.expertBytes,
+      eng.ternaryExperts.reduce((s, b) => s + b.length, 0),
+    );
+    assert.equal(t0.bitsPerWeight, (8 * t0.expertBytes) / params);
+    const s0 = t0.ternary!;
+    const s9 = t9.ternary!;
+    assert.ok(Math.abs(s0.zeroFraction + s0.plusFraction + s0.minusFraction - 1) < 1e-12);
+    assert.ok(s9.zeroFraction >= 0.9 && s9.zeroFraction > s0.zeroFraction);
+    assert.ok(t9.bitsPerWeight < t0.bitsPerWeight, `${t9.bitsPerWeight} vs ${t0.bitsPerWeight}`);
+    // the code itself is sub-1-bit; rows of 32 (hidden 32) make the f16 scales alone 0.5 bit per weight of w1/w3
+    assert.ok(s9.streamBitsPerWeight < 1, `stream ${s9.streamBitsPerWeight}`);
+    assert.ok(Math.abs(s0.streamBitsPerWeight + s0.overheadBitsPerWeight - t0.bitsPerWeight) < 1e-9);
+    for (const s of [s0, s9]) {
+      const p = [s.zeroFraction, s.plusFraction, s.minusFraction];
+      assert.ok(Math.abs(s.entropy + p.reduce((a, x) => a + (x ? x * Math.log2(x) : 0), 0)) < 1e-12);
+      assert.ok(s.streamBitsPerWeight < s.entropy + 0.1, `Huffman stream ${s.streamBitsPerWeight} near the entropy ${s.entropy}`);
+    }
+    const md = formatAdaptTable(r);
+    assert.match(md, /\| experts ternary \(tq_e\), rest f32 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d,]+ \| [\d,]+ \| [\d.]+% \| [\d.]+ \|/);
+    assert.match(md, /\| experts ternary \(tq_e, >= 0.9 zeros\), rest f32 \| /);
+    assert.match(md, /\| experts 2-bit \(q2_m\), rest f32 \| [\d.]+ \| [\d.]+ \| 3\.00 \| [\d,]+ \| [\d,]+ \| - \| - \|/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -123,17 +239,21 @@ test('moe-ts quantize RUN --experts-only prints the table and writes it next to 
   try {
     const run = path.join(dir, 'moe');
     saveModelRun(run, new MoETransformerLM(cfg.model, 5), new ByteTokenizer(), cfg);
-    const p = spawnSync(process.execPath, [cli, 'quantize', run, '--experts-only', '--bits', '2', '8', '--rest', 'q8_0', '--data', 'shakespeare', '--tokens', '32'], {
+    const p = spawnSync(process.execPath, [cli, 'quantize', run, '--experts-only', '--bits', '2', '8', 'ternary', '--rest', 'q8_0', '--data', 'shakespeare', '--tokens', '32'], {
       encoding: 'utf8',
       timeout: 120_000,
     });
     assert.equal(p.status, 0, p.stderr);
     assert.match(p.stdout, /experts 2-bit \(q2_m\), rest q8_0/);
     assert.match(p.stdout, /experts 8-bit \(q8_0\), rest q8_0/);
+    assert.match(p.stdout, /\| experts ternary \(tq_e\), rest q8_0 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d,]+ \| [\d,]+ \| [\d.]+% \| [\d.]+ \|/);
     assert.ok(fs.existsSync(path.join(run, 'quantize-experts.md')));
     const bad = spawnSync(process.execPath, [cli, 'quantize', run, '--experts-only', '--bits', '5'], { encoding: 'utf8', timeout: 60_000 });
     assert.notEqual(bad.status, 0);
-    assert.match(bad.stderr, /--bits must be among 2, 3, 4, 8, got "5"/);
+    assert.match(bad.stderr, /--bits must be among 2, 3, 4, 8, ternary, ternary:Z, ternary-gptq, ternary-gptq:Z \(Z in \[0, 1\)\), got "5"/);
+    const bad2 = spawnSync(process.execPath, [cli, 'quantize', run, '--experts-only', '--bits', 'ternary:2'], { encoding: 'utf8', timeout: 60_000 });
+    assert.notEqual(bad2.status, 0);
+    assert.match(bad2.stderr, /got "ternary:2"/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -43,7 +43,7 @@ test('quantize reports f32/q8_0/q4_0 loss and writes a GGUF; generate --quant ru
   assert.match(g.stderr, /prompt 6 tokens at \d+ tokens\/s, decode \d+ tokens\/s; fast q8_0/);
   const e = run(['generate', '--ckpt', out, '--prompt', 'ROMEO:', '--max-tokens', '8', '--engine', 'eager', '--temperature', '0']);
   assert.match(e.stderr, /; eager\]/);
-  assert.match(run(['generate', '--ckpt', out, '--quant', 'q5_k']).stderr, /--quant must be one of f32, q8_0, q4_0, q3_m, q2_m, got "q5_k"/);
+  assert.match(run(['generate', '--ckpt', out, '--quant', 'q5_k']).stderr, /--quant must be one of f32, q8_0, q4_0, q3_m, q2_m, tq_e, got "q5_k"/);
   assert.match(run(['generate', '--ckpt', out, '--quant', 'q4_0', '--engine', 'eager']).stderr, /--quant needs the fast engine/);
-  assert.match(run(['quantize', '--ckpt', out, '--quant', 'int3']).stderr, /--quant must be among f32, q8_0, q4_0, q3_m, q2_m, got "int3"/);
+  assert.match(run(['quantize', '--ckpt', out, '--quant', 'int3']).stderr, /--quant must be among f32, q8_0, q4_0, q3_m, q2_m, tq_e, got "int3"/);
 });

@@ -1,6 +1,6 @@
 /**
  * Sparse all-MLP (model_type 'all-mlp', Yu et al. 2022): the causal token-mixing op against a
- * masked dense matrix product and finite differences, causality of the whole model, cached
+ * masked dense matrix product and finite differences, finite-difference gradients of the whole model, causality of the whole model, cached
  * generation equal to the full forward, and training with a checkpoint round trip.
  */
 import { test } from 'node:test';
@@ -14,6 +14,7 @@ import * as T from '../../src/tensor/index.js';
 import { parseModelConfig, parseRunConfig, type ModelConfig } from '../../src/models/config.js';
 import { buildModel } from '../../src/models/build.js';
 import { SparseAllMLPLM } from '../../src/models/all-mlp.js';
+import { lmLoss } from '../../src/models/transformer.js';
 import { TrainSession } from '../../src/train/session.js';
 import { checkpointFromBytes } from '../../src/io/checkpoint-bytes.js';
 import { generate, inferenceModelFromCheckpoint } from '../../src/infer/generate.js';
@@ -59,6 +60,21 @@ test('causalTokenMix equals chunk-wise lower-triangular matrix products, with fi
   for (let e = 0; e < E; e++) for (let t = 0; t < Tmax; t++) for (let s = t + 1; s < Tmax; s++) assert.equal(w.grad![(e * Tmax + t) * Tmax + s], 0);
   assert.throws(() => T.causalTokenMix(randn(rng, [2 * 7, 6]), w, bias, 2, 7), /sequence of 7 tokens exceeds the mixing matrices' 6 positions/);
   assert.throws(() => T.causalTokenMix(randn(rng, [8, 5]), w, bias, 2, 4), /channels divisible by 3/);
+});
+
+test('causalTokenMix from a position: the rows of the full mix, their finite-difference gradients; a bad start names it', () => {
+  const rng = new Rng(4);
+  const [B, L, E, c, Tmax, from] = [2, 5, 2, 3, 6, 3];
+  const x = randn(rng, [B * L, E * c]);
+  const w = randn(rng, [E, Tmax, Tmax]);
+  const bias = randn(rng, [E, Tmax]);
+  const full = noGrad(() => T.causalTokenMix(x, w, bias, B, L)).data;
+  const part = noGrad(() => T.causalTokenMix(x, w, bias, B, L, from));
+  assert.deepEqual(part.shape, [B * (L - from), E * c]);
+  const rows = Int32Array.from({ length: B * (L - from) }, (_, r) => Math.floor(r / (L - from)) * L + from + (r % (L - from)));
+  assertClose(part.data, T.indexSelect(new T.Tensor(full, [B * L, E * c]), rows).data, 1e-5, 1e-5, 'rows from..L-1');
+  assert.ok(gradcheck('causalTokenMix from', (a, ww, bb) => T.causalTokenMix(a, ww, bb, B, L, from), [x, w, bias]).worstRatio <= 1);
+  assert.throws(() => T.causalTokenMix(x, w, bias, B, L, L), /causalTokenMix: from must be an integer in \[0, seqLen = 5\), got 5/);
 });
 
 test('all-mlp: config rules, causality, and cached generation equal to the full forward', () => {
@@ -115,4 +131,26 @@ test('all-mlp trains, checkpoints, reloads and generates the same text', () => {
   const loaded = inferenceModelFromCheckpoint(ck, 'mlp.safetensors');
   const g = (m: typeof loaded.model) => generate(m, loaded.tokenizer, 'First', { maxNewTokens: 10, temperature: 0 }).text;
   assert.equal(g(loaded.model), g(s.model));
+});
+
+test('all-mlp: finite-difference gradients of the whole model (token mixing, its norms, the feature-mixing router and experts, the embedding)', () => {
+  const m = buildModel(allMlp({ hidden_size: 6, max_position_embeddings: 6, moe_intermediate_size: 4, vocab_size: 8, family_options: { token_mixing_experts: 2 } }), 3) as SparseAllMLPLM;
+  m.train();
+  const ids = Int32Array.of(1, 5, 2, 7, 3, 0);
+  const targets = Int32Array.of(5, 2, 7, 3, 0, 1);
+  const [l0, l1] = m.layers;
+  // a sharp router keeps the discrete top-k choices away from ties under the finite-difference steps
+  for (const l of m.layers) l.block_sparse_moe!.router.parameters()[0].data.forEach((_, i, a) => (a[i] *= 20));
+  const loss = () => lmLoss(m.forward(ids, 1, 6, { ctx: { training: true, step: 0, rng: new Rng(0) } }), targets).loss;
+  const inputs = [
+    l0.token_mixing.weight,
+    l0.token_mixing.bias,
+    l0.input_layernorm.weight,
+    l1.token_mixing.weight,
+    l1.block_sparse_moe!.router.parameters()[0],
+    ...l1.block_sparse_moe!.experts.parameters(),
+    m.embed_tokens.weight,
+  ];
+  const rep = gradcheck('all-mlp model', loss, inputs, { eps: 2e-3 });
+  assert.ok(rep.checked > 100, `checked ${rep.checked} elements`);
 });

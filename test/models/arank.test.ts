@@ -11,13 +11,13 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { MoETransformerLM } from '../../src/models/transformer.js';
-import { parseModelConfig, parseRunConfig } from '../../src/models/config.js';
+import { parseModelConfig } from '../../src/models/config.js';
 import { singularValues, numericalRank, causalAttentionMap, computeARank, lowestARankLayers, ARANK_TOLERANCE } from '../../src/models/arank.js';
 import { calibrationSequences, type GammaModReport } from '../../src/train/gamma-mod.js';
 import { ByteTokenizer } from '../../src/data/tokenizer/index.js';
-import { saveModelRun, loadAnyModel } from '../../src/adapt/common.js';
+import { loadAnyModel } from '../../src/adapt/common.js';
 import { Rng } from '../../src/tensor/random.js';
-import { tmpDir } from '../train/helpers.js';
+import { tmpDir, saveTinyBaseRun } from '../train/helpers.js';
 
 const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
 const run = (args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: { ...process.env, MOE_BACKEND: 'js' }, timeout: 120_000 });
@@ -183,15 +183,7 @@ test('lowestARankLayers by hand: lowest first, ties to the later layer, ascendin
 test('train --model BASE --gamma-mod: the lowest-ARank layers become γ-MoD layers, ranks in results.json, the converted run trains', () => {
   const dir = tmpDir('gamma-mod');
   try {
-    const cfg = parseRunConfig({
-      model: { vocab_size: 256, hidden_size: 16, num_hidden_layers: 3, num_attention_heads: 2, max_position_embeddings: 32, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 16 },
-      training: { batch_size: 2, seq_len: 16, eval_batches: 1, eval_interval: 3, save_interval: 3, warmup_steps: 1, lr: 1e-2 },
-    });
-    const baseDir = path.join(dir, 'base');
-    const base = new MoETransformerLM(cfg.model, 4);
-    saveModelRun(baseDir, base, new ByteTokenizer(), cfg);
-    const cfgFile = path.join(dir, 'cfg.json');
-    fs.writeFileSync(cfgFile, JSON.stringify({ training: cfg.training, model: { mixture_of_depths: { capacity: 0.25 } } }));
+    const { cfg, base, baseDir, cfgFile } = saveTinyBaseRun(dir, { layers: 3, extra: { model: { mixture_of_depths: { capacity: 0.25 } } } });
     const out = path.join(dir, 'g');
     const t = run(['train', '--config', cfgFile, '--model', baseDir, '--gamma-mod', '--arank-layers', '2', '--arank-samples', '2', '--arank-seq-len', '16', '--steps', '3', '--out', out, '--quiet']);
     assert.equal(t.status, 0, t.stderr);

@@ -1,14 +1,16 @@
 /**
  * AutoMoE-style heterogeneous stacks: moe_layer_overrides gives each layer its own expert count,
  * top-k and widths; the layers are built with them, the memory estimate and active parameters
- * count them, the dense baseline and the exporters refuse what they cannot express, and the model
+ * count them, finite-difference gradients reach every kind of layer, the dense baseline and the exporters refuse what they cannot express, and the model
  * trains from a config.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import '../../src/kernels/index.js';
 import { parseModelConfig, parseRunConfig, matchedDenseConfig, layerConfig } from '../../src/models/config.js';
-import { MoETransformerLM } from '../../src/models/transformer.js';
+import { MoETransformerLM, lmLoss } from '../../src/models/transformer.js';
+import { Rng } from '../../src/tensor/random.js';
+import { gradcheck } from '../helpers/gradcheck.js';
 import { FFNExperts, HeterogeneousExperts } from '../../src/moe/experts/index.js';
 import { countParameters } from '../../src/models/memory.js';
 import { archForModel } from '../../src/io/hf/archs.js';
@@ -85,4 +87,36 @@ test('a heterogeneous stack trains from a config', () => {
       [2, 3],
     ],
   );
+});
+
+test('a heterogeneous stack: finite-difference gradients of the dense layer, both MoE layers (routers, experts of each width) and the embedding', () => {
+  const cfg = parseModelConfig({
+    ...base,
+    hidden_size: 4,
+    num_attention_heads: 1,
+    vocab_size: 8,
+    moe_intermediate_size: 4,
+    intermediate_size: 4,
+    moe_layer_overrides: { '0': { num_local_experts: 0 }, '1': { num_local_experts: 3, num_experts_per_tok: 1, moe_intermediate_size: 3 }, '2': { num_local_experts: 3, expert_sizes: [2, 3, 5] } },
+  });
+  const m = new MoETransformerLM(cfg, 4);
+  m.train();
+  const ids = Int32Array.of(1, 5, 2, 7, 3);
+  const targets = Int32Array.of(5, 2, 7, 3, 0);
+  const [l0, l1, l2] = m.layers;
+  // a sharp router keeps the discrete top-k choices away from ties under the finite-difference steps
+  for (const l of [l1, l2]) l.block_sparse_moe!.router.parameters()[0].data.forEach((_, i, a) => (a[i] *= 20));
+  // unit-scale embeddings: at the init's 0.02 a finite-difference step of 2e-3 would be a 10% change of the input
+  m.embed_tokens.weight.data.forEach((_, i, a) => (a[i] *= 50));
+  const loss = () => lmLoss(m.forward(ids, 1, 5, { ctx: { training: true, step: 0, rng: new Rng(0) } }), targets).loss;
+  const inputs = [
+    l0.mlp!.down_proj.weight,
+    l1.block_sparse_moe!.router.parameters()[0],
+    ...l1.block_sparse_moe!.experts.parameters(),
+    l2.block_sparse_moe!.router.parameters()[0],
+    ...l2.block_sparse_moe!.experts.parameters(),
+    m.embed_tokens.weight,
+  ];
+  const rep = gradcheck('heterogeneous stack', loss, inputs, { eps: 2e-3 });
+  assert.ok(rep.checked > 100, `checked ${rep.checked} elements`);
 });

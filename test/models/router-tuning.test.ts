@@ -10,11 +10,9 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { MoETransformerLM } from '../../src/models/transformer.js';
-import { parseRunConfig } from '../../src/models/config.js';
 import { isDepthRouterTensor } from '../../src/models/depth.js';
-import { ByteTokenizer } from '../../src/data/tokenizer/index.js';
-import { saveModelRun, loadAnyModel } from '../../src/adapt/common.js';
-import { tmpDir } from '../train/helpers.js';
+import { loadAnyModel } from '../../src/adapt/common.js';
+import { tmpDir, saveTinyBaseRun } from '../train/helpers.js';
 
 const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
 const run = (args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: { ...process.env, MOE_BACKEND: 'js' }, timeout: 120_000 });
@@ -22,15 +20,7 @@ const run = (args: string[]) => spawnSync(process.execPath, [cli, ...args], { en
 test('train --router-tuning: only the depth routers and predictors change; the frozen base is bit-identical; the tuned run generates', () => {
   const dir = tmpDir('router-tuning');
   try {
-    const cfg = parseRunConfig({
-      model: { vocab_size: 256, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, max_position_embeddings: 32, num_local_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 16 },
-      training: { batch_size: 2, seq_len: 16, eval_batches: 1, eval_interval: 3, save_interval: 3, warmup_steps: 1, lr: 1e-2 },
-    });
-    const baseDir = path.join(dir, 'base');
-    const base = new MoETransformerLM(cfg.model, 4);
-    saveModelRun(baseDir, base, new ByteTokenizer(), cfg);
-    const cfgFile = path.join(dir, 'cfg.json');
-    fs.writeFileSync(cfgFile, JSON.stringify({ training: cfg.training }));
+    const { cfg, base, baseDir, cfgFile } = saveTinyBaseRun(dir);
     const out = path.join(dir, 'rt');
     const t = run(['train', '--config', cfgFile, '--model', baseDir, '--router-tuning', '--steps', '3', '--out', out, '--quiet']);
     assert.equal(t.status, 0, t.stderr);

@@ -175,6 +175,10 @@ test('the issue-17 workflow composes: dense -> upcycle -> train -> LoRA experts 
       'every layer dense',
     );
     assert.equal(student.config.intermediate_size, 64);
+    // the adapters came along, and the whole student trained, not only them
+    assert.deepEqual(student.config.peft, pruned.config.peft);
+    const emb = (m: MoETransformerLM) => m.stateDict().get('embed_tokens.weight')!.data;
+    assert.ok(maxDiff(emb(student), emb(pruned)) > 0, 'the student trained beyond its adapters');
 
     // 8. inspect the pruned experts: page and numbers for 2 layers x 2 experts on the run's own corpus (linux)
     const err = spawnSync(process.execPath, [cli, 'analyze', at('pruned'), '--batches', '1', '--trace', '8', '--out', at('an/analysis.html')], {

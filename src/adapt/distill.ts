@@ -64,7 +64,9 @@ export async function runDistill(o: DistillRunOptions): Promise<AdaptReport & { 
     overwrite: o.overwrite,
     dataDir: o.dataDir,
     init: { model: student.train(), tokenizer: teacher.tokenizer },
-    hooks: distillHooks(teacher.model, { temperature: o.temperature, alpha: o.alpha }),
+    // the whole student trains: a teacher with LoRA adapters (peft) hands its config to the student,
+    // and without this the trainer's PEFT default would train the adapters alone, FFN frozen
+    hooks: { ...distillHooks(teacher.model, { temperature: o.temperature, alpha: o.alpha }), trainable: () => true },
   });
   const distilled = asTransformer(res.model, 'adapt', 'distill').eval();
   const after = measureModel(`dense student, distilled ${res.steps} steps`, distilled, data, batches);

@@ -33,6 +33,7 @@ import { Attention, type MoETransformerLM, type DecoderLayer } from '../models/t
 import { ropeParams } from '../models/rope.js';
 import { headDimOf, kvHeadsOf } from '../models/config.js';
 import { FFNExperts, SharedExperts } from '../moe/experts/ffn.js';
+import { LoraExpertsLinear } from '../models/lora-experts.js';
 import type { RouterContext } from '../moe/types.js';
 
 /** Options of a DecodeEngine. */
@@ -132,6 +133,8 @@ interface AttnW {
   normFull: boolean;
   K: Float32Array;
   V: Float32Array;
+  /** LoRA experts (peft) on q, k, v, o: their adapter output is added to the base projection's. */
+  lora: [LoraExpertsLinear | null, LoraExpertsLinear | null, LoraExpertsLinear | null, LoraExpertsLinear | null];
 }
 
 interface Expert {
@@ -170,6 +173,14 @@ const SLOT_H = 2;
 function act(silu: boolean, g: Float32Array, u: Float32Array | null, n: number): void {
   if (silu) for (let i = 0; i < n; i++) g[i] = (g[i] / (1 + Math.exp(-g[i]))) * u![i];
   else for (let i = 0; i < n; i++) g[i] = 0.5 * g[i] * (1 + Math.tanh(GELU_C * (g[i] + 0.044715 * g[i] * g[i] * g[i])));
+}
+
+/** y [n, out] += the LoRA adapters' output on x [n, in] (eager tensor ops: adapters are small, their router per token). */
+function addAdapter(l: LoraExpertsLinear, x: Float32Array, n: number, y: Float32Array): void {
+  const a = l.adapterDelta(new Tensor(x.slice(0, n * l.inFeatures), [n, l.inFeatures]));
+  if (!a) return;
+  const v = a.data;
+  for (let i = 0; i < n * l.outFeatures; i++) y[i] += v[i];
 }
 
 /** [rows, cols] row-major from [cols, rows] (expert weights are stored input-major). */
@@ -322,6 +333,7 @@ export class DecodeEngine {
         normFull: c.qk_norm === 'full',
         K: new Float32Array(kvLen),
         V: new Float32Array(kvLen),
+        lora: [a.q_proj, a.k_proj, a.v_proj, a.o_proj].map((l) => (l instanceof LoraExpertsLinear ? l : null)) as AttnW['lora'],
       });
       this.norms1.push(layer.input_layernorm.weight.data);
       this.norms2.push(layer.post_attention_layernorm.weight.data);
@@ -361,6 +373,8 @@ export class DecodeEngine {
     q: (w: Float32Array, rows: number, cols: number, fmt?: QuantFormat, name?: string, expert?: boolean, given?: QuantMatrix | null) => PreparedMatrix,
     lin: (l: { weight: Tensor; bias: Tensor | null; inFeatures: number; outFeatures: number }, name?: string) => { w: PreparedMatrix; b: Float32Array | null },
   ): FFN {
+    // a dense FFN with LoRA experts runs through its module, adapters included
+    if (layer.mlp && [layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj].some((l) => l instanceof LoraExpertsLinear)) return { kind: 'module', layer };
     if (layer.mlp) {
       const m = layer.mlp;
       const p = `layers.${layer.index}.mlp.`;
@@ -519,6 +533,9 @@ export class DecodeEngine {
         this.mm(A.q, xa, qb);
         this.mm(A.k, xa, kb);
         this.mm(A.v, xa, vb);
+        if (A.lora[0]) addAdapter(A.lora[0], xn, n, qb);
+        if (A.lora[1]) addAdapter(A.lora[1], xn, n, kb);
+        if (A.lora[2]) addAdapter(A.lora[2], xn, n, vb);
         if (A.qb) for (let t = 0; t < n; t++) for (let j = 0; j < qd; j++) qb[t * qd + j] += A.qb[j];
         if (A.kb) for (let t = 0; t < n; t++) for (let j = 0; j < kvd; j++) kb[t * kvd + j] += A.kb[j];
         if (A.vb) for (let t = 0; t < n; t++) for (let j = 0; j < kvd; j++) vb[t * kvd + j] += A.vb[j];
@@ -543,6 +560,7 @@ export class DecodeEngine {
         }
         this.attend(A.K, A.V, qb, ob, n, past);
         this.mm(A.o, this.acts(ob, n, qd, SLOT_O), yb);
+        if (A.lora[3]) addAdapter(A.lora[3], ob, n, yb);
         if (A.ob) for (let t = 0; t < n; t++) for (let j = 0; j < d; j++) yb[t * d + j] += A.ob[j];
         for (let i = 0; i < n * d; i++) h[i] += rm * yb[i];
         this.rmsNorm(h, n, d, this.norms2[li], xn);

@@ -89,12 +89,22 @@ export class LoraExpertsLinear extends Linear {
   }
 
   override forward(x: Tensor): Tensor {
-    let y = super.forward(x);
+    const y = super.forward(x);
+    const a = this.adapterDelta(x);
+    return a ? T.add(y, a) : y;
+  }
+
+  /** The adapters' part of the output [N, out], (alpha/r)(sum_e g_e B_e A_e x + sum_s B_s A_s x); null without adapters. */
+  adapterDelta(x: Tensor): Tensor | null {
+    let y: Tensor | null = null;
     if (this.lora_A && this.lora_B && this.expand) {
       const h = T.mul(T.matmul(x, this.lora_A), T.matmul(this.gates(x), this.expand));
-      y = T.add(y, T.scale(T.matmul(h, this.lora_B), this.scaling));
+      y = T.scale(T.matmul(h, this.lora_B), this.scaling);
     }
-    if (this.lora_shared_A && this.lora_shared_B) y = T.add(y, T.scale(T.matmul(T.matmul(x, this.lora_shared_A), this.lora_shared_B), this.scaling));
+    if (this.lora_shared_A && this.lora_shared_B) {
+      const s = T.scale(T.matmul(T.matmul(x, this.lora_shared_A), this.lora_shared_B), this.scaling);
+      y = y ? T.add(y, s) : s;
+    }
     return y;
   }
 }

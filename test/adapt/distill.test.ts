@@ -8,7 +8,7 @@ import { parseRunConfig } from '../../src/models/config.js';
 import { distillationLoss } from '../../src/train/distill.js';
 import { initStudent, runDistill } from '../../src/adapt/distill.js';
 import { expertUsage } from '../../src/adapt/prune.js';
-import { saveModelRun } from '../../src/adapt/common.js';
+import { saveModelRun, loadAnyModel } from '../../src/adapt/common.js';
 import { ByteTokenizer } from '../../src/data/tokenizer/index.js';
 import { Rng } from '../../src/tensor/random.js';
 import { tensor } from '../../src/tensor/index.js';
@@ -103,6 +103,28 @@ test('runDistill: a short run lowers KL(teacher || student); the table has teach
     assert.equal(rep.gap[0].domain, 'shakespeare');
     assert.ok(Math.abs(rep.gap[0].gap - (rep.rows[2].loss - rep.rows[0].loss)) < 1e-9);
     assert.ok(fs.existsSync(path.join(dir, 'student', 'latest.json')));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('runDistill of a teacher with LoRA experts (peft): the whole student trains, not only the adapters it inherits', async () => {
+  const dir = tmpDir('distill-peft');
+  try {
+    const peft = { type: 'lora-experts', experts: 2, top_k: 1, rank: 2, targets: ['q_proj', 'v_proj'] };
+    const cfg = parseRunConfig({ model: { ...model, peft }, training: { batch_size: 2, seq_len: 16, eval_batches: 1, eval_interval: 100, save_interval: 100, warmup_steps: 0, lr: 1e-2 } });
+    const teacher = new MoETransformerLM(cfg.model, 3);
+    saveModelRun(path.join(dir, 'teacher'), teacher, new ByteTokenizer(), cfg);
+    const r = await runDistill({ teacher: path.join(dir, 'teacher'), out: path.join(dir, 'student'), steps: 3, sources: ['shakespeare'], batches: 1, calibration: 2 });
+    assert.equal(r.rows.length, 3);
+    const st = loadAnyModel(path.join(dir, 'student')).model;
+    assert.equal(st.config.num_local_experts, 0);
+    assert.ok(st.config.peft, 'the student keeps the teacher adapters');
+    const moved = (a: Float32Array, b: Float32Array) => a.some((v, i) => v !== b[i]);
+    const src = teacher.stateDict();
+    const got = st.stateDict();
+    for (const n of ['embed_tokens.weight', 'layers.0.self_attn.q_proj.weight', 'layers.1.self_attn.k_proj.weight', 'layers.0.self_attn.q_proj.lora_A'])
+      assert.ok(moved(got.get(n)!.data, src.get(n)!.data), `${n} trained`);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

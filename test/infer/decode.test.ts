@@ -237,3 +237,27 @@ test('prepared activations on the wasm kernels: a 24-token prompt (expert tiles 
     }
   }
 });
+
+test('LoRA experts (peft) run on the fast path: routed top-k and shared adapters on attention and a dense FFN give the eager logits', () => {
+  const peft = { type: 'lora-experts', experts: 3, top_k: 2, rank: 2, shared: 1, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] };
+  const m = model({ first_k_dense_replace: 1, peft }, 6);
+  const rng = new Rng(12);
+  // B starts at zero (the base exactly): give every adapter an output so leaving one out shows
+  let adapters = 0;
+  for (const [n, p] of m.namedParameters())
+    if (/lora_(shared_)?B$/.test(n)) {
+      p.data.set(rng.fillNormal(new Float32Array(p.data.length), 0.3));
+      adapters++;
+    }
+  assert.equal(adapters, 2 * 11, 'routed + shared on q, k, v, o of both layers and gate, up, down of the dense one');
+  const ref = eagerLogits(m, IDS, CHUNKS);
+  const base = new DecodeEngine(model({ first_k_dense_replace: 1 }, 6)).forward(IDS.subarray(0, CHUNKS[0]));
+  assert.ok(maxDiff(base, ref[0]) > 1e-2, `the adapters change the logits: ${maxDiff(base, ref[0])}`);
+  const eng = new DecodeEngine(m);
+  let p = 0;
+  CHUNKS.forEach((n, i) => {
+    const got = eng.forward(IDS.subarray(p, p + n));
+    p += n;
+    assert.ok(maxDiff(got, ref[i]) < 1e-4, `chunk ${i}: max diff ${maxDiff(got, ref[i])}`);
+  });
+});

@@ -394,6 +394,8 @@ export function buildProgram(): Command {
           if (o.contrast) throw new Error('--contrast is not supported with --max-memory (its weak pass would need a second offloaded engine)');
           const { openGGUFEngine, openHfEngine } = await import('../infer/offload.js');
           const oo = { maxMemory, prefetch: o.prefetch !== false, skipThreshold: o.skipThreshold, capacityFactor: o.capacityFactor, ...(kernels ? { kernels } : {}) };
+          // the expert cache sizes its slots up front: entropy-coded tq_e has no fixed size per expert
+          if (o.quant === 'tq_e') throw new Error('--quant tq_e is not supported with --max-memory (its size per expert depends on the weights); use f32, q8_0, q4_0, q3_m or q2_m');
           if (hfDir) offloaded = openHfEngine(o.model, { ...oo, quant: o.quant });
           else {
             if (o.quant !== 'f32') throw new Error("--max-memory on a GGUF file uses the file's own blocks; drop --quant (quantise the file with convert/quantize or synth --quant)");

@@ -194,3 +194,22 @@ test('a layer whose experts are stored in different dtypes is refused with a one
     (e: Error) => e.message.includes(`${name} is F16 but model.layers.0.block_sparse_moe.experts.0.w1.weight is F32`) && !e.message.includes('\n'),
   );
 });
+
+test('generate --model <hf dir> --max-memory through the CLI: the same greedy text as in memory; tq_e refused in one line', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
+  const dir = save('cli');
+  const gen = (extra: string[]) =>
+    spawnSync(process.execPath, [cli, 'generate', '--model', dir, '--prompt', 'Hello, w', '--max-tokens', '12', '--temperature', '0', '--json', ...extra], { encoding: 'utf8', timeout: 120_000 });
+  const mem = gen([]);
+  assert.equal(mem.status, 0, mem.stderr);
+  const off = gen(['--max-memory', String(smallBudget(dir, 'f32', true))]);
+  assert.equal(off.status, 0, off.stderr);
+  assert.equal(JSON.parse(off.stdout).ids.length, 12);
+  assert.deepEqual(JSON.parse(off.stdout).ids, JSON.parse(mem.stdout).ids);
+  assert.equal(JSON.parse(off.stdout).text, JSON.parse(mem.stdout).text);
+  const bad = gen(['--max-memory', '1GB', '--quant', 'tq_e']);
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr.trim(), /^[^\n]*--quant tq_e is not supported with --max-memory[^\n]*$/);
+});

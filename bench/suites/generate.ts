@@ -19,6 +19,7 @@ import { exportGGUF, fromGGUF } from '../../src/io/gguf/index.js';
 import { DecodeEngine } from '../../src/infer/decode.js';
 import { WasmQuantKernels } from '../../src/kernels/wasm/quant.js';
 import { argmax } from '../../src/infer/sampling.js';
+import { initBackend, disposeBackend } from '../../src/kernels/index.js';
 import { openGGUFEngine, offloadHitRate, type GGUFEngine } from '../../src/infer/offload.js';
 import { writeSynthGGUF, SYNTH_SHAPES } from '../../src/io/gguf/synth.js';
 import type { Column, Row, SuiteOptions, SuiteTable } from '../lib/suite.js';
@@ -93,6 +94,8 @@ export async function run(opts: SuiteOptions): Promise<Row[]> {
   const rows: Row[] = [];
   const only = process.env.BENCH_GENERATE_CASES?.split(',');
   const cases = (opts.quick ? CASES.slice(0, 1) : CASES).filter((c) => !only || only.includes(c.id));
+  // the routers' gate products run on the tensor backend, as in the CLI (not on the js reference); 1 thread like the fast path
+  await initBackend(opts.backends[0] ?? 'auto', { threads: 1 });
   try {
     if (!opts.quick) {
       for (const sc of SYNTH_CASES) {
@@ -135,6 +138,7 @@ export async function run(opts: SuiteOptions): Promise<Row[]> {
       }
     }
   } finally {
+    disposeBackend();
     await llama.dispose();
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -121,6 +121,8 @@ test('an MoE run with no experts-per-token measurement is listed apart as unmeas
   assert.match(text, /Lowest validation loss at matched compute: \*\*aux-free\*\*/);
   const { apart } = tables(renderReport(results(runs)));
   assert.ok(apart.includes('data-router="topk"'));
+  assert.match(apart, /More active compute than k = 2 experts per token, or unmeasured/);
+  assert.match(apart, /experts\/token not measured: compute not shown to be matched/);
 });
 
 test('without interval metrics the final evaluation measures experts per token', () => {

@@ -262,7 +262,7 @@ export function renderReport(results: BenchResults): string {
   ${rankingTable(matched, byName, colors, multi)}
   ${
     apart.length
-      ? html`<h3 id="more-compute">More active compute than k = ${results.topK} experts per token (not ranked with the above)</h3>
+      ? html`<h3 id="more-compute">More active compute than k = ${results.topK} experts per token${apart.some((r) => byName.get(r.name)?.compute === 'unmeasured') ? ', or unmeasured' : ''} (not ranked with the above)</h3>
   <p class="note">These routers' measured FFN compute was more than ${Math.round((1 + COMPUTE_TOLERANCE) * 100)}% of the dense baseline's ((experts/token + shared) ÷ (k + shared), mean over training), or was not measured, so a lower loss here may have been bought with extra compute.</p>
   ${rankingTable(apart, byName, colors, multi, false)}`
       : ''

@@ -2,15 +2,15 @@
 // (after `npm run build`). JOBS is a comma-separated list of granularities and/or `dense` (default: dense,1,2,4,8),
 // run in that order for each seed. Appends one row per run in the suite's row format (bench/suites/scaling.ts), rows
 // already in OUT are skipped; `node scripts/scaling-report.mjs OUT.jsonl DIR` gives the suite's table and SVG plot.
-// Same configs as `npm run bench -- scaling` (suiteConfig + granularConfig, Shakespeare), native backend, 1 thread.
+// Same configs as `npm run bench -- scaling` (suiteConfig + granularConfig, Shakespeare; dense at DENSE_LR), native
+// backend, 1 thread.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { initBackend } from '../dist/src/kernels/index.js';
-import { matchedDenseConfig } from '../dist/src/models/config.js';
 import { train } from '../dist/src/train/trainer.js';
 import { suiteConfig } from '../dist/bench/suites/train.js';
-import { granularConfig } from '../dist/bench/suites/scaling.js';
+import { scalingJobs } from '../dist/bench/suites/scaling.js';
 
 const [outFile, seedList, jobList = 'dense,1,2,4,8'] = process.argv.slice(2);
 if (!outFile || !seedList) throw new Error('usage: scaling-runs.mjs OUT.jsonl SEEDS [JOBS: dense,1,2,4,8]');
@@ -29,7 +29,7 @@ for (const seed of seedList.split(',').map(Number)) {
   for (const g of jobs) {
     const label = g ? 'moe' : 'dense';
     if (done.some((r) => r.model === label && r.seed === seed && (g === 0 || r.granularity === g))) continue;
-    const c = g ? granularConfig(base, g) : { ...base, model: matchedDenseConfig(granularConfig(base, 1).model) };
+    const [, , c] = scalingJobs(base, g ? [g] : []).find((j) => j[1] === g);
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-ts-scaling-'));
     const load0 = os.loadavg()[0];
     const c0 = process.cpuUsage();

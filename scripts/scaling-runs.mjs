@@ -2,8 +2,8 @@
 // (after `npm run build`). JOBS is a comma-separated list of granularities and/or `dense` (default: dense,1,2,4,8),
 // run in that order for each seed. Appends one row per run in the suite's row format (bench/suites/scaling.ts), rows
 // already in OUT are skipped; `node scripts/scaling-report.mjs OUT.jsonl DIR` gives the suite's table and SVG plot.
-// Same configs as `npm run bench -- scaling` (suiteConfig + granularConfig, Shakespeare; dense at DENSE_LR), native
-// backend, 1 thread.
+// Same configs as `npm run bench -- scaling` (suiteConfig + granularConfig, Shakespeare; dense as in the train bench),
+// native backend, 1 thread.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';

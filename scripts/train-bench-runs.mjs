@@ -1,7 +1,7 @@
 // The train bench's runs one at a time, resumable: node scripts/train-bench-runs.mjs OUT.jsonl DATASET MODEL SEEDS [LR]
 // (after `npm run build`). DATASET is a name in DATASETS of bench/suites/train.ts, MODEL moe or dense, SEEDS
-// comma-separated; without LR each model runs at the suite's own rate (the MoE at the `train` default, dense at
-// DENSE_LR), with LR at that rate instead (an lr sweep; the row's model becomes moe@LR or dense@LR).
+// comma-separated; LR overrides training.lr (an lr sweep, e.g. dense at its own rate; the row's model becomes
+// moe@LR or dense@LR).
 // Appends one row per run in the suite's row format, so scripts/train-bench-report.mjs gives the suite's own
 // statistics; rows already in OUT are skipped. Same config as `npm run bench -- train` (suiteConfig), 1 thread.
 import * as fs from 'node:fs';

@@ -65,7 +65,7 @@ export function granularConfig(base: RunConfig, g: number): RunConfig {
   });
 }
 
-/** The suite's runs for one seed: [label, granularity (0 for dense), config]; dense at its own best lr (DENSE_LR), as in the train bench. */
+/** The suite's runs for one seed: [label, granularity (0 for dense), config]; dense as in the train bench (denseSuiteConfig). */
 export function scalingJobs(base: RunConfig, grans: readonly number[] = GRANULARITIES): [string, number, RunConfig][] {
   return [['dense', 0, denseSuiteConfig(granularConfig(base, 1))], ...grans.map((g) => ['moe', g, granularConfig(base, g)] as [string, number, RunConfig])];
 }

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { granularConfig, report, scalingChart, scalingJobs, summarise } from '../../bench/suites/scaling.js';
-import { DENSE_LR, suiteConfig } from '../../bench/suites/train.js';
+import { denseSuiteConfig, suiteConfig } from '../../bench/suites/train.js';
 import { matchedDenseConfig } from '../../src/models/config.js';
 
 test('granularity keeps the active width and total expert parameters fixed', () => {
@@ -38,7 +38,7 @@ test('summary, table and SVG plot from rows', () => {
   assert.match(svg, /granularity/);
 });
 
-test('scaling jobs: dense first at its own lr, then each granularity at the MoE lr', () => {
+test('scaling jobs: dense first (the train bench baseline), then each granularity', () => {
   const base = suiteConfig(false, ['shakespeare'], 3);
   const jobs = scalingJobs(base, [1, 4]);
   assert.deepEqual(
@@ -49,7 +49,8 @@ test('scaling jobs: dense first at its own lr, then each granularity at the MoE 
       ['moe', 4],
     ],
   );
-  assert.equal(jobs[0][2].training.lr, DENSE_LR);
+  assert.deepEqual(jobs[0][2], denseSuiteConfig(granularConfig(base, 1)));
+  assert.deepEqual(jobs[0][2].training, base.training);
   assert.equal(jobs[0][2].model.num_local_experts, 0);
   assert.equal(jobs[0][2].model.intermediate_size, matchedDenseConfig(granularConfig(base, 1).model).intermediate_size);
   assert.equal(jobs[2][2].training.lr, base.training.lr);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { compareDatasets, DENSE_LR, denseSuiteConfig, report, suiteConfig } from '../../bench/suites/train.js';
+import { compareDatasets, denseSuiteConfig, report, suiteConfig } from '../../bench/suites/train.js';
 import { matchedDenseConfig, parseModelConfig, parseRunConfig, TRAIN_DEFAULT_MODEL } from '../../src/models/config.js';
 
 function run(dataset: string, model: string, seed: number, valLoss: number, curve: [number, number][], tokensPerS = 1000): Record<string, unknown> {
@@ -112,20 +112,20 @@ test('suite config: the train defaults, dense baseline matched in active width',
   assert.ok(suiteConfig(true, ['shakespeare'], 1).training.steps < c.training.steps);
 });
 
-test('suite config: each model at its own learning rate, dense at DENSE_LR and otherwise the same run', () => {
+test('suite config: dense baseline at the MoE lr unless given its own, otherwise the same run', () => {
   for (const quick of [false, true]) {
     const c = suiteConfig(quick, ['shakespeare', 'linux'], 1235);
-    // the MoE keeps the `train` default rate; dense's measured best differs from it
     assert.equal(c.training.lr, parseRunConfig({}).training.lr);
     const d = denseSuiteConfig(c);
-    assert.equal(d.training.lr, DENSE_LR);
-    assert.notEqual(d.training.lr, c.training.lr);
+    assert.equal(d.training.lr, c.training.lr);
     assert.deepEqual(d.model, parseModelConfig(matchedDenseConfig(c.model)));
     assert.equal(d.model.num_local_experts, 0);
-    // only the model and the lr differ: same seed, token budget, schedule and data
-    assert.deepEqual({ ...d.training, lr: 0 }, { ...c.training, lr: 0 });
-    assert.deepEqual(d.data, c.data);
+    // its own rate (an lr sweep): only the model and the lr differ; same seed, token budget, schedule and data
+    const d6 = denseSuiteConfig(c, 0.006);
+    assert.equal(d6.training.lr, 0.006);
+    assert.deepEqual({ ...d6.training, lr: 0 }, { ...c.training, lr: 0 });
+    assert.deepEqual(d6.data, c.data);
+    assert.deepEqual(d6.model, d.model);
   }
-  assert.equal(denseSuiteConfig(suiteConfig(false, ['shakespeare'], 1), 0.004).training.lr, 0.004);
   assert.throws(() => denseSuiteConfig(suiteConfig(false, ['shakespeare'], 1), -1), /lr/);
 });

@@ -58,7 +58,6 @@ export function meanOf(xs: number[]): number {
   return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
 }
 
-/** A model, its AdamW optimizer, data and RNG, trained one step at a time in memory (no files). */
 /**
  * A router's consistency regulariser (`Router.consistencyWeight` > 0, THOR): a second forward of the
  * same batch with fresh randomness; the step's loss is the mean of the two plus weight times the
@@ -82,6 +81,7 @@ export function withConsistency(
   return { loss: add(scale(add(first.loss, second.loss), 0.5), scale(kl, weight)), ce: scale(add(first.ce, second.ce), 0.5), auxLosses };
 }
 
+/** A model, its AdamW optimizer, data and RNG, trained one step at a time in memory (no files). */
 export class TrainSession {
   readonly config: RunConfig;
   readonly model: LanguageModel;

@@ -80,3 +80,29 @@ export function runPeftAttach(o: { base: string; adapters: string; out: string; 
   const report: AdaptReport = { command: 'peft attach', summary: `Adapters ${o.adapters} attached to the base ${o.base}.`, rows };
   return { ...report, files: writeAdaptReport(o.out, 'peft-attach', report) };
 }
+
+/**
+ * The before/after table of a `train --peft` run: the frozen base and the trained adapted model on
+ * the validation splits of `sources` (default: the embedded corpora), with the trained (adapter)
+ * parameter count. Written as `<out>/peft.md` and `<out>/peft.json`.
+ */
+export function writePeftTable(o: { base: string; model: MoETransformerLM; out: string } & MeasureOptions): AdaptReport & { files: { md: string; json: string } } {
+  if (!o.model.config.peft) throw new ConfigError('writePeftTable: the model has no peft adapters (model.peft is unset)');
+  const src = loadAnyModel(o.base);
+  const { data } = adaptDataset(src, o);
+  const batches = o.batches ?? src.config.training.eval_batches;
+  const trained = [...adapterState(o.model).values()].reduce((s, t) => s + t.data.length, 0);
+  const wasTraining = o.model.training;
+  o.model.eval();
+  const rows = [measureModel('base (before)', src.model, data, batches), measureModel('base + adapters (after)', o.model, data, batches)];
+  if (wasTraining) o.model.train();
+  const p = o.model.config.peft;
+  const report: AdaptReport = {
+    command: 'train --peft',
+    summary: `LoRA experts trained on the frozen base ${o.base}: ${p.experts_per_layer ? `per-layer experts ${p.experts_per_layer.join(',')}` : `${p.experts} routed`} (${p.top_k ? `top-${p.top_k}` : 'soft gates'}), ${p.shared} shared, rank ${p.rank} on ${p.targets.join(',')}; only the adapters train.`,
+    rows,
+    columns: [{ head: 'trained params', values: ['', trained.toLocaleString('en-US')] }],
+    trainedParams: trained,
+  };
+  return { ...report, files: writeAdaptReport(o.out, 'peft', report) };
+}

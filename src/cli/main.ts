@@ -318,6 +318,13 @@ export function buildProgram(): Command {
             process.stdout.write(`adapters: ${n} tensors in ${path.join(out, ADAPTERS_FILE)} (base ${o.model} unchanged; moe-ts peft attach/merge)\n`);
           }
           process.stdout.write(`done: ${res.steps} steps, val loss ${f.loss.toFixed(4)} (ppl ${f.perplexity.toFixed(2)}), ${Math.round(res.tokensPerSec)} tokens/s; results in ${out}\n`);
+          if (res.steps === cfg.training.steps) {
+            // issue 10: the run's loss next to a model of token frequencies alone; too close to it is a smoke run
+            const { runBaseline, baselineLine, recordBaseline } = await import('./train-baseline.js');
+            const b = runBaseline(cfg, res.tokenizer, f.loss);
+            recordBaseline(out, b);
+            process.stdout.write(baselineLine(b));
+          }
         });
       } catch (e) {
         progress.stop();

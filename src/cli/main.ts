@@ -974,7 +974,10 @@ export function buildProgram(): Command {
     .addOption(threadsOption())
     .action(async (o) => {
       const { benchRoutersCommand } = await import('../bench-routers/run.js');
-      await withBackend(o, (backend) => benchRoutersCommand(o, backend, (line) => process.stdout.write(line + '\n')));
+      const r = await withBackend(o, (backend) => benchRoutersCommand(o, backend, (line) => process.stdout.write(line + '\n')));
+      const { benchVerdict } = await import('./bench-verdict.js');
+      const verdict = benchVerdict(r.results.analysis);
+      if (verdict) process.stdout.write(verdict + '\n');
     });
 
   program

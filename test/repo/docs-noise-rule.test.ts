@@ -20,7 +20,7 @@ test('docs/bench-routers.md states the t-interval and Welch rule of the code, wi
   const cover = (df: number) => Math.round(100 * (2 * studentTCdf(2, df) - 1));
   assert.ok(doc.includes(`would cover only ~${cover(1)}% and ~${cover(2)}%`), `coverage of ± 2 SE: ${cover(1)}%, ${cover(2)}%`);
   assert.ok(doc.includes('**measured seed noise**'), 'the noise threshold comes from the seeds');
-  for (const stale of ['~95% intervals', 'overlapping mean ± 2·stderr', '0.015 nats', '0.015-nat', 'no band is drawn']) {
+  for (const stale of ['~95% intervals', 'ties by overlapping', '0.015 nats', '0.015-nat', 'no band is drawn']) {
     assert.ok(!doc.includes(stale), `stale rule still described: "${stale}"`);
   }
 });

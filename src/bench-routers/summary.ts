@@ -6,7 +6,7 @@
  * and an auto-written recommendation derived only from those numbers.
  */
 import { clearlyBelowBaseline, computeSaving, lateMean, specialisation, TRAINED_MARGIN, type UnigramBaseline } from './metrics.js';
-import { isBatchDependent, isSoftRouting } from './traits.js';
+import { isBatchDependent } from './traits.js';
 import { compareLoss, seedNoise, seedStats } from './seeds.js';
 import { COVERAGE } from './stats.js';
 import type { BenchAnalysis, ComputeClass, RouterAnalysis, RunRecord } from './types.js';
@@ -15,8 +15,42 @@ const fmt = (x: number, d = 3): string => x.toFixed(d);
 const pct = (x: number): string => `${(100 * x).toFixed(x < 0.1 ? 1 : 0)}%`;
 const cov = `${Math.round(COVERAGE * 100)}%`;
 
-/** Experts per token more than this factor above k counts as more active compute than top-k. */
+/**
+ * Tolerance of the compute classification: a router whose measured FFN compute relative to the
+ * dense baseline ((experts/token + shared) / (k + shared)) lies in [1 - tol, 1 + tol] (inclusive)
+ * is compute-matched; above it is listed apart ('more'), below it is ranked at a disadvantage ('less').
+ */
 export const COMPUTE_TOLERANCE = 0.1;
+
+/** Shared experts of a model config in units of one routed expert's width (0 without shared experts). */
+export function sharedExpertUnits(m: Record<string, unknown>): number {
+  const n = typeof m.n_shared_experts === 'number' ? m.n_shared_experts : 0;
+  const w = typeof m.moe_intermediate_size === 'number' && m.moe_intermediate_size > 0 ? m.moe_intermediate_size : 1;
+  const sw = typeof m.shared_expert_intermediate_size === 'number' ? m.shared_expert_intermediate_size : w;
+  return (n * sw) / w;
+}
+
+/**
+ * FFN compute of an MoE relative to its FLOP-matched dense baseline, whose FFN is as wide as k
+ * routed experts plus the shared ones: (experts/token + shared) / (k + shared). Experts per token
+ * is the measured count of expert evaluations (soft routing: slot evaluations E·S/T per token).
+ */
+export function computeVsDense(expertsPerToken: number, topK: number, shared = 0): number {
+  if (!(topK + shared > 0)) throw new Error(`computeVsDense: topK + shared experts must be > 0, got ${topK} + ${shared}`);
+  return (expertsPerToken + shared) / (topK + shared);
+}
+
+/**
+ * Compute class from the measured ratio alone (the router's declared traits play no part):
+ * within COMPUTE_TOLERANCE of 1 inclusive is 'matched'; a ratio that is not a finite number is 'unmeasured'.
+ */
+export function classifyCompute(ratio: number | null, tolerance = COMPUTE_TOLERANCE): ComputeClass {
+  if (ratio === null || !Number.isFinite(ratio)) return 'unmeasured';
+  // 1e-9: a ratio exactly on the boundary can round a hair outside it ((7.1 + 1) / 9 = 0.8999999999999999)
+  if (ratio > 1 + tolerance + 1e-9) return 'more';
+  if (ratio < 1 - tolerance - 1e-9) return 'less';
+  return 'matched';
+}
 
 export function analyseRuns(runs: readonly RunRecord[], opts: { topK: number; baseline?: UnigramBaseline | null }): BenchAnalysis {
   const dense = runs.find((r) => r.kind === 'dense' && r.status === 'done' && r.final);
@@ -38,7 +72,8 @@ export function analyseRuns(runs: readonly RunRecord[], opts: { topK: number; ba
     const moe = ok && r.kind === 'moe';
     const seedLosses = ok ? (r.perSeed ? r.perSeed.map((x) => x.finalLoss).filter((x): x is number => x !== null) : [r.final!.loss]) : [];
     const st = seedLosses.length > 1 ? seedStats(seedLosses) : null;
-    const meanExpertsPerToken = moe ? mean(r.intervals.map((i) => i.expertsPerToken)) : null;
+    const meanExpertsPerToken = moe ? measuredExpertsPerToken(r) : null;
+    const ratio = meanExpertsPerToken === null ? null : computeVsDense(meanExpertsPerToken, opts.topK, sharedExpertUnits(r.model));
     return {
       name: r.name,
       kind: r.kind,
@@ -60,7 +95,8 @@ export function analyseRuns(runs: readonly RunRecord[], opts: { topK: number; ba
       lateDroppedFraction: moe ? lateMean(r.intervals, 'droppedFraction') : null,
       meanRouterEntropy: moe ? mean(r.intervals.map((i) => i.routerEntropy)) : null,
       meanExpertsPerToken,
-      compute: computeClass(r, meanExpertsPerToken, opts.topK),
+      computeVsDense: ratio,
+      compute: r.kind === 'dense' ? 'matched' : moe ? classifyCompute(ratio) : 'unmeasured',
       undertrained: ok && baseline !== null && Number.isFinite(baseline.loss) ? !clearlyBelowBaseline(r.final!.loss, baseline.loss) : false,
       tokensPerSec: r.tokensPerSec,
       batchDependent: r.kind === 'moe' && isBatchDependent(r.model.router_type),
@@ -99,14 +135,14 @@ function mean(xs: number[]): number {
 }
 
 /**
- * Active compute against top-k: soft routing is FLOP-matched through its slot count, so it is
- * matched by construction; otherwise the measured experts per token decide.
+ * Mean experts per token over training (the interval metrics); without interval metrics, the final
+ * evaluation's; null when neither is a finite number (the run's compute is then unmeasured).
  */
-function computeClass(r: RunRecord, ept: number | null, topK: number): ComputeClass {
-  if (r.kind === 'dense' || ept === null || isSoftRouting(r.model.router_type)) return 'matched';
-  if (ept > topK * (1 + COMPUTE_TOLERANCE)) return 'more';
-  if (ept < topK * (1 - COMPUTE_TOLERANCE)) return 'less';
-  return 'matched';
+function measuredExpertsPerToken(r: RunRecord): number | null {
+  const xs = r.intervals.map((i) => i.expertsPerToken).filter((x) => Number.isFinite(x));
+  if (xs.length) return mean(xs);
+  const fin = r.final?.routing.expertsPerToken;
+  return typeof fin === 'number' && Number.isFinite(fin) ? fin : null;
 }
 
 function interval(r: RouterAnalysis): string {
@@ -138,7 +174,7 @@ export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: nu
     );
   }
 
-  const matched = trained.filter((r) => r.compute !== 'more');
+  const matched = trained.filter((r) => r.compute === 'matched' || r.compute === 'less');
   const pool = matched.length ? matched : trained;
   const byLoss = [...pool].sort((x, y) => x.finalLoss! - y.finalLoss!);
   const best = byLoss[0];
@@ -193,7 +229,13 @@ export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: nu
   const more = trained.filter((r) => r.compute === 'more');
   if (more.length) {
     out.push(
-      `Listed apart, not ranked with the others: ${list(more.map((r) => `${r.name} (${fmt(r.meanExpertsPerToken!, 2)} experts/token, ${fmt(r.meanExpertsPerToken! / topK, 1)}× the expert compute of top-${topK}; loss ${fmt(r.finalLoss!)})`))} used more active compute than k = ${topK} experts per token, so ${more.length === 1 ? 'its loss is' : 'their losses are'} not comparable at matched compute.`,
+      `Listed apart, not ranked with the others: ${list(more.map((r) => `${r.name} (${fmt(r.meanExpertsPerToken!, 2)} experts/token, ${fmt(r.computeVsDense!, 2)}× the dense baseline's FFN compute; loss ${fmt(r.finalLoss!)})`))} used more active compute than k = ${topK} experts per token (more than ${Math.round(COMPUTE_TOLERANCE * 100)}% above dense, measured), so ${more.length === 1 ? 'its loss is' : 'their losses are'} not comparable at matched compute.`,
+    );
+  }
+  const unmeasured = trained.filter((r) => r.compute === 'unmeasured');
+  if (unmeasured.length) {
+    out.push(
+      `${list(unmeasured.map((r) => r.name))} recorded no experts-per-token measurement, so ${unmeasured.length === 1 ? 'its' : 'their'} compute is not shown to be matched and ${unmeasured.length === 1 ? 'it is' : 'they are'} listed apart.`,
     );
   }
   const less = trained.filter((r) => r.compute === 'less');
@@ -233,7 +275,15 @@ export function recommend(a: BenchAnalysis, runs: readonly RunRecord[], topK: nu
 
   // 5. the recommendation
   const excluded = (r: RouterAnalysis): string | null =>
-    r.batchDependent ? 'depends on the batch' : r.lateDroppedFraction! > 0.05 ? 'drops many tokens' : r.compute === 'more' ? `uses ${fmt(r.meanExpertsPerToken!, 2)} experts per token` : null;
+    r.batchDependent
+      ? 'depends on the batch'
+      : r.lateDroppedFraction! > 0.05
+        ? 'drops many tokens'
+        : r.compute === 'more'
+          ? `uses ${fmt(r.meanExpertsPerToken!, 2)} experts per token`
+          : r.compute === 'unmeasured'
+            ? 'has no measured experts per token'
+            : null;
   const allByLoss = [...trained].sort((x, y) => x.finalLoss! - y.finalLoss!);
   const usable = allByLoss.filter((r) => excluded(r) === null);
   if (!usable.length) {

@@ -18,11 +18,6 @@ export function batchDependenceReason(routerType: unknown): string | undefined {
   return routerTraits(routerType)?.batchDependent;
 }
 
-/** Soft routing: experts per token is not a compute measure (every token reaches every slot). */
-export function isSoftRouting(routerType: unknown): boolean {
-  return routerTraits(routerType)?.routing === 'soft';
-}
-
 export function usageCaveat(routerType: unknown): string | undefined {
   return routerTraits(routerType)?.usageCaveat;
 }

@@ -2,8 +2,13 @@
 import type { IntervalMetrics, Specialisation, ComputeSaving, UnigramBaseline } from './metrics.js';
 import type { SeedNoise } from './seeds.js';
 
-/** Active compute against top-k: 'more' = more experts per token than k (listed apart from the ranking). */
-export type ComputeClass = 'matched' | 'more' | 'less';
+/**
+ * Active compute against the dense baseline, from the measured experts per token (never from the
+ * router's declared traits): 'more' = above it by more than the tolerance (listed apart from the
+ * ranking), 'less' = below it (ranked at a disadvantage), 'unmeasured' = no finite experts-per-token
+ * measurement (listed apart too, as its compute cannot be shown to be matched).
+ */
+export type ComputeClass = 'matched' | 'more' | 'less' | 'unmeasured';
 
 export const BENCH_FORMAT = 'moe-ts-bench-routers';
 export const BENCH_VERSION = 1;
@@ -100,6 +105,8 @@ export interface RouterAnalysis {
   lateDroppedFraction: number | null;
   meanRouterEntropy: number | null;
   meanExpertsPerToken: number | null;
+  /** FFN compute relative to the dense baseline, (experts/token + shared) / (k + shared); null for dense or unmeasured. */
+  computeVsDense: number | null;
   compute: ComputeClass;
   /** Final loss not clearly below the data's unigram baseline: the model learnt little. */
   undertrained: boolean;

@@ -60,7 +60,7 @@ export function run(name: string, o: { kind?: 'moe' | 'dense'; losses: number[];
   };
 }
 
-export function results(runs: RunRecord[], baseline?: UnigramBaseline): BenchResults {
+export function results(runs: RunRecord[], baseline?: UnigramBaseline, topK = 2): BenchResults {
   return {
     format: BENCH_FORMAT,
     version: BENCH_VERSION,
@@ -73,10 +73,10 @@ export function results(runs: RunRecord[], baseline?: UnigramBaseline): BenchRes
     },
     domains: DOMAINS,
     numExperts: 4,
-    topK: 2,
+    topK,
     ...(baseline ? { baseline } : {}),
     runs,
-    analysis: analyseRuns(runs, { topK: 2, baseline }),
+    analysis: analyseRuns(runs, { topK, baseline }),
   };
 }
 

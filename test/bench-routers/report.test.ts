@@ -64,7 +64,7 @@ test('a router that wins with more experts per token is not recommended', () => 
   const text = analyseRuns(runs, { topK: 2 }).recommendation.join(' ');
   // threshold is listed apart, not ranked: aux-free is the best at matched compute
   assert.match(text, /Lowest validation loss at matched compute: \*\*aux-free\*\* \(2\.200/);
-  assert.match(text, /Listed apart, not ranked with the others: threshold \(7\.00 experts\/token, 3\.5× the expert compute of top-2; loss 2\.000\) used more active compute/);
+  assert.match(text, /Listed apart, not ranked with the others: threshold \(7\.00 experts\/token, 3\.50× the dense baseline's FFN compute; loss 2\.000\) used more active compute/);
   assert.match(text, /use \*\*aux-free\*\*: it had the lowest validation loss among routers usable for generation at matched compute \(threshold uses 7\.00 experts per token\)/);
   const r = results(runs.map((x) => ({ ...x, model: { ...x.model, num_experts_per_tok: 2 } })));
   const page = renderReport(r);

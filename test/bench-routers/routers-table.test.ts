@@ -36,7 +36,7 @@ test('one row per MoE router with its paper, summary, experts per token used, co
 test('compute vs dense counts the shared experts on both sides (the default preset: top-1 + 1 shared expert)', () => {
   const withShared = (r: ReturnType<typeof run>, k: number) => ({ ...r, model: { ...r.model, n_shared_experts: 1, num_experts_per_tok: k } });
   const runs = [run('dense', { kind: 'dense', losses: [3, 2.5, 2.2] }), withShared(run('topk', { losses: [3, 2.4, 2.1], ept: 1 }), 1), withShared(run('dynmoe', { losses: [3, 2.4, 2.1], ept: 3 }), 1)];
-  const page = renderReport({ ...results(runs), topK: 1 });
+  const page = renderReport(results(runs, undefined, 1));
   const section = page.slice(page.indexOf('id="routers"'), page.indexOf('id="curves"'));
   const row = (name: string) => section.slice(section.indexOf(`<tr data-router="${name}">`), section.indexOf('</tr>', section.indexOf(`<tr data-router="${name}">`)));
   assert.match(row('topk'), /<td class="num">1\.00<\/td>\s*<td class="num">1\.00×<\/td>/);

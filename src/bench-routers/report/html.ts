@@ -63,8 +63,10 @@ export function renderReport(results: BenchResults): string {
   const done = runs.filter((r) => r.status === 'done' && r.final);
   const ranked = [...done].sort((x, y) => x.final!.loss - y.final!.loss);
   const moeDone = ranked.filter((r) => r.kind === 'moe');
-  const matched = ranked.filter((r) => byName.get(r.name)?.compute !== 'more');
-  const apart = ranked.filter((r) => byName.get(r.name)?.compute === 'more');
+  // compute-matched (or less) routers are ranked; more compute than the tolerance allows, or none measured, is listed apart
+  const isApart = (r: RunRecord): boolean => r.kind === 'moe' && (byName.get(r.name)?.compute === 'more' || byName.get(r.name)?.compute === 'unmeasured');
+  const matched = ranked.filter((r) => !isApart(r));
+  const apart = ranked.filter(isApart);
   const model = results.config.model as Record<string, unknown>;
   const training = results.config.training as Record<string, unknown>;
   const wide = { width: 1040, height: 380 };
@@ -256,12 +258,12 @@ export function renderReport(results: BenchResults): string {
 
 <section class="card" id="ranking">
   <h2>Ranking at matched compute</h2>
-  <p class="note">Sorted by final validation loss. <em>Tokens to dense loss</em>: training tokens the MoE needed to reach the dense baseline's final validation loss (linear interpolation on its validation curve), as a fraction of the dense budget — below 1× means the same quality for less training compute. Balance columns are means over the second half of training. ${raw(statsNote)}</p>
+  <p class="note">Sorted by final validation loss. Ranked here: routers whose measured FFN compute relative to the dense baseline (<em>compute vs dense</em>, from the experts per token they actually used) is at most ${Math.round((1 + COMPUTE_TOLERANCE) * 100)}%, whatever their traits declare. <em>Tokens to dense loss</em>: training tokens the MoE needed to reach the dense baseline's final validation loss (linear interpolation on its validation curve), as a fraction of the dense budget — below 1× means the same quality for less training compute. Balance columns are means over the second half of training. ${raw(statsNote)}</p>
   ${rankingTable(matched, byName, colors, multi)}
   ${
     apart.length
-      ? html`<h3 id="more-compute">More active compute than k = ${results.topK} experts per token (not ranked with the above)</h3>
-  <p class="note">These routers ran more than ${Math.round((1 + COMPUTE_TOLERANCE) * 100)}% of k experts per token on average, so a lower loss here was bought with extra compute.</p>
+      ? html`<h3 id="more-compute">More active compute than k = ${results.topK} experts per token${apart.some((r) => byName.get(r.name)?.compute === 'unmeasured') ? ', or unmeasured' : ''} (not ranked with the above)</h3>
+  <p class="note">These routers' measured FFN compute was more than ${Math.round((1 + COMPUTE_TOLERANCE) * 100)}% of the dense baseline's ((experts/token + shared) ÷ (k + shared), mean over training), or was not measured, so a lower loss here may have been bought with extra compute.</p>
   ${rankingTable(apart, byName, colors, multi, false)}`
       : ''
   }
@@ -330,14 +332,6 @@ ${jsonScript('raw-results', results)}
   return page.value;
 }
 
-/** Shared experts of a model config in units of one routed expert's width (0 without shared experts). */
-function sharedExpertUnits(m: Record<string, unknown>): number {
-  const n = typeof m.n_shared_experts === 'number' ? m.n_shared_experts : 0;
-  const w = typeof m.moe_intermediate_size === 'number' && m.moe_intermediate_size > 0 ? m.moe_intermediate_size : 1;
-  const sw = typeof m.shared_expert_intermediate_size === 'number' ? m.shared_expert_intermediate_size : w;
-  return (n * sw) / w;
-}
-
 /** One row per MoE router: paper, summary, experts/token used, compute vs dense, trait caveats. */
 function routerTable(runs: RunRecord[], byName: Map<string, RouterAnalysis>, topK: number): SafeHtml {
   const rows = runs.map((r) => {
@@ -348,9 +342,13 @@ function routerTable(runs: RunRecord[], byName: Map<string, RouterAnalysis>, top
       (c) => c.length > 0,
     );
     const ept = an?.meanExpertsPerToken ?? null;
-    // FFN compute vs the dense FFN (as wide as k routed + the shared experts); soft routing's ept is slot evaluations per token, so it compares the same way
-    const shared = sharedExpertUnits(r.model);
-    const rel = ept === null ? '—' : `${((ept + shared) / (topK + shared)).toFixed(2)}×`;
+    // FFN compute vs the dense FFN (as wide as k routed + the shared experts), as the analysis measured it; soft routing's ept is slot evaluations per token
+    const ratio = an?.computeVsDense ?? null;
+    const rel = ratio === null ? '—' : `${ratio.toFixed(2)}×`;
+    // the traits only add caveat text: a router declared matched by construction that measured otherwise says so
+    const declared = t ? (t.routing === 'soft' ? 'FLOP-matched slots' : t.expertsPerToken === 'k' ? `k = ${topK} experts per token` : null) : null;
+    if (declared && an && an.compute !== 'matched')
+      caveats.push(`declares ${declared}, but measured ${rel} the dense compute (${an.compute === 'more' ? 'listed apart' : an.compute === 'less' ? 'ranked at a disadvantage' : 'unmeasured'})`);
     return html`<tr data-router="${r.name}">
 <td><strong>${r.name}</strong></td>
 <td>${spec?.paper ? html`${spec.paper.title} (${String(spec.paper.year)})` : '—'}</td>
@@ -384,6 +382,7 @@ function rankingTable(ranked: RunRecord[], byName: Map<string, RouterAnalysis>, 
     if (an.lateDroppedFraction && an.lateDroppedFraction > 0.01) notes.push('drops tokens');
     if (an.compute === 'more') notes.push(`${f(an.meanExpertsPerToken, 2)} experts/token: more compute than k`);
     if (an.compute === 'less') notes.push(`${f(an.meanExpertsPerToken, 2)} experts/token: less compute than k`);
+    if (an.compute === 'unmeasured' && r.kind === 'moe') notes.push('experts/token not measured: compute not shown to be matched');
     let saving: SafeHtml | string = '—';
     if (r.kind === 'moe' && an.saving) {
       saving =
@@ -408,6 +407,7 @@ ${multi ? html`<td class="num">${an.interval ? `${f(an.interval.low)} – ${f(an
 <td class="num">${delta}</td>
 <td class="num">${saving}</td>
 <td class="num">${r.kind === 'moe' ? f(an.meanExpertsPerToken, 2) : '—'}</td>
+<td class="num">${r.kind === 'moe' ? (an.computeVsDense === null ? '—' : `${an.computeVsDense.toFixed(2)}×`) : '1.00×'}</td>
 <td class="num">${r.kind === 'moe' ? f(an.lateLoadCV, 2) : '—'}</td>
 <td class="num">${r.kind === 'moe' ? pct(an.lateDroppedFraction) : '—'}</td>
 <td class="num">${r.kind === 'moe' ? f(an.meanRouterEntropy, 2) : '—'}</td>
@@ -417,7 +417,7 @@ ${multi ? html`<td class="num">${an.interval ? `${f(an.interval.low)} – ${f(an
 </tr>`;
   });
   return html`<div class="table-wrap"><table class="ranking">
-<thead><tr><th>#</th><th>Router</th><th>Val loss</th>${multi ? html`<th>95% t-interval</th>` : ''}<th>Δ vs dense</th><th>Tokens to dense loss</th><th>Experts / token</th><th>Load CV</th><th>Dropped</th><th>Router entropy</th><th>Special&shy;isation</th><th>Tokens / s</th><th>Notes</th></tr></thead>
+<thead><tr><th>#</th><th>Router</th><th>Val loss</th>${multi ? html`<th>95% t-interval</th>` : ''}<th>Δ vs dense</th><th>Tokens to dense loss</th><th>Experts / token</th><th>Compute vs dense</th><th>Load CV</th><th>Dropped</th><th>Router entropy</th><th>Special&shy;isation</th><th>Tokens / s</th><th>Notes</th></tr></thead>
 <tbody>${join(rows, '\n')}</tbody></table></div>`;
 }
 

@@ -1,15 +1,16 @@
 // The train bench's runs one at a time, resumable: node scripts/train-bench-runs.mjs OUT.jsonl DATASET MODEL SEEDS [LR]
 // (after `npm run build`). DATASET is a name in DATASETS of bench/suites/train.ts, MODEL moe or dense, SEEDS
-// comma-separated; LR overrides training.lr (for dense at its own best rate; the row's model becomes dense@LR).
+// comma-separated; LR overrides training.lr (an lr sweep, e.g. dense at its own rate; the row's model becomes
+// moe@LR or dense@LR).
 // Appends one row per run in the suite's row format, so scripts/train-bench-report.mjs gives the suite's own
 // statistics; rows already in OUT are skipped. Same config as `npm run bench -- train` (suiteConfig), 1 thread.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { initBackend } from '../dist/src/kernels/index.js';
-import { parseRunConfig, matchedDenseConfig } from '../dist/src/models/config.js';
+import { parseRunConfig } from '../dist/src/models/config.js';
 import { train } from '../dist/src/train/trainer.js';
-import { DATASETS, suiteConfig } from '../dist/bench/suites/train.js';
+import { DATASETS, denseSuiteConfig, suiteConfig } from '../dist/bench/suites/train.js';
 
 const [outFile, dsName, model, seedList, lrArg] = process.argv.slice(2);
 const ds = DATASETS.find((d) => d.name === dsName);
@@ -26,7 +27,7 @@ const b = await initBackend(process.env.MOE_BACKEND ?? 'native', { threads: Numb
 for (const seed of seedList.split(',').map(Number)) {
   if (done.some((r) => r.dataset === dsName && r.model === label && r.seed === seed)) continue;
   let cfg = suiteConfig(false, ds.sources, seed);
-  if (model === 'dense') cfg = { ...cfg, model: matchedDenseConfig(cfg.model) };
+  if (model === 'dense') cfg = denseSuiteConfig(cfg);
   if (lrArg) cfg = parseRunConfig({ ...cfg, training: { ...cfg.training, lr: Number(lrArg) } });
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-ts-train-bench-'));
   const tps = [];

@@ -12,12 +12,12 @@ import * as path from 'node:path';
 import * as fs from 'node:fs';
 import * as echarts from 'echarts';
 import { initBackend, disposeBackend } from '../../src/kernels/index.js';
-import { parseRunConfig, matchedDenseConfig, type RunConfig } from '../../src/models/config.js';
+import { parseRunConfig, type RunConfig } from '../../src/models/config.js';
 import { train } from '../../src/train/trainer.js';
 import { writeFileAtomicSync } from '../../src/io/atomic.js';
 import { welchDifference, tInterval, type Interval } from '../lib/stats.js';
 import type { Column, Row, SuiteOptions, SuiteTable } from '../lib/suite.js';
-import { COVERAGE, suiteConfig } from './train.js';
+import { COVERAGE, denseSuiteConfig, suiteConfig } from './train.js';
 
 export const name = 'scaling';
 export const description = 'fine-grained experts at fixed active FLOPs: granularity 1, 2, 4, 8 (E*g experts of width f/g, top k*g) vs dense; loss table + SVG plot';
@@ -65,6 +65,11 @@ export function granularConfig(base: RunConfig, g: number): RunConfig {
   });
 }
 
+/** The suite's runs for one seed: [label, granularity (0 for dense), config]; dense as in the train bench (denseSuiteConfig). */
+export function scalingJobs(base: RunConfig, grans: readonly number[] = GRANULARITIES): [string, number, RunConfig][] {
+  return [['dense', 0, denseSuiteConfig(granularConfig(base, 1))], ...grans.map((g) => ['moe', g, granularConfig(base, g)] as [string, number, RunConfig])];
+}
+
 export async function run(opts: SuiteOptions): Promise<Row[]> {
   const seeds = opts.quick ? 1 : SEEDS;
   const grans = opts.quick ? [1, 2, 4] : GRANULARITIES;
@@ -75,10 +80,7 @@ export async function run(opts: SuiteOptions): Promise<Row[]> {
     for (let s = 0; s < seeds; s++) {
       const seed = opts.seed + s;
       const base = suiteConfig(opts.quick, ['shakespeare'], seed);
-      const jobs: [string, number, RunConfig][] = [
-        ['dense', 0, { ...base, model: matchedDenseConfig(granularConfig(base, 1).model) }],
-        ...grans.map((g) => ['moe', g, granularConfig(base, g)] as [string, number, RunConfig]),
-      ];
+      const jobs = scalingJobs(base, grans);
       for (const [label, g, c] of jobs) {
         const out = fs.mkdtempSync(path.join(os.tmpdir(), 'moe-ts-bench-scaling-'));
         opts.log(
@@ -98,6 +100,7 @@ export async function run(opts: SuiteOptions): Promise<Row[]> {
             steps: r.steps,
             params: r.params,
             activeParams: r.activeParams,
+            lr: c.training.lr,
             valLoss: Number(r.finalEval.loss.toFixed(5)),
             tokensPerS: Math.round(r.tokensPerSec),
             cpuS: Math.round((cpu.user + cpu.system) / 1e5) / 10,

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { granularConfig, report, scalingChart, summarise } from '../../bench/suites/scaling.js';
-import { suiteConfig } from '../../bench/suites/train.js';
+import { granularConfig, report, scalingChart, scalingJobs, summarise } from '../../bench/suites/scaling.js';
+import { denseSuiteConfig, suiteConfig } from '../../bench/suites/train.js';
 import { matchedDenseConfig } from '../../src/models/config.js';
 
 test('granularity keeps the active width and total expert parameters fixed', () => {
@@ -36,4 +36,23 @@ test('summary, table and SVG plot from rows', () => {
   const svg = scalingChart(rows);
   assert.match(svg, /^<svg[\s\S]*<\/svg>$/);
   assert.match(svg, /granularity/);
+});
+
+test('scaling jobs: dense first (the train bench baseline), then each granularity', () => {
+  const base = suiteConfig(false, ['shakespeare'], 3);
+  const jobs = scalingJobs(base, [1, 4]);
+  assert.deepEqual(
+    jobs.map(([label, g]) => [label, g]),
+    [
+      ['dense', 0],
+      ['moe', 1],
+      ['moe', 4],
+    ],
+  );
+  assert.deepEqual(jobs[0][2], denseSuiteConfig(granularConfig(base, 1)));
+  assert.deepEqual(jobs[0][2].training, base.training);
+  assert.equal(jobs[0][2].model.num_local_experts, 0);
+  assert.equal(jobs[0][2].model.intermediate_size, matchedDenseConfig(granularConfig(base, 1).model).intermediate_size);
+  assert.equal(jobs[2][2].training.lr, base.training.lr);
+  assert.equal(jobs[2][2].model.num_local_experts, 32);
 });

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { compareDatasets, report, suiteConfig } from '../../bench/suites/train.js';
-import { matchedDenseConfig, parseModelConfig, TRAIN_DEFAULT_MODEL } from '../../src/models/config.js';
+import { compareDatasets, denseSuiteConfig, report, suiteConfig } from '../../bench/suites/train.js';
+import { matchedDenseConfig, parseModelConfig, parseRunConfig, TRAIN_DEFAULT_MODEL } from '../../src/models/config.js';
 
 function run(dataset: string, model: string, seed: number, valLoss: number, curve: [number, number][], tokensPerS = 1000): Record<string, unknown> {
   return { kind: 'run', dataset, model, seed, valLoss, tokens: 1000, tokensPerS, curve: curve.map(([tokens, loss]) => ({ tokens, loss })) };
@@ -110,4 +110,22 @@ test('suite config: the train defaults, dense baseline matched in active width',
     c.model.num_experts_per_tok * c.model.moe_intermediate_size + c.model.n_shared_experts * (c.model.shared_expert_intermediate_size ?? c.model.moe_intermediate_size),
   );
   assert.ok(suiteConfig(true, ['shakespeare'], 1).training.steps < c.training.steps);
+});
+
+test('suite config: dense baseline at the MoE lr unless given its own, otherwise the same run', () => {
+  for (const quick of [false, true]) {
+    const c = suiteConfig(quick, ['shakespeare', 'linux'], 1235);
+    assert.equal(c.training.lr, parseRunConfig({}).training.lr);
+    const d = denseSuiteConfig(c);
+    assert.equal(d.training.lr, c.training.lr);
+    assert.deepEqual(d.model, parseModelConfig(matchedDenseConfig(c.model)));
+    assert.equal(d.model.num_local_experts, 0);
+    // its own rate (an lr sweep): only the model and the lr differ; same seed, token budget, schedule and data
+    const d6 = denseSuiteConfig(c, 0.006);
+    assert.equal(d6.training.lr, 0.006);
+    assert.deepEqual({ ...d6.training, lr: 0 }, { ...c.training, lr: 0 });
+    assert.deepEqual(d6.data, c.data);
+    assert.deepEqual(d6.model, d.model);
+  }
+  assert.throws(() => denseSuiteConfig(suiteConfig(false, ['shakespeare'], 1), -1), /lr/);
 });

@@ -19,6 +19,8 @@ import { train } from '../../src/train/trainer.js';
 import { median } from '../lib/timing.js';
 import { pairedDifference, tInterval, tokensToReach, welchDifference, type Interval } from '../lib/stats.js';
 import type { Column, Row, SuiteOptions, SuiteTable } from '../lib/suite.js';
+import { dataBaseline } from '../../src/bench-routers/run.js';
+import { clearlyBelowBaseline, TRAINED_MARGIN } from '../../src/bench-routers/metrics.js';
 
 export const name = 'train';
 export const description = 'default MoE vs its FLOP-matched dense baseline over seeds: validation loss with t intervals, tokens to reach dense, tokens/s ratio';
@@ -174,6 +176,8 @@ export async function run(opts: SuiteOptions): Promise<Row[]> {
     const sp = interleavedSpeed(cfg.model, cfg.training.batch_size, cfg.training.seq_len, reps, opts.seed);
     rows.push({ kind: 'speed', dataset: 'random tokens', model: 'moe', backend: `${b.name}/${b.threads}`, steps: reps, tokensPerS: Math.round(sp.moe) });
     rows.push({ kind: 'speed', dataset: 'random tokens', model: 'dense', backend: `${b.name}/${b.threads}`, steps: reps, tokensPerS: Math.round(sp.dense) });
+    // the unigram baseline of each dataset (token frequencies only): runs not clearly below it are a smoke run
+    for (const ds of DATASETS) rows.push({ kind: 'baseline', dataset: ds.name, model: 'unigram', valLoss: Number(dataBaseline(suiteConfig(opts.quick, ds.sources, opts.seed)).loss.toFixed(5)) });
   } finally {
     disposeBackend();
   }
@@ -201,6 +205,10 @@ export interface DatasetComparison {
   reach: Interval | null;
   /** Median-of-steps tokens/s in the training runs, MoE / dense (mean over seeds). */
   trainSpeedRatio: number;
+  /** The dataset's unigram baseline (nats/token), null when the rows have none. */
+  baseline: number | null;
+  /** MoE or dense mean not clearly (TRAINED_MARGIN) below the baseline: an undertrained smoke run, no conclusion. */
+  undertrained: boolean;
 }
 
 const num = (v: unknown): number => (typeof v === 'number' ? v : NaN);
@@ -226,6 +234,9 @@ export function compareDatasets(rows: readonly Row[], coverage = COVERAGE): Data
     });
     const reached = reachRatios.filter((x): x is number => x !== null);
     const paired = pairedDifference(ml, dl, coverage);
+    const base = rows.find((r) => r.kind === 'baseline' && r.dataset === dsName);
+    const baseline = base ? num(base.valLoss) : null;
+    const mean = (xs: number[]): number => xs.reduce((a, x) => a + x, 0) / xs.length;
     out.push({
       dataset: dsName,
       n: seeds.length,
@@ -238,6 +249,8 @@ export function compareDatasets(rows: readonly Row[], coverage = COVERAGE): Data
       reachRatios,
       reach: reached.length === reachRatios.length ? tInterval(reached, coverage) : null,
       trainSpeedRatio: m.reduce((a, r, i) => a + num(r.tokensPerS) / num(d[i].tokensPerS), 0) / m.length,
+      baseline,
+      undertrained: baseline !== null && !(clearlyBelowBaseline(mean(ml), baseline) && clearlyBelowBaseline(mean(dl), baseline)),
     });
   }
   return out;
@@ -272,7 +285,7 @@ export function report(rows: Row[]): SuiteTable[] {
         paired: pm(c.paired),
         se: f(c.paired.se),
         z: f(c.paired.z, 2),
-        beats: c.beats2SE ? 'yes' : 'no',
+        beats: c.undertrained ? 'no conclusion: smoke run' : c.beats2SE ? 'yes' : 'no',
         welch: `${f(c.diff.se)} (${f(c.diff.z, 2)})`,
       })),
     });
@@ -287,6 +300,26 @@ export function report(rows: Row[]): SuiteTable[] {
         dataset: c.dataset,
         ratio: c.reach ? pm(c.reach, 3) : `not reached in ${c.reachRatios.filter((x) => x === null).length} of ${c.n} seeds`,
         perSeed: c.reachRatios.map((x) => (x === null ? '>1' : x.toFixed(3))).join(' '),
+      })),
+    });
+  }
+  const based = cmp.filter((c) => c.baseline !== null);
+  if (based.length > 0) {
+    tables.push({
+      title: `Unigram baseline of the validation data (token frequencies only): a run not at least ${Math.round(TRAINED_MARGIN * 100)}% below it is an undertrained smoke run, and the comparison above says nothing about MoE vs dense`,
+      columns: [
+        { key: 'dataset', header: 'data' },
+        { key: 'baseline', header: 'unigram baseline' },
+        { key: 'moe', header: 'MoE mean' },
+        { key: 'dense', header: 'dense mean' },
+        { key: 'verdict', header: 'verdict' },
+      ],
+      rows: based.map((c) => ({
+        dataset: c.dataset,
+        baseline: c.baseline!.toFixed(4),
+        moe: c.moe.mean.toFixed(4),
+        dense: c.dense.mean.toFixed(4),
+        verdict: c.undertrained ? 'undertrained smoke run' : 'trained',
       })),
     });
   }

@@ -325,6 +325,13 @@ export function buildProgram(): Command {
             process.stdout.write(`table: ${r.files.md}, ${r.files.json}\n`);
           }
           process.stdout.write(`done: ${res.steps} steps, val loss ${f.loss.toFixed(4)} (ppl ${f.perplexity.toFixed(2)}), ${Math.round(res.tokensPerSec)} tokens/s; results in ${out}\n`);
+          if (res.steps === cfg.training.steps) {
+            // issue 10: the run's loss next to a model of token frequencies alone; too close to it is a smoke run
+            const { runBaseline, baselineLine, recordBaseline } = await import('./train-baseline.js');
+            const b = runBaseline(cfg, res.tokenizer, f.loss);
+            recordBaseline(out, b);
+            process.stdout.write(baselineLine(b));
+          }
         });
       } catch (e) {
         progress.stop();
@@ -974,7 +981,10 @@ export function buildProgram(): Command {
     .addOption(threadsOption())
     .action(async (o) => {
       const { benchRoutersCommand } = await import('../bench-routers/run.js');
-      await withBackend(o, (backend) => benchRoutersCommand(o, backend, (line) => process.stdout.write(line + '\n')));
+      const r = await withBackend(o, (backend) => benchRoutersCommand(o, backend, (line) => process.stdout.write(line + '\n')));
+      const { benchVerdict } = await import('./bench-verdict.js');
+      const verdict = benchVerdict(r.results.analysis);
+      if (verdict) process.stdout.write(verdict + '\n');
     });
 
   program

@@ -46,7 +46,7 @@ test('smoke: two routers + dense produce report.html and results.json', () => {
   const r = cli(args, dir);
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.trim().split('\n');
-  // a header, start + finish per model, the report line
+  // a header, start + finish per model, the report line, then the verdict (here: no recommendation)
   assert.match(lines[0], /^bench-routers: 3 models \(2 routers \+ dense baseline\), 3 steps x 32 tokens/);
   for (const [i, name] of ['dense', 'topk', 'switch'].entries()) {
     assert.ok(lines.includes(`[${i + 1}/3] ${name}: training...`), r.stdout);
@@ -55,7 +55,8 @@ test('smoke: two routers + dense produce report.html and results.json', () => {
       r.stdout,
     );
   }
-  assert.match(lines[lines.length - 1], /^report: .*report\.html/);
+  assert.match(lines[lines.length - 2], /^report: .*report\.html/);
+  assert.match(lines[lines.length - 1], /^No recommendation: undertrained smoke run\. The validation loss of .* is not clearly below the unigram baseline/);
   assert.ok(
     lines.some((l) => /^unigram baseline of the validation data: \d+\.\d{4} nats\/token$/.test(l)),
     r.stdout,

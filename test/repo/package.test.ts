@@ -43,6 +43,10 @@ test('npm pack: the README library example and the CLI run from the packed files
   const files = info.files.map((f) => f.path);
   assert.ok(files.includes('dist/src/index.js') && files.includes('dist/src/node.js') && files.includes('dist/src/kernels/wasm/kernels.wasm'), 'library entry points and wasm kernels are packed');
   assert.ok(!files.some((f) => f.startsWith('dist/test/') || f.startsWith('src/') || /\.test\./.test(f)), 'no tests or sources in the package');
+  // issue 10: the three corpora the defaults use (train, bench-routers) are in the package, with their sources and licenses
+  for (const f of ['data/shakespeare.txt', 'data/wikitext2-valid.txt', 'data/linux-train.txt', 'data/linux-valid.txt', 'data/SOURCES.md']) {
+    assert.ok(files.includes(f), `${f} is packed`);
+  }
 
   // an empty project with moe-ts unpacked and only its declared dependencies beside it
   const proj = path.join(tmp, 'proj');
@@ -64,6 +68,7 @@ test('npm pack: the README library example and the CLI run from the packed files
   fs.writeFileSync(path.join(proj, 'example.mjs'), example);
   const env = { ...process.env };
   delete env.MOE_BACKEND;
+  delete env.MOE_DATA_DIR;
   const r = spawnSync(process.execPath, ['example.mjs'], { cwd: proj, encoding: 'utf8', env, timeout: 60_000 });
   assert.equal(r.status, 0, `README example failed: ${r.stderr}`);
   // tokensPerExpert (8 counts summing to 16 tokens x top-2) and the load CV
@@ -77,6 +82,18 @@ test('npm pack: the README library example and the CLI run from the packed files
   const cli = spawnSync(process.execPath, [path.join(nm, 'moe-ts', 'dist', 'src', 'cli', 'main.js'), 'routers'], { cwd: proj, encoding: 'utf8', env, timeout: 60_000 });
   assert.equal(cli.status, 0, cli.stderr);
   assert.match(cli.stdout, /topk/);
+  // `moe-ts data` in the installed package finds every embedded corpus file (none missing, each its real size)
+  const data = spawnSync(process.execPath, [path.join(nm, 'moe-ts', 'dist', 'src', 'cli', 'main.js'), 'data', '--json'], { cwd: proj, encoding: 'utf8', env, timeout: 60_000 });
+  assert.equal(data.status, 0, data.stderr);
+  const listed = JSON.parse(data.stdout) as { dir: string; corpora: { name: string; files: { file: string; bytes: number }[] }[] };
+  assert.equal(fs.realpathSync(listed.dir), fs.realpathSync(path.join(nm, 'moe-ts', 'data')), 'corpora read from the installed package');
+  assert.deepEqual(
+    listed.corpora.map((c) => c.name),
+    ['shakespeare', 'wikitext', 'linux'],
+  );
+  for (const c of listed.corpora) {
+    for (const f of c.files) assert.equal(f.bytes, fs.statSync(path.join(ROOT, 'data', f.file)).size, `${c.name}: ${f.file} installed in full`);
+  }
 
   // README: "installs about N MB": within 25% of moe-ts's unpacked size plus its dependency closure
   const stated = /`npm install moe-ts`[^.]*?installs about (\d+) MB/.exec(readme);

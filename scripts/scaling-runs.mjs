@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { initBackend } from '../dist/src/kernels/index.js';
+import { readJsonl } from './jsonl.mjs';
 import { train } from '../dist/src/train/trainer.js';
 import { suiteConfig } from '../dist/bench/suites/train.js';
 import { scalingJobs } from '../dist/bench/suites/scaling.js';
@@ -16,13 +17,7 @@ const [outFile, seedList, jobList = 'dense,1,2,4,8'] = process.argv.slice(2);
 if (!outFile || !seedList) throw new Error('usage: scaling-runs.mjs OUT.jsonl SEEDS [JOBS: dense,1,2,4,8]');
 const jobs = jobList.split(',').map((j) => (j === 'dense' ? 0 : Number(j)));
 if (jobs.some((g) => !Number.isInteger(g) || g < 0)) throw new Error(`scaling-runs: JOBS must be granularities or dense, got ${jobList}`);
-const done = fs.existsSync(outFile)
-  ? fs
-      .readFileSync(outFile, 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l))
-  : [];
+const done = readJsonl(outFile);
 const b = await initBackend(process.env.MOE_BACKEND ?? 'native', { threads: Number(process.env.THREADS ?? 1) });
 for (const seed of seedList.split(',').map(Number)) {
   const base = suiteConfig(false, ['shakespeare'], seed);

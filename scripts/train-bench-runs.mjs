@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { initBackend } from '../dist/src/kernels/index.js';
+import { readJsonl } from './jsonl.mjs';
 import { parseRunConfig } from '../dist/src/models/config.js';
 import { train } from '../dist/src/train/trainer.js';
 import { DATASETS, denseSuiteConfig, suiteConfig } from '../dist/bench/suites/train.js';
@@ -16,13 +17,7 @@ const [outFile, dsName, model, seedList, lrArg] = process.argv.slice(2);
 const ds = DATASETS.find((d) => d.name === dsName);
 if (!ds || !['moe', 'dense'].includes(model) || !seedList) throw new Error('usage: OUT.jsonl DATASET(shakespeare|mix) MODEL(moe|dense) SEEDS [LR]');
 const label = lrArg ? `${model}@${lrArg}` : model;
-const done = fs.existsSync(outFile)
-  ? fs
-      .readFileSync(outFile, 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l))
-  : [];
+const done = readJsonl(outFile);
 const b = await initBackend(process.env.MOE_BACKEND ?? 'native', { threads: Number(process.env.THREADS ?? 1) });
 for (const seed of seedList.split(',').map(Number)) {
   if (done.some((r) => r.dataset === dsName && r.model === label && r.seed === seed)) continue;

@@ -1,6 +1,7 @@
 // The docs/results.md sweep: node scripts/train-sweep.mjs scripts/train-sweep-jobs.json runs/sweep.jsonl (after npm run build).
 // Each job is {name, dense?, config}: dense trains matchedDenseConfig(config.model). Finished names in the output file are skipped.
 import * as fs from 'node:fs';
+import { readJsonl } from './jsonl.mjs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { initBackend } from '../dist/src/kernels/index.js';
@@ -8,16 +9,7 @@ import { parseRunConfig, matchedDenseConfig } from '../dist/src/models/config.js
 import { train } from '../dist/src/train/trainer.js';
 const jobs = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 const outFile = process.argv[3];
-const done = new Set(
-  fs.existsSync(outFile)
-    ? fs
-        .readFileSync(outFile, 'utf8')
-        .trim()
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l).name)
-    : [],
-);
+const done = new Set(readJsonl(outFile).map((r) => r.name));
 await initBackend(process.env.MOE_BACKEND ?? 'auto', { threads: 1 });
 for (const j of jobs) {
   if (done.has(j.name)) continue;

@@ -8,8 +8,8 @@
  */
 import { ConfigError } from '../models/config.js';
 import { loadCorpusSplits } from '../data/corpus.js';
-import { quantizedLoss } from '../infer/quality.js';
-import { DecodeEngine } from '../infer/decode.js';
+import { engineTextLoss } from '../infer/quality.js';
+import { DecodeEngine, expertRows } from '../infer/decode.js';
 import type { QuantFormat, QuantKernels, QuantMatrix } from '../kernels/quant.js';
 import { ternaryStats, gptqTernary, encodeTrits } from '../kernels/ternary.js';
 import { FFNExperts } from '../moe/experts/ffn.js';
@@ -112,13 +112,11 @@ export function runQuantizeExperts(o: {
       qo = { expertWeights: gptqExperts(model, calib, minZeros ?? 0) };
     }
     const t0 = performance.now();
-    const per = texts.map((t) => ({
-      domain: t.domain,
-      r: quantizedLoss(model, tokenizer, t.text, { quants: [format], expertsOnly: true, rest, maxTokens: o.tokens ?? 2048, ...(o.kernels ? { kernels: o.kernels } : {}), ...qo })[0],
-    }));
+    // one engine per setting, scored on every domain (tq_e compiles: quantising and entropy coding every expert)
+    const eng = new DecodeEngine(model, { quant: rest, expertQuant: format, capacity: Math.min(128, model.config.max_position_embeddings), ...(o.kernels ? { kernels: o.kernels } : {}), ...qo });
+    const per = texts.map((t) => ({ domain: t.domain, r: engineTextLoss(eng, tokenizer, t.text, { maxTokens: o.tokens ?? 2048 }) }));
     const secs = (performance.now() - t0) / 1000;
     const tokens = per.reduce((s, p) => s + p.r.tokens, 0);
-    const r0 = per[0].r;
     rows.push({
       label:
         bits === 32
@@ -132,8 +130,8 @@ export function runQuantizeExperts(o: {
       activeParams: model.activeParameters(),
       tokensPerSec: tokens / Math.max(secs, 1e-9),
     });
-    const row: ExpertQuantRow = { bits, format, expertBytes: r0.expertBytes, totalBytes: r0.weightBytes, bitsPerWeight: (8 * r0.expertBytes) / probe.expertParams };
-    if (format === 'tq_e') row.ternary = ternaryExpertStats(new DecodeEngine(model, { capacity: 1, quant: rest, expertQuant: 'tq_e', ...qo }).ternaryExperts);
+    const row: ExpertQuantRow = { bits, format, expertBytes: eng.expertBytes, totalBytes: eng.weightBytes, bitsPerWeight: (8 * eng.expertBytes) / probe.expertParams };
+    if (format === 'tq_e') row.ternary = ternaryExpertStats(eng.ternaryExperts);
     table.push(row);
   }
   const report: AdaptReport = {
@@ -184,13 +182,6 @@ export function ternaryExpertStats(streams: readonly Uint8Array[]): TernaryExper
     overheadBitsPerWeight: (8 * (bytes - stream)) / n,
     tuples,
   };
-}
-
-/** [rows, cols] row-major from [cols, rows] stored at off (expert weights are input-major). */
-function transposed(src: Float32Array, off: number, r: number, c: number): Float32Array {
-  const out = new Float32Array(r * c);
-  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) out[j * r + i] = src[off + i * c + j];
-  return out;
 }
 
 /**
@@ -249,7 +240,7 @@ function gptqExperts(model: MoETransformerLM, grams: Map<string, Float64Array>, 
         if (!t) continue;
         // an expert no calibration token reached: X^T X = 0, plain least-squares ternary (GPTQ with H = I)
         const h = grams.get(`${layer.index}.${e}.${key}`) ?? Float64Array.from({ length: cols * cols }, (_, i) => (i % (cols + 1) === 0 ? 1 : 0));
-        const w = which === 'w2' ? transposed(t.data, o, f, d) : transposed(t.data, o, d, f);
+        const w = which === 'w2' ? expertRows(t.data, o, f, d) : expertRows(t.data, o, d, f);
         out.set(`${layer.index}.${e}.${which}`, { format: 'tq_e', rows, cols, data: encodeTrits(gptqTernary(w, rows, cols, h, { minZeros })) });
       }
     }

@@ -183,8 +183,8 @@ function addAdapter(l: LoraExpertsLinear, x: Float32Array, n: number, y: Float32
   for (let i = 0; i < n * l.outFeatures; i++) y[i] += v[i];
 }
 
-/** [rows, cols] row-major from [cols, rows] (expert weights are stored input-major). */
-function transpose(src: Float32Array, off: number, r: number, c: number): Float32Array {
+/** [rows, cols] row-major from [cols, rows] at off (expert weights are stored input-major): a weight as the fast path's [out, in] rows. */
+export function expertRows(src: Float32Array, off: number, r: number, c: number): Float32Array {
   const out = new Float32Array(r * c);
   for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) out[j * r + i] = src[off + i * c + j];
   return out;
@@ -401,8 +401,8 @@ export class DecodeEngine {
         // w1/w3 [d, count*dFF] and w2 [count*dFF, d] input-major: the shared experts side by side are one dense FFN
         const s = moe.shared;
         const h = s.count * s.dFF;
-        const w1 = q(transpose(s.w1.data, 0, d, h), h, d);
-        ffn = { gate: s.w3 ? w1 : null, up: s.w3 ? q(transpose(s.w3.data, 0, d, h), h, d) : w1, down: q(transpose(s.w2.data, 0, h, d), d, h), silu: s.activation === 'swiglu' };
+        const w1 = q(expertRows(s.w1.data, 0, d, h), h, d);
+        ffn = { gate: s.w3 ? w1 : null, up: s.w3 ? q(expertRows(s.w3.data, 0, d, h), h, d) : w1, down: q(expertRows(s.w2.data, 0, h, d), d, h), silu: s.activation === 'swiglu' };
       } else if (layer.shared_expert) {
         const m = layer.shared_expert;
         ffn = {
@@ -425,9 +425,9 @@ export class DecodeEngine {
     for (let e = 0; e < ex.numExperts; e++) {
       const o = e * d * f;
       experts.push({
-        w1: q(transpose(ex.w1.data, o, d, f), f, d, this.expertQuant, 'expert w1', true, given(e, 'w1', f, d)),
-        w3: ex.w3 ? q(transpose(ex.w3.data, o, d, f), f, d, this.expertQuant, 'expert w3', true, given(e, 'w3', f, d)) : null,
-        w2: q(transpose(ex.w2.data, o, f, d), d, f, this.expertQuant, 'expert w2', true, given(e, 'w2', d, f)),
+        w1: q(expertRows(ex.w1.data, o, d, f), f, d, this.expertQuant, 'expert w1', true, given(e, 'w1', f, d)),
+        w3: ex.w3 ? q(expertRows(ex.w3.data, o, d, f), f, d, this.expertQuant, 'expert w3', true, given(e, 'w3', f, d)) : null,
+        w2: q(expertRows(ex.w2.data, o, f, d), d, f, this.expertQuant, 'expert w2', true, given(e, 'w2', d, f)),
       });
     }
     return { kind: 'moe', layer, experts, silu: ex.activation === 'swiglu', dFF: f, index: layer.index, external: false, shared: compileShared() };

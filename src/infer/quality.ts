@@ -42,10 +42,7 @@ export function quantizedLoss(
     expertWeights?: DecodeEngineOptions['expertWeights'];
   },
 ): QuantLoss[] {
-  const maxTokens = opts.maxTokens ?? 4096;
-  if (!Number.isInteger(maxTokens) || maxTokens < 2) throw new Error(`quantizedLoss: maxTokens must be an integer >= 2, got ${maxTokens}`);
-  const ids = tokenizer.encode(text).subarray(0, maxTokens);
-  if (ids.length < 2) throw new Error(`quantizedLoss: the text encodes to ${ids.length} token(s); at least 2 are needed`);
+  const ids = scoredIds('quantizedLoss', tokenizer, text, opts.maxTokens);
   const W = Math.min(opts.window ?? 128, model.config.max_position_embeddings);
   const V = model.config.vocab_size;
   return opts.quants.map((quant) => {
@@ -60,6 +57,26 @@ export function quantizedLoss(
     const r = engineLoss(eng, ids, W, V);
     return { quant, loss: r.loss, tokens: r.tokens, weightBytes: eng.weightBytes, expertBytes: eng.expertBytes, expertQuant: eng.expertQuant };
   });
+}
+
+/** The first maxTokens (default 4096) ids of text, at least 2; `what` names the caller in the errors. */
+function scoredIds(what: string, tokenizer: Tokenizer, text: string, maxTokens = 4096): Int32Array {
+  if (!Number.isInteger(maxTokens) || maxTokens < 2) throw new Error(`${what}: maxTokens must be an integer >= 2, got ${maxTokens}`);
+  const ids = tokenizer.encode(text).subarray(0, maxTokens);
+  if (ids.length < 2) throw new Error(`${what}: the text encodes to ${ids.length} token(s); at least 2 are needed`);
+  return ids;
+}
+
+/**
+ * quantizedLoss's measurement on an engine already compiled (so several texts share one
+ * compilation): the same windows of `window` tokens (default 128, at most the engine's capacity)
+ * and token cap.
+ */
+export function engineTextLoss(eng: DecodeEngine, tokenizer: Tokenizer, text: string, opts: { maxTokens?: number; window?: number } = {}): { loss: number; tokens: number } {
+  const ids = scoredIds('engineTextLoss', tokenizer, text, opts.maxTokens);
+  const W = Math.min(opts.window ?? 128, eng.capacity);
+  const r = engineLoss(eng, ids, W, eng.model.config.vocab_size);
+  return { loss: r.loss, tokens: r.tokens };
 }
 
 /** Mean next-token cross-entropy of ids under `eng`, in windows of W tokens (one prompt batch each), and the batches' tokens/s. */
@@ -113,10 +130,7 @@ export function routingLoss(
   text: string,
   opts: { settings: { skipThreshold?: number; capacityFactor?: number }[]; quant?: QuantFormat; maxTokens?: number; window?: number; kernels?: QuantKernels },
 ): RoutingLoss[] {
-  const maxTokens = opts.maxTokens ?? 4096;
-  if (!Number.isInteger(maxTokens) || maxTokens < 2) throw new Error(`routingLoss: maxTokens must be an integer >= 2, got ${maxTokens}`);
-  const ids = tokenizer.encode(text).subarray(0, maxTokens);
-  if (ids.length < 2) throw new Error(`routingLoss: the text encodes to ${ids.length} token(s); at least 2 are needed`);
+  const ids = scoredIds('routingLoss', tokenizer, text, opts.maxTokens);
   const W = Math.min(opts.window ?? 128, model.config.max_position_embeddings);
   return opts.settings.map((st) => {
     const eng = new DecodeEngine(model, { quant: opts.quant ?? 'f32', capacity: W, ...st, ...(opts.kernels ? { kernels: opts.kernels } : {}) });

@@ -16,6 +16,8 @@ import { runQuantizeExperts, parseExpertBits } from '../../src/adapt/quantize-ex
 import { ternaryStats } from '../../src/kernels/ternary.js';
 import type { QuantFormat, QuantizeOptions } from '../../src/kernels/quant.js';
 import { tmpDir } from '../train/helpers.js';
+import { quantizedLoss } from '../../src/infer/quality.js';
+import { loadCorpusSplits } from '../../src/data/corpus.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const cli = path.join(here, '../../src/cli/main.js');
@@ -103,6 +105,13 @@ test('runQuantizeExperts: one row per bits, expert bytes shrink with bits, the r
       r.rows[0].domains.map((d) => d.domain),
       ['shakespeare', 'wikitext', 'linux'],
     );
+    // one engine per row scores every domain: the same numbers as quantizedLoss's own engine per text
+    const m = new MoETransformerLM(cfg.model, 4);
+    const c = loadCorpusSplits('shakespeare');
+    const valid = c.valid ?? c.train.slice(Math.floor(c.train.length * 0.9));
+    const ref = quantizedLoss(m, new ByteTokenizer(), valid, { quants: ['f32', 'q2_m'], expertsOnly: true, maxTokens: 48 });
+    assert.deepEqual([r.rows[0].domains[0].loss, r.rows[1].domains[0].loss], [ref[0].loss, ref[1].loss]);
+    assert.deepEqual([r.table[0].expertBytes, r.table[1].expertBytes], [ref[0].expertBytes, ref[1].expertBytes]);
     for (let i = 0; i < 3; i++) {
       assert.ok(Math.abs(r.rows[4].domains[i].loss - r.rows[0].domains[i].loss) < 0.02, `8-bit domain ${i}`);
       assert.ok(Number.isFinite(r.rows[1].domains[i].loss));

@@ -11,7 +11,7 @@ import { initBackend } from '../dist/src/kernels/index.js';
 import { readJsonl } from './jsonl.mjs';
 import { train } from '../dist/src/train/trainer.js';
 import { suiteConfig } from '../dist/bench/suites/train.js';
-import { scalingJobs } from '../dist/bench/suites/scaling.js';
+import { scalingJobs, scalingRow } from '../dist/bench/suites/scaling.js';
 
 const [outFile, seedList, jobList = 'dense,1,2,4,8'] = process.argv.slice(2);
 if (!outFile || !seedList) throw new Error('usage: scaling-runs.mjs OUT.jsonl SEEDS [JOBS: dense,1,2,4,8]');
@@ -32,23 +32,10 @@ for (const seed of seedList.split(',').map(Number)) {
     const r = await train({ config: c, outDir: out });
     const cpu = process.cpuUsage(c0);
     const row = {
-      model: label,
-      granularity: g || '',
-      experts: g ? c.model.num_local_experts : '',
-      topK: g ? c.model.num_experts_per_tok : '',
-      width: g ? c.model.moe_intermediate_size : c.model.intermediate_size,
-      seed,
+      ...scalingRow(label, g, c, seed, r, cpu),
       backend: `${b.name}/${b.threads}`,
-      steps: r.steps,
-      lr: c.training.lr,
-      params: r.params,
-      activeParams: r.activeParams,
-      valLoss: Number(r.finalEval.loss.toFixed(5)),
-      tokensPerS: Math.round(r.tokensPerSec),
-      cpuS: Math.round((cpu.user + cpu.system) / 1e5) / 10,
       seconds: Math.round((performance.now() - t0) / 100) / 10,
       load: [load0, os.loadavg()[0]].map((x) => Number(x.toFixed(2))),
-      curve: r.history.map((h) => ({ tokens: h.tokensSeen, loss: Number(h.result.loss.toFixed(5)) })),
     };
     fs.appendFileSync(outFile, JSON.stringify(row) + '\n');
     console.log(`${label}${g ? ` g=${g}` : ''} seed ${seed}: val ${row.valLoss}, ${row.cpuS} cpu s, ${row.seconds} wall s, load ${row.load}`);

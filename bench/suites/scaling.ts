@@ -70,6 +70,26 @@ export function scalingJobs(base: RunConfig, grans: readonly number[] = GRANULAR
   return [['dense', 0, denseSuiteConfig(granularConfig(base, 1))], ...grans.map((g) => ['moe', g, granularConfig(base, g)] as [string, number, RunConfig])];
 }
 
+/** One job's row (the suite's table and scripts/scaling-runs.mjs): g = 0 is the dense baseline; cpu is process.cpuUsage over the run. */
+export function scalingRow(label: string, g: number, c: RunConfig, seed: number, r: Awaited<ReturnType<typeof train>>, cpu: NodeJS.CpuUsage): Row {
+  return {
+    model: label,
+    granularity: g || '',
+    experts: g ? c.model.num_local_experts : '',
+    topK: g ? c.model.num_experts_per_tok : '',
+    width: g ? c.model.moe_intermediate_size : c.model.intermediate_size,
+    seed,
+    steps: r.steps,
+    params: r.params,
+    activeParams: r.activeParams,
+    lr: c.training.lr,
+    valLoss: Number(r.finalEval.loss.toFixed(5)),
+    tokensPerS: Math.round(r.tokensPerSec),
+    cpuS: Math.round((cpu.user + cpu.system) / 1e5) / 10,
+    curve: r.history.map((h) => ({ tokens: h.tokensSeen, loss: Number(h.result.loss.toFixed(5)) })),
+  };
+}
+
 export async function run(opts: SuiteOptions): Promise<Row[]> {
   const seeds = opts.quick ? 1 : SEEDS;
   const grans = opts.quick ? [1, 2, 4] : GRANULARITIES;
@@ -90,22 +110,7 @@ export async function run(opts: SuiteOptions): Promise<Row[]> {
         try {
           const r = await train({ config: c, outDir: out });
           const cpu = process.cpuUsage(c0);
-          rows.push({
-            model: label,
-            granularity: g || '',
-            experts: g ? c.model.num_local_experts : '',
-            topK: g ? c.model.num_experts_per_tok : '',
-            width: g ? c.model.moe_intermediate_size : c.model.intermediate_size,
-            seed,
-            steps: r.steps,
-            params: r.params,
-            activeParams: r.activeParams,
-            lr: c.training.lr,
-            valLoss: Number(r.finalEval.loss.toFixed(5)),
-            tokensPerS: Math.round(r.tokensPerSec),
-            cpuS: Math.round((cpu.user + cpu.system) / 1e5) / 10,
-            curve: r.history.map((h) => ({ tokens: h.tokensSeen, loss: Number(h.result.loss.toFixed(5)) })),
-          });
+          rows.push(scalingRow(label, g, c, seed, r, cpu));
         } finally {
           fs.rmSync(out, { recursive: true, force: true });
         }

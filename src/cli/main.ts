@@ -313,14 +313,14 @@ export function buildProgram(): Command {
           progress.stop();
           const f = res.finalEval;
           if (res.model.config.peft) {
-            const { saveAdapters, ADAPTERS_FILE } = await import('../adapt/peft.js');
-            const n = saveAdapters(asTransformer(res.model, 'adapt', 'train --peft'), path.join(out, ADAPTERS_FILE));
+            const { saveAdapters, ADAPTERS_FILE, writePeftTable } = await import('../adapt/peft.js');
+            const adapted = asTransformer(res.model, 'adapt', 'train --peft');
+            const n = saveAdapters(adapted, path.join(out, ADAPTERS_FILE));
             process.stdout.write(`adapters: ${n} tensors in ${path.join(out, ADAPTERS_FILE)} (base ${o.model} unchanged; moe-ts peft attach/merge)\n`);
-            const { writePeftTable } = await import('../adapt/peft.js');
             const { formatAdaptTable, ADAPT_DOMAINS } = await import('../adapt/common.js');
             // the embedded corpora (what the base knew) plus this run's training sources (the new domain)
             const sources = [...new Set([...ADAPT_DOMAINS, ...cfg.data.sources])];
-            const r = writePeftTable({ base: o.model!, model: asTransformer(res.model, 'adapt', 'train --peft'), out, sources });
+            const r = writePeftTable({ base: o.model!, model: adapted, out, sources });
             if (!o.quiet) process.stdout.write(formatAdaptTable(r));
             process.stdout.write(`table: ${r.files.md}, ${r.files.json}\n`);
           }

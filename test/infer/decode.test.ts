@@ -41,6 +41,16 @@ function eagerLogits(m: MoETransformerLM, ids: Int32Array, chunks: number[]): Fl
   return out;
 }
 
+/** Feeds IDS to eng in CHUNKS and checks each chunk's last logits against the eager reference ref. */
+function assertChunksMatch(eng: DecodeEngine, ref: Float32Array[], tol = 1e-4): void {
+  let p = 0;
+  CHUNKS.forEach((n, i) => {
+    const got = eng.forward(IDS.subarray(p, p + n));
+    p += n;
+    assert.ok(maxDiff(got, ref[i]) < tol, `chunk ${i}: max diff ${maxDiff(got, ref[i])}`);
+  });
+}
+
 function maxDiff(a: Float32Array, b: Float32Array): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
@@ -68,12 +78,7 @@ for (const [name, extra] of [
     const m = model(extra as Record<string, unknown>);
     const ref = eagerLogits(m, IDS, CHUNKS);
     const eng = new DecodeEngine(m);
-    let p = 0;
-    CHUNKS.forEach((n, i) => {
-      const got = eng.forward(IDS.subarray(p, p + n));
-      p += n;
-      assert.ok(maxDiff(got, ref[i]) < 1e-4, `chunk ${i}: max diff ${maxDiff(got, ref[i])}`);
-    });
+    assertChunksMatch(eng, ref);
     assert.equal(eng.length, IDS.length);
   });
 }
@@ -253,11 +258,5 @@ test('LoRA experts (peft) run on the fast path: routed top-k and shared adapters
   const ref = eagerLogits(m, IDS, CHUNKS);
   const base = new DecodeEngine(model({ first_k_dense_replace: 1 }, 6)).forward(IDS.subarray(0, CHUNKS[0]));
   assert.ok(maxDiff(base, ref[0]) > 1e-2, `the adapters change the logits: ${maxDiff(base, ref[0])}`);
-  const eng = new DecodeEngine(m);
-  let p = 0;
-  CHUNKS.forEach((n, i) => {
-    const got = eng.forward(IDS.subarray(p, p + n));
-    p += n;
-    assert.ok(maxDiff(got, ref[i]) < 1e-4, `chunk ${i}: max diff ${maxDiff(got, ref[i])}`);
-  });
+  assertChunksMatch(new DecodeEngine(m), ref);
 });

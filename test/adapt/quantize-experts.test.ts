@@ -263,6 +263,9 @@ test('moe-ts quantize RUN --experts-only prints the table and writes it next to 
     const bad2 = spawnSync(process.execPath, [cli, 'quantize', run, '--experts-only', '--bits', 'ternary:2'], { encoding: 'utf8', timeout: 60_000 });
     assert.notEqual(bad2.status, 0);
     assert.match(bad2.stderr, /got "ternary:2"/);
+    const bad3 = spawnSync(process.execPath, [cli, 'quantize', run, '--experts-only', '--bits', 'ternary-gptq', '--calibration', '1'], { encoding: 'utf8', timeout: 60_000 });
+    assert.notEqual(bad3.status, 0);
+    assert.match(bad3.stderr.trim(), /^[^\n]*--calibration[^\n]*$/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -82,6 +82,7 @@ test('the tolerance boundary: within ±10% of the dense compute inclusive is mat
   assert.equal(cls(1.79), 'less');
   // on the boundary even where floating point rounds the ratio a hair outside it
   assert.ok(computeVsDense(7.1, 8, 1) < 0.9);
+  assert.throws(() => computeVsDense(1, 0, 0), /^Error: computeVsDense: topK \+ shared experts must be > 0, got 0 \+ 0$/);
   assert.equal(cls(7.1, 8, 1), 'matched'); // (7.1 + 1) / 9 = 0.9
   assert.ok(computeVsDense(3.45, 3) > 1.15);
   assert.equal(classifyCompute(computeVsDense(3.45, 3), 0.15), 'matched'); // 3.45 / 3 = 1.15 with tolerance 0.15
